@@ -1,0 +1,570 @@
+//! The engine: the open state of every window and the rules that fire them.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+
+use crate::error::{BatchError, CloseError};
+use crate::event::{Event, EventId};
+use crate::spec::{EngineConfig, LatePolicy, SizeMs, WindowBounds, WindowSpec};
+use crate::time::Timestamp;
+use crate::window::{Aggregate, CloseReason, ClosedWindow, WindowKey, WindowSnapshot};
+
+/// The sans-I/O windowing state machine. See the crate documentation for how to drive it.
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    /// Open windows by (start, size), then by key. Ordered so that the windows due first (by
+    /// watermark or flush) are at the front.
+    slots: BTreeMap<(Timestamp, SizeMs), Slot>,
+    /// Pane deadlines of the time purge: (deadline, window). Empty unless `max_age_ms` is set.
+    deadlines: BTreeSet<(Timestamp, WindowKey)>,
+    /// Fired windows not yet taken by `poll_closed`.
+    closed: VecDeque<ClosedWindow>,
+    /// Highest event time admitted so far.
+    max_event_time: Option<Timestamp>,
+    /// Events whose window ends at or before the watermark are late. Never moves backwards.
+    watermark: Option<Timestamp>,
+    counters: Counters,
+    hasher: DefaultHashBuilder,
+}
+
+/// Running totals since the engine (or the state it was restored from) started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events added to a window.
+    pub accepted: u64,
+    /// Events whose id was already in their window.
+    pub duplicates: u64,
+    /// Events whose window the watermark had already closed.
+    pub late: u64,
+    /// Windows and panes emitted, for any reason.
+    pub fired: u64,
+}
+
+/// A point-in-time view of the engine, for `stats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Windows in the open state.
+    pub open_windows: usize,
+    /// Events in the current panes of the open windows.
+    pub buffered_events: usize,
+    /// Ids remembered for deduplication (buffered events plus those of fired panes).
+    pub remembered_ids: usize,
+    /// The event-time watermark, if any.
+    pub watermark: Option<Timestamp>,
+    /// Running totals.
+    pub counters: Counters,
+}
+
+/// What became of a batch of events.
+#[derive(Debug, Default, PartialEq)]
+pub struct Admission<'a> {
+    /// Events added to their window.
+    pub accepted: usize,
+    /// Events whose id was already in their window (ignored).
+    pub duplicates: usize,
+    /// Events behind the watermark. Returned only under [`LatePolicy::Emit`]; counted always.
+    pub late: Vec<LateEvent<'a>>,
+    /// Late events counted (also under [`LatePolicy::Drop`]).
+    pub late_count: usize,
+}
+
+/// An event that arrived after the watermark had closed its window.
+#[derive(Debug, PartialEq)]
+pub struct LateEvent<'a> {
+    /// The event.
+    pub event: Event<'a>,
+    /// The window it would have belonged to.
+    pub bounds: WindowBounds,
+}
+
+/// Which window `close` should close.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSelector<'a> {
+    /// The window's start.
+    pub start: Timestamp,
+    /// Its size, when several sizes may share the start.
+    pub size: Option<SizeMs>,
+    /// Its key; `None` matches any key (and no key).
+    pub key: Option<&'a str>,
+}
+
+/// The whole open state, as `snapshot` takes it and `restore` rebuilds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSnapshot {
+    /// Every open window, in (start, size, key) order.
+    pub windows: Vec<WindowSnapshot>,
+    /// Highest event time admitted.
+    pub max_event_time: Option<Timestamp>,
+    /// The watermark.
+    pub watermark: Option<Timestamp>,
+    /// Running totals.
+    pub counters: Counters,
+}
+
+impl Engine {
+    /// An engine with no open windows.
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            config,
+            slots: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            closed: VecDeque::new(),
+            max_event_time: None,
+            watermark: None,
+            counters: Counters::default(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    /// An engine holding exactly the state of `snapshot`.
+    pub fn restore(config: EngineConfig, snapshot: EngineSnapshot) -> Engine {
+        let mut engine = Engine::new(config);
+        engine.max_event_time = snapshot.max_event_time;
+        engine.watermark = snapshot.watermark;
+        engine.counters = snapshot.counters;
+        for snap in snapshot.windows {
+            let mut window = OpenWindow {
+                ids: Vec::with_capacity(snap.ids.len()),
+                index: HashTable::with_capacity(snap.ids.len()),
+                pane_start: snap.pane_start.min(snap.ids.len()),
+                aggregate: snap.aggregate,
+                pane_opened_at: snap.pane_opened_at,
+            };
+            for id in snap.ids {
+                window.admit(id, &engine.hasher);
+            }
+            if let (Some(opened), Some(age)) = (window.pane_opened_at, config.purge.max_age_ms)
+                && window.pane_len() > 0
+            {
+                engine
+                    .deadlines
+                    .insert((deadline(opened, age), snap.window.clone()));
+            }
+            let slot = engine
+                .slots
+                .entry((snap.window.start, snap.window.size))
+                .or_default();
+            match snap.window.key {
+                None => slot.unkeyed = Some(window),
+                Some(key) => {
+                    slot.keyed.insert(key, window);
+                }
+            }
+        }
+        engine
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Adds a batch of events of windows of `size`, at processing time `now`.
+    ///
+    /// All or nothing: if any event's window does not fit in `i64` milliseconds the batch is
+    /// rejected and nothing changes. Otherwise each event is added to its window unless its id is
+    /// already there (a duplicate) or the watermark has passed the window's end (late). Windows
+    /// that fire as a result (by length, or by the watermark the batch advanced) are queued for
+    /// [`poll_closed`](Engine::poll_closed).
+    pub fn handle_events<'a>(
+        &mut self,
+        now: Timestamp,
+        size: SizeMs,
+        events: Vec<Event<'a>>,
+    ) -> Result<Admission<'a>, BatchError> {
+        let spec = WindowSpec {
+            size,
+            frame: self.config.frame,
+        };
+        let bounds = events
+            .iter()
+            .enumerate()
+            .map(|(index, e)| {
+                spec.bounds(e.ts).ok_or(BatchError::WindowOverflow {
+                    index,
+                    ts: e.ts,
+                    size,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let mut admission = Admission::default();
+        for (event, bounds) in events.into_iter().zip(bounds) {
+            if self.watermark.is_some_and(|wm| bounds.end <= wm) {
+                admission.late_count += 1;
+                self.counters.late += 1;
+                if self.config.late == LatePolicy::Emit {
+                    admission.late.push(LateEvent { event, bounds });
+                }
+                continue;
+            }
+            if self.max_event_time < Some(event.ts) {
+                self.max_event_time = Some(event.ts);
+            }
+            let slot = self.slots.entry((bounds.start, size)).or_default();
+            let window = slot.get_or_open(event.key);
+            if !window.admit(event.id, &self.hasher) {
+                admission.duplicates += 1;
+                self.counters.duplicates += 1;
+                continue;
+            }
+            admission.accepted += 1;
+            self.counters.accepted += 1;
+            if let Some(value) = event.value {
+                Aggregate::add(&mut window.aggregate, value);
+            }
+            let purge = self.config.purge;
+            if window.pane_opened_at.is_none() {
+                window.pane_opened_at = Some(now);
+                if let Some(age) = purge.max_age_ms {
+                    let key = window_key(bounds.start, size, event.key);
+                    self.deadlines.insert((deadline(now, age), key));
+                }
+            }
+            if purge
+                .max_events
+                .is_some_and(|max| window.pane_len() >= max.get() as usize)
+            {
+                let key = window_key(bounds.start, size, event.key);
+                if let (Some(opened), Some(age)) = (window.pane_opened_at, purge.max_age_ms) {
+                    self.deadlines.remove(&(deadline(opened, age), key.clone()));
+                }
+                let closed = window.take_pane(key, CloseReason::Length);
+                self.counters.fired += 1;
+                self.closed.push_back(closed);
+            }
+        }
+        self.advance_watermark();
+        Ok(admission)
+    }
+
+    /// Fires every pane whose time-purge deadline is at or before `now`.
+    pub fn handle_deadline(&mut self, now: Timestamp) {
+        while let Some(first) = self.deadlines.first() {
+            if first.0 > now {
+                break;
+            }
+            let Some((_, key)) = self.deadlines.pop_first() else {
+                break;
+            };
+            let Some(window) = self
+                .slots
+                .get_mut(&(key.start, key.size))
+                .and_then(|slot| slot.get_mut(key.key.as_deref()))
+            else {
+                continue;
+            };
+            if window.pane_len() > 0 {
+                let closed = window.take_pane(key, CloseReason::Time);
+                self.counters.fired += 1;
+                self.closed.push_back(closed);
+            }
+        }
+    }
+
+    /// Moves the watermark forward to `watermark` (if it is ahead) and fires every window that
+    /// ends at or before it. This is how a caller advances event time without events, e.g.
+    /// after an idle timeout.
+    pub fn handle_watermark(&mut self, watermark: Timestamp) {
+        if self.watermark < Some(watermark) {
+            self.watermark = Some(watermark);
+            self.fire_until(watermark, CloseReason::Watermark);
+        }
+    }
+
+    /// The next fired window, in firing order.
+    pub fn poll_closed(&mut self) -> Option<ClosedWindow> {
+        self.closed.pop_front()
+    }
+
+    /// When to call [`handle_deadline`](Engine::handle_deadline) next, if anything waits on time.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// Closes one open window now and returns its current pane (which is empty if the pane just
+    /// fired by length or time). The window leaves the open state; a later event of it opens it
+    /// afresh.
+    pub fn close(&mut self, selector: WindowSelector<'_>) -> Result<ClosedWindow, CloseError> {
+        let lo = (selector.start, selector.size.unwrap_or(SizeMs::MIN));
+        let hi = (selector.start, selector.size.unwrap_or(SizeMs::MAX));
+        let mut matches = Vec::new();
+        for (&(start, size), slot) in self.slots.range(lo..=hi) {
+            for key in slot.keys() {
+                if selector.key.is_none() || selector.key == key {
+                    matches.push(window_key(start, size, key));
+                }
+            }
+        }
+        match matches.len() {
+            0 => Err(CloseError::NotOpen),
+            1 => {
+                let key = matches.pop().unwrap_or_else(|| unreachable!());
+                Ok(self.remove_window(key, CloseReason::Close))
+            }
+            _ => {
+                matches.sort();
+                Err(CloseError::Ambiguous(matches))
+            }
+        }
+    }
+
+    /// Closes every open window that ends at or before `until` (all, when `None`) and returns
+    /// them in (start, size, key) order. Windows whose current pane is empty (it just fired by
+    /// length or time) leave the open state without being returned.
+    pub fn flush(&mut self, until: Option<Timestamp>) -> Vec<ClosedWindow> {
+        let until = until.unwrap_or(Timestamp::from_millis(i64::MAX));
+        let before = self.closed.len();
+        self.fire_until(until, CloseReason::Flush);
+        self.closed.drain(before..).collect()
+    }
+
+    /// Counts of what is open and what has happened.
+    pub fn stats(&self) -> EngineStats {
+        let mut stats = EngineStats {
+            open_windows: 0,
+            buffered_events: 0,
+            remembered_ids: 0,
+            watermark: self.watermark,
+            counters: self.counters,
+        };
+        for window in self.slots.values().flat_map(Slot::windows) {
+            stats.open_windows += 1;
+            stats.buffered_events += window.pane_len();
+            stats.remembered_ids += window.ids.len();
+        }
+        stats
+    }
+
+    /// The event-time watermark, if one has been set.
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.watermark
+    }
+
+    /// The whole open state. Take it after draining [`poll_closed`](Engine::poll_closed): fired
+    /// windows still queued are not part of it.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        let mut windows = Vec::new();
+        for (&(start, size), slot) in &self.slots {
+            let mut keys: Vec<_> = slot.keys().collect();
+            keys.sort();
+            for key in keys {
+                let Some(window) = slot.get(key) else {
+                    continue;
+                };
+                windows.push(WindowSnapshot {
+                    window: window_key(start, size, key),
+                    ids: window.ids.clone(),
+                    pane_start: window.pane_start,
+                    aggregate: window.aggregate,
+                    pane_opened_at: window.pane_opened_at,
+                });
+            }
+        }
+        EngineSnapshot {
+            windows,
+            max_event_time: self.max_event_time,
+            watermark: self.watermark,
+            counters: self.counters,
+        }
+    }
+
+    /// Advances the watermark from the highest event time, if the watermark is on.
+    fn advance_watermark(&mut self) {
+        let (Some(lateness), Some(max)) = (self.config.allowed_lateness_ms, self.max_event_time)
+        else {
+            return;
+        };
+        let lateness = i64::try_from(lateness).unwrap_or(i64::MAX);
+        self.handle_watermark(Timestamp::from_millis(
+            max.as_millis().saturating_sub(lateness),
+        ));
+    }
+
+    /// Fires, with `reason`, every window that ends at or before `until`, in (start, size, key)
+    /// order. Windows with an empty current pane are removed silently.
+    fn fire_until(&mut self, until: Timestamp, reason: CloseReason) {
+        let due: Vec<(Timestamp, SizeMs)> = self
+            .slots
+            .range(..(until, SizeMs::MIN))
+            .map(|(&at, _)| at)
+            .filter(|&(start, size)| {
+                start.as_millis().saturating_add(size.get()) <= until.as_millis()
+            })
+            .collect();
+        for (start, size) in due {
+            let Some(slot) = self.slots.remove(&(start, size)) else {
+                continue;
+            };
+            let mut windows: Vec<(Option<Box<str>>, OpenWindow)> = slot.into_windows();
+            windows.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, window) in windows {
+                let key = WindowKey { start, size, key };
+                self.forget_deadline(&key, &window);
+                if window.pane_len() > 0 {
+                    let closed = window.into_pane(key, reason);
+                    self.counters.fired += 1;
+                    self.closed.push_back(closed);
+                }
+            }
+        }
+    }
+
+    /// Removes one window from the open state and returns its current pane.
+    fn remove_window(&mut self, key: WindowKey, reason: CloseReason) -> ClosedWindow {
+        let slot_key = (key.start, key.size);
+        let window = match self.slots.get_mut(&slot_key) {
+            Some(slot) => slot.remove(key.key.as_deref()).unwrap_or_default(),
+            None => OpenWindow::default(),
+        };
+        if self.slots.get(&slot_key).is_some_and(Slot::is_empty) {
+            self.slots.remove(&slot_key);
+        }
+        self.forget_deadline(&key, &window);
+        self.counters.fired += 1;
+        window.into_pane(key, reason)
+    }
+
+    fn forget_deadline(&mut self, key: &WindowKey, window: &OpenWindow) {
+        if let (Some(opened), Some(age)) = (window.pane_opened_at, self.config.purge.max_age_ms) {
+            self.deadlines.remove(&(deadline(opened, age), key.clone()));
+        }
+    }
+}
+
+fn deadline(opened: Timestamp, age_ms: u64) -> Timestamp {
+    let age = i64::try_from(age_ms).unwrap_or(i64::MAX);
+    Timestamp::from_millis(opened.as_millis().saturating_add(age))
+}
+
+fn window_key(start: Timestamp, size: SizeMs, key: Option<&str>) -> WindowKey {
+    WindowKey {
+        start,
+        size,
+        key: key.map(Box::from),
+    }
+}
+
+/// The windows of one (start, size): at most one without a key, any number with.
+#[derive(Debug, Default)]
+struct Slot {
+    unkeyed: Option<OpenWindow>,
+    keyed: HashMap<Box<str>, OpenWindow>,
+}
+
+impl Slot {
+    fn get_or_open(&mut self, key: Option<&str>) -> &mut OpenWindow {
+        match key {
+            None => self.unkeyed.get_or_insert_with(OpenWindow::default),
+            Some(key) => self.keyed.entry_ref(key).or_default(),
+        }
+    }
+
+    fn get(&self, key: Option<&str>) -> Option<&OpenWindow> {
+        match key {
+            None => self.unkeyed.as_ref(),
+            Some(key) => self.keyed.get(key),
+        }
+    }
+
+    fn get_mut(&mut self, key: Option<&str>) -> Option<&mut OpenWindow> {
+        match key {
+            None => self.unkeyed.as_mut(),
+            Some(key) => self.keyed.get_mut(key),
+        }
+    }
+
+    fn remove(&mut self, key: Option<&str>) -> Option<OpenWindow> {
+        match key {
+            None => self.unkeyed.take(),
+            Some(key) => self.keyed.remove(key),
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = Option<&str>> {
+        let unkeyed = self.unkeyed.as_ref().map(|_| None);
+        unkeyed
+            .into_iter()
+            .chain(self.keyed.keys().map(|k| Some(&**k)))
+    }
+
+    fn windows(&self) -> impl Iterator<Item = &OpenWindow> {
+        self.unkeyed.iter().chain(self.keyed.values())
+    }
+
+    fn into_windows(self) -> Vec<(Option<Box<str>>, OpenWindow)> {
+        let unkeyed = self.unkeyed.map(|w| (None, w));
+        unkeyed
+            .into_iter()
+            .chain(self.keyed.into_iter().map(|(k, w)| (Some(k), w)))
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.unkeyed.is_none() && self.keyed.is_empty()
+    }
+}
+
+/// One open window.
+#[derive(Debug, Default)]
+struct OpenWindow {
+    /// Every id admitted since the window opened. Ids of fired panes stay so that a retried
+    /// event is still recognised as a duplicate until the window leaves the open state.
+    ids: Vec<EventId>,
+    /// Positions in `ids`, hashed by id: the deduplication index.
+    index: HashTable<usize>,
+    /// `ids[pane_start..]` is the current pane.
+    pane_start: usize,
+    /// Sum, min and max of the current pane's values.
+    aggregate: Option<Aggregate>,
+    /// Processing time of the current pane's first event; `None` while the pane is empty.
+    pane_opened_at: Option<Timestamp>,
+}
+
+impl OpenWindow {
+    /// Adds `id` unless it is already there; says whether it was added.
+    fn admit(&mut self, id: EventId, hasher: &DefaultHashBuilder) -> bool {
+        let hash = hasher.hash_one(&id);
+        let OpenWindow { ids, index, .. } = self;
+        if index.find(hash, |&at| ids[at] == id).is_some() {
+            return false;
+        }
+        index.insert_unique(hash, ids.len(), |&at| hasher.hash_one(&ids[at]));
+        ids.push(id);
+        true
+    }
+
+    fn pane_len(&self) -> usize {
+        self.ids.len() - self.pane_start
+    }
+
+    /// Emits the current pane of a window that leaves the open state.
+    fn into_pane(self, window: WindowKey, reason: CloseReason) -> ClosedWindow {
+        let mut ids = self.ids;
+        if self.pane_start > 0 {
+            ids = ids.split_off(self.pane_start);
+        }
+        ClosedWindow {
+            window,
+            ids,
+            aggregate: self.aggregate,
+            reason,
+        }
+    }
+
+    /// Emits the current pane and starts an empty one.
+    fn take_pane(&mut self, window: WindowKey, reason: CloseReason) -> ClosedWindow {
+        let ids = self.ids[self.pane_start..].to_vec();
+        self.pane_start = self.ids.len();
+        self.pane_opened_at = None;
+        ClosedWindow {
+            window,
+            ids,
+            aggregate: self.aggregate.take(),
+            reason,
+        }
+    }
+}
