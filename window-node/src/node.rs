@@ -1,0 +1,389 @@
+//! The request handler of the stdin node: one request line in, its reply (and any windows that
+//! fired) out. No I/O here: `stdin.rs` moves the bytes.
+
+use window_core::{
+    BatchError, CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs,
+    Timestamp, WindowBounds, WindowSelector, WindowSpec, group_by_window,
+};
+
+use crate::clock;
+use crate::error::NodeError;
+use crate::protocol::{Batch, Body, ReplyTo, Request, parse_request};
+use crate::render::{JsonWriter, Style};
+
+/// How the node answers.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeConfig {
+    /// Window-id frame of every id the node reads or writes.
+    pub frame: IdFrame,
+    /// Reply text style.
+    pub style: Style,
+    /// Reply in envelopes from the start (otherwise only after `init`).
+    pub envelope: bool,
+    /// Firing rules of the open state.
+    pub engine: EngineConfig,
+}
+
+/// The stdin node's state: the engine and what `init` told it.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    engine: Engine,
+    node_id: Option<String>,
+    envelope: bool,
+    /// Sequence number of the next window the node emits on its own.
+    next_seq: u64,
+    /// Where emitted windows go: the `src` of the latest request.
+    last_src: Option<String>,
+}
+
+impl Node {
+    /// A node with no open windows.
+    pub fn new(config: NodeConfig) -> Node {
+        let engine_config = EngineConfig {
+            frame: config.frame,
+            ..config.engine
+        };
+        Node {
+            engine: Engine::new(engine_config),
+            envelope: config.envelope,
+            config,
+            node_id: None,
+            next_seq: 0,
+            last_src: None,
+        }
+    }
+
+    /// Answers one request line, appending the reply (and any fired windows) to `out`.
+    pub fn handle_line(&mut self, line: &str, out: &mut Vec<u8>) {
+        match parse_request(line) {
+            Ok(request) => {
+                let reply_to = ReplyTo {
+                    msg_id: request.msg_id.map(str::to_owned),
+                    src: request.src.clone(),
+                    dest: request.dest.clone(),
+                };
+                if request.src.is_some() {
+                    self.last_src.clone_from(&request.src);
+                }
+                if let Err(error) = self.handle_request(request, out) {
+                    self.error(out, &reply_to, &error);
+                }
+            }
+            Err((reply_to, error)) => self.error(out, &reply_to, &error),
+        }
+        self.emit_fired(out);
+    }
+
+    /// Answers a line that could not be read as a request (too long, or not UTF-8).
+    pub fn reject_line(&mut self, error: &NodeError, out: &mut Vec<u8>) {
+        self.error(out, &ReplyTo::default(), error);
+    }
+
+    fn handle_request(&mut self, request: Request<'_>, out: &mut Vec<u8>) -> Result<(), NodeError> {
+        let to = ReplyTo {
+            msg_id: request.msg_id.map(str::to_owned),
+            src: request.src,
+            dest: request.dest,
+        };
+        match request.body {
+            Body::Init { node_id } => {
+                self.node_id = Some(node_id);
+                self.envelope = true;
+                self.reply(out, &to, "init_ok", |_| {});
+            }
+            Body::Assign { events, size } => self.assign(out, &to, events, size)?,
+            Body::ProcessWindow { events, size } => self.process_window(out, &to, events, size)?,
+            Body::Close {
+                window_id,
+                size,
+                key,
+            } => {
+                let start = match size {
+                    Some(size) => WindowSpec {
+                        size,
+                        frame: self.config.frame,
+                    }
+                    .start_of(window_id)
+                    .ok_or_else(|| {
+                        NodeError::NotOpen(format!(
+                            "no open window {window_id} of size {size} ms: {window_id} is not a window of that size"
+                        ))
+                    })?,
+                    None => self.config.frame.start_of(window_id).ok_or_else(|| {
+                        NodeError::NotOpen(format!("no open window {window_id}"))
+                    })?,
+                };
+                let selector = WindowSelector {
+                    start,
+                    size,
+                    key: key.as_deref(),
+                };
+                let closed = self.engine.close(selector).map_err(|e| match e {
+                    CloseError::NotOpen => NodeError::NotOpen(format!(
+                        "no open window {window_id}{}{}: it was never opened, or was already closed",
+                        size.map(|s| format!(" of size {s} ms")).unwrap_or_default(),
+                        key.as_deref().map(|k| format!(" with key {k:?}")).unwrap_or_default(),
+                    )),
+                    CloseError::Ambiguous(windows) => NodeError::malformed(format!(
+                        "{} open windows have id {window_id}: give {} to choose one of {}",
+                        windows.len(),
+                        if windows.iter().all(|w| w.size == windows[0].size) {
+                            "key"
+                        } else {
+                            "window_size_ms (and key)"
+                        },
+                        windows
+                            .iter()
+                            .map(|w| match &w.key {
+                                Some(k) => format!("size {} key {k:?}", w.size),
+                                None => format!("size {} no key", w.size),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                })?;
+                let frame = self.config.frame;
+                self.reply(out, &to, "window_closed", |w| {
+                    window_fields(w, frame, &closed);
+                });
+            }
+            Body::Flush { until } => {
+                let windows = self.engine.flush(until);
+                let frame = self.config.frame;
+                self.reply(out, &to, "flushed", |w| {
+                    w.key("windows").begin_array();
+                    for closed in &windows {
+                        w.begin_object();
+                        window_fields(w, frame, closed);
+                        w.end_object();
+                    }
+                    w.end_array();
+                });
+            }
+            Body::Stats => {
+                let stats = self.engine.stats();
+                self.reply(out, &to, "stats_ok", |w| {
+                    w.key("open_windows").int(stats.open_windows);
+                    w.key("buffered_events").int(stats.buffered_events);
+                    w.key("emitted_windows").int(stats.counters.fired);
+                    w.key("accepted").int(stats.counters.accepted);
+                    w.key("duplicates").int(stats.counters.duplicates);
+                    w.key("late").int(stats.counters.late);
+                });
+            }
+            Body::Ingest { .. } | Body::Subscribe { .. } => {
+                return Err(NodeError::UnknownType(
+                    "ingest and subscribe are served by the daemon (`window-node serve`); \
+                     on stdin use assign or process_window"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn assign(
+        &mut self,
+        out: &mut Vec<u8>,
+        to: &ReplyTo,
+        mut batch: Batch<'_>,
+        size: SizeMs,
+    ) -> Result<(), NodeError> {
+        let spec = self.spec(size);
+        let events = batch.events();
+        let bounds = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| checked_bounds(spec, i, e.ts))
+            .collect::<Result<Vec<_>, _>>()?;
+        let frame = self.config.frame;
+        self.reply(out, to, "assigned", |w| {
+            let first = bounds[0];
+            w.key("window_id").str(&frame.id_of(first.start).to_string());
+            w.key("window_start").timestamp(first.start);
+            w.key("window_end").timestamp(first.end);
+            if let Some(key) = events[0].key {
+                w.key("key").str(key);
+            }
+            if events.len() > 1 {
+                w.key("assignments").begin_array();
+                for (event, b) in events.iter().zip(&bounds) {
+                    w.begin_object();
+                    w.key("id").event_id(&event.id);
+                    w.key("window_id").str(&frame.id_of(b.start).to_string());
+                    w.key("window_start").timestamp(b.start);
+                    w.key("window_end").timestamp(b.end);
+                    if let Some(key) = event.key {
+                        w.key("key").str(key);
+                    }
+                    w.end_object();
+                }
+                w.end_array();
+            }
+        });
+        self.admit(size, events)
+    }
+
+    fn process_window(
+        &mut self,
+        out: &mut Vec<u8>,
+        to: &ReplyTo,
+        mut batch: Batch<'_>,
+        size: SizeMs,
+    ) -> Result<(), NodeError> {
+        let spec = self.spec(size);
+        let events = batch.events();
+        let windows = group_by_window(spec, &events).map_err(batch_error)?;
+        for window in &windows {
+            check_formattable(window.bounds, window.events[0])?;
+        }
+        let frame = self.config.frame;
+        self.reply(out, to, "window_result", |w| {
+            w.key("windows").begin_array();
+            for window in &windows {
+                w.begin_object();
+                w.key("window_id")
+                    .str(&frame.id_of(window.bounds.start).to_string());
+                if let Some(key) = window.key {
+                    w.key("key").str(key);
+                }
+                w.key("count").int(window.events.len());
+                w.key("events").begin_array();
+                let mut aggregate = None;
+                for &i in &window.events {
+                    w.event_id(&events[i].id);
+                    if let Some(value) = events[i].value {
+                        window_core::Aggregate::add(&mut aggregate, value);
+                    }
+                }
+                w.end_array();
+                w.aggregate(aggregate);
+                w.end_object();
+            }
+            w.end_array();
+        });
+        self.admit(size, events)
+    }
+
+    /// Adds validated events to the open state.
+    fn admit(&mut self, size: SizeMs, events: Vec<Event<'_>>) -> Result<(), NodeError> {
+        self.engine
+            .handle_events(clock::now(), size, events)
+            .map_err(batch_error)?;
+        Ok(())
+    }
+
+    /// Writes every window that fired on its own as an unsolicited `window_closed`.
+    fn emit_fired(&mut self, out: &mut Vec<u8>) {
+        while let Some(closed) = self.engine.poll_closed() {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let frame = self.config.frame;
+            let to = ReplyTo {
+                msg_id: None,
+                src: self.last_src.clone(),
+                dest: None,
+            };
+            self.message(out, &to, "window_closed", |w| {
+                window_fields(w, frame, &closed);
+                w.key("reason").str(closed.reason.as_str());
+                w.key("seq").int(seq);
+            });
+        }
+    }
+
+    fn spec(&self, size: SizeMs) -> WindowSpec {
+        WindowSpec {
+            size,
+            frame: self.config.frame,
+        }
+    }
+
+    fn error(&self, out: &mut Vec<u8>, to: &ReplyTo, error: &NodeError) {
+        tracing::debug!(code = error.code(), %error, "request rejected");
+        self.reply(out, to, "error", |w| {
+            w.key("code").int(error.code());
+            w.key("text").str(&error.to_string());
+        });
+    }
+
+    /// Writes a reply to `to`: `type`, `in_reply_to`, then what `fields` writes.
+    fn reply(&self, out: &mut Vec<u8>, to: &ReplyTo, kind: &str, fields: impl FnOnce(&mut JsonWriter<'_>)) {
+        self.message(out, to, kind, |w| {
+            if let Some(msg_id) = &to.msg_id {
+                w.key("in_reply_to").raw(msg_id);
+            }
+            fields(w);
+        });
+    }
+
+    /// Writes one message line, in an envelope when the node speaks envelopes.
+    fn message(&self, out: &mut Vec<u8>, to: &ReplyTo, kind: &str, fields: impl FnOnce(&mut JsonWriter<'_>)) {
+        let mut w = JsonWriter::new(out, self.config.style);
+        if self.envelope {
+            w.begin_object();
+            if let Some(src) = self.node_id.as_deref().or(to.dest.as_deref()) {
+                w.key("src").str(src);
+            }
+            if let Some(dest) = &to.src {
+                w.key("dest").str(dest);
+            }
+            w.key("body");
+        }
+        w.begin_object();
+        w.key("type").str(kind);
+        fields(&mut w);
+        w.end_object();
+        if self.envelope {
+            w.end_object();
+        }
+        out.push(b'\n');
+    }
+}
+
+/// The fields of a `window_closed` message or a `flushed` entry.
+fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) {
+    let window = &closed.window;
+    w.key("window_id").str(&frame.id_of(window.start).to_string());
+    w.key("window_start").timestamp(window.start);
+    w.key("window_end").timestamp(window.end());
+    if let Some(key) = &window.key {
+        w.key("key").str(key);
+    }
+    w.key("count").int(closed.ids.len());
+    w.key("events").begin_array();
+    for id in &closed.ids {
+        w.event_id(id);
+    }
+    w.end_array();
+    w.aggregate(closed.aggregate);
+}
+
+fn checked_bounds(spec: WindowSpec, index: usize, ts: Timestamp) -> Result<WindowBounds, NodeError> {
+    let bounds = spec
+        .bounds(ts)
+        .ok_or_else(|| batch_error(BatchError::WindowOverflow { index, ts, size: spec.size }))?;
+    check_formattable(bounds, index)?;
+    Ok(bounds)
+}
+
+fn check_formattable(bounds: WindowBounds, index: usize) -> Result<(), NodeError> {
+    if bounds.start.check_formattable().is_err() || bounds.end.check_formattable().is_err() {
+        return Err(NodeError::malformed(format!(
+            "events[{index}].timestamp: its window [{} ms, {} ms) reaches outside years 0000..=9999; use a smaller window_size_ms",
+            bounds.start.as_millis(),
+            bounds.end.as_millis()
+        )));
+    }
+    Ok(())
+}
+
+fn batch_error(error: BatchError) -> NodeError {
+    match error {
+        BatchError::WindowOverflow { index, ts, size } => NodeError::malformed(format!(
+            "events[{index}].timestamp: the window of size {size} ms around {} ms does not fit in 64-bit milliseconds; use a smaller window_size_ms",
+            ts.as_millis()
+        )),
+    }
+}

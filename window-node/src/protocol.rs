@@ -1,0 +1,438 @@
+//! The wire protocol's requests: parsing one line into a typed request.
+//!
+//! Parsing is strict about what it uses and lenient about what it does not: unknown fields are
+//! ignored (as a Maelstrom node does), every used field is checked, and every error names the
+//! field and the bad value. Large batches are parsed without copying: field values are borrowed
+//! from the line as raw JSON and decoded only where needed.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use window_core::{Event, EventId, SizeMs, Timestamp, WindowId};
+
+use crate::error::NodeError;
+
+/// Every request type, with the names the wire uses.
+pub const REQUEST_TYPES: &str =
+    "init, assign, process_window, close, flush, stats (and ingest, subscribe on `serve`)";
+
+/// One request line, parsed.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The envelope's `src`, if the request came in an envelope.
+    pub src: Option<String>,
+    /// The envelope's `dest`, if the request came in an envelope.
+    pub dest: Option<String>,
+    /// `msg_id` as its JSON text, echoed as `in_reply_to`.
+    pub msg_id: Option<&'a str>,
+    /// What is asked.
+    pub body: Body<'a>,
+}
+
+/// The typed body of a request.
+#[derive(Debug)]
+pub enum Body<'a> {
+    /// `init`: names this node.
+    Init {
+        /// This node's id.
+        node_id: String,
+    },
+    /// `assign`: which window each event is in; the events join the open state.
+    Assign {
+        /// The events (at least one).
+        events: Batch<'a>,
+        /// Window size.
+        size: SizeMs,
+    },
+    /// `process_window`: the batch's windows; the events join the open state.
+    ProcessWindow {
+        /// The events.
+        events: Batch<'a>,
+        /// Window size.
+        size: SizeMs,
+    },
+    /// `close`: emit one open window and drop it.
+    Close {
+        /// The window's id in the node's frame.
+        window_id: WindowId,
+        /// The size, when several sizes share the id.
+        size: Option<SizeMs>,
+        /// The key, when several keys share the id.
+        key: Option<String>,
+    },
+    /// `flush`: emit and drop every window that ends at or before `until` (all when absent).
+    Flush {
+        /// The cut-off.
+        until: Option<Timestamp>,
+    },
+    /// `ingest` (daemon): add events under the daemon's window size.
+    Ingest {
+        /// The events.
+        events: Batch<'a>,
+    },
+    /// `subscribe` (daemon): stream emitted windows from `from_seq`.
+    Subscribe {
+        /// First sequence number wanted; `None` means only new windows.
+        from_seq: Option<u64>,
+    },
+    /// `stats`: counters and state.
+    Stats,
+}
+
+/// A batch of parsed events. Keys are kept apart from the events so that the events can be
+/// handed to the engine by value (moving their ids) while borrowing their keys.
+#[derive(Debug, Default)]
+pub struct Batch<'a> {
+    items: Vec<(EventId, Timestamp, Option<f64>)>,
+    keys: Vec<Option<Cow<'a, str>>>,
+}
+
+impl Batch<'_> {
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when the batch holds no event.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The events, borrowing their keys from the batch.
+    pub fn events(&mut self) -> Vec<Event<'_>> {
+        let items = std::mem::take(&mut self.items);
+        items
+            .into_iter()
+            .zip(&self.keys)
+            .map(|((id, ts, value), key)| Event {
+                id,
+                ts,
+                key: key.as_deref(),
+                value,
+            })
+            .collect()
+    }
+}
+
+/// Parses one request line. On error, returns what is known of the request (its `msg_id`, `src`
+/// and `dest`, for the error reply) with the error.
+pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, NodeError)> {
+    let outer: Fields<'_> = serde_json::from_str(line)
+        .map_err(|e| (ReplyTo::default(), NodeError::malformed(json_error("request", &e))))?;
+    let (src, dest, fields) = match outer.body {
+        Some(body) => {
+            let src = outer.src.and_then(|raw| decode_str(raw).ok()).map(Cow::into_owned);
+            let dest = outer.dest.and_then(|raw| decode_str(raw).ok()).map(Cow::into_owned);
+            let reply_to = ReplyTo {
+                msg_id: None,
+                src: src.clone(),
+                dest: dest.clone(),
+            };
+            let body: Fields<'_> = serde_json::from_str(body.get())
+                .map_err(|e| (reply_to, NodeError::malformed(json_error("body", &e))))?;
+            (src, dest, body)
+        }
+        None => (None, None, outer),
+    };
+    let msg_id = fields.msg_id.map(RawValue::get);
+    let reply_to = || ReplyTo {
+        msg_id: msg_id.map(str::to_owned),
+        src: src.clone(),
+        dest: dest.clone(),
+    };
+    if let Some(raw) = fields.msg_id
+        && raw.get().parse::<i64>().is_err()
+    {
+        let err = NodeError::malformed(format!(
+            "msg_id must be an integer, got {}",
+            shorten(raw.get())
+        ));
+        return Err((ReplyTo { msg_id: None, ..reply_to() }, err));
+    }
+    let body = parse_body(&fields).map_err(|e| (reply_to(), e))?;
+    Ok(Request {
+        src,
+        dest,
+        msg_id,
+        body,
+    })
+}
+
+/// What an error reply needs to know about the request it answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// `msg_id`, as JSON text.
+    pub msg_id: Option<String>,
+    /// The envelope's `src`.
+    pub src: Option<String>,
+    /// The envelope's `dest`.
+    pub dest: Option<String>,
+}
+
+/// Every field any request may carry, as raw JSON borrowed from the line.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    src: Option<&'a RawValue>,
+    #[serde(borrow)]
+    dest: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    msg_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    events: Option<&'a RawValue>,
+    #[serde(borrow)]
+    window_size_ms: Option<&'a RawValue>,
+    #[serde(borrow)]
+    node_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    window_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    until: Option<&'a RawValue>,
+    #[serde(borrow)]
+    from_seq: Option<&'a RawValue>,
+}
+
+/// One event as raw JSON fields.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow)]
+    value: Option<&'a RawValue>,
+}
+
+fn parse_body<'a>(fields: &Fields<'a>) -> Result<Body<'a>, NodeError> {
+    let kind = required(fields.kind, "type")?;
+    let kind = decode_str(kind).map_err(|_| {
+        NodeError::malformed(format!(
+            "type must be a string, got {}",
+            shorten(kind.get())
+        ))
+    })?;
+    Ok(match &*kind {
+        "init" => Body::Init {
+            node_id: decode_str(required(fields.node_id, "node_id")?)
+                .map_err(|v| invalid("node_id", v, "a string"))?
+                .into_owned(),
+        },
+        "assign" => {
+            let events = parse_events(required(fields.events, "events")?)?;
+            if events.is_empty() {
+                return Err(NodeError::malformed(
+                    "events must hold at least one event for assign, got []",
+                ));
+            }
+            Body::Assign {
+                events,
+                size: parse_size(required(fields.window_size_ms, "window_size_ms")?)?,
+            }
+        }
+        "process_window" => Body::ProcessWindow {
+            events: parse_events(required(fields.events, "events")?)?,
+            size: parse_size(required(fields.window_size_ms, "window_size_ms")?)?,
+        },
+        "close" => Body::Close {
+            window_id: parse_window_id(required(fields.window_id, "window_id")?)?,
+            size: fields.window_size_ms.map(parse_size).transpose()?,
+            key: fields
+                .key
+                .filter(|raw| raw.get() != "null")
+                .map(|raw| decode_str(raw).map_err(|v| invalid("key", v, "a string")))
+                .transpose()?
+                .map(Cow::into_owned),
+        },
+        "flush" => Body::Flush {
+            until: fields
+                .until
+                .filter(|raw| raw.get() != "null")
+                .map(|raw| parse_timestamp(raw, "until"))
+                .transpose()?,
+        },
+        "ingest" => Body::Ingest {
+            events: parse_events(required(fields.events, "events")?)?,
+        },
+        "subscribe" => Body::Subscribe {
+            from_seq: fields
+                .from_seq
+                .filter(|raw| raw.get() != "null")
+                .map(|raw| {
+                    raw.get()
+                        .parse::<u64>()
+                        .map_err(|_| invalid("from_seq", raw, "a non-negative integer"))
+                })
+                .transpose()?,
+        },
+        "stats" => Body::Stats,
+        other => {
+            return Err(NodeError::UnknownType(format!(
+                "unknown request type {other:?}: this node serves {REQUEST_TYPES}"
+            )));
+        }
+    })
+}
+
+fn parse_events<'a>(raw: &'a RawValue) -> Result<Batch<'a>, NodeError> {
+    let raw_events: Vec<RawEvent<'a>> = serde_json::from_str(raw.get()).map_err(|e| {
+        NodeError::malformed(format!(
+            "events must be an array of {{\"id\", \"timestamp\", \"key\"?, \"value\"?}} objects: {e}"
+        ))
+    })?;
+    let mut batch = Batch {
+        items: Vec::with_capacity(raw_events.len()),
+        keys: Vec::with_capacity(raw_events.len()),
+    };
+    for (i, event) in raw_events.iter().enumerate() {
+        let field = |name: &str| format!("events[{i}].{name}");
+        let id = parse_event_id(required_named(event.id, || field("id"))?, &field("id"))?;
+        let ts = parse_timestamp(
+            required_named(event.timestamp, || field("timestamp"))?,
+            &field("timestamp"),
+        )?;
+        let key = match event.key.filter(|raw| raw.get() != "null") {
+            None => None,
+            Some(raw) => {
+                Some(decode_str(raw).map_err(|v| invalid(&field("key"), v, "a string"))?)
+            }
+        };
+        let value = match event.value.filter(|raw| raw.get() != "null") {
+            None => None,
+            Some(raw) => Some(parse_value(raw, &field("value"))?),
+        };
+        batch.items.push((id, ts, value));
+        batch.keys.push(key);
+    }
+    Ok(batch)
+}
+
+fn parse_event_id(raw: &RawValue, field: &str) -> Result<EventId, NodeError> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => Ok(EventId::Text(
+            decode_str(raw)
+                .map_err(|v| invalid(field, v, "a number or a string"))?
+                .into(),
+        )),
+        Some(b'-' | b'0'..=b'9') => Ok(match text.parse::<i64>() {
+            Ok(n) => EventId::Int(n),
+            Err(_) => EventId::Number(text.into()),
+        }),
+        _ => Err(invalid(field, raw, "a number or a string")),
+    }
+}
+
+/// Parses an RFC 3339 string or integer epoch milliseconds, within years 0000..=9999.
+fn parse_timestamp(raw: &RawValue, field: &str) -> Result<Timestamp, NodeError> {
+    let text = raw.get();
+    let ts = if text.starts_with('"') {
+        let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
+        Timestamp::parse_rfc3339(&s).map_err(|e| NodeError::malformed(format!("{field}: {e}")))?
+    } else {
+        let ms = text.parse::<i64>().map_err(|_| {
+            invalid(
+                field,
+                raw,
+                "an RFC 3339 string (2024-01-15T10:00:10Z) or integer epoch milliseconds",
+            )
+        })?;
+        Timestamp::from_millis(ms)
+    };
+    ts.check_formattable()
+        .map_err(|e| NodeError::malformed(format!("{field}: {e}")))
+}
+
+fn parse_value(raw: &RawValue, field: &str) -> Result<f64, NodeError> {
+    match raw.get().parse::<f64>() {
+        Ok(v) if v.is_finite() && !raw.get().starts_with('"') => Ok(v),
+        _ => Err(invalid(field, raw, "a finite number")),
+    }
+}
+
+fn parse_size(raw: &RawValue) -> Result<SizeMs, NodeError> {
+    raw.get()
+        .parse::<i64>()
+        .ok()
+        .and_then(|ms| SizeMs::new(ms).ok())
+        .ok_or_else(|| invalid("window_size_ms", raw, "a positive integer"))
+}
+
+fn parse_window_id(raw: &RawValue) -> Result<WindowId, NodeError> {
+    let expected = "\"window-<integer>\", e.g. \"window-1705305600000\"";
+    if let Ok(n) = raw.get().parse::<i64>() {
+        return Ok(WindowId(n));
+    }
+    let text = decode_str(raw).map_err(|v| invalid("window_id", v, expected))?;
+    text.parse()
+        .map_err(|()| invalid("window_id", raw, expected))
+}
+
+fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<&'a RawValue, NodeError> {
+    required_named(raw, || name.to_owned())
+}
+
+fn required_named<'a>(
+    raw: Option<&'a RawValue>,
+    name: impl FnOnce() -> String,
+) -> Result<&'a RawValue, NodeError> {
+    match raw {
+        Some(raw) if raw.get() != "null" => Ok(raw),
+        _ => Err(NodeError::malformed(format!(
+            "missing field {}",
+            name()
+        ))),
+    }
+}
+
+/// Decodes a JSON string, borrowing when it has no escapes. On error returns the raw value.
+fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, &RawValue> {
+    let text = raw.get();
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Cow::Borrowed(inner));
+    }
+    if !text.starts_with('"') {
+        return Err(raw);
+    }
+    serde_json::from_str::<String>(text)
+        .map(Cow::Owned)
+        .map_err(|_| raw)
+}
+
+fn invalid(field: &str, raw: &RawValue, expected: &str) -> NodeError {
+    NodeError::malformed(format!(
+        "{field} must be {expected}, got {}",
+        shorten(raw.get())
+    ))
+}
+
+fn json_error(what: &str, e: &serde_json::Error) -> String {
+    if e.is_data() {
+        format!("{what} must be a JSON object: {e}")
+    } else {
+        format!("{what} is not valid JSON: {e}")
+    }
+}
+
+/// A value as shown in an error text: at most 80 characters.
+fn shorten(text: &str) -> String {
+    const MAX: usize = 80;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
