@@ -2,8 +2,8 @@
 //! fired) out. No I/O here: `stdin.rs` moves the bytes.
 
 use window_core::{
-    BatchError, CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs,
-    Timestamp, WindowBounds, WindowSelector, WindowSpec, group_by_window,
+    BatchError, CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs, Timestamp,
+    WindowBounds, WindowSelector, WindowSpec, group_by_window,
 };
 
 use crate::clock;
@@ -200,7 +200,8 @@ impl Node {
         let frame = self.config.frame;
         self.reply(out, to, "assigned", |w| {
             let first = bounds[0];
-            w.key("window_id").str(&frame.id_of(first.start).to_string());
+            w.key("window_id")
+                .str(&frame.id_of(first.start).to_string());
             w.key("window_start").timestamp(first.start);
             w.key("window_end").timestamp(first.end);
             if let Some(key) = events[0].key {
@@ -208,12 +209,25 @@ impl Node {
             }
             if events.len() > 1 {
                 w.key("assignments").begin_array();
+                // Consecutive events mostly share a window: render its fields once.
+                let mut cached: Option<(WindowBounds, String, String, String)> = None;
                 for (event, b) in events.iter().zip(&bounds) {
+                    if cached.as_ref().is_none_or(|c| c.0 != *b) {
+                        cached = Some((
+                            *b,
+                            frame.id_of(b.start).to_string(),
+                            b.start.to_string(),
+                            b.end.to_string(),
+                        ));
+                    }
+                    let Some((_, id, start, end)) = &cached else {
+                        continue;
+                    };
                     w.begin_object();
                     w.key("id").event_id(&event.id);
-                    w.key("window_id").str(&frame.id_of(b.start).to_string());
-                    w.key("window_start").timestamp(b.start);
-                    w.key("window_end").timestamp(b.end);
+                    w.key("window_id").str(id);
+                    w.key("window_start").str(start);
+                    w.key("window_end").str(end);
                     if let Some(key) = event.key {
                         w.key("key").str(key);
                     }
@@ -309,7 +323,13 @@ impl Node {
     }
 
     /// Writes a reply to `to`: `type`, `in_reply_to`, then what `fields` writes.
-    fn reply(&self, out: &mut Vec<u8>, to: &ReplyTo, kind: &str, fields: impl FnOnce(&mut JsonWriter<'_>)) {
+    fn reply(
+        &self,
+        out: &mut Vec<u8>,
+        to: &ReplyTo,
+        kind: &str,
+        fields: impl FnOnce(&mut JsonWriter<'_>),
+    ) {
         self.message(out, to, kind, |w| {
             if let Some(msg_id) = &to.msg_id {
                 w.key("in_reply_to").raw(msg_id);
@@ -319,7 +339,13 @@ impl Node {
     }
 
     /// Writes one message line, in an envelope when the node speaks envelopes.
-    fn message(&self, out: &mut Vec<u8>, to: &ReplyTo, kind: &str, fields: impl FnOnce(&mut JsonWriter<'_>)) {
+    fn message(
+        &self,
+        out: &mut Vec<u8>,
+        to: &ReplyTo,
+        kind: &str,
+        fields: impl FnOnce(&mut JsonWriter<'_>),
+    ) {
         let mut w = JsonWriter::new(out, self.config.style);
         if self.envelope {
             w.begin_object();
@@ -345,7 +371,8 @@ impl Node {
 /// The fields of a `window_closed` message or a `flushed` entry.
 fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) {
     let window = &closed.window;
-    w.key("window_id").str(&frame.id_of(window.start).to_string());
+    w.key("window_id")
+        .str(&frame.id_of(window.start).to_string());
     w.key("window_start").timestamp(window.start);
     w.key("window_end").timestamp(window.end());
     if let Some(key) = &window.key {
@@ -360,10 +387,18 @@ fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) 
     w.aggregate(closed.aggregate);
 }
 
-fn checked_bounds(spec: WindowSpec, index: usize, ts: Timestamp) -> Result<WindowBounds, NodeError> {
-    let bounds = spec
-        .bounds(ts)
-        .ok_or_else(|| batch_error(BatchError::WindowOverflow { index, ts, size: spec.size }))?;
+fn checked_bounds(
+    spec: WindowSpec,
+    index: usize,
+    ts: Timestamp,
+) -> Result<WindowBounds, NodeError> {
+    let bounds = spec.bounds(ts).ok_or_else(|| {
+        batch_error(BatchError::WindowOverflow {
+            index,
+            ts,
+            size: spec.size,
+        })
+    })?;
     check_formattable(bounds, index)?;
     Ok(bounds)
 }

@@ -6,6 +6,7 @@
 //! from the line as raw JSON and decoded only where needed.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -115,48 +116,168 @@ impl Batch<'_> {
     }
 }
 
+/// Fields parsed in one pass, events and all: the fast path for valid requests.
+type Typed<'a> = Fields<'a, Box<TypedBody<'a>>, Vec<RawEvent<'a>>>;
+/// The envelope body of [`Typed`] (a newtype breaks the type's recursion).
+#[derive(Deserialize)]
+struct TypedBody<'a>(#[serde(borrow)] Fields<'a, IgnoredBody, Vec<RawEvent<'a>>>);
+/// Fields with body and events kept as raw JSON: the careful path that explains errors.
+type Loose<'a> = Fields<'a, &'a RawValue, &'a RawValue>;
+/// A body inside a body is ignored, as any unknown field is.
+#[derive(Deserialize)]
+struct IgnoredBody(serde::de::IgnoredAny);
+
 /// Parses one request line. On error, returns what is known of the request (its `msg_id`, `src`
 /// and `dest`, for the error reply) with the error.
+///
+/// Valid requests are parsed in a single pass. Only when that fails is the line parsed again,
+/// field by field, to say precisely which field is wrong and to recover `msg_id` for the reply.
 pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, NodeError)> {
-    let outer: Fields<'_> = serde_json::from_str(line)
-        .map_err(|e| (ReplyTo::default(), NodeError::malformed(json_error("request", &e))))?;
+    match serde_json::from_str::<Typed<'_>>(line) {
+        Ok(outer) => match outer.body {
+            Some(body) => {
+                let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
+                let body = body.0;
+                typed_request(
+                    src,
+                    dest,
+                    body.msg_id,
+                    body.kind,
+                    body.events.as_deref(),
+                    &body.rest(),
+                )
+            }
+            None => typed_request(
+                None,
+                None,
+                outer.msg_id,
+                outer.kind,
+                outer.events.as_deref(),
+                &outer.rest(),
+            ),
+        },
+        Err(fast_error) => Err(explain(line, &fast_error)),
+    }
+}
+
+/// The careful path: finds what is wrong with a line the fast path could not parse.
+fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
+    let outer: Loose<'_> = match serde_json::from_str(line) {
+        Ok(outer) => outer,
+        Err(e) => {
+            return (
+                ReplyTo::default(),
+                NodeError::malformed(json_error("request", &e)),
+            );
+        }
+    };
     let (src, dest, fields) = match outer.body {
         Some(body) => {
-            let src = outer.src.and_then(|raw| decode_str(raw).ok()).map(Cow::into_owned);
-            let dest = outer.dest.and_then(|raw| decode_str(raw).ok()).map(Cow::into_owned);
-            let reply_to = ReplyTo {
-                msg_id: None,
-                src: src.clone(),
-                dest: dest.clone(),
-            };
-            let body: Fields<'_> = serde_json::from_str(body.get())
-                .map_err(|e| (reply_to, NodeError::malformed(json_error("body", &e))))?;
-            (src, dest, body)
+            let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
+            match serde_json::from_str::<Loose<'_>>(body.get()) {
+                Ok(fields) => (src, dest, fields),
+                Err(e) => {
+                    let to = ReplyTo {
+                        msg_id: None,
+                        src,
+                        dest,
+                    };
+                    return (to, NodeError::malformed(json_error("body", &e)));
+                }
+            }
         }
         None => (None, None, outer),
     };
-    let msg_id = fields.msg_id.map(RawValue::get);
-    let reply_to = || ReplyTo {
-        msg_id: msg_id.map(str::to_owned),
+    let events = match fields.events.map(parse_events_array).transpose() {
+        Ok(events) => events,
+        Err(e) => {
+            let to = ReplyTo {
+                msg_id: fields.msg_id.map(|m| m.get().to_owned()),
+                src,
+                dest,
+            };
+            return (to, e);
+        }
+    };
+    match typed_request(
+        src,
+        dest,
+        fields.msg_id,
+        fields.kind,
+        events.as_deref(),
+        &fields.rest(),
+    ) {
+        Err(error) => error,
+        // Both paths accept the same fields; if the careful one finds no fault, report the
+        // parser's own words.
+        Ok(request) => {
+            let to = ReplyTo {
+                msg_id: request.msg_id.map(str::to_owned),
+                src: request.src,
+                dest: request.dest,
+            };
+            (to, NodeError::malformed(json_error("request", fast_error)))
+        }
+    }
+}
+
+/// The fields of a request other than the envelope, the type, the id and the events.
+struct Rest<'a> {
+    window_size_ms: Option<&'a RawValue>,
+    node_id: Option<&'a RawValue>,
+    window_id: Option<&'a RawValue>,
+    key: Option<&'a RawValue>,
+    until: Option<&'a RawValue>,
+    from_seq: Option<&'a RawValue>,
+}
+
+impl<'a, B, E> Fields<'a, B, E> {
+    fn rest(&self) -> Rest<'a> {
+        Rest {
+            window_size_ms: self.window_size_ms,
+            node_id: self.node_id,
+            window_id: self.window_id,
+            key: self.key,
+            until: self.until,
+            from_seq: self.from_seq,
+        }
+    }
+}
+
+fn typed_request<'a>(
+    src: Option<String>,
+    dest: Option<String>,
+    msg_id: Option<&'a RawValue>,
+    kind: Option<&'a RawValue>,
+    events: Option<&[RawEvent<'a>]>,
+    rest: &Rest<'a>,
+) -> Result<Request<'a>, (ReplyTo, NodeError)> {
+    let reply_to = |msg_id: Option<&RawValue>| ReplyTo {
+        msg_id: msg_id.map(|m| m.get().to_owned()),
         src: src.clone(),
         dest: dest.clone(),
     };
-    if let Some(raw) = fields.msg_id
+    if let Some(raw) = msg_id
         && raw.get().parse::<i64>().is_err()
     {
         let err = NodeError::malformed(format!(
             "msg_id must be an integer, got {}",
             shorten(raw.get())
         ));
-        return Err((ReplyTo { msg_id: None, ..reply_to() }, err));
+        return Err((reply_to(None), err));
     }
-    let body = parse_body(&fields).map_err(|e| (reply_to(), e))?;
+    let body = parse_body(kind, events, rest).map_err(|e| (reply_to(msg_id), e))?;
     Ok(Request {
         src,
         dest,
-        msg_id,
+        msg_id: msg_id.map(RawValue::get),
         body,
     })
+}
+
+fn decode_opt(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|raw| decode_str(raw).ok())
+        .map(Cow::into_owned)
 }
 
 /// What an error reply needs to know about the request it answers.
@@ -170,21 +291,22 @@ pub struct ReplyTo {
     pub dest: Option<String>,
 }
 
-/// Every field any request may carry, as raw JSON borrowed from the line.
+/// Every field any request may carry, borrowed from the line. `B` is how the envelope's body
+/// is held and `E` how the events are: parsed in the same pass on the fast path ([`Typed`]), or
+/// kept as raw JSON to explain what is wrong on the careful path ([`Loose`]).
 #[derive(Deserialize)]
-struct Fields<'a> {
+#[serde(bound(deserialize = "B: Deserialize<'de>, E: Deserialize<'de>, 'de: 'a"))]
+struct Fields<'a, B, E> {
     #[serde(borrow)]
     src: Option<&'a RawValue>,
     #[serde(borrow)]
     dest: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
+    body: Option<B>,
     #[serde(borrow, rename = "type")]
     kind: Option<&'a RawValue>,
     #[serde(borrow)]
     msg_id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    events: Option<&'a RawValue>,
+    events: Option<E>,
     #[serde(borrow)]
     window_size_ms: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -212,8 +334,13 @@ struct RawEvent<'a> {
     value: Option<&'a RawValue>,
 }
 
-fn parse_body<'a>(fields: &Fields<'a>) -> Result<Body<'a>, NodeError> {
-    let kind = required(fields.kind, "type")?;
+fn parse_body<'a>(
+    kind: Option<&'a RawValue>,
+    events: Option<&[RawEvent<'a>]>,
+    fields: &Rest<'a>,
+) -> Result<Body<'a>, NodeError> {
+    let events = || events.ok_or_else(|| NodeError::malformed("missing field events"));
+    let kind = required(kind, "type")?;
     let kind = decode_str(kind).map_err(|_| {
         NodeError::malformed(format!(
             "type must be a string, got {}",
@@ -227,7 +354,7 @@ fn parse_body<'a>(fields: &Fields<'a>) -> Result<Body<'a>, NodeError> {
                 .into_owned(),
         },
         "assign" => {
-            let events = parse_events(required(fields.events, "events")?)?;
+            let events = parse_events(events()?)?;
             if events.is_empty() {
                 return Err(NodeError::malformed(
                     "events must hold at least one event for assign, got []",
@@ -239,7 +366,7 @@ fn parse_body<'a>(fields: &Fields<'a>) -> Result<Body<'a>, NodeError> {
             }
         }
         "process_window" => Body::ProcessWindow {
-            events: parse_events(required(fields.events, "events")?)?,
+            events: parse_events(events()?)?,
             size: parse_size(required(fields.window_size_ms, "window_size_ms")?)?,
         },
         "close" => Body::Close {
@@ -260,7 +387,7 @@ fn parse_body<'a>(fields: &Fields<'a>) -> Result<Body<'a>, NodeError> {
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
-            events: parse_events(required(fields.events, "events")?)?,
+            events: parse_events(events()?)?,
         },
         "subscribe" => Body::Subscribe {
             from_seq: fields
@@ -282,32 +409,33 @@ fn parse_body<'a>(fields: &Fields<'a>) -> Result<Body<'a>, NodeError> {
     })
 }
 
-fn parse_events<'a>(raw: &'a RawValue) -> Result<Batch<'a>, NodeError> {
-    let raw_events: Vec<RawEvent<'a>> = serde_json::from_str(raw.get()).map_err(|e| {
+/// Parses the raw `events` field, explaining what is wrong with it.
+fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, NodeError> {
+    serde_json::from_str(raw.get()).map_err(|e| {
         NodeError::malformed(format!(
             "events must be an array of {{\"id\", \"timestamp\", \"key\"?, \"value\"?}} objects: {e}"
         ))
-    })?;
+    })
+}
+
+fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, NodeError> {
     let mut batch = Batch {
         items: Vec::with_capacity(raw_events.len()),
         keys: Vec::with_capacity(raw_events.len()),
     };
-    for (i, event) in raw_events.iter().enumerate() {
-        let field = |name: &str| format!("events[{i}].{name}");
-        let id = parse_event_id(required_named(event.id, || field("id"))?, &field("id"))?;
-        let ts = parse_timestamp(
-            required_named(event.timestamp, || field("timestamp"))?,
-            &field("timestamp"),
-        )?;
+    for (index, event) in raw_events.iter().enumerate() {
+        let field = |name| EventField { index, name };
+        let id = required_named(event.id, || field("id").to_string())?;
+        let id = parse_event_id(id, field("id"))?;
+        let ts = required_named(event.timestamp, || field("timestamp").to_string())?;
+        let ts = parse_timestamp(ts, field("timestamp"))?;
         let key = match event.key.filter(|raw| raw.get() != "null") {
             None => None,
-            Some(raw) => {
-                Some(decode_str(raw).map_err(|v| invalid(&field("key"), v, "a string"))?)
-            }
+            Some(raw) => Some(decode_str(raw).map_err(|v| invalid(field("key"), v, "a string"))?),
         };
         let value = match event.value.filter(|raw| raw.get() != "null") {
             None => None,
-            Some(raw) => Some(parse_value(raw, &field("value"))?),
+            Some(raw) => Some(parse_value(raw, field("value"))?),
         };
         batch.items.push((id, ts, value));
         batch.keys.push(key);
@@ -315,7 +443,20 @@ fn parse_events<'a>(raw: &'a RawValue) -> Result<Batch<'a>, NodeError> {
     Ok(batch)
 }
 
-fn parse_event_id(raw: &RawValue, field: &str) -> Result<EventId, NodeError> {
+/// Names a field of one event in error texts (`events[3].timestamp`), formatted only on error.
+#[derive(Clone, Copy, Debug)]
+struct EventField {
+    index: usize,
+    name: &'static str,
+}
+
+impl fmt::Display for EventField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "events[{}].{}", self.index, self.name)
+    }
+}
+
+fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, NodeError> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => Ok(EventId::Text(
@@ -332,7 +473,10 @@ fn parse_event_id(raw: &RawValue, field: &str) -> Result<EventId, NodeError> {
 }
 
 /// Parses an RFC 3339 string or integer epoch milliseconds, within years 0000..=9999.
-fn parse_timestamp(raw: &RawValue, field: &str) -> Result<Timestamp, NodeError> {
+fn parse_timestamp(
+    raw: &RawValue,
+    field: impl fmt::Display + Copy,
+) -> Result<Timestamp, NodeError> {
     let text = raw.get();
     let ts = if text.starts_with('"') {
         let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
@@ -351,7 +495,7 @@ fn parse_timestamp(raw: &RawValue, field: &str) -> Result<Timestamp, NodeError> 
         .map_err(|e| NodeError::malformed(format!("{field}: {e}")))
 }
 
-fn parse_value(raw: &RawValue, field: &str) -> Result<f64, NodeError> {
+fn parse_value(raw: &RawValue, field: EventField) -> Result<f64, NodeError> {
     match raw.get().parse::<f64>() {
         Ok(v) if v.is_finite() && !raw.get().starts_with('"') => Ok(v),
         _ => Err(invalid(field, raw, "a finite number")),
@@ -386,10 +530,7 @@ fn required_named<'a>(
 ) -> Result<&'a RawValue, NodeError> {
     match raw {
         Some(raw) if raw.get() != "null" => Ok(raw),
-        _ => Err(NodeError::malformed(format!(
-            "missing field {}",
-            name()
-        ))),
+        _ => Err(NodeError::malformed(format!("missing field {}", name()))),
     }
 }
 
@@ -409,7 +550,7 @@ fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, &RawValue> {
         .map_err(|_| raw)
 }
 
-fn invalid(field: &str, raw: &RawValue, expected: &str) -> NodeError {
+fn invalid(field: impl fmt::Display, raw: &RawValue, expected: &str) -> NodeError {
     NodeError::malformed(format!(
         "{field} must be {expected}, got {}",
         shorten(raw.get())

@@ -21,8 +21,13 @@ enum Line {
     },
 }
 
-/// Lines the reader may run ahead of the writer.
-const QUEUE: usize = 1024;
+/// Batches of lines the reader may run ahead of the answering thread. With `BATCH_BYTES` this
+/// bounds the memory held for unanswered input to a few MiB (or a few lines, if lines are large).
+const QUEUE: usize = 4;
+/// The reader hands over lines in batches of about this many bytes (or one larger line).
+const BATCH_BYTES: usize = 1 << 20;
+/// ... or of this many lines.
+const BATCH_LINES: usize = 512;
 /// Replies buffered before a flush even if more lines are waiting.
 const FLUSH_BYTES: usize = 1 << 20;
 
@@ -53,22 +58,25 @@ where
 
 fn answer<W: Write>(
     node: &mut Node,
-    rx: &Receiver<Line>,
+    rx: &Receiver<Vec<Line>>,
     output: &mut W,
     max_line_bytes: usize,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(64 * 1024);
-    while let Ok(line) = rx.recv() {
-        handle(node, line, &mut out, max_line_bytes);
-        loop {
-            if out.len() >= FLUSH_BYTES {
-                output.write_all(&out)?;
-                out.clear();
+    while let Ok(batch) = rx.recv() {
+        let mut next = Some(batch);
+        while let Some(batch) = next {
+            for line in batch {
+                handle(node, line, &mut out, max_line_bytes);
+                if out.len() >= FLUSH_BYTES {
+                    output.write_all(&out)?;
+                    out.clear();
+                }
             }
-            match rx.try_recv() {
-                Ok(line) => handle(node, line, &mut out, max_line_bytes),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+            next = match rx.try_recv() {
+                Ok(batch) => Some(batch),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+            };
         }
         output.write_all(&out)?;
         output.flush()?;
@@ -100,8 +108,11 @@ fn handle(node: &mut Node, line: Line, out: &mut Vec<u8>, max_line_bytes: usize)
     }
 }
 
-/// Splits `input` into lines (`\n`, `\r\n` accepted), never holding more than `max` bytes of one.
-fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Line>) -> io::Result<()> {
+/// Splits `input` into lines (`\n`, `\r\n` accepted), never holding more than `max` bytes of one,
+/// and hands them over in batches: when a batch is full, or when no more input is buffered (so a
+/// client waiting for a reply is never kept waiting for a full batch).
+fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Line>>) -> io::Result<()> {
+    let mut batch = Batch::default();
     let mut line = Vec::new();
     let mut too_long: Option<usize> = None;
     loop {
@@ -113,8 +124,9 @@ fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Line>) -> io
         if buf.is_empty() {
             // End of input: a last line without a line end still counts.
             if too_long.is_some() || !line.is_empty() {
-                let _ = tx.send(finish(&mut line, too_long.take()));
+                batch.push(finish(&mut line, too_long.take()));
             }
+            let _ = batch.send(tx);
             return Ok(());
         }
         let (chunk, ends_line) = match memchr(buf) {
@@ -130,10 +142,45 @@ fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Line>) -> io
             }
             None => line.extend_from_slice(chunk),
         }
+        let drained = used == buf.len();
         input.consume(used);
-        if ends_line && tx.send(finish(&mut line, too_long.take())).is_err() {
+        if ends_line {
+            batch.push(finish(&mut line, too_long.take()));
+        }
+        // Hand over when full, or when we would block reading more.
+        if (batch.is_full() || (drained && !batch.lines.is_empty())) && batch.send(tx).is_err() {
             return Ok(());
         }
+    }
+}
+
+/// Lines read but not yet handed over.
+#[derive(Default)]
+struct Batch {
+    lines: Vec<Line>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, line: Line) {
+        self.bytes += match &line {
+            Line::Text(bytes) => bytes.len(),
+            Line::TooLong { .. } => 0,
+        };
+        self.lines.push(line);
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= BATCH_BYTES || self.lines.len() >= BATCH_LINES
+    }
+
+    /// Sends the batch (if it holds anything); an error means the receiver is gone.
+    fn send(&mut self, tx: &SyncSender<Vec<Line>>) -> Result<(), ()> {
+        self.bytes = 0;
+        if self.lines.is_empty() {
+            return Ok(());
+        }
+        tx.send(std::mem::take(&mut self.lines)).map_err(|_| ())
     }
 }
 

@@ -10,16 +10,21 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
+mod bench;
+
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci      cargo fmt --check, clippy -D warnings, dependency direction, all tests";
+  ci              cargo fmt --check, clippy -D warnings, dependency direction, all tests
+  bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
+                  written to bench/report.md (--quick: small inputs, no report, for CI)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -53,11 +58,22 @@ fn ci() -> anyhow::Result<()> {
 /// The core stays free of I/O crates: no tokio, sled, serde_json, redis or tracing.
 fn check_core_dependencies() -> anyhow::Result<()> {
     let output = Command::new(cargo_bin())
-        .args(["tree", "-p", "window-core", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "window-core",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .output()
         .context("running cargo tree")?;
     if !output.status.success() {
-        bail!("cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
     let tree = String::from_utf8_lossy(&output.stdout);
     let forbidden = ["tokio", "sled", "serde_json", "redis", "tracing"];
@@ -71,7 +87,7 @@ fn check_core_dependencies() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(cargo_bin())
         .args(args)
