@@ -7,6 +7,7 @@ mod clock;
 mod error;
 mod node;
 mod protocol;
+mod reassemble;
 mod render;
 mod stdin;
 

@@ -8,6 +8,7 @@ use std::thread;
 
 use crate::error::NodeError;
 use crate::node::Node;
+use crate::reassemble::{Assembled, Reassembler};
 
 /// One line of input as the reader hands it over.
 #[derive(Debug)]
@@ -63,11 +64,12 @@ fn answer<W: Write>(
     max_line_bytes: usize,
 ) -> io::Result<()> {
     let mut out = Vec::with_capacity(64 * 1024);
+    let mut joiner = Reassembler::default();
     while let Ok(batch) = rx.recv() {
         let mut next = Some(batch);
         while let Some(batch) = next {
             for line in batch {
-                handle(node, line, &mut out, max_line_bytes);
+                handle(node, &mut joiner, line, &mut out, max_line_bytes);
                 if out.len() >= FLUSH_BYTES {
                     output.write_all(&out)?;
                     out.clear();
@@ -82,14 +84,49 @@ fn answer<W: Write>(
         output.flush()?;
         out.clear();
     }
+    if let Some(unfinished) = joiner.finish() {
+        answer_assembled(node, unfinished, &mut out);
+        output.write_all(&out)?;
+        output.flush()?;
+    }
     Ok(())
 }
 
-fn handle(node: &mut Node, line: Line, out: &mut Vec<u8>, max_line_bytes: usize) {
+fn answer_assembled(node: &mut Node, assembled: Assembled, out: &mut Vec<u8>) {
+    match assembled {
+        Assembled::Request(text) => node.handle_line(&text, out),
+        Assembled::Unfinished(text) => node.reject_line(
+            &NodeError::malformed(format!(
+                "request of {} bytes ended before its JSON value was complete; send one JSON \
+                 object per line",
+                text.len()
+            )),
+            out,
+        ),
+    }
+}
+
+fn handle(
+    node: &mut Node,
+    joiner: &mut Reassembler,
+    line: Line,
+    out: &mut Vec<u8>,
+    max_line_bytes: usize,
+) {
     match line {
         Line::Text(bytes) => match std::str::from_utf8(&bytes) {
             Ok(text) if text.trim().is_empty() => {}
-            Ok(text) => node.handle_line(text, out),
+            // A whole request on one line, the common case, is answered without copying.
+            Ok(text)
+                if !joiner.is_pending() && !text.trim_end().ends_with(['{', '[', ',', ':']) =>
+            {
+                node.handle_line(text, out);
+            }
+            Ok(text) => {
+                for assembled in joiner.push(text, max_line_bytes) {
+                    answer_assembled(node, assembled, out);
+                }
+            }
             Err(e) => node.reject_line(
                 &NodeError::malformed(format!(
                     "request is not valid UTF-8 (byte {}); send UTF-8 JSON",
