@@ -28,6 +28,51 @@ pub struct Engine {
     watermark: Option<Timestamp>,
     counters: Counters,
     hasher: DefaultHashBuilder,
+    /// What changed since the last `take_dirty`; `None` unless a store asked for it.
+    changes: Option<ChangeLog>,
+}
+
+/// Windows changed or removed since the last `take_dirty`.
+#[derive(Debug, Default)]
+struct ChangeLog {
+    /// Windows whose `dirty` flag was set, in the order they were first touched.
+    touched: Vec<WindowKey>,
+    /// Windows that left the open state.
+    removed: Vec<WindowKey>,
+}
+
+/// What changed in the open state since the last [`Engine::take_dirty`]: what a store must
+/// write, in one atomic batch, together with the windows fired in the same step.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dirty {
+    /// Windows that left the open state. Apply these before `windows`: a window can leave and
+    /// open afresh within one step.
+    pub removed: Vec<WindowKey>,
+    /// Windows opened or changed.
+    pub windows: Vec<WindowDelta>,
+    /// Highest event time admitted.
+    pub max_event_time: Option<Timestamp>,
+    /// The watermark.
+    pub watermark: Option<Timestamp>,
+    /// Running totals.
+    pub counters: Counters,
+}
+
+/// The change to one open window: ids appended since the last take, and its pane state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowDelta {
+    /// Which window.
+    pub window: WindowKey,
+    /// Position of `appended[0]` in the window's list of ids (the number of ids taken before).
+    pub first_index: usize,
+    /// Ids admitted since the last take, in order.
+    pub appended: Vec<EventId>,
+    /// `ids[pane_start..]` is the current pane.
+    pub pane_start: usize,
+    /// Aggregate of the current pane.
+    pub aggregate: Option<Aggregate>,
+    /// Processing time of the current pane's first event.
+    pub pane_opened_at: Option<Timestamp>,
 }
 
 /// Running totals since the engine (or the state it was restored from) started.
@@ -116,7 +161,53 @@ impl Engine {
             watermark: None,
             counters: Counters::default(),
             hasher: DefaultHashBuilder::default(),
+            changes: None,
         }
+    }
+
+    /// Starts recording changes for [`take_dirty`](Engine::take_dirty). A store-backed caller
+    /// turns this on once, right after `new` or `restore`; without it nothing is recorded.
+    pub fn track_changes(&mut self) {
+        self.changes.get_or_insert_with(ChangeLog::default);
+    }
+
+    /// What changed since the last call (everything since `track_changes` the first time).
+    /// Returns an empty change when tracking is off.
+    pub fn take_dirty(&mut self) -> Dirty {
+        let mut dirty = Dirty {
+            max_event_time: self.max_event_time,
+            watermark: self.watermark,
+            counters: self.counters,
+            ..Dirty::default()
+        };
+        let Some(log) = self.changes.as_mut() else {
+            return dirty;
+        };
+        dirty.removed = std::mem::take(&mut log.removed);
+        for key in std::mem::take(&mut log.touched) {
+            let Some(window) = self
+                .slots
+                .get_mut(&(key.start, key.size))
+                .and_then(|slot| slot.get_mut(key.key.as_deref()))
+            else {
+                continue;
+            };
+            if !window.dirty {
+                continue;
+            }
+            window.dirty = false;
+            let first_index = window.persisted;
+            window.persisted = window.ids.len();
+            dirty.windows.push(WindowDelta {
+                window: key,
+                first_index,
+                appended: window.ids[first_index..].to_vec(),
+                pane_start: window.pane_start,
+                aggregate: window.aggregate,
+                pane_opened_at: window.pane_opened_at,
+            });
+        }
+        dirty
     }
 
     /// An engine holding exactly the state of `snapshot`.
@@ -132,10 +223,16 @@ impl Engine {
                 pane_start: snap.pane_start.min(snap.ids.len()),
                 aggregate: snap.aggregate,
                 pane_opened_at: snap.pane_opened_at,
+                persisted: 0,
+                dirty: false,
             };
             for id in snap.ids {
                 window.admit(id, &engine.hasher);
             }
+            // A snapshot with a repeated id keeps it once; the pane cannot start past the end.
+            window.pane_start = window.pane_start.min(window.ids.len());
+            // Restored state is the store's state: nothing to write back.
+            window.persisted = window.ids.len();
             if let (Some(opened), Some(age)) = (window.pane_opened_at, config.purge.max_age_ms)
                 && window.pane_len() > 0
             {
@@ -201,9 +298,6 @@ impl Engine {
                 }
                 continue;
             }
-            if self.max_event_time < Some(event.ts) {
-                self.max_event_time = Some(event.ts);
-            }
             let slot = self.slots.entry((bounds.start, size)).or_default();
             let window = slot.get_or_open(event.key);
             if !window.admit(event.id, &self.hasher) {
@@ -213,6 +307,11 @@ impl Engine {
             }
             admission.accepted += 1;
             self.counters.accepted += 1;
+            // Only admitted events move event time: a retried duplicate says nothing new.
+            if self.max_event_time < Some(event.ts) {
+                self.max_event_time = Some(event.ts);
+            }
+            touch(&mut self.changes, window, || window_key(bounds.start, size, event.key));
             if let Some(value) = event.value {
                 Aggregate::add(&mut window.aggregate, value);
             }
@@ -258,6 +357,7 @@ impl Engine {
                 continue;
             };
             if window.pane_len() > 0 {
+                touch(&mut self.changes, window, || key.clone());
                 let closed = window.take_pane(key, CloseReason::Time);
                 self.counters.fired += 1;
                 self.closed.push_back(closed);
@@ -404,6 +504,9 @@ impl Engine {
             for (key, window) in windows {
                 let key = WindowKey { start, size, key };
                 self.forget_deadline(&key, &window);
+                if let Some(log) = &mut self.changes {
+                    log.removed.push(key.clone());
+                }
                 if window.pane_len() > 0 {
                     let closed = window.into_pane(key, reason);
                     self.counters.fired += 1;
@@ -424,6 +527,9 @@ impl Engine {
             self.slots.remove(&slot_key);
         }
         self.forget_deadline(&key, &window);
+        if let Some(log) = &mut self.changes {
+            log.removed.push(key.clone());
+        }
         self.counters.fired += 1;
         window.into_pane(key, reason)
     }
@@ -432,6 +538,16 @@ impl Engine {
         if let (Some(opened), Some(age)) = (window.pane_opened_at, self.config.purge.max_age_ms) {
             self.deadlines.remove(&(deadline(opened, age), key.clone()));
         }
+    }
+}
+
+/// Marks `window` as changed in this step (recording its key the first time).
+fn touch(changes: &mut Option<ChangeLog>, window: &mut OpenWindow, key: impl FnOnce() -> WindowKey) {
+    if let Some(log) = changes
+        && !window.dirty
+    {
+        window.dirty = true;
+        log.touched.push(key());
     }
 }
 
@@ -522,6 +638,10 @@ struct OpenWindow {
     aggregate: Option<Aggregate>,
     /// Processing time of the current pane's first event; `None` while the pane is empty.
     pane_opened_at: Option<Timestamp>,
+    /// `ids[..persisted]` were handed to the store by `take_dirty`.
+    persisted: usize,
+    /// Changed since the last `take_dirty` (and listed in the change log).
+    dirty: bool,
 }
 
 impl OpenWindow {

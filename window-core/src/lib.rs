@@ -19,7 +19,9 @@
 //!    [`Engine::handle_deadline`] when the timer fires, [`Engine::handle_watermark`] to move
 //!    event time without events, [`Engine::close`] and [`Engine::flush`] on request.
 //! 2. After every input, drain [`Engine::poll_closed`]: these windows have fired and must be
-//!    emitted (and, with a store, persisted together with the change that fired them).
+//!    emitted. With a store (after [`Engine::track_changes`]), write [`Engine::take_dirty`] and
+//!    the fired windows in one atomic batch, so a window is either still open or fired exactly
+//!    once, and acknowledge the input only once that batch is durable.
 //! 3. Re-arm the one timer from [`Engine::next_deadline`].
 //!
 //! [`Engine::snapshot`] and [`Engine::restore`] carry the open state across a restart.
@@ -37,7 +39,8 @@ mod time;
 mod window;
 
 pub use crate::engine::{
-    Admission, Counters, Engine, EngineSnapshot, EngineStats, LateEvent, WindowSelector,
+    Admission, Counters, Dirty, Engine, EngineSnapshot, EngineStats, LateEvent, WindowDelta,
+    WindowSelector,
 };
 pub use crate::error::{BatchError, CloseError, SpecError, TimestampError};
 pub use crate::event::{Event, EventId};

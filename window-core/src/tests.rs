@@ -33,7 +33,7 @@ use std::num::NonZeroU32;
 use expect_test::{Expect, expect};
 
 use crate::{
-    ClosedWindow, CloseError, Engine, EngineConfig, Event, EventId, IdFrame, LatePolicy, SizeMs,
+    CloseError, ClosedWindow, Engine, EngineConfig, Event, EventId, IdFrame, LatePolicy, SizeMs,
     Timestamp, WindowKey, WindowSelector,
 };
 
@@ -103,7 +103,9 @@ fn run(script: &str) -> String {
             }
             "at" => {
                 let mut events = Vec::new();
-                let mut batch_size = None;
+                // The size belongs to the batch: with `size=` on one event of a batch, every
+                // event of it must say the same, so that a script cannot mean something else.
+                let mut sizes = Vec::new();
                 for part in line.split(';') {
                     let words: Vec<&str> = part.split_whitespace().collect();
                     assert!(
@@ -116,24 +118,24 @@ fn run(script: &str) -> String {
                         key: None,
                         value: None,
                     };
+                    let mut event_size = None;
                     for (name, value) in options(&words[4..]) {
                         match name {
                             "key" => event.key = Some(value),
                             "value" => event.value = Some(value.parse().unwrap()),
-                            "size" => {
-                                let size = size(value);
-                                assert!(
-                                    batch_size.is_none_or(|s| s == size),
-                                    "one batch, one size: {line}"
-                                );
-                                batch_size = Some(size);
-                            }
+                            "size" => event_size = Some(size(value)),
                             _ => panic!("unknown event option {name}: {line}"),
                         }
                     }
+                    sizes.push(event_size);
                     events.push(event);
                 }
-                match engine.handle_events(now, batch_size.unwrap_or(default_size), events) {
+                assert!(
+                    sizes.windows(2).all(|pair| pair[0] == pair[1]),
+                    "one batch, one size: {line}"
+                );
+                let batch_size = sizes[0].unwrap_or(default_size);
+                match engine.handle_events(now, batch_size, events) {
                     Ok(admission) => {
                         writeln!(
                             out,
@@ -142,7 +144,7 @@ fn run(script: &str) -> String {
                         )
                         .unwrap();
                         for late in admission.late {
-                            writeln!(
+                            write!(
                                 out,
                                 "late: id={} at {} in [{}, {})",
                                 late.event.id,
@@ -151,6 +153,10 @@ fn run(script: &str) -> String {
                                 show(late.bounds.end)
                             )
                             .unwrap();
+                            if let Some(key) = late.event.key {
+                                write!(out, " key={key}").unwrap();
+                            }
+                            out.push('\n');
                         }
                     }
                     Err(error) => writeln!(out, "put: rejected: {error}").unwrap(),
@@ -507,22 +513,45 @@ flush
     );
 }
 
-// Keys split windows; no key sorts first, then keys in order. Same id under two keys: two events.
+// Keys split windows; no key sorts first, then keys in order (not in hash order), whether the
+// windows are flushed or fired by the watermark. The same id under two keys is two events.
 #[test]
 fn keys_split_windows() {
     check(
         r#"
 at 10:00:10 put 1 key=b; at 10:00:20 put 1 key=a; at 10:00:30 put 1; at 10:00:40 put 2 key=a
 at 10:00:50 put 2 key=a
+at 10:00:51 put 3 key=e; at 10:00:52 put 4 key=c; at 10:00:53 put 5 key=d
 flush
 "#,
         expect![[r#"
             put: accepted=4 duplicates=0 late=0
             put: accepted=0 duplicates=1 late=0
+            put: accepted=3 duplicates=0 late=0
             flush: window-1705312800000 [10:00:00, 10:01:00) ids=[1]
             flush: window-1705312800000 [10:00:00, 10:01:00) key=a ids=[1, 2]
             flush: window-1705312800000 [10:00:00, 10:01:00) key=b ids=[1]
-            end: accepted=4 duplicates=1 late=0 fired=3 open=0 buffered=0
+            flush: window-1705312800000 [10:00:00, 10:01:00) key=c ids=[4]
+            flush: window-1705312800000 [10:00:00, 10:01:00) key=d ids=[5]
+            flush: window-1705312800000 [10:00:00, 10:01:00) key=e ids=[3]
+            end: accepted=7 duplicates=1 late=0 fired=6 open=0 buffered=0
+        "#]],
+    );
+    check(
+        r#"
+config lateness=0
+at 10:00:51 put 3 key=e; at 10:00:52 put 4 key=c; at 10:00:10 put 1 key=b; at 10:00:20 put 1 key=a; at 10:00:53 put 5 key=d
+at 10:01:00 put 6
+"#,
+        expect![[r#"
+            put: accepted=5 duplicates=0 late=0
+            put: accepted=1 duplicates=0 late=0
+            watermark: window-1705312800000 [10:00:00, 10:01:00) key=a ids=[1]
+            watermark: window-1705312800000 [10:00:00, 10:01:00) key=b ids=[1]
+            watermark: window-1705312800000 [10:00:00, 10:01:00) key=c ids=[4]
+            watermark: window-1705312800000 [10:00:00, 10:01:00) key=d ids=[5]
+            watermark: window-1705312800000 [10:00:00, 10:01:00) key=e ids=[3]
+            end: accepted=6 duplicates=0 late=0 fired=5 open=1 buffered=1
         "#]],
     );
 }
@@ -669,7 +698,8 @@ now 2000
 at 10:01:00 put 4
 deadline 6000
 close window-1705312860000
-flush 10:01:00
+at 10:02:10 put 5
+flush 10:03:00
 "#,
         expect![[r#"
             put: accepted=1 duplicates=0 late=0
@@ -684,8 +714,11 @@ flush 10:01:00
             next deadline: 7000
             close: window-1705312860000 [10:01:00, 10:02:00) ids=[4]
             next deadline: none
-            flush: nothing
-            end: accepted=4 duplicates=0 late=0 fired=3 open=0 buffered=0
+            put: accepted=1 duplicates=0 late=0
+            next deadline: 7000
+            flush: window-1705312920000 [10:02:00, 10:03:00) ids=[5]
+            next deadline: none
+            end: accepted=5 duplicates=0 late=0 fired=4 open=0 buffered=0
         "#]],
     );
 }
@@ -739,7 +772,7 @@ flush
             put: accepted=1 duplicates=0 late=0
             put: accepted=1 duplicates=0 late=2
             late: id=2 at 10:00:30 in [10:00:00, 10:01:00)
-            late: id=3 at 10:00:31 in [10:00:00, 10:01:00)
+            late: id=3 at 10:00:31 in [10:00:00, 10:01:00) key=a
             flush: window-1705312860000 [10:01:00, 10:02:00) ids=[1, 4]
             end: accepted=2 duplicates=0 late=2 fired=1 open=0 buffered=0
         "#]],
@@ -790,11 +823,10 @@ stats
     );
 }
 
-// Pins the current behaviour: a duplicate (not admitted) still raises the max event time, so it
-// can move the watermark and fire a window. Note that the docs of `Engine::max_event_time` and
-// `EngineSnapshot::max_event_time` say "admitted".
+// A duplicate is not admitted, so it does not raise the max event time: a retried event cannot
+// move the watermark and fire a window.
 #[test]
-fn a_duplicate_still_moves_event_time() {
+fn a_duplicate_does_not_move_event_time() {
     check(
         r#"
 config lateness=30000
@@ -807,9 +839,8 @@ stats
             put: accepted=1 duplicates=0 late=0
             put: accepted=1 duplicates=0 late=0
             put: accepted=0 duplicates=1 late=0
-            watermark: window-1705312740000 [09:59:00, 10:00:00) ids=[5]
-            stats: open=1 buffered=1 remembered=1 watermark=10:00:20
-            end: accepted=2 duplicates=1 late=0 fired=1 open=1 buffered=1
+            stats: open=2 buffered=2 remembered=2 watermark=09:59:40
+            end: accepted=2 duplicates=1 late=0 fired=0 open=2 buffered=2
         "#]],
     );
 }
@@ -889,7 +920,8 @@ close window-1705312800000 key=b
 fn flush_until_and_flush_all() {
     check(
         r#"
-at 10:00:10 put 1; at 10:01:10 put 2; at 10:02:10 put 3; at 10:01:20 put 4 size=120000
+at 10:00:10 put 1; at 10:01:10 put 2; at 10:02:10 put 3
+at 10:01:20 put 4 size=120000
 flush 09:00:00
 flush 10:01:59.999
 flush 10:02:00
@@ -898,15 +930,17 @@ flush
 flush
 "#,
         expect![[r#"
-            put: accepted=4 duplicates=0 late=0
+            put: accepted=3 duplicates=0 late=0
+            put: accepted=1 duplicates=0 late=0
             flush: nothing
-            flush: nothing
-            flush: window-1705312800000 [10:00:00, 10:02:00) ids=[1, 2, 4]
+            flush: window-1705312800000 [10:00:00, 10:01:00) ids=[1]
+            flush: window-1705312800000 [10:00:00, 10:02:00) ids=[4]
+            flush: window-1705312860000 [10:01:00, 10:02:00) ids=[2]
             put: accepted=1 duplicates=0 late=0
             flush: window-1705312800000 [10:00:00, 10:01:00) ids=[1]
-            flush: window-1705312920000 [10:02:00, 10:04:00) ids=[3]
+            flush: window-1705312920000 [10:02:00, 10:03:00) ids=[3]
             flush: nothing
-            end: accepted=5 duplicates=0 late=0 fired=3 open=0 buffered=0
+            end: accepted=5 duplicates=0 late=0 fired=5 open=0 buffered=0
         "#]],
     );
 }
