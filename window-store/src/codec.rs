@@ -1,0 +1,574 @@
+//! The versioned, compact encoding of every record, and the key layout.
+//!
+//! One ordered keyspace:
+//! - `M`: the meta record (next output seq, max event time, watermark, counters);
+//! - `W` + window + `C` + first index: a chunk of a window's ids, as appended in one step;
+//! - `W` + window + `H`: the window's header (pane start, id count, aggregate, pane open time);
+//! - `O` + seq: one output record.
+//!
+//! A window is `end, start, size` (order-preserving big-endian) then its key with a length, so
+//! a range scan from `W` meets windows in order of their end (what is due first) and a window's
+//! records share a prefix no other window's records start with. Every value starts with a
+//! version byte; a reader that meets a version it does not know refuses it.
+
+use window_core::{
+    Aggregate, CloseReason, ClosedWindow, Counters, EventId, SizeMs, Timestamp, WindowKey,
+};
+
+use crate::error::StoreError;
+use crate::store::OutputRecord;
+
+/// The version byte of every value this code writes.
+pub const VERSION: u8 = 1;
+
+/// Key of the meta record.
+pub const META_KEY: &[u8] = b"M";
+/// Prefix of window records.
+pub const WINDOW_PREFIX: u8 = b'W';
+/// Prefix of output records.
+pub const OUTPUT_PREFIX: u8 = b'O';
+const HEADER: u8 = b'H';
+const CHUNK: u8 = b'C';
+
+/// The meta record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub next_seq: u64,
+    pub max_event_time: Option<Timestamp>,
+    pub watermark: Option<Timestamp>,
+    pub counters: Counters,
+}
+
+/// A window's header record.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Header {
+    pub pane_start: u64,
+    pub id_count: u64,
+    pub aggregate: Option<Aggregate>,
+    pub pane_opened_at: Option<Timestamp>,
+}
+
+/// What a key under `W` names.
+#[derive(Debug, PartialEq)]
+pub enum WindowRecord {
+    Header,
+    Chunk { first_index: u64 },
+}
+
+// ---- keys ----
+
+/// The prefix shared by all records of `window`.
+pub fn window_prefix(window: &WindowKey) -> Vec<u8> {
+    let mut key = Vec::with_capacity(32);
+    key.push(WINDOW_PREFIX);
+    put_ordered_i64(&mut key, window.end().as_millis());
+    put_ordered_i64(&mut key, window.start.as_millis());
+    put_ordered_i64(&mut key, window.size.get());
+    match &window.key {
+        None => key.push(0),
+        Some(k) => {
+            key.push(1);
+            key.extend_from_slice(&u32::try_from(k.len()).unwrap_or(u32::MAX).to_be_bytes());
+            key.extend_from_slice(k.as_bytes());
+        }
+    }
+    key
+}
+
+pub fn header_key(window: &WindowKey) -> Vec<u8> {
+    let mut key = window_prefix(window);
+    key.push(HEADER);
+    key
+}
+
+pub fn chunk_key(window: &WindowKey, first_index: u64) -> Vec<u8> {
+    let mut key = window_prefix(window);
+    key.push(CHUNK);
+    key.extend_from_slice(&first_index.to_be_bytes());
+    key
+}
+
+pub fn output_key(seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(OUTPUT_PREFIX);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Splits a `W` key into its window and what record it is.
+pub fn decode_window_key(key: &[u8]) -> Result<(WindowKey, WindowRecord), StoreError> {
+    let mut r = Reader::new(key);
+    if r.u8()? != WINDOW_PREFIX {
+        return Err(StoreError::corrupt(key, "not a window key"));
+    }
+    let end = r.ordered_i64()?;
+    let start = r.ordered_i64()?;
+    let size = r.ordered_i64()?;
+    let size = SizeMs::new(size).map_err(|e| StoreError::corrupt(key, e.to_string()))?;
+    if start.checked_add(size.get()) != Some(end) {
+        return Err(StoreError::corrupt(key, "window end is not start + size"));
+    }
+    let window_key = match r.u8()? {
+        0 => None,
+        1 => {
+            let len = u32::from_be_bytes(r.array()?) as usize;
+            let bytes = r.bytes(len)?;
+            Some(
+                std::str::from_utf8(bytes)
+                    .map_err(|_| StoreError::corrupt(key, "window key is not UTF-8"))?
+                    .into(),
+            )
+        }
+        other => return Err(StoreError::corrupt(key, format!("bad key flag {other}"))),
+    };
+    let record = match r.u8()? {
+        HEADER => WindowRecord::Header,
+        CHUNK => WindowRecord::Chunk {
+            first_index: u64::from_be_bytes(r.array()?),
+        },
+        other => return Err(StoreError::corrupt(key, format!("bad record kind {other}"))),
+    };
+    r.finish()?;
+    let window = WindowKey {
+        start: Timestamp::from_millis(start),
+        size,
+        key: window_key,
+    };
+    Ok((window, record))
+}
+
+pub fn decode_output_key(key: &[u8]) -> Result<u64, StoreError> {
+    match key {
+        [OUTPUT_PREFIX, seq @ ..] => seq
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| StoreError::corrupt(key, "output key is not 9 bytes")),
+        _ => Err(StoreError::corrupt(key, "not an output key")),
+    }
+}
+
+// ---- values ----
+
+pub fn encode_meta(meta: &Meta) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    put_varint(&mut out, meta.next_seq);
+    put_opt_ts(&mut out, meta.max_event_time);
+    put_opt_ts(&mut out, meta.watermark);
+    for n in [
+        meta.counters.accepted,
+        meta.counters.duplicates,
+        meta.counters.late,
+        meta.counters.fired,
+    ] {
+        put_varint(&mut out, n);
+    }
+    out
+}
+
+pub fn decode_meta(key: &[u8], value: &[u8]) -> Result<Meta, StoreError> {
+    let mut r = Reader::versioned(key, value)?;
+    let meta = Meta {
+        next_seq: r.varint()?,
+        max_event_time: r.opt_ts()?,
+        watermark: r.opt_ts()?,
+        counters: Counters {
+            accepted: r.varint()?,
+            duplicates: r.varint()?,
+            late: r.varint()?,
+            fired: r.varint()?,
+        },
+    };
+    r.finish()?;
+    Ok(meta)
+}
+
+pub fn encode_header(header: &Header) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    put_varint(&mut out, header.pane_start);
+    put_varint(&mut out, header.id_count);
+    put_opt_aggregate(&mut out, header.aggregate);
+    put_opt_ts(&mut out, header.pane_opened_at);
+    out
+}
+
+pub fn decode_header(key: &[u8], value: &[u8]) -> Result<Header, StoreError> {
+    let mut r = Reader::versioned(key, value)?;
+    let header = Header {
+        pane_start: r.varint()?,
+        id_count: r.varint()?,
+        aggregate: r.opt_aggregate()?,
+        pane_opened_at: r.opt_ts()?,
+    };
+    r.finish()?;
+    if header.pane_start > header.id_count {
+        return Err(StoreError::corrupt(key, "pane start beyond the id count"));
+    }
+    Ok(header)
+}
+
+pub fn encode_ids(ids: &[EventId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 5 + ids.len() * 4);
+    out.push(VERSION);
+    put_ids(&mut out, ids);
+    out
+}
+
+pub fn decode_ids(key: &[u8], value: &[u8]) -> Result<Vec<EventId>, StoreError> {
+    let mut r = Reader::versioned(key, value)?;
+    let ids = r.ids()?;
+    r.finish()?;
+    Ok(ids)
+}
+
+pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
+    let w = &record.window;
+    let mut out = Vec::with_capacity(48 + w.ids.len() * 4);
+    out.push(VERSION);
+    put_varint(&mut out, record.epoch);
+    put_i64(&mut out, w.window.start.as_millis());
+    put_i64(&mut out, w.window.size.get());
+    match &w.window.key {
+        None => out.push(0),
+        Some(k) => {
+            out.push(1);
+            put_bytes(&mut out, k.as_bytes());
+        }
+    }
+    out.push(reason_code(w.reason));
+    put_opt_aggregate(&mut out, w.aggregate);
+    put_ids(&mut out, &w.ids);
+    out
+}
+
+pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreError> {
+    let seq = decode_output_key(key)?;
+    let mut r = Reader::versioned(key, value)?;
+    let epoch = r.varint()?;
+    let start = Timestamp::from_millis(r.i64()?);
+    let size = SizeMs::new(r.i64()?).map_err(|e| StoreError::corrupt(key, e.to_string()))?;
+    let window_key = match r.u8()? {
+        0 => None,
+        1 => Some(r.string()?.into()),
+        other => return Err(StoreError::corrupt(key, format!("bad key flag {other}"))),
+    };
+    let reason = reason_from(r.u8()?).ok_or_else(|| StoreError::corrupt(key, "bad reason"))?;
+    let aggregate = r.opt_aggregate()?;
+    let ids = r.ids()?;
+    r.finish()?;
+    Ok(OutputRecord {
+        seq,
+        epoch,
+        window: ClosedWindow {
+            window: WindowKey {
+                start,
+                size,
+                key: window_key,
+            },
+            ids,
+            aggregate,
+            reason,
+        },
+    })
+}
+
+fn reason_code(reason: CloseReason) -> u8 {
+    match reason {
+        CloseReason::Length => 1,
+        CloseReason::Time => 2,
+        CloseReason::Watermark => 3,
+        CloseReason::Close => 4,
+        CloseReason::Flush => 5,
+    }
+}
+
+fn reason_from(code: u8) -> Option<CloseReason> {
+    Some(match code {
+        1 => CloseReason::Length,
+        2 => CloseReason::Time,
+        3 => CloseReason::Watermark,
+        4 => CloseReason::Close,
+        5 => CloseReason::Flush,
+        _ => return None,
+    })
+}
+
+// ---- primitives ----
+
+fn put_ordered_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(&((v as u64) ^ (1 << 63)).to_be_bytes());
+}
+
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+fn put_opt_ts(out: &mut Vec<u8>, ts: Option<Timestamp>) {
+    match ts {
+        None => out.push(0),
+        Some(ts) => {
+            out.push(1);
+            put_i64(out, ts.as_millis());
+        }
+    }
+}
+
+fn put_opt_aggregate(out: &mut Vec<u8>, agg: Option<Aggregate>) {
+    match agg {
+        None => out.push(0),
+        Some(a) => {
+            out.push(1);
+            for v in [a.sum, a.min, a.max] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+}
+
+fn put_ids(out: &mut Vec<u8>, ids: &[EventId]) {
+    put_varint(out, ids.len() as u64);
+    for id in ids {
+        match id {
+            EventId::Int(n) => {
+                out.push(0);
+                put_i64(out, *n);
+            }
+            EventId::Text(s) => {
+                out.push(1);
+                put_bytes(out, s.as_bytes());
+            }
+            EventId::Number(s) => {
+                out.push(2);
+                put_bytes(out, s.as_bytes());
+            }
+        }
+    }
+}
+
+/// Reads primitives, turning every shortfall into a `Corrupt` error naming the key.
+struct Reader<'a> {
+    key: &'a [u8],
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(key: &'a [u8]) -> Reader<'a> {
+        Reader { key, buf: key }
+    }
+
+    fn versioned(key: &'a [u8], value: &'a [u8]) -> Result<Reader<'a>, StoreError> {
+        let mut r = Reader { key, buf: value };
+        match r.u8()? {
+            VERSION => Ok(r),
+            v => Err(StoreError::corrupt(
+                key,
+                format!("unknown format version {v} (this build reads version {VERSION}); use the window-node release that wrote it"),
+            )),
+        }
+    }
+
+    fn err(&self, what: &str) -> StoreError {
+        StoreError::corrupt(self.key, format!("truncated or malformed: {what}"))
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        let (&b, rest) = self.buf.split_first().ok_or_else(|| self.err("byte"))?;
+        self.buf = rest;
+        Ok(b)
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.buf.len() < n {
+            return Err(self.err("bytes"));
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], StoreError> {
+        let bytes = self.bytes(N)?;
+        bytes.try_into().map_err(|_| self.err("array"))
+    }
+
+    fn ordered_i64(&mut self) -> Result<i64, StoreError> {
+        Ok((u64::from_be_bytes(self.array()?) ^ (1 << 63)) as i64)
+    }
+
+    fn varint(&mut self) -> Result<u64, StoreError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("varint"))
+    }
+
+    fn i64(&mut self) -> Result<i64, StoreError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn string(&mut self) -> Result<&'a str, StoreError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| self.err("length"))?;
+        let bytes = self.bytes(len)?;
+        std::str::from_utf8(bytes).map_err(|_| self.err("UTF-8 string"))
+    }
+
+    fn opt_ts(&mut self) -> Result<Option<Timestamp>, StoreError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(Timestamp::from_millis(self.i64()?))),
+            _ => Err(self.err("optional timestamp flag")),
+        }
+    }
+
+    fn opt_aggregate(&mut self) -> Result<Option<Aggregate>, StoreError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => {
+                let mut f = || self.array().map(f64::from_le_bytes);
+                Ok(Some(Aggregate {
+                    sum: f()?,
+                    min: f()?,
+                    max: f()?,
+                }))
+            }
+            _ => Err(self.err("optional aggregate flag")),
+        }
+    }
+
+    fn ids(&mut self) -> Result<Vec<EventId>, StoreError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| self.err("id count"))?;
+        // Never trust a count to size an allocation: each id takes at least two bytes.
+        let mut ids = Vec::with_capacity(n.min(self.buf.len() / 2));
+        for _ in 0..n {
+            ids.push(match self.u8()? {
+                0 => EventId::Int(self.i64()?),
+                1 => EventId::Text(self.string()?.into()),
+                2 => EventId::Number(self.string()?.into()),
+                _ => return Err(self.err("id tag")),
+            });
+        }
+        Ok(ids)
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::corrupt(
+                self.key,
+                format!("{} unexpected trailing bytes", self.buf.len()),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: i64, size: i64, key: Option<&str>) -> WindowKey {
+        WindowKey {
+            start: Timestamp::from_millis(start),
+            size: SizeMs::new(size).unwrap(),
+            key: key.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn window_keys_round_trip_and_sort_by_end() {
+        let windows = [
+            window(-120_000, 60_000, None),
+            window(-60_000, 60_000, Some("a")),
+            window(0, 60_000, None),
+            window(0, 60_000, Some("")),
+            window(0, 60_000, Some("ab")),
+            window(0, 120_000, None),
+        ];
+        let keys: Vec<_> = windows.iter().map(header_key).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "keys sort by end, then start, size, key");
+        for w in &windows {
+            assert_eq!(decode_window_key(&header_key(w)).unwrap(), (w.clone(), WindowRecord::Header));
+            let chunk = chunk_key(w, 77);
+            assert_eq!(decode_window_key(&chunk).unwrap(), (w.clone(), WindowRecord::Chunk { first_index: 77 }));
+        }
+        // A key that is a prefix of another does not share its records' prefix.
+        let a = window_prefix(&window(0, 60_000, Some("a")));
+        assert!(!chunk_key(&window(0, 60_000, Some("ab")), 0).starts_with(&a));
+    }
+
+    #[test]
+    fn values_round_trip() {
+        let ids = vec![
+            EventId::Int(0),
+            EventId::Int(-1),
+            EventId::Int(i64::MIN),
+            EventId::Int(i64::MAX),
+            EventId::Text("é\"x".into()),
+            EventId::Number("1.5e3".into()),
+        ];
+        assert_eq!(decode_ids(b"k", &encode_ids(&ids)).unwrap(), ids);
+        let meta = Meta {
+            next_seq: 300,
+            max_event_time: Some(Timestamp::from_millis(-5)),
+            watermark: None,
+            counters: Counters { accepted: 1, duplicates: 2, late: 3, fired: 4 },
+        };
+        assert_eq!(decode_meta(META_KEY, &encode_meta(&meta)).unwrap(), meta);
+        let header = Header {
+            pane_start: 2,
+            id_count: 9,
+            aggregate: Some(Aggregate { sum: 1.5, min: -2.0, max: 3.0 }),
+            pane_opened_at: Some(Timestamp::from_millis(1_000)),
+        };
+        assert_eq!(decode_header(b"h", &encode_header(&header)).unwrap(), header);
+        let record = OutputRecord {
+            seq: 7,
+            epoch: 3,
+            window: ClosedWindow {
+                window: window(-60_000, 60_000, Some("k")),
+                ids,
+                aggregate: None,
+                reason: CloseReason::Watermark,
+            },
+        };
+        assert_eq!(decode_output(&output_key(7), &encode_output(&record)).unwrap(), record);
+    }
+
+    #[test]
+    fn bad_values_are_corrupt_not_panics() {
+        let good = encode_ids(&[EventId::Text("abc".into())]);
+        for cut in 0..good.len() {
+            assert!(matches!(decode_ids(b"k", &good[..cut]), Err(StoreError::Corrupt { .. })));
+        }
+        let mut future = good.clone();
+        future[0] = 9;
+        let err = decode_ids(b"\x01", &future).unwrap_err().to_string();
+        assert!(err.contains("unknown format version 9") && err.contains("01"), "{err}");
+        let mut trailing = good;
+        trailing.push(0);
+        assert!(decode_ids(b"k", &trailing).is_err());
+        assert!(decode_window_key(b"Wshort").is_err());
+        // A huge id count must not allocate before failing.
+        assert!(decode_ids(b"k", &[VERSION, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+}

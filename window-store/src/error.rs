@@ -1,0 +1,41 @@
+//! Store errors. Corrupt data is kept apart from backend I/O: recovery treats them differently
+//! (corruption refuses to start and names the record; I/O may be retried).
+
+/// What can go wrong in a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A record could not be decoded: unknown version, truncated, or inconsistent.
+    #[error("corrupt record {key}: {reason}")]
+    Corrupt {
+        /// The record's key, in hex.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The directory is held by another process.
+    #[error("the data directory {dir} is in use by another process (sled holds an exclusive lock on it); stop that process or choose another --data-dir")]
+    Locked {
+        /// The directory.
+        dir: String,
+    },
+    /// The backend failed.
+    #[error("storage I/O failed: {0}")]
+    Backend(String),
+    /// A batch broke the store's rules (a bug in the caller, not bad data).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+}
+
+impl StoreError {
+    pub(crate) fn corrupt(key: &[u8], reason: impl Into<String>) -> StoreError {
+        StoreError::Corrupt {
+            key: hex(key),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,232 @@
+//! `KvStore`: the window store over any ordered key-value backend with atomic batches.
+//!
+//! The memory and sled stores are this one type over two backends, so they share the layout,
+//! the codec and the recovery code, and the conformance suite checks both the same way.
+
+use window_core::{EngineSnapshot, WindowSnapshot};
+
+use crate::codec::{
+    self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX, WindowRecord,
+};
+use crate::error::StoreError;
+use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
+
+/// One write of an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvOp {
+    /// Set a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Remove every key that starts with the prefix.
+    DeletePrefix(Vec<u8>),
+}
+
+/// An ordered key-value space with atomic multi-key writes.
+pub trait KvBackend: Send {
+    /// Every `(key, value)` whose key starts with `prefix`, in key order, from `start` (a key
+    /// with that prefix) on, at most `limit`.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// The value at `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Applies all of `ops`, in order, atomically.
+    fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError>;
+
+    /// Makes every applied batch durable.
+    fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// The window store over a key-value backend.
+#[derive(Debug)]
+pub struct KvStore<B> {
+    backend: B,
+    /// The meta record as last committed (read once at recovery).
+    meta: Option<Meta>,
+}
+
+impl<B: KvBackend> KvStore<B> {
+    /// A store over `backend`.
+    pub fn new(backend: B) -> KvStore<B> {
+        KvStore {
+            backend,
+            meta: None,
+        }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn meta(&mut self) -> Result<Meta, StoreError> {
+        if let Some(meta) = self.meta {
+            return Ok(meta);
+        }
+        let meta = match self.backend.get(META_KEY)? {
+            Some(value) => codec::decode_meta(META_KEY, &value)?,
+            None => Meta::default(),
+        };
+        self.meta = Some(meta);
+        Ok(meta)
+    }
+}
+
+impl<B: KvBackend> WindowStore for KvStore<B> {
+    fn recover(&mut self) -> Result<Option<Recovered>, StoreError> {
+        let Some(value) = self.backend.get(META_KEY)? else {
+            return Ok(None);
+        };
+        let meta = codec::decode_meta(META_KEY, &value)?;
+        self.meta = Some(meta);
+        let mut windows = Vec::new();
+        let mut current: Option<WindowSnapshot> = None;
+        let prefix = [WINDOW_PREFIX];
+        let mut start = prefix.to_vec();
+        loop {
+            let page = self.backend.scan(&prefix, &start, 4096)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            let mut next = last.clone();
+            next.push(0);
+            for (key, value) in &page {
+                let (window, record) = codec::decode_window_key(key)?;
+                let snap = match &mut current {
+                    Some(snap) if snap.window == window => snap,
+                    _ => {
+                        if let Some(unfinished) = current.take() {
+                            return Err(StoreError::corrupt(
+                                &codec::window_prefix(&unfinished.window),
+                                "window has id chunks but no header",
+                            ));
+                        }
+                        current.insert(WindowSnapshot {
+                            window,
+                            ids: Vec::new(),
+                            pane_start: 0,
+                            aggregate: None,
+                            pane_opened_at: None,
+                        })
+                    }
+                };
+                match record {
+                    WindowRecord::Chunk { first_index } => {
+                        if first_index != snap.ids.len() as u64 {
+                            return Err(StoreError::corrupt(
+                                key,
+                                format!(
+                                    "id chunk starts at {first_index}, expected {}",
+                                    snap.ids.len()
+                                ),
+                            ));
+                        }
+                        snap.ids.extend(codec::decode_ids(key, value)?);
+                    }
+                    WindowRecord::Header => {
+                        let header: Header = codec::decode_header(key, value)?;
+                        if header.id_count != snap.ids.len() as u64 {
+                            return Err(StoreError::corrupt(
+                                key,
+                                format!(
+                                    "header counts {} ids, chunks hold {}",
+                                    header.id_count,
+                                    snap.ids.len()
+                                ),
+                            ));
+                        }
+                        snap.pane_start = header.pane_start as usize;
+                        snap.aggregate = header.aggregate;
+                        snap.pane_opened_at = header.pane_opened_at;
+                        windows.extend(current.take());
+                    }
+                }
+            }
+            start = next;
+        }
+        if let Some(unfinished) = current {
+            return Err(StoreError::corrupt(
+                &codec::window_prefix(&unfinished.window),
+                "window has id chunks but no header",
+            ));
+        }
+        // Windows come out by end; the engine's snapshot order is (start, size, key).
+        windows.sort_by(|a, b| a.window.cmp(&b.window));
+        Ok(Some(Recovered {
+            snapshot: EngineSnapshot {
+                windows,
+                max_event_time: meta.max_event_time,
+                watermark: meta.watermark,
+                counters: meta.counters,
+            },
+            next_seq: meta.next_seq,
+        }))
+    }
+
+    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        let mut meta = self.meta()?;
+        let mut ops = Vec::with_capacity(2 + batch.dirty.removed.len() + 2 * batch.dirty.windows.len() + batch.fired.len());
+        for window in &batch.dirty.removed {
+            ops.push(KvOp::DeletePrefix(codec::window_prefix(window)));
+        }
+        for delta in &batch.dirty.windows {
+            if delta.first_index == 0 {
+                // A window that (re)opened in this step: nothing of an earlier one may remain.
+                ops.push(KvOp::DeletePrefix(codec::window_prefix(&delta.window)));
+            }
+            if !delta.appended.is_empty() {
+                ops.push(KvOp::Put(
+                    codec::chunk_key(&delta.window, delta.first_index as u64),
+                    codec::encode_ids(&delta.appended),
+                ));
+            }
+            let header = Header {
+                pane_start: delta.pane_start as u64,
+                id_count: (delta.first_index + delta.appended.len()) as u64,
+                aggregate: delta.aggregate,
+                pane_opened_at: delta.pane_opened_at,
+            };
+            ops.push(KvOp::Put(
+                codec::header_key(&delta.window),
+                codec::encode_header(&header),
+            ));
+        }
+        for record in &batch.fired {
+            if record.seq != meta.next_seq {
+                return Err(StoreError::InvalidBatch(format!(
+                    "fired window has seq {}, the output log expects {}",
+                    record.seq, meta.next_seq
+                )));
+            }
+            meta.next_seq += 1;
+            ops.push(KvOp::Put(
+                codec::output_key(record.seq),
+                codec::encode_output(record),
+            ));
+        }
+        meta.max_event_time = batch.dirty.max_event_time;
+        meta.watermark = batch.dirty.watermark;
+        meta.counters = batch.dirty.counters;
+        ops.push(KvOp::Put(META_KEY.to_vec(), codec::encode_meta(&meta)));
+        self.backend.apply(ops)?;
+        self.meta = Some(meta);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.backend.sync()
+    }
+
+    fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
+        let page = self
+            .backend
+            .scan(&[OUTPUT_PREFIX], &codec::output_key(from), limit)?;
+        page.iter()
+            .map(|(key, value)| codec::decode_output(key, value))
+            .collect()
+    }
+}

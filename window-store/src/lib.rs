@@ -1,0 +1,58 @@
+//! Durable open windows, watermarks and the output log of window-node.
+//!
+//! # The durability contract
+//! A [`WindowStore`] takes one [`Batch`] per engine step: the engine's change to its open state
+//! (`Engine::take_dirty`) and the windows fired in that step, each with the next dense sequence
+//! number of the output log. `commit` applies a batch atomically; `sync` makes every committed
+//! batch durable. So, for a caller that acknowledges a request only after the `sync` that
+//! follows its batch:
+//! - nothing acknowledged is lost: every acknowledged event is in an open window or in a fired
+//!   window's output record;
+//! - nothing fires twice: firing a window and appending its output record are one batch, so after
+//!   any crash a window is either still open or fired exactly once, with its record in the log;
+//! - the output log's sequence numbers are dense.
+//!
+//! What a crash can lose is what was committed but not yet synced, and it was never acknowledged.
+//! `sync` is sled's `flush`: it survives the process dying (SIGKILL, panic, OOM kill). It does
+//! not promise more than the file system and disk do about power loss: sled calls `fsync`, but a
+//! disk that lies about its write cache, or a file system mounted without barriers, can still
+//! lose the last writes on power loss.
+//!
+//! # Main types
+//! [`WindowStore`] (the trait), [`MemoryStore`] and [`SledStore`] (one [`KvStore`] over two
+//! backends), [`StoreError`]. The encoding is versioned (`codec`): a store that finds a record it
+//! cannot read refuses to start and names the record; it never drops data silently.
+//!
+//! # What it does not do
+//! It does not decide anything: what fires and when is the engine's business. It holds one
+//! writer per directory (sled locks it).
+
+mod codec;
+mod error;
+mod kv;
+mod memory;
+mod sled;
+mod store;
+
+pub use crate::error::StoreError;
+pub use crate::kv::{KvBackend, KvOp, KvStore};
+pub use crate::memory::{MemoryBackend, MemoryStore};
+pub use crate::sled::{SledBackend, SledStore};
+pub use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
+
+/// Restores an engine from `store`, or makes a fresh one, with change tracking on. Returns the
+/// engine and the next output sequence number.
+pub fn open_engine(
+    store: &mut dyn WindowStore,
+    config: window_core::EngineConfig,
+) -> Result<(window_core::Engine, u64), StoreError> {
+    let (mut engine, next_seq) = match store.recover()? {
+        Some(recovered) => (
+            window_core::Engine::restore(config, recovered.snapshot),
+            recovered.next_seq,
+        ),
+        None => (window_core::Engine::new(config), 0),
+    };
+    engine.track_changes();
+    Ok((engine, next_seq))
+}
