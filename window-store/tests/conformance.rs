@@ -1,0 +1,262 @@
+//! One conformance suite for every `WindowStore`: memory and sled (in a temp dir).
+//!
+//! The central property: drive an engine with random steps, commit each step's batch, and at any
+//! point a store reopened from what was committed restores the engine's exact open state, the
+//! next sequence number, and the output log of every fired window, once each, densely numbered.
+
+use std::num::NonZeroU32;
+use std::path::Path;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use window_core::{
+    Engine, EngineConfig, Event, EventId, IdFrame, LatePolicy, PurgePolicy, SizeMs, Timestamp,
+    WindowSelector,
+};
+use window_store::{
+    Batch, MemoryStore, OutputRecord, SledStore, StoreError, WindowStore, open_engine,
+};
+
+/// Makes stores of one kind; `reopen` gives a store over what the previous one committed.
+trait Harness {
+    fn fresh(&mut self) -> Box<dyn WindowStore>;
+    fn reopen(&mut self, old: Box<dyn WindowStore>) -> Box<dyn WindowStore>;
+}
+
+struct Memory;
+
+impl Harness for Memory {
+    fn fresh(&mut self) -> Box<dyn WindowStore> {
+        Box::new(MemoryStore::in_memory())
+    }
+
+    fn reopen(&mut self, old: Box<dyn WindowStore>) -> Box<dyn WindowStore> {
+        // Nothing to reopen in memory: the same store, read again from scratch by `recover`.
+        old
+    }
+}
+
+struct Sled {
+    dir: tempfile::TempDir,
+}
+
+impl Sled {
+    fn new() -> Sled {
+        Sled {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+}
+
+impl Harness for Sled {
+    fn fresh(&mut self) -> Box<dyn WindowStore> {
+        self.dir = tempfile::tempdir().expect("temp dir");
+        Box::new(SledStore::open(self.dir.path()).expect("open sled"))
+    }
+
+    fn reopen(&mut self, old: Box<dyn WindowStore>) -> Box<dyn WindowStore> {
+        drop(old);
+        Box::new(SledStore::open(self.dir.path()).expect("reopen sled"))
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Events(Vec<(i64, i64, Option<u8>, Option<i32>)>),
+    Deadline(i64),
+    Close(i64),
+    Flush(Option<i64>),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec((0i64..6, -30i64..60, prop::option::of(0u8..3), prop::option::of(-5i32..5)), 1..6)
+            .prop_map(Op::Events),
+        1 => (0i64..30).prop_map(Op::Deadline),
+        1 => (-30i64..60).prop_map(Op::Close),
+        1 => prop::option::of(-30i64..60).prop_map(Op::Flush),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+fn config() -> impl Strategy<Value = EngineConfig> {
+    (prop::option::of(1u32..4), prop::option::of(0u64..10), prop::option::of(0u64..20)).prop_map(
+        |(max_events, max_age_ms, lateness)| EngineConfig {
+            frame: IdFrame::Utc,
+            purge: PurgePolicy {
+                max_events: max_events.and_then(NonZeroU32::new),
+                max_age_ms,
+            },
+            allowed_lateness_ms: lateness,
+            late: LatePolicy::Drop,
+        },
+    )
+}
+
+const KEYS: [&str; 3] = ["a", "b", "c"];
+
+/// Commits what the engine did in one step; returns the fired records.
+fn commit(engine: &mut Engine, store: &mut dyn WindowStore, next_seq: &mut u64, extra: Vec<window_core::ClosedWindow>) -> Vec<OutputRecord> {
+    let mut fired = Vec::new();
+    for window in extra.into_iter().chain(std::iter::from_fn(|| engine.poll_closed())) {
+        fired.push(OutputRecord { seq: *next_seq, epoch: 1, window });
+        *next_seq += 1;
+    }
+    store
+        .commit(Batch { dirty: engine.take_dirty(), fired: fired.clone() })
+        .expect("commit");
+    store.sync().expect("sync");
+    fired
+}
+
+fn run_case(h: &mut dyn Harness, config: EngineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
+    let size = SizeMs::new(10).unwrap();
+    let mut store = h.fresh();
+    let (mut engine, mut next_seq) = open_engine(&mut *store, config).expect("open");
+    prop_assert_eq!(next_seq, 0);
+    let mut log: Vec<OutputRecord> = Vec::new();
+    let mut now = 0;
+    for op in ops {
+        match op {
+            Op::Events(events) => {
+                now += 1;
+                let batch: Vec<Event<'_>> = events
+                    .iter()
+                    .map(|&(id, ts, key, value)| Event {
+                        id: EventId::Int(id),
+                        ts: Timestamp::from_millis(ts),
+                        key: key.map(|k| KEYS[k as usize]),
+                        value: value.map(f64::from),
+                    })
+                    .collect();
+                engine.handle_events(Timestamp::from_millis(now), size, batch).expect("events");
+                log.extend(commit(&mut engine, &mut *store, &mut next_seq, Vec::new()));
+            }
+            Op::Deadline(dt) => {
+                now += dt;
+                engine.handle_deadline(Timestamp::from_millis(now));
+                log.extend(commit(&mut engine, &mut *store, &mut next_seq, Vec::new()));
+            }
+            Op::Close(ts) => {
+                let start = Timestamp::from_millis(ts.div_euclid(10) * 10);
+                let closed = engine.close(WindowSelector { start, size: None, key: None });
+                log.extend(commit(&mut engine, &mut *store, &mut next_seq, closed.into_iter().collect()));
+            }
+            Op::Flush(until) => {
+                let flushed = engine.flush(until.map(Timestamp::from_millis));
+                log.extend(commit(&mut engine, &mut *store, &mut next_seq, flushed));
+            }
+            Op::Reopen => {
+                store = h.reopen(store);
+                let (restored, seq) = open_engine(&mut *store, config).expect("recover");
+                prop_assert_eq!(seq, next_seq);
+                prop_assert_eq!(restored.snapshot(), engine.snapshot());
+                engine = restored;
+            }
+        }
+    }
+    // The recovered state equals the live one, and the log holds every fired window once.
+    store = h.reopen(store);
+    let recovered = store.recover().expect("recover").expect("something was committed");
+    prop_assert_eq!(recovered.next_seq, next_seq);
+    prop_assert_eq!(recovered.snapshot, engine.snapshot());
+    let stored = store.read_output(0, usize::MAX).expect("read output");
+    prop_assert_eq!(&stored, &log);
+    for (i, record) in stored.iter().enumerate() {
+        prop_assert_eq!(record.seq, i as u64);
+    }
+    if let Some(mid) = stored.get(stored.len() / 2) {
+        prop_assert_eq!(&store.read_output(mid.seq, 2).expect("read")[0], mid);
+    }
+    Ok(())
+}
+
+fn check_store(h: &mut dyn Harness, cases: u32) {
+    let runner_config = Config { cases, failure_persistence: None, ..Config::default() };
+    let mut runner =
+        TestRunner::new_with_rng(runner_config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let h = std::cell::RefCell::new(h);
+    runner
+        .run(&(config(), prop::collection::vec(op(), 1..40)), |(engine_config, ops)| {
+            run_case(&mut **h.borrow_mut(), engine_config, &ops)
+        })
+        .unwrap();
+}
+
+#[test]
+fn memory_store_restores_exactly_what_was_committed() {
+    check_store(&mut Memory, 256);
+}
+
+#[test]
+fn sled_store_restores_exactly_what_was_committed() {
+    check_store(&mut Sled::new(), 24);
+}
+
+fn first_window_key(dir: &Path) -> Vec<u8> {
+    let db = sled::open(dir).expect("open raw sled");
+    let key = db.scan_prefix(b"W").next().expect("a window record").expect("read").0.to_vec();
+    key
+}
+
+#[test]
+fn corrupt_and_unknown_version_records_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = SledStore::open(dir.path()).unwrap();
+        let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
+        let event = Event { id: EventId::Int(1), ts: Timestamp::from_millis(5), key: None, value: None };
+        engine.handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event]).unwrap();
+        commit(&mut engine, &mut store, &mut seq, Vec::new());
+    }
+    let key = first_window_key(dir.path());
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let mut value = db.get(&key).unwrap().unwrap().to_vec();
+        value[0] = 42;
+        db.insert(&key, value).unwrap();
+        db.flush().unwrap();
+    }
+    let mut store = SledStore::open(dir.path()).unwrap();
+    let err = store.recover().unwrap_err();
+    match &err {
+        StoreError::Corrupt { key: named, reason } => {
+            assert_eq!(named, &key.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            assert!(reason.contains("unknown format version 42"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    drop(store);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(&key, vec![1u8, 0xff]).unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path()).unwrap().recover().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = SledStore::open(dir.path()).unwrap();
+    // sled's lock is per process (an OS file lock): a second process is refused. Within one
+    // process sled refuses too, which is what this checks.
+    match SledStore::open(dir.path()) {
+        Err(StoreError::Locked { dir: named }) => assert_eq!(named, dir.path().display().to_string()),
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("a second open of a locked directory succeeded"),
+    }
+}
+
+#[test]
+fn a_batch_that_breaks_the_sequence_is_rejected() {
+    let mut store = MemoryStore::in_memory();
+    let (mut engine, _) = open_engine(&mut store, EngineConfig::default()).unwrap();
+    let event = Event { id: EventId::Int(1), ts: Timestamp::from_millis(5), key: None, value: None };
+    engine.handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event]).unwrap();
+    let window = engine.flush(None).pop().unwrap();
+    let batch = Batch { dirty: engine.take_dirty(), fired: vec![OutputRecord { seq: 5, epoch: 1, window }] };
+    assert!(matches!(store.commit(batch), Err(StoreError::InvalidBatch(_))));
+}
