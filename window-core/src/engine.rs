@@ -132,7 +132,7 @@ pub struct WindowSelector<'a> {
     pub start: Timestamp,
     /// Its size, when several sizes may share the start.
     pub size: Option<SizeMs>,
-    /// Its key; `None` matches any key (and no key).
+    /// Its key; `None` matches the window without a key if there is one, else any key.
     pub key: Option<&'a str>,
 }
 
@@ -311,7 +311,9 @@ impl Engine {
             if self.max_event_time < Some(event.ts) {
                 self.max_event_time = Some(event.ts);
             }
-            touch(&mut self.changes, window, || window_key(bounds.start, size, event.key));
+            touch(&mut self.changes, window, || {
+                window_key(bounds.start, size, event.key)
+            });
             if let Some(value) = event.value {
                 Aggregate::add(&mut window.aggregate, value);
             }
@@ -397,6 +399,17 @@ impl Engine {
                 if selector.key.is_none() || selector.key == key {
                     matches.push(window_key(start, size, key));
                 }
+            }
+        }
+        // Without a key, the window without a key is meant when there is one.
+        if selector.key.is_none() && matches.len() > 1 {
+            let unkeyed: Vec<WindowKey> = matches
+                .iter()
+                .filter(|w| w.key.is_none())
+                .cloned()
+                .collect();
+            if unkeyed.len() == 1 {
+                matches = unkeyed;
             }
         }
         match matches.len() {
@@ -542,7 +555,11 @@ impl Engine {
 }
 
 /// Marks `window` as changed in this step (recording its key the first time).
-fn touch(changes: &mut Option<ChangeLog>, window: &mut OpenWindow, key: impl FnOnce() -> WindowKey) {
+fn touch(
+    changes: &mut Option<ChangeLog>,
+    window: &mut OpenWindow,
+    key: impl FnOnce() -> WindowKey,
+) {
     if let Some(log) = changes
         && !window.dirty
     {

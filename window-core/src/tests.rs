@@ -903,14 +903,18 @@ close window-1705312800000
 close window-1705312800000 key=a
 close window-1705312800000
 close window-1705312800000 key=b
+at 10:00:10 put 4 key=a; at 10:00:20 put 5 key=b
+close window-1705312800000
 "#,
         expect![[r#"
             put: accepted=3 duplicates=0 late=0
-            close: ambiguous: window-1705312800000 [10:00:00, 10:01:00) | window-1705312800000 [10:00:00, 10:01:00) key=a | window-1705312800000 [10:00:00, 10:01:00) key=b
+            close: window-1705312800000 [10:00:00, 10:01:00) ids=[3]
             close: window-1705312800000 [10:00:00, 10:01:00) key=a ids=[2]
-            close: ambiguous: window-1705312800000 [10:00:00, 10:01:00) | window-1705312800000 [10:00:00, 10:01:00) key=b
             close: window-1705312800000 [10:00:00, 10:01:00) key=b ids=[1]
-            end: accepted=3 duplicates=0 late=0 fired=2 open=1 buffered=1
+            close: not open
+            put: accepted=2 duplicates=0 late=0
+            close: ambiguous: window-1705312800000 [10:00:00, 10:01:00) key=a | window-1705312800000 [10:00:00, 10:01:00) key=b
+            end: accepted=5 duplicates=0 late=0 fired=3 open=2 buffered=2
         "#]],
     );
 }

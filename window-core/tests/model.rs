@@ -632,13 +632,18 @@ impl Model {
         size: Option<i64>,
         key: Option<&'static str>,
     ) -> Result<ClosedWindow, CloseError> {
-        let matches: Vec<Wk> = self
+        let mut matches: Vec<Wk> = self
             .windows
             .keys()
             .copied()
             .filter(|&(s, z, _)| s == start && size.is_none_or(|size| size == z))
             .filter(|&(_, _, k)| key.is_none() || key == k)
             .collect();
+        // Without a key, the one window without a key is meant when there is one.
+        let unkeyed: Vec<Wk> = matches.iter().copied().filter(|w| w.2.is_none()).collect();
+        if key.is_none() && unkeyed.len() == 1 {
+            matches = unkeyed;
+        }
         match matches[..] {
             [] => Err(CloseError::NotOpen),
             [wk] => {

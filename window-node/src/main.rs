@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy};
+use window_store::SledStore;
 
 use crate::node::{Node, NodeConfig};
 use crate::render::Style;
@@ -77,6 +78,13 @@ struct Cli {
     /// as late. Off by default: windows then leave only by close, flush or --max-events.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
     allowed_lateness: Option<Duration>,
+
+    /// Persist the open windows, the watermark and the log of emitted windows in this
+    /// directory (sled) and restore them on start, so a crash loses nothing acknowledged and
+    /// fires nothing twice. Replies are written only after the requests are durable. Without it
+    /// the node keeps everything in memory.
+    #[arg(long, value_name = "DIR", env = "WINDOW_NODE_DATA_DIR")]
+    data_dir: Option<std::path::PathBuf>,
 
     /// Longest request line in bytes; a longer line gets error 12 and the node goes on.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
@@ -147,9 +155,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?config, "window-node reading requests on stdin");
+    let node = match &cli.data_dir {
+        None => Node::new(config),
+        Some(dir) => {
+            let store = SledStore::open(dir)
+                .with_context(|| format!("opening the store in {}", dir.display()))?;
+            Node::with_store(config, Box::new(store))
+                .with_context(|| format!("recovering the open state from {}", dir.display()))?
+        }
+    };
     let input = BufReader::with_capacity(1 << 20, io::stdin());
     let output = io::stdout().lock();
-    stdin::serve(Node::new(config), input, output, cli.max_line_bytes)
+    stdin::serve(node, input, output, cli.max_line_bytes)
         .context("serving requests on stdin/stdout")
 }
 

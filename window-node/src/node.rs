@@ -6,6 +6,8 @@ use window_core::{
     WindowBounds, WindowSelector, WindowSpec, group_by_window,
 };
 
+use window_store::{OutputRecord, StoreError, WindowStore};
+
 use crate::clock;
 use crate::error::NodeError;
 use crate::protocol::{Batch, Body, ReplyTo, Request, parse_request};
@@ -24,17 +26,33 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
 }
 
-/// The stdin node's state: the engine and what `init` told it.
-#[derive(Debug)]
+/// The stdin node's state: the engine, its store (with `--data-dir`) and what `init` told it.
 pub struct Node {
     config: NodeConfig,
     engine: Engine,
+    /// Where every step is committed; `None` keeps everything in memory.
+    store: Option<Box<dyn WindowStore>>,
     node_id: Option<String>,
     envelope: bool,
-    /// Sequence number of the next window the node emits on its own.
+    /// Sequence number of the next fired window (every fired window takes one, also those
+    /// returned by `close` and `flush`): the position in the output log.
     next_seq: u64,
+    /// Windows the current request's reply returned (`close`, `flush`), for the output log.
+    replied: Vec<ClosedWindow>,
     /// Where emitted windows go: the `src` of the latest request.
     last_src: Option<String>,
+    /// Set when a commit failed: the store no longer matches the engine, so the node must stop.
+    fatal: Option<StoreError>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("config", &self.config)
+            .field("durable", &self.store.is_some())
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Node {
@@ -46,11 +64,51 @@ impl Node {
         };
         Node {
             engine: Engine::new(engine_config),
+            store: None,
             envelope: config.envelope,
             config,
             node_id: None,
             next_seq: 0,
+            replied: Vec::new(),
             last_src: None,
+            fatal: None,
+        }
+    }
+
+    /// A node that restores its open state from `store` and commits every step to it.
+    pub fn with_store(
+        config: NodeConfig,
+        mut store: Box<dyn WindowStore>,
+    ) -> Result<Node, StoreError> {
+        let engine_config = EngineConfig {
+            frame: config.frame,
+            ..config.engine
+        };
+        let started = std::time::Instant::now();
+        let (engine, next_seq) = window_store::open_engine(&mut *store, engine_config)?;
+        let stats = engine.stats();
+        tracing::info!(
+            open_windows = stats.open_windows,
+            buffered_events = stats.buffered_events,
+            next_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered the open state from the store"
+        );
+        let mut node = Node::new(config);
+        node.engine = engine;
+        node.next_seq = next_seq;
+        node.store = Some(store);
+        Ok(node)
+    }
+
+    /// Makes every committed step durable. Replies may be written only after this succeeds.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(error) = self.fatal.take() {
+            return Err(error);
+        }
+        match &mut self.store {
+            Some(store) => store.sync(),
+            None => Ok(()),
         }
     }
 
@@ -72,7 +130,26 @@ impl Node {
             }
             Err((reply_to, error)) => self.error(out, &reply_to, &error),
         }
-        self.emit_fired(out);
+        let fired = self.emit_fired(out);
+        self.persist(fired);
+    }
+
+    /// Commits the step the last request made (its open-state change and fired windows).
+    fn persist(&mut self, fired: Vec<OutputRecord>) {
+        let Some(store) = &mut self.store else {
+            return;
+        };
+        if self.fatal.is_some() {
+            return;
+        }
+        let batch = window_store::Batch {
+            dirty: self.engine.take_dirty(),
+            fired,
+        };
+        if let Err(error) = store.commit(batch) {
+            tracing::error!(%error, "committing a step failed; the node stops taking requests");
+            self.fatal = Some(error);
+        }
     }
 
     /// Answers a line that could not be read as a request (too long, or not UTF-8).
@@ -147,6 +224,7 @@ impl Node {
                 self.reply(out, &to, "window_closed", |w| {
                     window_fields(w, frame, &closed);
                 });
+                self.replied.push(closed);
             }
             Body::Flush { until } => {
                 let windows = self.engine.flush(until);
@@ -160,6 +238,7 @@ impl Node {
                     }
                     w.end_array();
                 });
+                self.replied.extend(windows);
             }
             Body::Stats => {
                 let stats = self.engine.stats();
@@ -288,8 +367,23 @@ impl Node {
         Ok(())
     }
 
-    /// Writes every window that fired on its own as an unsolicited `window_closed`.
-    fn emit_fired(&mut self, out: &mut Vec<u8>) {
+    /// Numbers the windows this request fired: those its reply returned, then those that fired
+    /// on their own, each written as an unsolicited `window_closed`. Returns the output records
+    /// (only with a store: without one nothing keeps them).
+    fn emit_fired(&mut self, out: &mut Vec<u8>) -> Vec<OutputRecord> {
+        let mut records = Vec::new();
+        let keep = self.store.is_some();
+        for window in std::mem::take(&mut self.replied) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if keep {
+                records.push(OutputRecord {
+                    seq,
+                    epoch: 0,
+                    window,
+                });
+            }
+        }
         while let Some(closed) = self.engine.poll_closed() {
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -304,7 +398,15 @@ impl Node {
                 w.key("reason").str(closed.reason.as_str());
                 w.key("seq").int(seq);
             });
+            if keep {
+                records.push(OutputRecord {
+                    seq,
+                    epoch: 0,
+                    window: closed,
+                });
+            }
         }
+        records
     }
 
     fn spec(&self, size: SizeMs) -> WindowSpec {

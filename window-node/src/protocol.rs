@@ -14,6 +14,15 @@ use window_core::{Event, EventId, SizeMs, Timestamp, WindowId};
 
 use crate::error::NodeError;
 
+/// What `events` must be, for error texts.
+const EVENTS: &str = "an array of {\"id\", \"timestamp\", \"key\"?, \"value\"?} objects";
+/// What an event timestamp must be, for error texts.
+const TIMESTAMP: &str = "an RFC 3339 string (2024-01-15T10:00:10Z) or integer epoch milliseconds";
+/// What a window id must be, for error texts.
+const WINDOW_ID: &str = "\"window-<integer>\", e.g. \"window-1705305600000\"";
+/// What a window size must be, for error texts.
+const WINDOW_SIZE: &str = "the window length in milliseconds, a positive integer";
+
 /// Every request type, with the names the wire uses.
 pub const REQUEST_TYPES: &str =
     "init, assign, process_window, close, flush, stats (and ingest, subscribe on `serve`)";
@@ -116,6 +125,12 @@ impl Batch<'_> {
     }
 }
 
+/// A field that is present, even as `null` (which `Option` alone would read as absent), so that
+/// errors can tell "missing" from "null".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 /// Fields parsed in one pass, events and all: the fast path for valid requests.
 type Typed<'a> = Fields<'a, Box<TypedBody<'a>>, Vec<RawEvent<'a>>>;
 /// The envelope body of [`Typed`] (a newtype breaks the type's recursion).
@@ -167,7 +182,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
         Err(e) => {
             return (
                 ReplyTo::default(),
-                NodeError::malformed(json_error("request", &e)),
+                NodeError::malformed(not_an_object("request", line, &e)),
             );
         }
     };
@@ -182,7 +197,10 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
                         src,
                         dest,
                     };
-                    return (to, NodeError::malformed(json_error("body", &e)));
+                    return (
+                        to,
+                        NodeError::malformed(not_an_object("body", body.get(), &e)),
+                    );
                 }
             }
         }
@@ -252,6 +270,7 @@ fn typed_request<'a>(
     events: Option<&[RawEvent<'a>]>,
     rest: &Rest<'a>,
 ) -> Result<Request<'a>, (ReplyTo, NodeError)> {
+    let msg_id = msg_id.filter(|m| m.get() != "null");
     let reply_to = |msg_id: Option<&RawValue>| ReplyTo {
         msg_id: msg_id.map(|m| m.get().to_owned()),
         src: src.clone(),
@@ -297,40 +316,41 @@ pub struct ReplyTo {
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "B: Deserialize<'de>, E: Deserialize<'de>, 'de: 'a"))]
 struct Fields<'a, B, E> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     src: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     dest: Option<&'a RawValue>,
     body: Option<B>,
-    #[serde(borrow, rename = "type")]
+    #[serde(default, borrow, rename = "type", deserialize_with = "present")]
     kind: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     msg_id: Option<&'a RawValue>,
     events: Option<E>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     window_size_ms: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     node_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     window_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     key: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     until: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     from_seq: Option<&'a RawValue>,
 }
 
 /// One event as raw JSON fields.
 #[derive(Deserialize)]
+#[serde(bound(deserialize = "'de: 'a"))]
 struct RawEvent<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     key: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(default, borrow, deserialize_with = "present")]
     value: Option<&'a RawValue>,
 }
 
@@ -339,19 +359,29 @@ fn parse_body<'a>(
     events: Option<&[RawEvent<'a>]>,
     fields: &Rest<'a>,
 ) -> Result<Body<'a>, NodeError> {
-    let events = || events.ok_or_else(|| NodeError::malformed("missing field events"));
-    let kind = required(kind, "type")?;
+    let events = || {
+        events.ok_or_else(|| NodeError::malformed(format!("missing field events: give {EVENTS}")))
+    };
+    let kind = kind.ok_or_else(|| {
+        NodeError::malformed(format!(
+            "missing field type: this node serves {REQUEST_TYPES}"
+        ))
+    })?;
     let kind = decode_str(kind).map_err(|_| {
         NodeError::malformed(format!(
-            "type must be a string, got {}",
+            "type must be a string, got {}: this node serves {REQUEST_TYPES}",
             shorten(kind.get())
         ))
     })?;
     Ok(match &*kind {
         "init" => Body::Init {
-            node_id: decode_str(required(fields.node_id, "node_id")?)
-                .map_err(|v| invalid("node_id", v, "a string"))?
-                .into_owned(),
+            node_id: decode_str(required(
+                fields.node_id,
+                "node_id",
+                "this node's id, a string",
+            )?)
+            .map_err(|v| invalid("node_id", v, "a string"))?
+            .into_owned(),
         },
         "assign" => {
             let events = parse_events(events()?)?;
@@ -362,15 +392,23 @@ fn parse_body<'a>(
             }
             Body::Assign {
                 events,
-                size: parse_size(required(fields.window_size_ms, "window_size_ms")?)?,
+                size: parse_size(required(
+                    fields.window_size_ms,
+                    "window_size_ms",
+                    WINDOW_SIZE,
+                )?)?,
             }
         }
         "process_window" => Body::ProcessWindow {
             events: parse_events(events()?)?,
-            size: parse_size(required(fields.window_size_ms, "window_size_ms")?)?,
+            size: parse_size(required(
+                fields.window_size_ms,
+                "window_size_ms",
+                WINDOW_SIZE,
+            )?)?,
         },
         "close" => Body::Close {
-            window_id: parse_window_id(required(fields.window_id, "window_id")?)?,
+            window_id: parse_window_id(required(fields.window_id, "window_id", WINDOW_ID)?)?,
             size: fields.window_size_ms.map(parse_size).transpose()?,
             key: fields
                 .key
@@ -411,11 +449,27 @@ fn parse_body<'a>(
 
 /// Parses the raw `events` field, explaining what is wrong with it.
 fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, NodeError> {
-    serde_json::from_str(raw.get()).map_err(|e| {
+    let elements: Vec<&'a RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
         NodeError::malformed(format!(
-            "events must be an array of {{\"id\", \"timestamp\", \"key\"?, \"value\"?}} objects: {e}"
+            "events must be {EVENTS}, got {}",
+            shorten(raw.get())
         ))
-    })
+    })?;
+    elements
+        .into_iter()
+        .enumerate()
+        .map(|(index, element)| {
+            serde_json::from_str(element.get()).map_err(|e| {
+                let shape = "an {\"id\", \"timestamp\", \"key\"?, \"value\"?} object";
+                let got = shorten(element.get());
+                NodeError::malformed(if element.get().starts_with('{') {
+                    format!("events[{index}] must be {shape}: {e}, got {got}")
+                } else {
+                    format!("events[{index}] must be {shape}, got {got}")
+                })
+            })
+        })
+        .collect()
 }
 
 fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, NodeError> {
@@ -425,9 +479,9 @@ fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, NodeError>
     };
     for (index, event) in raw_events.iter().enumerate() {
         let field = |name| EventField { index, name };
-        let id = required_named(event.id, || field("id").to_string())?;
+        let id = required(event.id, field("id"), "a number or a string")?;
         let id = parse_event_id(id, field("id"))?;
-        let ts = required_named(event.timestamp, || field("timestamp").to_string())?;
+        let ts = required(event.timestamp, field("timestamp"), TIMESTAMP)?;
         let ts = parse_timestamp(ts, field("timestamp"))?;
         let key = match event.key.filter(|raw| raw.get() != "null") {
             None => None,
@@ -464,9 +518,10 @@ fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, NodeErro
                 .map_err(|v| invalid(field, v, "a number or a string"))?
                 .into(),
         )),
+        // `-0` parses as 0 but must be echoed as given.
         Some(b'-' | b'0'..=b'9') => Ok(match text.parse::<i64>() {
-            Ok(n) => EventId::Int(n),
-            Err(_) => EventId::Number(text.into()),
+            Ok(n) if text != "-0" => EventId::Int(n),
+            _ => EventId::Number(text.into()),
         }),
         _ => Err(invalid(field, raw, "a number or a string")),
     }
@@ -482,14 +537,16 @@ fn parse_timestamp(
         let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
         Timestamp::parse_rfc3339(&s).map_err(|e| NodeError::malformed(format!("{field}: {e}")))?
     } else {
-        let ms = text.parse::<i64>().map_err(|_| {
-            invalid(
-                field,
-                raw,
-                "an RFC 3339 string (2024-01-15T10:00:10Z) or integer epoch milliseconds",
-            )
-        })?;
-        Timestamp::from_millis(ms)
+        let integer = text.strip_prefix('-').unwrap_or(text);
+        match text.parse::<i64>() {
+            Ok(ms) => Timestamp::from_millis(ms),
+            Err(_) if !integer.is_empty() && integer.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(NodeError::malformed(format!(
+                    "{field}: timestamp {text} ms is outside years 0000..=9999"
+                )));
+            }
+            Err(_) => return Err(invalid(field, raw, TIMESTAMP)),
+        }
     };
     ts.check_formattable()
         .map_err(|e| NodeError::malformed(format!("{field}: {e}")))
@@ -507,11 +564,11 @@ fn parse_size(raw: &RawValue) -> Result<SizeMs, NodeError> {
         .parse::<i64>()
         .ok()
         .and_then(|ms| SizeMs::new(ms).ok())
-        .ok_or_else(|| invalid("window_size_ms", raw, "a positive integer"))
+        .ok_or_else(|| invalid("window_size_ms", raw, WINDOW_SIZE))
 }
 
 fn parse_window_id(raw: &RawValue) -> Result<WindowId, NodeError> {
-    let expected = "\"window-<integer>\", e.g. \"window-1705305600000\"";
+    let expected = WINDOW_ID;
     if let Ok(n) = raw.get().parse::<i64>() {
         return Ok(WindowId(n));
     }
@@ -520,17 +577,20 @@ fn parse_window_id(raw: &RawValue) -> Result<WindowId, NodeError> {
         .map_err(|()| invalid("window_id", raw, expected))
 }
 
-fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<&'a RawValue, NodeError> {
-    required_named(raw, || name.to_owned())
-}
-
-fn required_named<'a>(
+/// A field that must be there and not null; the error says what it must be.
+fn required<'a>(
     raw: Option<&'a RawValue>,
-    name: impl FnOnce() -> String,
+    name: impl fmt::Display,
+    expected: &str,
 ) -> Result<&'a RawValue, NodeError> {
     match raw {
         Some(raw) if raw.get() != "null" => Ok(raw),
-        _ => Err(NodeError::malformed(format!("missing field {}", name()))),
+        Some(_) => Err(NodeError::malformed(format!(
+            "{name} must be {expected}, got null"
+        ))),
+        None => Err(NodeError::malformed(format!(
+            "missing field {name}: give {expected}"
+        ))),
     }
 }
 
@@ -555,6 +615,24 @@ fn invalid(field: impl fmt::Display, raw: &RawValue, expected: &str) -> NodeErro
         "{field} must be {expected}, got {}",
         shorten(raw.get())
     ))
+}
+
+/// Explains a request (or body) that did not parse: valid JSON of the wrong shape, or not JSON.
+fn not_an_object(what: &str, text: &str, e: &serde_json::Error) -> String {
+    let valid_json = serde_json::from_str::<&RawValue>(text).is_ok();
+    if valid_json && !text.trim_start().starts_with('{') {
+        let shape = if what == "body" {
+            "send {\"src\", \"dest\", \"body\": {\"type\": ...}}"
+        } else {
+            "send {\"type\": ...} or {\"src\", \"dest\", \"body\": {\"type\": ...}}, one per line"
+        };
+        format!(
+            "{what} must be a JSON object, got {}: {shape}",
+            shorten(text.trim())
+        )
+    } else {
+        json_error(what, e)
+    }
 }
 
 fn json_error(what: &str, e: &serde_json::Error) -> String {

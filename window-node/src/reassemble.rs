@@ -142,14 +142,16 @@ mod tests {
             "{",
             r#"  "type": "assign","#,
             r#"  "events": ["#,
-            r#"    {"id": 1, "timestamp": "{[\"x"}"#,
+            "    {",
+            r#"      "id": 1, "timestamp": "}]{[\"x""#,
+            "    }",
             "  ]",
             "}",
             r#"{"type": "flush"}"#,
         ];
         let out = run(&lines);
         assert_eq!(out.len(), 2);
-        assert_eq!(out[0], Assembled::Request(lines[..6].join("\n")));
+        assert_eq!(out[0], Assembled::Request(lines[..8].join("\n")));
         assert_eq!(out[1], Assembled::Request(r#"{"type": "flush"}"#.into()));
     }
 

@@ -71,8 +71,7 @@ fn answer<W: Write>(
             for line in batch {
                 handle(node, &mut joiner, line, &mut out, max_line_bytes);
                 if out.len() >= FLUSH_BYTES {
-                    output.write_all(&out)?;
-                    out.clear();
+                    write_durably(node, output, &mut out, false)?;
                 }
             }
             next = match rx.try_recv() {
@@ -80,15 +79,33 @@ fn answer<W: Write>(
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
             };
         }
-        output.write_all(&out)?;
-        output.flush()?;
-        out.clear();
+        write_durably(node, output, &mut out, true)?;
     }
     if let Some(unfinished) = joiner.finish() {
         answer_assembled(node, unfinished, &mut out);
-        output.write_all(&out)?;
+    }
+    write_durably(node, output, &mut out, true)
+}
+
+/// Writes the replies in `out`, but only after the steps they acknowledge are durable (group
+/// commit: one sync for every request answered since the last write).
+fn write_durably<W: Write>(
+    node: &mut Node,
+    output: &mut W,
+    out: &mut Vec<u8>,
+    flush: bool,
+) -> io::Result<()> {
+    node.sync().map_err(|e| {
+        io::Error::other(format!(
+            "the store failed, so {} bytes of replies were withheld (their requests are not durable; retrying them is safe): {e}",
+            out.len()
+        ))
+    })?;
+    output.write_all(out)?;
+    if flush {
         output.flush()?;
     }
+    out.clear();
     Ok(())
 }
 

@@ -62,7 +62,11 @@ fn run(t: &Transcript) -> Vec<String> {
     });
     let output = child.wait_with_output().expect("wait for window-node");
     writer.join().expect("writer");
-    assert!(output.status.success(), "window-node exited with {}", output.status);
+    assert!(
+        output.status.success(),
+        "window-node exited with {}",
+        output.status
+    );
     String::from_utf8(output.stdout)
         .expect("stdout is UTF-8")
         .lines()
@@ -126,11 +130,18 @@ fn transcripts() {
                 let a = actual.get(i).map_or("<nothing>", String::as_str);
                 let e = t.expected.get(i).map_or("<nothing>", String::as_str);
                 if a != e {
-                    report.push_str(&format!("  line {}\n    expected {e}\n    actual   {a}\n", i + 1));
+                    report.push_str(&format!(
+                        "  line {}\n    expected {e}\n    actual   {a}\n",
+                        i + 1
+                    ));
                 }
             }
             failures.push(report);
         }
     }
-    assert!(failures.is_empty(), "transcripts differ:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "transcripts differ:\n{}",
+        failures.join("\n")
+    );
 }

@@ -374,7 +374,9 @@ impl<'a> Reader<'a> {
             VERSION => Ok(r),
             v => Err(StoreError::corrupt(
                 key,
-                format!("unknown format version {v} (this build reads version {VERSION}); use the window-node release that wrote it"),
+                format!(
+                    "unknown format version {v} (this build reads version {VERSION}); use the window-node release that wrote it"
+                ),
             )),
         }
     }
@@ -507,9 +509,15 @@ mod tests {
         sorted.sort();
         assert_eq!(keys, sorted, "keys sort by end, then start, size, key");
         for w in &windows {
-            assert_eq!(decode_window_key(&header_key(w)).unwrap(), (w.clone(), WindowRecord::Header));
+            assert_eq!(
+                decode_window_key(&header_key(w)).unwrap(),
+                (w.clone(), WindowRecord::Header)
+            );
             let chunk = chunk_key(w, 77);
-            assert_eq!(decode_window_key(&chunk).unwrap(), (w.clone(), WindowRecord::Chunk { first_index: 77 }));
+            assert_eq!(
+                decode_window_key(&chunk).unwrap(),
+                (w.clone(), WindowRecord::Chunk { first_index: 77 })
+            );
         }
         // A key that is a prefix of another does not share its records' prefix.
         let a = window_prefix(&window(0, 60_000, Some("a")));
@@ -531,16 +539,28 @@ mod tests {
             next_seq: 300,
             max_event_time: Some(Timestamp::from_millis(-5)),
             watermark: None,
-            counters: Counters { accepted: 1, duplicates: 2, late: 3, fired: 4 },
+            counters: Counters {
+                accepted: 1,
+                duplicates: 2,
+                late: 3,
+                fired: 4,
+            },
         };
         assert_eq!(decode_meta(META_KEY, &encode_meta(&meta)).unwrap(), meta);
         let header = Header {
             pane_start: 2,
             id_count: 9,
-            aggregate: Some(Aggregate { sum: 1.5, min: -2.0, max: 3.0 }),
+            aggregate: Some(Aggregate {
+                sum: 1.5,
+                min: -2.0,
+                max: 3.0,
+            }),
             pane_opened_at: Some(Timestamp::from_millis(1_000)),
         };
-        assert_eq!(decode_header(b"h", &encode_header(&header)).unwrap(), header);
+        assert_eq!(
+            decode_header(b"h", &encode_header(&header)).unwrap(),
+            header
+        );
         let record = OutputRecord {
             seq: 7,
             epoch: 3,
@@ -551,19 +571,28 @@ mod tests {
                 reason: CloseReason::Watermark,
             },
         };
-        assert_eq!(decode_output(&output_key(7), &encode_output(&record)).unwrap(), record);
+        assert_eq!(
+            decode_output(&output_key(7), &encode_output(&record)).unwrap(),
+            record
+        );
     }
 
     #[test]
     fn bad_values_are_corrupt_not_panics() {
         let good = encode_ids(&[EventId::Text("abc".into())]);
         for cut in 0..good.len() {
-            assert!(matches!(decode_ids(b"k", &good[..cut]), Err(StoreError::Corrupt { .. })));
+            assert!(matches!(
+                decode_ids(b"k", &good[..cut]),
+                Err(StoreError::Corrupt { .. })
+            ));
         }
         let mut future = good.clone();
         future[0] = 9;
         let err = decode_ids(b"\x01", &future).unwrap_err().to_string();
-        assert!(err.contains("unknown format version 9") && err.contains("01"), "{err}");
+        assert!(
+            err.contains("unknown format version 9") && err.contains("01"),
+            "{err}"
+        );
         let mut trailing = good;
         trailing.push(0);
         assert!(decode_ids(b"k", &trailing).is_err());

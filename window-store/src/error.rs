@@ -13,7 +13,9 @@ pub enum StoreError {
         reason: String,
     },
     /// The directory is held by another process.
-    #[error("the data directory {dir} is in use by another process (sled holds an exclusive lock on it); stop that process or choose another --data-dir")]
+    #[error(
+        "the data directory {dir} is in use by another process (sled holds an exclusive lock on it); stop that process or choose another --data-dir"
+    )]
     Locked {
         /// The directory.
         dir: String,

@@ -5,9 +5,7 @@
 
 use window_core::{EngineSnapshot, WindowSnapshot};
 
-use crate::codec::{
-    self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX, WindowRecord,
-};
+use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX, WindowRecord};
 use crate::error::StoreError;
 use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
 
@@ -169,7 +167,9 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
         let mut meta = self.meta()?;
-        let mut ops = Vec::with_capacity(2 + batch.dirty.removed.len() + 2 * batch.dirty.windows.len() + batch.fired.len());
+        let mut ops = Vec::with_capacity(
+            2 + batch.dirty.removed.len() + 2 * batch.dirty.windows.len() + batch.fired.len(),
+        );
         for window in &batch.dirty.removed {
             ops.push(KvOp::DeletePrefix(codec::window_prefix(window)));
         }

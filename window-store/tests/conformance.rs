@@ -81,8 +81,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn config() -> impl Strategy<Value = EngineConfig> {
-    (prop::option::of(1u32..4), prop::option::of(0u64..10), prop::option::of(0u64..20)).prop_map(
-        |(max_events, max_age_ms, lateness)| EngineConfig {
+    (
+        prop::option::of(1u32..4),
+        prop::option::of(0u64..10),
+        prop::option::of(0u64..20),
+    )
+        .prop_map(|(max_events, max_age_ms, lateness)| EngineConfig {
             frame: IdFrame::Utc,
             purge: PurgePolicy {
                 max_events: max_events.and_then(NonZeroU32::new),
@@ -90,21 +94,35 @@ fn config() -> impl Strategy<Value = EngineConfig> {
             },
             allowed_lateness_ms: lateness,
             late: LatePolicy::Drop,
-        },
-    )
+        })
 }
 
 const KEYS: [&str; 3] = ["a", "b", "c"];
 
 /// Commits what the engine did in one step; returns the fired records.
-fn commit(engine: &mut Engine, store: &mut dyn WindowStore, next_seq: &mut u64, extra: Vec<window_core::ClosedWindow>) -> Vec<OutputRecord> {
+fn commit(
+    engine: &mut Engine,
+    store: &mut dyn WindowStore,
+    next_seq: &mut u64,
+    extra: Vec<window_core::ClosedWindow>,
+) -> Vec<OutputRecord> {
     let mut fired = Vec::new();
-    for window in extra.into_iter().chain(std::iter::from_fn(|| engine.poll_closed())) {
-        fired.push(OutputRecord { seq: *next_seq, epoch: 1, window });
+    for window in extra
+        .into_iter()
+        .chain(std::iter::from_fn(|| engine.poll_closed()))
+    {
+        fired.push(OutputRecord {
+            seq: *next_seq,
+            epoch: 1,
+            window,
+        });
         *next_seq += 1;
     }
     store
-        .commit(Batch { dirty: engine.take_dirty(), fired: fired.clone() })
+        .commit(Batch {
+            dirty: engine.take_dirty(),
+            fired: fired.clone(),
+        })
         .expect("commit");
     store.sync().expect("sync");
     fired
@@ -130,7 +148,9 @@ fn run_case(h: &mut dyn Harness, config: EngineConfig, ops: &[Op]) -> Result<(),
                         value: value.map(f64::from),
                     })
                     .collect();
-                engine.handle_events(Timestamp::from_millis(now), size, batch).expect("events");
+                engine
+                    .handle_events(Timestamp::from_millis(now), size, batch)
+                    .expect("events");
                 log.extend(commit(&mut engine, &mut *store, &mut next_seq, Vec::new()));
             }
             Op::Deadline(dt) => {
@@ -140,8 +160,17 @@ fn run_case(h: &mut dyn Harness, config: EngineConfig, ops: &[Op]) -> Result<(),
             }
             Op::Close(ts) => {
                 let start = Timestamp::from_millis(ts.div_euclid(10) * 10);
-                let closed = engine.close(WindowSelector { start, size: None, key: None });
-                log.extend(commit(&mut engine, &mut *store, &mut next_seq, closed.into_iter().collect()));
+                let closed = engine.close(WindowSelector {
+                    start,
+                    size: None,
+                    key: None,
+                });
+                log.extend(commit(
+                    &mut engine,
+                    &mut *store,
+                    &mut next_seq,
+                    closed.into_iter().collect(),
+                ));
             }
             Op::Flush(until) => {
                 let flushed = engine.flush(until.map(Timestamp::from_millis));
@@ -158,7 +187,10 @@ fn run_case(h: &mut dyn Harness, config: EngineConfig, ops: &[Op]) -> Result<(),
     }
     // The recovered state equals the live one, and the log holds every fired window once.
     store = h.reopen(store);
-    let recovered = store.recover().expect("recover").expect("something was committed");
+    let recovered = store
+        .recover()
+        .expect("recover")
+        .expect("something was committed");
     prop_assert_eq!(recovered.next_seq, next_seq);
     prop_assert_eq!(recovered.snapshot, engine.snapshot());
     let stored = store.read_output(0, usize::MAX).expect("read output");
@@ -173,14 +205,21 @@ fn run_case(h: &mut dyn Harness, config: EngineConfig, ops: &[Op]) -> Result<(),
 }
 
 fn check_store(h: &mut dyn Harness, cases: u32) {
-    let runner_config = Config { cases, failure_persistence: None, ..Config::default() };
-    let mut runner =
-        TestRunner::new_with_rng(runner_config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let runner_config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new_with_rng(
+        runner_config,
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let h = std::cell::RefCell::new(h);
     runner
-        .run(&(config(), prop::collection::vec(op(), 1..40)), |(engine_config, ops)| {
-            run_case(&mut **h.borrow_mut(), engine_config, &ops)
-        })
+        .run(
+            &(config(), prop::collection::vec(op(), 1..40)),
+            |(engine_config, ops)| run_case(&mut **h.borrow_mut(), engine_config, &ops),
+        )
         .unwrap();
 }
 
@@ -196,7 +235,13 @@ fn sled_store_restores_exactly_what_was_committed() {
 
 fn first_window_key(dir: &Path) -> Vec<u8> {
     let db = sled::open(dir).expect("open raw sled");
-    let key = db.scan_prefix(b"W").next().expect("a window record").expect("read").0.to_vec();
+    let key = db
+        .scan_prefix(b"W")
+        .next()
+        .expect("a window record")
+        .expect("read")
+        .0
+        .to_vec();
     key
 }
 
@@ -206,8 +251,15 @@ fn corrupt_and_unknown_version_records_refuse_to_start() {
     {
         let mut store = SledStore::open(dir.path()).unwrap();
         let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
-        let event = Event { id: EventId::Int(1), ts: Timestamp::from_millis(5), key: None, value: None };
-        engine.handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event]).unwrap();
+        let event = Event {
+            id: EventId::Int(1),
+            ts: Timestamp::from_millis(5),
+            key: None,
+            value: None,
+        };
+        engine
+            .handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event])
+            .unwrap();
         commit(&mut engine, &mut store, &mut seq, Vec::new());
     }
     let key = first_window_key(dir.path());
@@ -222,7 +274,10 @@ fn corrupt_and_unknown_version_records_refuse_to_start() {
     let err = store.recover().unwrap_err();
     match &err {
         StoreError::Corrupt { key: named, reason } => {
-            assert_eq!(named, &key.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            assert_eq!(
+                named,
+                &key.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
             assert!(reason.contains("unknown format version 42"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
@@ -244,7 +299,9 @@ fn a_second_open_of_the_same_directory_is_refused_by_name() {
     // sled's lock is per process (an OS file lock): a second process is refused. Within one
     // process sled refuses too, which is what this checks.
     match SledStore::open(dir.path()) {
-        Err(StoreError::Locked { dir: named }) => assert_eq!(named, dir.path().display().to_string()),
+        Err(StoreError::Locked { dir: named }) => {
+            assert_eq!(named, dir.path().display().to_string())
+        }
         Err(other) => panic!("expected Locked, got {other}"),
         Ok(_) => panic!("a second open of a locked directory succeeded"),
     }
@@ -254,9 +311,26 @@ fn a_second_open_of_the_same_directory_is_refused_by_name() {
 fn a_batch_that_breaks_the_sequence_is_rejected() {
     let mut store = MemoryStore::in_memory();
     let (mut engine, _) = open_engine(&mut store, EngineConfig::default()).unwrap();
-    let event = Event { id: EventId::Int(1), ts: Timestamp::from_millis(5), key: None, value: None };
-    engine.handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event]).unwrap();
+    let event = Event {
+        id: EventId::Int(1),
+        ts: Timestamp::from_millis(5),
+        key: None,
+        value: None,
+    };
+    engine
+        .handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event])
+        .unwrap();
     let window = engine.flush(None).pop().unwrap();
-    let batch = Batch { dirty: engine.take_dirty(), fired: vec![OutputRecord { seq: 5, epoch: 1, window }] };
-    assert!(matches!(store.commit(batch), Err(StoreError::InvalidBatch(_))));
+    let batch = Batch {
+        dirty: engine.take_dirty(),
+        fired: vec![OutputRecord {
+            seq: 5,
+            epoch: 1,
+            window,
+        }],
+    };
+    assert!(matches!(
+        store.commit(batch),
+        Err(StoreError::InvalidBatch(_))
+    ));
 }

@@ -1,0 +1,169 @@
+//! Recovery tests against the real binary with `--data-dir` (in arroyo's style): the same input
+//! run straight through, and run with SIGKILLs and restarts in the middle, must leave the same
+//! durable output log; and every request that was answered before a kill is still there after.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use window_store::{OutputRecord, SledStore, WindowStore};
+
+fn node() -> &'static str {
+    env!("CARGO_BIN_EXE_window-node")
+}
+
+fn spawn(dir: &Path) -> Child {
+    Command::new(node())
+        .args([
+            "--ids",
+            "utc",
+            "--compact",
+            "--max-events",
+            "5",
+            "--allowed-lateness",
+            "200ms",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start window-node")
+}
+
+/// Request `r`: 20 events with ids unique across requests, keys, and a little disorder.
+fn request(r: usize) -> String {
+    let events: Vec<String> = (0..20)
+        .map(|i| {
+            let n = r * 20 + i;
+            let ts = 1_000_000 + n as i64 * 7 - (n as i64 * 13 % 50);
+            let key = ["a", "b", "c"][n % 3];
+            format!(
+                r#"{{"id":{n},"timestamp":{ts},"key":"{key}","value":{}}}"#,
+                n % 7
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"type":"assign","msg_id":{r},"events":[{}],"window_size_ms":100}}"#,
+        events.join(",")
+    )
+}
+
+const REQUESTS: usize = 60;
+
+fn read_log(dir: &Path) -> Vec<OutputRecord> {
+    let store = SledStore::open(dir).expect("open the store the node left");
+    store
+        .read_output(0, usize::MAX)
+        .expect("read the output log")
+}
+
+/// Sends requests from `first` on; kills the node after `kill_after` replies (or runs to the end
+/// and flushes). Returns the number of the first request that was not answered.
+fn run(dir: &Path, first: usize, kill_after: Option<usize>) -> usize {
+    let mut child = spawn(dir);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("\"in_reply_to\"") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut answered = first;
+    for r in first..REQUESTS {
+        writeln!(stdin, "{}", request(r)).expect("send");
+        stdin.flush().expect("send");
+        // One request in flight at a time, so "answered" is exact.
+        let reply = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a reply within 10 s");
+        assert!(
+            reply.contains(&format!("\"in_reply_to\":{r}")),
+            "reply out of order: {reply}"
+        );
+        answered = r + 1;
+        if kill_after == Some(answered - first) {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+            drop(stdin);
+            reader.join().expect("reader");
+            return answered;
+        }
+    }
+    writeln!(stdin, r#"{{"type":"flush","msg_id":999}}"#).expect("send flush");
+    drop(stdin);
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("flush reply");
+    assert!(child.wait().expect("wait").success(), "the node failed");
+    reader.join().expect("reader");
+    answered
+}
+
+#[test]
+fn a_killed_node_restarts_with_the_same_output_log() {
+    let straight = tempfile::tempdir().expect("temp dir");
+    assert_eq!(run(straight.path(), 0, None), REQUESTS);
+    let expected = read_log(straight.path());
+    assert!(
+        expected.len() > 50,
+        "the workload fires windows ({})",
+        expected.len()
+    );
+
+    let crashed = tempfile::tempdir().expect("temp dir");
+    let mut next = 0;
+    for kill_after in [7, 1, 13, 2] {
+        next = run(crashed.path(), next, Some(kill_after));
+        // Everything answered so far is durable: its windows are in the log or still open.
+        let log = read_log(crashed.path());
+        assert!(
+            log.iter().enumerate().all(|(i, r)| r.seq == i as u64),
+            "dense seq"
+        );
+        assert_eq!(
+            &log[..],
+            &expected[..log.len()],
+            "the log so far is a prefix of the straight run's"
+        );
+    }
+    assert_eq!(run(crashed.path(), next, None), REQUESTS);
+    assert_eq!(read_log(crashed.path()), expected);
+}
+
+#[test]
+fn a_second_node_on_the_same_directory_is_refused_clearly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut first = spawn(dir.path());
+    // Wait until the first node has opened the store: it answers a request.
+    let mut stdin = first.stdin.take().expect("stdin");
+    writeln!(stdin, r#"{{"type":"stats","msg_id":1}}"#).expect("send");
+    let mut line = String::new();
+    BufReader::new(first.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("reply");
+    assert!(line.contains("stats_ok"), "{line}");
+    let second = Command::new(node())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run a second node");
+    drop(stdin);
+    first.wait().expect("first node exits at end of input");
+    assert!(!second.status.success(), "the second node must not start");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another process")
+            && stderr.contains(&dir.path().display().to_string()),
+        "stderr names the directory and the reason: {stderr}"
+    );
+}
