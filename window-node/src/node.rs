@@ -3,7 +3,7 @@
 
 use window_core::{
     BatchError, CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs, Timestamp,
-    WindowBounds, WindowSelector, WindowSpec, group_by_window,
+    WindowBounds, WindowId, WindowSelector, WindowSpec, group_by_window,
 };
 
 use window_store::{OutputRecord, StoreError, WindowStore};
@@ -176,50 +176,8 @@ impl Node {
                 size,
                 key,
             } => {
-                let start = match size {
-                    Some(size) => WindowSpec {
-                        size,
-                        frame: self.config.frame,
-                    }
-                    .start_of(window_id)
-                    .ok_or_else(|| {
-                        NodeError::NotOpen(format!(
-                            "no open window {window_id} of size {size} ms: {window_id} is not a window of that size"
-                        ))
-                    })?,
-                    None => self.config.frame.start_of(window_id).ok_or_else(|| {
-                        NodeError::NotOpen(format!("no open window {window_id}"))
-                    })?,
-                };
-                let selector = WindowSelector {
-                    start,
-                    size,
-                    key: key.as_deref(),
-                };
-                let closed = self.engine.close(selector).map_err(|e| match e {
-                    CloseError::NotOpen => NodeError::NotOpen(format!(
-                        "no open window {window_id}{}{}: it was never opened, or was already closed",
-                        size.map(|s| format!(" of size {s} ms")).unwrap_or_default(),
-                        key.as_deref().map(|k| format!(" with key {k:?}")).unwrap_or_default(),
-                    )),
-                    CloseError::Ambiguous(windows) => NodeError::malformed(format!(
-                        "{} open windows have id {window_id}: give {} to choose one of {}",
-                        windows.len(),
-                        if windows.iter().all(|w| w.size == windows[0].size) {
-                            "key"
-                        } else {
-                            "window_size_ms (and key)"
-                        },
-                        windows
-                            .iter()
-                            .map(|w| match &w.key {
-                                Some(k) => format!("size {} key {k:?}", w.size),
-                                None => format!("size {} no key", w.size),
-                            })
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                })?;
+                let closed =
+                    close_window(&mut self.engine, self.config.frame, window_id, size, key.as_deref())?;
                 let frame = self.config.frame;
                 self.reply(out, &to, "window_closed", |w| {
                     window_fields(w, frame, &closed);
@@ -470,8 +428,53 @@ impl Node {
     }
 }
 
+/// Closes the window `window_id` (of `size` and `key`, when given), with the protocol's errors.
+pub(crate) fn close_window(
+    engine: &mut Engine,
+    frame: IdFrame,
+    window_id: WindowId,
+    size: Option<SizeMs>,
+    key: Option<&str>,
+) -> Result<ClosedWindow, NodeError> {
+    let start = match size {
+        Some(size) => WindowSpec { size, frame }.start_of(window_id).ok_or_else(|| {
+            NodeError::NotOpen(format!(
+                "no open window {window_id} of size {size} ms: {window_id} is not a window of that size"
+            ))
+        })?,
+        None => frame
+            .start_of(window_id)
+            .ok_or_else(|| NodeError::NotOpen(format!("no open window {window_id}")))?,
+    };
+    let selector = WindowSelector { start, size, key };
+    engine.close(selector).map_err(|e| match e {
+        CloseError::NotOpen => NodeError::NotOpen(format!(
+            "no open window {window_id}{}{}: it was never opened, or was already closed",
+            size.map(|s| format!(" of size {s} ms")).unwrap_or_default(),
+            key.map(|k| format!(" with key {k:?}")).unwrap_or_default(),
+        )),
+        CloseError::Ambiguous(windows) => NodeError::malformed(format!(
+            "{} open windows have id {window_id}: give {} to choose one of {}",
+            windows.len(),
+            if windows.iter().all(|w| w.size == windows[0].size) {
+                "key"
+            } else {
+                "window_size_ms (and key)"
+            },
+            windows
+                .iter()
+                .map(|w| match &w.key {
+                    Some(k) => format!("size {} key {k:?}", w.size),
+                    None => format!("size {} no key", w.size),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    })
+}
+
 /// The fields of a `window_closed` message or a `flushed` entry.
-fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) {
+pub(crate) fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) {
     let window = &closed.window;
     w.key("window_id")
         .str(&frame.id_of(window.start).to_string());
@@ -489,7 +492,7 @@ fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) 
     w.aggregate(closed.aggregate);
 }
 
-fn checked_bounds(
+pub(crate) fn checked_bounds(
     spec: WindowSpec,
     index: usize,
     ts: Timestamp,
@@ -516,7 +519,7 @@ fn check_formattable(bounds: WindowBounds, index: usize) -> Result<(), NodeError
     Ok(())
 }
 
-fn batch_error(error: BatchError) -> NodeError {
+pub(crate) fn batch_error(error: BatchError) -> NodeError {
     match error {
         BatchError::WindowOverflow { index, ts, size } => NodeError::malformed(format!(
             "events[{index}].timestamp: the window of size {size} ms around {} ms does not fit in 64-bit milliseconds; use a smaller window_size_ms",

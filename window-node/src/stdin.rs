@@ -3,7 +3,7 @@
 //! lines read so far, so a client sees a batch's replies at once.
 
 use std::io::{self, BufRead, Write};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
 use crate::error::NodeError;
@@ -74,10 +74,8 @@ fn answer<W: Write>(
                     write_durably(node, output, &mut out, false)?;
                 }
             }
-            next = match rx.try_recv() {
-                Ok(batch) => Some(batch),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-            };
+            // Whatever else is already waiting joins this group commit.
+            next = rx.try_recv().ok();
         }
         write_durably(node, output, &mut out, true)?;
     }

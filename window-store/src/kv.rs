@@ -9,6 +9,9 @@ use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX, W
 use crate::error::StoreError;
 use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
 
+/// A key and its value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// One write of an atomic batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KvOp {
@@ -27,7 +30,7 @@ pub trait KvBackend: Send {
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<Record>, StoreError>;
 
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

@@ -35,7 +35,7 @@ mod sled;
 mod store;
 
 pub use crate::error::StoreError;
-pub use crate::kv::{KvBackend, KvOp, KvStore};
+pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
 pub use crate::memory::{MemoryBackend, MemoryStore};
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{Batch, OutputRecord, Recovered, WindowStore};

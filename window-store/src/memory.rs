@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore};
+use crate::kv::{KvBackend, KvOp, KvStore, Record};
 
 /// A window store in memory. `sync` is a no-op: nothing survives the process.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -39,7 +39,7 @@ impl KvBackend for MemoryBackend {
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Record>, StoreError> {
         Ok(self
             .map
             .range(start.to_vec()..)

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore};
+use crate::kv::{KvBackend, KvOp, KvStore, Record};
 
 /// A window store in a sled directory.
 pub type SledStore = KvStore<SledBackend>;
@@ -61,7 +61,7 @@ impl KvBackend for SledBackend {
         prefix: &[u8],
         start: &[u8],
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.range(start..).take(limit) {
             let (key, value) = item.map_err(backend)?;

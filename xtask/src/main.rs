@@ -11,12 +11,14 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, bail};
 
 mod bench;
+mod crash;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
   ci              cargo fmt --check, clippy -D warnings, dependency direction, all tests
+  crash           the store crash test with 50 SIGKILL cycles (release build)
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, no report, for CI)";
 
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("crash") => crash::run(),
         Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{USAGE}");
@@ -88,9 +91,14 @@ fn check_core_dependencies() -> anyhow::Result<()> {
 }
 
 pub(crate) fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_with_env(args, &[])
+}
+
+pub(crate) fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     eprintln!("xtask: cargo {}", args.join(" "));
     let status = Command::new(cargo_bin())
         .args(args)
+        .envs(env.iter().copied())
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
