@@ -452,6 +452,11 @@ impl Engine {
         stats
     }
 
+    /// True while any window is open.
+    pub fn has_open_windows(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
     /// The event-time watermark, if one has been set.
     pub fn watermark(&self) -> Option<Timestamp> {
         self.watermark

@@ -4,12 +4,16 @@
 //! `docs/protocol.md`). Logs go to stderr; stdout carries protocol messages only.
 
 mod clock;
+mod driver;
 mod error;
+mod metrics;
 mod node;
 mod protocol;
 mod reassemble;
 mod render;
+mod serve;
 mod stdin;
+mod tcp;
 
 use std::io::{self, BufReader};
 use std::num::NonZeroU32;
@@ -55,7 +59,11 @@ window by its UTC start. Logs go to stderr (RUST_LOG or -v); stdout carries repl
 /// Command-line options.
 #[derive(Debug, Parser)]
 #[command(name = "window-node", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
     /// Window-id frame: `grader` reproduces the published exercise's ids, `utc` uses the UTC start.
     #[arg(long, value_enum, default_value_t = Frame::Grader, env = "WINDOW_NODE_IDS")]
     ids: Frame,
@@ -95,9 +103,18 @@ struct Cli {
     verbose: u8,
 }
 
+/// Subcommands.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the TCP daemon: clients `ingest` events and `subscribe` to fired windows; windows
+    /// fire on their own by event time (watermark), idle timeout, length or age; everything is
+    /// durable in --data-dir before it is acknowledged.
+    Serve(serve::ServeArgs),
+}
+
 /// The `--ids` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Frame {
+pub(crate) enum Frame {
     /// id = floor((t - 7200000) / size) * size, as the published exercise expects.
     Grader,
     /// id = floor(t / size) * size: the window's UTC start.
@@ -114,7 +131,7 @@ impl From<Frame> for IdFrame {
 }
 
 /// Parses `500ms`, `10s`, `5m`, `1h` (and combinations such as `1m30s`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{e}: expected a duration such as 500ms, 10s, 5m or 1h"))
 }
@@ -133,6 +150,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Serve(args)) = cli.command {
+        return serve::run(args);
+    }
     let lateness = cli
         .allowed_lateness
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -180,5 +200,6 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
         .init();
 }

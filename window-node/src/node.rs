@@ -176,8 +176,13 @@ impl Node {
                 size,
                 key,
             } => {
-                let closed =
-                    close_window(&mut self.engine, self.config.frame, window_id, size, key.as_deref())?;
+                let closed = close_window(
+                    &mut self.engine,
+                    self.config.frame,
+                    window_id,
+                    size,
+                    key.as_deref(),
+                )?;
                 let frame = self.config.frame;
                 self.reply(out, &to, "window_closed", |w| {
                     window_fields(w, frame, &closed);

@@ -99,11 +99,6 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// The number of events.
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
     /// True when the batch holds no event.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

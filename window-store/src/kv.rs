@@ -25,12 +25,7 @@ pub enum KvOp {
 pub trait KvBackend: Send {
     /// Every `(key, value)` whose key starts with `prefix`, in key order, from `start` (a key
     /// with that prefix) on, at most `limit`.
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError>;
+    fn scan(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Record>, StoreError>;
 
     /// The value at `key`.
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;

@@ -34,12 +34,7 @@ impl MemoryBackend {
 }
 
 impl KvBackend for MemoryBackend {
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
+    fn scan(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Record>, StoreError> {
         Ok(self
             .map
             .range(start.to_vec()..)

@@ -56,12 +56,7 @@ fn backend(error: sled::Error) -> StoreError {
 }
 
 impl KvBackend for SledBackend {
-    fn scan(
-        &self,
-        prefix: &[u8],
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<Record>, StoreError> {
+    fn scan(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.range(start..).take(limit) {
             let (key, value) = item.map_err(backend)?;

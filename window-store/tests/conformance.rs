@@ -235,14 +235,12 @@ fn sled_store_restores_exactly_what_was_committed() {
 
 fn first_window_key(dir: &Path) -> Vec<u8> {
     let db = sled::open(dir).expect("open raw sled");
-    let key = db
-        .scan_prefix(b"W")
+    db.scan_prefix(b"W")
         .next()
         .expect("a window record")
         .expect("read")
         .0
-        .to_vec();
-    key
+        .to_vec()
 }
 
 #[test]

@@ -1,0 +1,469 @@
+//! The driver: the one task that owns the engine and the store.
+//!
+//! Connections send it commands over a bounded channel. It takes whatever commands are waiting
+//! (up to a bound), runs each as one engine step committed to the store, then makes the whole
+//! group durable with one `sync` (group commit), and only then answers the commands and publishes
+//! the fired windows to subscribers. Timers (the time purge and the idle watermark) are steps of
+//! their own. Nothing else touches the engine or the store, so there are no locks.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use window_core::{
+    ClosedWindow, Engine, EngineConfig, Event, EventId, SizeMs, Timestamp, WindowBounds, WindowId,
+};
+use window_store::{Batch, OutputRecord, StoreError, WindowStore};
+
+use crate::clock;
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::node::{batch_error, close_window};
+
+/// Commands a group may hold before it is committed.
+const MAX_GROUP: usize = 512;
+/// Output records a subscription's backlog page holds.
+pub const BACKLOG_PAGE: usize = 4096;
+/// How often the idle watermark is advanced while no events arrive.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
+/// An event owned by a command (it crosses from a connection to the driver).
+#[derive(Debug, Clone)]
+pub struct OwnedEvent {
+    pub id: EventId,
+    pub ts: Timestamp,
+    pub key: Option<Box<str>>,
+    pub value: Option<f64>,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestOk {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub late: usize,
+}
+
+/// A late event, as sent to subscribers under `--late emit`.
+#[derive(Debug, Clone)]
+pub struct LateNotice {
+    pub event: OwnedEvent,
+    pub bounds: WindowBounds,
+}
+
+/// What subscribers receive live.
+#[derive(Debug, Clone)]
+pub enum Published {
+    /// A fired window, durable in the output log.
+    Window(Arc<OutputRecord>),
+    /// A late event (not logged).
+    Late(Arc<LateNotice>),
+}
+
+/// A subscription's start: a page of the log, and the live feed once the page reaches the end.
+#[derive(Debug)]
+pub struct Subscription {
+    /// Records from the requested sequence number on.
+    pub backlog: Vec<OutputRecord>,
+    /// The sequence number after the backlog.
+    pub next_seq: u64,
+    /// Present when the backlog reaches the end of the log: everything after it arrives here.
+    pub live: Option<broadcast::Receiver<Published>>,
+}
+
+/// Counters for `stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub open_windows: usize,
+    pub buffered_events: usize,
+    pub emitted_windows: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub late: u64,
+    pub watermark: Option<Timestamp>,
+    pub epoch: u64,
+}
+
+/// A request to the driver.
+#[derive(Debug)]
+pub enum Command {
+    Ingest {
+        events: Vec<OwnedEvent>,
+        reply: oneshot::Sender<Result<IngestOk, NodeError>>,
+    },
+    Close {
+        window_id: WindowId,
+        size: Option<SizeMs>,
+        key: Option<String>,
+        reply: oneshot::Sender<Result<OutputRecord, NodeError>>,
+    },
+    Flush {
+        until: Option<Timestamp>,
+        reply: oneshot::Sender<Result<Vec<OutputRecord>, NodeError>>,
+    },
+    Subscribe {
+        from_seq: Option<u64>,
+        reply: oneshot::Sender<Result<Subscription, NodeError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<Stats>,
+    },
+}
+
+/// How the driver runs.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverConfig {
+    pub engine: EngineConfig,
+    pub size: SizeMs,
+    /// After this long without events, event time advances with the wall clock.
+    pub idle_timeout: Option<Duration>,
+    /// Lease epoch stamped on every fired window.
+    pub epoch: u64,
+}
+
+/// A reply that waits for the group's sync.
+enum Pending {
+    Ingest(
+        oneshot::Sender<Result<IngestOk, NodeError>>,
+        Result<IngestOk, NodeError>,
+    ),
+    Close(
+        oneshot::Sender<Result<OutputRecord, NodeError>>,
+        Result<OutputRecord, NodeError>,
+    ),
+    Flush(
+        oneshot::Sender<Result<Vec<OutputRecord>, NodeError>>,
+        Result<Vec<OutputRecord>, NodeError>,
+    ),
+}
+
+/// The driver's state.
+pub struct Driver {
+    config: DriverConfig,
+    engine: Engine,
+    store: Box<dyn WindowStore>,
+    next_seq: u64,
+    publish: broadcast::Sender<Published>,
+    metrics: Arc<Metrics>,
+    /// Processing time of the last ingest that admitted events, and the watermark after it.
+    last_arrival: Instant,
+    watermark_at_arrival: Option<Timestamp>,
+    /// Fired in this group, published after the sync.
+    fired: Vec<Arc<OutputRecord>>,
+    late: Vec<Arc<LateNotice>>,
+}
+
+impl Driver {
+    /// Restores the engine from `store`.
+    pub fn new(
+        config: DriverConfig,
+        mut store: Box<dyn WindowStore>,
+        publish: broadcast::Sender<Published>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Driver, StoreError> {
+        let started = Instant::now();
+        let (engine, next_seq) = window_store::open_engine(&mut *store, config.engine)?;
+        let stats = engine.stats();
+        tracing::info!(
+            open_windows = stats.open_windows,
+            buffered_events = stats.buffered_events,
+            next_seq,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "recovered the open state"
+        );
+        Ok(Driver {
+            watermark_at_arrival: engine.watermark(),
+            config,
+            engine,
+            store,
+            next_seq,
+            publish,
+            metrics,
+            last_arrival: Instant::now(),
+            fired: Vec::new(),
+            late: Vec::new(),
+        })
+    }
+
+    /// Serves commands until every sender is gone; then makes everything durable and returns.
+    /// A store failure stops the driver with the error: the engine and the store no longer agree.
+    ///
+    /// When `stop` turns true the driver takes no new commands, answers those already queued,
+    /// syncs, and returns.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let wake = self.next_wake();
+            let first = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => Some(command),
+                    None => break,
+                },
+                () = sleep_until(wake) => None,
+                changed = stop.changed(), if !*stop.borrow() => {
+                    if changed.is_ok() {
+                        // Refuse new commands; the queued ones still come out of `recv`.
+                        commands.close();
+                    }
+                    continue;
+                }
+            };
+            let trigger = Instant::now();
+            let mut group = Vec::new();
+            group.extend(first);
+            while group.len() < MAX_GROUP {
+                match commands.try_recv() {
+                    Ok(command) => group.push(command),
+                    Err(_) => break,
+                }
+            }
+            self.on_timers()?;
+            let mut pending = Vec::new();
+            let mut subscribes = Vec::new();
+            for command in group {
+                match command {
+                    Command::Subscribe { from_seq, reply } => subscribes.push((from_seq, reply)),
+                    Command::Stats { reply } => {
+                        let _ = reply.send(self.stats());
+                    }
+                    other => pending.push(self.step(other)?),
+                }
+            }
+            // fsync blocks: tell the runtime, so other tasks move to another worker meanwhile.
+            tokio::task::block_in_place(|| self.store.sync())?;
+            for reply in pending {
+                match reply {
+                    Pending::Ingest(tx, r) => {
+                        let _ = tx.send(r);
+                    }
+                    Pending::Close(tx, r) => {
+                        let _ = tx.send(r);
+                    }
+                    Pending::Flush(tx, r) => {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+            self.publish_group(trigger);
+            for (from_seq, reply) in subscribes {
+                let _ = reply.send(self.subscribe(from_seq));
+            }
+        }
+        self.store.sync()?;
+        tracing::info!(
+            next_seq = self.next_seq,
+            "driver stopped; everything acknowledged is durable"
+        );
+        Ok(())
+    }
+
+    /// When the driver must wake without a command: the next time-purge deadline, or the next
+    /// idle tick while windows are open.
+    fn next_wake(&self) -> Option<Instant> {
+        let now_ms = clock::now();
+        let deadline = self.engine.next_deadline().map(|at| {
+            let wait = at.as_millis().saturating_sub(now_ms.as_millis()).max(0);
+            Instant::now() + Duration::from_millis(wait as u64)
+        });
+        let idle = self
+            .config
+            .idle_timeout
+            .filter(|_| self.engine.has_open_windows())
+            .map(|timeout| (self.last_arrival + timeout).max(Instant::now() + IDLE_TICK));
+        match (deadline, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the time purge and the idle watermark, committing what they fire.
+    fn on_timers(&mut self) -> Result<(), StoreError> {
+        let now = clock::now();
+        let before = self.next_seq;
+        if self.engine.next_deadline().is_some_and(|at| at <= now) {
+            self.engine.handle_deadline(now);
+        }
+        if let (Some(timeout), Some(wm)) = (self.config.idle_timeout, self.watermark_at_arrival) {
+            let idle = self.last_arrival.elapsed();
+            if idle >= timeout && self.engine.has_open_windows() {
+                let advanced = wm.as_millis().saturating_add(idle.as_millis() as i64);
+                self.engine
+                    .handle_watermark(Timestamp::from_millis(advanced));
+            }
+        }
+        self.commit(Vec::new())?;
+        if self.next_seq > before {
+            tracing::debug!(fired = self.next_seq - before, "timers fired windows");
+        }
+        Ok(())
+    }
+
+    /// One command as one engine step.
+    fn step(&mut self, command: Command) -> Result<Pending, StoreError> {
+        Ok(match command {
+            Command::Ingest { events, reply } => {
+                let result = self.ingest(events);
+                self.commit(Vec::new())?;
+                Pending::Ingest(reply, result)
+            }
+            Command::Close {
+                window_id,
+                size,
+                key,
+                reply,
+            } => {
+                let result = close_window(
+                    &mut self.engine,
+                    self.config.engine.frame,
+                    window_id,
+                    size,
+                    key.as_deref(),
+                );
+                let records = self.commit(result.iter().cloned().collect())?;
+                Pending::Close(
+                    reply,
+                    result.map(|_| records.into_iter().next().expect("one record")),
+                )
+            }
+            Command::Flush { until, reply } => {
+                let windows = self.engine.flush(until);
+                let records = self.commit(windows)?;
+                Pending::Flush(reply, Ok(records))
+            }
+            Command::Subscribe { .. } | Command::Stats { .. } => unreachable!("handled by run"),
+        })
+    }
+
+    fn ingest(&mut self, events: Vec<OwnedEvent>) -> Result<IngestOk, NodeError> {
+        let batch: Vec<Event<'_>> = events
+            .iter()
+            .map(|e| Event {
+                id: e.id.clone(),
+                ts: e.ts,
+                key: e.key.as_deref(),
+                value: e.value,
+            })
+            .collect();
+        let admission = self
+            .engine
+            .handle_events(clock::now(), self.config.size, batch)
+            .map_err(batch_error)?;
+        if admission.accepted > 0 {
+            self.last_arrival = Instant::now();
+            self.watermark_at_arrival = self.engine.watermark();
+        }
+        for late in admission.late {
+            self.late.push(Arc::new(LateNotice {
+                event: OwnedEvent {
+                    id: late.event.id,
+                    ts: late.event.ts,
+                    key: late.event.key.map(Box::from),
+                    value: late.event.value,
+                },
+                bounds: late.bounds,
+            }));
+        }
+        Metrics::add(&self.metrics.events_accepted, admission.accepted as u64);
+        Metrics::add(&self.metrics.events_duplicate, admission.duplicates as u64);
+        Metrics::add(&self.metrics.events_late, admission.late_count as u64);
+        Metrics::add(&self.metrics.ingest_requests, 1);
+        Ok(IngestOk {
+            accepted: admission.accepted,
+            duplicates: admission.duplicates,
+            late: admission.late_count,
+        })
+    }
+
+    /// Commits the step: the engine's change and the windows it fired (`returned` first: those a
+    /// reply returns). Returns the output records of `returned`.
+    fn commit(&mut self, returned: Vec<ClosedWindow>) -> Result<Vec<OutputRecord>, StoreError> {
+        let returned_count = returned.len();
+        let mut fired = Vec::new();
+        for window in returned
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.engine.poll_closed()))
+        {
+            fired.push(OutputRecord {
+                seq: self.next_seq,
+                epoch: self.config.epoch,
+                window,
+            });
+            self.next_seq += 1;
+        }
+        let dirty = self.engine.take_dirty();
+        if fired.is_empty() && dirty.windows.is_empty() && dirty.removed.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.store.commit(Batch {
+            dirty,
+            fired: fired.clone(),
+        })?;
+        Metrics::add(&self.metrics.windows_fired, fired.len() as u64);
+        let replied = fired[..returned_count].to_vec();
+        self.fired.extend(fired.into_iter().map(Arc::new));
+        Ok(replied)
+    }
+
+    fn publish_group(&mut self, trigger: Instant) {
+        let latency = trigger.elapsed().as_micros() as u64;
+        for record in self.fired.drain(..) {
+            self.metrics.observe_fire_latency(latency);
+            // No subscriber is not an error: the log keeps everything.
+            let _ = self.publish.send(Published::Window(record));
+        }
+        for late in self.late.drain(..) {
+            let _ = self.publish.send(Published::Late(late));
+        }
+    }
+
+    fn subscribe(&self, from_seq: Option<u64>) -> Result<Subscription, NodeError> {
+        let from = from_seq.unwrap_or(self.next_seq).min(self.next_seq);
+        let backlog = self
+            .store
+            .read_output(from, BACKLOG_PAGE)
+            .map_err(|e| NodeError::Internal(format!("reading the output log: {e}")))?;
+        let next_seq = from + backlog.len() as u64;
+        let live = (next_seq >= self.next_seq).then(|| self.publish.subscribe());
+        Ok(Subscription {
+            backlog,
+            next_seq,
+            live,
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        let s = self.engine.stats();
+        Stats {
+            open_windows: s.open_windows,
+            buffered_events: s.buffered_events,
+            emitted_windows: self.next_seq,
+            accepted: s.counters.accepted,
+            duplicates: s.counters.duplicates,
+            late: s.counters.late,
+            watermark: s.watermark,
+            epoch: self.config.epoch,
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The frame and late policy the daemon reports (kept here so `serve` and tests agree).
+pub fn describe(config: &DriverConfig) -> String {
+    format!(
+        "window {} ms, frame {:?}, lateness {:?} ms, purge {:?}, late {:?}",
+        config.size,
+        config.engine.frame,
+        config.engine.allowed_lateness_ms,
+        config.engine.purge,
+        config.engine.late
+    )
+}

@@ -1,0 +1,223 @@
+//! `window-node serve`: options, start-up and shutdown of the TCP daemon.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, WindowSpec};
+use window_store::{MemoryStore, SledStore, WindowStore};
+
+use crate::driver::{Driver, DriverConfig, describe};
+use crate::metrics::{self, Metrics};
+use crate::render::Style;
+use crate::tcp::{self, Shared};
+use crate::{Frame, parse_duration};
+
+/// Options of `window-node serve`. Every option can also come from an environment variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on for protocol connections.
+    #[arg(long, default_value = "127.0.0.1:7070", env = "WINDOW_NODE_LISTEN")]
+    listen: SocketAddr,
+
+    /// Directory of the embedded sled store: open windows, watermark and the output log.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "./data",
+        env = "WINDOW_NODE_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+
+    /// Keep everything in memory instead (nothing survives a restart).
+    #[arg(long, conflicts_with = "data_dir", env = "WINDOW_NODE_MEMORY")]
+    memory: bool,
+
+    /// Window length (`500ms`, `10s`, `5m`, `1h`).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
+    window_size: Duration,
+
+    /// The watermark trails the highest event time seen by this much; a window fires when the
+    /// watermark passes its end, and later events of it are late.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
+    allowed_lateness: Duration,
+
+    /// Fire a window (pane) the moment it holds this many events.
+    #[arg(long, value_name = "N", env = "WINDOW_NODE_MAX_EVENTS")]
+    max_events: Option<NonZeroU32>,
+
+    /// Fire a window (pane) this long (wall time) after its first event.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_MAX_AGE")]
+    max_age: Option<Duration>,
+
+    /// When no events arrive for this long, event time advances with the wall clock so that
+    /// windows still close. `0s` turns it off.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "WINDOW_NODE_IDLE_TIMEOUT")]
+    idle_timeout: Duration,
+
+    /// Window-id frame: `utc` labels a window by its UTC start; `grader` as the stdin node does.
+    #[arg(long, value_enum, default_value_t = Frame::Utc, env = "WINDOW_NODE_IDS")]
+    ids: Frame,
+
+    /// Late events (their window already fired by the watermark): `drop` counts them; `emit`
+    /// also sends them to subscribers as `late_event` messages.
+    #[arg(long, value_enum, default_value_t = Late::Drop, env = "WINDOW_NODE_LATE")]
+    late: Late,
+
+    /// Most connections served at once; more are refused with error 11.
+    #[arg(long, default_value_t = 1024, env = "WINDOW_NODE_MAX_CONNECTIONS")]
+    max_connections: usize,
+
+    /// Longest request line in bytes; a longer line gets error 12.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
+    max_line_bytes: usize,
+
+    /// Close a connection that sends nothing for this long (subscribers are exempt). `0s` turns
+    /// it off.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, env = "WINDOW_NODE_CONNECTION_IDLE_TIMEOUT")]
+    connection_idle_timeout: Duration,
+
+    /// Fired windows a subscriber may fall behind before it is disconnected (it resumes with
+    /// `from_seq`; the log is durable).
+    #[arg(long, default_value_t = 65_536, env = "WINDOW_NODE_SUBSCRIBER_BUFFER")]
+    subscriber_buffer: usize,
+
+    /// Serve Prometheus metrics as text on this address (e.g. 127.0.0.1:9090).
+    #[arg(long, value_name = "ADDR", env = "WINDOW_NODE_METRICS")]
+    metrics: Option<SocketAddr>,
+
+    /// Write replies with spaces after `,` and `:` (the stdin node's style); compact by default.
+    #[arg(long, env = "WINDOW_NODE_SPACED")]
+    spaced: bool,
+}
+
+/// The `--late` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Late {
+    /// Count late events and drop them.
+    Drop,
+    /// Count them and send them to subscribers.
+    Emit,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Runs the daemon until SIGINT or SIGTERM; then stops accepting, makes everything acknowledged
+/// durable, and returns.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("window-node")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let frame: IdFrame = args.ids.into();
+    let size = SizeMs::new(i64::try_from(args.window_size.as_millis()).unwrap_or(i64::MAX))
+        .map_err(|e| anyhow::anyhow!("--window-size: {e}"))?;
+    let config = DriverConfig {
+        engine: EngineConfig {
+            frame,
+            purge: PurgePolicy {
+                max_events: args.max_events,
+                max_age_ms: args.max_age.map(millis),
+            },
+            allowed_lateness_ms: Some(millis(args.allowed_lateness)),
+            late: match args.late {
+                Late::Drop => LatePolicy::Drop,
+                Late::Emit => LatePolicy::Emit,
+            },
+        },
+        size,
+        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        epoch: 0,
+    };
+    let store: Box<dyn WindowStore> = if args.memory {
+        Box::new(MemoryStore::in_memory())
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+        Box::new(
+            SledStore::open(&args.data_dir)
+                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+        )
+    };
+    let metrics = Arc::new(Metrics::default());
+    let (publish, _) = broadcast::channel(args.subscriber_buffer.max(16));
+    let driver = Driver::new(config, store, publish, Arc::clone(&metrics))
+        .context("recovering the open state")?;
+    let (commands, rx) = mpsc::channel(1024);
+    let (stop, stopped) = watch::channel(false);
+    let driver = tokio::spawn(driver.run(rx, stopped));
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    if let Some(addr) = args.metrics {
+        let metrics_listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening for metrics on {addr}"))?;
+        tokio::spawn(metrics::serve(metrics_listener, Arc::clone(&metrics)));
+    }
+    // The one line a supervisor (or a test) waits for, on stderr like every log.
+    tracing::warn!(address = %local, "listening; {}", describe(&config));
+    let shared = Arc::new(Shared {
+        commands,
+        frame,
+        spec: WindowSpec { size, frame },
+        style: if args.spaced {
+            Style::Spaced
+        } else {
+            Style::Compact
+        },
+        max_line_bytes: args.max_line_bytes,
+        idle_timeout: (!args.connection_idle_timeout.is_zero())
+            .then_some(args.connection_idle_timeout),
+        metrics,
+    });
+    tcp::accept_loop(
+        listener,
+        Arc::clone(&shared),
+        args.max_connections,
+        shutdown_signal(),
+    )
+    .await;
+    tracing::warn!("stopping: no new connections; finishing what was received");
+    // The driver answers what is queued, syncs, and stops; later requests get error 11.
+    let _ = stop.send(true);
+    match tokio::time::timeout(Duration::from_secs(30), driver).await {
+        Ok(Ok(result)) => result.context("the driver failed")?,
+        Ok(Err(join)) => anyhow::bail!("the driver task failed: {join}"),
+        Err(_) => anyhow::bail!("the driver did not finish within 30 s of the shutdown signal"),
+    }
+    tracing::warn!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

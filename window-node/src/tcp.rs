@@ -1,0 +1,525 @@
+//! The TCP daemon: `window-node serve`. Connections speak the line protocol (compact by
+//! default); the driver (`driver.rs`) owns the engine and the store.
+//!
+//! Each connection has a reader (lines with a length limit and an idle timeout) and a writer.
+//! The reader parses a request, sends its command to the driver and queues the pending reply; the
+//! writer answers in request order. So a client may pipeline requests, and the bounded queues
+//! between them give back-pressure: a connection that sends faster than the driver commits waits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use window_core::{IdFrame, WindowSpec};
+use window_store::OutputRecord;
+
+use crate::driver::{Command, IngestOk, OwnedEvent, Published, Stats, Subscription};
+use crate::error::NodeError;
+use crate::metrics::Metrics;
+use crate::node::{checked_bounds, window_fields};
+use crate::protocol::{Body, ReplyTo, parse_request};
+use crate::render::{JsonWriter, Style};
+
+/// Replies a connection may have pending before it stops reading.
+const PIPELINE: usize = 64;
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub commands: mpsc::Sender<Command>,
+    pub frame: IdFrame,
+    pub spec: WindowSpec,
+    pub style: Style,
+    pub max_line_bytes: usize,
+    pub idle_timeout: Option<Duration>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Accepts connections until `shutdown` resolves.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "refusing a connection: at the connection limit");
+            tokio::spawn(refuse(stream, shared.style, max_connections));
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        Metrics::add(&shared.metrics.connections_total, 1);
+        shared
+            .metrics
+            .connections_open
+            .fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let span = tracing::info_span!("connection", %peer);
+            let _enter = span.enter();
+            drop(_enter);
+            serve_connection(stream, peer, Arc::clone(&shared)).await;
+            shared
+                .metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream, style: Style, max: usize) {
+    let mut out = Vec::new();
+    let error = NodeError::Unavailable(format!(
+        "the node serves at most {max} connections; retry later or raise --max-connections"
+    ));
+    message(&mut out, style, &ReplyTo::default(), "error", |w| {
+        error_fields(w, &error)
+    });
+    let _ = stream.write_all(&out).await;
+}
+
+/// A reply the writer must produce, in order.
+enum Outgoing {
+    Ready(Vec<u8>),
+    Ingest(ReplyTo, oneshot::Receiver<Result<IngestOk, NodeError>>),
+    Close(ReplyTo, oneshot::Receiver<Result<OutputRecord, NodeError>>),
+    Flush(
+        ReplyTo,
+        oneshot::Receiver<Result<Vec<OutputRecord>, NodeError>>,
+    ),
+    Stats(ReplyTo, oneshot::Receiver<Stats>),
+    Subscribe(ReplyTo, oneshot::Receiver<Result<Subscription, NodeError>>),
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let _ = stream.set_nodelay(true);
+    let (read, write) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::channel(PIPELINE);
+    let writer = tokio::spawn(write_replies(write, out_rx, Arc::clone(&shared)));
+    let mut reader = BufReader::with_capacity(64 * 1024, read);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = read_line(&mut reader, &mut line, shared.max_line_bytes);
+        let read = match shared.idle_timeout {
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    break;
+                }
+            },
+            None => read.await,
+        };
+        let outgoing = match read {
+            Ok(LineRead::End) | Err(_) => break,
+            Ok(LineRead::TooLong(bytes)) => {
+                let error = NodeError::malformed(format!(
+                    "line of {bytes} bytes or more exceeds the limit of {} bytes; split the batch or raise --max-line-bytes",
+                    shared.max_line_bytes
+                ));
+                ready_error(&shared, &ReplyTo::default(), &error)
+            }
+            Ok(LineRead::Line) => match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => handle_request(text, &shared).await,
+                Err(e) => ready_error(
+                    &shared,
+                    &ReplyTo::default(),
+                    &NodeError::malformed(format!(
+                        "request is not valid UTF-8 (byte {}); send UTF-8 JSON",
+                        e.valid_up_to()
+                    )),
+                ),
+            },
+        };
+        if out_tx.send(outgoing).await.is_err() {
+            break;
+        }
+    }
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+enum LineRead {
+    Line,
+    TooLong(usize),
+    End,
+}
+
+/// Reads one line into `line` (without its end), skipping the rest of a line over `max` bytes.
+async fn read_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    let mut too_long = None;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match too_long {
+                Some(n) => LineRead::TooLong(n),
+                None if line.is_empty() => LineRead::End,
+                None => LineRead::Line,
+            });
+        }
+        let (chunk, ends) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buf[..at], true),
+            None => (buf, false),
+        };
+        let used = chunk.len() + usize::from(ends);
+        match &mut too_long {
+            Some(n) => *n += chunk.len(),
+            None if line.len() + chunk.len() > max => {
+                too_long = Some(line.len() + chunk.len());
+                line.clear();
+            }
+            None => line.extend_from_slice(chunk),
+        }
+        reader.consume(used);
+        if ends {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(match too_long {
+                Some(n) => LineRead::TooLong(n),
+                None => LineRead::Line,
+            });
+        }
+    }
+}
+
+async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
+    let request = match parse_request(text) {
+        Ok(request) => request,
+        Err((to, error)) => return ready_error(shared, &to, &error),
+    };
+    let to = ReplyTo {
+        msg_id: request.msg_id.map(str::to_owned),
+        src: request.src.clone(),
+        dest: request.dest.clone(),
+    };
+    let unavailable = || {
+        NodeError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
+    };
+    match request.body {
+        Body::Ingest { mut events } => {
+            let events = events.events();
+            let mut owned = Vec::with_capacity(events.len());
+            for (index, event) in events.into_iter().enumerate() {
+                if let Err(error) = checked_bounds(shared.spec, index, event.ts) {
+                    return ready_error(shared, &to, &error);
+                }
+                owned.push(OwnedEvent {
+                    id: event.id,
+                    ts: event.ts,
+                    key: event.key.map(Box::from),
+                    value: event.value,
+                });
+            }
+            let (tx, rx) = oneshot::channel();
+            if shared.commands.send(Command::Ingest { events: owned, reply: tx }).await.is_err() {
+                return ready_error(shared, &to, &unavailable());
+            }
+            Outgoing::Ingest(to, rx)
+        }
+        Body::Close { window_id, size, key } => {
+            let (tx, rx) = oneshot::channel();
+            if shared.commands.send(Command::Close { window_id, size, key, reply: tx }).await.is_err() {
+                return ready_error(shared, &to, &unavailable());
+            }
+            Outgoing::Close(to, rx)
+        }
+        Body::Flush { until } => {
+            let (tx, rx) = oneshot::channel();
+            if shared.commands.send(Command::Flush { until, reply: tx }).await.is_err() {
+                return ready_error(shared, &to, &unavailable());
+            }
+            Outgoing::Flush(to, rx)
+        }
+        Body::Stats => {
+            let (tx, rx) = oneshot::channel();
+            if shared.commands.send(Command::Stats { reply: tx }).await.is_err() {
+                return ready_error(shared, &to, &unavailable());
+            }
+            Outgoing::Stats(to, rx)
+        }
+        Body::Subscribe { from_seq } => {
+            let (tx, rx) = oneshot::channel();
+            if shared.commands.send(Command::Subscribe { from_seq, reply: tx }).await.is_err() {
+                return ready_error(shared, &to, &unavailable());
+            }
+            Outgoing::Subscribe(to, rx)
+        }
+        Body::Init { .. } => {
+            let mut out = Vec::new();
+            message(&mut out, shared.style, &to, "init_ok", |_| {});
+            Outgoing::Ready(out)
+        }
+        Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
+            shared,
+            &to,
+            &NodeError::UnknownType(
+                "assign and process_window are stdin requests; the daemon takes ingest (the window size comes from --window-size)".to_owned(),
+            ),
+        ),
+    }
+}
+
+fn ready_error(shared: &Shared, to: &ReplyTo, error: &NodeError) -> Outgoing {
+    let mut out = Vec::new();
+    message(&mut out, shared.style, to, "error", |w| {
+        error_fields(w, error)
+    });
+    Outgoing::Ready(out)
+}
+
+async fn write_replies(
+    write: tokio::net::tcp::OwnedWriteHalf,
+    mut queue: mpsc::Receiver<Outgoing>,
+    shared: Arc<Shared>,
+) {
+    let mut write = BufWriter::with_capacity(64 * 1024, write);
+    let mut out = Vec::with_capacity(4096);
+    let lost = || {
+        NodeError::Internal(
+            "the driver stopped before answering; retrying is safe (ingest is idempotent)"
+                .to_owned(),
+        )
+    };
+    while let Some(item) = queue.recv().await {
+        out.clear();
+        let style = shared.style;
+        match item {
+            Outgoing::Ready(bytes) => out = bytes,
+            Outgoing::Ingest(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+                Ok(ok) => message(&mut out, style, &to, "ingest_ok", |w| {
+                    w.key("accepted").int(ok.accepted);
+                    w.key("duplicates").int(ok.duplicates);
+                    w.key("late").int(ok.late);
+                }),
+                Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
+            },
+            Outgoing::Close(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+                Ok(record) => message(&mut out, style, &to, "window_closed", |w| {
+                    record_fields(w, shared.frame, &record);
+                }),
+                Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
+            },
+            Outgoing::Flush(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+                Ok(records) => message(&mut out, style, &to, "flushed", |w| {
+                    w.key("windows").begin_array();
+                    for record in &records {
+                        w.begin_object();
+                        record_fields(w, shared.frame, record);
+                        w.end_object();
+                    }
+                    w.end_array();
+                }),
+                Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
+            },
+            Outgoing::Stats(to, rx) => match rx.await {
+                Ok(stats) => message(&mut out, style, &to, "stats_ok", |w| {
+                    w.key("open_windows").int(stats.open_windows);
+                    w.key("buffered_events").int(stats.buffered_events);
+                    w.key("emitted_windows").int(stats.emitted_windows);
+                    w.key("accepted").int(stats.accepted);
+                    w.key("duplicates").int(stats.duplicates);
+                    w.key("late").int(stats.late);
+                    match stats.watermark {
+                        Some(wm) => w.key("watermark").timestamp(wm),
+                        None => w.key("watermark").raw("null"),
+                    };
+                    w.key("lease_holder").str("self");
+                    w.key("epoch").int(stats.epoch);
+                    w.key("connections")
+                        .int(shared.metrics.connections_open.load(Ordering::Relaxed));
+                }),
+                Err(_) => message(&mut out, style, &to, "error", |w| error_fields(w, &lost())),
+            },
+            Outgoing::Subscribe(to, rx) => {
+                match rx.await.unwrap_or_else(|_| Err(lost())) {
+                    Ok(subscription) => {
+                        stream_subscription(&mut write, &shared, to, subscription).await;
+                    }
+                    Err(error) => {
+                        message(&mut out, style, &to, "error", |w| error_fields(w, &error));
+                    }
+                }
+                // A subscriber's connection ends with its subscription.
+                let _ = write.write_all(&out).await;
+                let _ = write.flush().await;
+                return;
+            }
+        }
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+        if queue.is_empty() && write.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = write.flush().await;
+}
+
+/// Sends `subscribe_ok`, the backlog (paging through the log), then live windows, until the
+/// client goes away or falls too far behind (then an error says where to resume).
+async fn stream_subscription<W: AsyncWriteExt + Unpin>(
+    write: &mut W,
+    shared: &Shared,
+    to: ReplyTo,
+    mut subscription: Subscription,
+) {
+    let mut out = Vec::new();
+    message(&mut out, shared.style, &to, "subscribe_ok", |w| {
+        w.key("from_seq")
+            .int(subscription.next_seq - subscription.backlog.len() as u64);
+    });
+    let event_to = ReplyTo {
+        msg_id: None,
+        src: to.src.clone(),
+        dest: to.dest.clone(),
+    };
+    let mut next = subscription.next_seq;
+    let mut live: broadcast::Receiver<Published> = loop {
+        for record in &subscription.backlog {
+            message(&mut out, shared.style, &event_to, "window_closed", |w| {
+                record_fields(w, shared.frame, record)
+            });
+        }
+        if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+            return;
+        }
+        out.clear();
+        if let Some(live) = subscription.live.take() {
+            break live;
+        }
+        let (tx, rx) = oneshot::channel();
+        if shared
+            .commands
+            .send(Command::Subscribe {
+                from_seq: Some(next),
+                reply: tx,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        subscription = match rx.await {
+            Ok(Ok(s)) => s,
+            _ => return,
+        };
+        next = subscription.next_seq;
+    };
+    loop {
+        let published = match live.recv().await {
+            Ok(published) => published,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                Metrics::add(&shared.metrics.subscribers_dropped, 1);
+                let error = NodeError::Unavailable(format!(
+                    "this subscriber fell too far behind and was disconnected; subscribe again with from_seq {next} (the log is durable, nothing is lost)"
+                ));
+                message(&mut out, shared.style, &event_to, "error", |w| {
+                    error_fields(w, &error)
+                });
+                let _ = write.write_all(&out).await;
+                let _ = write.flush().await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        match &published {
+            Published::Window(record) => {
+                if record.seq < next {
+                    continue;
+                }
+                next = record.seq + 1;
+                message(&mut out, shared.style, &event_to, "window_closed", |w| {
+                    record_fields(w, shared.frame, record)
+                });
+            }
+            Published::Late(late) => {
+                message(&mut out, shared.style, &event_to, "late_event", |w| {
+                    w.key("id").event_id(&late.event.id);
+                    w.key("timestamp").timestamp(late.event.ts);
+                    if let Some(key) = &late.event.key {
+                        w.key("key").str(key);
+                    }
+                    w.key("window_id")
+                        .str(&shared.frame.id_of(late.bounds.start).to_string());
+                })
+            }
+        }
+        // Batch what is already waiting into one write.
+        if live.is_empty() || out.len() > 64 * 1024 {
+            if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+fn record_fields(w: &mut JsonWriter<'_>, frame: IdFrame, record: &OutputRecord) {
+    window_fields(w, frame, &record.window);
+    w.key("reason").str(record.window.reason.as_str());
+    w.key("seq").int(record.seq);
+    w.key("epoch").int(record.epoch);
+}
+
+fn error_fields(w: &mut JsonWriter<'_>, error: &NodeError) {
+    w.key("code").int(error.code());
+    w.key("text").str(&error.to_string());
+}
+
+/// Writes one message: a bare body, or an envelope when the request came in one.
+fn message(
+    out: &mut Vec<u8>,
+    style: Style,
+    to: &ReplyTo,
+    kind: &str,
+    fields: impl FnOnce(&mut JsonWriter<'_>),
+) {
+    let mut w = JsonWriter::new(out, style);
+    let envelope = to.src.is_some();
+    if envelope {
+        w.begin_object();
+        if let Some(src) = &to.dest {
+            w.key("src").str(src);
+        }
+        if let Some(dest) = &to.src {
+            w.key("dest").str(dest);
+        }
+        w.key("body");
+    }
+    w.begin_object();
+    w.key("type").str(kind);
+    if let Some(msg_id) = &to.msg_id {
+        w.key("in_reply_to").raw(msg_id);
+    }
+    fields(&mut w);
+    w.end_object();
+    if envelope {
+        w.end_object();
+    }
+    out.push(b'\n');
+}
