@@ -188,13 +188,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .then_some(args.connection_idle_timeout),
         metrics,
     });
-    tcp::accept_loop(
+    let mut driver = driver;
+    let accepting = tcp::accept_loop(
         listener,
         Arc::clone(&shared),
         args.max_connections,
         shutdown_signal(),
-    )
-    .await;
+    );
+    tokio::select! {
+        () = accepting => {}
+        // The driver stops early only when the store failed: stop serving and say why.
+        result = &mut driver => {
+            return match result {
+                Ok(Ok(())) => Err(anyhow::anyhow!("the driver stopped unexpectedly")),
+                Ok(Err(error)) => Err(anyhow::Error::new(error)
+                    .context("the store failed; stopped taking requests (nothing unacknowledged was answered)")),
+                Err(join) => Err(anyhow::anyhow!("the driver task failed: {join}")),
+            };
+        }
+    }
     tracing::warn!("stopping: no new connections; finishing what was received");
     // The driver answers what is queued, syncs, and stops; later requests get error 11.
     let _ = stop.send(true);
