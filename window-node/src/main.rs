@@ -6,6 +6,7 @@
 mod clock;
 mod driver;
 mod error;
+mod lines;
 mod metrics;
 mod node;
 mod protocol;

@@ -11,7 +11,7 @@ use window_store::{OutputRecord, StoreError, WindowStore};
 use crate::clock;
 use crate::error::NodeError;
 use crate::protocol::{Batch, Body, ReplyTo, Request, parse_request};
-use crate::render::{JsonWriter, Style};
+use crate::render::{Address, JsonWriter, Style, write_message};
 
 /// How the node answers.
 #[derive(Clone, Copy, Debug)]
@@ -395,15 +395,17 @@ impl Node {
         kind: &str,
         fields: impl FnOnce(&mut JsonWriter<'_>),
     ) {
-        self.message(out, to, kind, |w| {
-            if let Some(msg_id) = &to.msg_id {
-                w.key("in_reply_to").raw(msg_id);
-            }
-            fields(w);
-        });
+        write_message(
+            out,
+            self.config.style,
+            self.address(to),
+            kind,
+            to.msg_id.as_deref(),
+            fields,
+        );
     }
 
-    /// Writes one message line, in an envelope when the node speaks envelopes.
+    /// Writes one unsolicited message line.
     fn message(
         &self,
         out: &mut Vec<u8>,
@@ -411,25 +413,16 @@ impl Node {
         kind: &str,
         fields: impl FnOnce(&mut JsonWriter<'_>),
     ) {
-        let mut w = JsonWriter::new(out, self.config.style);
-        if self.envelope {
-            w.begin_object();
-            if let Some(src) = self.node_id.as_deref().or(to.dest.as_deref()) {
-                w.key("src").str(src);
-            }
-            if let Some(dest) = &to.src {
-                w.key("dest").str(dest);
-            }
-            w.key("body");
+        write_message(out, self.config.style, self.address(to), kind, None, fields);
+    }
+
+    /// Envelopes (after `init` or with `--envelope`) go from this node to the request's `src`.
+    fn address<'a>(&'a self, to: &'a ReplyTo) -> Address<'a> {
+        Address {
+            envelope: self.envelope,
+            src: self.node_id.as_deref().or(to.dest.as_deref()),
+            dest: to.src.as_deref(),
         }
-        w.begin_object();
-        w.key("type").str(kind);
-        fields(&mut w);
-        w.end_object();
-        if self.envelope {
-            w.end_object();
-        }
-        out.push(b'\n');
     }
 }
 

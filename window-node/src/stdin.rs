@@ -7,20 +7,9 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
 use crate::error::NodeError;
+use crate::lines::{Line, LineSplitter};
 use crate::node::Node;
 use crate::reassemble::{Assembled, Reassembler};
-
-/// One line of input as the reader hands it over.
-#[derive(Debug)]
-enum Line {
-    /// The line's bytes, without the line end.
-    Text(Vec<u8>),
-    /// A line longer than the limit (its bytes were skipped).
-    TooLong {
-        /// Its length in bytes, as far as it was read.
-        bytes: usize,
-    },
-}
 
 /// Batches of lines the reader may run ahead of the answering thread. With `BATCH_BYTES` this
 /// bounds the memory held for unanswered input to a few MiB (or a few lines, if lines are large).
@@ -165,8 +154,7 @@ fn handle(
 /// client waiting for a reply is never kept waiting for a full batch).
 fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Line>>) -> io::Result<()> {
     let mut batch = Batch::default();
-    let mut line = Vec::new();
-    let mut too_long: Option<usize> = None;
+    let mut splitter = LineSplitter::new(max);
     loop {
         let buf = match input.fill_buf() {
             Ok(buf) => buf,
@@ -175,29 +163,15 @@ fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Line>>) 
         };
         if buf.is_empty() {
             // End of input: a last line without a line end still counts.
-            if too_long.is_some() || !line.is_empty() {
-                batch.push(finish(&mut line, too_long.take()));
-            }
+            batch.lines.extend(splitter.finish());
             let _ = batch.send(tx);
             return Ok(());
         }
-        let (chunk, ends_line) = match memchr(buf) {
-            Some(at) => (&buf[..at], true),
-            None => (buf, false),
-        };
-        let used = chunk.len() + usize::from(ends_line);
-        match &mut too_long {
-            Some(seen) => *seen += chunk.len(),
-            None if line.len() + chunk.len() > max => {
-                too_long = Some(line.len() + chunk.len());
-                line = Vec::new();
-            }
-            None => line.extend_from_slice(chunk),
-        }
+        let (used, line) = splitter.feed(buf);
         let drained = used == buf.len();
         input.consume(used);
-        if ends_line {
-            batch.push(finish(&mut line, too_long.take()));
+        if let Some(line) = line {
+            batch.push(line);
         }
         // Hand over when full, or when we would block reading more.
         if (batch.is_full() || (drained && !batch.lines.is_empty())) && batch.send(tx).is_err() {
@@ -234,20 +208,4 @@ impl Batch {
         }
         tx.send(std::mem::take(&mut self.lines)).map_err(|_| ())
     }
-}
-
-fn finish(line: &mut Vec<u8>, too_long: Option<usize>) -> Line {
-    match too_long {
-        Some(bytes) => Line::TooLong { bytes },
-        None => {
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            Line::Text(std::mem::take(line))
-        }
-    }
-}
-
-fn memchr(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
 }

@@ -19,10 +19,11 @@ use window_store::OutputRecord;
 
 use crate::driver::{Command, IngestOk, OwnedEvent, Published, Stats, Subscription};
 use crate::error::NodeError;
+use crate::lines::{Line, LineSplitter};
 use crate::metrics::Metrics;
 use crate::node::{checked_bounds, window_fields};
 use crate::protocol::{Body, ReplyTo, parse_request};
-use crate::render::{JsonWriter, Style};
+use crate::render::{Address, JsonWriter, Style, write_message};
 
 /// Replies a connection may have pending before it stops reading.
 const PIPELINE: usize = 64;
@@ -115,10 +116,9 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let (out_tx, out_rx) = mpsc::channel(PIPELINE);
     let writer = tokio::spawn(write_replies(write, out_rx, Arc::clone(&shared)));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
-    let mut line = Vec::new();
+    let mut splitter = LineSplitter::new(shared.max_line_bytes);
     loop {
-        line.clear();
-        let read = read_line(&mut reader, &mut line, shared.max_line_bytes);
+        let read = read_line(&mut reader, &mut splitter);
         let read = match shared.idle_timeout {
             Some(limit) => match tokio::time::timeout(limit, read).await {
                 Ok(read) => read,
@@ -130,15 +130,15 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             None => read.await,
         };
         let outgoing = match read {
-            Ok(LineRead::End) | Err(_) => break,
-            Ok(LineRead::TooLong(bytes)) => {
+            Ok(None) | Err(_) => break,
+            Ok(Some(Line::TooLong { bytes })) => {
                 let error = NodeError::malformed(format!(
                     "line of {bytes} bytes or more exceeds the limit of {} bytes; split the batch or raise --max-line-bytes",
                     shared.max_line_bytes
                 ));
                 ready_error(&shared, &ReplyTo::default(), &error)
             }
-            Ok(LineRead::Line) => match std::str::from_utf8(&line) {
+            Ok(Some(Line::Text(line))) => match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => handle_request(text, &shared).await,
                 Err(e) => ready_error(
@@ -159,50 +159,20 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let _ = writer.await;
 }
 
-enum LineRead {
-    Line,
-    TooLong(usize),
-    End,
-}
-
-/// Reads one line into `line` (without its end), skipping the rest of a line over `max` bytes.
+/// Reads one line, skipping the rest of a line over the splitter's limit; `None` at the end.
 async fn read_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<LineRead> {
-    let mut too_long = None;
+    splitter: &mut LineSplitter,
+) -> std::io::Result<Option<Line>> {
     loop {
         let buf = reader.fill_buf().await?;
         if buf.is_empty() {
-            return Ok(match too_long {
-                Some(n) => LineRead::TooLong(n),
-                None if line.is_empty() => LineRead::End,
-                None => LineRead::Line,
-            });
+            return Ok(splitter.finish());
         }
-        let (chunk, ends) = match buf.iter().position(|&b| b == b'\n') {
-            Some(at) => (&buf[..at], true),
-            None => (buf, false),
-        };
-        let used = chunk.len() + usize::from(ends);
-        match &mut too_long {
-            Some(n) => *n += chunk.len(),
-            None if line.len() + chunk.len() > max => {
-                too_long = Some(line.len() + chunk.len());
-                line.clear();
-            }
-            None => line.extend_from_slice(chunk),
-        }
+        let (used, line) = splitter.feed(buf);
         reader.consume(used);
-        if ends {
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            return Ok(match too_long {
-                Some(n) => LineRead::TooLong(n),
-                None => LineRead::Line,
-            });
+        if line.is_some() {
+            return Ok(line);
         }
     }
 }
@@ -491,7 +461,8 @@ fn error_fields(w: &mut JsonWriter<'_>, error: &NodeError) {
     w.key("text").str(&error.to_string());
 }
 
-/// Writes one message: a bare body, or an envelope when the request came in one.
+/// Writes one message: a bare body, or an envelope back to the sender when the request came in
+/// one.
 fn message(
     out: &mut Vec<u8>,
     style: Style,
@@ -499,27 +470,10 @@ fn message(
     kind: &str,
     fields: impl FnOnce(&mut JsonWriter<'_>),
 ) {
-    let mut w = JsonWriter::new(out, style);
-    let envelope = to.src.is_some();
-    if envelope {
-        w.begin_object();
-        if let Some(src) = &to.dest {
-            w.key("src").str(src);
-        }
-        if let Some(dest) = &to.src {
-            w.key("dest").str(dest);
-        }
-        w.key("body");
-    }
-    w.begin_object();
-    w.key("type").str(kind);
-    if let Some(msg_id) = &to.msg_id {
-        w.key("in_reply_to").raw(msg_id);
-    }
-    fields(&mut w);
-    w.end_object();
-    if envelope {
-        w.end_object();
-    }
-    out.push(b'\n');
+    let address = Address {
+        envelope: to.src.is_some(),
+        src: to.dest.as_deref(),
+        dest: to.src.as_deref(),
+    };
+    write_message(out, style, address, kind, to.msg_id.as_deref(), fields);
 }

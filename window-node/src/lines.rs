@@ -1,0 +1,115 @@
+//! Splitting a byte stream into request lines, with a length limit. Shared by the stdin reader
+//! (blocking) and the TCP connections (async): both feed it what their buffered reader holds.
+
+/// One line of input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// The line's bytes, without `\n` or `\r\n`.
+    Text(Vec<u8>),
+    /// A line longer than the limit: its bytes were skipped, not kept.
+    TooLong {
+        /// Its length in bytes, as far as it was read.
+        bytes: usize,
+    },
+}
+
+/// Assembles lines from chunks, never holding more than `max` bytes of one line.
+#[derive(Debug)]
+pub struct LineSplitter {
+    max: usize,
+    line: Vec<u8>,
+    /// Bytes seen of a line that went over the limit.
+    too_long: Option<usize>,
+}
+
+impl LineSplitter {
+    /// A splitter for lines of at most `max` bytes.
+    pub fn new(max: usize) -> LineSplitter {
+        LineSplitter {
+            max,
+            line: Vec::new(),
+            too_long: None,
+        }
+    }
+
+    /// Takes bytes from `buf` up to and including the first line end. Returns how many bytes it
+    /// used and the line, if one ended.
+    pub fn feed(&mut self, buf: &[u8]) -> (usize, Option<Line>) {
+        let (chunk, ends_line) = match buf.iter().position(|&b| b == b'\n') {
+            Some(at) => (&buf[..at], true),
+            None => (buf, false),
+        };
+        match &mut self.too_long {
+            Some(seen) => *seen += chunk.len(),
+            None if self.line.len() + chunk.len() > self.max => {
+                self.too_long = Some(self.line.len() + chunk.len());
+                self.line = Vec::new();
+            }
+            None => self.line.extend_from_slice(chunk),
+        }
+        let used = chunk.len() + usize::from(ends_line);
+        (used, ends_line.then(|| self.take()))
+    }
+
+    /// At end of input: the last line if it had no line end.
+    pub fn finish(&mut self) -> Option<Line> {
+        (self.too_long.is_some() || !self.line.is_empty()).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Line {
+        match self.too_long.take() {
+            Some(bytes) => Line::TooLong { bytes },
+            None => {
+                if self.line.last() == Some(&b'\r') {
+                    self.line.pop();
+                }
+                Line::Text(std::mem::take(&mut self.line))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<Line> {
+        let mut splitter = LineSplitter::new(max);
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            let mut rest = *chunk;
+            while !rest.is_empty() {
+                let (used, line) = splitter.feed(rest);
+                lines.extend(line);
+                rest = &rest[used..];
+            }
+        }
+        lines.extend(splitter.finish());
+        lines
+    }
+
+    #[test]
+    fn splits_across_chunks_and_strips_line_ends() {
+        assert_eq!(
+            split(&[b"ab", b"c\r\nde\n", b"\nf"], 10),
+            vec![
+                Line::Text(b"abc".to_vec()),
+                Line::Text(b"de".to_vec()),
+                Line::Text(Vec::new()),
+                Line::Text(b"f".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_skipped_and_reported_with_its_length() {
+        assert_eq!(
+            split(&[b"0123", b"456789\nok\n0123456"], 5),
+            vec![
+                Line::TooLong { bytes: 10 },
+                Line::Text(b"ok".to_vec()),
+                Line::TooLong { bytes: 7 },
+            ]
+        );
+    }
+}
