@@ -179,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let node = match &cli.data_dir {
         None => Node::new(config),
         Some(dir) => {
-            let store = SledStore::open(dir)
+            let store = SledStore::open_waiting(dir, std::time::Duration::from_secs(2))
                 .with_context(|| format!("opening the store in {}", dir.display()))?;
             Node::with_store(config, Box::new(store))
                 .with_context(|| format!("recovering the open state from {}", dir.display()))?

@@ -148,7 +148,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
         Box::new(
-            SledStore::open(&args.data_dir)
+            SledStore::open_waiting(&args.data_dir, Duration::from_secs(2))
                 .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
         )
     };

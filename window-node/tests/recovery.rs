@@ -57,7 +57,8 @@ fn request(r: usize) -> String {
 const REQUESTS: usize = 60;
 
 fn read_log(dir: &Path) -> Vec<OutputRecord> {
-    let store = SledStore::open(dir).expect("open the store the node left");
+    let store =
+        SledStore::open_waiting(dir, Duration::from_secs(3)).expect("open the store the node left");
     store
         .read_output(0, usize::MAX)
         .expect("read the output log")

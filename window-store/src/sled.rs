@@ -26,6 +26,26 @@ impl SledStore {
     }
 }
 
+impl SledStore {
+    /// Opens the store in `dir`, waiting up to `patience` for another holder of the directory to
+    /// let go (a process that is still exiting, or a handle being dropped in this process: sled
+    /// releases its lock when its last background thread does).
+    pub fn open_waiting(
+        dir: &Path,
+        patience: std::time::Duration,
+    ) -> Result<SledStore, StoreError> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match SledStore::open(dir) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// A sled database used as an ordered key-value space.
 #[derive(Debug)]
 pub struct SledBackend {

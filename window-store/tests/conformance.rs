@@ -56,7 +56,7 @@ impl Harness for Sled {
 
     fn reopen(&mut self, old: Box<dyn WindowStore>) -> Box<dyn WindowStore> {
         drop(old);
-        Box::new(SledStore::open(self.dir.path()).expect("reopen sled"))
+        Box::new(open_sled(self.dir.path()))
     }
 }
 
@@ -233,8 +233,27 @@ fn sled_store_restores_exactly_what_was_committed() {
     check_store(&mut Sled::new(), 24);
 }
 
+/// Opens a store the test itself closed a moment ago. sled releases its directory lock when its
+/// background threads let go of the database, shortly after the last handle is dropped, so a
+/// reopen within the same process retries for a bounded time.
+fn open_sled(dir: &Path) -> SledStore {
+    SledStore::open_waiting(dir, std::time::Duration::from_secs(3)).expect("reopen sled")
+}
+
+fn retry_while_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
+    let mut last = None;
+    for _ in 0..300 {
+        match open() {
+            Ok(opened) => return opened,
+            Err(error) => last = Some(error),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the directory stayed locked for 3 s: {last:?}");
+}
+
 fn first_window_key(dir: &Path) -> Vec<u8> {
-    let db = sled::open(dir).expect("open raw sled");
+    let db = retry_while_locked(|| sled::open(dir));
     db.scan_prefix(b"W")
         .next()
         .expect("a window record")
@@ -262,13 +281,13 @@ fn corrupt_and_unknown_version_records_refuse_to_start() {
     }
     let key = first_window_key(dir.path());
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = retry_while_locked(|| sled::open(dir.path()));
         let mut value = db.get(&key).unwrap().unwrap().to_vec();
         value[0] = 42;
         db.insert(&key, value).unwrap();
         db.flush().unwrap();
     }
-    let mut store = SledStore::open(dir.path()).unwrap();
+    let mut store = open_sled(dir.path());
     let err = store.recover().unwrap_err();
     match &err {
         StoreError::Corrupt { key: named, reason } => {
@@ -282,11 +301,11 @@ fn corrupt_and_unknown_version_records_refuse_to_start() {
     }
     drop(store);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = retry_while_locked(|| sled::open(dir.path()));
         db.insert(&key, vec![1u8, 0xff]).unwrap();
         db.flush().unwrap();
     }
-    let err = SledStore::open(dir.path()).unwrap().recover().unwrap_err();
+    let err = open_sled(dir.path()).recover().unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
 }
 
