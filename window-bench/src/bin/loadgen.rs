@@ -1,0 +1,977 @@
+//! `loadgen`: drives a real `window-node` with a generated or given dataset, checks every answer
+//! against an independent reference, and writes a JSON summary of how fast it went.
+//!
+//! ```text
+//! loadgen --events 1000000 --batch 1000 --output summary.json -- --data-dir /tmp/wn
+//! ```
+//!
+//! The node is spawned as a child and spoken to over stdin/stdout (arguments after `--` go to
+//! it as they are). A request line is timed from the moment loadgen starts writing it to the
+//! moment its reply line is read (ack latency, in an HDR histogram); an unsolicited
+//! `window_closed` is timed from the request whose reply it follows (fire latency). CPU seconds
+//! and peak memory are read from `/proc/<pid>` of the child just before its input is closed.
+//! Nothing is reported unless every request was answered and every answer is what the reference
+//! computes.
+//!
+//! The transport is a seam: [`Connection`] is a line writer, a line reader and, when loadgen
+//! started the process, its pid. `--tcp` is the place for the daemon (`window-node serve`),
+//! which does not exist yet.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+use window_bench::proc::{self, Pid};
+use window_bench::{
+    GRADER_OFFSET_MS, GenEvent, IdKind, RefClosed, RefConfig, RefEvent, RefWindow, Reference,
+    Render, TimestampForm, Values, Workload,
+};
+
+/// Drives a window-node over stdin (or, once it exists, the TCP daemon) and reports events/s,
+/// ack and fire latency, CPU seconds and peak memory, after checking every answer.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version)]
+struct Cli {
+    /// The node binary to start (stdin transport).
+    #[arg(long, default_value = "target/release/window-node")]
+    node: PathBuf,
+
+    /// Connect to a running daemon at this address instead of starting a node. Not available
+    /// yet: `window-node serve` does not exist.
+    #[arg(long, value_name = "HOST:PORT")]
+    tcp: Option<String>,
+
+    /// Which request carries the events.
+    #[arg(long, value_enum, default_value_t = RequestKind::ProcessWindow)]
+    request: RequestKind,
+
+    /// Events per request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+
+    /// Requests written before waiting for the oldest reply.
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+
+    /// A JSONL file of events (one event object per line) to send instead of generated ones.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+
+    /// Generated events.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+
+    /// Fresh events per window (over all keys).
+    #[arg(long, default_value_t = 1000)]
+    events_per_window: u32,
+
+    /// Distinct keys (0: events carry no key).
+    #[arg(long, default_value_t = 0)]
+    keys: u32,
+
+    /// Largest out-of-order shift of an event, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    disorder_ms: u64,
+
+    /// Fraction of events far behind the stream (late under a short --allowed-lateness-ms).
+    #[arg(long, default_value_t = 0.0)]
+    late_fraction: f64,
+
+    /// Fraction of events that repeat a recent one (duplicates).
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_fraction: f64,
+
+    /// Give every event a value (windows then carry sum, min and max).
+    #[arg(long)]
+    values: bool,
+
+    /// How ids are written.
+    #[arg(long, value_enum, default_value_t = Ids::Int)]
+    ids: Ids,
+
+    /// How timestamps are written.
+    #[arg(long, value_enum, default_value_t = Timestamps::Utc)]
+    timestamps: Timestamps,
+
+    /// Window size of the requests, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    window_size_ms: i64,
+
+    /// Seed of the generator.
+    #[arg(long, default_value_t = 0x5EED)]
+    seed: u64,
+
+    /// The node's window-id frame (passed on as `--ids`).
+    #[arg(long, value_enum, default_value_t = Frame::Grader)]
+    frame: Frame,
+
+    /// Passed on as `--allowed-lateness <N>ms`, and used by the reference.
+    #[arg(long, value_name = "MS")]
+    allowed_lateness_ms: Option<u64>,
+
+    /// Passed on as `--max-events`, and used by the reference.
+    #[arg(long, value_name = "N")]
+    max_events: Option<u32>,
+
+    /// Leave the windows open at the end (no final flush), e.g. to restart over them.
+    #[arg(long)]
+    no_flush: bool,
+
+    /// Write the JSON summary here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    output: Option<PathBuf>,
+
+    /// A name for the run, copied into the summary.
+    #[arg(long, default_value = "loadgen")]
+    name: String,
+
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+
+    /// Arguments for the node, after `--` (e.g. `-- --data-dir /tmp/wn`).
+    #[arg(last = true)]
+    node_args: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RequestKind {
+    /// `process_window`: the reply groups the request's events by window.
+    ProcessWindow,
+    /// `assign`: the reply gives every event's window.
+    Assign,
+    /// `ingest` (daemon only): the reply counts accepted, duplicate and late events.
+    Ingest,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Ids {
+    Int,
+    Text,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Timestamps {
+    /// `2024-01-15T10:00:10.250Z`
+    Utc,
+    /// `2024-01-15T12:00:10.250+02:00`
+    Offset,
+    /// `1705312810250`
+    EpochMs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Frame {
+    Grader,
+    Utc,
+}
+
+impl Frame {
+    fn as_str(self) -> &'static str {
+        match self {
+            Frame::Grader => "grader",
+            Frame::Utc => "utc",
+        }
+    }
+
+    fn offset_ms(self) -> i64 {
+        match self {
+            Frame::Grader => GRADER_OFFSET_MS,
+            Frame::Utc => 0,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The events to send, in requests.
+enum Dataset {
+    Generated {
+        batches: Vec<Vec<GenEvent>>,
+        render: Render,
+    },
+    File {
+        /// Each event's JSON text (as given) and its reference view.
+        batches: Vec<Vec<(String, RefEvent)>>,
+    },
+}
+
+impl Dataset {
+    fn requests(&self) -> usize {
+        match self {
+            Dataset::Generated { batches, .. } => batches.len(),
+            Dataset::File { batches } => batches.len(),
+        }
+    }
+
+    fn events_in(&self, request: usize) -> usize {
+        match self {
+            Dataset::Generated { batches, .. } => batches[request].len(),
+            Dataset::File { batches } => batches[request].len(),
+        }
+    }
+
+    fn line(&self, kind: RequestKind, msg_id: u64, request: usize, size_ms: i64) -> String {
+        match self {
+            Dataset::Generated { batches, render } => {
+                let batch = &batches[request];
+                match kind {
+                    RequestKind::ProcessWindow => {
+                        render.process_window_line(msg_id, batch, size_ms)
+                    }
+                    RequestKind::Assign => render.assign_line(msg_id, batch, size_ms),
+                    RequestKind::Ingest => render.ingest_line(msg_id, batch),
+                }
+            }
+            Dataset::File { batches } => {
+                let (name, size) = match kind {
+                    RequestKind::ProcessWindow => ("process_window", Some(size_ms)),
+                    RequestKind::Assign => ("assign", Some(size_ms)),
+                    RequestKind::Ingest => ("ingest", None),
+                };
+                let events: Vec<&str> = batches[request].iter().map(|(t, _)| t.as_str()).collect();
+                let size = size.map_or(String::new(), |s| format!(",\"window_size_ms\":{s}"));
+                format!(
+                    "{{\"type\":\"{name}\",\"msg_id\":{msg_id},\"events\":[{}]{size}}}\n",
+                    events.join(",")
+                )
+            }
+        }
+    }
+
+    fn reference_batch(&self, request: usize) -> Vec<RefEvent> {
+        match self {
+            Dataset::Generated { batches, render } => render.reference_events(&batches[request]),
+            Dataset::File { batches } => batches[request].iter().map(|(_, e)| e.clone()).collect(),
+        }
+    }
+}
+
+fn dataset(cli: &Cli) -> anyhow::Result<Dataset> {
+    let Some(path) = &cli.input else {
+        let workload = Workload {
+            events: cli.events,
+            events_per_window: cli.events_per_window,
+            keys: cli.keys,
+            disorder_ms: cli.disorder_ms,
+            late_fraction: cli.late_fraction,
+            duplicate_fraction: cli.duplicate_fraction,
+            values: if cli.values {
+                Values::Present
+            } else {
+                Values::Absent
+            },
+            ids: match cli.ids {
+                Ids::Int => IdKind::Int,
+                Ids::Text => IdKind::Text,
+            },
+            timestamps: match cli.timestamps {
+                Timestamps::Utc => TimestampForm::Utc,
+                Timestamps::Offset => TimestampForm::Offset,
+                Timestamps::EpochMs => TimestampForm::EpochMs,
+            },
+            size_ms: cli.window_size_ms,
+            seed: cli.seed,
+            ..Workload::default()
+        };
+        return Ok(Dataset::Generated {
+            batches: workload.batches(cli.batch),
+            render: workload.render(),
+        });
+    };
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut events = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let event = file_event(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        events.push((line.to_owned(), event));
+    }
+    ensure!(!events.is_empty(), "{} holds no events", path.display());
+    let batches = events.chunks(cli.batch.max(1)).map(<[_]>::to_vec).collect();
+    Ok(Dataset::File { batches })
+}
+
+/// The reference's view of one event of a given dataset.
+fn file_event(line: &str) -> anyhow::Result<RefEvent> {
+    let event: Value = serde_json::from_str(line).context("not JSON")?;
+    let id = event.get("id").context("no id")?;
+    let ts_ms = match event.get("timestamp").context("no timestamp")? {
+        Value::Number(n) => n.as_i64().context("timestamp is not an integer")?,
+        Value::String(s) => {
+            // Parsed with the `time` crate, not the core's parser: the reference stays apart.
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .with_context(|| format!("timestamp {s:?}"))?;
+            i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000))?
+        }
+        other => bail!("timestamp {other} is neither a string nor a number"),
+    };
+    Ok(RefEvent {
+        id: normalize_id(id),
+        ts_ms,
+        key: event.get("key").and_then(Value::as_str).map(str::to_owned),
+        value: event.get("value").and_then(Value::as_f64),
+    })
+}
+
+/// An id as compared: its JSON text as serde_json writes it, so both sides of a comparison
+/// escape strings and write numbers the same way (`17`, `"e000000017"`).
+fn normalize_id(id: &Value) -> String {
+    id.to_string()
+}
+
+/// How loadgen reaches a node: lines out, lines in, and the process to measure, if local.
+struct Connection {
+    writer: Box<dyn Write + Send>,
+    reader: Box<dyn BufRead + Send>,
+    child: Option<Child>,
+}
+
+fn connect(cli: &Cli) -> anyhow::Result<Connection> {
+    if let Some(addr) = &cli.tcp {
+        // The seam for the daemon: connect, split the stream into a writer and a reader, and
+        // measure nothing (or a pid given later). Kept out until `window-node serve` exists, so
+        // that no code path ships untested.
+        bail!(
+            "--tcp {addr}: the TCP daemon (`window-node serve`) does not exist yet; drive the \
+             stdin node (leave out --tcp)"
+        );
+    }
+    let mut command = Command::new(&cli.node);
+    command.args(["--ids", cli.frame.as_str()]);
+    if let Some(ms) = cli.allowed_lateness_ms {
+        command.arg("--allowed-lateness").arg(format!("{ms}ms"));
+    }
+    if let Some(n) = cli.max_events {
+        command.arg("--max-events").arg(n.to_string());
+    }
+    command.args(&cli.node_args);
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", cli.node.display()))?;
+    let stdin = child.stdin.take().context("child stdin")?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    Ok(Connection {
+        writer: Box::new(stdin),
+        reader: Box::new(BufReader::with_capacity(1 << 20, stdout)),
+        child: Some(child),
+    })
+}
+
+/// One line the node wrote, and when it was read.
+struct Received {
+    text: String,
+    at: Instant,
+}
+
+/// Reads one line; an end of output is an error (the node must answer everything).
+fn read_line(reader: &mut dyn BufRead, context: &str) -> anyhow::Result<Received> {
+    let mut text = String::new();
+    let n = reader
+        .read_line(&mut text)
+        .context("reading the node's output")?;
+    let at = Instant::now();
+    ensure!(n > 0, "the node closed its output {context}");
+    Ok(Received { text, at })
+}
+
+/// The `type` of a message line: the first `"type"` key, which the node writes before anything
+/// the client chose (ids, keys).
+fn message_type(line: &str) -> &str {
+    let Some(at) = line.find("\"type\"") else {
+        return "";
+    };
+    let rest = line[at + 6..]
+        .trim_start()
+        .trim_start_matches(':')
+        .trim_start();
+    rest.strip_prefix('"')
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("")
+}
+
+/// Writes one request and reads until its reply, keeping unsolicited lines.
+fn request(
+    conn: &mut Connection,
+    line: &str,
+    unsolicited: &mut Vec<Received>,
+) -> anyhow::Result<(Received, Duration)> {
+    let sent = Instant::now();
+    conn.writer.write_all(line.as_bytes())?;
+    conn.writer.flush()?;
+    loop {
+        let got = read_line(conn.reader.as_mut(), "before answering a control request")?;
+        if message_type(&got.text) == "window_closed" {
+            unsolicited.push(got);
+        } else {
+            let latency = got.at - sent;
+            return Ok((got, latency));
+        }
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 10 min, three significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!())
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// What the timed phase brings back.
+struct Timed {
+    replies: Vec<Received>,
+    fired: Vec<Received>,
+    ack: Histogram<u64>,
+    fire: Histogram<u64>,
+    first_sent: Instant,
+    last_reply: Instant,
+    reader: Box<dyn BufRead + Send>,
+    writer: Box<dyn Write + Send>,
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    ensure!(cli.batch > 0, "--batch must be positive");
+    ensure!(cli.in_flight > 0, "--in-flight must be positive");
+    ensure!(cli.window_size_ms > 0, "--window-size-ms must be positive");
+    ensure!(
+        cli.request != RequestKind::Ingest || cli.tcp.is_some(),
+        "ingest is served by the daemon only (use --tcp, once `window-node serve` exists)"
+    );
+    let data = dataset(cli)?;
+    let requests = data.requests();
+    // Request i has msg_id i + 1; msg_id 0 and those after the data are control requests.
+    let lines: Vec<String> = (0..requests)
+        .map(|i| data.line(cli.request, i as u64 + 1, i, cli.window_size_ms))
+        .collect();
+    let total_events: usize = (0..requests).map(|i| data.events_in(i)).sum();
+    let input_bytes: usize = lines.iter().map(String::len).sum();
+
+    let spawned = Instant::now();
+    let mut conn = connect(cli)?;
+    let pid = conn.child.as_ref().map(|c| Pid::Other(c.id()));
+    let mut unsolicited = Vec::new();
+    // The first reply says the node is up (with a data directory: recovered).
+    let (baseline, _) = request(
+        &mut conn,
+        "{\"type\":\"stats\",\"msg_id\":0}\n",
+        &mut unsolicited,
+    )?;
+    let ready = baseline.at - spawned;
+    let baseline_rss_kib = pid.and_then(proc::rss_kib);
+
+    let progress = if cli.no_progress {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::with_draw_target(
+            Some(total_events as u64),
+            ProgressDrawTarget::stderr_with_hz(4),
+        );
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {human_pos}/{human_len} events, {per_sec}, eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_message(cli.name.clone());
+        bar
+    };
+
+    let sizes: Vec<usize> = (0..requests).map(|i| data.events_in(i)).collect();
+    let timed = timed_phase(
+        conn.writer,
+        conn.reader,
+        lines,
+        &sizes,
+        cli.in_flight,
+        &progress,
+    )?;
+    progress.finish_and_clear();
+    conn.writer = timed.writer;
+    conn.reader = timed.reader;
+    let mut fired_lines = timed.fired;
+    fired_lines.append(&mut unsolicited);
+
+    // Control requests after the data: stats (the open state as the data left it), then flush.
+    let next = requests as u64 + 1;
+    let (stats, _) = request(
+        &mut conn,
+        &format!("{{\"type\":\"stats\",\"msg_id\":{next}}}\n"),
+        &mut fired_lines,
+    )?;
+    let rss_buffered_kib = pid.and_then(proc::rss_kib);
+    let flushed = if cli.no_flush {
+        None
+    } else {
+        let line = format!("{{\"type\":\"flush\",\"msg_id\":{}}}\n", next + 1);
+        Some(request(&mut conn, &line, &mut fired_lines)?)
+    };
+    let cpu_seconds = pid.and_then(proc::cpu_seconds);
+    let peak_rss_kib = pid.and_then(proc::peak_rss_kib);
+    drop(conn.writer);
+    if let Some(mut child) = conn.child.take() {
+        // Anything after the last reply is a protocol violation.
+        let mut rest = String::new();
+        conn.reader.read_to_string(&mut rest)?;
+        let status = child.wait()?;
+        ensure!(status.success(), "the node exited with {status}");
+        ensure!(
+            rest.trim().is_empty(),
+            "the node wrote after its last reply: {rest:.200}"
+        );
+    }
+
+    // Check everything before reporting anything.
+    let config = RefConfig {
+        size_ms: cli.window_size_ms,
+        frame_offset_ms: cli.frame.offset_ms(),
+        allowed_lateness_ms: cli
+            .allowed_lateness_ms
+            .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
+        max_events: cli.max_events,
+    };
+    let checked = verify(
+        cli.request,
+        &data,
+        config,
+        &timed.replies,
+        &fired_lines,
+        &stats.text,
+        flushed.as_ref().map(|(r, _)| r.text.as_str()),
+    )?;
+
+    let seconds = (timed.last_reply - timed.first_sent).as_secs_f64();
+    let q = |h: &Histogram<u64>, q: f64| {
+        if h.is_empty() {
+            Value::Null
+        } else {
+            h.value_at_quantile(q).into()
+        }
+    };
+    let summary = serde_json::json!({
+        "name": cli.name,
+        "transport": "stdin",
+        "request": format!("{:?}", cli.request),
+        "node": cli.node.display().to_string(),
+        "node_args": cli.node_args,
+        "events": total_events,
+        "requests": requests,
+        "batch": cli.batch,
+        "in_flight": cli.in_flight,
+        "input_bytes": input_bytes,
+        "seconds": seconds,
+        "events_per_s": total_events as f64 / seconds.max(1e-9),
+        "ack_p50_us": q(&timed.ack, 0.5),
+        "ack_p99_us": q(&timed.ack, 0.99),
+        "ack_p999_us": q(&timed.ack, 0.999),
+        "ack_max_us": q(&timed.ack, 1.0),
+        "fired_windows": timed.fire.len(),
+        "fire_p50_us": q(&timed.fire, 0.5),
+        "fire_p99_us": q(&timed.fire, 0.99),
+        "fire_p999_us": q(&timed.fire, 0.999),
+        "ready_ms": ready.as_secs_f64() * 1000.0,
+        "cpu_seconds": cpu_seconds,
+        "peak_rss_kib": peak_rss_kib,
+        "baseline_rss_kib": baseline_rss_kib,
+        "rss_buffered_kib": rss_buffered_kib,
+        "buffered_events": checked.buffered_events,
+        "open_windows": checked.open_windows,
+        "accepted": checked.accepted,
+        "duplicates": checked.duplicates,
+        "late": checked.late,
+        "emitted_windows": checked.emitted_windows,
+        "verified": true,
+    });
+    let text = serde_json::to_string_pretty(&summary)? + "\n";
+    match &cli.output {
+        Some(path) => {
+            fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => io::stdout().write_all(text.as_bytes())?,
+    }
+    Ok(())
+}
+
+/// Sends every request, at most `in_flight` unanswered at a time, while a reader thread times
+/// the replies.
+fn timed_phase(
+    mut writer: Box<dyn Write + Send>,
+    mut reader: Box<dyn BufRead + Send>,
+    lines: Vec<String>,
+    sizes: &[usize],
+    in_flight: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<Timed> {
+    let requests = lines.len();
+    // A permit per unanswered request: the writer takes one, the reader gives it back.
+    let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(in_flight);
+    let (sent_tx, sent_rx) = mpsc::channel::<Instant>();
+    let first_sent = Instant::now();
+    let writer_thread = thread::spawn(move || -> io::Result<Box<dyn Write + Send>> {
+        for line in &lines {
+            if permit_tx.send(()).is_err() {
+                break;
+            }
+            // The clock starts before the first byte: a slow pipe is part of the latency.
+            if sent_tx.send(Instant::now()).is_err() {
+                break;
+            }
+            writer.write_all(line.as_bytes())?;
+            writer.flush()?;
+        }
+        Ok(writer)
+    });
+    let sizes = sizes.to_vec();
+    let progress = progress.clone();
+    let reader_thread = thread::spawn(move || -> anyhow::Result<Timed> {
+        let mut replies = Vec::with_capacity(requests);
+        let mut fired = Vec::new();
+        let mut ack = histogram();
+        let mut fire = histogram();
+        let mut last_acked_sent = None;
+        let mut pending = VecDeque::new();
+        let mut last_reply = first_sent;
+        while replies.len() < requests {
+            let context = format!("after {} of {requests} replies", replies.len());
+            let got = read_line(reader.as_mut(), &context)?;
+            if message_type(&got.text) == "window_closed" {
+                if let Some(sent) = last_acked_sent {
+                    fire.saturating_record(micros(got.at - sent));
+                }
+                fired.push(got);
+                continue;
+            }
+            // Replies come in request order, so the oldest send time is this reply's.
+            while pending.is_empty() {
+                pending.push_back(
+                    sent_rx
+                        .recv()
+                        .map_err(|_| anyhow!("a reply before its request"))?,
+                );
+            }
+            let sent = pending.pop_front().unwrap_or(first_sent);
+            ack.saturating_record(micros(got.at - sent));
+            last_acked_sent = Some(sent);
+            last_reply = got.at;
+            progress.inc(sizes[replies.len()] as u64);
+            replies.push(got);
+            // Give the permit back (the writer may be gone if it failed).
+            let _ = permit_rx.recv();
+        }
+        drop(permit_rx);
+        Ok(Timed {
+            replies,
+            fired,
+            ack,
+            fire,
+            first_sent,
+            last_reply,
+            reader,
+            writer: Box::new(io::sink()),
+        })
+    });
+    let read = reader_thread
+        .join()
+        .map_err(|_| anyhow!("the reader thread panicked"))?;
+    let written = writer_thread
+        .join()
+        .map_err(|_| anyhow!("the writer thread panicked"))?;
+    let mut timed = read?;
+    timed.writer = written.context("writing requests")?;
+    Ok(timed)
+}
+
+/// What the check found, for the summary.
+struct Checked {
+    accepted: u64,
+    duplicates: u64,
+    late: u64,
+    buffered_events: usize,
+    open_windows: usize,
+    emitted_windows: usize,
+}
+
+/// Compares every reply, every emitted window and the final stats and flush with the reference.
+fn verify(
+    kind: RequestKind,
+    data: &Dataset,
+    config: RefConfig,
+    replies: &[Received],
+    fired: &[Received],
+    stats: &str,
+    flushed: Option<&str>,
+) -> anyhow::Result<Checked> {
+    let mut reference = Reference::new(config);
+    let mut expected_fired: Vec<RefClosed> = Vec::new();
+    ensure!(
+        replies.len() == data.requests(),
+        "{} replies to {} requests",
+        replies.len(),
+        data.requests()
+    );
+    for (i, reply) in replies.iter().enumerate() {
+        let batch = data.reference_batch(i);
+        let body = body(&reply.text)?;
+        let msg_id = i as u64 + 1;
+        ensure!(
+            body.get("in_reply_to").and_then(Value::as_u64) == Some(msg_id),
+            "reply {i} is not to msg_id {msg_id}: {:.300}",
+            reply.text
+        );
+        let what = body.get("type").and_then(Value::as_str).unwrap_or_default();
+        ensure!(
+            what != "error",
+            "request {msg_id} failed: {:.500}",
+            reply.text
+        );
+        match kind {
+            RequestKind::ProcessWindow => {
+                ensure!(what == "window_result", "reply {msg_id} is {what}");
+                let got = windows_of(&body, "windows", &reference)?;
+                let want = reference.group(&batch);
+                compare_windows(
+                    &got,
+                    &want,
+                    &reference,
+                    &format!("window_result of request {msg_id}"),
+                )?;
+            }
+            RequestKind::Assign => {
+                ensure!(what == "assigned", "reply {msg_id} is {what}");
+                check_assigned(&body, &batch, &reference, msg_id)?;
+            }
+            RequestKind::Ingest => {
+                ensure!(what == "ingest_ok", "reply {msg_id} is {what}");
+            }
+        }
+        let admitted = reference.admit(&batch);
+        if kind == RequestKind::Ingest {
+            let counts =
+                ["accepted", "duplicates", "late"].map(|k| body.get(k).and_then(Value::as_u64));
+            ensure!(
+                counts
+                    == [
+                        Some(admitted.accepted),
+                        Some(admitted.duplicates),
+                        Some(admitted.late)
+                    ],
+                "ingest_ok of request {msg_id} counts {counts:?}, expected {admitted:?}"
+            );
+        }
+        expected_fired.extend(reference.take_emitted());
+    }
+
+    // Every window that fired on its own, in order, with dense seq numbers.
+    ensure!(
+        fired.len() == expected_fired.len(),
+        "the node emitted {} windows on its own, the reference {}",
+        fired.len(),
+        expected_fired.len()
+    );
+    for (n, (line, want)) in fired.iter().zip(&expected_fired).enumerate() {
+        let body = body(&line.text)?;
+        let got = window_of(&body, &reference)?;
+        compare_windows(
+            &[got],
+            std::slice::from_ref(&want.window),
+            &reference,
+            &format!("emitted window {n}"),
+        )?;
+        let reason = body.get("reason").and_then(Value::as_str);
+        ensure!(
+            reason == Some(want.reason),
+            "emitted window {n} has reason {reason:?}, expected {}",
+            want.reason
+        );
+        let seq = body.get("seq").and_then(Value::as_u64);
+        ensure!(seq == Some(n as u64), "emitted window {n} has seq {seq:?}");
+    }
+
+    let totals = reference.totals();
+    let stats = body(stats)?;
+    let field = |k: &str| stats.get(k).and_then(Value::as_u64);
+    let want = [
+        ("accepted", totals.accepted),
+        ("duplicates", totals.duplicates),
+        ("late", totals.late),
+        ("buffered_events", reference.buffered_events() as u64),
+        ("open_windows", reference.open_windows() as u64),
+    ];
+    for (name, value) in want {
+        ensure!(
+            field(name) == Some(value),
+            "stats {name} is {:?}, expected {value}",
+            field(name)
+        );
+    }
+    let checked = Checked {
+        accepted: totals.accepted,
+        duplicates: totals.duplicates,
+        late: totals.late,
+        buffered_events: reference.buffered_events(),
+        open_windows: reference.open_windows(),
+        emitted_windows: fired.len(),
+    };
+    if let Some(flushed) = flushed {
+        let body = body(flushed)?;
+        let got = windows_of(&body, "windows", &reference)?;
+        let want = reference.flush();
+        compare_windows(&got, &want, &reference, "the final flush")?;
+    }
+    Ok(checked)
+}
+
+/// The body of a message line (bare, or inside an envelope).
+fn body(line: &str) -> anyhow::Result<Value> {
+    let mut value: Value =
+        serde_json::from_str(line).with_context(|| format!("not JSON: {line:.300}"))?;
+    Ok(match value.get_mut("body") {
+        Some(body) => body.take(),
+        None => value,
+    })
+}
+
+/// A window entry as the node wrote it, in the reference's terms. The start comes from the
+/// window id; ids are normalized as the reference writes them.
+fn window_of(entry: &Value, reference: &Reference) -> anyhow::Result<RefWindow> {
+    let id = entry
+        .get("window_id")
+        .and_then(Value::as_str)
+        .context("window_id")?;
+    let label: i64 = id
+        .strip_prefix("window-")
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("window_id {id:?}"))?;
+    let start = label + reference.config().frame_offset_ms;
+    let ids = entry
+        .get("events")
+        .and_then(Value::as_array)
+        .context("events")?;
+    let ids: Vec<String> = ids.iter().map(normalize_id).collect();
+    let count = entry
+        .get("count")
+        .and_then(Value::as_u64)
+        .context("count")?;
+    ensure!(
+        count == ids.len() as u64,
+        "window {id} says count {count} but lists {} ids",
+        ids.len()
+    );
+    Ok(RefWindow {
+        start,
+        key: entry.get("key").and_then(Value::as_str).map(str::to_owned),
+        ids,
+        sum: entry.get("sum").and_then(Value::as_f64),
+    })
+}
+
+fn windows_of(body: &Value, field: &str, reference: &Reference) -> anyhow::Result<Vec<RefWindow>> {
+    body.get(field)
+        .and_then(Value::as_array)
+        .with_context(|| format!("no {field} array"))?
+        .iter()
+        .map(|w| window_of(w, reference))
+        .collect()
+}
+
+fn compare_windows(
+    got: &[RefWindow],
+    want: &[RefWindow],
+    reference: &Reference,
+    what: &str,
+) -> anyhow::Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    let describe = |w: Option<&RefWindow>| match w {
+        Some(w) => format!(
+            "{} key {:?}: {} ids [{}{}] sum {:?}",
+            reference.window_id(w.start),
+            w.key,
+            w.ids.len(),
+            w.ids.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+            if w.ids.len() > 5 { ", ..." } else { "" },
+            w.sum
+        ),
+        None => "nothing".to_owned(),
+    };
+    let first = (0..got.len().max(want.len()))
+        .find(|&i| got.get(i) != want.get(i))
+        .unwrap_or(0);
+    bail!(
+        "{what} differs from the reference at window {first} ({} windows from the node, {} expected):\n  node:      {}\n  reference: {}",
+        got.len(),
+        want.len(),
+        describe(got.get(first)),
+        describe(want.get(first))
+    )
+}
+
+fn check_assigned(
+    body: &Value,
+    batch: &[RefEvent],
+    reference: &Reference,
+    msg_id: u64,
+) -> anyhow::Result<()> {
+    let first = &batch[0];
+    let want_first = reference.window_id(reference.start_of(first.ts_ms));
+    let got_first = body.get("window_id").and_then(Value::as_str);
+    ensure!(
+        got_first == Some(want_first.as_str()),
+        "assigned {msg_id}: window_id {got_first:?}, expected {want_first}"
+    );
+    if batch.len() == 1 {
+        return Ok(());
+    }
+    let list = body
+        .get("assignments")
+        .and_then(Value::as_array)
+        .context("assignments")?;
+    ensure!(
+        list.len() == batch.len(),
+        "assigned {msg_id}: {} assignments for {} events",
+        list.len(),
+        batch.len()
+    );
+    for (n, (entry, event)) in list.iter().zip(batch).enumerate() {
+        let want = reference.window_id(reference.start_of(event.ts_ms));
+        let got = entry.get("window_id").and_then(Value::as_str);
+        ensure!(
+            got == Some(want.as_str()),
+            "assigned {msg_id}, event {n}: window_id {got:?}, expected {want}"
+        );
+        let id = entry.get("id").map(normalize_id);
+        ensure!(
+            id.as_deref() == Some(event.id.as_str()),
+            "assigned {msg_id}, event {n}: id {id:?}, expected {}",
+            event.id
+        );
+    }
+    Ok(())
+}
