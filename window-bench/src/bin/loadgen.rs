@@ -20,9 +20,11 @@
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,14 +48,21 @@ struct Cli {
     #[arg(long, default_value = "target/release/window-node")]
     node: PathBuf,
 
-    /// Connect to a running daemon at this address instead of starting a node. Not available
-    /// yet: `window-node serve` does not exist.
+    /// Start the TCP daemon (`window-node serve` on a free loopback port) and send `ingest`
+    /// requests over TCP; fired windows are read from a second, subscribed connection.
+    /// `--memory` is passed unless the node arguments name `--data-dir` or `--memory`.
+    #[arg(long, conflicts_with = "tcp")]
+    serve: bool,
+
+    /// Connect to a daemon already running at this address (nothing is started, so no CPU or
+    /// memory figures). Its options must match the ones given here.
     #[arg(long, value_name = "HOST:PORT")]
     tcp: Option<String>,
 
-    /// Which request carries the events.
-    #[arg(long, value_enum, default_value_t = RequestKind::ProcessWindow)]
-    request: RequestKind,
+    /// Which request carries the events: `process-window` on stdin by default, `ingest` (the
+    /// only one) over TCP.
+    #[arg(long, value_enum)]
+    request: Option<RequestKind>,
 
     /// Events per request.
     #[arg(long, default_value_t = 1000)]
@@ -115,7 +124,8 @@ struct Cli {
     #[arg(long, value_enum, default_value_t = Frame::Grader)]
     frame: Frame,
 
-    /// Passed on as `--allowed-lateness <N>ms`, and used by the reference.
+    /// Passed on as `--allowed-lateness <N>ms`, and used by the reference. The daemon always
+    /// has a watermark: over TCP this defaults to its 5000.
     #[arg(long, value_name = "MS")]
     allowed_lateness_ms: Option<u64>,
 
@@ -341,45 +351,199 @@ fn normalize_id(id: &Value) -> String {
     id.to_string()
 }
 
-/// How loadgen reaches a node: lines out, lines in, and the process to measure, if local.
+/// How loadgen reaches a node: lines out, lines in, the process to measure (when loadgen
+/// started it) and, over TCP, the address for the subscriber's connection.
 struct Connection {
     writer: Box<dyn Write + Send>,
     reader: Box<dyn BufRead + Send>,
     child: Option<Child>,
+    tcp: Option<SocketAddr>,
+}
+
+/// Which transport a run uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Stdin,
+    Tcp,
+}
+
+impl Cli {
+    fn transport(&self) -> Transport {
+        if self.serve || self.tcp.is_some() {
+            Transport::Tcp
+        } else {
+            Transport::Stdin
+        }
+    }
+
+    /// The allowed lateness the node runs with: the daemon always has a watermark.
+    fn lateness_ms(&self) -> Option<u64> {
+        match self.transport() {
+            Transport::Stdin => self.allowed_lateness_ms,
+            Transport::Tcp => Some(self.allowed_lateness_ms.unwrap_or(5000)),
+        }
+    }
 }
 
 fn connect(cli: &Cli) -> anyhow::Result<Connection> {
     if let Some(addr) = &cli.tcp {
-        // The seam for the daemon: connect, split the stream into a writer and a reader, and
-        // measure nothing (or a pid given later). Kept out until `window-node serve` exists, so
-        // that no code path ships untested.
-        bail!(
-            "--tcp {addr}: the TCP daemon (`window-node serve`) does not exist yet; drive the \
-             stdin node (leave out --tcp)"
-        );
+        let addr = addr
+            .to_socket_addrs()
+            .with_context(|| format!("--tcp {addr}"))?
+            .next()
+            .with_context(|| format!("--tcp {addr}: no address"))?;
+        return tcp_connection(addr, None, Duration::from_secs(5));
     }
     let mut command = Command::new(&cli.node);
+    if cli.serve {
+        // A free loopback port: bind, read it, let it go (the daemon binds it a moment later).
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        command.arg("serve").arg("--listen").arg(addr.to_string());
+        command.args(["--window-size", &format!("{}ms", cli.window_size_ms)]);
+        // Wall time must not move event time, or the reference could not know what fires.
+        command.args(["--idle-timeout", "0s"]);
+        let named = |flag: &str| {
+            cli.node_args
+                .iter()
+                .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        if !named("--data-dir") && !named("--memory") {
+            command.arg("--memory");
+        }
+    }
     command.args(["--ids", cli.frame.as_str()]);
-    if let Some(ms) = cli.allowed_lateness_ms {
+    if let Some(ms) = cli.lateness_ms() {
         command.arg("--allowed-lateness").arg(format!("{ms}ms"));
     }
     if let Some(n) = cli.max_events {
         command.arg("--max-events").arg(n.to_string());
     }
     command.args(&cli.node_args);
-    let mut child = command
+    command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {}", cli.node.display()))?;
+    if cli.serve {
+        let addr = command
+            .get_args()
+            .skip_while(|a| *a != "--listen")
+            .nth(1)
+            .and_then(|a| a.to_str()?.parse::<SocketAddr>().ok())
+            .context("listen address")?;
+        return tcp_connection(addr, Some(child), Duration::from_secs(30));
+    }
     let stdin = child.stdin.take().context("child stdin")?;
     let stdout = child.stdout.take().context("child stdout")?;
     Ok(Connection {
         writer: Box::new(stdin),
         reader: Box::new(BufReader::with_capacity(1 << 20, stdout)),
         child: Some(child),
+        tcp: None,
     })
+}
+
+/// Connects to a daemon, retrying while it starts (or until `child` exits).
+fn tcp_connection(
+    addr: SocketAddr,
+    mut child: Option<Child>,
+    patience: Duration,
+) -> anyhow::Result<Connection> {
+    let stream = connect_retrying(addr, child.as_mut(), patience)?;
+    Ok(Connection {
+        writer: Box::new(stream.try_clone()?),
+        reader: Box::new(BufReader::with_capacity(1 << 20, stream)),
+        child,
+        tcp: Some(addr),
+    })
+}
+
+fn connect_retrying(
+    addr: SocketAddr,
+    mut child: Option<&mut Child>,
+    patience: Duration,
+) -> anyhow::Result<TcpStream> {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) if start.elapsed() < patience => {
+                if let Some(child) = child.as_mut()
+                    && let Some(status) = child.try_wait()?
+                {
+                    bail!("the daemon exited with {status} before it listened on {addr}");
+                }
+                let _ = e;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e).with_context(|| format!("connecting to {addr}")),
+        }
+    }
+}
+
+/// A second connection that subscribes to every fired window from seq 0 and collects them,
+/// with the time each was read, until `stop` is called.
+struct Subscriber {
+    stream: TcpStream,
+    count: Arc<AtomicUsize>,
+    thread: thread::JoinHandle<anyhow::Result<Vec<Received>>>,
+}
+
+impl Subscriber {
+    fn start(addr: SocketAddr) -> anyhow::Result<Subscriber> {
+        let mut stream = connect_retrying(addr, None, Duration::from_secs(5))?;
+        stream.write_all(b"{\"type\":\"subscribe\",\"msg_id\":0,\"from_seq\":0}\n")?;
+        let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
+        let ok = read_line(&mut reader, "before subscribe_ok")?;
+        ensure!(
+            message_type(&ok.text) == "subscribe_ok",
+            "subscribe answered {:.300}",
+            ok.text
+        );
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        let thread = thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                let mut text = String::new();
+                match reader.read_line(&mut text) {
+                    Ok(0) | Err(_) => return Ok(got),
+                    Ok(_) => {}
+                }
+                let at = Instant::now();
+                let kind = message_type(&text);
+                ensure!(
+                    kind == "window_closed",
+                    "the subscription sent {kind}: {text:.300}"
+                );
+                got.push(Received { text, at });
+                counted.fetch_add(1, Ordering::Release);
+            }
+        });
+        Ok(Subscriber {
+            stream,
+            count,
+            thread,
+        })
+    }
+
+    /// Waits until `expected` windows have come (at most `patience`), then hangs up.
+    fn stop(self, expected: usize, patience: Duration) -> anyhow::Result<Vec<Received>> {
+        let start = Instant::now();
+        while self.count.load(Ordering::Acquire) < expected && start.elapsed() < patience {
+            thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.thread
+            .join()
+            .map_err(|_| anyhow!("the subscriber thread panicked"))?
+    }
 }
 
 /// One line the node wrote, and when it was read.
@@ -448,7 +612,8 @@ struct Timed {
     replies: Vec<Received>,
     fired: Vec<Received>,
     ack: Histogram<u64>,
-    fire: Histogram<u64>,
+    /// When each request was written, by request.
+    sent: Vec<Instant>,
     first_sent: Instant,
     last_reply: Instant,
     reader: Box<dyn BufRead + Send>,
@@ -459,15 +624,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     ensure!(cli.batch > 0, "--batch must be positive");
     ensure!(cli.in_flight > 0, "--in-flight must be positive");
     ensure!(cli.window_size_ms > 0, "--window-size-ms must be positive");
-    ensure!(
-        cli.request != RequestKind::Ingest || cli.tcp.is_some(),
-        "ingest is served by the daemon only (use --tcp, once `window-node serve` exists)"
-    );
+    let transport = cli.transport();
+    let kind = match (cli.request, transport) {
+        (None, Transport::Stdin) => RequestKind::ProcessWindow,
+        (None, Transport::Tcp) | (Some(RequestKind::Ingest), Transport::Tcp) => RequestKind::Ingest,
+        (Some(RequestKind::Ingest), Transport::Stdin) => {
+            bail!("ingest is served by the daemon only: add --serve or --tcp")
+        }
+        (Some(kind), Transport::Stdin) => kind,
+        (Some(kind), Transport::Tcp) => {
+            bail!("the daemon takes ingest, not {kind:?}: leave out --request")
+        }
+    };
     let data = dataset(cli)?;
     let requests = data.requests();
     // Request i has msg_id i + 1; msg_id 0 and those after the data are control requests.
     let lines: Vec<String> = (0..requests)
-        .map(|i| data.line(cli.request, i as u64 + 1, i, cli.window_size_ms))
+        .map(|i| data.line(kind, i as u64 + 1, i, cli.window_size_ms))
         .collect();
     let total_events: usize = (0..requests).map(|i| data.events_in(i)).sum();
     let input_bytes: usize = lines.iter().map(String::len).sum();
@@ -475,6 +648,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let spawned = Instant::now();
     let mut conn = connect(cli)?;
     let pid = conn.child.as_ref().map(|c| Pid::Other(c.id()));
+    let subscriber = conn.tcp.map(Subscriber::start).transpose()?;
     let mut unsolicited = Vec::new();
     // The first reply says the node is up (with a data directory: recovered).
     let (baseline, _) = request(
@@ -482,6 +656,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "{\"type\":\"stats\",\"msg_id\":0}\n",
         &mut unsolicited,
     )?;
+    ensure!(
+        unsolicited.is_empty(),
+        "the node emitted windows before any event"
+    );
     let ready = baseline.at - spawned;
     let baseline_rss_kib = pid.and_then(proc::rss_kib);
 
@@ -516,7 +694,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     conn.writer = timed.writer;
     conn.reader = timed.reader;
     let mut fired_lines = timed.fired;
-    fired_lines.append(&mut unsolicited);
 
     // Control requests after the data: stats (the open state as the data left it), then flush.
     let next = requests as u64 + 1;
@@ -532,10 +709,38 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         let line = format!("{{\"type\":\"flush\",\"msg_id\":{}}}\n", next + 1);
         Some(request(&mut conn, &line, &mut fired_lines)?)
     };
+    if let Some(subscriber) = subscriber {
+        // Over TCP fired windows reach subscribers, flushed ones included; the ingesting
+        // connection gets replies only.
+        ensure!(
+            fired_lines.is_empty(),
+            "the daemon sent window_closed on an ingest connection"
+        );
+        let emitted = body(&stats.text)?
+            .get("emitted_windows")
+            .and_then(Value::as_u64)
+            .context("emitted_windows in stats")? as usize;
+        let flushed_count = match &flushed {
+            Some((reply, _)) => body(&reply.text)?
+                .get("windows")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            None => 0,
+        };
+        fired_lines = subscriber.stop(emitted + flushed_count, Duration::from_secs(60))?;
+    }
     let cpu_seconds = pid.and_then(proc::cpu_seconds);
     let peak_rss_kib = pid.and_then(proc::peak_rss_kib);
     drop(conn.writer);
     if let Some(mut child) = conn.child.take() {
+        if transport == Transport::Tcp {
+            // The daemon drains and exits on SIGTERM.
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .context("running kill -TERM")?;
+            ensure!(status.success(), "kill -TERM failed");
+        }
         // Anything after the last reply is a protocol violation.
         let mut rest = String::new();
         conn.reader.read_to_string(&mut rest)?;
@@ -552,15 +757,17 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         size_ms: cli.window_size_ms,
         frame_offset_ms: cli.frame.offset_ms(),
         allowed_lateness_ms: cli
-            .allowed_lateness_ms
+            .lateness_ms()
             .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
         max_events: cli.max_events,
     };
-    let checked = verify(
-        cli.request,
+    let (checked, fire) = verify(
+        kind,
+        transport,
         &data,
         config,
         &timed.replies,
+        &timed.sent,
         &fired_lines,
         &stats.text,
         flushed.as_ref().map(|(r, _)| r.text.as_str()),
@@ -576,8 +783,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let summary = serde_json::json!({
         "name": cli.name,
-        "transport": "stdin",
-        "request": format!("{:?}", cli.request),
+        "transport": format!("{transport:?}"),
+        "request": format!("{kind:?}"),
         "node": cli.node.display().to_string(),
         "node_args": cli.node_args,
         "events": total_events,
@@ -591,10 +798,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "ack_p99_us": q(&timed.ack, 0.99),
         "ack_p999_us": q(&timed.ack, 0.999),
         "ack_max_us": q(&timed.ack, 1.0),
-        "fired_windows": timed.fire.len(),
-        "fire_p50_us": q(&timed.fire, 0.5),
-        "fire_p99_us": q(&timed.fire, 0.99),
-        "fire_p999_us": q(&timed.fire, 0.999),
+        "fire_p50_us": q(&fire, 0.5),
+        "fire_p99_us": q(&fire, 0.99),
+        "fire_p999_us": q(&fire, 0.999),
         "ready_ms": ready.as_secs_f64() * 1000.0,
         "cpu_seconds": cpu_seconds,
         "peak_rss_kib": peak_rss_kib,
@@ -653,17 +859,13 @@ fn timed_phase(
         let mut replies = Vec::with_capacity(requests);
         let mut fired = Vec::new();
         let mut ack = histogram();
-        let mut fire = histogram();
-        let mut last_acked_sent = None;
+        let mut sent_at = Vec::with_capacity(requests);
         let mut pending = VecDeque::new();
         let mut last_reply = first_sent;
         while replies.len() < requests {
             let context = format!("after {} of {requests} replies", replies.len());
             let got = read_line(reader.as_mut(), &context)?;
             if message_type(&got.text) == "window_closed" {
-                if let Some(sent) = last_acked_sent {
-                    fire.saturating_record(micros(got.at - sent));
-                }
                 fired.push(got);
                 continue;
             }
@@ -677,7 +879,7 @@ fn timed_phase(
             }
             let sent = pending.pop_front().unwrap_or(first_sent);
             ack.saturating_record(micros(got.at - sent));
-            last_acked_sent = Some(sent);
+            sent_at.push(sent);
             last_reply = got.at;
             progress.inc(sizes[replies.len()] as u64);
             replies.push(got);
@@ -689,7 +891,7 @@ fn timed_phase(
             replies,
             fired,
             ack,
-            fire,
+            sent: sent_at,
             first_sent,
             last_reply,
             reader,
@@ -718,17 +920,25 @@ struct Checked {
 }
 
 /// Compares every reply, every emitted window and the final stats and flush with the reference.
+///
+/// Also returns the fire latency of every window that fired on its own: from the write of the
+/// request whose events made it fire (the reference knows which) to the read of its line.
+#[allow(clippy::too_many_arguments)]
 fn verify(
     kind: RequestKind,
+    transport: Transport,
     data: &Dataset,
     config: RefConfig,
     replies: &[Received],
+    sent: &[Instant],
     fired: &[Received],
     stats: &str,
     flushed: Option<&str>,
-) -> anyhow::Result<Checked> {
+) -> anyhow::Result<(Checked, Histogram<u64>)> {
     let mut reference = Reference::new(config);
     let mut expected_fired: Vec<RefClosed> = Vec::new();
+    // The request whose events fired each expected window.
+    let mut fired_by: Vec<usize> = Vec::new();
     ensure!(
         replies.len() == data.requests(),
         "{} replies to {} requests",
@@ -784,33 +994,30 @@ fn verify(
                 "ingest_ok of request {msg_id} counts {counts:?}, expected {admitted:?}"
             );
         }
-        expected_fired.extend(reference.take_emitted());
+        let emitted = reference.take_emitted();
+        fired_by.extend(std::iter::repeat_n(i, emitted.len()));
+        expected_fired.extend(emitted);
     }
 
-    // Every window that fired on its own, in order, with dense seq numbers.
+    // Every window that fired on its own, in order, with dense seq numbers. Over TCP the
+    // subscription also carries the flushed windows, after those.
     ensure!(
-        fired.len() == expected_fired.len(),
+        fired.len() >= expected_fired.len(),
+        "the node emitted {} windows, the reference {} on their own",
+        fired.len(),
+        expected_fired.len()
+    );
+    let (own, flush_lines) = fired.split_at(expected_fired.len());
+    ensure!(
+        transport == Transport::Tcp || flush_lines.is_empty(),
         "the node emitted {} windows on its own, the reference {}",
         fired.len(),
         expected_fired.len()
     );
-    for (n, (line, want)) in fired.iter().zip(&expected_fired).enumerate() {
-        let body = body(&line.text)?;
-        let got = window_of(&body, &reference)?;
-        compare_windows(
-            &[got],
-            std::slice::from_ref(&want.window),
-            &reference,
-            &format!("emitted window {n}"),
-        )?;
-        let reason = body.get("reason").and_then(Value::as_str);
-        ensure!(
-            reason == Some(want.reason),
-            "emitted window {n} has reason {reason:?}, expected {}",
-            want.reason
-        );
-        let seq = body.get("seq").and_then(Value::as_u64);
-        ensure!(seq == Some(n as u64), "emitted window {n} has seq {seq:?}");
+    let mut fire = histogram();
+    for (n, (line, want)) in own.iter().zip(&expected_fired).enumerate() {
+        check_emitted(line, &want.window, want.reason, n as u64, &reference)?;
+        fire.saturating_record(micros(line.at.saturating_duration_since(sent[fired_by[n]])));
     }
 
     let totals = reference.totals();
@@ -838,13 +1045,58 @@ fn verify(
         open_windows: reference.open_windows(),
         emitted_windows: fired.len(),
     };
+    let want = if flushed.is_some() {
+        reference.flush()
+    } else {
+        Vec::new()
+    };
     if let Some(flushed) = flushed {
         let body = body(flushed)?;
         let got = windows_of(&body, "windows", &reference)?;
-        let want = reference.flush();
         compare_windows(&got, &want, &reference, "the final flush")?;
     }
-    Ok(checked)
+    if transport == Transport::Tcp {
+        ensure!(
+            flush_lines.len() == want.len(),
+            "the subscription carried {} flushed windows, the flush returned {}",
+            flush_lines.len(),
+            want.len()
+        );
+        for (n, (line, window)) in flush_lines.iter().zip(&want).enumerate() {
+            let seq = (own.len() + n) as u64;
+            check_emitted(line, window, "flush", seq, &reference)?;
+        }
+    }
+    Ok((checked, fire))
+}
+
+/// Checks one `window_closed` the node emitted: content, reason and sequence number.
+fn check_emitted(
+    line: &Received,
+    want: &RefWindow,
+    reason: &str,
+    seq: u64,
+    reference: &Reference,
+) -> anyhow::Result<()> {
+    let body = body(&line.text)?;
+    let got = window_of(&body, reference)?;
+    compare_windows(
+        &[got],
+        std::slice::from_ref(want),
+        reference,
+        &format!("emitted window {seq}"),
+    )?;
+    let got_reason = body.get("reason").and_then(Value::as_str);
+    ensure!(
+        got_reason == Some(reason),
+        "emitted window {seq} has reason {got_reason:?}, expected {reason}"
+    );
+    let got_seq = body.get("seq").and_then(Value::as_u64);
+    ensure!(
+        got_seq == Some(seq),
+        "emitted window {seq} has seq {got_seq:?}"
+    );
+    Ok(())
 }
 
 /// The body of a message line (bare, or inside an envelope).
