@@ -17,7 +17,7 @@
 //! started the process, its pid. `--tcp` is the place for the daemon (`window-node serve`),
 //! which does not exist yet.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -68,9 +68,16 @@ struct Cli {
     #[arg(long, default_value_t = 1000)]
     batch: usize,
 
-    /// Requests written before waiting for the oldest reply.
+    /// Requests written before waiting for the oldest reply (per connection).
     #[arg(long, default_value_t = 1)]
     in_flight: usize,
+
+    /// TCP connections sending requests at once (round robin). With more than one the order in
+    /// which the daemon sees requests is not known, so the check compares what is independent
+    /// of it (totals, and every window's ids as a set) and refuses workloads where order could
+    /// make an event late.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
 
     /// A JSONL file of events (one event object per line) to send instead of generated ones.
     #[arg(long, value_name = "FILE")]
@@ -636,6 +643,28 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             bail!("the daemon takes ingest, not {kind:?}: leave out --request")
         }
     };
+    ensure!(cli.connections > 0, "--connections must be positive");
+    if cli.connections > 1 {
+        ensure!(
+            transport == Transport::Tcp,
+            "--connections above 1 needs --serve or --tcp"
+        );
+        // Requests may be seen up to (connections x in flight) requests out of order: events
+        // that far apart in time must not be able to make each other late.
+        let span = (cli.connections * cli.in_flight * cli.batch) as u64;
+        let reorder_ms = span * cli.window_size_ms as u64 / u64::from(cli.events_per_window.max(1))
+            + cli.disorder_ms
+            + cli.window_size_ms as u64;
+        ensure!(
+            cli.input.is_none()
+                && cli.late_fraction == 0.0
+                && cli.lateness_ms().unwrap_or(u64::MAX) >= reorder_ms,
+            "with --connections {} the check needs a generated workload without late events and \
+             --allowed-lateness-ms of at least {reorder_ms} (what {} requests out of order span)",
+            cli.connections,
+            cli.connections * cli.in_flight
+        );
+    }
     let data = dataset(cli)?;
     let requests = data.requests();
     // Request i has msg_id i + 1; msg_id 0 and those after the data are control requests.
@@ -682,14 +711,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
 
     let sizes: Vec<usize> = (0..requests).map(|i| data.events_in(i)).collect();
-    let timed = timed_phase(
-        conn.writer,
-        conn.reader,
-        lines,
-        &sizes,
-        cli.in_flight,
-        &progress,
-    )?;
+    let mut links = vec![(conn.writer, conn.reader)];
+    for _ in 1..cli.connections {
+        let addr = conn.tcp.context("--connections above 1 needs TCP")?;
+        let stream = connect_retrying(addr, None, Duration::from_secs(5))?;
+        let writer: Box<dyn Write + Send> = Box::new(stream.try_clone()?);
+        let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, stream));
+        links.push((writer, reader));
+    }
+    let timed = timed_phase_many(links, lines, &sizes, cli.in_flight, &progress)?;
     progress.finish_and_clear();
     conn.writer = timed.writer;
     conn.reader = timed.reader;
@@ -761,6 +791,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .map(|l| i64::try_from(l).unwrap_or(i64::MAX)),
         max_events: cli.max_events,
     };
+    let verify = if cli.connections > 1 {
+        verify_unordered
+    } else {
+        verify
+    };
     let (checked, fire) = verify(
         kind,
         transport,
@@ -791,6 +826,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "requests": requests,
         "batch": cli.batch,
         "in_flight": cli.in_flight,
+        "connections": cli.connections,
         "input_bytes": input_bytes,
         "seconds": seconds,
         "events_per_s": total_events as f64 / seconds.max(1e-9),
@@ -833,16 +869,26 @@ fn timed_phase(
     sizes: &[usize],
     in_flight: usize,
     progress: &ProgressBar,
+    gate: Option<(Arc<Gate>, Vec<usize>)>,
 ) -> anyhow::Result<Timed> {
+    let (gate, indices) = match gate {
+        Some((gate, indices)) => (Some(gate), indices),
+        None => (None, Vec::new()),
+    };
+    let writer_gate = gate.clone();
+    let writer_indices = indices.clone();
     let requests = lines.len();
     // A permit per unanswered request: the writer takes one, the reader gives it back.
     let (permit_tx, permit_rx) = mpsc::sync_channel::<()>(in_flight);
     let (sent_tx, sent_rx) = mpsc::channel::<Instant>();
     let first_sent = Instant::now();
     let writer_thread = thread::spawn(move || -> io::Result<Box<dyn Write + Send>> {
-        for line in &lines {
+        for (k, line) in lines.iter().enumerate() {
             if permit_tx.send(()).is_err() {
                 break;
+            }
+            if let Some(gate) = &writer_gate {
+                gate.wait_for(writer_indices[k]);
             }
             // The clock starts before the first byte: a slow pipe is part of the latency.
             if sent_tx.send(Instant::now()).is_err() {
@@ -881,6 +927,9 @@ fn timed_phase(
             ack.saturating_record(micros(got.at - sent));
             sent_at.push(sent);
             last_reply = got.at;
+            if let Some(gate) = &gate {
+                gate.ack(indices[replies.len()]);
+            }
             progress.inc(sizes[replies.len()] as u64);
             replies.push(got);
             // Give the permit back (the writer may be gone if it failed).
@@ -907,6 +956,134 @@ fn timed_phase(
     let mut timed = read?;
     timed.writer = written.context("writing requests")?;
     Ok(timed)
+}
+
+/// Keeps several connections within `span` requests of each other: request `i` is written only
+/// once every request before `i - span` has its reply. Without it one connection could run far
+/// ahead of another, and its events would make the other's late.
+#[derive(Debug)]
+struct Gate {
+    /// (acknowledged, by request; the lowest request not yet acknowledged).
+    state: std::sync::Mutex<(Vec<bool>, usize)>,
+    changed: std::sync::Condvar,
+    span: usize,
+}
+
+impl Gate {
+    fn new(requests: usize, span: usize) -> Gate {
+        Gate {
+            state: std::sync::Mutex::new((vec![false; requests], 0)),
+            changed: std::sync::Condvar::new(),
+            span: span.max(1),
+        }
+    }
+
+    fn wait_for(&self, request: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.1 + self.span <= request {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn ack(&self, request: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (acked, low) = &mut *state;
+        acked[request] = true;
+        while *low < acked.len() && acked[*low] {
+            *low += 1;
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// Runs [`timed_phase`] on every connection at once, request `i` on connection
+/// `i % connections`, and merges the results by request. The first connection comes back for
+/// the control requests.
+fn timed_phase_many(
+    links: Vec<(Box<dyn Write + Send>, Box<dyn BufRead + Send>)>,
+    lines: Vec<String>,
+    sizes: &[usize],
+    in_flight: usize,
+    progress: &ProgressBar,
+) -> anyhow::Result<Timed> {
+    let n = links.len();
+    if n == 1 {
+        let (writer, reader) = links.into_iter().next().context("a connection")?;
+        return timed_phase(writer, reader, lines, sizes, in_flight, progress, None);
+    }
+    let gate = Arc::new(Gate::new(lines.len(), n * in_flight));
+    let mut parts: Vec<(Vec<String>, Vec<usize>, Vec<usize>)> =
+        vec![(Vec::new(), Vec::new(), Vec::new()); n];
+    for (i, line) in lines.into_iter().enumerate() {
+        parts[i % n].0.push(line);
+        parts[i % n].1.push(sizes[i]);
+        parts[i % n].2.push(i);
+    }
+    let results: Vec<anyhow::Result<Timed>> = thread::scope(|scope| {
+        let handles: Vec<_> = links
+            .into_iter()
+            .zip(parts)
+            .map(|((writer, reader), (lines, sizes, indices))| {
+                let gate = Some((Arc::clone(&gate), indices));
+                scope.spawn(move || {
+                    timed_phase(writer, reader, lines, &sizes, in_flight, progress, gate)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a connection thread panicked")))
+            })
+            .collect()
+    });
+    let timed: Vec<Timed> = results.into_iter().collect::<anyhow::Result<_>>()?;
+    let total: usize = timed.iter().map(|t| t.replies.len()).sum();
+    let mut replies: Vec<Option<Received>> = (0..total).map(|_| None).collect();
+    let mut sent = vec![None; total];
+    let mut ack = histogram();
+    let mut fired = Vec::new();
+    let first_sent = timed
+        .iter()
+        .map(|t| t.first_sent)
+        .min()
+        .context("no connection")?;
+    let last_reply = timed
+        .iter()
+        .map(|t| t.last_reply)
+        .max()
+        .context("no connection")?;
+    let mut first = None;
+    for (c, t) in timed.into_iter().enumerate() {
+        ack.add(&t.ack)
+            .map_err(|e| anyhow!("merging histograms: {e:?}"))?;
+        fired.extend(t.fired);
+        for (k, (reply, at)) in t.replies.into_iter().zip(t.sent).enumerate() {
+            replies[k * n + c] = Some(reply);
+            sent[k * n + c] = Some(at);
+        }
+        if c == 0 {
+            first = Some((t.writer, t.reader));
+        }
+    }
+    let (writer, reader) = first.context("no first connection")?;
+    Ok(Timed {
+        replies: replies
+            .into_iter()
+            .collect::<Option<_>>()
+            .context("a reply is missing")?,
+        fired,
+        ack,
+        sent: sent
+            .into_iter()
+            .collect::<Option<_>>()
+            .context("a send time is missing")?,
+        first_sent,
+        last_reply,
+        reader,
+        writer,
+    })
 }
 
 /// What the check found, for the summary.
@@ -1068,6 +1245,128 @@ fn verify(
         }
     }
     Ok((checked, fire))
+}
+
+/// The check for several connections, where the order in which the daemon saw the requests is
+/// unknown: every request answered with `ingest_ok`, the totals (replies and stats) equal the
+/// reference's, and every window's emitted ids, as a set over all its panes, equal the
+/// reference's. `run` only allows workloads where order cannot make an event late. No fire
+/// latency: which request fired a window depends on the order.
+#[allow(clippy::too_many_arguments)]
+fn verify_unordered(
+    kind: RequestKind,
+    _transport: Transport,
+    data: &Dataset,
+    config: RefConfig,
+    replies: &[Received],
+    _sent: &[Instant],
+    fired: &[Received],
+    stats: &str,
+    flushed: Option<&str>,
+) -> anyhow::Result<(Checked, Histogram<u64>)> {
+    ensure!(
+        kind == RequestKind::Ingest,
+        "several connections send ingest only"
+    );
+    let mut reference = Reference::new(config);
+    let mut want: BTreeMap<(i64, Option<String>), Vec<String>> = BTreeMap::new();
+    let mut summed = [0u64; 3];
+    for (i, reply) in replies.iter().enumerate() {
+        let body = body(&reply.text)?;
+        let msg_id = i as u64 + 1;
+        ensure!(
+            body.get("in_reply_to").and_then(Value::as_u64) == Some(msg_id),
+            "reply {i} is not to msg_id {msg_id}: {:.300}",
+            reply.text
+        );
+        let what = body.get("type").and_then(Value::as_str).unwrap_or_default();
+        ensure!(
+            what == "ingest_ok",
+            "request {msg_id} answered {:.500}",
+            reply.text
+        );
+        for (sum, k) in summed.iter_mut().zip(["accepted", "duplicates", "late"]) {
+            *sum += body
+                .get(k)
+                .and_then(Value::as_u64)
+                .context("ingest_ok counts")?;
+        }
+        reference.admit(&data.reference_batch(i));
+        for closed in reference.take_emitted() {
+            want.entry((closed.window.start, closed.window.key))
+                .or_default()
+                .extend(closed.window.ids);
+        }
+    }
+    let totals = reference.totals();
+    ensure!(
+        summed == [totals.accepted, totals.duplicates, totals.late],
+        "ingest_ok counts add up to {summed:?}, the reference to {totals:?}"
+    );
+    let stats = body(stats)?;
+    for (name, value) in [
+        ("accepted", totals.accepted),
+        ("duplicates", totals.duplicates),
+        ("late", totals.late),
+    ] {
+        let got = stats.get(name).and_then(Value::as_u64);
+        ensure!(
+            got == Some(value),
+            "stats {name} is {got:?}, expected {value}"
+        );
+    }
+    let checked = Checked {
+        accepted: totals.accepted,
+        duplicates: totals.duplicates,
+        late: totals.late,
+        buffered_events: reference.buffered_events(),
+        open_windows: reference.open_windows(),
+        emitted_windows: fired.len(),
+    };
+    if flushed.is_some() {
+        for window in reference.flush() {
+            want.entry((window.start, window.key))
+                .or_default()
+                .extend(window.ids);
+        }
+    }
+    let mut got: BTreeMap<(i64, Option<String>), Vec<String>> = BTreeMap::new();
+    let mut seqs = Vec::new();
+    for line in fired {
+        let body = body(&line.text)?;
+        let window = window_of(&body, &reference)?;
+        got.entry((window.start, window.key))
+            .or_default()
+            .extend(window.ids);
+        seqs.push(body.get("seq").and_then(Value::as_u64).context("seq")?);
+    }
+    seqs.sort_unstable();
+    ensure!(
+        seqs.iter().enumerate().all(|(i, &s)| s == i as u64),
+        "the emitted windows' seq numbers are not 0..{}",
+        seqs.len()
+    );
+    for ids in got.values_mut().chain(want.values_mut()) {
+        ids.sort_unstable();
+    }
+    if got != want {
+        let first = got.iter().zip(&want).find(|(a, b)| a != b).map(|(a, b)| {
+            format!(
+                "node {:?} has {} ids, reference {:?} has {}",
+                a.0,
+                a.1.len(),
+                b.0,
+                b.1.len()
+            )
+        });
+        bail!(
+            "the emitted windows differ from the reference ({} windows against {}): {}",
+            got.len(),
+            want.len(),
+            first.unwrap_or_default()
+        );
+    }
+    Ok((checked, histogram()))
 }
 
 /// Checks one `window_closed` the node emitted: content, reason and sequence number.
