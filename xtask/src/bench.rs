@@ -320,6 +320,89 @@ fn end_to_end(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result
                 .to_owned(),
         );
     }
+    daemon(quick, work, results)?;
+    Ok(())
+}
+
+/// The TCP daemon (`window-node serve`): ingest with durable acknowledgements against in memory,
+/// one request in flight against many, one connection against several.
+fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()> {
+    let help = Command::new(NODE)
+        .arg("--help")
+        .output()
+        .context("running window-node --help")?;
+    if !String::from_utf8_lossy(&help.stdout).contains("serve") {
+        results.notes.push(
+            "Skipped: the TCP daemon scenarios (`window-node serve` does not exist in this build)."
+                .to_owned(),
+        );
+        return Ok(());
+    }
+    let events = if quick { "50000" } else { "1000000" };
+    // One workload for every run, so the ratios compare transports and settings only. The
+    // lateness is long enough that four connections four requests deep cannot make an event
+    // late, so the multi-connection run can be checked too.
+    let workload = [
+        "--serve",
+        "--events",
+        events,
+        "--batch",
+        "500",
+        "--keys",
+        "10",
+        "--duplicate-fraction",
+        "0.01",
+        "--disorder-ms",
+        "2000",
+        "--max-events",
+        "64",
+        "--allowed-lateness-ms",
+        "1200000",
+    ];
+    let runs: [(&str, &[&str], bool, &str); 5] = [
+        (
+            "daemon ingest, --memory, 1 in flight",
+            &["--in-flight", "1"],
+            false,
+            "500-event ingest requests, 10 keys, --max-events 64, 1% retries; acks, every fired window (subscription) and the flush checked",
+        ),
+        (
+            "daemon ingest, --data-dir, 1 in flight",
+            &["--in-flight", "1"],
+            true,
+            "the same, durable: each ack waits for its sync",
+        ),
+        (
+            "daemon ingest, --memory, 16 in flight",
+            &["--in-flight", "16"],
+            false,
+            "16 requests written ahead of their acks",
+        ),
+        (
+            "daemon ingest, --data-dir, 16 in flight",
+            &["--in-flight", "16"],
+            true,
+            "durable, 16 ahead: requests share a sync (group commit)",
+        ),
+        (
+            "daemon ingest, --data-dir, 4 connections x 4 in flight",
+            &["--in-flight", "4", "--connections", "4"],
+            true,
+            "durable, four connections; checked order-independently (totals, each window's ids as a set)",
+        ),
+    ];
+    for (n, (name, extra, durable, note)) in runs.into_iter().enumerate() {
+        let dir = work.join(format!("daemon-{n}"));
+        let dir_text = dir.display().to_string();
+        let node_args: Vec<&str> = if durable {
+            vec!["--data-dir", &dir_text]
+        } else {
+            vec!["--memory"]
+        };
+        let args: Vec<&str> = workload.iter().chain(extra).copied().collect();
+        let summary = loadgen(work, name, &args, &node_args)?;
+        results.outcomes.push(summary.outcome(note)?);
+    }
     Ok(())
 }
 
@@ -755,8 +838,9 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
     let _ = writeln!(out, "## End-to-end scenarios\n");
     let _ = writeln!(
         out,
-        "Through the release binary on stdin/stdout. Events/s is wall time from the first \
-         request written to the last reply read (for the two scenarios without loadgen: process \
+        "Through the release binary: on stdin/stdout, or over loopback TCP to `window-node \
+         serve` (the `daemon` rows; fired windows read from a subscribed connection). Events/s \
+         is wall time from the first request written to the last reply read (for the two scenarios without loadgen: process \
          start to exit, input written all at once). Ack latency is one request's write to its \
          reply's read; fire latency is the request that made a window fire to that window's \
          line. CPU and peak RSS are the node's, from /proc.\n"
@@ -880,6 +964,26 @@ fn headline(out: &mut String, results: &Results) {
             each / memory,
             human(each)
         );
+    }
+    let scenario = |name: &str| {
+        results
+            .outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map(Outcome::events_per_s)
+    };
+    for in_flight in ["1", "16"] {
+        let durable = scenario(&format!("daemon ingest, --data-dir, {in_flight} in flight"));
+        let memory = scenario(&format!("daemon ingest, --memory, {in_flight} in flight"));
+        if let (Some(d), Some(m)) = (durable, memory) {
+            let _ = writeln!(
+                out,
+                "| daemon ingest, durable acks / in memory, {in_flight} in flight | {:.3} ({} vs {} events/s) | loadgen over TCP, acks after sync, every fired window checked |",
+                d / m,
+                human(d),
+                human(m)
+            );
+        }
     }
     if let Some(b) = find_bench(&results.benches, "restart/sled_open") {
         let events = b.elements.unwrap_or(0);
@@ -1005,6 +1109,30 @@ fn ratios(out: &mut String, results: &Results) {
             "loadgen",
         ),
     ];
+    for (what, a, b) in [
+        (
+            "daemon ingest, 1 in flight: --data-dir / --memory (events/s)",
+            "daemon ingest, --data-dir, 1 in flight",
+            "daemon ingest, --memory, 1 in flight",
+        ),
+        (
+            "daemon ingest, 16 in flight: --data-dir / --memory (events/s)",
+            "daemon ingest, --data-dir, 16 in flight",
+            "daemon ingest, --memory, 16 in flight",
+        ),
+        (
+            "daemon ingest, --data-dir: 16 in flight / 1 in flight (events/s)",
+            "daemon ingest, --data-dir, 16 in flight",
+            "daemon ingest, --data-dir, 1 in flight",
+        ),
+        (
+            "daemon ingest, --data-dir: 4 connections x 4 / 1 connection x 16 (events/s)",
+            "daemon ingest, --data-dir, 4 connections",
+            "daemon ingest, --data-dir, 16 in flight",
+        ),
+    ] {
+        lines.push((what.to_owned(), ratio(scenario(a), scenario(b)), "loadgen"));
+    }
     lines.push((
         "stdin streaming: --data-dir / in memory (events/s)".to_owned(),
         ratio(
