@@ -195,6 +195,11 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
+        // Whether the stop signal has been taken. A local flag, not `*stop.borrow()`: the
+        // branch's condition is checked when `select!` starts, so with `borrow()` a stop sent
+        // while the driver was busy would disable the branch before it ever ran, and the driver
+        // would go on taking commands until `serve` gave up on it.
+        let mut stopping = false;
         loop {
             let wake = self.next_wake();
             let first = tokio::select! {
@@ -203,7 +208,8 @@ impl Driver {
                     None => break,
                 },
                 () = sleep_until(wake) => None,
-                changed = stop.changed(), if !*stop.borrow() => {
+                changed = stop.changed(), if !stopping => {
+                    stopping = true;
                     if changed.is_ok() {
                         // Refuse new commands; the queued ones still come out of `recv`.
                         commands.close();
@@ -420,7 +426,10 @@ impl Driver {
     }
 
     fn subscribe(&self, from_seq: Option<u64>) -> Result<Subscription, NodeError> {
-        let from = from_seq.unwrap_or(self.next_seq).min(self.next_seq);
+        // Not clamped to `next_seq`: a subscriber asking for a sequence number the log has not
+        // reached yet gets nothing below it (the contract is "every window with seq >= from_seq");
+        // the live feed skips the records before it.
+        let from = from_seq.unwrap_or(self.next_seq);
         let backlog = self
             .store
             .read_output(from, BACKLOG_PAGE)

@@ -1,0 +1,1410 @@
+//! Loopback tests of `window-node serve` against the real binary.
+//!
+//! Each test starts its own daemon on a free loopback port (the daemon binds `127.0.0.1:0` and the
+//! test reads the `address=` of the `listening` line it logs on stderr), with a temporary data
+//! directory, and kills it when the test ends (see [`Daemon`]). Every read has a timeout and every
+//! loop a bound, so a hung daemon fails a test instead of hanging it. Expected windows are
+//! computed here from the events the test sends, never taken from the daemon.
+//!
+//! Timers are real (the daemon reads the wall clock), so timer tests use short durations
+//! (`300ms`) and check lower bounds tightly and upper bounds loosely.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// 2024-01-15T08:00:00Z: the event time of the tests' first window.
+const BASE: i64 = 1_705_305_600_000;
+/// The window size every test daemon uses (`--window-size 1s`).
+const SIZE: i64 = 1000;
+/// How long a test waits for one expected message before it fails.
+const WAIT: Duration = Duration::from_secs(10);
+/// How long a test listens to be sure that nothing more arrives.
+const QUIET: Duration = Duration::from_millis(300);
+
+// ---------------------------------------------------------------------------------------------
+// The daemon and its clients.
+// ---------------------------------------------------------------------------------------------
+
+/// A running `window-node serve`, killed (SIGKILL) and reaped when dropped, so a failing test
+/// never leaves a daemon behind.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    /// Everything the daemon wrote on stderr so far, for failure messages.
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts a daemon on a free loopback port with its store in `dir`, and waits for it to
+    /// listen. `args` come after `serve --listen 127.0.0.1:0 --data-dir DIR`.
+    fn start(dir: &Path, args: &[&str]) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_window-node"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Options also come from the environment: keep the caller's out of the test.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("WINDOW_NODE_") {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command.spawn().expect("start window-node serve");
+        let stderr = child.stderr.take().expect("the daemon's stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        // The thread drains stderr for the daemon's whole life (a full pipe would block it) and
+        // ends when the daemon exits.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = listening_address(&line) {
+                    let _ = tx.send(addr);
+                }
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        match rx.recv_timeout(WAIT) {
+            Ok(addr) => Daemon { child, addr, log },
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                // Give the stderr thread a moment to take the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "the daemon did not report a listening address ({status:?}); stderr:\n{}",
+                    log.lock().unwrap_or_else(|e| e.into_inner())
+                );
+            }
+        }
+    }
+
+    fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    fn stderr(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sends a signal (`TERM`, `KILL`) with the `kill` command.
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed: {status}");
+    }
+
+    /// Waits (bounded) for the daemon to exit.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the daemon") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not exit within {WAIT:?}; stderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The address in the daemon's `listening ... address=127.0.0.1:PORT` log line.
+fn listening_address(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = &line[line.find("address=")? + "address=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// A free loopback port, for the metrics endpoint (which does not report its address).
+fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("its address")
+}
+
+/// What reading one line gave.
+#[derive(Debug)]
+enum Next {
+    Line(Vec<u8>),
+    /// End of stream, or the connection was reset.
+    Closed,
+    Timeout,
+}
+
+/// One protocol connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+    /// A line begun before a read timed out; kept for the next read.
+    partial: Vec<u8>,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).expect("connect to the daemon");
+        stream
+            .set_write_timeout(Some(WAIT))
+            .expect("set a write timeout");
+        let _ = stream.set_nodelay(true);
+        Client {
+            reader: BufReader::new(stream),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Writes `line` and its `\n`.
+    fn send(&mut self, line: &str) {
+        self.try_send_bytes(format!("{line}\n").as_bytes())
+            .expect("send a request");
+    }
+
+    fn try_send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(bytes)?;
+        stream.flush()
+    }
+
+    /// The next line, waiting at most `within`.
+    fn next_line(&mut self, within: Duration) -> Next {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Next::Timeout;
+            }
+            self.reader
+                .get_ref()
+                .set_read_timeout(Some(left))
+                .expect("set a read timeout");
+            // On a timeout `read_until` keeps the bytes it read in `partial`.
+            match self.reader.read_until(b'\n', &mut self.partial) {
+                Ok(_) if self.partial.ends_with(b"\n") => {
+                    return Next::Line(std::mem::take(&mut self.partial));
+                }
+                Ok(_) => return Next::Closed,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Next::Closed,
+            }
+        }
+    }
+
+    /// The next message, or `None` when none arrives within `within`.
+    fn try_recv(&mut self, within: Duration) -> Option<Value> {
+        match self.next_line(within) {
+            Next::Line(line) => Some(parse(&line)),
+            Next::Timeout => None,
+            Next::Closed => panic!("the daemon closed the connection"),
+        }
+    }
+
+    /// The next message; fails the test after [`WAIT`].
+    fn recv(&mut self) -> Value {
+        self.try_recv(WAIT)
+            .unwrap_or_else(|| panic!("no message within {WAIT:?}"))
+    }
+
+    /// Sends one request and returns its reply.
+    fn call(&mut self, line: &str) -> Value {
+        self.send(line);
+        self.recv()
+    }
+
+    /// Sends `stats` and returns `stats_ok`.
+    fn stats(&mut self) -> Value {
+        let reply = self.call(r#"{"type":"stats","msg_id":999}"#);
+        assert_eq!(reply["type"], "stats_ok", "{reply}");
+        reply
+    }
+
+    /// Asserts that nothing arrives for [`QUIET`].
+    fn assert_quiet(&mut self) {
+        if let Some(extra) = self.try_recv(QUIET) {
+            panic!("expected nothing more, got {extra}");
+        }
+    }
+
+    /// Asserts that the daemon closes this connection (within [`WAIT`]), skipping what comes
+    /// before.
+    fn assert_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_line(left) {
+                Next::Closed => return,
+                Next::Line(_) => {}
+                Next::Timeout => panic!("the daemon did not close the connection"),
+            }
+        }
+    }
+}
+
+fn parse(line: &[u8]) -> Value {
+    serde_json::from_slice(line).unwrap_or_else(|e| {
+        panic!(
+            "the daemon sent a line that is not JSON ({e}): {}",
+            String::from_utf8_lossy(line)
+        )
+    })
+}
+
+/// A subscription: `subscribe` sent, `subscribe_ok` checked.
+fn subscribe(daemon: &Daemon, from_seq: Option<u64>) -> Client {
+    let mut client = daemon.connect();
+    let request = match from_seq {
+        Some(seq) => format!(r#"{{"type":"subscribe","msg_id":1,"from_seq":{seq}}}"#),
+        None => r#"{"type":"subscribe","msg_id":1}"#.to_owned(),
+    };
+    let ok = client.call(&request);
+    assert_eq!(ok["type"], "subscribe_ok", "{ok}");
+    assert_eq!(ok["in_reply_to"], 1, "{ok}");
+    if let Some(seq) = from_seq {
+        assert_eq!(ok["from_seq"], seq, "{ok}");
+    }
+    client
+}
+
+/// Reads `n` messages of type `kind` (failing on any other type).
+fn read_n(sub: &mut Client, n: usize, kind: &str) -> Vec<Value> {
+    (0..n)
+        .map(|_| {
+            let message = sub.recv();
+            assert_eq!(message["type"], kind, "{message}");
+            message
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events, and the windows they should make (computed independently of the daemon).
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+struct Ev {
+    id: u64,
+    ts: i64,
+    key: Option<&'static str>,
+    value: Option<i64>,
+}
+
+impl Ev {
+    fn new(id: u64, ts: i64) -> Ev {
+        Ev {
+            id,
+            ts,
+            key: None,
+            value: None,
+        }
+    }
+
+    fn keyed(self, key: &'static str) -> Ev {
+        Ev {
+            key: Some(key),
+            ..self
+        }
+    }
+
+    fn valued(self, value: i64) -> Ev {
+        Ev {
+            value: Some(value),
+            ..self
+        }
+    }
+
+    fn start(&self) -> i64 {
+        self.ts.div_euclid(SIZE) * SIZE
+    }
+
+    fn json(&self) -> String {
+        let mut out = format!(r#"{{"id":{},"timestamp":{}"#, self.id, self.ts);
+        if let Some(key) = self.key {
+            out.push_str(&format!(r#","key":"{key}""#));
+        }
+        if let Some(value) = self.value {
+            out.push_str(&format!(r#","value":{value}"#));
+        }
+        out.push('}');
+        out
+    }
+}
+
+fn ingest(msg_id: u64, events: &[Ev]) -> String {
+    let events: Vec<String> = events.iter().map(Ev::json).collect();
+    format!(
+        r#"{{"type":"ingest","msg_id":{msg_id},"events":[{}]}}"#,
+        events.join(",")
+    )
+}
+
+/// Sends an ingest and checks its `ingest_ok` counts.
+fn ingest_ok(client: &mut Client, msg_id: u64, events: &[Ev], expect: [u64; 3]) {
+    let reply = client.call(&ingest(msg_id, events));
+    assert_eq!(reply["type"], "ingest_ok", "{reply}");
+    assert_eq!(reply["in_reply_to"], msg_id, "{reply}");
+    let got = [&reply["accepted"], &reply["duplicates"], &reply["late"]];
+    assert_eq!(
+        got.map(|v| v.as_u64().expect("a count")),
+        expect,
+        "accepted, duplicates, late: {reply}"
+    );
+}
+
+type WindowKey = (i64, Option<String>);
+
+/// The windows `events` fill: (start, key) to the events, each id once per window.
+fn expected_windows(events: &[Ev]) -> BTreeMap<WindowKey, Vec<Ev>> {
+    let mut windows: BTreeMap<WindowKey, Vec<Ev>> = BTreeMap::new();
+    for event in events {
+        let window = windows
+            .entry((event.start(), event.key.map(str::to_owned)))
+            .or_default();
+        if window.iter().all(|e| e.id != event.id) {
+            window.push(*event);
+        }
+    }
+    windows
+}
+
+/// The (start, key) of an emitted window, from its id (the `utc` frame: id = start).
+fn window_key(window: &Value) -> WindowKey {
+    let id = window["window_id"].as_str().expect("window_id");
+    let start = id
+        .strip_prefix("window-")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad window_id in {window}"));
+    (start, window["key"].as_str().map(str::to_owned))
+}
+
+fn ids(window: &Value) -> Vec<u64> {
+    window["events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no events in {window}"))
+        .iter()
+        .map(|id| id.as_u64().expect("numeric ids"))
+        .collect()
+}
+
+/// Checks one emitted window against the events it should hold (in any order: concurrent
+/// clients make the arrival order within a window nondeterministic).
+fn check_window(window: &Value, events: &[Ev]) {
+    let (start, key) = window_key(window);
+    assert_eq!(window["window_start"], format_ts(start), "{window}");
+    assert_eq!(window["window_end"], format_ts(start + SIZE), "{window}");
+    assert_eq!(window["key"].as_str(), key.as_deref(), "{window}");
+    assert_eq!(window["count"], events.len(), "{window}");
+    let mut got = ids(window);
+    got.sort_unstable();
+    let mut want: Vec<u64> = events.iter().map(|e| e.id).collect();
+    want.sort_unstable();
+    assert_eq!(got, want, "{window}");
+    let values: Vec<i64> = events.iter().filter_map(|e| e.value).collect();
+    if values.is_empty() {
+        assert!(window.get("sum").is_none(), "{window}");
+    } else {
+        let f = |v: i64| v as f64;
+        assert_eq!(
+            window["sum"].as_f64(),
+            Some(f(values.iter().sum())),
+            "{window}"
+        );
+        assert_eq!(
+            window["min"].as_f64(),
+            values.iter().min().copied().map(f),
+            "{window}"
+        );
+        assert_eq!(
+            window["max"].as_f64(),
+            values.iter().max().copied().map(f),
+            "{window}"
+        );
+    }
+    assert_eq!(window["epoch"], 0, "{window}");
+}
+
+/// Checks that `windows` carry the dense sequence numbers `first..` in order.
+fn check_dense(windows: &[Value], first: u64) {
+    let seqs: Vec<u64> = windows
+        .iter()
+        .map(|w| w["seq"].as_u64().expect("seq"))
+        .collect();
+    let want: Vec<u64> = (first..first + windows.len() as u64).collect();
+    assert_eq!(seqs, want, "sequence numbers");
+}
+
+/// Milliseconds since the epoch as the protocol writes them (UTC, milliseconds only when not
+/// zero), computed with the civil-from-days algorithm, independently of the daemon.
+fn format_ts(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
+    let mut out = format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}");
+    if milli != 0 {
+        out.push_str(&format!(".{milli:03}"));
+    }
+    out.push('Z');
+    out
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("a temporary data directory")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+// ---------------------------------------------------------------------------------------------
+
+/// Four clients ingest interleaved events (with keys, values, and events every client sends) in
+/// rounds, one window per round; the watermark fires each round's windows two rounds later and a
+/// flush fires the rest. A subscriber from seq 0 sees each window once, in order, complete.
+#[test]
+fn interleaved_clients_and_a_subscriber_see_each_window_once() {
+    assert_eq!(format_ts(BASE), "2024-01-15T08:00:00Z");
+    assert_eq!(format_ts(BASE + 1_250), "2024-01-15T08:00:01.250Z");
+    const CLIENTS: u64 = 4;
+    const ROUNDS: u64 = 6;
+    const PER_CLIENT: u64 = 20;
+    const SHARED: u64 = 2;
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "1s",
+            "--idle-timeout",
+            "0s",
+        ],
+    );
+    let mut sub = subscribe(&daemon, Some(0));
+
+    // Round r's events all lie in window r. The watermark (highest time minus 1 s) then stays
+    // inside window r - 1: nothing is late, and window r - 2 fires.
+    let round_events = |r: u64, c: u64| -> Vec<Ev> {
+        let window = BASE + r as i64 * SIZE;
+        let mut events: Vec<Ev> = (0..PER_CLIENT)
+            .map(|j| {
+                let id = 1000 * (r * CLIENTS + c) + j;
+                let ev = Ev::new(id, window + ((j * 37 + c * 11) % 1000) as i64);
+                match j % 3 {
+                    0 => ev,
+                    1 => ev.keyed("a").valued(id as i64 % 10 - 3),
+                    _ => ev.keyed("b").valued(id as i64 % 7),
+                }
+            })
+            .collect();
+        // Every client also sends the same events: each is accepted once, a duplicate otherwise.
+        let shared = (0..SHARED).map(|k| {
+            Ev::new(900_000 + r * 10 + k, window + 500 + k as i64)
+                .keyed("a")
+                .valued(7)
+        });
+        if c % 2 == 0 {
+            events.splice(0..0, shared);
+        } else {
+            events.extend(shared);
+        }
+        events
+    };
+
+    let mut clients: Vec<Client> = (0..CLIENTS).map(|_| daemon.connect()).collect();
+    let mut sent = Vec::new();
+    let (mut accepted, mut duplicates) = (0, 0);
+    for r in 0..ROUNDS {
+        // Every client pipelines its round in two requests before any reply is read, so the
+        // driver sees the four connections' requests interleaved.
+        for (c, client) in clients.iter_mut().enumerate() {
+            let events = round_events(r, c as u64);
+            let (first, second) = events.split_at(events.len() / 2);
+            client.send(&ingest(2 * r, first));
+            client.send(&ingest(2 * r + 1, second));
+            sent.extend(events);
+        }
+        for client in &mut clients {
+            for msg_id in [2 * r, 2 * r + 1] {
+                let reply = client.recv();
+                assert_eq!(reply["type"], "ingest_ok", "{reply}");
+                assert_eq!(reply["in_reply_to"], msg_id, "{reply}");
+                assert_eq!(reply["late"], 0, "{reply}");
+                accepted += reply["accepted"].as_u64().expect("accepted");
+                duplicates += reply["duplicates"].as_u64().expect("duplicates");
+            }
+        }
+    }
+    assert_eq!(accepted, ROUNDS * (CLIENTS * PER_CLIENT + SHARED));
+    assert_eq!(duplicates, ROUNDS * SHARED * (CLIENTS - 1));
+
+    let expected = expected_windows(&sent);
+    assert_eq!(expected.len() as u64, ROUNDS * 3);
+    // The windows of the last two rounds are still open: a flush fires them.
+    let flushed = clients[0].call(r#"{"type":"flush","msg_id":998}"#);
+    assert_eq!(flushed["type"], "flushed", "{flushed}");
+    let flushed = flushed["windows"].as_array().expect("windows").clone();
+    assert_eq!(flushed.len(), 6, "{flushed:?}");
+
+    let windows = read_n(&mut sub, expected.len(), "window_closed");
+    sub.assert_quiet();
+    check_dense(&windows, 0);
+    let mut seen = BTreeSet::new();
+    let mut previous_start = i64::MIN;
+    for window in &windows {
+        let key = window_key(window);
+        assert!(seen.insert(key.clone()), "fired twice: {window}");
+        let events = expected
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected {window}"));
+        check_window(window, events);
+        assert!(key.0 >= previous_start, "windows out of order: {window}");
+        previous_start = key.0;
+        let round = (key.0 - BASE) / SIZE;
+        let reason = if round < ROUNDS as i64 - 2 {
+            "watermark"
+        } else {
+            "flush"
+        };
+        assert_eq!(window["reason"], reason, "{window}");
+    }
+    // The flush reply and the log agree (the reply's entries have no `type` of their own).
+    for (logged, replied) in windows[windows.len() - 6..].iter().zip(&flushed) {
+        let mut logged = logged.clone();
+        logged.as_object_mut().expect("an object").remove("type");
+        assert_eq!(&logged, replied);
+    }
+    let stats = clients[1].stats();
+    assert_eq!(stats["emitted_windows"], expected.len());
+    assert_eq!(stats["open_windows"], 0);
+}
+
+/// Fills window `k` (two events, one keyed); with lateness 0 this fires window `k - 1`.
+fn window_events(k: i64) -> [Ev; 2] {
+    let id = 2 * k as u64;
+    [
+        Ev::new(id, BASE + k * SIZE + 500),
+        Ev::new(id + 1, BASE + k * SIZE + 600).keyed("x").valued(k),
+    ]
+}
+
+/// A subscriber reads part of the log, goes away while more windows fire, and comes back with
+/// `from_seq`: it gets the rest, backlog then live, with no gap and no duplicate. A subscriber
+/// without `from_seq` gets only new windows.
+#[test]
+fn a_subscriber_resumes_with_from_seq() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "0s",
+        ],
+    );
+    let mut client = daemon.connect();
+    let fill = |client: &mut Client, windows: std::ops::RangeInclusive<i64>| {
+        for k in windows {
+            ingest_ok(client, k as u64, &window_events(k), [2, 0, 0]);
+        }
+    };
+
+    let mut first = subscribe(&daemon, Some(0));
+    fill(&mut client, 0..=5); // Fires windows 0..=4: seq 0..10.
+    let mut got = read_n(&mut first, 6, "window_closed");
+    drop(first);
+
+    fill(&mut client, 6..=10); // Fires windows 5..=9 while nobody listens: seq 10..20.
+    let mut second = subscribe(&daemon, Some(6));
+    got.extend(read_n(&mut second, 14, "window_closed"));
+    fill(&mut client, 11..=12); // Live: seq 20..24.
+    got.extend(read_n(&mut second, 4, "window_closed"));
+    second.assert_quiet();
+
+    let mut new_only = subscribe(&daemon, None);
+    fill(&mut client, 13..=13); // Seq 24 and 25, to both.
+    let tail = read_n(&mut new_only, 2, "window_closed");
+    check_dense(&tail, 24);
+    new_only.assert_quiet();
+    got.extend(read_n(&mut second, 2, "window_closed"));
+    second.assert_quiet();
+
+    check_dense(&got, 0);
+    let all_events: Vec<Ev> = (0..=13).flat_map(window_events).collect();
+    let expected = expected_windows(&all_events);
+    for window in got.iter().chain(&tail) {
+        check_window(window, &expected[&window_key(window)]);
+        assert_eq!(window["reason"], "watermark", "{window}");
+    }
+    let keys: BTreeSet<WindowKey> = got.iter().map(window_key).collect();
+    let fired: BTreeSet<WindowKey> = expected
+        .keys()
+        .filter(|(start, _)| *start < BASE + 13 * SIZE)
+        .cloned()
+        .collect();
+    assert_eq!(keys, fired);
+
+    // A subscriber asking for a sequence number the log has not reached yet gets nothing below
+    // it: the contract is "every window_closed with seq >= from_seq".
+    let mut ahead = subscribe(&daemon, Some(27));
+    fill(&mut client, 14..=15); // Seq 26..30.
+    let from_27 = read_n(&mut ahead, 3, "window_closed");
+    check_dense(&from_27, 27);
+    ahead.assert_quiet();
+}
+
+/// With no new events for `--idle-timeout`, the watermark advances with the wall clock and the
+/// open window fires (reason `watermark`), not before the timeout; and again for the next one.
+#[test]
+fn the_idle_timeout_closes_windows_without_new_data() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "300ms",
+        ],
+    );
+    let mut sub = subscribe(&daemon, None);
+    let mut client = daemon.connect();
+    // The watermark stops 1 ms short of the window's end: only the idle timeout can close it.
+    let events = [Ev::new(1, BASE + 990), Ev::new(2, BASE + 999)];
+    let sent = Instant::now();
+    ingest_ok(&mut client, 1, &events, [2, 0, 0]);
+    let stats = client.stats();
+    assert_eq!(stats["open_windows"], 1, "{stats}");
+    assert_eq!(stats["watermark"], format_ts(BASE + 999), "{stats}");
+
+    let window = sub.recv();
+    let waited = sent.elapsed();
+    assert_eq!(window["type"], "window_closed", "{window}");
+    assert_eq!(window["reason"], "watermark", "{window}");
+    assert_eq!(ids(&window), [1, 2], "{window}");
+    assert!(
+        waited >= Duration::from_millis(290),
+        "fired after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(5), "fired after {waited:?}");
+    let stats = client.stats();
+    assert_eq!(stats["open_windows"], 0, "{stats}");
+
+    // The advanced watermark is still behind the next window: its event is not late, and the
+    // idle timeout closes that window in turn.
+    let sent = Instant::now();
+    ingest_ok(&mut client, 2, &[Ev::new(3, BASE + 1_900)], [1, 0, 0]);
+    let window = sub.recv();
+    assert!(
+        sent.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(window["reason"], "watermark", "{window}");
+    assert_eq!(ids(&window), [3], "{window}");
+    check_dense(&[window], 1);
+    sub.assert_quiet();
+}
+
+/// `--max-events 3` fires a pane the moment it holds three events (reason `length`);
+/// `--max-age 300ms` fires the others 300 ms after their first event (reason `time`). A later
+/// event of the window opens a fresh pane; ids stay remembered across panes.
+#[test]
+fn max_events_and_max_age_fire_with_their_reason() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "1h",
+            "--idle-timeout",
+            "0s",
+            "--max-events",
+            "3",
+            "--max-age",
+            "300ms",
+        ],
+    );
+    let mut sub = subscribe(&daemon, None);
+    let mut client = daemon.connect();
+    let a: Vec<Ev> = (1..=5).map(|i| Ev::new(i, BASE + 100 + i as i64)).collect();
+    let b = Ev::new(10, BASE + 1_100).keyed("k").valued(4);
+    let events: Vec<Ev> = a.iter().copied().chain([b]).collect();
+    let sent = Instant::now();
+    ingest_ok(&mut client, 1, &events, [6, 0, 0]);
+
+    let length = sub.recv();
+    assert_eq!(length["reason"], "length", "{length}");
+    check_window(&length, &a[..3]);
+    assert!(
+        sent.elapsed() < Duration::from_millis(280),
+        "the length purge waited for the timer: {:?}",
+        sent.elapsed()
+    );
+    let mut timed = read_n(&mut sub, 2, "window_closed");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        sent.elapsed()
+    );
+    timed.sort_by_key(window_key);
+    for window in &timed {
+        assert_eq!(window["reason"], "time", "{window}");
+    }
+    check_window(&timed[0], &a[3..]);
+    check_window(&timed[1], &[b]);
+
+    // Id 1 is remembered after its pane fired; id 6 opens a fresh pane of window A.
+    let sent = Instant::now();
+    ingest_ok(&mut client, 2, &[a[0], Ev::new(6, BASE + 900)], [1, 1, 0]);
+    let pane = sub.recv();
+    assert!(
+        sent.elapsed() >= Duration::from_millis(290),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(pane["reason"], "time", "{pane}");
+    check_window(&pane, &[Ev::new(6, BASE + 900)]);
+    let all = [length, timed[0].clone(), timed[1].clone(), pane];
+    check_dense(&all, 0);
+    sub.assert_quiet();
+    assert_eq!(client.stats()["emitted_windows"], 4);
+}
+
+/// The length purge counts a pane's events across requests.
+#[test]
+fn max_events_counts_across_requests() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--allowed-lateness",
+            "1h",
+            "--idle-timeout",
+            "0s",
+            "--max-events",
+            "2",
+            "--window-size",
+            "1s",
+        ],
+    );
+    let mut sub = subscribe(&daemon, None);
+    let mut client = daemon.connect();
+    ingest_ok(&mut client, 1, &[Ev::new(20, BASE)], [1, 0, 0]);
+    assert_eq!(client.stats()["buffered_events"], 1);
+    ingest_ok(
+        &mut client,
+        2,
+        &[Ev::new(20, BASE), Ev::new(21, BASE + 1)],
+        [1, 1, 0],
+    );
+    let window = sub.recv();
+    assert_eq!(window["reason"], "length", "{window}");
+    check_window(&window, &[Ev::new(20, BASE), Ev::new(21, BASE + 1)]);
+    sub.assert_quiet();
+}
+
+/// Sends one on-time event and a batch with two late ones (their windows ended before the
+/// watermark) and one on-time; returns the subscriber, which has seen nothing yet.
+fn late_scenario(late: &str) -> (Daemon, Client, Client, tempfile::TempDir) {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "0s",
+            "--late",
+            late,
+        ],
+    );
+    let mut client = daemon.connect();
+    ingest_ok(&mut client, 1, &[Ev::new(1, BASE + 5_500)], [1, 0, 0]);
+    let sub = subscribe(&daemon, None);
+    let batch = [
+        Ev::new(2, BASE + 1_200),
+        Ev::new(3, BASE + 5_600),
+        Ev::new(4, BASE + 4_999).keyed("k").valued(1),
+    ];
+    ingest_ok(&mut client, 2, &batch, [1, 0, 2]);
+    let stats = client.stats();
+    assert_eq!(stats["late"], 2, "{stats}");
+    assert_eq!(stats["accepted"], 2, "{stats}");
+    assert_eq!(stats["buffered_events"], 2, "{stats}");
+    (daemon, client, sub, dir)
+}
+
+/// Late events are counted in `ingest_ok` and `stats`; with `--late emit` subscribers receive
+/// them as `late_event`; with `--late drop` they do not.
+#[test]
+fn late_events_are_counted_and_emitted_on_request() {
+    let (_daemon, _client, mut sub, _dir) = late_scenario("emit");
+    let first = sub.recv();
+    let second = sub.recv();
+    sub.assert_quiet();
+    assert_eq!(first["type"], "late_event", "{first}");
+    assert_eq!(first["id"], 2, "{first}");
+    assert_eq!(first["timestamp"], format_ts(BASE + 1_200), "{first}");
+    assert_eq!(
+        first["window_id"],
+        format!("window-{}", BASE + 1_000),
+        "{first}"
+    );
+    assert!(first.get("key").is_none(), "{first}");
+    assert_eq!(second["type"], "late_event", "{second}");
+    assert_eq!(second["id"], 4, "{second}");
+    assert_eq!(second["key"], "k", "{second}");
+    assert_eq!(
+        second["window_id"],
+        format!("window-{}", BASE + 4_000),
+        "{second}"
+    );
+
+    let (_daemon, mut client, mut sub, _dir) = late_scenario("drop");
+    // The next window to fire is the first thing this subscriber sees: no late_event before it.
+    ingest_ok(&mut client, 3, &[Ev::new(5, BASE + 6_000)], [1, 0, 0]);
+    let window = sub.recv();
+    assert_eq!(window["type"], "window_closed", "{window}");
+    assert_eq!(ids(&window), [1, 3], "{window}");
+    sub.assert_quiet();
+}
+
+/// Bad lines get error replies (10 unknown type, 12 malformed, 20 not open), in request order,
+/// and the connection goes on; a batch with one bad event changes nothing.
+#[test]
+fn bad_lines_get_errors_and_the_connection_goes_on() {
+    let dir = tempdir();
+    let daemon = Daemon::start(dir.path(), &["--window-size", "1s", "--idle-timeout", "0s"]);
+    let mut client = daemon.connect();
+    let good = Ev::new(1, BASE);
+    let bad_batch = format!(
+        r#"{{"type":"ingest","msg_id":5,"events":[{},{{"id":2,"timestamp":"yesterday"}}]}}"#,
+        good.json()
+    );
+    // Everything is pipelined at once; replies must come back one per line, in order.
+    let mut bytes = Vec::new();
+    for line in [
+        "not json",
+        r#"{"type":"bogus","msg_id":2}"#,
+        r#"{"type":"ingest","msg_id":3}"#,
+        r#"{"msg_id":4,"events":[]}"#,
+        &bad_batch,
+        r#"{"type":"assign","msg_id":6,"events":[{"id":1,"timestamp":0}],"window_size_ms":1000}"#,
+        r#"{"type":"subscribe","msg_id":7,"from_seq":-1}"#,
+        r#"{"type":"close","msg_id":8,"window_id":"window-0"}"#,
+        r#"{"type":"ingest","msg_id":9,"events":[{"id":1,"timestamp":BAD"#,
+        "",
+        "[1,2]",
+    ] {
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(b"{\"type\":\"stats\",\"msg_id\":10,\"x\":\"\xff\"}\n");
+    bytes.extend_from_slice(format!("{}\r\n", ingest(11, &[good])).as_bytes());
+    bytes.extend_from_slice(br#"{"src":"c1","dest":"n1","body":{"type":"stats","msg_id":12}}"#);
+    bytes.push(b'\n');
+    client.try_send_bytes(&bytes).expect("send the requests");
+
+    let expect: [(Option<u64>, u64, &[&str]); 10] = [
+        (None, 12, &["JSON"]),
+        (Some(2), 10, &["bogus"]),
+        (Some(3), 12, &["events"]),
+        (Some(4), 12, &["type"]),
+        (Some(5), 12, &["timestamp", "yesterday"]),
+        (Some(6), 10, &["ingest"]),
+        (Some(7), 12, &["from_seq", "-1"]),
+        (Some(8), 20, &[]),
+        (None, 12, &[]),
+        (None, 12, &[]),
+    ];
+    for (in_reply_to, code, words) in expect {
+        let reply = client.recv();
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], code, "{reply}");
+        assert_eq!(
+            reply.get("in_reply_to").and_then(Value::as_u64),
+            in_reply_to,
+            "{reply}"
+        );
+        let text = reply["text"].as_str().expect("text");
+        for word in words {
+            assert!(text.contains(word), "{text:?} should name {word:?}");
+        }
+    }
+    let not_utf8 = client.recv();
+    assert_eq!(not_utf8["code"], 12, "{not_utf8}");
+    assert!(not_utf8.get("in_reply_to").is_none(), "{not_utf8}");
+    let ok = client.recv();
+    assert_eq!(ok["type"], "ingest_ok", "{ok}");
+    assert_eq!(ok["in_reply_to"], 11, "{ok}");
+    // The rejected batch added nothing: event 1 is new here.
+    assert_eq!(ok["accepted"], 1, "{ok}");
+    let envelope = client.recv();
+    assert_eq!(envelope["src"], "n1", "{envelope}");
+    assert_eq!(envelope["dest"], "c1", "{envelope}");
+    assert_eq!(envelope["body"]["type"], "stats_ok", "{envelope}");
+    assert_eq!(envelope["body"]["in_reply_to"], 12, "{envelope}");
+    assert_eq!(envelope["body"]["accepted"], 1, "{envelope}");
+    client.assert_quiet();
+}
+
+/// `--max-line-bytes 1024`: a line of 1024 bytes is served, 1025 bytes and a 200 kB line get
+/// error 12 and the connection goes on. `--max-connections 2`: a third connection gets error 11
+/// and is closed; once a slot is free, a new connection is served.
+#[test]
+fn the_line_and_connection_limits_hold() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--idle-timeout",
+            "0s",
+            "--max-line-bytes",
+            "1024",
+            "--max-connections",
+            "2",
+        ],
+    );
+    let padded = |len: usize, msg_id: u64| {
+        let head = r#"{"type":"stats","#;
+        let tail = format!(r#""msg_id":{msg_id}}}"#);
+        format!("{head}{}{tail}", " ".repeat(len - head.len() - tail.len()))
+    };
+    let mut first = daemon.connect();
+    for (line, reply_to) in [
+        (padded(1024, 1), Some(1)),
+        (padded(1025, 2), None),
+        ("x".repeat(200_000), None),
+        (padded(1000, 4), Some(4)),
+    ] {
+        let reply = first.call(&line);
+        match reply_to {
+            Some(id) => {
+                assert_eq!(reply["type"], "stats_ok", "{reply}");
+                assert_eq!(reply["in_reply_to"], id, "{reply}");
+            }
+            None => {
+                assert_eq!(reply["code"], 12, "{reply}");
+                assert!(
+                    reply["text"].as_str().expect("text").contains("1024"),
+                    "{reply}"
+                );
+            }
+        }
+    }
+
+    let mut second = daemon.connect();
+    assert_eq!(second.stats()["connections"], 2);
+    let mut third = daemon.connect();
+    let refused = third.recv();
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], 11, "{refused}");
+    third.assert_closed();
+    // The refusal took no slot from the two connections.
+    assert_eq!(first.stats()["connections"], 2);
+
+    drop(second);
+    let deadline = Instant::now() + WAIT;
+    let mut fourth = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no slot came free after a disconnect"
+        );
+        let mut candidate = daemon.connect();
+        // A refused connection hears its error unasked; a served one hears nothing.
+        match candidate.next_line(Duration::from_millis(200)) {
+            Next::Timeout => break candidate,
+            Next::Line(line) => assert_eq!(parse(&line)["code"], 11),
+            Next::Closed => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(fourth.stats()["connections"], 2);
+}
+
+/// Event `j` of request `r` on connection `c` in the crash tests: unique ids, times spread over
+/// 20 windows (well within the lateness, so none is late), two keys.
+fn crash_event(c: u64, r: u64, j: u64) -> Ev {
+    let id = c * 100_000 + r * 10 + j;
+    Ev::new(id, BASE + (id * 7_919 % 20_000) as i64).keyed(["p", "q"][(j % 2) as usize])
+}
+
+/// Three connections pipeline ingests; the daemon gets `signal` while requests are in flight.
+/// After a restart on the same data directory and a flush, every acknowledged event is in exactly
+/// one window of the output log, and nothing there was never sent.
+fn acknowledged_events_survive(signal: &str) {
+    const CLIENTS: u64 = 3;
+    const SIGNAL_AT: u64 = 12;
+    const MAX_ROUNDS: u64 = 40;
+    let args = [
+        "--window-size",
+        "1s",
+        "--allowed-lateness",
+        "1h",
+        "--idle-timeout",
+        "0s",
+        "--max-events",
+        "7",
+    ];
+    let dir = tempdir();
+    let mut daemon = Daemon::start(dir.path(), &args);
+    let mut watcher = subscribe(&daemon, Some(0));
+    let mut clients: Vec<Option<Client>> = (0..CLIENTS).map(|_| Some(daemon.connect())).collect();
+    let mut sent = BTreeSet::new();
+    let mut acked = BTreeSet::new();
+    let mut refused = 0;
+    for r in 0..MAX_ROUNDS {
+        if clients.iter().all(Option::is_none) {
+            break;
+        }
+        let batches: Vec<Vec<Ev>> = (0..CLIENTS)
+            .map(|c| (0..10).map(|j| crash_event(c, r, j)).collect())
+            .collect();
+        for (slot, batch) in clients.iter_mut().zip(&batches) {
+            let Some(client) = slot else { continue };
+            match client.try_send_bytes(format!("{}\n", ingest(r, batch)).as_bytes()) {
+                Ok(()) => sent.extend(batch.iter().map(|e| e.id)),
+                Err(_) => *slot = None,
+            }
+        }
+        if r == SIGNAL_AT {
+            daemon.signal(signal);
+        }
+        for (slot, batch) in clients.iter_mut().zip(&batches) {
+            let Some(client) = slot else { continue };
+            match client.next_line(WAIT) {
+                Next::Line(line) => {
+                    let reply = parse(&line);
+                    if reply["type"] == "ingest_ok" {
+                        assert_eq!(reply["in_reply_to"], r, "{reply}");
+                        assert_eq!(reply["late"], 0, "{reply}");
+                        acked.extend(batch.iter().map(|e| e.id));
+                    } else {
+                        // After SIGTERM: "shutting down", error 11.
+                        assert_eq!(reply["code"], 11, "{reply}");
+                        refused += 1;
+                    }
+                }
+                Next::Closed => *slot = None,
+                Next::Timeout => panic!("no reply within {WAIT:?} after SIGTERM"),
+            }
+        }
+    }
+    assert!(
+        clients.iter().all(Option::is_none),
+        "the daemon still served after the signal: {} acked, {refused} refused; stderr:\n{}",
+        acked.len(),
+        daemon.stderr()
+    );
+    assert!(
+        acked.len() as u64 >= (SIGNAL_AT * CLIENTS * 10),
+        "{} acked",
+        acked.len()
+    );
+    let status = daemon.wait_exit();
+    if signal == "TERM" {
+        assert_eq!(status.code(), Some(0), "stderr:\n{}", daemon.stderr());
+        assert!(
+            daemon.stderr().contains("stopped cleanly"),
+            "{}",
+            daemon.stderr()
+        );
+        // Subscribers are let go at shutdown.
+        watcher.assert_closed();
+    } else {
+        assert!(!status.success(), "{status}");
+    }
+    drop(daemon);
+
+    let daemon = Daemon::start(dir.path(), &args);
+    let mut client = daemon.connect();
+    let flushed = client.call(r#"{"type":"flush","msg_id":1}"#);
+    assert_eq!(flushed["type"], "flushed", "{flushed}");
+    let stats = client.stats();
+    assert_eq!(stats["open_windows"], 0, "{stats}");
+    let total = stats["emitted_windows"].as_u64().expect("emitted_windows") as usize;
+    let mut sub = subscribe(&daemon, Some(0));
+    let log = read_n(&mut sub, total, "window_closed");
+    sub.assert_quiet();
+    check_dense(&log, 0);
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for window in &log {
+        assert!(
+            ["length", "flush"].contains(&window["reason"].as_str().expect("reason")),
+            "{window}"
+        );
+        for id in ids(window) {
+            *count.entry(id).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = count.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "events in more than one window: {twice:?}"
+    );
+    let lost: Vec<_> = acked.iter().filter(|id| !count.contains_key(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost (of {}), e.g. {:?}; {refused} refused",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let foreign: Vec<_> = count.keys().filter(|id| !sent.contains(id)).collect();
+    assert!(foreign.is_empty(), "events never sent: {foreign:?}");
+}
+
+/// SIGTERM: stop accepting, answer and sync what was received, exit 0; nothing acknowledged is
+/// lost.
+#[test]
+fn sigterm_loses_nothing_acknowledged() {
+    acknowledged_events_survive("TERM");
+}
+
+/// SIGKILL after acknowledgements: acknowledged means durable, so a restart has everything.
+#[test]
+fn sigkill_loses_nothing_acknowledged() {
+    acknowledged_events_survive("KILL");
+}
+
+/// Fetches the metrics endpoint; returns the head and the body of the response.
+fn scrape(addr: SocketAddr) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n")
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("read the response to its end");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    (head.to_owned(), body.to_owned())
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (n, value) = line.split_once(' ')?;
+            (n == name).then(|| value.parse().expect("a number"))
+        })
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+/// `--metrics` serves the counters as Prometheus text.
+#[test]
+fn metrics_serve_prometheus_text() {
+    let dir = tempdir();
+    let metrics = free_addr();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "0s",
+            "--metrics",
+            &metrics.to_string(),
+        ],
+    );
+    let (head, body) = scrape(metrics);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(metric(&body, "window_node_events_accepted_total"), 0.0);
+
+    let mut client = daemon.connect();
+    ingest_ok(
+        &mut client,
+        1,
+        &[Ev::new(1, BASE + 100), Ev::new(2, BASE + 200)],
+        [2, 0, 0],
+    );
+    ingest_ok(&mut client, 2, &[Ev::new(1, BASE + 100)], [0, 1, 0]);
+    ingest_ok(&mut client, 3, &[Ev::new(3, BASE + 1_500)], [1, 0, 0]); // Fires window 0.
+    ingest_ok(&mut client, 4, &[Ev::new(4, BASE + 300)], [0, 0, 1]);
+
+    let (head, body) = scrape(metrics);
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("content-length: {}", body.len())),
+        "{head}"
+    );
+    for (name, value) in [
+        ("window_node_events_accepted_total", 3.0),
+        ("window_node_events_duplicate_total", 1.0),
+        ("window_node_events_late_total", 1.0),
+        ("window_node_windows_fired_total", 1.0),
+        ("window_node_ingest_requests_total", 4.0),
+        ("window_node_connections_total", 1.0),
+        ("window_node_connections_open", 1.0),
+        ("window_node_subscribers_dropped_total", 0.0),
+        ("window_node_fire_latency_seconds_count", 1.0),
+        ("window_node_fire_latency_seconds_bucket{le=\"+Inf\"}", 1.0),
+    ] {
+        assert_eq!(metric(&body, name), value, "{name} in\n{body}");
+    }
+    assert!(metric(&body, "window_node_fire_latency_seconds_sum") >= 0.0);
+    for counter in [
+        "events_accepted",
+        "windows_fired",
+        "events_late",
+        "events_duplicate",
+    ] {
+        let line = format!("# TYPE window_node_{counter}_total counter");
+        assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    }
+    assert!(
+        body.lines()
+            .any(|l| l == "# TYPE window_node_fire_latency_seconds histogram"),
+        "{body}"
+    );
+}
+
+/// `stats_ok` has every field, in the documented order, with the right values.
+#[test]
+fn stats_ok_reports_every_field() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "0s",
+        ],
+    );
+    let mut client = daemon.connect();
+    client.send(r#"{"type":"stats","msg_id":1}"#);
+    let Next::Line(raw) = client.next_line(WAIT) else {
+        panic!("no stats_ok");
+    };
+    let raw = String::from_utf8(raw).expect("UTF-8");
+    let fields = [
+        "type",
+        "in_reply_to",
+        "open_windows",
+        "buffered_events",
+        "emitted_windows",
+        "accepted",
+        "duplicates",
+        "late",
+        "watermark",
+        "lease_holder",
+        "epoch",
+        "connections",
+    ];
+    let positions: Vec<usize> = fields
+        .iter()
+        .map(|f| {
+            raw.find(&format!("\"{f}\":"))
+                .unwrap_or_else(|| panic!("no {f} in {raw}"))
+        })
+        .collect();
+    assert!(positions.is_sorted(), "fields out of order: {raw}");
+    let empty = parse(raw.as_bytes());
+    assert_eq!(
+        empty.as_object().expect("an object").len(),
+        fields.len(),
+        "{raw}"
+    );
+    assert_eq!(
+        empty,
+        serde_json::json!({
+            "type": "stats_ok", "in_reply_to": 1, "open_windows": 0, "buffered_events": 0,
+            "emitted_windows": 0, "accepted": 0, "duplicates": 0, "late": 0, "watermark": null,
+            "lease_holder": "self", "epoch": 0, "connections": 1
+        })
+    );
+
+    let events = [
+        Ev::new(1, BASE + 100),
+        Ev::new(2, BASE + 200).keyed("k").valued(3),
+        Ev::new(3, BASE + 1_100), // Moves the watermark past window 0: two windows fire.
+    ];
+    ingest_ok(&mut client, 2, &events, [3, 0, 0]);
+    ingest_ok(&mut client, 3, &[Ev::new(3, BASE + 1_100)], [0, 1, 0]);
+    ingest_ok(&mut client, 4, &[Ev::new(5, BASE + 10)], [0, 0, 1]);
+    let _other = daemon.connect();
+    // The second connection counts once it is accepted: ask until it does (bounded).
+    let deadline = Instant::now() + WAIT;
+    let stats = loop {
+        let stats = client.stats();
+        if stats["connections"] == 2 || Instant::now() > deadline {
+            break stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        stats,
+        serde_json::json!({
+            "type": "stats_ok", "in_reply_to": 999, "open_windows": 1, "buffered_events": 1,
+            "emitted_windows": 2, "accepted": 3, "duplicates": 1, "late": 1,
+            "watermark": format_ts(BASE + 1_100), "lease_holder": "self", "epoch": 0,
+            "connections": 2
+        })
+    );
+}
