@@ -117,9 +117,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let writer = tokio::spawn(write_replies(write, out_rx, Arc::clone(&shared)));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut splitter = LineSplitter::new(shared.max_line_bytes);
+    // Once it subscribes, a connection only streams windows: it is never idle, and requests on
+    // it are answered with an error (on the stream) instead of being run.
+    let mut subscribed = false;
     loop {
         let read = read_line(&mut reader, &mut splitter);
-        let read = match shared.idle_timeout {
+        let read = match shared.idle_timeout.filter(|_| !subscribed) {
             Some(limit) => match tokio::time::timeout(limit, read).await {
                 Ok(read) => read,
                 Err(_) => {
@@ -140,7 +143,18 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             }
             Ok(Some(Line::Text(line))) => match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => handle_request(text, &shared).await,
+                Ok(_) if subscribed => ready_error(
+                    &shared,
+                    &ReplyTo::default(),
+                    &NodeError::malformed(
+                        "this connection is subscribed and only streams windows; send requests on another connection",
+                    ),
+                ),
+                Ok(text) => {
+                    let outgoing = handle_request(text, &shared).await;
+                    subscribed = matches!(outgoing, Outgoing::Subscribe(..));
+                    outgoing
+                }
                 Err(e) => ready_error(
                     &shared,
                     &ReplyTo::default(),
@@ -328,7 +342,8 @@ async fn write_replies(
             Outgoing::Subscribe(to, rx) => {
                 match rx.await.unwrap_or_else(|_| Err(lost())) {
                     Ok(subscription) => {
-                        stream_subscription(&mut write, &shared, to, subscription).await;
+                        stream_subscription(&mut write, &mut queue, &shared, to, subscription)
+                            .await;
                     }
                     Err(error) => {
                         message(&mut out, style, &to, "error", |w| error_fields(w, &error));
@@ -352,8 +367,13 @@ async fn write_replies(
 
 /// Sends `subscribe_ok`, the backlog (paging through the log), then live windows, until the
 /// client goes away or falls too far behind (then an error says where to resume).
+///
+/// The connection's reply queue stays open alongside: error replies to requests sent on the
+/// subscribed connection are written between windows, and when the client closes its side (the
+/// reader ends, closing the queue) the subscription ends and the connection's slot is freed.
 async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     write: &mut W,
+    queue: &mut mpsc::Receiver<Outgoing>,
     shared: &Shared,
     to: ReplyTo,
     mut subscription: Subscription,
@@ -401,7 +421,22 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
         next = subscription.next_seq;
     };
     loop {
-        let published = match live.recv().await {
+        let received = tokio::select! {
+            received = live.recv() => received,
+            item = queue.recv() => {
+                match item {
+                    Some(Outgoing::Ready(bytes)) => out.extend_from_slice(&bytes),
+                    // The reader queues nothing else once subscribed; the client is gone.
+                    Some(_) | None => return,
+                }
+                if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                    return;
+                }
+                out.clear();
+                continue;
+            }
+        };
+        let published = match received {
             Ok(published) => published,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 Metrics::add(&shared.metrics.subscribers_dropped, 1);

@@ -1408,3 +1408,40 @@ fn stats_ok_reports_every_field() {
         })
     );
 }
+
+#[test]
+fn a_subscribed_connection_answers_requests_with_errors_and_frees_its_slot_on_close() {
+    let dir = tempdir();
+    let daemon = Daemon::start(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--idle-timeout",
+            "0s",
+            "--max-connections",
+            "2",
+        ],
+    );
+    let mut sub = subscribe(&daemon, None);
+    // A request on the subscribed connection is not run: it gets an error on the stream.
+    sub.send(r#"{"type":"stats","msg_id":2}"#);
+    let refused = sub.recv();
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], 12, "{refused}");
+    let mut other = daemon.connect();
+    assert_eq!(other.stats()["connections"], 2);
+    // A subscriber that goes away frees its slot without waiting for a window to fire.
+    drop(sub);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if other.stats()["connections"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed subscriber kept its slot"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
