@@ -53,6 +53,9 @@ Maelstrom codes (10 unknown type, 12 malformed request, 20 window not open) and 
 Example:
   echo '{\"type\": \"assign\", \"msg_id\": 1, \"events\": [{\"id\": 1, \"timestamp\": \"2024-01-15T10:00:10Z\"}], \"window_size_ms\": 60000}' | window-node
 
+`window-node serve` runs the TCP daemon instead: clients ingest events, windows fire on their own
+and subscribers receive them from a durable log (see `window-node serve --help`).
+
 Window ids: the default `--ids grader` frame labels windows as the published exercise does (its
 expected ids read `Z` times as UTC+2 local time: id = start - 7200000). `--ids utc` labels a
 window by its UTC start. Logs go to stderr (RUST_LOG or -v); stdout carries replies only.";
@@ -100,7 +103,7 @@ struct Cli {
     max_line_bytes: usize,
 
     /// More logging on stderr (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 }
 
@@ -139,7 +142,10 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    // The daemon says what it does (start, listen, recover, stop) by default; the stdin node
+    // stays quiet unless asked, since its caller reads stdout and may show stderr.
+    let daemon = matches!(cli.command, Some(Command::Serve(_)));
+    init_logging(cli.verbose, daemon);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -191,8 +197,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("serving requests on stdin/stdout")
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, daemon: bool) {
     let default = match verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "debug",
         _ => "trace",

@@ -173,7 +173,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(metrics_listener, Arc::clone(&metrics)));
     }
     // The one line a supervisor (or a test) waits for, on stderr like every log.
-    tracing::warn!(address = %local, "listening; {}", describe(&config));
+    tracing::info!(address = %local, "listening; {}", describe(&config));
     let shared = Arc::new(Shared {
         commands,
         frame,
@@ -207,7 +207,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             };
         }
     }
-    tracing::warn!("stopping: no new connections; finishing what was received");
+    tracing::info!("stopping: no new connections; finishing what was received");
     // The driver answers what is queued, syncs, and stops; later requests get error 11.
     let _ = stop.send(true);
     match tokio::time::timeout(Duration::from_secs(30), driver).await {
@@ -215,7 +215,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(join)) => anyhow::bail!("the driver task failed: {join}"),
         Err(_) => anyhow::bail!("the driver did not finish within 30 s of the shutdown signal"),
     }
-    tracing::warn!("stopped cleanly");
+    tracing::info!("stopped cleanly");
     Ok(())
 }
 

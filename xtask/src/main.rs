@@ -20,7 +20,8 @@ tasks:
   ci              cargo fmt --check, clippy -D warnings, dependency direction, all tests
   crash           the store crash test with 50 SIGKILL cycles (release build)
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
-                  written to bench/report.md (--quick: small inputs, no report, for CI)";
+                  written to bench/report.md (--quick: small inputs, a smoke check of every
+                  scenario for CI, written to target/bench-quick/)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
