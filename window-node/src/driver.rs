@@ -7,7 +7,9 @@
 //! their own. Nothing else touches the engine or the store, so there are no locks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use window_core::{
@@ -15,7 +17,7 @@ use window_core::{
 };
 use window_store::{Batch, OutputRecord, StoreError, WindowStore};
 
-use crate::clock;
+use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::metrics::Metrics;
 use crate::node::{batch_error, close_window};
@@ -145,6 +147,8 @@ pub struct Driver {
     next_seq: u64,
     publish: broadcast::Sender<Published>,
     metrics: Arc<Metrics>,
+    /// Processing time: wall time at start plus monotonic time since.
+    clock: Clock,
     /// Processing time of the last ingest that admitted events, and the watermark after it.
     last_arrival: Instant,
     watermark_at_arrival: Option<Timestamp>,
@@ -180,6 +184,7 @@ impl Driver {
             publish,
             metrics,
             last_arrival: Instant::now(),
+            clock: Clock::start(),
             fired: Vec::new(),
             late: Vec::new(),
         })
@@ -238,8 +243,7 @@ impl Driver {
                     other => pending.push(self.step(other)?),
                 }
             }
-            // fsync blocks: tell the runtime, so other tasks move to another worker meanwhile.
-            tokio::task::block_in_place(|| self.store.sync())?;
+            self.sync()?;
             for reply in pending {
                 match reply {
                     Pending::Ingest(tx, r) => {
@@ -266,14 +270,24 @@ impl Driver {
         Ok(())
     }
 
+    /// Makes the group durable. fsync blocks: on a multi-threaded runtime the driver tells tokio,
+    /// so other tasks move to another worker meanwhile.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| self.store.sync())
+        } else {
+            self.store.sync()
+        }
+    }
+
     /// When the driver must wake without a command: the next time-purge deadline, or the next
     /// idle tick while windows are open.
     fn next_wake(&self) -> Option<Instant> {
-        let now_ms = clock::now();
-        let deadline = self.engine.next_deadline().map(|at| {
-            let wait = at.as_millis().saturating_sub(now_ms.as_millis()).max(0);
-            Instant::now() + Duration::from_millis(wait as u64)
-        });
+        let deadline = self
+            .engine
+            .next_deadline()
+            .map(|at| self.clock.instant_at(at));
         let idle = self
             .config
             .idle_timeout
@@ -287,7 +301,7 @@ impl Driver {
 
     /// Runs the time purge and the idle watermark, committing what they fire.
     fn on_timers(&mut self) -> Result<(), StoreError> {
-        let now = clock::now();
+        let now = self.clock.now();
         let before = self.next_seq;
         if self.engine.next_deadline().is_some_and(|at| at <= now) {
             self.engine.handle_deadline(now);
@@ -355,7 +369,7 @@ impl Driver {
             .collect();
         let admission = self
             .engine
-            .handle_events(clock::now(), self.config.size, batch)
+            .handle_events(self.clock.now(), self.config.size, batch)
             .map_err(batch_error)?;
         if admission.accepted > 0 {
             self.last_arrival = Instant::now();
@@ -460,7 +474,7 @@ impl Driver {
 
 async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
+        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -475,4 +489,143 @@ pub fn describe(config: &DriverConfig) -> String {
         config.engine.purge,
         config.engine.late
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The driver's timers under paused tokio time: the runtime jumps to the next timer when
+    //! nothing else can run, so these tests take no wall time and measure exact delays.
+
+    use std::num::NonZeroU32;
+
+    use window_core::{CloseReason, IdFrame, LatePolicy, PurgePolicy};
+    use window_store::MemoryStore;
+
+    use super::*;
+
+    struct Running {
+        commands: mpsc::Sender<Command>,
+        feed: broadcast::Receiver<Published>,
+        _stop: watch::Sender<bool>,
+    }
+
+    fn start(purge: PurgePolicy, lateness_ms: u64, idle: Option<Duration>) -> Running {
+        let config = DriverConfig {
+            engine: EngineConfig {
+                frame: IdFrame::Utc,
+                purge,
+                allowed_lateness_ms: Some(lateness_ms),
+                late: LatePolicy::Drop,
+            },
+            size: SizeMs::new(1_000).expect("size"),
+            idle_timeout: idle,
+            epoch: 7,
+        };
+        let (publish, feed) = broadcast::channel(64);
+        let store = Box::new(MemoryStore::in_memory());
+        let driver =
+            Driver::new(config, store, publish, Arc::new(Metrics::default())).expect("driver");
+        let (commands, rx) = mpsc::channel(16);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(driver.run(rx, stopped));
+        Running {
+            commands,
+            feed,
+            _stop: stop,
+        }
+    }
+
+    async fn ingest(running: &Running, events: &[(i64, i64)]) -> IngestOk {
+        let events = events
+            .iter()
+            .map(|&(id, ts)| OwnedEvent {
+                id: EventId::Int(id),
+                ts: Timestamp::from_millis(ts),
+                key: None,
+                value: None,
+            })
+            .collect();
+        let (reply, rx) = oneshot::channel();
+        running
+            .commands
+            .send(Command::Ingest { events, reply })
+            .await
+            .expect("send");
+        rx.await.expect("reply").expect("ingest ok")
+    }
+
+    async fn next_window(running: &mut Running) -> Arc<OutputRecord> {
+        match running.feed.recv().await.expect("feed") {
+            Published::Window(record) => record,
+            Published::Late(late) => panic!("unexpected late event {late:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_time_purge_fires_a_pane_max_age_after_its_first_event() {
+        let purge = PurgePolicy {
+            max_events: None,
+            max_age_ms: Some(300),
+        };
+        let mut running = start(purge, 60_000, None);
+        let opened = Instant::now();
+        assert_eq!(ingest(&running, &[(1, 100), (2, 200)]).await.accepted, 2);
+        let record = next_window(&mut running).await;
+        let waited = opened.elapsed();
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_millis(310),
+            "{waited:?}"
+        );
+        assert_eq!(record.window.reason, CloseReason::Time);
+        assert_eq!(record.window.ids, vec![EventId::Int(1), EventId::Int(2)]);
+        assert_eq!((record.seq, record.epoch), (0, 7));
+        // The next event of the window opens a fresh pane with its own deadline.
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        let reopened = Instant::now();
+        ingest(&running, &[(3, 300)]).await;
+        let record = next_window(&mut running).await;
+        assert!(
+            reopened.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            reopened.elapsed()
+        );
+        assert_eq!(record.window.ids, vec![EventId::Int(3)]);
+        assert_eq!(record.seq, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_watermark_closes_windows_without_new_events() {
+        let mut running = start(PurgePolicy::default(), 5_000, Some(Duration::from_secs(10)));
+        let arrived = Instant::now();
+        ingest(&running, &[(1, 100)]).await;
+        // Event time stands at 100 - 5000: nothing is due until the node has been idle for 10 s,
+        // after which event time moves with the wall clock and passes the window's end at once.
+        let record = next_window(&mut running).await;
+        let waited = arrived.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_100),
+            "{waited:?}"
+        );
+        assert_eq!(record.window.reason, CloseReason::Watermark);
+        assert_eq!(record.window.window.start, Timestamp::from_millis(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn length_fires_at_once_and_nothing_fires_early() {
+        let purge = PurgePolicy {
+            max_events: NonZeroU32::new(2),
+            max_age_ms: None,
+        };
+        let mut running = start(purge, 60_000, Some(Duration::from_secs(30)));
+        ingest(&running, &[(1, 100)]).await;
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(matches!(
+            running.feed.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        ingest(&running, &[(2, 150)]).await;
+        let record = next_window(&mut running).await;
+        assert_eq!(record.window.reason, CloseReason::Length);
+        assert_eq!(record.window.ids, vec![EventId::Int(1), EventId::Int(2)]);
+    }
 }
