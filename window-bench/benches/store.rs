@@ -103,7 +103,7 @@ impl<S: WindowStore> Pipeline<S> {
                 self.next_seq += 1;
             }
             let dirty = self.engine.take_dirty();
-            self.store.commit(Batch { dirty, fired }).expect("commit");
+            self.store.commit(&Batch { dirty, fired }).expect("commit");
             if sync == Sync::EveryStep {
                 self.store.sync().expect("sync");
             }
@@ -168,7 +168,7 @@ fn fill(store: &mut dyn WindowStore, config: EngineConfig, events: usize) -> Eng
             .expect("fits");
         let dirty = engine.take_dirty();
         store
-            .commit(Batch {
+            .commit(&Batch {
                 dirty,
                 fired: Vec::new(),
             })

@@ -152,7 +152,9 @@ pub struct Driver {
     /// Processing time of the last ingest that admitted events, and the watermark after it.
     last_arrival: Instant,
     watermark_at_arrival: Option<Timestamp>,
-    /// Fired in this group, published after the sync.
+    /// Fired in this group and not yet written to the store.
+    unwritten: Vec<OutputRecord>,
+    /// Fired in this group and written, published after the sync.
     fired: Vec<Arc<OutputRecord>>,
     late: Vec<Arc<LateNotice>>,
 }
@@ -185,6 +187,7 @@ impl Driver {
             metrics,
             last_arrival: Instant::now(),
             clock: Clock::start(),
+            unwritten: Vec::new(),
             fired: Vec::new(),
             late: Vec::new(),
         })
@@ -243,6 +246,7 @@ impl Driver {
                     other => pending.push(self.step(other)?),
                 }
             }
+            self.write_group()?;
             self.sync()?;
             for reply in pending {
                 match reply {
@@ -401,30 +405,37 @@ impl Driver {
     /// reply returns). Returns the output records of `returned`.
     fn commit(&mut self, returned: Vec<ClosedWindow>) -> Result<Vec<OutputRecord>, StoreError> {
         let returned_count = returned.len();
-        let mut fired = Vec::new();
+        let first = self.unwritten.len();
         for window in returned
             .into_iter()
             .chain(std::iter::from_fn(|| self.engine.poll_closed()))
         {
-            fired.push(OutputRecord {
+            self.unwritten.push(OutputRecord {
                 seq: self.next_seq,
                 epoch: self.config.epoch,
                 window,
             });
             self.next_seq += 1;
         }
+        Ok(self.unwritten[first..first + returned_count].to_vec())
+    }
+
+    /// Writes the group's steps as one atomic batch: the engine's change since the last write
+    /// and every window fired since. One batch per group rather than per step: a window touched
+    /// by many requests of the group is written once.
+    fn write_group(&mut self) -> Result<(), StoreError> {
         let dirty = self.engine.take_dirty();
-        if fired.is_empty() && dirty.windows.is_empty() && dirty.removed.is_empty() {
-            return Ok(Vec::new());
+        if self.unwritten.is_empty() && dirty.windows.is_empty() && dirty.removed.is_empty() {
+            return Ok(());
         }
-        self.store.commit(Batch {
+        let batch = Batch {
             dirty,
-            fired: fired.clone(),
-        })?;
-        Metrics::add(&self.metrics.windows_fired, fired.len() as u64);
-        let replied = fired[..returned_count].to_vec();
-        self.fired.extend(fired.into_iter().map(Arc::new));
-        Ok(replied)
+            fired: std::mem::take(&mut self.unwritten),
+        };
+        self.store.commit(&batch)?;
+        Metrics::add(&self.metrics.windows_fired, batch.fired.len() as u64);
+        self.fired.extend(batch.fired.into_iter().map(Arc::new));
+        Ok(())
     }
 
     fn publish_group(&mut self, trigger: Instant) {

@@ -41,8 +41,8 @@ pub struct Node {
     replied: Vec<ClosedWindow>,
     /// Where emitted windows go: the `src` of the latest request.
     last_src: Option<String>,
-    /// Set when a commit failed: the store no longer matches the engine, so the node must stop.
-    fatal: Option<StoreError>,
+    /// Windows fired since the last sync, not yet written to the store.
+    unwritten: Vec<OutputRecord>,
 }
 
 impl std::fmt::Debug for Node {
@@ -71,7 +71,7 @@ impl Node {
             next_seq: 0,
             replied: Vec::new(),
             last_src: None,
-            fatal: None,
+            unwritten: Vec::new(),
         }
     }
 
@@ -102,14 +102,19 @@ impl Node {
     }
 
     /// Makes every committed step durable. Replies may be written only after this succeeds.
+    ///
+    /// The requests answered since the last sync are written as one atomic batch (the engine's
+    /// change since then and every window they fired), then synced: group commit.
     pub fn sync(&mut self) -> Result<(), StoreError> {
-        if let Some(error) = self.fatal.take() {
-            return Err(error);
-        }
-        match &mut self.store {
-            Some(store) => store.sync(),
-            None => Ok(()),
-        }
+        let Some(store) = &mut self.store else {
+            return Ok(());
+        };
+        let batch = window_store::Batch {
+            dirty: self.engine.take_dirty(),
+            fired: std::mem::take(&mut self.unwritten),
+        };
+        store.commit(&batch)?;
+        store.sync()
     }
 
     /// Answers one request line, appending the reply (and any fired windows) to `out`.
@@ -134,22 +139,9 @@ impl Node {
         self.persist(fired);
     }
 
-    /// Commits the step the last request made (its open-state change and fired windows).
+    /// Keeps the step's fired windows for the group's batch (see [`Node::sync`]).
     fn persist(&mut self, fired: Vec<OutputRecord>) {
-        let Some(store) = &mut self.store else {
-            return;
-        };
-        if self.fatal.is_some() {
-            return;
-        }
-        let batch = window_store::Batch {
-            dirty: self.engine.take_dirty(),
-            fired,
-        };
-        if let Err(error) = store.commit(batch) {
-            tracing::error!(%error, "committing a step failed; the node stops taking requests");
-            self.fatal = Some(error);
-        }
+        self.unwritten.extend(fired);
     }
 
     /// Answers a line that could not be read as a request (too long, or not UTF-8).
@@ -255,11 +247,12 @@ impl Node {
                 let mut cached: Option<(WindowBounds, String, String, String)> = None;
                 for (event, b) in events.iter().zip(&bounds) {
                     if cached.as_ref().is_none_or(|c| c.0 != *b) {
+                        // Ids and RFC 3339 times need no escaping: keep them as JSON text.
                         cached = Some((
                             *b,
-                            frame.id_of(b.start).to_string(),
-                            b.start.to_string(),
-                            b.end.to_string(),
+                            format!("\"{}\"", frame.id_of(b.start)),
+                            format!("\"{}\"", b.start),
+                            format!("\"{}\"", b.end),
                         ));
                     }
                     let Some((_, id, start, end)) = &cached else {
@@ -267,9 +260,9 @@ impl Node {
                     };
                     w.begin_object();
                     w.key("id").event_id(&event.id);
-                    w.key("window_id").str(id);
-                    w.key("window_start").str(start);
-                    w.key("window_end").str(end);
+                    w.key("window_id").raw(id);
+                    w.key("window_start").raw(start);
+                    w.key("window_end").raw(end);
                     if let Some(key) = event.key {
                         w.key("key").str(key);
                     }

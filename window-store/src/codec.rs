@@ -2,8 +2,10 @@
 //!
 //! One ordered keyspace:
 //! - `M`: the meta record (next output seq, max event time, watermark, counters);
-//! - `W` + window + `C` + first index: a chunk of a window's ids, as appended in one step;
-//! - `W` + window + `H`: the window's header (pane start, id count, aggregate, pane open time);
+//! - `W` + window + `C` + first index: a chunk of a window's ids, as appended in one write, with
+//!   the window's header as of that write (pane start, id count, aggregate, pane open time): the
+//!   last chunk's header is the window's. A write that changes only the header rewrites an empty
+//!   chunk at the current id count, which the next append then overwrites.
 //! - `O` + seq: one output record.
 //!
 //! A window is `end, start, size` (order-preserving big-endian) then its key with a length, so
@@ -27,7 +29,6 @@ pub const META_KEY: &[u8] = b"M";
 pub const WINDOW_PREFIX: u8 = b'W';
 /// Prefix of output records.
 pub const OUTPUT_PREFIX: u8 = b'O';
-const HEADER: u8 = b'H';
 const CHUNK: u8 = b'C';
 
 /// The meta record.
@@ -39,20 +40,13 @@ pub struct Meta {
     pub counters: Counters,
 }
 
-/// A window's header record.
+/// A window's header, as carried by each of its chunks.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Header {
     pub pane_start: u64,
     pub id_count: u64,
     pub aggregate: Option<Aggregate>,
     pub pane_opened_at: Option<Timestamp>,
-}
-
-/// What a key under `W` names.
-#[derive(Debug, PartialEq)]
-pub enum WindowRecord {
-    Header,
-    Chunk { first_index: u64 },
 }
 
 // ---- keys ----
@@ -75,12 +69,6 @@ pub fn window_prefix(window: &WindowKey) -> Vec<u8> {
     key
 }
 
-pub fn header_key(window: &WindowKey) -> Vec<u8> {
-    let mut key = window_prefix(window);
-    key.push(HEADER);
-    key
-}
-
 pub fn chunk_key(window: &WindowKey, first_index: u64) -> Vec<u8> {
     let mut key = window_prefix(window);
     key.push(CHUNK);
@@ -95,8 +83,8 @@ pub fn output_key(seq: u64) -> Vec<u8> {
     key
 }
 
-/// Splits a `W` key into its window and what record it is.
-pub fn decode_window_key(key: &[u8]) -> Result<(WindowKey, WindowRecord), StoreError> {
+/// Splits a chunk key into its window and the index of the chunk's first id.
+pub fn decode_chunk_key(key: &[u8]) -> Result<(WindowKey, u64), StoreError> {
     let mut r = Reader::new(key);
     if r.u8()? != WINDOW_PREFIX {
         return Err(StoreError::corrupt(key, "not a window key"));
@@ -121,11 +109,8 @@ pub fn decode_window_key(key: &[u8]) -> Result<(WindowKey, WindowRecord), StoreE
         }
         other => return Err(StoreError::corrupt(key, format!("bad key flag {other}"))),
     };
-    let record = match r.u8()? {
-        HEADER => WindowRecord::Header,
-        CHUNK => WindowRecord::Chunk {
-            first_index: u64::from_be_bytes(r.array()?),
-        },
+    let first_index = match r.u8()? {
+        CHUNK => u64::from_be_bytes(r.array()?),
         other => return Err(StoreError::corrupt(key, format!("bad record kind {other}"))),
     };
     r.finish()?;
@@ -134,7 +119,7 @@ pub fn decode_window_key(key: &[u8]) -> Result<(WindowKey, WindowRecord), StoreE
         size,
         key: window_key,
     };
-    Ok((window, record))
+    Ok((window, first_index))
 }
 
 pub fn decode_output_key(key: &[u8]) -> Result<u64, StoreError> {
@@ -182,16 +167,19 @@ pub fn decode_meta(key: &[u8], value: &[u8]) -> Result<Meta, StoreError> {
     Ok(meta)
 }
 
-pub fn encode_header(header: &Header) -> Vec<u8> {
-    let mut out = vec![VERSION];
+/// A chunk: the window's header, then the ids appended from the chunk's first index on.
+pub fn encode_chunk(header: &Header, ids: &[EventId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + ids.len() * 4);
+    out.push(VERSION);
     put_varint(&mut out, header.pane_start);
     put_varint(&mut out, header.id_count);
     put_opt_aggregate(&mut out, header.aggregate);
     put_opt_ts(&mut out, header.pane_opened_at);
+    put_ids(&mut out, ids);
     out
 }
 
-pub fn decode_header(key: &[u8], value: &[u8]) -> Result<Header, StoreError> {
+pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, Vec<EventId>), StoreError> {
     let mut r = Reader::versioned(key, value)?;
     let header = Header {
         pane_start: r.varint()?,
@@ -199,25 +187,12 @@ pub fn decode_header(key: &[u8], value: &[u8]) -> Result<Header, StoreError> {
         aggregate: r.opt_aggregate()?,
         pane_opened_at: r.opt_ts()?,
     };
+    let ids = r.ids()?;
     r.finish()?;
     if header.pane_start > header.id_count {
         return Err(StoreError::corrupt(key, "pane start beyond the id count"));
     }
-    Ok(header)
-}
-
-pub fn encode_ids(ids: &[EventId]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 5 + ids.len() * 4);
-    out.push(VERSION);
-    put_ids(&mut out, ids);
-    out
-}
-
-pub fn decode_ids(key: &[u8], value: &[u8]) -> Result<Vec<EventId>, StoreError> {
-    let mut r = Reader::versioned(key, value)?;
-    let ids = r.ids()?;
-    r.finish()?;
-    Ok(ids)
+    Ok((header, ids))
 }
 
 pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
@@ -504,19 +479,14 @@ mod tests {
             window(0, 60_000, Some("ab")),
             window(0, 120_000, None),
         ];
-        let keys: Vec<_> = windows.iter().map(header_key).collect();
+        let keys: Vec<_> = windows.iter().map(|w| chunk_key(w, 3)).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted, "keys sort by end, then start, size, key");
         for w in &windows {
             assert_eq!(
-                decode_window_key(&header_key(w)).unwrap(),
-                (w.clone(), WindowRecord::Header)
-            );
-            let chunk = chunk_key(w, 77);
-            assert_eq!(
-                decode_window_key(&chunk).unwrap(),
-                (w.clone(), WindowRecord::Chunk { first_index: 77 })
+                decode_chunk_key(&chunk_key(w, 77)).unwrap(),
+                (w.clone(), 77)
             );
         }
         // A key that is a prefix of another does not share its records' prefix.
@@ -534,7 +504,6 @@ mod tests {
             EventId::Text("é\"x".into()),
             EventId::Number("1.5e3".into()),
         ];
-        assert_eq!(decode_ids(b"k", &encode_ids(&ids)).unwrap(), ids);
         let meta = Meta {
             next_seq: 300,
             max_event_time: Some(Timestamp::from_millis(-5)),
@@ -558,8 +527,8 @@ mod tests {
             pane_opened_at: Some(Timestamp::from_millis(1_000)),
         };
         assert_eq!(
-            decode_header(b"h", &encode_header(&header)).unwrap(),
-            header
+            decode_chunk(b"c", &encode_chunk(&header, &ids)).unwrap(),
+            (header, ids.clone())
         );
         let record = OutputRecord {
             seq: 7,
@@ -579,25 +548,37 @@ mod tests {
 
     #[test]
     fn bad_values_are_corrupt_not_panics() {
-        let good = encode_ids(&[EventId::Text("abc".into())]);
+        let header = Header {
+            pane_start: 0,
+            id_count: 1,
+            aggregate: None,
+            pane_opened_at: None,
+        };
+        let good = encode_chunk(&header, &[EventId::Text("abc".into())]);
         for cut in 0..good.len() {
             assert!(matches!(
-                decode_ids(b"k", &good[..cut]),
+                decode_chunk(b"k", &good[..cut]),
                 Err(StoreError::Corrupt { .. })
             ));
         }
         let mut future = good.clone();
         future[0] = 9;
-        let err = decode_ids(b"\x01", &future).unwrap_err().to_string();
+        let err = decode_chunk(b"\x01", &future).unwrap_err().to_string();
         assert!(
             err.contains("unknown format version 9") && err.contains("01"),
             "{err}"
         );
         let mut trailing = good;
         trailing.push(0);
-        assert!(decode_ids(b"k", &trailing).is_err());
-        assert!(decode_window_key(b"Wshort").is_err());
+        assert!(decode_chunk(b"k", &trailing).is_err());
+        assert!(decode_chunk_key(b"Wshort").is_err());
         // A huge id count must not allocate before failing.
-        assert!(decode_ids(b"k", &[VERSION, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        assert!(decode_chunk(b"k", &[VERSION, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        // A pane that starts past the ids is inconsistent.
+        let bad = Header {
+            pane_start: 2,
+            ..header
+        };
+        assert!(decode_chunk(b"k", &encode_chunk(&bad, &[])).is_err());
     }
 }

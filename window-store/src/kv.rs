@@ -5,7 +5,7 @@
 
 use window_core::{EngineSnapshot, WindowSnapshot};
 
-use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX, WindowRecord};
+use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX};
 use crate::error::StoreError;
 use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
 
@@ -91,16 +91,11 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             let mut next = last.clone();
             next.push(0);
             for (key, value) in &page {
-                let (window, record) = codec::decode_window_key(key)?;
+                let (window, first_index) = codec::decode_chunk_key(key)?;
                 let snap = match &mut current {
                     Some(snap) if snap.window == window => snap,
                     _ => {
-                        if let Some(unfinished) = current.take() {
-                            return Err(StoreError::corrupt(
-                                &codec::window_prefix(&unfinished.window),
-                                "window has id chunks but no header",
-                            ));
-                        }
+                        windows.extend(current.take());
                         current.insert(WindowSnapshot {
                             window,
                             ids: Vec::new(),
@@ -110,46 +105,35 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                         })
                     }
                 };
-                match record {
-                    WindowRecord::Chunk { first_index } => {
-                        if first_index != snap.ids.len() as u64 {
-                            return Err(StoreError::corrupt(
-                                key,
-                                format!(
-                                    "id chunk starts at {first_index}, expected {}",
-                                    snap.ids.len()
-                                ),
-                            ));
-                        }
-                        snap.ids.extend(codec::decode_ids(key, value)?);
-                    }
-                    WindowRecord::Header => {
-                        let header: Header = codec::decode_header(key, value)?;
-                        if header.id_count != snap.ids.len() as u64 {
-                            return Err(StoreError::corrupt(
-                                key,
-                                format!(
-                                    "header counts {} ids, chunks hold {}",
-                                    header.id_count,
-                                    snap.ids.len()
-                                ),
-                            ));
-                        }
-                        snap.pane_start = header.pane_start as usize;
-                        snap.aggregate = header.aggregate;
-                        snap.pane_opened_at = header.pane_opened_at;
-                        windows.extend(current.take());
-                    }
+                if first_index != snap.ids.len() as u64 {
+                    return Err(StoreError::corrupt(
+                        key,
+                        format!(
+                            "id chunk starts at {first_index}, expected {}",
+                            snap.ids.len()
+                        ),
+                    ));
                 }
+                let (header, ids): (Header, _) = codec::decode_chunk(key, value)?;
+                snap.ids.extend(ids);
+                if header.id_count != snap.ids.len() as u64 {
+                    return Err(StoreError::corrupt(
+                        key,
+                        format!(
+                            "chunk counts {} ids, the chunks hold {}",
+                            header.id_count,
+                            snap.ids.len()
+                        ),
+                    ));
+                }
+                // The last chunk's header is the window's.
+                snap.pane_start = header.pane_start as usize;
+                snap.aggregate = header.aggregate;
+                snap.pane_opened_at = header.pane_opened_at;
             }
             start = next;
         }
-        if let Some(unfinished) = current {
-            return Err(StoreError::corrupt(
-                &codec::window_prefix(&unfinished.window),
-                "window has id chunks but no header",
-            ));
-        }
+        windows.extend(current);
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
         Ok(Some(Recovered {
@@ -163,7 +147,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         }))
     }
 
-    fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let mut meta = self.meta()?;
         let mut ops = Vec::with_capacity(
             2 + batch.dirty.removed.len() + 2 * batch.dirty.windows.len() + batch.fired.len(),
@@ -176,12 +160,8 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 // A window that (re)opened in this step: nothing of an earlier one may remain.
                 ops.push(KvOp::DeletePrefix(codec::window_prefix(&delta.window)));
             }
-            if !delta.appended.is_empty() {
-                ops.push(KvOp::Put(
-                    codec::chunk_key(&delta.window, delta.first_index as u64),
-                    codec::encode_ids(&delta.appended),
-                ));
-            }
+            // One record per touched window: the appended ids with the window's header. A step
+            // that appended nothing rewrites an empty chunk at the current count (see codec).
             let header = Header {
                 pane_start: delta.pane_start as u64,
                 id_count: (delta.first_index + delta.appended.len()) as u64,
@@ -189,8 +169,8 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 pane_opened_at: delta.pane_opened_at,
             };
             ops.push(KvOp::Put(
-                codec::header_key(&delta.window),
-                codec::encode_header(&header),
+                codec::chunk_key(&delta.window, delta.first_index as u64),
+                codec::encode_chunk(&header, &delta.appended),
             ));
         }
         for record in &batch.fired {

@@ -15,7 +15,7 @@ pub trait WindowStore: Send {
 
     /// Writes one step atomically: after a crash the store holds all of it or none of it.
     /// Durable only after the next [`sync`](WindowStore::sync).
-    fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
 
     /// Makes every committed batch durable (survives a crash of this process).
     fn sync(&mut self) -> Result<(), StoreError>;

@@ -119,7 +119,7 @@ fn commit(
         *next_seq += 1;
     }
     store
-        .commit(Batch {
+        .commit(&Batch {
             dirty: engine.take_dirty(),
             fired: fired.clone(),
         })
@@ -347,7 +347,7 @@ fn a_batch_that_breaks_the_sequence_is_rejected() {
         }],
     };
     assert!(matches!(
-        store.commit(batch),
+        store.commit(&batch),
         Err(StoreError::InvalidBatch(_))
     ));
 }

@@ -74,7 +74,7 @@ fn commit(
         })
         .collect();
     store
-        .commit(Batch {
+        .commit(&Batch {
             dirty: engine.take_dirty(),
             fired,
         })
