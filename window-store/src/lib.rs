@@ -1,9 +1,10 @@
 //! Durable open windows, watermarks and the output log of window-node.
 //!
 //! # The durability contract
-//! A [`WindowStore`] takes one [`Batch`] per engine step: the engine's change to its open state
-//! (`Engine::take_dirty`) and the windows fired in that step, each with the next dense sequence
-//! number of the output log. `commit` applies a batch atomically; `sync` makes every committed
+//! A [`WindowStore`] takes [`Batch`]es: the engine's change to its open state since the last
+//! batch (`Engine::take_dirty`) and the windows fired meanwhile, each with the next dense
+//! sequence number of the output log. A batch may cover one engine step or many (the node writes
+//! one per group of requests). `commit` applies a batch atomically; `sync` makes every committed
 //! batch durable. So, for a caller that acknowledges a request only after the `sync` that
 //! follows its batch:
 //! - nothing acknowledged is lost: every acknowledged event is in an open window or in a fired

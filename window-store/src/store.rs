@@ -6,9 +6,9 @@ use crate::error::StoreError;
 
 /// Persists the open state and the output log of one engine.
 ///
-/// The caller drives it once per engine step: `commit` one [`Batch`] holding the engine's
-/// [`Dirty`] change and the windows fired in the same step, then `sync` before acknowledging
-/// anything that step accepted. Several commits may share one sync (group commit).
+/// The caller `commit`s a [`Batch`] holding the engine's [`Dirty`] change and the windows fired
+/// since its last batch (one engine step or several), then `sync`s before acknowledging anything
+/// those steps accepted. Several commits may share one sync (group commit).
 pub trait WindowStore: Send {
     /// Reads what was persisted; `None` for a store that never committed anything.
     fn recover(&mut self) -> Result<Option<Recovered>, StoreError>;
