@@ -20,7 +20,7 @@ use window_store::{Batch, OutputRecord, StoreError, WindowStore};
 use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::metrics::Metrics;
-use crate::node::{batch_error, close_window};
+use crate::node::{batch_error, close_window, recover};
 
 /// Commands a group may hold before it is committed.
 const MAX_GROUP: usize = 512;
@@ -167,16 +167,7 @@ impl Driver {
         publish: broadcast::Sender<Published>,
         metrics: Arc<Metrics>,
     ) -> Result<Driver, StoreError> {
-        let started = Instant::now();
-        let (engine, next_seq) = window_store::open_engine(&mut *store, config.engine)?;
-        let stats = engine.stats();
-        tracing::info!(
-            open_windows = stats.open_windows,
-            buffered_events = stats.buffered_events,
-            next_seq,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "recovered the open state"
-        );
+        let (engine, next_seq) = recover(&mut *store, config.engine)?;
         Ok(Driver {
             watermark_at_arrival: engine.watermark(),
             config,

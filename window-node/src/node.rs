@@ -84,16 +84,7 @@ impl Node {
             frame: config.frame,
             ..config.engine
         };
-        let started = std::time::Instant::now();
-        let (engine, next_seq) = window_store::open_engine(&mut *store, engine_config)?;
-        let stats = engine.stats();
-        tracing::info!(
-            open_windows = stats.open_windows,
-            buffered_events = stats.buffered_events,
-            next_seq,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "recovered the open state from the store"
-        );
+        let (engine, next_seq) = recover(&mut *store, engine_config)?;
         let mut node = Node::new(config);
         node.engine = engine;
         node.next_seq = next_seq;
@@ -417,6 +408,24 @@ impl Node {
             dest: to.src.as_deref(),
         }
     }
+}
+
+/// Restores the engine from `store` (or starts an empty one) and logs what was recovered.
+pub(crate) fn recover(
+    store: &mut dyn WindowStore,
+    config: EngineConfig,
+) -> Result<(Engine, u64), StoreError> {
+    let started = std::time::Instant::now();
+    let (engine, next_seq) = window_store::open_engine(store, config)?;
+    let stats = engine.stats();
+    tracing::info!(
+        open_windows = stats.open_windows,
+        buffered_events = stats.buffered_events,
+        next_seq,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered the open state from the store"
+    );
+    Ok((engine, next_seq))
 }
 
 /// Closes the window `window_id` (of `size` and `key`, when given), with the protocol's errors.
