@@ -6,6 +6,8 @@
 mod clock;
 mod driver;
 mod error;
+mod follower;
+mod lease_file;
 mod lines;
 mod metrics;
 mod node;

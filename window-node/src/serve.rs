@@ -14,6 +14,8 @@ use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, Window
 use window_store::{MemoryStore, SledStore, WindowStore};
 
 use crate::driver::{Driver, DriverConfig, describe};
+use crate::follower::{Forwarding, forward_connection};
+use crate::lease_file::{FileLease, read_coordinator};
 use crate::metrics::{self, Metrics};
 use crate::render::Style;
 use crate::tcp::{self, Shared};
@@ -88,6 +90,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 65_536, env = "WINDOW_NODE_SUBSCRIBER_BUFFER")]
     subscriber_buffer: usize,
 
+    /// Several processes may share one --data-dir: one holds the lease and coordinates, the
+    /// others forward their clients to it. When the coordinator is gone, a follower waits this
+    /// long for a new one before answering the requests it holds with error 11.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "WINDOW_NODE_FAILOVER_TIMEOUT")]
+    failover_timeout: Duration,
+
     /// Serve Prometheus metrics as text on this address (e.g. 127.0.0.1:9090).
     #[arg(long, value_name = "ADDR", env = "WINDOW_NODE_METRICS")]
     metrics: Option<SocketAddr>,
@@ -142,30 +150,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
         epoch: 0,
     };
-    let store: Box<dyn WindowStore> = if args.memory {
-        Box::new(MemoryStore::in_memory())
-    } else {
-        std::fs::create_dir_all(&args.data_dir)
-            .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-        Box::new(
-            SledStore::open_waiting(&args.data_dir, Duration::from_secs(2))
-                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
-        )
-    };
-    let metrics = Arc::new(Metrics::default());
-    let (publish, _) = broadcast::channel(args.subscriber_buffer.max(16));
-    let driver = Driver::new(config, store, publish, Arc::clone(&metrics))
-        .context("recovering the open state")?;
-    let (commands, rx) = mpsc::channel(1024);
-    let (stop, stopped) = watch::channel(false);
-    let driver = tokio::spawn(driver.run(rx, stopped));
-
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     let local = listener
         .local_addr()
         .context("reading the listening address")?;
+    let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics {
         let metrics_listener = TcpListener::bind(addr)
             .await
@@ -174,6 +165,64 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // The one line a supervisor (or a test) waits for, on stderr like every log.
     tracing::info!(address = %local, "listening; {}", describe(&config));
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+
+    // With a data directory, several processes may share it: the lease holder coordinates, the
+    // others forward their clients to it until they take over.
+    let mut config = config;
+    let lease = if args.memory {
+        None
+    } else {
+        std::fs::create_dir_all(&args.data_dir)
+            .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+        let forwarding = Arc::new(Forwarding {
+            dir: args.data_dir.clone(),
+            max_line_bytes: args.max_line_bytes,
+            failover_timeout: args.failover_timeout,
+            style: if args.spaced {
+                Style::Spaced
+            } else {
+                Style::Compact
+            },
+        });
+        match follow_until_lease(&listener, forwarding, &mut stopped).await? {
+            Some(lease) => {
+                config.epoch = lease.epoch();
+                Some(lease)
+            }
+            None => {
+                tracing::info!("stopped while following");
+                return Ok(());
+            }
+        }
+    };
+    let store: Box<dyn WindowStore> = if args.memory {
+        Box::new(MemoryStore::in_memory())
+    } else {
+        Box::new(
+            SledStore::open_waiting(&args.data_dir, Duration::from_secs(5))
+                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+        )
+    };
+    let (publish, _) = broadcast::channel(args.subscriber_buffer.max(16));
+    let driver = Driver::new(config, store, publish, Arc::clone(&metrics))
+        .context("recovering the open state")?;
+    let (commands, rx) = mpsc::channel(1024);
+    let (stop_driver, driver_stopped) = watch::channel(false);
+    let driver = tokio::spawn(driver.run(rx, driver_stopped));
+    if let Some(lease) = &lease {
+        lease
+            .publish(local)
+            .context("publishing the coordinator's address in the data directory")?;
+        tracing::info!(
+            epoch = lease.epoch(),
+            "coordinating: this process holds the lease"
+        );
+    }
     let shared = Arc::new(Shared {
         commands,
         frame,
@@ -187,13 +236,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: (!args.connection_idle_timeout.is_zero())
             .then_some(args.connection_idle_timeout),
         metrics,
+        holder: local.to_string(),
     });
     let mut driver = driver;
+    let mut stopping = stopped.clone();
     let accepting = tcp::accept_loop(
-        listener,
+        &listener,
         Arc::clone(&shared),
         args.max_connections,
-        shutdown_signal(),
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        },
     );
     tokio::select! {
         () = accepting => {}
@@ -209,7 +262,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopping: no new connections; finishing what was received");
     // The driver answers what is queued, syncs, and stops; later requests get error 11.
-    let _ = stop.send(true);
+    let _ = stop_driver.send(true);
     match tokio::time::timeout(Duration::from_secs(30), driver).await {
         Ok(Ok(result)) => result.context("the driver failed")?,
         Ok(Err(join)) => anyhow::bail!("the driver task failed: {join}"),
@@ -217,6 +270,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Takes the lease, or follows (forwarding clients to the holder) until it can. `None` when
+/// told to stop first.
+async fn follow_until_lease(
+    listener: &TcpListener,
+    forwarding: Arc<Forwarding>,
+    stopped: &mut watch::Receiver<bool>,
+) -> anyhow::Result<Option<FileLease>> {
+    let dir = forwarding.dir.clone();
+    let try_lease = || {
+        FileLease::try_acquire(&dir)
+            .with_context(|| format!("taking the lease in {}", dir.display()))
+    };
+    if let Some(lease) = try_lease()? {
+        return Ok(Some(lease));
+    }
+    tracing::info!(
+        coordinator = ?read_coordinator(&dir),
+        "following: another process holds the lease; forwarding requests to it"
+    );
+    let mut retry = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(forward_connection(stream, Arc::clone(&forwarding)));
+                }
+                Err(error) => tracing::warn!(%error, "accept failed"),
+            },
+            _ = retry.tick() => {
+                if let Some(lease) = try_lease()? {
+                    tracing::info!(epoch = lease.epoch(), "took over the lease");
+                    return Ok(Some(lease));
+                }
+            }
+            _ = stopped.wait_for(|stop| *stop) => return Ok(None),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -38,11 +38,13 @@ pub struct Shared {
     pub max_line_bytes: usize,
     pub idle_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
+    /// The coordinator's address, reported by `stats`.
+    pub holder: String,
 }
 
 /// Accepts connections until `shutdown` resolves.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: &TcpListener,
     shared: Arc<Shared>,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()>,
@@ -332,7 +334,7 @@ async fn write_replies(
                         Some(wm) => w.key("watermark").timestamp(wm),
                         None => w.key("watermark").raw("null"),
                     };
-                    w.key("lease_holder").str("self");
+                    w.key("lease_holder").str(&shared.holder);
                     w.key("epoch").int(stats.epoch);
                     w.key("connections")
                         .int(shared.metrics.connections_open.load(Ordering::Relaxed));

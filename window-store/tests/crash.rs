@@ -49,7 +49,7 @@ fn event(n: u64) -> Event<'static> {
     Event {
         id: EventId::Int(n as i64),
         ts: Timestamp::from_millis(n as i64 * 3 + jitter),
-        key: (n % 4 != 0).then(|| keys[(n % 3) as usize]),
+        key: (!n.is_multiple_of(4)).then(|| keys[(n % 3) as usize]),
         value: Some((n % 10) as f64),
     }
 }
