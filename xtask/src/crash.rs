@@ -1,8 +1,12 @@
 //! `cargo xtask crash`: the long crash runs. The normal test run does a handful of SIGKILL
-//! cycles; this does many, with an optimized build so each cycle ingests more.
+//! cycles; this does many, with an optimized build so each cycle ingests more: the store crash
+//! test (a child killed 50 times) and the failover test (the coordinator of three `serve`
+//! processes on one data directory killed 20 times).
 
 /// Kill cycles of the store crash test.
 const CYCLES: u32 = 50;
+/// Coordinator kills of the failover test.
+const FAILOVER_KILLS: u32 = 20;
 
 pub fn run() -> anyhow::Result<()> {
     // The test binary reads the cycle count from its environment.
@@ -10,5 +14,19 @@ pub fn run() -> anyhow::Result<()> {
     crate::cargo_with_env(
         &["test", "--release", "-p", "window-store", "--test", "crash"],
         &[("CRASH_CYCLES", cycles.as_str())],
+    )?;
+    let kills = FAILOVER_KILLS.to_string();
+    crate::cargo_with_env(
+        &[
+            "test",
+            "--release",
+            "-p",
+            "window-node",
+            "--test",
+            "failover",
+            "--",
+            "--nocapture",
+        ],
+        &[("FAILOVER_KILLS", kills.as_str())],
     )
 }
