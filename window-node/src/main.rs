@@ -7,6 +7,7 @@ mod clock;
 mod driver;
 mod error;
 mod follower;
+mod lease;
 mod lease_file;
 mod lines;
 mod metrics;
