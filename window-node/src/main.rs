@@ -30,6 +30,7 @@ use tracing_subscriber::EnvFilter;
 use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy};
 use window_store::SledStore;
 
+use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
 use crate::render::Style;
 
@@ -185,19 +186,39 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
     };
     tracing::info!(?config, "window-node reading requests on stdin");
+    let mut held_lease = None;
     let node = match &cli.data_dir {
         None => Node::new(config),
         Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            // The stdin node fires windows too, so it takes the lease like a coordinator.
+            let lease = FileLease::try_acquire(dir)
+                .with_context(|| format!("taking the lease in {}", dir.display()))?
+                .with_context(|| {
+                    format!(
+                        "the data directory {} is in use by another process (it holds the lease{}); stop it or choose another --data-dir",
+                        dir.display(),
+                        lease_file::read_coordinator(dir)
+                            .map(|(addr, epoch)| format!(": a serve on {addr}, epoch {epoch}"))
+                            .unwrap_or_default()
+                    )
+                })?;
             let store = SledStore::open_waiting(dir, std::time::Duration::from_secs(2))
                 .with_context(|| format!("opening the store in {}", dir.display()))?;
-            Node::with_store(config, Box::new(store))
-                .with_context(|| format!("recovering the open state from {}", dir.display()))?
+            let node = Node::with_store(config, Box::new(store), lease.epoch())
+                .with_context(|| format!("recovering the open state from {}", dir.display()))?;
+            // Held until `run` returns.
+            held_lease = Some(lease);
+            node
         }
     };
     let input = BufReader::with_capacity(1 << 20, io::stdin());
     let output = io::stdout().lock();
-    stdin::serve(node, input, output, cli.max_line_bytes)
-        .context("serving requests on stdin/stdout")
+    let served = stdin::serve(node, input, output, cli.max_line_bytes)
+        .context("serving requests on stdin/stdout");
+    drop(held_lease);
+    served
 }
 
 fn init_logging(verbose: u8, daemon: bool) {

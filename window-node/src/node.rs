@@ -41,6 +41,8 @@ pub struct Node {
     replied: Vec<ClosedWindow>,
     /// Where emitted windows go: the `src` of the latest request.
     last_src: Option<String>,
+    /// The lease epoch stamped on fired windows (0 without a data directory).
+    epoch: u64,
     /// Windows fired since the last sync, not yet written to the store.
     unwritten: Vec<OutputRecord>,
 }
@@ -72,6 +74,7 @@ impl Node {
             replied: Vec::new(),
             last_src: None,
             unwritten: Vec::new(),
+            epoch: 0,
         }
     }
 
@@ -79,6 +82,7 @@ impl Node {
     pub fn with_store(
         config: NodeConfig,
         mut store: Box<dyn WindowStore>,
+        epoch: u64,
     ) -> Result<Node, StoreError> {
         let engine_config = EngineConfig {
             frame: config.frame,
@@ -89,6 +93,7 @@ impl Node {
         node.engine = engine;
         node.next_seq = next_seq;
         node.store = Some(store);
+        node.epoch = epoch;
         Ok(node)
     }
 
@@ -326,7 +331,7 @@ impl Node {
             if keep {
                 records.push(OutputRecord {
                     seq,
-                    epoch: 0,
+                    epoch: self.epoch,
                     window,
                 });
             }
@@ -348,7 +353,7 @@ impl Node {
             if keep {
                 records.push(OutputRecord {
                     seq,
-                    epoch: 0,
+                    epoch: self.epoch,
                     window: closed,
                 });
             }

@@ -131,13 +131,30 @@ fn a_killed_node_restarts_with_the_same_output_log() {
             "dense seq"
         );
         assert_eq!(
-            &log[..],
-            &expected[..log.len()],
+            windows(&log),
+            windows(&expected[..log.len()]),
             "the log so far is a prefix of the straight run's"
         );
     }
     assert_eq!(run(crashed.path(), next, None), REQUESTS);
-    assert_eq!(read_log(crashed.path()), expected);
+    let log = read_log(crashed.path());
+    assert_eq!(windows(&log), windows(&expected));
+    // Each restart took the lease with a higher epoch: epochs rise along the log, and the last
+    // process (the fifth to open the directory) fired with epoch 5.
+    assert!(
+        log.windows(2).all(|w| w[0].epoch <= w[1].epoch),
+        "epochs never go back"
+    );
+    assert_eq!(log.last().map(|r| r.epoch), Some(5));
+    assert!(
+        expected.iter().all(|r| r.epoch == 1),
+        "one process, one epoch"
+    );
+}
+
+/// The log without epochs: which windows fired, in which order, with what content.
+fn windows(log: &[OutputRecord]) -> Vec<(u64, &window_core::ClosedWindow)> {
+    log.iter().map(|r| (r.seq, &r.window)).collect()
 }
 
 #[test]
