@@ -39,7 +39,7 @@ use window_bench::{
     Render, TimestampForm, Values, Workload,
 };
 
-/// Drives a window-node over stdin (or, once it exists, the TCP daemon) and reports events/s,
+/// Drives a window-node over stdin or over TCP (the daemon, `window-node serve`) and reports events/s,
 /// ack and fire latency, CPU seconds and peak memory, after checking every answer.
 #[derive(Debug, Parser)]
 #[command(name = "loadgen", version)]
