@@ -14,8 +14,8 @@
 //! computes.
 //!
 //! The transport is a seam: [`Connection`] is a line writer, a line reader and, when loadgen
-//! started the process, its pid. `--tcp` is the place for the daemon (`window-node serve`),
-//! which does not exist yet.
+//! started the process, its pid. The same code drives the stdin node and the daemon
+//! (`--serve` starts `window-node serve`, `--tcp` joins a running one).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
