@@ -646,13 +646,17 @@ impl Slot {
     }
 }
 
+/// A window holding fewer ids than this is deduplicated by a scan; from this many on, by a hash
+/// index of its ids.
+const INDEX_FROM: usize = 16;
+
 /// One open window.
 #[derive(Debug, Default)]
 struct OpenWindow {
     /// Every id admitted since the window opened. Ids of fired panes stay so that a retried
     /// event is still recognised as a duplicate until the window leaves the open state.
     ids: Vec<EventId>,
-    /// Positions in `ids`, hashed by id: the deduplication index.
+    /// Positions in `ids`, hashed by id: the deduplication index (empty below `INDEX_FROM` ids).
     index: HashTable<usize>,
     /// `ids[pane_start..]` is the current pane.
     pane_start: usize,
@@ -669,8 +673,21 @@ struct OpenWindow {
 impl OpenWindow {
     /// Adds `id` unless it is already there; says whether it was added.
     fn admit(&mut self, id: EventId, hasher: &DefaultHashBuilder) -> bool {
-        let hash = hasher.hash_one(&id);
         let OpenWindow { ids, index, .. } = self;
+        if ids.len() < INDEX_FROM {
+            // Small windows (most of them, with many keys) are scanned: no index to allocate.
+            if ids.contains(&id) {
+                return false;
+            }
+            ids.push(id);
+            if ids.len() == INDEX_FROM {
+                for (at, id) in ids.iter().enumerate() {
+                    index.insert_unique(hasher.hash_one(id), at, |&at| hasher.hash_one(&ids[at]));
+                }
+            }
+            return true;
+        }
+        let hash = hasher.hash_one(&id);
         if index.find(hash, |&at| ids[at] == id).is_some() {
             return false;
         }
@@ -707,6 +724,60 @@ impl OpenWindow {
             ids,
             aggregate: self.aggregate.take(),
             reason,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::IdFrame;
+
+    fn event(id: i64) -> Event<'static> {
+        Event {
+            id: EventId::Int(id),
+            ts: Timestamp::from_millis(5),
+            key: None,
+            value: None,
+        }
+    }
+
+    /// Deduplication is the same below and above the size at which a window builds its index,
+    /// and survives a restore on either side of it.
+    #[test]
+    fn duplicates_are_caught_before_and_after_the_index_is_built() {
+        let size = SizeMs::new(10).expect("size");
+        for restore_at in [0, 3, INDEX_FROM - 1, INDEX_FROM, INDEX_FROM + 5, 60] {
+            let mut engine = Engine::new(EngineConfig {
+                frame: IdFrame::Utc,
+                ..EngineConfig::default()
+            });
+            let mut admitted = 0;
+            for n in 0..100i64 {
+                if n as usize == restore_at {
+                    engine = Engine::restore(*engine.config(), engine.snapshot());
+                }
+                // Every new id is followed by a repeat of an earlier one.
+                let batch = vec![event(n), event(n / 2)];
+                let admission = engine
+                    .handle_events(Timestamp::EPOCH, size, batch)
+                    .expect("fits");
+                assert_eq!(admission.accepted, 1, "id {n} (restored at {restore_at})");
+                assert_eq!(
+                    admission.duplicates,
+                    1,
+                    "id {} again (restored at {restore_at})",
+                    n / 2
+                );
+                admitted += admission.accepted;
+            }
+            let closed = engine.flush(None);
+            assert_eq!(closed.len(), 1);
+            assert_eq!(
+                closed[0].ids,
+                (0..100).map(EventId::Int).collect::<Vec<_>>()
+            );
+            assert_eq!(admitted, 100);
         }
     }
 }
