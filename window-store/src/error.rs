@@ -20,6 +20,17 @@ pub enum StoreError {
         /// The directory.
         dir: String,
     },
+    /// A batch was refused because a writer with a higher fencing epoch has written: this
+    /// process no longer holds the lease and must stop writing. Nothing of the batch was applied.
+    #[error(
+        "batch refused: it carries fencing epoch {epoch}, but the store has already seen epoch {highest}; another process has taken over, so this one must stop writing"
+    )]
+    Fenced {
+        /// The epoch of the refused batch.
+        epoch: u64,
+        /// The highest epoch the store has seen.
+        highest: u64,
+    },
     /// The backend failed.
     #[error("storage I/O failed: {0}")]
     Backend(String),

@@ -59,6 +59,11 @@ impl<B: KvBackend> KvStore<B> {
         &self.backend
     }
 
+    /// The backend, to change its settings (the Redis backend's fencing epoch).
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
     fn meta(&mut self) -> Result<Meta, StoreError> {
         if let Some(meta) = self.meta {
             return Ok(meta);

@@ -19,25 +19,35 @@
 //! disk that lies about its write cache, or a file system mounted without barriers, can still
 //! lose the last writes on power loss.
 //!
+//! With Redis a committed batch is already in the Redis server's memory, so it survives this
+//! process dying, and `sync` does nothing; what survives a crash of Redis itself depends on the
+//! server's `appendonly` / `appendfsync` settings and on asynchronous replication, which the
+//! `redis` module spells out. Batches there carry a fencing epoch: a batch from a process whose
+//! epoch is below the highest the store has seen is refused whole ([`StoreError::Fenced`]).
+//!
 //! # Main types
-//! [`WindowStore`] (the trait), [`MemoryStore`] and [`SledStore`] (one [`KvStore`] over two
-//! backends), [`StoreError`]. The encoding is versioned (`codec`): a store that finds a record it
-//! cannot read refuses to start and names the record; it never drops data silently.
+//! [`WindowStore`] (the trait), [`MemoryStore`], [`SledStore`] and [`RedisStore`] (one
+//! [`KvStore`] over three backends), [`StoreError`]. The encoding is versioned (`codec`): a store
+//! that finds a record it cannot read refuses to start and names the record; it never drops data
+//! silently.
 //!
 //! # What it does not do
 //! It does not decide anything: what fires and when is the engine's business. It holds one
-//! writer per directory (sled locks it).
+//! writer per directory (sled locks it). It takes no lease: with Redis, who may write is the
+//! caller's lease; the store only refuses batches from an epoch older than one it has seen.
 
 mod codec;
 mod error;
 mod kv;
 mod memory;
+mod redis;
 mod sled;
 mod store;
 
 pub use crate::error::StoreError;
 pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
 pub use crate::memory::{MemoryBackend, MemoryStore};
+pub use crate::redis::{RedisBackend, RedisStore};
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
 

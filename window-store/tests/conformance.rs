@@ -1,4 +1,5 @@
-//! One conformance suite for every `WindowStore`: memory and sled (in a temp dir).
+//! One conformance suite for every `WindowStore`: memory, sled (in a temp dir) and Redis (a real
+//! `redis-server` the test starts on a free loopback port; see `support`).
 //!
 //! The central property: drive an engine with random steps, commit each step's batch, and at any
 //! point a store reopened from what was committed restores the engine's exact open state, the
@@ -14,8 +15,10 @@ use window_core::{
     WindowSelector,
 };
 use window_store::{
-    Batch, MemoryStore, OutputRecord, SledStore, StoreError, WindowStore, open_engine,
+    Batch, MemoryStore, OutputRecord, RedisStore, SledStore, StoreError, WindowStore, open_engine,
 };
+
+mod support;
 
 /// Makes stores of one kind; `reopen` gives a store over what the previous one committed.
 trait Harness {
@@ -57,6 +60,31 @@ impl Harness for Sled {
     fn reopen(&mut self, old: Box<dyn WindowStore>) -> Box<dyn WindowStore> {
         drop(old);
         Box::new(open_sled(self.dir.path()))
+    }
+}
+
+/// One server for the whole property test, a fresh namespace per case.
+struct Redis {
+    server: support::RedisServer,
+    namespace: String,
+}
+
+impl Redis {
+    fn connect(&self) -> RedisStore {
+        RedisStore::connect(&self.server.url(), &self.namespace).expect("connect to redis")
+    }
+}
+
+impl Harness for Redis {
+    fn fresh(&mut self) -> Box<dyn WindowStore> {
+        self.namespace = self.server.fresh_namespace();
+        Box::new(self.connect())
+    }
+
+    fn reopen(&mut self, old: Box<dyn WindowStore>) -> Box<dyn WindowStore> {
+        // A new connection that knows nothing but the namespace, as a restarted process would.
+        drop(old);
+        Box::new(self.connect())
     }
 }
 
@@ -231,6 +259,20 @@ fn memory_store_restores_exactly_what_was_committed() {
 #[test]
 fn sled_store_restores_exactly_what_was_committed() {
     check_store(&mut Sled::new(), 24);
+}
+
+#[test]
+fn redis_store_restores_exactly_what_was_committed() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    check_store(
+        &mut Redis {
+            server,
+            namespace: String::new(),
+        },
+        24,
+    );
 }
 
 /// Opens a store the test itself closed a moment ago. sled releases its directory lock when its

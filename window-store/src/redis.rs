@@ -1,0 +1,488 @@
+//! The Redis backend: the window store in a Redis server that several machines can share.
+//!
+//! # Layout
+//! One store lives in one *namespace*, in three Redis keys that share the hash tag `{wn:NAME}`,
+//! so Redis Cluster puts them in one slot and a script may touch all three:
+//! - `{wn:NAME}:keys`: a sorted set whose members are our binary keys, every score 0, so
+//!   `ZRANGEBYLEX` walks them in byte order (the order of the memory and sled backends) and a
+//!   key prefix is a lexicographic range;
+//! - `{wn:NAME}:vals`: a hash from key to value;
+//! - `{wn:NAME}:epoch`: the highest fencing epoch any batch has carried, in decimal.
+//!
+//! # Atomicity
+//! `apply` is one call of a Lua script (`EVALSHA`, with the script loaded at connect and `EVAL`
+//! as the fallback when the server answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`).
+//! Redis runs a script with no other command in between, so other clients see all of a batch or
+//! none of it. Redis does not roll back a script that fails halfway, so the script checks the
+//! epoch and the whole batch before its first write; the writes that follow (`HSET`, `ZADD`,
+//! `ZREM`, `HDEL`) cannot fail on well-formed arguments, and a Redis over `maxmemory` refuses a
+//! script before its first write, never after it. The scripts carry a `#!lua` shebang (Redis 7.0
+//! or later, checked at connect): Redis then checks memory when the call starts and holds the
+//! script to the keys it declares, as Redis Cluster needs. Reads (`scan`) run as a read-only
+//! script (`no-writes`), so a page of keys and its values are one snapshot.
+//!
+//! # Fencing
+//! Every batch carries an epoch: the one set with [`RedisBackend::set_epoch`], or 0 when none was
+//! set. The script refuses, applying nothing, a batch whose epoch is lower than the highest it
+//! has seen, which comes back as [`StoreError::Fenced`]; a higher epoch becomes the new highest.
+//! A process that lost its lease while paused, and wakes up to write, is refused as soon as its
+//! successor has written once with the next epoch. Equal epochs pass: the holder writes many
+//! batches. Epochs are compared as decimal strings of digits, so they are exact for all of `u64`
+//! (Lua's numbers are doubles).
+//!
+//! # Durability: what `sync` means here
+//! `sync` does nothing, and that is a choice: Redis has no per-call flush for a client to ask
+//! for. Once `apply` returns, the batch is in the memory of the Redis server, so it survives this
+//! process dying at any moment (the `WindowStore::sync` contract). What it survives beyond that
+//! is the Redis server's configuration, not ours:
+//! - `appendonly no` (the default) with RDB snapshots: a Redis restart or crash loses every write
+//!   since the last snapshot; with `save ""` as well, it loses everything.
+//! - `appendonly yes` with `appendfsync everysec` (the usual setting): Redis fsyncs the
+//!   append-only file once a second, so a crash of the *machine* (power, kernel) can lose about
+//!   the last second (two in the worst case) of acknowledged batches; a crash of the Redis
+//!   *process* alone normally loses nothing, because Redis has written each batch to the file
+//!   (the page cache) before it replies.
+//! - `appendonly yes` with `appendfsync always`: Redis fsyncs the append-only file before it
+//!   replies, so an acknowledged batch survives a crash of the Redis machine, as far as its disk
+//!   keeps what it was told to keep.
+//! - Replication is asynchronous. A replica promoted after the primary fails may lack the last
+//!   batches the primary acknowledged; `WAIT n timeout` narrows that window (it waits until `n`
+//!   replicas have received the writes) but does not close it, so `sync` does not pretend to by
+//!   running it. The fencing epoch travels with the data: a promoted replica that lost batches
+//!   also lost the epochs they raised, so fencing is as strong as the replication under it.
+//!
+//! Run Redis with `appendonly yes` (and `appendfsync always` where a machine crash must not lose
+//! acknowledged events); this backend neither reads nor changes the server's configuration.
+//! Redis 7.2 added `WAITAOF` (block until this client's writes are fsynced locally and on `n`
+//! replicas), which would let `sync` give sled's guarantee under `everysec`; it is not used yet,
+//! because it fails outright on a server without `appendonly` and the Redis this project tests
+//! against (Debian's 7.0) does not have it.
+//!
+//! # Failure
+//! Every call has a 30 s I/O timeout. An error (connection lost, timeout, a server error) comes
+//! back as [`StoreError::Backend`] naming the server; a batch whose call failed may or may not
+//! have been applied, and the connection is not reopened behind the caller's back. The node
+//! treats a failed commit as fatal and stops; a restarted process recovers from what Redis holds.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use redis::{ErrorKind, ServerErrorKind};
+
+use crate::error::StoreError;
+use crate::kv::{KvBackend, KvOp, KvStore, Record};
+
+/// A window store in a Redis server.
+pub type RedisStore = KvStore<RedisBackend>;
+
+impl RedisStore {
+    /// Connects to the Redis server at `url` (`redis://HOST:PORT/DB`) and opens the store in
+    /// `namespace` (created on its first write). See [`RedisBackend::connect`].
+    pub fn connect(url: &str, namespace: &str) -> Result<RedisStore, StoreError> {
+        Ok(KvStore::new(RedisBackend::connect(url, namespace)?))
+    }
+}
+
+/// One namespace of a Redis server, used as an ordered key-value space.
+pub struct RedisBackend {
+    /// The connection. The backend's reads take `&self`; the synchronous client needs `&mut` for
+    /// every command. Only one thread uses a backend at a time (it is `Send`, not `Sync`).
+    con: RefCell<redis::Connection>,
+    /// The URL, with any password hidden, for error messages.
+    url: String,
+    namespace: String,
+    keys_key: String,
+    vals_key: String,
+    epoch_key: String,
+    /// The fencing epoch this process writes with; `None` writes with epoch 0.
+    epoch: Option<u64>,
+    /// The SHA-1 of [`APPLY`] and [`SCAN`], as `SCRIPT LOAD` returned them.
+    apply_sha: String,
+    scan_sha: String,
+}
+
+impl std::fmt::Debug for RedisBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("url", &self.url)
+            .field("namespace", &self.namespace)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long one connection attempt and one command may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keys per read script call: bounds how long one call holds the server.
+const SCAN_PAGE: usize = 1024;
+
+impl RedisBackend {
+    /// Connects to the Redis server at `url` and uses `namespace` in it.
+    ///
+    /// Fails, with a message that names the server and says what to do, when the URL is not a
+    /// Redis URL, the server cannot be reached or refuses us, it is older than Redis 7.0, or the
+    /// namespace is empty or contains `{` or `}` (which would break the hash tag).
+    pub fn connect(url: &str, namespace: &str) -> Result<RedisBackend, StoreError> {
+        let shown = redact(url);
+        if namespace.is_empty() || namespace.contains(['{', '}']) {
+            return Err(StoreError::Backend(format!(
+                "invalid Redis namespace {namespace:?}: it must be non-empty and contain neither '{{' nor '}}'"
+            )));
+        }
+        let client = redis::Client::open(url).map_err(|e| {
+            StoreError::Backend(format!(
+                "invalid Redis URL {shown}: {e}; expected redis://HOST:PORT/ or redis://HOST:PORT/DB"
+            ))
+        })?;
+        let con = client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot connect to Redis at {shown}: {e}; check that redis-server is running there and reachable (try redis-cli -u URL ping)"
+                ))
+            })?;
+        let mut backend = RedisBackend {
+            con: RefCell::new(con),
+            url: shown,
+            namespace: namespace.to_owned(),
+            keys_key: format!("{{wn:{namespace}}}:keys"),
+            vals_key: format!("{{wn:{namespace}}}:vals"),
+            epoch_key: format!("{{wn:{namespace}}}:epoch"),
+            epoch: None,
+            apply_sha: String::new(),
+            scan_sha: String::new(),
+        };
+        {
+            let con = backend.con.get_mut();
+            let timeouts = con
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .and_then(|()| con.set_write_timeout(Some(IO_TIMEOUT)));
+            timeouts.map_err(|e| backend_error(&backend.url, "setting socket timeouts", e))?;
+        }
+        backend.check_version()?;
+        backend.apply_sha = backend.load(APPLY)?;
+        backend.scan_sha = backend.load(SCAN)?;
+        Ok(backend)
+    }
+
+    /// Sets the fencing epoch every following batch carries (see the module doc).
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = Some(epoch);
+    }
+
+    /// The fencing epoch batches carry, if one was set.
+    pub fn epoch(&self) -> Option<u64> {
+        self.epoch
+    }
+
+    /// The highest epoch any batch in this namespace has carried; `None` before the first batch.
+    pub fn highest_epoch(&self) -> Result<Option<u64>, StoreError> {
+        let text: Option<String> = redis::cmd("GET")
+            .arg(&self.epoch_key)
+            .query(&mut *self.con.borrow_mut())
+            .map_err(|e| self.error("GET epoch", e))?;
+        text.map(|t| self.parse_epoch(&t)).transpose()
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    fn check_version(&mut self) -> Result<(), StoreError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(self.con.get_mut())
+            .map_err(|e| backend_error(&self.url, "INFO server", e))?;
+        let version = info
+            .lines()
+            .find_map(|line| line.strip_prefix("redis_version:"))
+            .unwrap_or("unknown")
+            .trim();
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok());
+        match major {
+            Some(major) if major >= 7 => Ok(()),
+            _ => Err(StoreError::Backend(format!(
+                "Redis at {} is version {version}; window-store needs Redis 7.0 or later (for script flags); upgrade the server",
+                self.url
+            ))),
+        }
+    }
+
+    fn load(&mut self, source: &str) -> Result<String, StoreError> {
+        redis::cmd("SCRIPT")
+            .arg("LOAD")
+            .arg(source)
+            .query(self.con.get_mut())
+            .map_err(|e| backend_error(&self.url, "SCRIPT LOAD", e))
+    }
+
+    fn error(&self, what: &str, error: redis::RedisError) -> StoreError {
+        backend_error(&self.url, what, error)
+    }
+
+    fn parse_epoch(&self, text: &str) -> Result<u64, StoreError> {
+        text.parse().map_err(|_| {
+            StoreError::corrupt(
+                self.epoch_key.as_bytes(),
+                format!("the fencing epoch {text:?} is not a number"),
+            )
+        })
+    }
+
+    /// Runs a script by its SHA-1, falling back to its source when the server lost it.
+    fn eval<T: redis::FromRedisValue>(
+        &self,
+        source: &str,
+        sha: &str,
+        args: &[&[u8]],
+    ) -> Result<T, redis::RedisError> {
+        let keys = [&self.keys_key, &self.vals_key, &self.epoch_key];
+        let call = |verb: &str, body: &str| {
+            let mut cmd = redis::cmd(verb);
+            cmd.arg(body).arg(keys.len()).arg(&keys[..]);
+            for arg in args {
+                cmd.arg(*arg);
+            }
+            cmd
+        };
+        let con = &mut *self.con.borrow_mut();
+        match call("EVALSHA", sha).query(con) {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                // Also caches the script again on the server for the next EVALSHA.
+                call("EVAL", source).query(con)
+            }
+            other => other,
+        }
+    }
+}
+
+impl KvBackend for RedisBackend {
+    fn scan(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        let mut min = inclusive(start.max(prefix));
+        let max = exclusive_upper(prefix);
+        while out.len() < limit {
+            let want = (limit - out.len()).min(SCAN_PAGE);
+            let count = want.to_string();
+            let reply: Vec<Option<Vec<u8>>> = self
+                .eval(SCAN, &self.scan_sha, &[&min, &max, count.as_bytes()])
+                .map_err(|e| self.error("the scan script", e))?;
+            if !reply.len().is_multiple_of(2) {
+                return Err(StoreError::Backend(format!(
+                    "Redis at {}: the scan script returned {} items, expected key-value pairs",
+                    self.url,
+                    reply.len()
+                )));
+            }
+            let got = reply.len() / 2;
+            let mut items = reply.into_iter();
+            while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                let Some(key) = key else {
+                    return Err(StoreError::Backend(format!(
+                        "Redis at {}: the scan script returned a nil key",
+                        self.url
+                    )));
+                };
+                let Some(value) = value else {
+                    return Err(StoreError::corrupt(
+                        &key,
+                        format!(
+                            "listed in {} but has no value in {}",
+                            self.keys_key, self.vals_key
+                        ),
+                    ));
+                };
+                out.push((key, value));
+            }
+            if got < want {
+                break;
+            }
+            // The next page starts after the last key.
+            let (last, _) = out.last().expect("a full page is not empty");
+            min = [b"(".as_slice(), last].concat();
+        }
+        Ok(out)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        redis::cmd("HGET")
+            .arg(&self.vals_key)
+            .arg(key)
+            .query(&mut *self.con.borrow_mut())
+            .map_err(|e| self.error("HGET", e))
+    }
+
+    fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
+        let epoch = self.epoch.unwrap_or(0);
+        let epoch_text = epoch.to_string();
+        let bounds: Vec<(Vec<u8>, Vec<u8>)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                KvOp::DeletePrefix(prefix) => Some((inclusive(prefix), exclusive_upper(prefix))),
+                KvOp::Put(..) => None,
+            })
+            .collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 3 * ops.len());
+        args.push(epoch_text.as_bytes());
+        let mut bounds_iter = bounds.iter();
+        for op in &ops {
+            match op {
+                KvOp::Put(key, value) => args.extend([b"P".as_slice(), key, value]),
+                KvOp::DeletePrefix(_) => {
+                    let (min, max) = bounds_iter.next().expect("one bound per deletion");
+                    args.extend([b"D".as_slice(), min, max]);
+                }
+            }
+        }
+        let (applied, highest): (i64, String) = self
+            .eval(APPLY, &self.apply_sha, &args)
+            .map_err(|e| self.error("the batch script", e))?;
+        if applied == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                epoch,
+                highest: self.parse_epoch(&highest)?,
+            })
+        }
+    }
+
+    /// Nothing to do: see "Durability" in the module doc.
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn backend_error(url: &str, what: &str, error: redis::RedisError) -> StoreError {
+    StoreError::Backend(format!("Redis at {url}: {what} failed: {error}"))
+}
+
+/// Applies a batch. KEYS: the key set, the values, the epoch. ARGV[1]: the batch's epoch; then
+/// per op `P key value` or `D min max` (a `ZRANGEBYLEX` range).
+const APPLY: &str = r#"#!lua
+-- Epochs are decimal strings without leading zeros: compare by length, then by digits.
+local function older(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local epoch = ARGV[1]
+local highest = redis.call('GET', KEYS[3])
+if highest and older(epoch, highest) then
+  return {0, highest}
+end
+-- Check the whole batch before the first write: Redis does not undo a script that fails halfway.
+local i = 2
+while i <= #ARGV do
+  if (ARGV[i] ~= 'P' and ARGV[i] ~= 'D') or i + 2 > #ARGV then
+    return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
+  end
+  i = i + 3
+end
+if not highest or older(highest, epoch) then
+  redis.call('SET', KEYS[3], epoch)
+  highest = epoch
+end
+i = 2
+while i <= #ARGV do
+  if ARGV[i] == 'P' then
+    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
+  else
+    local doomed = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[i + 1], ARGV[i + 2])
+    -- unpack has a stack limit: remove in slices.
+    for j = 1, #doomed, 1000 do
+      local last = math.min(j + 999, #doomed)
+      redis.call('ZREM', KEYS[1], unpack(doomed, j, last))
+      redis.call('HDEL', KEYS[2], unpack(doomed, j, last))
+    end
+  end
+  i = i + 3
+end
+return {1, highest}
+"#;
+
+/// Reads a page. KEYS as for [`APPLY`]; ARGV: min, max (a `ZRANGEBYLEX` range), count. Returns
+/// key, value, key, value, ... (a value is nil when the hash lacks it).
+const SCAN: &str = r#"#!lua flags=no-writes
+local keys = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])
+if #keys == 0 then
+  return {}
+end
+local values = redis.call('HMGET', KEYS[2], unpack(keys))
+local out = {}
+for i = 1, #keys do
+  out[2 * i - 1] = keys[i]
+  out[2 * i] = values[i]
+end
+return out
+"#;
+
+/// The `ZRANGEBYLEX` bound that includes `key`.
+fn inclusive(key: &[u8]) -> Vec<u8> {
+    [b"[".as_slice(), key].concat()
+}
+
+/// The `ZRANGEBYLEX` upper bound just past every key that starts with `prefix`: the shortest
+/// key greater than all of them, exclusive, which is the prefix without its trailing 0xff bytes
+/// and with its last byte incremented; `+` (no bound) when no such key exists (the prefix is
+/// empty or all 0xff).
+fn exclusive_upper(prefix: &[u8]) -> Vec<u8> {
+    let kept = prefix.len() - prefix.iter().rev().take_while(|&&b| b == 0xff).count();
+    match prefix[..kept].split_last() {
+        Some((last, head)) => [b"(".as_slice(), head, &[last + 1]].concat(),
+        None => b"+".to_vec(),
+    }
+}
+
+/// `url` with its password (or whole user part) replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_bounds_cover_exactly_the_prefix() {
+        assert_eq!(exclusive_upper(b"a"), b"(b");
+        assert_eq!(exclusive_upper(b"ab"), b"(ac");
+        assert_eq!(exclusive_upper(b"a\xff"), b"(b");
+        assert_eq!(exclusive_upper(b"a\xfe\xff\xff"), b"(a\xff");
+        assert_eq!(exclusive_upper(b"\x00"), b"(\x01");
+        assert_eq!(exclusive_upper(b"\xff"), b"+");
+        assert_eq!(exclusive_upper(b"\xff\xff"), b"+");
+        assert_eq!(exclusive_upper(b""), b"+");
+        // Every key with the prefix sorts below the bound; the first key past them does not.
+        for prefix in [&b"a"[..], b"a\xff", b"W\x00\xff\x10", b"\x01\xff\xff"] {
+            let bound = &exclusive_upper(prefix)[1..];
+            let mut inside = prefix.to_vec();
+            inside.extend([0xff; 8]);
+            assert!(inside.as_slice() < bound, "{prefix:?}");
+            assert!(!bound.starts_with(prefix), "{prefix:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("redis://:secret@db.example:6379/0"),
+            "redis://***@db.example:6379/0"
+        );
+        assert_eq!(redact("redis://u:p@h/"), "redis://***@h/");
+        assert_eq!(redact("redis://127.0.0.1:6379/"), "redis://127.0.0.1:6379/");
+        assert_eq!(redact("nonsense"), "nonsense");
+    }
+}

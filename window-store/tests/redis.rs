@@ -1,0 +1,572 @@
+//! The Redis backend against a real `redis-server` (see `support`): it behaves as the memory
+//! backend does on any sequence of batches, fences old epochs, deletes exactly a prefix, survives
+//! a lost script cache, and explains what went wrong when it cannot connect.
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use window_core::{
+    Engine, EngineConfig, Event, EventId, SizeMs, Timestamp, WindowKey, WindowSelector,
+};
+use window_store::{
+    Batch, KvBackend, KvOp, MemoryBackend, OutputRecord, RedisBackend, RedisStore, StoreError,
+    WindowStore, open_engine,
+};
+
+mod support;
+
+use support::RedisServer;
+
+fn backend(server: &RedisServer, namespace: &str) -> RedisBackend {
+    RedisBackend::connect(&server.url(), namespace).expect("connect to redis")
+}
+
+fn put(key: &[u8], value: &[u8]) -> KvOp {
+    KvOp::Put(key.to_vec(), value.to_vec())
+}
+
+fn delete(prefix: &[u8]) -> KvOp {
+    KvOp::DeletePrefix(prefix.to_vec())
+}
+
+fn all(backend: &impl KvBackend) -> Vec<(Vec<u8>, Vec<u8>)> {
+    backend.scan(b"", b"", usize::MAX).expect("scan")
+}
+
+fn keys(backend: &impl KvBackend) -> Vec<Vec<u8>> {
+    all(backend).into_iter().map(|(k, _)| k).collect()
+}
+
+// ---- the same answers as the memory backend ----
+
+/// Keys over a few bytes that stress the range bounds (0x00, 0xff, and bytes next to each
+/// other), few enough that keys often extend one another, sometimes with a run of 0xff and a
+/// byte after it (which a bound of "prefix + 0xff..." would miss).
+fn key() -> impl Strategy<Value = Vec<u8>> {
+    let head = prop::collection::vec(
+        prop::sample::select(vec![0x00u8, b'a', b'b', 0xfe, 0xff]),
+        0..4,
+    );
+    let run = prop_oneof![3 => Just(0usize), 1 => 1usize..6];
+    (
+        head,
+        run,
+        prop::option::of(prop::sample::select(vec![0x00u8, 0x01, 0xff])),
+    )
+        .prop_map(|(mut key, run, tail)| {
+            if run > 0 {
+                key.extend(std::iter::repeat_n(0xff, run));
+                key.extend(tail);
+            }
+            key
+        })
+}
+
+fn kv_op() -> impl Strategy<Value = KvOp> {
+    let short = prop::collection::vec(prop::sample::select(vec![b'a', 0xfe, 0xff]), 1..3);
+    prop_oneof![
+        4 => (key(), prop::collection::vec(any::<u8>(), 0..4)).prop_map(|(k, v)| KvOp::Put(k, v)),
+        1 => key().prop_map(KvOp::DeletePrefix),
+        1 => short.prop_map(KvOp::DeletePrefix),
+    ]
+}
+
+/// A scan: a prefix, a start (the prefix and more), a limit.
+fn query() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, usize)> {
+    (key(), key(), 0usize..5).prop_map(|(prefix, more, limit)| {
+        let start = [prefix.as_slice(), &more].concat();
+        (prefix, start, limit)
+    })
+}
+
+#[test]
+fn the_backend_answers_as_the_memory_backend_does() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut runner = TestRunner::new_with_rng(
+        Config {
+            cases: 64,
+            failure_persistence: None,
+            ..Config::default()
+        },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
+    let batches = prop::collection::vec(
+        (prop::collection::vec(kv_op(), 1..12), query(), key()),
+        1..8,
+    );
+    runner
+        .run(&batches, |batches| {
+            let mut redis = backend(&server, &server.fresh_namespace());
+            let mut memory = MemoryBackend::default();
+            for (ops, (prefix, start, limit), probe) in batches {
+                redis.apply(ops.clone()).expect("apply");
+                memory.apply(ops).unwrap();
+                prop_assert_eq!(all(&redis), all(&memory));
+                prop_assert_eq!(
+                    redis.scan(&prefix, &start, limit).expect("scan"),
+                    memory.scan(&prefix, &start, limit).unwrap()
+                );
+                prop_assert_eq!(redis.get(&probe).expect("get"), memory.get(&probe).unwrap());
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn scans_page_through_more_keys_than_one_script_call_returns() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut redis = backend(&server, "paging");
+    let mut memory = MemoryBackend::default();
+    let ops: Vec<KvOp> = (0u32..2500)
+        .map(|i| {
+            put(
+                &[b"k".as_slice(), &i.to_be_bytes()].concat(),
+                &i.to_le_bytes(),
+            )
+        })
+        .chain([put(b"j", b"before"), put(b"l", b"after")])
+        .collect();
+    redis.apply(ops.clone()).unwrap();
+    memory.apply(ops).unwrap();
+    assert_eq!(all(&redis).len(), 2502);
+    assert_eq!(all(&redis), all(&memory));
+    let start = [b"k".as_slice(), &100u32.to_be_bytes()].concat();
+    for limit in [0, 1, 1024, 1025, 1500, 2400, 5000] {
+        assert_eq!(
+            redis.scan(b"k", &start, limit).unwrap(),
+            memory.scan(b"k", &start, limit).unwrap(),
+            "limit {limit}"
+        );
+    }
+    // One deletion removes more members than the script removes per slice.
+    redis.apply(vec![delete(b"k")]).unwrap();
+    assert_eq!(keys(&redis), vec![b"j".to_vec(), b"l".to_vec()]);
+}
+
+// ---- prefixes that share bytes ----
+
+#[test]
+fn prefix_deletion_spares_keys_that_only_share_bytes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut redis = backend(&server, "prefixes");
+    let every: [&[u8]; 13] = [
+        b"",
+        b"a",
+        b"ab",
+        b"a\xff",
+        b"a\xff\x00",
+        b"a\xff\xff",
+        b"a\xff\xff\x01",
+        b"a\xff\xff\xff\xff\x01",
+        b"b",
+        b"\xfe\xff",
+        b"\xff",
+        b"\xff\x01",
+        b"\xff\xff\xff",
+    ];
+    redis
+        .apply(every.iter().map(|k| put(k, b"v")).collect())
+        .unwrap();
+    let left = |redis: &RedisBackend| keys(redis);
+
+    // A prefix ending in 0xff: its range takes every longer key, however many 0xff bytes follow
+    // (a bound of "[a\xff\xff" would miss "a\xff\xff\x01"), and does not run into "b".
+    redis.apply(vec![delete(b"a\xff")]).unwrap();
+    let expect: Vec<&[u8]> = vec![
+        b"",
+        b"a",
+        b"ab",
+        b"b",
+        b"\xfe\xff",
+        b"\xff",
+        b"\xff\x01",
+        b"\xff\xff\xff",
+    ];
+    assert_eq!(left(&redis), expect);
+
+    // "ab" takes "ab" and leaves "a", a prefix of it.
+    redis.apply(vec![delete(b"ab")]).unwrap();
+    let expect: Vec<&[u8]> = vec![
+        b"",
+        b"a",
+        b"b",
+        b"\xfe\xff",
+        b"\xff",
+        b"\xff\x01",
+        b"\xff\xff\xff",
+    ];
+    assert_eq!(left(&redis), expect);
+
+    // An all-0xff prefix has no upper bound; "\xfe\xff" sorts below it and stays.
+    redis.apply(vec![delete(b"\xff")]).unwrap();
+    let expect: Vec<&[u8]> = vec![b"", b"a", b"b", b"\xfe\xff"];
+    assert_eq!(left(&redis), expect);
+
+    // Put after delete in one batch: order within a batch holds.
+    redis
+        .apply(vec![delete(b"a"), put(b"a2", b"new"), delete(b"b")])
+        .unwrap();
+    assert_eq!(
+        all(&redis),
+        vec![
+            (b"".to_vec(), b"v".to_vec()),
+            (b"a2".to_vec(), b"new".to_vec()),
+            (b"\xfe\xff".to_vec(), b"v".to_vec()),
+        ]
+    );
+
+    // The empty prefix is everything.
+    redis.apply(vec![delete(b"")]).unwrap();
+    assert!(all(&redis).is_empty());
+}
+
+#[test]
+fn closing_window_a_leaves_window_ab_open() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let namespace = "windows-a-ab";
+    let mut store = RedisStore::connect(&server.url(), namespace).unwrap();
+    let (mut engine, mut next_seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
+    let size = SizeMs::new(10).unwrap();
+    let events = ["a", "ab", "a", "ab"]
+        .iter()
+        .enumerate()
+        .map(|(i, &key)| Event {
+            id: EventId::Int(i as i64),
+            ts: Timestamp::from_millis(5),
+            key: Some(key),
+            value: None,
+        })
+        .collect();
+    engine
+        .handle_events(Timestamp::EPOCH, size, events)
+        .unwrap();
+    commit(&mut engine, &mut store, &mut next_seq, Vec::new()).unwrap();
+    let closed = engine
+        .close(WindowSelector {
+            start: Timestamp::EPOCH,
+            size: None,
+            key: Some("a"),
+        })
+        .unwrap();
+    commit(&mut engine, &mut store, &mut next_seq, vec![closed]).unwrap();
+    drop(store);
+
+    let mut reopened = RedisStore::connect(&server.url(), namespace).unwrap();
+    let recovered = reopened.recover().unwrap().unwrap();
+    let open: Vec<&WindowKey> = recovered
+        .snapshot
+        .windows
+        .iter()
+        .map(|w| &w.window)
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].key.as_deref(), Some("ab"));
+    assert_eq!(recovered.snapshot.windows[0].ids.len(), 2);
+    assert_eq!(recovered.snapshot, engine.snapshot());
+    let log = reopened.read_output(0, 10).unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].window.window.key.as_deref(), Some("a"));
+}
+
+// ---- fencing ----
+
+#[test]
+fn a_batch_from_a_lower_epoch_is_refused_and_changes_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut holder = backend(&server, "fenced");
+    holder.set_epoch(5);
+    holder
+        .apply(vec![put(b"a", b"1"), put(b"ab", b"2")])
+        .unwrap();
+    let before = all(&holder);
+
+    let mut stale = backend(&server, "fenced");
+    stale.set_epoch(4);
+    let refused = stale.apply(vec![put(b"a", b"stale"), delete(b"ab"), put(b"new", b"x")]);
+    match refused {
+        Err(StoreError::Fenced { epoch, highest }) => assert_eq!((epoch, highest), (4, 5)),
+        other => panic!("expected Fenced, got {other:?}"),
+    }
+    assert_eq!(all(&holder), before);
+    assert_eq!(holder.highest_epoch().unwrap(), Some(5));
+
+    // A backend that never set an epoch writes at epoch 0: fenced too.
+    let mut unfenced = backend(&server, "fenced");
+    assert_eq!(unfenced.epoch(), None);
+    assert!(matches!(
+        unfenced.apply(vec![delete(b"")]),
+        Err(StoreError::Fenced {
+            epoch: 0,
+            highest: 5
+        })
+    ));
+    assert_eq!(all(&holder), before);
+    let message = stale
+        .apply(vec![put(b"a", b"stale")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("epoch 4") && message.contains("epoch 5"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_batch_at_a_higher_epoch_raises_the_fence() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut first = backend(&server, "raise");
+    assert_eq!(first.highest_epoch().unwrap(), None);
+    first.set_epoch(5);
+    first.apply(vec![put(b"k", b"1")]).unwrap();
+    // The same epoch again: the holder writes many batches.
+    first.apply(vec![put(b"k", b"2")]).unwrap();
+    assert_eq!(first.highest_epoch().unwrap(), Some(5));
+
+    let mut second = backend(&server, "raise");
+    second.set_epoch(6);
+    second.apply(vec![put(b"k", b"3")]).unwrap();
+    assert_eq!(second.highest_epoch().unwrap(), Some(6));
+    assert!(matches!(
+        first.apply(vec![put(b"k", b"late")]),
+        Err(StoreError::Fenced {
+            epoch: 5,
+            highest: 6
+        })
+    ));
+    assert_eq!(first.get(b"k").unwrap(), Some(b"3".to_vec()));
+
+    // Exact beyond 2^53, where a Lua number (a double) could not tell the two apart.
+    let big = 1u64 << 53;
+    second.set_epoch(big + 1);
+    second.apply(vec![put(b"k", b"4")]).unwrap();
+    first.set_epoch(big);
+    assert!(matches!(
+        first.apply(vec![put(b"k", b"late")]),
+        Err(StoreError::Fenced { epoch, highest }) if epoch == big && highest == big + 1
+    ));
+    first.set_epoch(u64::MAX);
+    first.apply(vec![put(b"k", b"5")]).unwrap();
+    assert_eq!(first.highest_epoch().unwrap(), Some(u64::MAX));
+
+    // Namespaces do not share a fence.
+    let mut other = backend(&server, "raise-other");
+    other.set_epoch(1);
+    other.apply(vec![put(b"k", b"1")]).unwrap();
+    assert_eq!(other.highest_epoch().unwrap(), Some(1));
+    assert_eq!(all(&other), vec![(b"k".to_vec(), b"1".to_vec())]);
+}
+
+#[test]
+fn an_old_holder_cannot_fire_after_a_takeover() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let namespace = "takeover";
+    let size = SizeMs::new(10).unwrap();
+    let event = |id: i64| Event {
+        id: EventId::Int(id),
+        ts: Timestamp::from_millis(5),
+        key: None,
+        value: None,
+    };
+    // The old holder, epoch 1, commits an open window.
+    let mut old = RedisStore::connect(&server.url(), namespace).unwrap();
+    old.backend_mut().set_epoch(1);
+    let (mut old_engine, mut old_seq) = open_engine(&mut old, EngineConfig::default()).unwrap();
+    old_engine
+        .handle_events(Timestamp::EPOCH, size, vec![event(1)])
+        .unwrap();
+    commit(&mut old_engine, &mut old, &mut old_seq, Vec::new()).unwrap();
+
+    // The new holder, epoch 2, recovers it, adds an event and writes once.
+    let mut new = RedisStore::connect(&server.url(), namespace).unwrap();
+    new.backend_mut().set_epoch(2);
+    let (mut new_engine, mut new_seq) = open_engine(&mut new, EngineConfig::default()).unwrap();
+    new_engine
+        .handle_events(Timestamp::EPOCH, size, vec![event(2)])
+        .unwrap();
+    commit(&mut new_engine, &mut new, &mut new_seq, Vec::new()).unwrap();
+
+    // The old holder wakes up and fires the window it remembers: refused, nothing logged.
+    let fired = old_engine.flush(None);
+    assert_eq!(fired.len(), 1);
+    let refused = commit(&mut old_engine, &mut old, &mut old_seq, fired);
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::Fenced {
+                epoch: 1,
+                highest: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    let mut check = RedisStore::connect(&server.url(), namespace).unwrap();
+    assert!(check.read_output(0, 10).unwrap().is_empty());
+    let recovered = check.recover().unwrap().unwrap();
+    assert_eq!(recovered.snapshot, new_engine.snapshot());
+    assert_eq!(recovered.snapshot.windows[0].ids.len(), 2);
+}
+
+// ---- the script cache, the layout, corruption, connection errors ----
+
+#[test]
+fn a_lost_script_cache_falls_back_to_eval() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut redis = backend(&server, "noscript");
+    redis.apply(vec![put(b"a", b"1")]).unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.client())
+        .unwrap();
+    redis.apply(vec![put(b"b", b"2")]).unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut server.client())
+        .unwrap();
+    assert_eq!(
+        all(&redis),
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"2".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn the_keys_are_hash_tagged_by_namespace() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut redis = backend(&server, "layout");
+    redis.set_epoch(3);
+    redis
+        .apply(vec![put(b"x\x00y", b"1"), put(b"w", b"2")])
+        .unwrap();
+    let mut client = server.client();
+    let mut names: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut client).unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        ["{wn:layout}:epoch", "{wn:layout}:keys", "{wn:layout}:vals"]
+    );
+    let members: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
+        .arg("{wn:layout}:keys")
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(
+        members,
+        vec![(b"w".to_vec(), 0.0), (b"x\x00y".to_vec(), 0.0)]
+    );
+    let epoch: String = redis::cmd("GET")
+        .arg("{wn:layout}:epoch")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(epoch, "3");
+}
+
+#[test]
+fn a_listed_key_without_a_value_is_corrupt_and_named() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut redis = backend(&server, "corrupt");
+    redis.apply(vec![put(b"a", b"1"), put(b"b", b"2")]).unwrap();
+    let _: () = redis::cmd("HDEL")
+        .arg("{wn:corrupt}:vals")
+        .arg("b")
+        .query(&mut server.client())
+        .unwrap();
+    match redis.scan(b"", b"", 10) {
+        Err(StoreError::Corrupt { key, reason }) => {
+            assert_eq!(key, "62");
+            assert!(reason.contains("{wn:corrupt}:vals"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn connection_errors_name_the_server_and_say_what_to_do() {
+    // None of these needs a server.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("redis://127.0.0.1:{port}/");
+    let message = RedisStore::connect(&url, "ns").unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("cannot connect to Redis at {url}"))
+            && message.contains("redis-server is running"),
+        "{message}"
+    );
+
+    let secret = format!("redis://:hunter2@127.0.0.1:{port}/");
+    let message = RedisStore::connect(&secret, "ns").unwrap_err().to_string();
+    assert!(
+        !message.contains("hunter2") && message.contains("redis://***@127.0.0.1"),
+        "{message}"
+    );
+
+    let message = RedisStore::connect("http://127.0.0.1/", "ns")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("invalid Redis URL http://127.0.0.1/")
+            && message.contains("redis://HOST:PORT/"),
+        "{message}"
+    );
+
+    for namespace in ["", "a{b", "a}b"] {
+        let message = RedisStore::connect(&url, namespace)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("invalid Redis namespace"), "{message}");
+    }
+}
+
+/// Commits what the engine did; `extra` are windows fired by `close` or `flush`.
+fn commit(
+    engine: &mut Engine,
+    store: &mut dyn WindowStore,
+    next_seq: &mut u64,
+    extra: Vec<window_core::ClosedWindow>,
+) -> Result<(), StoreError> {
+    let mut seq = *next_seq;
+    let fired: Vec<OutputRecord> = extra
+        .into_iter()
+        .chain(std::iter::from_fn(|| engine.poll_closed()))
+        .map(|window| {
+            seq += 1;
+            OutputRecord {
+                seq: seq - 1,
+                epoch: 1,
+                window,
+            }
+        })
+        .collect();
+    store.commit(&Batch {
+        dirty: engine.take_dirty(),
+        fired,
+    })?;
+    store.sync()?;
+    *next_seq = seq;
+    Ok(())
+}
