@@ -225,7 +225,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            self.on_timers()?;
+            self.on_timers();
             let mut pending = Vec::new();
             let mut subscribes = Vec::new();
             for command in group {
@@ -234,7 +234,7 @@ impl Driver {
                     Command::Stats { reply } => {
                         let _ = reply.send(self.stats());
                     }
-                    other => pending.push(self.step(other)?),
+                    other => pending.push(self.step(other)),
                 }
             }
             self.write_group()?;
@@ -294,8 +294,8 @@ impl Driver {
         }
     }
 
-    /// Runs the time purge and the idle watermark, committing what they fire.
-    fn on_timers(&mut self) -> Result<(), StoreError> {
+    /// Runs the time purge and the idle watermark; what they fire joins the group's batch.
+    fn on_timers(&mut self) {
         let now = self.clock.now();
         let before = self.next_seq;
         if self.engine.next_deadline().is_some_and(|at| at <= now) {
@@ -309,19 +309,18 @@ impl Driver {
                     .handle_watermark(Timestamp::from_millis(advanced));
             }
         }
-        self.commit(Vec::new())?;
+        self.number_fired(Vec::new());
         if self.next_seq > before {
             tracing::debug!(fired = self.next_seq - before, "timers fired windows");
         }
-        Ok(())
     }
 
     /// One command as one engine step.
-    fn step(&mut self, command: Command) -> Result<Pending, StoreError> {
-        Ok(match command {
+    fn step(&mut self, command: Command) -> Pending {
+        match command {
             Command::Ingest { events, reply } => {
                 let result = self.ingest(events);
-                self.commit(Vec::new())?;
+                self.number_fired(Vec::new());
                 Pending::Ingest(reply, result)
             }
             Command::Close {
@@ -337,19 +336,24 @@ impl Driver {
                     size,
                     key.as_deref(),
                 );
-                let records = self.commit(result.iter().cloned().collect())?;
+                let mut records = self.number_fired(result.iter().cloned().collect());
                 Pending::Close(
                     reply,
-                    result.map(|_| records.into_iter().next().expect("one record")),
+                    // A closed window is exactly one record.
+                    result.and_then(|_| {
+                        records.pop().ok_or_else(|| {
+                            NodeError::Internal("a closed window got no output record".to_owned())
+                        })
+                    }),
                 )
             }
             Command::Flush { until, reply } => {
                 let windows = self.engine.flush(until);
-                let records = self.commit(windows)?;
+                let records = self.number_fired(windows);
                 Pending::Flush(reply, Ok(records))
             }
             Command::Subscribe { .. } | Command::Stats { .. } => unreachable!("handled by run"),
-        })
+        }
     }
 
     fn ingest(&mut self, events: Vec<OwnedEvent>) -> Result<IngestOk, NodeError> {
@@ -392,9 +396,10 @@ impl Driver {
         })
     }
 
-    /// Commits the step: the engine's change and the windows it fired (`returned` first: those a
-    /// reply returns). Returns the output records of `returned`.
-    fn commit(&mut self, returned: Vec<ClosedWindow>) -> Result<Vec<OutputRecord>, StoreError> {
+    /// Gives the step's fired windows (`returned` first: those a reply returns) their sequence
+    /// numbers and keeps them for the group's batch (`write_group`). Returns the records of
+    /// `returned`.
+    fn number_fired(&mut self, returned: Vec<ClosedWindow>) -> Vec<OutputRecord> {
         let returned_count = returned.len();
         let first = self.unwritten.len();
         for window in returned
@@ -408,7 +413,7 @@ impl Driver {
             });
             self.next_seq += 1;
         }
-        Ok(self.unwritten[first..first + returned_count].to_vec())
+        self.unwritten[first..first + returned_count].to_vec()
     }
 
     /// Writes the group's steps as one atomic batch: the engine's change since the last write

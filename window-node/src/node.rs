@@ -131,12 +131,8 @@ impl Node {
             }
             Err((reply_to, error)) => self.error(out, &reply_to, &error),
         }
+        // Kept for the group's batch (see [`Node::sync`]).
         let fired = self.emit_fired(out);
-        self.persist(fired);
-    }
-
-    /// Keeps the step's fired windows for the group's batch (see [`Node::sync`]).
-    fn persist(&mut self, fired: Vec<OutputRecord>) {
         self.unwritten.extend(fired);
     }
 
