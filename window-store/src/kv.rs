@@ -17,8 +17,19 @@ pub type Record = (Vec<u8>, Vec<u8>);
 pub enum KvOp {
     /// Set a key.
     Put(Vec<u8>, Vec<u8>),
+    /// Set a key that must not exist yet (the append-only output log): if it exists, the whole
+    /// batch is refused with [`StoreError::InvalidBatch`] and nothing of it is applied.
+    PutNew(Vec<u8>, Vec<u8>),
     /// Remove every key that starts with the prefix.
     DeletePrefix(Vec<u8>),
+}
+
+/// The error for a [`KvOp::PutNew`] whose key exists.
+pub(crate) fn overwrite_refused(key: &[u8]) -> StoreError {
+    StoreError::InvalidBatch(format!(
+        "the batch would overwrite record {}, which is append-only (a second writer on this store?); nothing of it was applied",
+        crate::error::hex(key)
+    ))
 }
 
 /// An ordered key-value space with atomic multi-key writes.
@@ -186,7 +197,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 )));
             }
             meta.next_seq += 1;
-            ops.push(KvOp::Put(
+            ops.push(KvOp::PutNew(
                 codec::output_key(record.seq),
                 codec::encode_output(record),
             ));

@@ -33,14 +33,17 @@
 //!
 //! # What it does not do
 //! It does not decide anything: what fires and when is the engine's business. It holds one
-//! writer per directory (sled locks it). It takes no lease: with Redis, who may write is the
-//! caller's lease; the store only refuses batches from an epoch older than one it has seen.
+//! writer per directory (sled locks it). It decides no lease: with Redis, who may write is the
+//! caller's lease. [`RedisLease`] only carries the caller's decisions out in Redis (atomic
+//! compare-and-set scripts, and the fencing epoch raised at every acquisition); the store refuses
+//! batches from an epoch older than the highest it has seen.
 
 mod codec;
 mod error;
 mod kv;
 mod memory;
 mod redis;
+mod redis_lease;
 mod sled;
 mod store;
 
@@ -48,6 +51,7 @@ pub use crate::error::StoreError;
 pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
 pub use crate::memory::{MemoryBackend, MemoryStore};
 pub use crate::redis::{RedisBackend, RedisStore};
+pub use crate::redis_lease::{Holding, LeaseView, RedisLease};
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Record};
+use crate::kv::{KvBackend, KvOp, KvStore, Record, overwrite_refused};
 
 /// A window store in memory. `sync` is a no-op: nothing survives the process.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -49,9 +49,16 @@ impl KvBackend for MemoryBackend {
     }
 
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
+        for op in &ops {
+            if let KvOp::PutNew(key, _) = op
+                && self.map.contains_key(key)
+            {
+                return Err(overwrite_refused(key));
+            }
+        }
         for op in ops {
             match op {
-                KvOp::Put(key, value) => {
+                KvOp::Put(key, value) | KvOp::PutNew(key, value) => {
                     self.map.insert(key, value);
                 }
                 KvOp::DeletePrefix(prefix) => {

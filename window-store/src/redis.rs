@@ -70,7 +70,7 @@ use std::time::Duration;
 use redis::{ErrorKind, ServerErrorKind};
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Record};
+use crate::kv::{KvBackend, KvOp, KvStore, Record, overwrite_refused};
 
 /// A window store in a Redis server.
 pub type RedisStore = KvStore<RedisBackend>;
@@ -125,42 +125,19 @@ impl RedisBackend {
     /// namespace is empty or contains `{` or `}` (which would break the hash tag).
     pub fn connect(url: &str, namespace: &str) -> Result<RedisBackend, StoreError> {
         let shown = redact(url);
-        if namespace.is_empty() || namespace.contains(['{', '}']) {
-            return Err(StoreError::Backend(format!(
-                "invalid Redis namespace {namespace:?}: it must be non-empty and contain neither '{{' nor '}}'"
-            )));
-        }
-        let client = redis::Client::open(url).map_err(|e| {
-            StoreError::Backend(format!(
-                "invalid Redis URL {shown}: {e}; expected redis://HOST:PORT/ or redis://HOST:PORT/DB"
-            ))
-        })?;
-        let con = client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| {
-                StoreError::Backend(format!(
-                    "cannot connect to Redis at {shown}: {e}; check that redis-server is running there and reachable (try redis-cli -u URL ping)"
-                ))
-            })?;
+        check_namespace(namespace)?;
+        let con = open_connection(url)?;
         let mut backend = RedisBackend {
             con: RefCell::new(con),
             url: shown,
             namespace: namespace.to_owned(),
-            keys_key: format!("{{wn:{namespace}}}:keys"),
-            vals_key: format!("{{wn:{namespace}}}:vals"),
-            epoch_key: format!("{{wn:{namespace}}}:epoch"),
+            keys_key: namespaced(namespace, "keys"),
+            vals_key: namespaced(namespace, "vals"),
+            epoch_key: namespaced(namespace, "epoch"),
             epoch: None,
             apply_sha: String::new(),
             scan_sha: String::new(),
         };
-        {
-            let con = backend.con.get_mut();
-            let timeouts = con
-                .set_read_timeout(Some(IO_TIMEOUT))
-                .and_then(|()| con.set_write_timeout(Some(IO_TIMEOUT)));
-            timeouts.map_err(|e| backend_error(&backend.url, "setting socket timeouts", e))?;
-        }
-        backend.check_version()?;
         backend.apply_sha = backend.load(APPLY)?;
         backend.scan_sha = backend.load(SCAN)?;
         Ok(backend)
@@ -188,29 +165,6 @@ impl RedisBackend {
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
-    }
-
-    fn check_version(&mut self) -> Result<(), StoreError> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(self.con.get_mut())
-            .map_err(|e| backend_error(&self.url, "INFO server", e))?;
-        let version = info
-            .lines()
-            .find_map(|line| line.strip_prefix("redis_version:"))
-            .unwrap_or("unknown")
-            .trim();
-        let major = version
-            .split('.')
-            .next()
-            .and_then(|m| m.parse::<u32>().ok());
-        match major {
-            Some(major) if major >= 7 => Ok(()),
-            _ => Err(StoreError::Backend(format!(
-                "Redis at {} is version {version}; window-store needs Redis 7.0 or later (for script flags); upgrade the server",
-                self.url
-            ))),
-        }
     }
 
     fn load(&mut self, source: &str) -> Result<String, StoreError> {
@@ -324,7 +278,7 @@ impl KvBackend for RedisBackend {
             .iter()
             .filter_map(|op| match op {
                 KvOp::DeletePrefix(prefix) => Some((inclusive(prefix), exclusive_upper(prefix))),
-                KvOp::Put(..) => None,
+                KvOp::Put(..) | KvOp::PutNew(..) => None,
             })
             .collect();
         let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 3 * ops.len());
@@ -333,22 +287,23 @@ impl KvBackend for RedisBackend {
         for op in &ops {
             match op {
                 KvOp::Put(key, value) => args.extend([b"P".as_slice(), key, value]),
+                KvOp::PutNew(key, value) => args.extend([b"N".as_slice(), key, value]),
                 KvOp::DeletePrefix(_) => {
                     let (min, max) = bounds_iter.next().expect("one bound per deletion");
                     args.extend([b"D".as_slice(), min, max]);
                 }
             }
         }
-        let (applied, highest): (i64, String) = self
+        let (applied, detail): (i64, Vec<u8>) = self
             .eval(APPLY, &self.apply_sha, &args)
             .map_err(|e| self.error("the batch script", e))?;
-        if applied == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Fenced {
+        match applied {
+            1 => Ok(()),
+            2 => Err(overwrite_refused(&detail)),
+            _ => Err(StoreError::Fenced {
                 epoch,
-                highest: self.parse_epoch(&highest)?,
-            })
+                highest: self.parse_epoch(&String::from_utf8_lossy(&detail))?,
+            }),
         }
     }
 
@@ -358,12 +313,75 @@ impl KvBackend for RedisBackend {
     }
 }
 
-fn backend_error(url: &str, what: &str, error: redis::RedisError) -> StoreError {
+/// Refuses a namespace that would break the hash tag.
+pub(crate) fn check_namespace(namespace: &str) -> Result<(), StoreError> {
+    if namespace.is_empty() || namespace.contains(['{', '}']) {
+        return Err(StoreError::Backend(format!(
+            "invalid Redis namespace {namespace:?}: it must be non-empty and contain neither '{{' nor '}}'"
+        )));
+    }
+    Ok(())
+}
+
+/// The Redis key `name` of `namespace`: every key of a namespace shares the hash tag
+/// `{wn:NAMESPACE}`, so Redis Cluster keeps them in one slot and one script may touch them all.
+pub(crate) fn namespaced(namespace: &str, name: &str) -> String {
+    format!("{{wn:{namespace}}}:{name}")
+}
+
+/// Opens a connection to `url` with this crate's timeouts, and checks the server is Redis 7.0 or
+/// later. Errors name the server (password hidden) and say what to do.
+pub(crate) fn open_connection(url: &str) -> Result<redis::Connection, StoreError> {
+    let shown = redact(url);
+    let client = redis::Client::open(url).map_err(|e| {
+        StoreError::Backend(format!(
+            "invalid Redis URL {shown}: {e}; expected redis://HOST:PORT/ or redis://HOST:PORT/DB"
+        ))
+    })?;
+    let mut con = client
+        .get_connection_with_timeout(CONNECT_TIMEOUT)
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot connect to Redis at {shown}: {e}; check that redis-server is running there and reachable (try redis-cli -u URL ping)"
+            ))
+        })?;
+    con.set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| con.set_write_timeout(Some(IO_TIMEOUT)))
+        .map_err(|e| backend_error(&shown, "setting socket timeouts", e))?;
+    check_version(&mut con, &shown)?;
+    Ok(con)
+}
+
+fn check_version(con: &mut redis::Connection, shown: &str) -> Result<(), StoreError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(con)
+        .map_err(|e| backend_error(shown, "INFO server", e))?;
+    let version = info
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim();
+    let major = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse::<u32>().ok());
+    match major {
+        Some(major) if major >= 7 => Ok(()),
+        _ => Err(StoreError::Backend(format!(
+            "Redis at {shown} is version {version}; window-store needs Redis 7.0 or later (for script flags); upgrade the server"
+        ))),
+    }
+}
+
+pub(crate) fn backend_error(url: &str, what: &str, error: redis::RedisError) -> StoreError {
     StoreError::Backend(format!("Redis at {url}: {what} failed: {error}"))
 }
 
 /// Applies a batch. KEYS: the key set, the values, the epoch. ARGV[1]: the batch's epoch; then
-/// per op `P key value` or `D min max` (a `ZRANGEBYLEX` range).
+/// per op `P key value`, `N key value` (a key that must not exist) or `D min max` (a
+/// `ZRANGEBYLEX` range). Returns `{1, highest}` when applied, `{0, highest}` when fenced and
+/// `{2, key}` when an `N` key exists; nothing is written in the last two cases.
 const APPLY: &str = r#"#!lua
 -- Epochs are decimal strings without leading zeros: compare by length, then by digits.
 local function older(a, b)
@@ -378,8 +396,13 @@ end
 -- Check the whole batch before the first write: Redis does not undo a script that fails halfway.
 local i = 2
 while i <= #ARGV do
-  if (ARGV[i] ~= 'P' and ARGV[i] ~= 'D') or i + 2 > #ARGV then
+  local op = ARGV[i]
+  if (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
     return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
+  end
+  -- The output log is append-only: never overwrite a record.
+  if op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
+    return {2, ARGV[i + 1]}
   end
   i = i + 3
 end
@@ -389,7 +412,7 @@ if not highest or older(highest, epoch) then
 end
 i = 2
 while i <= #ARGV do
-  if ARGV[i] == 'P' then
+  if ARGV[i] ~= 'D' then
     redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
     redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
   else
@@ -440,7 +463,7 @@ fn exclusive_upper(prefix: &[u8]) -> Vec<u8> {
 }
 
 /// `url` with its password (or whole user part) replaced by `***`.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

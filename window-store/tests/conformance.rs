@@ -393,3 +393,46 @@ fn a_batch_that_breaks_the_sequence_is_rejected() {
         Err(StoreError::InvalidBatch(_))
     ));
 }
+
+/// The output log is append-only in every backend: a batch holding a `PutNew` of an existing key
+/// is refused whole, so a second writer that believes it owns the same sequence number can
+/// neither overwrite a fired window nor half-apply its batch.
+#[test]
+fn a_batch_that_would_overwrite_a_log_record_is_refused_whole() {
+    use window_store::{KvBackend, KvOp};
+
+    fn check(backend: &mut dyn KvBackend, name: &str) {
+        let put = |k: &str, v: &str| KvOp::Put(k.into(), v.into());
+        let put_new = |k: &str, v: &str| KvOp::PutNew(k.into(), v.into());
+        backend
+            .apply(vec![put("a", "1"), put_new("O1", "first")])
+            .unwrap_or_else(|e| panic!("{name}: first batch: {e}"));
+        let refused = backend.apply(vec![put("a", "2"), put_new("O1", "second")]);
+        match refused {
+            Err(StoreError::InvalidBatch(text)) => {
+                assert!(text.contains("append-only"), "{name}: {text}");
+                // The key in hex, so the message names the record.
+                assert!(text.contains("4f31"), "{name}: {text}");
+            }
+            other => panic!("{name}: an overwrite was not refused: {other:?}"),
+        }
+        assert_eq!(backend.get(b"a").unwrap().as_deref(), Some(&b"1"[..]), "{name}");
+        assert_eq!(
+            backend.get(b"O1").unwrap().as_deref(),
+            Some(&b"first"[..]),
+            "{name}"
+        );
+        backend
+            .apply(vec![put_new("O2", "next")])
+            .unwrap_or_else(|e| panic!("{name}: a new key: {e}"));
+    }
+
+    check(MemoryStore::in_memory().backend_mut(), "memory");
+    let dir = tempfile::tempdir().expect("temp dir");
+    check(open_sled(dir.path()).backend_mut(), "sled");
+    if let Some(server) = support::RedisServer::start() {
+        let mut store =
+            RedisStore::connect(&server.url(), &server.fresh_namespace()).expect("connect");
+        check(store.backend_mut(), "redis");
+    }
+}
