@@ -19,6 +19,7 @@ use window_store::{Batch, OutputRecord, StoreError, WindowStore};
 
 use crate::clock::Clock;
 use crate::error::NodeError;
+use crate::lease_redis::FireGate;
 use crate::metrics::Metrics;
 use crate::node::{batch_error, close_window, recover};
 
@@ -157,6 +158,22 @@ pub struct Driver {
     /// Fired in this group and written, published after the sync.
     fired: Vec<Arc<OutputRecord>>,
     late: Vec<Arc<LateNotice>>,
+    /// With a lease that can lapse (Redis): asked before every group.
+    gate: Option<Arc<FireGate>>,
+}
+
+/// Why the driver stopped before it was told to.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The store failed: the engine and the store no longer agree.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The lease ran out (not renewed in time, e.g. after a pause or while Redis did not answer):
+    /// another process may hold it now, so this one must not commit anything more.
+    #[error(
+        "the lease lapsed before this process could renew it (paused, or Redis did not answer in time); another node may hold it now"
+    )]
+    LeaseLapsed,
 }
 
 impl Driver {
@@ -181,7 +198,15 @@ impl Driver {
             unwritten: Vec::new(),
             fired: Vec::new(),
             late: Vec::new(),
+            gate: None,
         })
+    }
+
+    /// Makes the driver ask `gate` before every group, and stop with
+    /// [`DriverError::LeaseLapsed`] once it says no.
+    pub fn with_gate(mut self, gate: Arc<FireGate>) -> Driver {
+        self.gate = Some(gate);
+        self
     }
 
     /// Serves commands until every sender is gone; then makes everything durable and returns.
@@ -193,7 +218,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut stop: watch::Receiver<bool>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), DriverError> {
         // Whether the stop signal has been taken. A local flag, not `*stop.borrow()`: the
         // branch's condition is checked when `select!` starts, so with `borrow()` a stop sent
         // while the driver was busy would disable the branch before it ever ran, and the driver
@@ -216,6 +241,11 @@ impl Driver {
                     continue;
                 }
             };
+            // Nothing of the group is stepped or committed without the lease: the commands are
+            // dropped unanswered, so a follower that forwarded them sends them to the next holder.
+            if self.gate.as_ref().is_some_and(|gate| !gate.may_fire()) {
+                return Err(DriverError::LeaseLapsed);
+            }
             let trigger = Instant::now();
             let mut group = Vec::new();
             group.extend(first);
@@ -268,12 +298,7 @@ impl Driver {
     /// Makes the group durable. fsync blocks: on a multi-threaded runtime the driver tells tokio,
     /// so other tasks move to another worker meanwhile.
     fn sync(&mut self) -> Result<(), StoreError> {
-        use tokio::runtime::{Handle, RuntimeFlavor};
-        if Handle::current().runtime_flavor() == RuntimeFlavor::MultiThread {
-            tokio::task::block_in_place(|| self.store.sync())
-        } else {
-            self.store.sync()
-        }
+        blocking(|| self.store.sync())
     }
 
     /// When the driver must wake without a command: the next time-purge deadline, or the next
@@ -428,7 +453,8 @@ impl Driver {
             dirty,
             fired: std::mem::take(&mut self.unwritten),
         };
-        self.store.commit(&batch)?;
+        // A network store (Redis) blocks for a round trip: as for `sync`, tell tokio.
+        blocking(|| self.store.commit(&batch))?;
         Metrics::add(&self.metrics.windows_fired, batch.fired.len() as u64);
         self.fired.extend(batch.fired.into_iter().map(Arc::new));
         Ok(())
@@ -476,6 +502,18 @@ impl Driver {
             watermark: s.watermark,
             epoch: self.config.epoch,
         }
+    }
+}
+
+/// Runs blocking store I/O on the driver's task: on a multi-threaded runtime tokio is told, so
+/// other tasks move to another worker meanwhile.
+pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
 }
 

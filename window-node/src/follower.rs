@@ -10,6 +10,7 @@
 //! error 11 (safe to retry).
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +22,70 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::NodeError;
 use crate::lease_file::read_coordinator;
+use crate::lease_redis::Role;
 use crate::lines::{Line, LineSplitter};
 use crate::render::{Address, Style, write_message};
+
+/// Where the coordinator's address is found.
+#[derive(Debug)]
+pub enum Coordinator {
+    /// Published in this data directory by the file lease's holder.
+    Dir(PathBuf),
+    /// The Redis lease's holder, as this process's lease keeper last saw it; `me` is this
+    /// process's own address, for when it holds the lease itself.
+    Redis {
+        role: tokio::sync::watch::Receiver<Role>,
+        me: SocketAddr,
+    },
+}
+
+impl Coordinator {
+    /// The coordinator's address, if one is known.
+    pub fn address(&self) -> Option<SocketAddr> {
+        match self {
+            Coordinator::Dir(dir) => read_coordinator(dir).map(|(address, _epoch)| address),
+            Coordinator::Redis { role, me } => match &*role.borrow() {
+                Role::Following {
+                    holder: Some(holder),
+                } => holder.parse().ok(),
+                Role::Holding { .. } => Some(*me),
+                Role::Starting | Role::Following { holder: None } | Role::Lost { .. } => None,
+            },
+        }
+    }
+
+    /// Resolves once the coordinator is known to be another than `current` (a takeover while
+    /// `current` is paused or cut off, which a connection to it would not show). Only the Redis
+    /// lease can move while its old holder lives; a file lease never resolves this.
+    async fn moved_from(&self, current: SocketAddr) {
+        match self {
+            Coordinator::Dir(_) => std::future::pending().await,
+            Coordinator::Redis { role, me } => {
+                let mut role = role.clone();
+                let moved = role
+                    .wait_for(|role| match role {
+                        Role::Following {
+                            holder: Some(holder),
+                        } => holder.parse::<SocketAddr>().ok() != Some(current),
+                        Role::Holding { .. } => *me != current,
+                        _ => false,
+                    })
+                    .await
+                    .map(drop);
+                if moved.is_err() {
+                    // The keeper is gone (the process is stopping): nothing will move.
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    }
+}
 
 /// What forwarding needs to know.
 #[derive(Debug)]
 pub struct Forwarding {
-    /// The data directory, where the coordinator publishes its address.
-    pub dir: PathBuf,
+    /// Where to find the coordinator.
+    pub coordinator: Coordinator,
     pub max_line_bytes: usize,
     /// How long to wait for a coordinator before answering error 11.
     pub failover_timeout: Duration,
@@ -75,7 +132,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
     let mut subscribed: Option<u64> = None;
     let mut client_done = false;
     loop {
-        let Some(upstream) = connect(&forwarding).await else {
+        let Some((upstream, coordinator)) = connect(&forwarding).await else {
             // No coordinator: answer what waits with error 11, then go on (a coordinator may
             // appear before the client's next request).
             let error = NodeError::Unavailable(
@@ -144,6 +201,10 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                             }
                         }
                     }
+                }
+                () = forwarding.coordinator.moved_from(coordinator) => {
+                    tracing::info!(old = %coordinator, "the lease moved to another coordinator");
+                    break;
                 }
                 read = up_read.read_until(b'\n', &mut up_line) => {
                     match read {
@@ -232,14 +293,14 @@ async fn resend(
 }
 
 /// Finds a coordinator to talk to, waiting up to the failover timeout.
-async fn connect(forwarding: &Forwarding) -> Option<TcpStream> {
+async fn connect(forwarding: &Forwarding) -> Option<(TcpStream, SocketAddr)> {
     let deadline = tokio::time::Instant::now() + forwarding.failover_timeout;
     loop {
-        if let Some((address, _epoch)) = read_coordinator(&forwarding.dir)
+        if let Some(address) = forwarding.coordinator.address()
             && let Ok(stream) = TcpStream::connect(address).await
         {
             let _ = stream.set_nodelay(true);
-            return Some(stream);
+            return Some((stream, address));
         }
         if tokio::time::Instant::now() >= deadline {
             return None;

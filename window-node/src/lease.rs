@@ -85,10 +85,6 @@
 //! [`Duration`]s, as elsewhere in the node. Arithmetic saturates rather than panics; that only
 //! matters at the ends of `i64` milliseconds, far from any real clock.
 
-// The file and Redis leases (lease_file.rs, lease_redis.rs) are wired to these functions
-// separately; until then nothing in the binary calls them.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::time::Duration;
 
@@ -284,7 +280,10 @@ impl fmt::Display for StepDownReason {
     }
 }
 
-/// The storage side's fencing verdict on a fire.
+/// The storage side's fencing verdict on a fire. The rule lives in the store's Lua script
+/// (`window-store`'s `redis` module); this is its model, which the tests below check the lease
+/// decisions against.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FenceDecision {
     /// Apply the fire, and store `highest_epoch` as the highest epoch seen.
@@ -365,6 +364,7 @@ pub fn may_fire(held: &HeldLease, now: Timestamp, config: &LeaseConfig) -> bool 
 /// `highest_epoch`. It should count the epoch counter an acquisition raises as seen, so an old
 /// holder is fenced from the takeover on. Fencing does not make a fire idempotent: refusing a
 /// window that has already fired is the storage's own check.
+#[cfg(test)]
 pub fn accept_fire(highest_epoch_seen: u64, fire_epoch: u64) -> FenceDecision {
     if fire_epoch < highest_epoch_seen {
         FenceDecision::Refuse {

@@ -9,6 +9,7 @@ mod error;
 mod follower;
 mod lease;
 mod lease_file;
+mod lease_redis;
 mod lines;
 mod metrics;
 mod node;

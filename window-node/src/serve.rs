@@ -11,11 +11,13 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, WindowSpec};
-use window_store::{MemoryStore, SledStore, WindowStore};
+use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
 
-use crate::driver::{Driver, DriverConfig, describe};
-use crate::follower::{Forwarding, forward_connection};
-use crate::lease_file::{FileLease, read_coordinator};
+use crate::driver::{Driver, DriverConfig, blocking, describe};
+use crate::follower::{Coordinator, Forwarding, forward_connection};
+use crate::lease::LeaseConfig;
+use crate::lease_file::FileLease;
+use crate::lease_redis::{LeaseKeeper, Role};
 use crate::metrics::{self, Metrics};
 use crate::render::Style;
 use crate::tcp::{self, Shared};
@@ -38,8 +40,30 @@ pub struct ServeArgs {
     data_dir: PathBuf,
 
     /// Keep everything in memory instead (nothing survives a restart).
-    #[arg(long, conflicts_with = "data_dir", env = "WINDOW_NODE_MEMORY")]
+    #[arg(long, conflicts_with_all = ["data_dir", "store"], env = "WINDOW_NODE_MEMORY")]
     memory: bool,
+
+    /// Keep everything in a Redis server shared by several machines (`redis://HOST:PORT/`,
+    /// `redis://HOST:PORT/DB`, `redis://:PASSWORD@HOST:PORT/`) instead of --data-dir. Every node
+    /// on the same server and --namespace competes for one lease: the holder fires windows, the
+    /// others forward their clients to it.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir", env = "WINDOW_NODE_STORE")]
+    store: Option<String>,
+
+    /// With --store: the name of this pipeline's keys in Redis (one lease, one output log).
+    #[arg(long, value_name = "NAME", default_value = "window-node", env = "WINDOW_NODE_NAMESPACE")]
+    namespace: String,
+
+    /// With --store: the address other nodes reach this one at (its lease holder id). Defaults to
+    /// the listening address, which must then not be 0.0.0.0 or [::].
+    #[arg(long, value_name = "ADDR", env = "WINDOW_NODE_ADVERTISE")]
+    advertise: Option<SocketAddr>,
+
+    /// With --store: how long the Redis lease lasts unless renewed. The holder renews every third
+    /// of it and stops firing a tenth of it before the end (the clock skew allowance); a follower
+    /// takes over within about this long after the holder dies.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "WINDOW_NODE_LEASE_TTL")]
+    lease_ttl: Duration,
 
     /// Window length (`500ms`, `10s`, `5m`, `1h`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
@@ -171,55 +195,112 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
 
-    // With a data directory, several processes may share it: the lease holder coordinates, the
-    // others forward their clients to it until they take over.
+    // With a data directory or Redis, several processes share the state: the lease holder
+    // coordinates, the others forward their clients to it until they take over.
+    let style = if args.spaced {
+        Style::Spaced
+    } else {
+        Style::Compact
+    };
     let mut config = config;
-    let lease = if args.memory {
-        None
+    let mut holder = local;
+    let (tenure, store): (Tenure, Box<dyn WindowStore>) = if args.memory {
+        (Tenure::Alone, Box::new(MemoryStore::in_memory()))
+    } else if let Some(url) = &args.store {
+        let me = advertised(local, args.advertise)?;
+        holder = me;
+        let lease_config = LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
+            .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
+        tracing::info!(
+            namespace = %args.namespace,
+            advertise = %me,
+            ttl = ?lease_config.ttl(),
+            renew_every = ?lease_config.renew_every(),
+            clock_skew_allowance = ?lease_config.clock_skew_allowance(),
+            "Redis store and lease"
+        );
+        let keeper = blocking(|| LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config))
+            .with_context(|| format!("starting the Redis lease in namespace {:?}", args.namespace))?;
+        let forwarding = Arc::new(Forwarding {
+            coordinator: Coordinator::Redis {
+                role: keeper.role(),
+                me,
+            },
+            max_line_bytes: args.max_line_bytes,
+            failover_timeout: args.failover_timeout,
+            style,
+        });
+        let mut role = keeper.role();
+        let held = async move {
+            let role = role
+                .wait_for(|role| matches!(role, Role::Holding { .. } | Role::Lost { .. }))
+                .await
+                .context("the lease thread stopped")?;
+            match &*role {
+                Role::Holding { epoch } => Ok(*epoch),
+                other => Err(anyhow::anyhow!("the lease was lost before it was used: {other:?}")),
+            }
+        };
+        let Some(epoch) = follow_until(&listener, forwarding, &mut stopped, held).await? else {
+            keeper.release();
+            tracing::info!("stopped while following");
+            return Ok(());
+        };
+        config.epoch = epoch;
+        let store = blocking(|| -> anyhow::Result<RedisStore> {
+            let mut store = RedisStore::connect(url, &args.namespace)?;
+            store.backend_mut().set_epoch(epoch);
+            Ok(store)
+        })
+        .with_context(|| format!("opening the Redis store in namespace {:?}", args.namespace))?;
+        (Tenure::Redis(keeper), Box::new(store))
     } else {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
         let forwarding = Arc::new(Forwarding {
-            dir: args.data_dir.clone(),
+            coordinator: Coordinator::Dir(args.data_dir.clone()),
             max_line_bytes: args.max_line_bytes,
             failover_timeout: args.failover_timeout,
-            style: if args.spaced {
-                Style::Spaced
-            } else {
-                Style::Compact
-            },
+            style,
         });
-        match follow_until_lease(&listener, forwarding, &mut stopped).await? {
-            Some(lease) => {
-                config.epoch = lease.epoch();
-                Some(lease)
+        let dir = args.data_dir.clone();
+        let held = async move {
+            let mut retry = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                retry.tick().await;
+                let lease = FileLease::try_acquire(&dir)
+                    .with_context(|| format!("taking the lease in {}", dir.display()))?;
+                if let Some(lease) = lease {
+                    return Ok(lease);
+                }
             }
-            None => {
-                tracing::info!("stopped while following");
-                return Ok(());
-            }
-        }
-    };
-    let store: Box<dyn WindowStore> = if args.memory {
-        Box::new(MemoryStore::in_memory())
-    } else {
-        Box::new(
-            SledStore::open_waiting(&args.data_dir, Duration::from_secs(5))
-                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
-        )
+        };
+        let Some(lease) = follow_until(&listener, forwarding, &mut stopped, held).await? else {
+            tracing::info!("stopped while following");
+            return Ok(());
+        };
+        config.epoch = lease.epoch();
+        let store = SledStore::open_waiting(&args.data_dir, Duration::from_secs(5))
+            .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+        (Tenure::File(lease), Box::new(store))
     };
     let (publish, _) = broadcast::channel(args.subscriber_buffer.max(16));
-    let driver = Driver::new(config, store, publish, Arc::clone(&metrics))
+    let mut driver = blocking(|| Driver::new(config, store, publish, Arc::clone(&metrics)))
         .context("recovering the open state")?;
+    if let Tenure::Redis(keeper) = &tenure {
+        driver = driver.with_gate(keeper.gate());
+    }
     let (commands, rx) = mpsc::channel(1024);
     let (stop_driver, driver_stopped) = watch::channel(false);
     let driver = tokio::spawn(driver.run(rx, driver_stopped));
-    if let Some(lease) = &lease {
+    if let Tenure::File(lease) = &tenure {
         lease
             .publish(local)
             .context("publishing the coordinator's address in the data directory")?;
+    }
+    if !matches!(tenure, Tenure::Alone) {
         tracing::info!(
-            epoch = lease.epoch(),
+            epoch = config.epoch,
             "coordinating: this process holds the lease"
         );
     }
@@ -236,10 +317,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         idle_timeout: (!args.connection_idle_timeout.is_zero())
             .then_some(args.connection_idle_timeout),
         metrics,
-        holder: local.to_string(),
+        holder: holder.to_string(),
     });
     let mut driver = driver;
     let mut stopping = stopped.clone();
+    let mut lost = match &tenure {
+        Tenure::Redis(keeper) => Some(keeper.role()),
+        _ => None,
+    };
     let accepting = tcp::accept_loop(
         &listener,
         Arc::clone(&shared),
@@ -250,14 +335,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     tokio::select! {
         () = accepting => {}
-        // The driver stops early only when the store failed: stop serving and say why.
+        // The driver stops early only when the store failed or the lease lapsed: stop serving and
+        // say why.
         result = &mut driver => {
             return match result {
                 Ok(Ok(())) => Err(anyhow::anyhow!("the driver stopped unexpectedly")),
                 Ok(Err(error)) => Err(anyhow::Error::new(error)
-                    .context("the store failed; stopped taking requests (nothing unacknowledged was answered)")),
+                    .context(STOPPED_EARLY)),
                 Err(join) => Err(anyhow::anyhow!("the driver task failed: {join}")),
             };
+        }
+        reason = lease_lost(lost.as_mut()) => {
+            return Err(anyhow::anyhow!("{reason}").context(STOPPED_EARLY));
         }
     }
     tracing::info!("stopping: no new connections; finishing what was received");
@@ -268,30 +357,73 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Ok(Err(join)) => anyhow::bail!("the driver task failed: {join}"),
         Err(_) => anyhow::bail!("the driver did not finish within 30 s of the shutdown signal"),
     }
+    if let Tenure::Redis(keeper) = tenure {
+        // Everything acknowledged is in Redis: let a follower take over at once.
+        blocking(|| keeper.release());
+    }
     tracing::info!("stopped cleanly");
     Ok(())
 }
 
-/// Takes the lease, or follows (forwarding clients to the holder) until it can. `None` when
-/// told to stop first.
-async fn follow_until_lease(
+/// What a process that stopped coordinating says (then it exits: fail-stop).
+const STOPPED_EARLY: &str = "stopped coordinating and exiting, without answering what was not committed (a follower resends it to the next holder); restart this process to rejoin as a follower";
+
+/// The lease this process coordinates under.
+enum Tenure {
+    /// `--memory`: no lease, no one else.
+    Alone,
+    /// The file lock on the data directory.
+    File(FileLease),
+    /// The Redis lease, kept by its thread.
+    Redis(LeaseKeeper),
+}
+
+/// Resolves when the Redis lease is lost, with the reason; never without a Redis lease.
+async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
+    let Some(role) = role else {
+        return std::future::pending().await;
+    };
+    match role
+        .wait_for(|role| matches!(role, Role::Lost { .. }))
+        .await
+    {
+        Ok(role) => match &*role {
+            Role::Lost { reason } => format!("lost the Redis lease: {reason}"),
+            other => format!("lost the Redis lease ({other:?})"),
+        },
+        Err(_) => "the Redis lease thread stopped".to_owned(),
+    }
+}
+
+/// The address this node is reached at by the others.
+fn advertised(local: SocketAddr, advertise: Option<SocketAddr>) -> anyhow::Result<SocketAddr> {
+    match advertise {
+        Some(address) => Ok(address),
+        None if local.ip().is_unspecified() => Err(anyhow::anyhow!(
+            "listening on {local}, which other nodes cannot connect to; give --advertise HOST:PORT (this node's address as the others reach it)"
+        )),
+        None => Ok(local),
+    }
+}
+
+/// Follows (forwarding clients to the holder) until `held` resolves with the lease. `None`
+/// when told to stop first.
+async fn follow_until<T>(
     listener: &TcpListener,
     forwarding: Arc<Forwarding>,
     stopped: &mut watch::Receiver<bool>,
-) -> anyhow::Result<Option<FileLease>> {
-    let dir = forwarding.dir.clone();
-    let try_lease = || {
-        FileLease::try_acquire(&dir)
-            .with_context(|| format!("taking the lease in {}", dir.display()))
-    };
-    if let Some(lease) = try_lease()? {
-        return Ok(Some(lease));
+    held: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<Option<T>> {
+    let held = std::pin::pin!(held);
+    // The first look is quick: a free lease is taken before anyone is told "following".
+    let mut held = held;
+    if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), held.as_mut()).await {
+        return result.map(Some);
     }
     tracing::info!(
-        coordinator = ?read_coordinator(&dir),
+        coordinator = ?forwarding.coordinator.address(),
         "following: another process holds the lease; forwarding requests to it"
     );
-    let mut retry = tokio::time::interval(Duration::from_millis(100));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -300,11 +432,10 @@ async fn follow_until_lease(
                 }
                 Err(error) => tracing::warn!(%error, "accept failed"),
             },
-            _ = retry.tick() => {
-                if let Some(lease) = try_lease()? {
-                    tracing::info!(epoch = lease.epoch(), "took over the lease");
-                    return Ok(Some(lease));
-                }
+            result = held.as_mut() => {
+                let lease = result?;
+                tracing::info!("took over the lease");
+                return Ok(Some(lease));
             }
             _ = stopped.wait_for(|stop| *stop) => return Ok(None),
         }

@@ -1,13 +1,18 @@
-//! Several `serve` processes on one data directory: the coordinator is SIGKILLed again and again
-//! under load from a client connected to the others. Every acknowledged event must appear in
-//! exactly one fired window, no window may fire twice, `seq` stays dense, and every takeover
-//! raises the epoch. `FAILOVER_KILLS` sets the number of kills (default 3; `cargo xtask crash`
-//! runs 20).
+//! Several `serve` processes sharing one state, on one data directory (the file lease) or on one
+//! Redis server (`--store redis://`, a real `redis-server` started on a free loopback port; see
+//! `support`): the coordinator is SIGKILLed again and again under load from a client connected
+//! to the others. Every acknowledged event must appear in exactly one fired window, no window may
+//! fire twice, `seq` stays dense, and every takeover raises the epoch. `FAILOVER_KILLS` sets the
+//! number of kills (default 3; `cargo xtask crash` runs 20).
+//!
+//! With Redis, a holder can also be paused (SIGSTOP) past its lease while the others go on: a
+//! follower takes over, and when the old holder resumes it must not fire anything. It stops
+//! (fail-stop); whatever it tried to commit is refused.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,16 +20,29 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../../window-store/tests/support/mod.rs"]
+mod support;
+
 const WAIT: Duration = Duration::from_secs(20);
+
+/// Where the nodes keep their shared state.
+#[derive(Clone, Debug)]
+enum Shared {
+    Dir(PathBuf),
+    Redis(String),
+}
 
 struct Node {
     child: Child,
     addr: SocketAddr,
+    /// Every line the node wrote on stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
-    fn start(dir: &Path) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_window-node"))
+    fn start(shared: &Shared) -> Node {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_window-node"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--window-size", "1s"])
             .args([
                 "--allowed-lateness",
@@ -33,9 +51,12 @@ impl Node {
                 "0s",
                 "--failover-timeout",
                 "15s",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
+            ]);
+        match shared {
+            Shared::Dir(dir) => command.arg("--data-dir").arg(dir),
+            Shared::Redis(url) => command.args(["--store", url, "--lease-ttl", "1s"]),
+        };
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -44,9 +65,12 @@ impl Node {
             .expect("start window-node serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lines = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                lines.lock().expect("log").push(line.clone());
                 if let Some(addr) = line
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("address="))
@@ -57,7 +81,19 @@ impl Node {
             }
         });
         let addr = rx.recv_timeout(WAIT).expect("the node reports its address");
-        Node { child, addr }
+        Node { child, addr, log }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn log_has(&self, text: &str) -> bool {
+        self.log.lock().expect("log").iter().any(|l| l.contains(text))
     }
 }
 
@@ -102,16 +138,52 @@ fn coordinator(addr: SocketAddr) -> Option<(String, u64)> {
     ))
 }
 
-#[test]
-fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
-    let kills: usize = std::env::var("FAILOVER_KILLS")
+fn kills() -> usize {
+    std::env::var("FAILOVER_KILLS")
         .ok()
         .and_then(|k| k.parse().ok())
-        .unwrap_or(3);
+        .unwrap_or(3)
+}
+
+#[test]
+fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let nodes: Arc<Mutex<Vec<Node>>> = Arc::new(Mutex::new(
-        (0..3).map(|_| Node::start(dir.path())).collect(),
-    ));
+    let report = run(&Shared::Dir(dir.path().to_owned()), Disruption::Kills(kills()));
+    eprintln!("failover (data directory): {report}");
+}
+
+#[test]
+fn with_redis_the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let report = run(&Shared::Redis(server.url()), Disruption::Kills(kills()));
+    eprintln!("failover (Redis): {report}");
+}
+
+#[test]
+fn with_redis_a_holder_paused_past_its_lease_fires_nothing_when_it_wakes() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let report = run(&Shared::Redis(server.url()), Disruption::Pause);
+    eprintln!("failover (Redis, SIGSTOP): {report}");
+}
+
+/// What happens to the coordinator.
+#[derive(Clone, Copy, Debug)]
+enum Disruption {
+    /// SIGKILL it this many times (a new node joins after each).
+    Kills(usize),
+    /// SIGSTOP it until another node has taken over and fired, then SIGCONT it.
+    Pause,
+}
+
+/// Runs three nodes under load through the followers, disrupts the coordinator, then checks the
+/// whole output log. Returns a line for the test output.
+fn run(shared: &Shared, disruption: Disruption) -> String {
+    let nodes: Arc<Mutex<Vec<Node>>> =
+        Arc::new(Mutex::new((0..3).map(|_| Node::start(shared)).collect()));
     let addrs = || {
         nodes
             .lock()
@@ -120,9 +192,8 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
             .map(|n| n.addr)
             .collect::<Vec<_>>()
     };
-    let first = coordinator(addrs()[0]).expect("stats");
+    let first = wait_for_coordinator(addrs()[0], |_| true);
     assert_eq!(first.1, 1, "the first holder's epoch");
-
     // The client ingests through followers, one request in flight, retrying on errors.
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<i64>>> = Arc::default();
@@ -170,39 +241,62 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
     };
 
     let mut takeovers = Vec::new();
-    for kill in 0..kills {
-        std::thread::sleep(Duration::from_millis(300));
-        let live = addrs();
-        let (holder, epoch) = coordinator(live[0]).expect("stats before the kill");
-        let victim = {
-            let mut nodes = nodes.lock().expect("nodes");
-            let at = nodes
-                .iter()
-                .position(|n| n.addr.to_string() == holder)
-                .expect("the holder is one of ours");
-            nodes.remove(at)
-        };
-        let killed_at = Instant::now();
-        drop(victim); // SIGKILL, and reap.
-        // Takeover: a surviving node reports a new holder with a higher epoch.
-        let survivor = addrs()[0];
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some((new_holder, new_epoch)) = coordinator(survivor)
-                && new_holder != holder
-            {
-                assert_eq!(
-                    new_epoch,
-                    epoch + 1,
-                    "each takeover raises the epoch by one"
-                );
-                break;
+    let mut woke = String::new();
+    match disruption {
+        Disruption::Kills(kills) => {
+            for kill in 0..kills {
+                std::thread::sleep(Duration::from_millis(300));
+                let (holder, epoch) = coordinator(addrs()[0]).expect("stats before the kill");
+                let victim = take_node(&nodes, &holder);
+                let killed_at = Instant::now();
+                drop(victim); // SIGKILL, and reap.
+                let survivor = addrs()[0];
+                let (_, new_epoch) = wait_for_coordinator(survivor, |h| h != holder);
+                assert_eq!(new_epoch, epoch + 1, "each takeover raises the epoch by one (kill {kill})");
+                takeovers.push(killed_at.elapsed());
+                nodes.lock().expect("nodes").push(Node::start(shared));
             }
-            assert!(Instant::now() < deadline, "no takeover after kill {kill}");
-            std::thread::sleep(Duration::from_millis(10));
         }
-        takeovers.push(killed_at.elapsed());
-        nodes.lock().expect("nodes").push(Node::start(dir.path()));
+        Disruption::Pause => {
+            std::thread::sleep(Duration::from_millis(300));
+            let (holder, epoch) = coordinator(addrs()[0]).expect("stats before the pause");
+            let mut sleeper = take_node(&nodes, &holder);
+            sleeper.signal("STOP");
+            let stopped_at = Instant::now();
+            let survivor = addrs()[0];
+            let (new_holder, new_epoch) = wait_for_coordinator(survivor, |h| h != holder);
+            assert_eq!(new_epoch, epoch + 1, "the takeover raises the epoch by one");
+            takeovers.push(stopped_at.elapsed());
+            // The new holder fires windows of its own before the old one wakes.
+            let deadline = Instant::now() + WAIT;
+            while fired_by(&new_holder) == 0 {
+                assert!(Instant::now() < deadline, "the new holder fired nothing");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            sleeper.signal("CONT");
+            // It wakes with windows and requests it still holds, sees it lost the lease, and
+            // stops without committing anything.
+            let deadline = Instant::now() + WAIT;
+            let status = loop {
+                if let Some(status) = sleeper.child.try_wait().expect("wait") {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "the old holder did not stop after waking");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert!(!status.success(), "the old holder exits with an error: {status}");
+            let refused_by = ["lost the Redis lease", "lease lapsed", "batch refused"]
+                .into_iter()
+                .filter(|why| sleeper.log_has(why))
+                .collect::<Vec<_>>();
+            assert!(
+                !refused_by.is_empty(),
+                "the old holder says why it stopped: {:?}",
+                sleeper.log.lock().expect("log")
+            );
+            woke = format!("; the old holder woke and stopped ({})", refused_by.join(", "));
+            nodes.lock().expect("nodes").push(Node::start(shared));
+        }
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
@@ -213,11 +307,57 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
         "the client made progress ({} events)",
         acked.len()
     );
+    let epochs = match disruption {
+        Disruption::Kills(kills) => kills,
+        Disruption::Pause => 1,
+    };
+    let (emitted, by_epoch) = check_log(&addrs(), &acked, 1 + epochs as u64);
+    let slowest = takeovers.iter().max().copied().unwrap_or_default();
+    format!(
+        "{} acknowledged events all emitted exactly once in {emitted} windows (per epoch {by_epoch:?}); takeover (disruption to new holder) max {slowest:?}, each {takeovers:?}{woke}",
+        acked.len()
+    )
+}
 
-    // Flush everything, then read the whole output log from the coordinator.
-    let live = addrs();
-    let (holder, final_epoch) = coordinator(live[0]).expect("stats");
-    assert_eq!(final_epoch, 1 + kills as u64);
+/// Removes the node listening at `holder` from the list.
+fn take_node(nodes: &Mutex<Vec<Node>>, holder: &str) -> Node {
+    let mut nodes = nodes.lock().expect("nodes");
+    let at = nodes
+        .iter()
+        .position(|n| n.addr.to_string() == holder)
+        .expect("the holder is one of ours");
+    nodes.remove(at)
+}
+
+/// Waits until `addr` names a coordinator that `accept` takes; returns it and its epoch.
+fn wait_for_coordinator(addr: SocketAddr, accept: impl Fn(&str) -> bool) -> (String, u64) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some((holder, epoch)) = coordinator(addr)
+            && accept(&holder)
+        {
+            return (holder, epoch);
+        }
+        assert!(Instant::now() < deadline, "no (new) coordinator at {addr}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// How many windows the coordinator at `holder` has emitted (0 if it cannot be asked).
+fn fired_by(holder: &str) -> u64 {
+    let Ok(addr) = holder.parse() else { return 0 };
+    Conn::open(addr)
+        .and_then(|mut c| c.call(r#"{"type":"stats","msg_id":1}"#))
+        .and_then(|stats| stats["emitted_windows"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Flushes everything, reads the whole output log from the coordinator, and checks it: dense
+/// `seq`, epochs that never go back and end at `final_epoch`, every acknowledged event exactly
+/// once. Returns the number of windows and how many each epoch fired.
+fn check_log(live: &[SocketAddr], acked: &[i64], final_epoch: u64) -> (u64, Vec<(u64, u64)>) {
+    let (holder, epoch) = coordinator(live[0]).expect("stats");
+    assert_eq!(epoch, final_epoch);
     let holder: SocketAddr = holder.parse().expect("holder address");
     let flushed = Conn::open(holder)
         .expect("connect")
@@ -236,6 +376,7 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
     assert_eq!(ok["type"], "subscribe_ok", "{ok}");
     let mut seen: HashMap<i64, u64> = HashMap::new();
     let mut last_epoch = 0;
+    let mut by_epoch: Vec<(u64, u64)> = Vec::new();
     for expected_seq in 0..emitted {
         let mut line = String::new();
         sub.reader.read_line(&mut line).expect("a window");
@@ -247,6 +388,10 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
             "epochs never go back along the log: {window}"
         );
         last_epoch = epoch;
+        match by_epoch.last_mut() {
+            Some((e, n)) if *e == epoch => *n += 1,
+            _ => by_epoch.push((epoch, 1)),
+        }
         for id in window["events"].as_array().expect("events") {
             let id = id.as_i64().expect("integer id");
             if let Some(earlier) = seen.insert(id, expected_seq) {
@@ -265,9 +410,5 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
         lost.len(),
         &lost[..lost.len().min(5)]
     );
-    let slowest = takeovers.iter().max().copied().unwrap_or_default();
-    eprintln!(
-        "failover: {kills} coordinator kills, {} acknowledged events all emitted exactly once in {emitted} windows; takeover (kill to new holder) max {slowest:?}, each {takeovers:?}",
-        acked.len()
-    );
+    (emitted, by_epoch)
 }

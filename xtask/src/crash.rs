@@ -1,7 +1,8 @@
 //! `cargo xtask crash`: the long crash runs. The normal test run does a handful of SIGKILL
 //! cycles; this does many, with an optimized build so each cycle ingests more: the store crash
-//! test (a child killed 50 times) and the failover test (the coordinator of three `serve`
-//! processes on one data directory killed 20 times).
+//! test (a child killed 50 times) and the failover tests (the coordinator of three `serve`
+//! processes killed 20 times, on one data directory and on one Redis server, plus a Redis holder
+//! paused past its lease).
 
 /// Kill cycles of the store crash test.
 const CYCLES: u32 = 50;

@@ -1,0 +1,334 @@
+//! The coordinator lease across machines: the decisions of [`crate::lease`] carried out in Redis
+//! ([`RedisLease`]'s compare-and-set scripts) by one thread per process.
+//!
+//! The keeper thread observes the lease, asks [`decide`] what to do, does it, and sleeps until
+//! the decision says to look again. It reports its [`Role`] on a watch channel (the followers'
+//! forwarding reads the holder's address from it) and keeps the held lease in a [`FireGate`],
+//! which the driver asks before every group it commits ([`may_fire`]).
+//!
+//! Times are this process's monotonic clock (milliseconds since the keeper started), never the
+//! wall clock: a holder's `expires_at` is the local time *before* the acquiring or renewing call
+//! plus the ttl, so it ends no later than the key does in Redis (as long as the two clocks run at
+//! about the same rate; the skew allowance covers the difference). A contender reads the lease's
+//! remaining time (`PTTL`) from Redis rather than comparing clocks, and takes over only once Redis
+//! has removed the key.
+//!
+//! Losing the lease is fail-stop: on `StepDown` the keeper reports [`Role::Lost`] and stops, and
+//! `serve` exits. The in-memory engine may hold changes the store refused, so the process does not
+//! try to carry on; restarted, it joins as a follower and recovers from Redis if it wins again.
+//! Whatever the paused or partitioned holder still tries to write is refused by the fencing epoch,
+//! which the new holder raised in the same script that took the lease.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use window_core::Timestamp;
+use window_store::{LeaseView, RedisLease, StoreError};
+
+use crate::lease::{
+    Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, decide, may_fire,
+};
+
+/// What this process is, as far as the lease goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Not decided yet (the first observation has not come back).
+    Starting,
+    /// Someone else holds the lease (`None`: no one, right now).
+    Following { holder: Option<String> },
+    /// This process holds the lease with this epoch.
+    Holding { epoch: u64 },
+    /// This process held the lease and lost it: it must stop.
+    Lost { reason: String },
+}
+
+/// Whether the holder may still commit: the lease with its margin, checked on this process's
+/// monotonic clock.
+#[derive(Debug)]
+pub struct FireGate {
+    held: Mutex<Option<HeldLease>>,
+    clock: LeaseClock,
+    config: LeaseConfig,
+}
+
+impl FireGate {
+    /// True while this process holds the lease with the skew allowance still left.
+    pub fn may_fire(&self) -> bool {
+        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.is_some_and(|held| may_fire(&held, self.clock.now(), &self.config))
+    }
+
+    fn set(&self, held: Option<HeldLease>) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
+    }
+}
+
+/// Milliseconds since the keeper started, on the monotonic clock.
+#[derive(Clone, Copy, Debug)]
+struct LeaseClock {
+    start: Instant,
+}
+
+impl LeaseClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// How long until `at` (zero if it has passed).
+    fn until(&self, at: Timestamp) -> Duration {
+        let wait = at.as_millis().saturating_sub(self.now().as_millis()).max(0);
+        Duration::from_millis(wait.unsigned_abs())
+    }
+}
+
+/// The running keeper. Dropping it stops the thread; [`LeaseKeeper::release`] also gives the
+/// lease up.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    role: watch::Receiver<Role>,
+    gate: Arc<FireGate>,
+    stop: Option<Sender<Stop>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// How the keeper should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Give the lease up (a clean shutdown: everything acknowledged is durable).
+    Release,
+}
+
+impl LeaseKeeper {
+    /// Connects to Redis and starts competing for the lease of `namespace` as `me` (this node's
+    /// advertised address, unique among live nodes).
+    pub fn start(
+        url: &str,
+        namespace: &str,
+        me: String,
+        config: LeaseConfig,
+    ) -> Result<LeaseKeeper, StoreError> {
+        let lease = RedisLease::connect(url, namespace)?;
+        let clock = LeaseClock {
+            start: Instant::now(),
+        };
+        let gate = Arc::new(FireGate {
+            held: Mutex::new(None),
+            clock,
+            config,
+        });
+        let (role_tx, role) = watch::channel(Role::Starting);
+        let (stop, stopped) = channel();
+        let keeper = Keeper {
+            lease,
+            me,
+            config,
+            clock,
+            gate: Arc::clone(&gate),
+            role: role_tx,
+            stopped,
+            held: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name("lease".to_owned())
+            .spawn(move || keeper.run())
+            .map_err(|e| StoreError::Backend(format!("starting the lease thread: {e}")))?;
+        Ok(LeaseKeeper {
+            role,
+            gate,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The role, as it changes.
+    pub fn role(&self) -> watch::Receiver<Role> {
+        self.role.clone()
+    }
+
+    /// The gate the driver asks before each commit.
+    pub fn gate(&self) -> Arc<FireGate> {
+        Arc::clone(&self.gate)
+    }
+
+    /// Gives the lease up and waits for the thread (a clean shutdown, after the last sync).
+    pub fn release(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::Release);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread, which stops without releasing: the lease then
+        // ends by its ttl, the safe default for a process that did not stop cleanly.
+        self.stop.take();
+    }
+}
+
+struct Keeper {
+    lease: RedisLease,
+    me: String,
+    config: LeaseConfig,
+    clock: LeaseClock,
+    gate: Arc<FireGate>,
+    role: watch::Sender<Role>,
+    stopped: Receiver<Stop>,
+    held: Option<HeldLease>,
+}
+
+/// How long to wait before trying again after Redis failed to answer.
+const RETRY_AFTER_ERROR: Duration = Duration::from_millis(100);
+
+impl Keeper {
+    fn run(mut self) {
+        let mut failing = false;
+        loop {
+            let view = match self.lease.observe() {
+                Ok(view) => {
+                    if failing {
+                        tracing::info!("Redis answers again");
+                        failing = false;
+                    }
+                    view
+                }
+                Err(error) => {
+                    if !failing {
+                        tracing::warn!(%error, held = ?self.held, "cannot read the lease; retrying");
+                        failing = true;
+                    }
+                    if self.sleep(RETRY_AFTER_ERROR) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let now = self.clock.now();
+            let observed = observation(&view, now);
+            let wait = match decide(&self.me, self.held.as_ref(), &observed, now, &self.config) {
+                Decision::Acquire {
+                    epoch,
+                    expires_at,
+                    renew_at,
+                } => match self
+                    .lease
+                    .try_acquire(&view, &self.me, epoch, self.config.ttl())
+                {
+                    Ok(true) => {
+                        self.hold(HeldLease { epoch, expires_at });
+                        tracing::info!(epoch, "took the lease");
+                        let _ = self.role.send(Role::Holding { epoch });
+                        self.clock.until(renew_at)
+                    }
+                    // Someone else was faster: look again.
+                    Ok(false) => Duration::from_millis(5),
+                    Err(error) => {
+                        // The script may or may not have run; the next look tells (a lease in
+                        // this node's name that it does not hold is taken over with a new epoch).
+                        tracing::warn!(%error, "taking the lease failed; looking again");
+                        RETRY_AFTER_ERROR
+                    }
+                },
+                Decision::Renew {
+                    expires_at,
+                    renew_at,
+                } => {
+                    let epoch = self.held.map_or(0, |held| held.epoch);
+                    match self.lease.renew(&self.me, epoch, self.config.ttl()) {
+                        Ok(true) => {
+                            self.hold(HeldLease { epoch, expires_at });
+                            self.clock.until(renew_at)
+                        }
+                        // Not ours any more: the next decision steps down.
+                        Ok(false) => Duration::ZERO,
+                        Err(error) => {
+                            // The gate keeps the old end: firing stops by itself if this lasts.
+                            tracing::warn!(%error, "renewing the lease failed; retrying");
+                            RETRY_AFTER_ERROR
+                        }
+                    }
+                }
+                Decision::Follow {
+                    holder, retry_at, ..
+                } => {
+                    let following = Role::Following {
+                        holder: Some(holder),
+                    };
+                    self.role.send_if_modified(|role| {
+                        let changed = *role != following;
+                        if changed {
+                            *role = following;
+                        }
+                        changed
+                    });
+                    self.clock.until(retry_at)
+                }
+                Decision::StepDown { reason } => {
+                    self.hold_nothing();
+                    tracing::error!(%reason, "lost the lease");
+                    let _ = self.role.send(Role::Lost {
+                        reason: reason.to_string(),
+                    });
+                    return;
+                }
+            };
+            if self.sleep(wait) {
+                return;
+            }
+        }
+    }
+
+    fn hold(&mut self, held: HeldLease) {
+        self.held = Some(held);
+        self.gate.set(Some(held));
+    }
+
+    fn hold_nothing(&mut self) {
+        self.held = None;
+        self.gate.set(None);
+    }
+
+    /// Sleeps for `wait` unless told to stop; true when told to stop (after releasing the lease
+    /// if asked to).
+    fn sleep(&mut self, wait: Duration) -> bool {
+        match self.stopped.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) => false,
+            Ok(Stop::Release) => {
+                if let Some(held) = self.held {
+                    self.hold_nothing();
+                    match self.lease.release(&self.me, held.epoch) {
+                        Ok(true) => tracing::info!(epoch = held.epoch, "released the lease"),
+                        Ok(false) => tracing::warn!(epoch = held.epoch, "the lease was already gone"),
+                        Err(error) => tracing::warn!(%error, "releasing the lease failed; it ends by its ttl"),
+                    }
+                }
+                true
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                self.hold_nothing();
+                true
+            }
+        }
+    }
+}
+
+/// The pure module's view of what Redis holds, with the lease's end on this process's clock.
+fn observation(view: &LeaseView, now: Timestamp) -> Observation {
+    Observation {
+        record: view.holding.as_ref().map(|holding| LeaseRecord {
+            holder: holding.holder.clone(),
+            epoch: holding.epoch,
+            expires_at: Timestamp::from_millis(
+                now.as_millis()
+                    .saturating_add(i64::try_from(holding.remaining.as_millis()).unwrap_or(i64::MAX)),
+            ),
+        }),
+        last_epoch: view.epoch,
+    }
+}
