@@ -477,9 +477,7 @@ impl Driver {
         // reached yet gets nothing below it (the contract is "every window with seq >= from_seq");
         // the live feed skips the records before it.
         let from = from_seq.unwrap_or(self.next_seq);
-        let backlog = self
-            .store
-            .read_output(from, BACKLOG_PAGE)
+        let backlog = blocking(|| self.store.read_output(from, BACKLOG_PAGE))
             .map_err(|e| NodeError::Internal(format!("reading the output log: {e}")))?;
         let next_seq = from + backlog.len() as u64;
         let live = (next_seq >= self.next_seq).then(|| self.publish.subscribe());

@@ -28,9 +28,7 @@ use tokio::sync::watch;
 use window_core::Timestamp;
 use window_store::{LeaseView, RedisLease, StoreError};
 
-use crate::lease::{
-    Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, decide, may_fire,
-};
+use crate::lease::{Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, decide, may_fire};
 
 /// What this process is, as far as the lease goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +181,9 @@ struct Keeper {
     held: Option<HeldLease>,
 }
 
+/// A follower looks at the lease at least this often.
+const FOLLOWER_POLL: Duration = Duration::from_millis(200);
+
 /// How long to wait before trying again after Redis failed to answer.
 const RETRY_AFTER_ERROR: Duration = Duration::from_millis(100);
 
@@ -267,7 +268,9 @@ impl Keeper {
                         }
                         changed
                     });
-                    self.clock.until(retry_at)
+                    // Looking more often than the decision asks is always safe, and it notices a
+                    // released lease (a clean shutdown) soon.
+                    self.clock.until(retry_at).min(FOLLOWER_POLL)
                 }
                 Decision::StepDown { reason } => {
                     self.hold_nothing();
@@ -304,8 +307,12 @@ impl Keeper {
                     self.hold_nothing();
                     match self.lease.release(&self.me, held.epoch) {
                         Ok(true) => tracing::info!(epoch = held.epoch, "released the lease"),
-                        Ok(false) => tracing::warn!(epoch = held.epoch, "the lease was already gone"),
-                        Err(error) => tracing::warn!(%error, "releasing the lease failed; it ends by its ttl"),
+                        Ok(false) => {
+                            tracing::warn!(epoch = held.epoch, "the lease was already gone")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "releasing the lease failed; it ends by its ttl")
+                        }
                     }
                 }
                 true
@@ -325,8 +332,9 @@ fn observation(view: &LeaseView, now: Timestamp) -> Observation {
             holder: holding.holder.clone(),
             epoch: holding.epoch,
             expires_at: Timestamp::from_millis(
-                now.as_millis()
-                    .saturating_add(i64::try_from(holding.remaining.as_millis()).unwrap_or(i64::MAX)),
+                now.as_millis().saturating_add(
+                    i64::try_from(holding.remaining.as_millis()).unwrap_or(i64::MAX),
+                ),
             ),
         }),
         last_epoch: view.epoch,

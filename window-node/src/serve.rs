@@ -47,11 +47,21 @@ pub struct ServeArgs {
     /// `redis://HOST:PORT/DB`, `redis://:PASSWORD@HOST:PORT/`) instead of --data-dir. Every node
     /// on the same server and --namespace competes for one lease: the holder fires windows, the
     /// others forward their clients to it.
-    #[arg(long, value_name = "URL", conflicts_with = "data_dir", env = "WINDOW_NODE_STORE")]
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "data_dir",
+        env = "WINDOW_NODE_STORE"
+    )]
     store: Option<String>,
 
     /// With --store: the name of this pipeline's keys in Redis (one lease, one output log).
-    #[arg(long, value_name = "NAME", default_value = "window-node", env = "WINDOW_NODE_NAMESPACE")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "window-node",
+        env = "WINDOW_NODE_NAMESPACE"
+    )]
     namespace: String,
 
     /// With --store: the address other nodes reach this one at (its lease holder id). Defaults to
@@ -209,8 +219,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     } else if let Some(url) = &args.store {
         let me = advertised(local, args.advertise)?;
         holder = me;
-        let lease_config = LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
-            .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
+        let lease_config =
+            LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
+                .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
         tracing::info!(
             namespace = %args.namespace,
             advertise = %me,
@@ -219,8 +230,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clock_skew_allowance = ?lease_config.clock_skew_allowance(),
             "Redis store and lease"
         );
-        let keeper = blocking(|| LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config))
-            .with_context(|| format!("starting the Redis lease in namespace {:?}", args.namespace))?;
+        let keeper =
+            blocking(|| LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config))
+                .with_context(|| {
+                    format!("starting the Redis lease in namespace {:?}", args.namespace)
+                })?;
         let forwarding = Arc::new(Forwarding {
             coordinator: Coordinator::Redis {
                 role: keeper.role(),
@@ -238,7 +252,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .context("the lease thread stopped")?;
             match &*role {
                 Role::Holding { epoch } => Ok(*epoch),
-                other => Err(anyhow::anyhow!("the lease was lost before it was used: {other:?}")),
+                other => Err(anyhow::anyhow!(
+                    "the lease was lost before it was used: {other:?}"
+                )),
             }
         };
         let Some(epoch) = follow_until(&listener, forwarding, &mut stopped, held).await? else {

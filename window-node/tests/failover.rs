@@ -41,6 +41,10 @@ struct Node {
 
 impl Node {
     fn start(shared: &Shared) -> Node {
+        Node::start_with(shared, &[])
+    }
+
+    fn start_with(shared: &Shared, extra: &[&str]) -> Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_window-node"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--window-size", "1s"])
@@ -54,8 +58,10 @@ impl Node {
             ]);
         match shared {
             Shared::Dir(dir) => command.arg("--data-dir").arg(dir),
+            Shared::Redis(url) if extra.contains(&"--lease-ttl") => command.args(["--store", url]),
             Shared::Redis(url) => command.args(["--store", url, "--lease-ttl", "1s"]),
         };
+        command.args(extra);
         let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -93,7 +99,11 @@ impl Node {
     }
 
     fn log_has(&self, text: &str) -> bool {
-        self.log.lock().expect("log").iter().any(|l| l.contains(text))
+        self.log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.contains(text))
     }
 }
 
@@ -148,7 +158,10 @@ fn kills() -> usize {
 #[test]
 fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let report = run(&Shared::Dir(dir.path().to_owned()), Disruption::Kills(kills()));
+    let report = run(
+        &Shared::Dir(dir.path().to_owned()),
+        Disruption::Kills(kills()),
+    );
     eprintln!("failover (data directory): {report}");
 }
 
@@ -168,6 +181,74 @@ fn with_redis_a_holder_paused_past_its_lease_fires_nothing_when_it_wakes() {
     };
     let report = run(&Shared::Redis(server.url()), Disruption::Pause);
     eprintln!("failover (Redis, SIGSTOP): {report}");
+}
+
+/// SIGTERM gives the Redis lease back after the last commit, so a follower takes over at once
+/// rather than after the ttl (30 s here, longer than the test waits).
+#[test]
+fn with_redis_a_clean_shutdown_hands_the_lease_over_at_once() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let shared = Shared::Redis(server.url());
+    let mut holder = Node::start_with(&shared, &["--lease-ttl", "30s"]);
+    let follower = Node::start_with(&shared, &["--lease-ttl", "30s"]);
+    let (first, epoch) = wait_for_coordinator(follower.addr, |_| true);
+    assert_eq!(first, holder.addr.to_string());
+    let mut conn = Conn::open(follower.addr).expect("connect");
+    let ok = conn
+        .call(r#"{"type":"ingest","msg_id":1,"events":[{"id":1,"timestamp":5}]}"#)
+        .expect("reply");
+    assert_eq!(ok["type"], "ingest_ok", "{ok}");
+    holder.signal("TERM");
+    let status = holder.child.wait().expect("wait");
+    assert!(status.success(), "a clean shutdown exits 0: {status}");
+    assert!(holder.log_has("released the lease"));
+    let started = Instant::now();
+    let (new, new_epoch) = wait_for_coordinator(follower.addr, |h| h != first);
+    assert_eq!(new, follower.addr.to_string());
+    assert_eq!(new_epoch, epoch + 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the takeover waited for the ttl: the lease was not released"
+    );
+    // The acknowledged event is still open in the new holder.
+    let flushed = Conn::open(follower.addr)
+        .expect("connect")
+        .call(r#"{"type":"flush","msg_id":2}"#)
+        .expect("flush");
+    assert_eq!(
+        flushed["windows"][0]["events"],
+        serde_json::json!([1]),
+        "{flushed}"
+    );
+}
+
+/// Mistakes in the Redis options stop the node at once with a message that says what to do.
+#[test]
+fn redis_option_mistakes_are_explained() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_window-node"))
+            .arg("serve")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run window-node");
+        assert!(!out.status.success(), "{args:?} must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Port 1 on loopback: nothing listens there.
+    let unreachable = run(&["--store", "redis://127.0.0.1:1/", "--listen", "127.0.0.1:0"]);
+    assert!(
+        unreachable.contains("cannot connect to Redis at redis://127.0.0.1:1/"),
+        "{unreachable}"
+    );
+    let unspecified = run(&["--store", "redis://127.0.0.1:1/", "--listen", "0.0.0.0:0"]);
+    assert!(unspecified.contains("--advertise"), "{unspecified}");
+    let not_a_url = run(&["--store", "mysql://db/", "--listen", "127.0.0.1:0"]);
+    assert!(not_a_url.contains("invalid Redis URL"), "{not_a_url}");
+    let both = run(&["--store", "redis://127.0.0.1:1/", "--data-dir", "/tmp/x"]);
+    assert!(both.contains("cannot be used with"), "{both}");
 }
 
 /// What happens to the coordinator.
@@ -252,7 +333,11 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                 drop(victim); // SIGKILL, and reap.
                 let survivor = addrs()[0];
                 let (_, new_epoch) = wait_for_coordinator(survivor, |h| h != holder);
-                assert_eq!(new_epoch, epoch + 1, "each takeover raises the epoch by one (kill {kill})");
+                assert_eq!(
+                    new_epoch,
+                    epoch + 1,
+                    "each takeover raises the epoch by one (kill {kill})"
+                );
                 takeovers.push(killed_at.elapsed());
                 nodes.lock().expect("nodes").push(Node::start(shared));
             }
@@ -281,10 +366,16 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                 if let Some(status) = sleeper.child.try_wait().expect("wait") {
                     break status;
                 }
-                assert!(Instant::now() < deadline, "the old holder did not stop after waking");
+                assert!(
+                    Instant::now() < deadline,
+                    "the old holder did not stop after waking"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             };
-            assert!(!status.success(), "the old holder exits with an error: {status}");
+            assert!(
+                !status.success(),
+                "the old holder exits with an error: {status}"
+            );
             let refused_by = ["lost the Redis lease", "lease lapsed", "batch refused"]
                 .into_iter()
                 .filter(|why| sleeper.log_has(why))
@@ -294,7 +385,10 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                 "the old holder says why it stopped: {:?}",
                 sleeper.log.lock().expect("log")
             );
-            woke = format!("; the old holder woke and stopped ({})", refused_by.join(", "));
+            woke = format!(
+                "; the old holder woke and stopped ({})",
+                refused_by.join(", ")
+            );
             nodes.lock().expect("nodes").push(Node::start(shared));
         }
     }

@@ -416,7 +416,11 @@ fn a_batch_that_would_overwrite_a_log_record_is_refused_whole() {
             }
             other => panic!("{name}: an overwrite was not refused: {other:?}"),
         }
-        assert_eq!(backend.get(b"a").unwrap().as_deref(), Some(&b"1"[..]), "{name}");
+        assert_eq!(
+            backend.get(b"a").unwrap().as_deref(),
+            Some(&b"1"[..]),
+            "{name}"
+        );
         assert_eq!(
             backend.get(b"O1").unwrap().as_deref(),
             Some(&b"first"[..]),

@@ -51,7 +51,10 @@ fn only_the_holder_renews_or_releases_and_a_release_frees_the_lease() {
     let ns = server.fresh_namespace();
     let mut a = lease(&server, &ns);
     let seen = a.observe().unwrap();
-    assert!(a.try_acquire(&seen, "a:1", 1, Duration::from_secs(2)).unwrap());
+    assert!(
+        a.try_acquire(&seen, "a:1", 1, Duration::from_secs(2))
+            .unwrap()
+    );
     assert!(a.renew("a:1", 1, TTL).unwrap());
     assert!(a.observe().unwrap().holding.unwrap().remaining > Duration::from_secs(25));
     // The right holder with the wrong epoch is someone else: an older holding of the same id.
@@ -88,7 +91,10 @@ fn redis_removes_a_lease_that_is_not_renewed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(gone, "the lease outlived its ttl");
-    assert!(!a.renew("a:1", 1, TTL).unwrap(), "an expired lease is not renewed");
+    assert!(
+        !a.renew("a:1", 1, TTL).unwrap(),
+        "an expired lease is not renewed"
+    );
 }
 
 #[test]
