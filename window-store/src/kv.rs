@@ -22,6 +22,46 @@ pub enum KvOp {
     PutNew(Vec<u8>, Vec<u8>),
     /// Remove every key that starts with the prefix.
     DeletePrefix(Vec<u8>),
+    /// Append the encoded output record numbered `seq` to the output log. The log is
+    /// append-only: if it already holds `seq`, the whole batch is refused with
+    /// [`StoreError::InvalidBatch`]. Ordered key-value backends keep it as the key
+    /// `codec::output_key(seq)` (see [`lower_append`]); Redis keeps it in a Stream.
+    Append(u64, Vec<u8>),
+}
+
+/// An op as ordered key-value backends (memory, sled) carry it out: the output log is keys
+/// among the others.
+pub(crate) enum Plain {
+    /// Set the key; `fresh`: refuse the batch if it exists.
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        fresh: bool,
+    },
+    DeletePrefix(Vec<u8>),
+}
+
+impl KvOp {
+    pub(crate) fn plain(self) -> Plain {
+        match self {
+            KvOp::Put(key, value) => Plain::Put {
+                key,
+                value,
+                fresh: false,
+            },
+            KvOp::PutNew(key, value) => Plain::Put {
+                key,
+                value,
+                fresh: true,
+            },
+            KvOp::Append(seq, value) => Plain::Put {
+                key: codec::output_key(seq),
+                value,
+                fresh: true,
+            },
+            KvOp::DeletePrefix(prefix) => Plain::DeletePrefix(prefix),
+        }
+    }
 }
 
 /// The error for a [`KvOp::PutNew`] whose key exists.
@@ -46,6 +86,12 @@ pub trait KvBackend: Send {
 
     /// Makes every applied batch durable.
     fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// The output log from record `from` on, at most `limit`, in order, as
+    /// `(codec::output_key(seq), encoded record)`.
+    fn read_log(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.scan(&[OUTPUT_PREFIX], &codec::output_key(from), limit)
+    }
 }
 
 /// The window store over a key-value backend.
@@ -197,10 +243,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 )));
             }
             meta.next_seq += 1;
-            ops.push(KvOp::PutNew(
-                codec::output_key(record.seq),
-                codec::encode_output(record),
-            ));
+            ops.push(KvOp::Append(record.seq, codec::encode_output(record)));
         }
         meta.max_event_time = batch.dirty.max_event_time;
         meta.watermark = batch.dirty.watermark;
@@ -216,9 +259,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
     }
 
     fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
-        let page = self
-            .backend
-            .scan(&[OUTPUT_PREFIX], &codec::output_key(from), limit)?;
+        let page = self.backend.read_log(from, limit)?;
         page.iter()
             .map(|(key, value)| codec::decode_output(key, value))
             .collect()

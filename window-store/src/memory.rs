@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Record, overwrite_refused};
+use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, overwrite_refused};
 
 /// A window store in memory. `sync` is a no-op: nothing survives the process.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -49,8 +49,11 @@ impl KvBackend for MemoryBackend {
     }
 
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
+        let ops: Vec<Plain> = ops.into_iter().map(KvOp::plain).collect();
         for op in &ops {
-            if let KvOp::PutNew(key, _) = op
+            if let Plain::Put {
+                key, fresh: true, ..
+            } = op
                 && self.map.contains_key(key)
             {
                 return Err(overwrite_refused(key));
@@ -58,10 +61,10 @@ impl KvBackend for MemoryBackend {
         }
         for op in ops {
             match op {
-                KvOp::Put(key, value) | KvOp::PutNew(key, value) => {
+                Plain::Put { key, value, .. } => {
                     self.map.insert(key, value);
                 }
-                KvOp::DeletePrefix(prefix) => {
+                Plain::DeletePrefix(prefix) => {
                     let doomed: Vec<Vec<u8>> = self
                         .map
                         .range(prefix.clone()..)

@@ -1,13 +1,20 @@
 //! The Redis backend: the window store in a Redis server that several machines can share.
 //!
 //! # Layout
-//! One store lives in one *namespace*, in three Redis keys that share the hash tag `{wn:NAME}`,
-//! so Redis Cluster puts them in one slot and a script may touch all three:
-//! - `{wn:NAME}:keys`: a sorted set whose members are our binary keys, every score 0, so
-//!   `ZRANGEBYLEX` walks them in byte order (the order of the memory and sled backends) and a
-//!   key prefix is a lexicographic range;
+//! One store lives in one *namespace*, in Redis keys that share the hash tag `{wn:NAME}`, so
+//! Redis Cluster puts them in one slot and a script may touch them all:
+//! - `{wn:NAME}:keys`: a sorted set whose members are our binary keys (open windows and the meta
+//!   record), every score 0, so `ZRANGEBYLEX` walks them in byte order (the order of the memory
+//!   and sled backends) and a key prefix is a lexicographic range;
 //! - `{wn:NAME}:vals`: a hash from key to value;
-//! - `{wn:NAME}:epoch`: the highest fencing epoch any batch has carried, in decimal.
+//! - `{wn:NAME}:log`: the output log, a Redis Stream with one entry per fired window, id
+//!   `0-(seq+1)`, and the fields `seq`, `epoch`, `reason`, `start_ms`, `end_ms`, `count`, `key`
+//!   (keyed windows only) and `record` (the exact encoding, which is what the store reads back).
+//!   Other Redis clients can follow it with `XREAD BLOCK` or consumer groups. Appends are checked
+//!   to rise, so the log is append-only, and never trimmed by the store;
+//! - `{wn:NAME}:epoch`: the fencing epoch: the highest any batch has carried or any lease
+//!   acquisition granted, in decimal;
+//! - `{wn:NAME}:lease`: the coordinator lease (see the `redis_lease` module).
 //!
 //! # Atomicity
 //! `apply` is one call of a Lua script (`EVALSHA`, with the script loaded at connect and `EVAL`
@@ -15,7 +22,7 @@
 //! Redis runs a script with no other command in between, so other clients see all of a batch or
 //! none of it. Redis does not roll back a script that fails halfway, so the script checks the
 //! epoch and the whole batch before its first write; the writes that follow (`HSET`, `ZADD`,
-//! `ZREM`, `HDEL`) cannot fail on well-formed arguments, and a Redis over `maxmemory` refuses a
+//! `ZREM`, `HDEL`, and `XADD` with ids checked to rise) cannot fail on well-formed arguments, and a Redis over `maxmemory` refuses a
 //! script before its first write, never after it. The scripts carry a `#!lua` shebang (Redis 7.0
 //! or later, checked at connect): Redis then checks memory when the call starts and holds the
 //! script to the keys it declares, as Redis Cluster needs. Reads (`scan`) run as a read-only
@@ -69,6 +76,7 @@ use std::time::Duration;
 
 use redis::{ErrorKind, ServerErrorKind};
 
+use crate::codec;
 use crate::error::StoreError;
 use crate::kv::{KvBackend, KvOp, KvStore, Record, overwrite_refused};
 
@@ -94,6 +102,7 @@ pub struct RedisBackend {
     keys_key: String,
     vals_key: String,
     epoch_key: String,
+    log_key: String,
     /// The fencing epoch this process writes with; `None` writes with epoch 0.
     epoch: Option<u64>,
     /// The SHA-1 of [`APPLY`] and [`SCAN`], as `SCRIPT LOAD` returned them.
@@ -134,6 +143,7 @@ impl RedisBackend {
             keys_key: namespaced(namespace, "keys"),
             vals_key: namespaced(namespace, "vals"),
             epoch_key: namespaced(namespace, "epoch"),
+            log_key: namespaced(namespace, "log"),
             epoch: None,
             apply_sha: String::new(),
             scan_sha: String::new(),
@@ -195,7 +205,12 @@ impl RedisBackend {
         sha: &str,
         args: &[&[u8]],
     ) -> Result<T, redis::RedisError> {
-        let keys = [&self.keys_key, &self.vals_key, &self.epoch_key];
+        let keys = [
+            &self.keys_key,
+            &self.vals_key,
+            &self.epoch_key,
+            &self.log_key,
+        ];
         let call = |verb: &str, body: &str| {
             let mut cmd = redis::cmd(verb);
             cmd.arg(body).arg(keys.len()).arg(&keys[..]);
@@ -272,39 +287,94 @@ impl KvBackend for RedisBackend {
     }
 
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
+        use std::borrow::Cow;
         let epoch = self.epoch.unwrap_or(0);
-        let epoch_text = epoch.to_string();
-        let bounds: Vec<(Vec<u8>, Vec<u8>)> = ops
-            .iter()
-            .filter_map(|op| match op {
-                KvOp::DeletePrefix(prefix) => Some((inclusive(prefix), exclusive_upper(prefix))),
-                KvOp::Put(..) | KvOp::PutNew(..) => None,
-            })
-            .collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 3 * ops.len());
-        args.push(epoch_text.as_bytes());
-        let mut bounds_iter = bounds.iter();
+        let mut args: Vec<Cow<'_, [u8]>> = Vec::with_capacity(1 + 3 * ops.len());
+        args.push(Cow::Owned(epoch.to_string().into_bytes()));
         for op in &ops {
             match op {
-                KvOp::Put(key, value) => args.extend([b"P".as_slice(), key, value]),
-                KvOp::PutNew(key, value) => args.extend([b"N".as_slice(), key, value]),
-                KvOp::DeletePrefix(_) => {
-                    let (min, max) = bounds_iter.next().expect("one bound per deletion");
-                    args.extend([b"D".as_slice(), min, max]);
+                KvOp::Put(key, value) => args.extend([
+                    Cow::Borrowed(b"P".as_slice()),
+                    Cow::Borrowed(key.as_slice()),
+                    Cow::Borrowed(value.as_slice()),
+                ]),
+                KvOp::PutNew(key, value) => args.extend([
+                    Cow::Borrowed(b"N".as_slice()),
+                    Cow::Borrowed(key.as_slice()),
+                    Cow::Borrowed(value.as_slice()),
+                ]),
+                KvOp::DeletePrefix(prefix) => args.extend([
+                    Cow::Borrowed(b"D".as_slice()),
+                    Cow::Owned(inclusive(prefix)),
+                    Cow::Owned(exclusive_upper(prefix)),
+                ]),
+                KvOp::Append(seq, value) => {
+                    let fields = stream_fields(*seq, value)?;
+                    args.push(Cow::Borrowed(b"A".as_slice()));
+                    args.push(Cow::Owned(stream_id(*seq).into_bytes()));
+                    args.push(Cow::Owned((2 * fields.len() + 2).to_string().into_bytes()));
+                    for (name, text) in fields {
+                        args.push(Cow::Borrowed(name.as_bytes()));
+                        args.push(Cow::Owned(text.into_bytes()));
+                    }
+                    args.push(Cow::Borrowed(b"record".as_slice()));
+                    args.push(Cow::Borrowed(value.as_slice()));
                 }
             }
         }
+        let refs: Vec<&[u8]> = args.iter().map(|arg| arg.as_ref()).collect();
         let (applied, detail): (i64, Vec<u8>) = self
-            .eval(APPLY, &self.apply_sha, &args)
+            .eval(APPLY, &self.apply_sha, &refs)
             .map_err(|e| self.error("the batch script", e))?;
         match applied {
             1 => Ok(()),
             2 => Err(overwrite_refused(&detail)),
+            3 => Err(StoreError::InvalidBatch(format!(
+                "the batch would append output record {} to {}, which already holds it or a later one (a second writer on this store?); nothing of it was applied",
+                String::from_utf8_lossy(&detail),
+                self.log_key
+            ))),
             _ => Err(StoreError::Fenced {
                 epoch,
                 highest: self.parse_epoch(&String::from_utf8_lossy(&detail))?,
             }),
         }
+    }
+
+    fn read_log(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        // Record u64::MAX would have stream id 0-(u64::MAX + 1), which cannot exist.
+        if limit == 0 || from == u64::MAX {
+            return Ok(Vec::new());
+        }
+        type Entry = (String, Vec<Vec<u8>>);
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(&self.log_key)
+            .arg(stream_id(from))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit.min(i64::MAX as usize))
+            .query(&mut *self.con.borrow_mut())
+            .map_err(|e| self.error("XRANGE of the output log", e))?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let seq = parse_stream_id(&id).ok_or_else(|| {
+                    StoreError::corrupt(
+                        self.log_key.as_bytes(),
+                        format!("the output log holds entry {id}, which is not 0-(seq+1)"),
+                    )
+                })?;
+                let key = codec::output_key(seq);
+                let record = fields
+                    .chunks(2)
+                    .find(|pair| pair[0] == b"record")
+                    .and_then(|pair| pair.get(1).cloned())
+                    .ok_or_else(|| {
+                        StoreError::corrupt(&key, format!("entry {id} has no record field"))
+                    })?;
+                Ok((key, record))
+            })
+            .collect()
     }
 
     /// Nothing to do: see "Durability" in the module doc.
@@ -378,15 +448,20 @@ pub(crate) fn backend_error(url: &str, what: &str, error: redis::RedisError) -> 
     StoreError::Backend(format!("Redis at {url}: {what} failed: {error}"))
 }
 
-/// Applies a batch. KEYS: the key set, the values, the epoch. ARGV[1]: the batch's epoch; then
-/// per op `P key value`, `N key value` (a key that must not exist) or `D min max` (a
-/// `ZRANGEBYLEX` range). Returns `{1, highest}` when applied, `{0, highest}` when fenced and
-/// `{2, key}` when an `N` key exists; nothing is written in the last two cases.
+/// Applies a batch. KEYS: the key set, the values, the epoch, the output log (a stream).
+/// ARGV[1]: the batch's epoch; then per op `P key value`, `N key value` (a key that must not
+/// exist), `D min max` (a `ZRANGEBYLEX` range) or `A id n field value ...` (append an entry with
+/// `n` field and value items to the log, whose ids must rise). Returns `{1, highest}` when
+/// applied, `{0, highest}` when fenced, `{2, key}` when an `N` key exists and `{3, id}` when the
+/// log already holds `id` or a later entry; nothing is written in the last three cases.
 const APPLY: &str = r#"#!lua
 -- Epochs are decimal strings without leading zeros: compare by length, then by digits.
 local function older(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
+end
+local function log_seq(id)
+  return tonumber(string.match(id, '^0%-(%d+)$'))
 end
 local epoch = ARGV[1]
 local highest = redis.call('GET', KEYS[3])
@@ -394,17 +469,36 @@ if highest and older(epoch, highest) then
   return {0, highest}
 end
 -- Check the whole batch before the first write: Redis does not undo a script that fails halfway.
+local last = 0
+local tail = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+if #tail > 0 then
+  last = log_seq(tail[1][1])
+  if not last then
+    return redis.error_reply('ERR window-store: the output log holds a foreign entry ' .. tail[1][1])
+  end
+end
 local i = 2
 while i <= #ARGV do
   local op = ARGV[i]
-  if (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
+  local step = 3
+  if op == 'A' then
+    local n = tonumber(ARGV[i + 2])
+    local seq = log_seq(ARGV[i + 1] or '')
+    if not n or not seq or n % 2 ~= 0 or i + 2 + n > #ARGV then
+      return redis.error_reply('ERR window-store: malformed append at argument ' .. i)
+    end
+    -- The output log is append-only: never a record twice, never out of order.
+    if seq <= last then
+      return {3, ARGV[i + 1]}
+    end
+    last = seq
+    step = 3 + n
+  elseif (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
     return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
-  end
-  -- The output log is append-only: never overwrite a record.
-  if op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
+  elseif op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
     return {2, ARGV[i + 1]}
   end
-  i = i + 3
+  i = i + step
 end
 if not highest or older(highest, epoch) then
   redis.call('SET', KEYS[3], epoch)
@@ -412,10 +506,12 @@ if not highest or older(highest, epoch) then
 end
 i = 2
 while i <= #ARGV do
-  if ARGV[i] ~= 'D' then
-    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-    redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
-  else
+  local op = ARGV[i]
+  if op == 'A' then
+    local n = tonumber(ARGV[i + 2])
+    redis.call('XADD', KEYS[4], ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
+    i = i + 3 + n
+  elseif op == 'D' then
     local doomed = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[i + 1], ARGV[i + 2])
     -- unpack has a stack limit: remove in slices.
     for j = 1, #doomed, 1000 do
@@ -423,8 +519,12 @@ while i <= #ARGV do
       redis.call('ZREM', KEYS[1], unpack(doomed, j, last))
       redis.call('HDEL', KEYS[2], unpack(doomed, j, last))
     end
+    i = i + 3
+  else
+    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+    redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
+    i = i + 3
   end
-  i = i + 3
 end
 return {1, highest}
 "#;
@@ -444,6 +544,35 @@ for i = 1, #keys do
 end
 return out
 "#;
+
+/// The stream id of output record `seq`: `0-(seq+1)` (a stream id above `0-0` is needed).
+fn stream_id(seq: u64) -> String {
+    format!("0-{}", u128::from(seq) + 1)
+}
+
+fn parse_stream_id(id: &str) -> Option<u64> {
+    let n: u64 = id.strip_prefix("0-")?.parse().ok()?;
+    n.checked_sub(1)
+}
+
+/// The readable fields of a log entry, for other Redis clients (`XREAD`, consumer groups); the
+/// store itself reads back only the `record` field, the exact encoding.
+fn stream_fields(seq: u64, value: &[u8]) -> Result<Vec<(&'static str, String)>, StoreError> {
+    let record = codec::decode_output(&codec::output_key(seq), value)?;
+    let window = &record.window;
+    let mut fields = vec![
+        ("seq", record.seq.to_string()),
+        ("epoch", record.epoch.to_string()),
+        ("reason", window.reason.as_str().to_owned()),
+        ("start_ms", window.window.start.as_millis().to_string()),
+        ("end_ms", window.window.end().as_millis().to_string()),
+        ("count", window.ids.len().to_string()),
+    ];
+    if let Some(key) = &window.window.key {
+        fields.push(("key", key.to_string()));
+    }
+    Ok(fields)
+}
 
 /// The `ZRANGEBYLEX` bound that includes `key`.
 fn inclusive(key: &[u8]) -> Vec<u8> {

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Record, overwrite_refused};
+use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, overwrite_refused};
 
 /// A window store in a sled directory.
 pub type SledStore = KvStore<SledBackend>;
@@ -93,20 +93,23 @@ impl KvBackend for SledBackend {
     }
 
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let ops: Vec<Plain> = ops.into_iter().map(KvOp::plain).collect();
         // One process holds a sled directory, so a look before the batch is as good as a look
         // inside it.
         for op in &ops {
-            if let KvOp::PutNew(key, _) = op
+            if let Plain::Put {
+                key, fresh: true, ..
+            } = op
                 && self.db.contains_key(key).map_err(backend)?
             {
                 return Err(overwrite_refused(key));
             }
         }
+        let mut batch = sled::Batch::default();
         for op in ops {
             match op {
-                KvOp::Put(key, value) | KvOp::PutNew(key, value) => batch.insert(key, value),
-                KvOp::DeletePrefix(prefix) => {
+                Plain::Put { key, value, .. } => batch.insert(key, value),
+                Plain::DeletePrefix(prefix) => {
                     for item in self.db.scan_prefix(&prefix) {
                         let (key, _) = item.map_err(backend)?;
                         batch.remove(key);

@@ -570,3 +570,76 @@ fn commit(
     *next_seq = seq;
     Ok(())
 }
+
+/// The output log is a Redis Stream: other clients read it with `XRANGE`/`XREAD`, one entry per
+/// fired window with readable fields; and it is append-only, so a second writer that believes it
+/// owns the same sequence number is refused whole.
+#[test]
+fn the_output_log_is_a_stream_other_clients_can_read() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let namespace = server.fresh_namespace();
+    let size = SizeMs::new(10).unwrap();
+    let event = |id: i64, key: Option<&'static str>| Event {
+        id: EventId::Int(id),
+        ts: Timestamp::from_millis(25),
+        key,
+        value: None,
+    };
+    let mut store = RedisStore::connect(&server.url(), &namespace).unwrap();
+    let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
+    engine
+        .handle_events(
+            Timestamp::EPOCH,
+            size,
+            vec![event(1, Some("k")), event(2, Some("k"))],
+        )
+        .unwrap();
+    commit(&mut engine, &mut store, &mut seq, Vec::new()).unwrap();
+    // The twin recovers now, before the fire: it believes record 0 is still free.
+    let mut twin = RedisStore::connect(&server.url(), &namespace).unwrap();
+    let (mut twin_engine, mut twin_seq) = open_engine(&mut twin, EngineConfig::default()).unwrap();
+    let fired = engine.flush(None);
+    commit(&mut engine, &mut store, &mut seq, fired).unwrap();
+
+    let mut client = server.client();
+    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+        .arg(format!("{{wn:{namespace}}}:log"))
+        .arg("-")
+        .arg("+")
+        .query(&mut client)
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    let (id, fields) = &entries[0];
+    assert_eq!(id, "0-1");
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(field("seq").as_deref(), Some("0"));
+    assert_eq!(field("reason").as_deref(), Some("flush"));
+    assert_eq!(field("start_ms").as_deref(), Some("20"));
+    assert_eq!(field("end_ms").as_deref(), Some("30"));
+    assert_eq!(field("count").as_deref(), Some("2"));
+    assert_eq!(field("key").as_deref(), Some("k"));
+    assert!(field("record").is_some());
+
+    twin_engine
+        .handle_events(Timestamp::EPOCH, size, vec![event(3, None)])
+        .unwrap();
+    let twin_fired = twin_engine.flush(None);
+    let refused = commit(&mut twin_engine, &mut twin, &mut twin_seq, twin_fired);
+    match refused {
+        Err(StoreError::InvalidBatch(text)) => assert!(text.contains("already holds"), "{text}"),
+        other => panic!("a second record 0 was not refused: {other:?}"),
+    }
+    let log = RedisStore::connect(&server.url(), &namespace)
+        .unwrap()
+        .read_output(0, 10)
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].window.ids, vec![EventId::Int(1), EventId::Int(2)]);
+}
