@@ -604,7 +604,8 @@ fn the_output_log_is_a_stream_other_clients_can_read() {
     commit(&mut engine, &mut store, &mut seq, fired).unwrap();
 
     let mut client = server.client();
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    type Entry = (String, Vec<(String, Vec<u8>)>);
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
         .arg(format!("{{wn:{namespace}}}:log"))
         .arg("-")
         .arg("+")
