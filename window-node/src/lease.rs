@@ -6,8 +6,9 @@
 //! rule here is tested with explicit timestamps. The mechanisms carry the decisions out.
 //!
 //! Main items: [`decide`] (an [`Observation`] + now -> a [`Decision`]), [`may_fire`] (the holder's
-//! check before each fire) and [`accept_fire`] (the storage side's fencing rule), with
-//! [`LeaseConfig`], [`LeaseRecord`] and [`HeldLease`].
+//! check before each fire) and `accept_fire` (the storage side's fencing rule, which the store's
+//! Lua script applies; here as the model the tests check against), with [`LeaseConfig`],
+//! [`LeaseRecord`] and [`HeldLease`].
 //!
 //! What it deliberately does not do: it is not the mutual exclusion. Two contenders that observe
 //! the same absent or expired lease both decide [`Decision::Acquire`] with the same epoch; the
@@ -25,7 +26,7 @@
 //!    epoch, even for a process that held the previous one. After `StepDown`, stop firing, drop
 //!    in-memory state and decide again at once with `held = None`.
 //! 5. Before each fire call [`may_fire`], and tag the fire with the held epoch; the storage applies
-//!    [`accept_fire`] in the same atomic step as the fire.
+//!    `accept_fire` in the same atomic step as the fire.
 //! 6. Decide again at `renew_at` (holder) or `retry_at` (follower).
 //!
 //! # The two mechanisms
@@ -35,11 +36,13 @@
 //!   `try_lock` is the compare-and-set; a successful one means the lease is observed absent, with
 //!   the last epoch from `DIR/epoch`, so [`decide`] says `Acquire` with that epoch + 1; a failed
 //!   one means follow the published coordinator. The ttl rules below never come into play there.
-//!   The epoch stamped on fired windows is what [`accept_fire`] checks.
-//! - The Redis lease (many machines) is where the ttl, the clock rules and the fence all matter:
-//!   a holder can be paused while the others go on. With `SET NX PX` Redis's own clock removes the
-//!   key; the mechanism then observes `record: None` and the last epoch from the `INCR` counter.
-//!   While the key lives it can report `expires_at` as the local now plus `PTTL`.
+//!   The epoch stamped on fired windows is what `accept_fire` checks.
+//! - The Redis lease (`lease_redis.rs`, many machines) is where the ttl, the clock rules and the
+//!   fence all matter: a holder can be paused while the others go on. The lease key is set with
+//!   `PX`, so Redis's own clock removes it; the mechanism then observes `record: None` and the
+//!   last epoch from the fencing epoch key, which every acquisition raises in the same script
+//!   (a compare-and-set increment). While the key lives it reports `expires_at` as the local now
+//!   plus `PTTL`, so a contender never compares its clock with the holder's.
 //!
 //! # Whose clock, and the residual risk
 //!
