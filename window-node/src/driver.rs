@@ -672,3 +672,111 @@ mod tests {
         assert_eq!(record.window.ids, vec![EventId::Int(1), EventId::Int(2)]);
     }
 }
+
+#[cfg(test)]
+mod fencing {
+    //! The driver over a real Redis store (a `redis-server` on a free loopback port): once another
+    //! process has taken the lease, the old driver acknowledges nothing, fires nothing, and stops.
+
+    use std::time::Duration;
+
+    use window_core::{EngineConfig, EventId, SizeMs, Timestamp};
+    use window_store::{RedisLease, RedisStore, StoreError, WindowStore};
+
+    use super::*;
+
+    use crate::redis_support as support;
+
+    fn events(ids: &[i64]) -> Vec<OwnedEvent> {
+        ids.iter()
+            .map(|&id| OwnedEvent {
+                id: EventId::Int(id),
+                ts: Timestamp::from_millis(id),
+                key: None,
+                value: None,
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superseded_driver_acknowledges_nothing_and_stops() {
+        let Some(server) = support::RedisServer::start() else {
+            return;
+        };
+        let (url, ns) = (server.url(), server.fresh_namespace());
+        let ttl = Duration::from_secs(30);
+        let mut lease = RedisLease::connect(&url, &ns).expect("lease");
+        let seen = lease.observe().expect("observe");
+        assert!(lease.try_acquire(&seen, "a", 1, ttl).expect("acquire"));
+        let mut store = RedisStore::connect(&url, &ns).expect("store");
+        store.backend_mut().set_epoch(1);
+        let config = DriverConfig {
+            engine: EngineConfig::default(),
+            size: SizeMs::new(1_000).expect("size"),
+            idle_timeout: None,
+            epoch: 1,
+        };
+        let (publish, mut feed) = broadcast::channel(16);
+        let driver = Driver::new(
+            config,
+            Box::new(store),
+            publish,
+            Arc::new(Metrics::default()),
+        )
+        .expect("driver");
+        let (commands, rx) = mpsc::channel(16);
+        let (_stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(driver.run(rx, stopped));
+
+        let (reply, acked) = oneshot::channel();
+        commands
+            .send(Command::Ingest {
+                events: events(&[1]),
+                reply,
+            })
+            .await
+            .expect("send");
+        assert!(acked.await.expect("reply").is_ok());
+
+        // Another process takes over (here without waiting for the ttl): epoch 2, fence raised.
+        assert!(lease.release("a", 1).expect("release"));
+        let seen = lease.observe().expect("observe");
+        assert!(lease.try_acquire(&seen, "b", 2, ttl).expect("acquire"));
+
+        // The old driver's next group adds an event and fires the open window: refused whole.
+        let (reply, ingested) = oneshot::channel();
+        commands
+            .send(Command::Ingest {
+                events: events(&[2]),
+                reply,
+            })
+            .await
+            .expect("send");
+        let (reply, flushed) = oneshot::channel();
+        commands
+            .send(Command::Flush { until: None, reply })
+            .await
+            .expect("send");
+        assert!(ingested.await.is_err(), "the ingest was acknowledged");
+        assert!(flushed.await.is_err(), "the flush was answered");
+        let stopped = running.await.expect("join");
+        assert!(
+            matches!(
+                stopped,
+                Err(DriverError::Store(StoreError::Fenced {
+                    epoch: 1,
+                    highest: 2
+                }))
+            ),
+            "{stopped:?}"
+        );
+        assert!(feed.try_recv().is_err(), "a fired window was published");
+        // The store holds what was acknowledged, and nothing of the refused group.
+        let mut check = RedisStore::connect(&url, &ns).expect("store");
+        let recovered = check.recover().expect("recover").expect("state");
+        assert_eq!(recovered.next_seq, 0, "nothing was fired");
+        assert_eq!(recovered.snapshot.windows.len(), 1);
+        assert_eq!(recovered.snapshot.windows[0].ids, vec![EventId::Int(1)]);
+        assert!(check.read_output(0, 10).expect("log").is_empty());
+    }
+}
