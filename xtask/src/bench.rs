@@ -7,6 +7,8 @@
 //!    an independent computation before its speed counts: the two built in here compare the
 //!    replies byte for byte or count every emitted event; the `loadgen` ones compare every reply,
 //!    every emitted window and the final stats and flush with `window-bench`'s reference.
+//!    The multi-process ones (`cluster`) start several `window-node serve` processes on one
+//!    `--data-dir` or one `redis-server` (started here) and point loadgen at them with `--tcp`.
 //! 4. Measures memory per buffered event and per open window (`probe memory`, in-process; and
 //!    the node's own resident memory with a million events held open).
 //! 5. Writes the report: figures, ratios measured in this same run (never against a fixed
@@ -24,11 +26,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+
+mod cluster;
 
 /// 2024-01-15T10:00:00Z.
 const BASE_MS: i64 = 1_705_312_800_000;
@@ -82,10 +86,14 @@ struct Results {
     /// Restart of the node over a data directory: (seconds to first reply, open events).
     node_restart: Option<(f64, u64)>,
     notes: Vec<String>,
+    /// What became of the Redis scenarios.
+    redis: cluster::RedisStatus,
+    quick: bool,
 }
 
 pub fn run(quick: bool) -> anyhow::Result<()> {
     let started = Instant::now();
+    cluster::require_redis_in_ci()?;
     crate::cargo(&[
         "build",
         "--release",
@@ -103,6 +111,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
 
     let mut results = Results {
         benches: criterion(quick)?,
+        quick,
         ..Results::default()
     };
     end_to_end(quick, &work, &mut results)?;
@@ -341,9 +350,8 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
     let events = if quick { "50000" } else { "1000000" };
     // One workload for every run, so the ratios compare transports and settings only. The
     // lateness is long enough that four connections four requests deep cannot make an event
-    // late, so the multi-connection run can be checked too.
+    // late, so the multi-connection run can be checked too. The multi-process runs use it too.
     let workload = [
-        "--serve",
         "--events",
         events,
         "--batch",
@@ -399,11 +407,25 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
         } else {
             vec!["--memory"]
         };
-        let args: Vec<&str> = workload.iter().chain(extra).copied().collect();
+        let args: Vec<&str> = ["--serve"]
+            .iter()
+            .chain(&workload)
+            .chain(extra)
+            .copied()
+            .collect();
         let summary = loadgen(work, name, &args, &node_args)?;
         results.outcomes.push(summary.outcome(note)?);
     }
-    Ok(())
+    let serve_help = Command::new(NODE)
+        .args(["serve", "--help"])
+        .output()
+        .context("running window-node serve --help")?;
+    cluster::run(
+        work,
+        &workload,
+        &String::from_utf8_lossy(&serve_help.stdout),
+        results,
+    )
 }
 
 /// Whether the node takes `--data-dir`.
@@ -493,20 +515,73 @@ fn loadgen(work: &Path, name: &str, args: &[&str], node_args: &[&str]) -> anyhow
         name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     ));
     eprintln!("xtask: loadgen: {name}");
-    let status = Command::new(LOADGEN)
+    let child = Command::new(LOADGEN)
         .args(["--node", NODE, "--name", name, "--output"])
         .arg(&file)
         .args(args)
         .arg("--")
         .args(node_args)
-        .status()
+        .spawn()
         .context("running loadgen")?;
+    // A hung node must not hang the bench: loadgen is killed past the limit.
+    let status = Reaped::new(child)
+        .wait_for(LOADGEN_LIMIT)?
+        .with_context(|| format!("loadgen {name:?} did not finish within {LOADGEN_LIMIT:?}"))?;
     ensure!(status.success(), "loadgen {name:?} failed ({status})");
     let json = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     Ok(Summary {
         name: name.to_owned(),
         json,
     })
+}
+
+/// The longest a loadgen run may take.
+const LOADGEN_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// A child process that is killed (if it still runs) and reaped when dropped, so that no error
+/// path leaves it behind.
+struct Reaped(Child);
+
+impl Reaped {
+    fn new(child: Child) -> Reaped {
+        Reaped(child)
+    }
+
+    fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn stderr(&mut self) -> Option<ChildStderr> {
+        self.0.stderr.take()
+    }
+
+    /// Its exit status, if it has exited.
+    fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
+        self.0.try_wait().context("checking a child process")
+    }
+
+    /// Waits at most `limit` for it to exit.
+    fn wait_for(&mut self, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// Timestamp text of a millisecond instant, written here so the expected output does not
@@ -827,6 +902,12 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
              everything works; its figures are not meant to be quoted.\n"
         );
     }
+    if let cluster::RedisStatus::Skipped(why) = &results.redis {
+        let _ = writeln!(
+            out,
+            "**⚠ THE REDIS SCENARIOS WERE SKIPPED: {why}.** See \"Several nodes, and Redis\".\n"
+        );
+    }
     let _ = writeln!(out, "## Machine\n");
     for (what, value) in machine() {
         let _ = writeln!(out, "- {what}: {value}");
@@ -875,6 +956,8 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
         );
     }
     let _ = writeln!(out);
+
+    cluster::section(&mut out, results);
 
     ratios(&mut out, results);
 
@@ -984,6 +1067,32 @@ fn headline(out: &mut String, results: &Results) {
                 human(m)
             );
         }
+    }
+    let redis: Vec<f64> = (1..=3)
+        .filter_map(|n| scenario(&cluster::redis_name(n)))
+        .collect();
+    if let Some(one) = scenario(&cluster::redis_name(1))
+        && redis.len() == 3
+    {
+        let lowest = redis.iter().copied().fold(f64::INFINITY, f64::min);
+        let _ = writeln!(
+            out,
+            "| daemon ingest through Redis, 1 node (2 / 3 nodes) | {} ({} / {}) events/s; aim above {}: **{}** | loadgen over TCP, 4 connections x 4; see \"Several nodes, and Redis\" (node-apparatus, quoted, not measured: ~5K elements/s) |",
+            human(one),
+            human(redis[1]),
+            human(redis[2]),
+            human(cluster::REDIS_AIM),
+            if lowest > cluster::REDIS_AIM {
+                "met"
+            } else {
+                "NOT met"
+            }
+        );
+    } else if let cluster::RedisStatus::Skipped(_) = results.redis {
+        let _ = writeln!(
+            out,
+            "| daemon ingest through Redis | **SKIPPED** | see \"Several nodes, and Redis\" |"
+        );
     }
     if let Some(b) = find_bench(&results.benches, "restart/sled_open") {
         let events = b.elements.unwrap_or(0);
@@ -1132,6 +1241,9 @@ fn ratios(out: &mut String, results: &Results) {
         ),
     ] {
         lines.push((what.to_owned(), ratio(scenario(a), scenario(b)), "loadgen"));
+    }
+    for (what, value) in cluster::ratio_lines(results) {
+        lines.push((what, value, "loadgen"));
     }
     lines.push((
         "stdin streaming: --data-dir / in memory (events/s)".to_owned(),

@@ -15,7 +15,8 @@
 //!
 //! The transport is a seam: [`Connection`] is a line writer, a line reader and, when loadgen
 //! started the process, its pid. The same code drives the stdin node and the daemon
-//! (`--serve` starts `window-node serve`, `--tcp` joins a running one).
+//! (`--serve` starts `window-node serve`, `--tcp` joins a running one, or several nodes sharing
+//! one state, spreading the connections over them).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
@@ -55,9 +56,12 @@ struct Cli {
     serve: bool,
 
     /// Connect to a daemon already running at this address (nothing is started, so no CPU or
-    /// memory figures). Its options must match the ones given here.
-    #[arg(long, value_name = "HOST:PORT")]
-    tcp: Option<String>,
+    /// memory figures). Its options must match the ones given here. Several addresses (the flag
+    /// repeated, or a comma-separated list) are nodes sharing one state (`serve` processes on
+    /// one --data-dir or one Redis namespace): connection `c` goes to address `c % addresses`,
+    /// and the subscription and the control requests (stats, flush) to the first.
+    #[arg(long, value_name = "HOST:PORT", value_delimiter = ',')]
+    tcp: Vec<String>,
 
     /// Which request carries the events: `process-window` on stdin by default, `ingest` (the
     /// only one) over TCP.
@@ -359,12 +363,13 @@ fn normalize_id(id: &Value) -> String {
 }
 
 /// How loadgen reaches a node: lines out, lines in, the process to measure (when loadgen
-/// started it) and, over TCP, the address for the subscriber's connection.
+/// started it) and, over TCP, the nodes' addresses: this connection's and the subscriber's is
+/// the first; further connections go round robin over all of them.
 struct Connection {
     writer: Box<dyn Write + Send>,
     reader: Box<dyn BufRead + Send>,
     child: Option<Child>,
-    tcp: Option<SocketAddr>,
+    tcp: Vec<SocketAddr>,
 }
 
 /// Which transport a run uses.
@@ -376,7 +381,7 @@ enum Transport {
 
 impl Cli {
     fn transport(&self) -> Transport {
-        if self.serve || self.tcp.is_some() {
+        if self.serve || !self.tcp.is_empty() {
             Transport::Tcp
         } else {
             Transport::Stdin
@@ -393,13 +398,18 @@ impl Cli {
 }
 
 fn connect(cli: &Cli) -> anyhow::Result<Connection> {
-    if let Some(addr) = &cli.tcp {
-        let addr = addr
-            .to_socket_addrs()
-            .with_context(|| format!("--tcp {addr}"))?
-            .next()
-            .with_context(|| format!("--tcp {addr}: no address"))?;
-        return tcp_connection(addr, None, Duration::from_secs(5));
+    if !cli.tcp.is_empty() {
+        let addrs = cli
+            .tcp
+            .iter()
+            .map(|addr| {
+                addr.to_socket_addrs()
+                    .with_context(|| format!("--tcp {addr}"))?
+                    .next()
+                    .with_context(|| format!("--tcp {addr}: no address"))
+            })
+            .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
+        return tcp_connection(addrs, None, Duration::from_secs(5));
     }
     let mut command = Command::new(&cli.node);
     if cli.serve {
@@ -441,7 +451,7 @@ fn connect(cli: &Cli) -> anyhow::Result<Connection> {
             .nth(1)
             .and_then(|a| a.to_str()?.parse::<SocketAddr>().ok())
             .context("listen address")?;
-        return tcp_connection(addr, Some(child), Duration::from_secs(30));
+        return tcp_connection(vec![addr], Some(child), Duration::from_secs(30));
     }
     let stdin = child.stdin.take().context("child stdin")?;
     let stdout = child.stdout.take().context("child stdout")?;
@@ -449,22 +459,23 @@ fn connect(cli: &Cli) -> anyhow::Result<Connection> {
         writer: Box::new(stdin),
         reader: Box::new(BufReader::with_capacity(1 << 20, stdout)),
         child: Some(child),
-        tcp: None,
+        tcp: Vec::new(),
     })
 }
 
-/// Connects to a daemon, retrying while it starts (or until `child` exits).
+/// Connects to the first of `addrs`, retrying while it starts (or until `child` exits).
 fn tcp_connection(
-    addr: SocketAddr,
+    addrs: Vec<SocketAddr>,
     mut child: Option<Child>,
     patience: Duration,
 ) -> anyhow::Result<Connection> {
+    let addr = *addrs.first().context("no address to connect to")?;
     let stream = connect_retrying(addr, child.as_mut(), patience)?;
     Ok(Connection {
         writer: Box::new(stream.try_clone()?),
         reader: Box::new(BufReader::with_capacity(1 << 20, stream)),
         child,
-        tcp: Some(addr),
+        tcp: addrs,
     })
 }
 
@@ -644,6 +655,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     ensure!(cli.connections > 0, "--connections must be positive");
+    ensure!(
+        cli.connections >= cli.tcp.len(),
+        "{} --tcp addresses but only {} connections: every node should get one",
+        cli.tcp.len(),
+        cli.connections
+    );
     if cli.connections > 1 {
         ensure!(
             transport == Transport::Tcp,
@@ -677,7 +694,12 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let spawned = Instant::now();
     let mut conn = connect(cli)?;
     let pid = conn.child.as_ref().map(|c| Pid::Other(c.id()));
-    let subscriber = conn.tcp.map(Subscriber::start).transpose()?;
+    let subscriber = conn
+        .tcp
+        .first()
+        .copied()
+        .map(Subscriber::start)
+        .transpose()?;
     let mut unsolicited = Vec::new();
     // The first reply says the node is up (with a data directory: recovered).
     let (baseline, _) = request(
@@ -712,8 +734,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let sizes: Vec<usize> = (0..requests).map(|i| data.events_in(i)).collect();
     let mut links = vec![(conn.writer, conn.reader)];
-    for _ in 1..cli.connections {
-        let addr = conn.tcp.context("--connections above 1 needs TCP")?;
+    for c in 1..cli.connections {
+        ensure!(!conn.tcp.is_empty(), "--connections above 1 needs TCP");
+        let addr = conn.tcp[c % conn.tcp.len()];
         let stream = connect_retrying(addr, None, Duration::from_secs(5))?;
         let writer: Box<dyn Write + Send> = Box::new(stream.try_clone()?);
         let reader: Box<dyn BufRead + Send> = Box::new(BufReader::with_capacity(1 << 20, stream));
@@ -827,6 +850,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "batch": cli.batch,
         "in_flight": cli.in_flight,
         "connections": cli.connections,
+        "nodes": conn.tcp.len().max(1),
         "input_bytes": input_bytes,
         "seconds": seconds,
         "events_per_s": total_events as f64 / seconds.max(1e-9),

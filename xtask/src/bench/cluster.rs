@@ -1,0 +1,772 @@
+//! The scenarios with several `window-node serve` processes sharing one state: on one
+//! `--data-dir` (the file lease) or on one Redis server (`--store redis://`, a `redis-server`
+//! started here on a free loopback port, with a fresh namespace per run).
+//!
+//! xtask starts the nodes itself (`--listen 127.0.0.1:0`, the address read from the node's
+//! `address=` log line), one at a time: the first must become the coordinator, each later one
+//! must name it as `lease_holder` before the next starts. Then loadgen runs with `--tcp` over
+//! the chosen nodes, the same workload as the single-daemon scenarios, and checks everything as
+//! they do: every ack, every fired window (a subscription through the first address) and the
+//! final flush. Afterwards the coordinator must still hold the lease with the same epoch (a
+//! takeover during the run would make it a failover test, not a throughput figure).
+//!
+//! Every process started here is killed and reaped on drop, so an error anywhere leaves none
+//! behind, and every wait has a deadline.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+use super::{NODE, Outcome, Reaped, Results, human, json_num, json_str, loadgen, ratio};
+
+/// How long a node may take to listen, to settle its role, or to stop after SIGTERM.
+const PATIENCE: Duration = Duration::from_secs(30);
+/// Lines of a node's stderr kept for error messages.
+const LOG_LINES: usize = 40;
+/// The project's aim for ingest through Redis on the benchmark machine, in events/s.
+pub(super) const REDIS_AIM: f64 = 200_000.0;
+/// node-apparatus `DistributedTimeWindow` (JavaScript, windows shared through Redis): the
+/// figure the project compares with. Quoted, not measured here.
+pub(super) const APPARATUS_QUOTED: f64 = 5_000.0;
+
+/// Scenario names (the report and the ratios look them up).
+pub(super) const SLED_FOLLOWERS: &str =
+    "daemon ingest, --data-dir, 3 processes (clients on the 2 followers), 4 connections x 4";
+pub(super) const SLED_ONE: &str = "daemon ingest, --data-dir, 4 connections x 4 in flight";
+pub(super) fn redis_name(nodes: usize) -> String {
+    format!(
+        "daemon ingest, Redis, {nodes} node{}, 4 connections x 4 in flight",
+        if nodes == 1 { "" } else { "s" }
+    )
+}
+
+/// What became of the Redis scenarios.
+#[derive(Default)]
+pub(super) enum RedisStatus {
+    /// The daemon scenarios did not run at all.
+    #[default]
+    NotRun,
+    /// Skipped, and why (said loudly in the report).
+    Skipped(String),
+    /// Ran against this server with this durability setting.
+    Ran { version: String, durability: String },
+}
+
+/// In CI (`CI` set) a missing `redis-server` fails the bench, before anything runs.
+pub(super) fn require_redis_in_ci() -> anyhow::Result<()> {
+    if std::env::var_os("CI").is_none() {
+        return Ok(());
+    }
+    match Command::new("redis-server").arg("--version").output() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "redis-server is not installed (not found on PATH), and CI must run the Redis \
+             benchmarks; install it with `apt-get install -y redis-server`"
+        ),
+        Err(e) => Err(e).context("running redis-server --version"),
+    }
+}
+
+/// Runs the multi-process scenarios into `results`. `workload` is the single-daemon scenarios'
+/// loadgen workload (without `--serve`), `serve_help` the node's `serve --help`.
+pub(super) fn run(
+    work: &Path,
+    workload: &[&str],
+    serve_help: &str,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let extra = ["--in-flight", "4", "--connections", "4"];
+    let args: Vec<&str> = workload.iter().chain(&extra).copied().collect();
+    let options = node_options(workload)?;
+
+    if serve_help.contains("--failover-timeout") {
+        let dir = work.join("cluster-sled");
+        let store = vec!["--data-dir".to_owned(), dir.display().to_string()];
+        let outcome = scenario(
+            work,
+            SLED_FOLLOWERS,
+            &args,
+            &options,
+            &store,
+            3,
+            Clients::FollowersOnly,
+            None,
+            "one coordinator and two followers on one sled --data-dir; the 4 connections, the \
+             subscription and the flush all go through the followers, which forward to the \
+             coordinator",
+        )?;
+        results.outcomes.push(outcome);
+    } else {
+        results.notes.push(
+            "Skipped: several processes on one --data-dir (this build's `serve` has no \
+             --failover-timeout, so no followers)."
+                .to_owned(),
+        );
+    }
+
+    if !serve_help.contains("--store") {
+        let why = "this build's `window-node serve` has no --store".to_owned();
+        results
+            .notes
+            .push(format!("Skipped: the Redis scenarios ({why})."));
+        results.redis = RedisStatus::Skipped(why);
+        return Ok(());
+    }
+    let Some(server) = RedisServer::start(work)? else {
+        let why = "redis-server is not installed (not found on PATH); install it with \
+                   `apt-get install -y redis-server` and run the bench again"
+            .to_owned();
+        if std::env::var_os("CI").is_some() {
+            bail!("{why}: CI must run the Redis benchmarks");
+        }
+        eprintln!("\nxtask: *** SKIPPING the Redis benchmarks: {why} ***\n");
+        results.notes.push(format!(
+            "**SKIPPED: every Redis scenario**, because {why}. The Redis rows, ratios and the \
+             200K events/s aim are not measured in this report."
+        ));
+        results.redis = RedisStatus::Skipped(why);
+        return Ok(());
+    };
+    for nodes in 1..=3 {
+        let namespace = format!("bench-{}-{nodes}", std::process::id());
+        let store = vec![
+            "--store".to_owned(),
+            server.url(),
+            "--namespace".to_owned(),
+            namespace,
+        ];
+        let through = match nodes {
+            1 => "the one node holds the lease".to_owned(),
+            2 => "2 of the 4 connections, the subscription and the flush go through the follower"
+                .to_owned(),
+            _ => format!(
+                "3 of the 4 connections, the subscription and the flush go through the {} \
+                 followers",
+                nodes - 1
+            ),
+        };
+        let outcome = scenario(
+            work,
+            &redis_name(nodes),
+            &args,
+            &options,
+            &store,
+            nodes,
+            Clients::All,
+            Some(&server),
+            &format!(
+                "--store redis://127.0.0.1 ({}), fresh namespace; {through}",
+                server.durability
+            ),
+        )?;
+        results.outcomes.push(outcome);
+    }
+    results.redis = RedisStatus::Ran {
+        version: server.version.clone(),
+        durability: server.durability.clone(),
+    };
+    Ok(())
+}
+
+/// The node options that make a `serve` process match what loadgen's reference assumes: what
+/// `loadgen --serve` passes to the daemon it starts (its default window size and frame, no idle
+/// timeout) and the workload's lateness and length purge.
+fn node_options(workload: &[&str]) -> anyhow::Result<Vec<String>> {
+    let value = |flag: &str| {
+        workload
+            .iter()
+            .position(|a| *a == flag)
+            .and_then(|at| workload.get(at + 1))
+            .copied()
+    };
+    ensure!(
+        value("--window-size-ms").is_none() && value("--frame").is_none(),
+        "the multi-node scenarios assume loadgen's default window size and frame"
+    );
+    let mut options: Vec<String> = [
+        "--window-size",
+        "60000ms",
+        "--ids",
+        "grader",
+        "--idle-timeout",
+        "0s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let lateness = value("--allowed-lateness-ms").context("the workload's lateness")?;
+    options.extend(["--allowed-lateness".to_owned(), format!("{lateness}ms")]);
+    if let Some(n) = value("--max-events") {
+        options.extend(["--max-events".to_owned(), n.to_owned()]);
+    }
+    Ok(options)
+}
+
+/// Which nodes the clients connect to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Clients {
+    /// The followers only.
+    FollowersOnly,
+    /// Every node, followers first (so loadgen's first connection, its subscription and its
+    /// control requests go through a follower when there is one).
+    All,
+}
+
+/// Starts `nodes` processes on one store, runs loadgen over them, stops them.
+#[allow(clippy::too_many_arguments)]
+fn scenario(
+    work: &Path,
+    name: &str,
+    args: &[&str],
+    options: &[String],
+    store: &[String],
+    nodes: usize,
+    clients: Clients,
+    redis: Option<&RedisServer>,
+    note: &str,
+) -> anyhow::Result<Outcome> {
+    eprintln!("xtask: starting {nodes} window-node serve process(es) for {name:?}");
+    let mut started: Vec<ServeNode> = Vec::with_capacity(nodes);
+    let mut first = ServeNode::start(options, store)?;
+    let epoch = first.wait_for_holder(first.addr)?;
+    let coordinator = first.addr;
+    started.push(first);
+    for _ in 1..nodes {
+        let node = ServeNode::start(options, store)?;
+        started.push(node);
+        if let Some(node) = started.last_mut() {
+            node.wait_for_holder(coordinator)?;
+        }
+    }
+    let mut targets: Vec<SocketAddr> = started[1..].iter().map(|n| n.addr).collect();
+    if clients == Clients::All || targets.is_empty() {
+        targets.push(coordinator);
+    }
+    let tcp = targets
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let node_cpu = |nodes: &[ServeNode]| -> f64 {
+        nodes
+            .iter()
+            .filter_map(|n| super::proc_cpu_seconds(n.process.id()))
+            .sum()
+    };
+    let redis_cpu = || redis.and_then(|r| super::proc_cpu_seconds(r.process.id()));
+    let (cpu_before, redis_before) = (node_cpu(&started), redis_cpu());
+    let mut loadgen_args = vec!["--tcp", tcp.as_str()];
+    loadgen_args.extend_from_slice(args);
+    let summary = loadgen(work, name, &loadgen_args, &[])?;
+    let (cpu_after, redis_after) = (node_cpu(&started), redis_cpu());
+    let peak_rss_kib = super::proc_status_kib(started[0].process.id(), "VmHWM:");
+
+    // The lease must not have moved: a takeover would make this a failover run.
+    let line = stats(coordinator)?;
+    let holder = json_str(&line, "lease_holder");
+    let after = json_num(&line, "epoch").map(|e| e as u64);
+    ensure!(
+        holder.as_deref() == Some(coordinator.to_string().as_str()) && after == Some(epoch),
+        "{name}: the lease moved during the run (before: {coordinator}, epoch {epoch}; after: \
+         {holder:?}, epoch {after:?})"
+    );
+    stop(started)?;
+
+    let redis_note = match (redis_before, redis_after) {
+        (Some(a), Some(b)) => format!("; redis-server {:.2} CPU s", b - a),
+        _ => String::new(),
+    };
+    let whose = if nodes == 1 {
+        "the node's during the run".to_owned()
+    } else {
+        format!("all {nodes} node processes' during the run")
+    };
+    let mut outcome = summary.outcome(&format!(
+        "{note}. Node CPU: {whose}{redis_note}; peak RSS: the coordinator's"
+    ))?;
+    outcome.cpu_seconds = Some(cpu_after - cpu_before);
+    outcome.peak_rss_kib = peak_rss_kib;
+    Ok(outcome)
+}
+
+/// A `window-node serve` process started here; killed and reaped on drop.
+struct ServeNode {
+    process: Reaped,
+    addr: SocketAddr,
+    /// The last lines it wrote on stderr.
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl ServeNode {
+    fn start(options: &[String], store: &[String]) -> anyhow::Result<ServeNode> {
+        let child = Command::new(NODE)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(options)
+            .args(store)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {NODE} serve"))?;
+        let mut process = Reaped::new(child);
+        let stderr = process.stderr().context("the node's stderr")?;
+        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        // Reads stderr to its end (the node's exit), so the pipe never fills.
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("address="))
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    let _ = tx.send(addr);
+                }
+                let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
+                if lines.len() == LOG_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addr) => break addr,
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Give it a moment to be reaped, for the status.
+                    let status = process
+                        .wait_for(Duration::from_secs(5))?
+                        .map_or("closed its stderr".to_owned(), |s| {
+                            format!("exited with {s}")
+                        });
+                    bail!(
+                        "window-node serve {status} before it listened:\n{}",
+                        tail(&log)
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    ensure!(
+                        Instant::now() < deadline,
+                        "window-node serve did not log its address within {PATIENCE:?}:\n{}",
+                        tail(&log)
+                    );
+                }
+            }
+        };
+        Ok(ServeNode { process, addr, log })
+    }
+
+    /// Waits until this node's `stats` names `holder` as the lease holder; returns the epoch.
+    fn wait_for_holder(&mut self, holder: SocketAddr) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + PATIENCE;
+        let want = holder.to_string();
+        loop {
+            let last = match stats(self.addr) {
+                Ok(line) => {
+                    if json_str(&line, "lease_holder").as_deref() == Some(want.as_str())
+                        && let Some(epoch) = json_num(&line, "epoch")
+                    {
+                        return Ok(epoch as u64);
+                    }
+                    line
+                }
+                Err(e) => format!("{e:#}"),
+            };
+            if let Some(status) = self.process.exited()? {
+                bail!(
+                    "node {} exited with {status} while settling its role:\n{}",
+                    self.addr,
+                    tail(&self.log)
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "node {} did not name {holder} as its lease holder within {PATIENCE:?} (last \
+                 stats: {}):\n{}",
+                self.addr,
+                last.trim(),
+                tail(&self.log)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn tail(log: &Mutex<VecDeque<String>>) -> String {
+    let lines = log.lock().unwrap_or_else(PoisonError::into_inner);
+    lines
+        .iter()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Stops the nodes with SIGTERM, the last started first: the coordinator (the first) goes last,
+/// so the lease never moves. Each must exit cleanly within the patience.
+fn stop(mut nodes: Vec<ServeNode>) -> anyhow::Result<()> {
+    while let Some(mut node) = nodes.pop() {
+        let pid = node.process.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .context("running kill -TERM")?;
+        ensure!(status.success(), "kill -TERM {pid} failed");
+        let status = node.process.wait_for(PATIENCE)?;
+        let Some(status) = status else {
+            bail!(
+                "node {} did not stop within {PATIENCE:?} of SIGTERM:\n{}",
+                node.addr,
+                tail(&node.log)
+            );
+        };
+        ensure!(
+            status.success(),
+            "node {} exited with {status} after SIGTERM:\n{}",
+            node.addr,
+            tail(&node.log)
+        );
+    }
+    Ok(())
+}
+
+/// One `stats` request on a connection of its own; the reply line.
+fn stats(addr: SocketAddr) -> anyhow::Result<String> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    (&stream).write_all(b"{\"type\":\"stats\",\"msg_id\":1}\n")?;
+    let mut line = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut line)
+        .with_context(|| format!("reading stats from {addr}"))?;
+    ensure!(!line.is_empty(), "{addr} closed the connection");
+    Ok(line)
+}
+
+/// A `redis-server` started here on a free loopback port; killed and reaped on drop.
+struct RedisServer {
+    process: Reaped,
+    port: u16,
+    version: String,
+    /// The durability setting it runs with, as the report says it.
+    durability: String,
+}
+
+impl RedisServer {
+    /// Starts one with an append-only file fsynced every second; without the append-only file
+    /// if that cannot start (the report then says so). `None` when redis-server is missing.
+    fn start(work: &Path) -> anyhow::Result<Option<RedisServer>> {
+        let version = match Command::new("redis-server").arg("--version").output() {
+            Ok(output) => String::from_utf8_lossy(&output.stdout)
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("v="))
+                .unwrap_or("unknown")
+                .to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).context("running redis-server --version"),
+        };
+        let dir = work.join("redis");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut failures = Vec::new();
+        for aof in [true, false] {
+            // A port found free can be taken before the server binds it: try a few.
+            for _ in 0..3 {
+                match RedisServer::try_start(&dir, aof, &version) {
+                    Ok(server) => {
+                        if !aof {
+                            eprintln!(
+                                "xtask: note: redis-server would not run with --appendonly yes \
+                                 ({}); the Redis scenarios run without persistence",
+                                failures.join("; ")
+                            );
+                        }
+                        return Ok(Some(server));
+                    }
+                    Err(e) => failures.push(format!("{e:#}")),
+                }
+            }
+        }
+        bail!("could not start redis-server: {}", failures.join("; "))
+    }
+
+    fn try_start(dir: &Path, aof: bool, version: &str) -> anyhow::Result<RedisServer> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let log = fs::File::create(dir.join(format!("redis-{port}.log")))?;
+        let persistence: &[&str] = if aof {
+            &["--appendonly", "yes", "--appendfsync", "everysec"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--daemonize", "no"])
+            .args(persistence)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting redis-server")?;
+        let mut process = Reaped::new(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = process.exited()? {
+                bail!("redis-server on port {port} exited with {status}");
+            }
+            if redis_call(port, &["PING"]).is_ok_and(|r| r == ["PONG"]) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not answer PING within 10 s"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let setting = |name: &str| -> anyhow::Result<String> {
+            let reply = redis_call(port, &["CONFIG", "GET", name])?;
+            reply
+                .get(1)
+                .cloned()
+                .with_context(|| format!("CONFIG GET {name} answered {reply:?}"))
+        };
+        let (appendonly, appendfsync) = (setting("appendonly")?, setting("appendfsync")?);
+        let durability = if appendonly == "yes" {
+            format!("appendonly yes, appendfsync {appendfsync}")
+        } else {
+            "appendonly no, save \"\": no persistence at all".to_owned()
+        };
+        ensure!(
+            !aof || (appendonly == "yes" && appendfsync == "everysec"),
+            "redis-server runs with {durability}, not the append-only file asked for"
+        );
+        Ok(RedisServer {
+            process,
+            port,
+            version: version.to_owned(),
+            durability,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+/// One Redis command over a connection of its own; the reply flattened to strings.
+fn redis_call(port: u16, args: &[&str]) -> anyhow::Result<Vec<String>> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        let _ = write!(request, "${}\r\n{arg}\r\n", arg.len());
+    }
+    (&stream).write_all(request.as_bytes())?;
+    let mut reader = BufReader::new(&stream);
+    let mut reply = Vec::new();
+    read_resp(&mut reader, &mut reply, 0)?;
+    Ok(reply)
+}
+
+/// Reads one RESP2 value, appending its strings to `out`.
+fn read_resp(reader: &mut impl BufRead, out: &mut Vec<String>, depth: usize) -> anyhow::Result<()> {
+    ensure!(depth < 8, "Redis reply nested too deep");
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let line = line.trim_end_matches(['\r', '\n']);
+    let rest = line.get(1..).unwrap_or_default();
+    match line.as_bytes().first() {
+        Some(b'+' | b':') => out.push(rest.to_owned()),
+        Some(b'-') => bail!("Redis answered an error: {rest}"),
+        Some(b'$') => {
+            let len: i64 = rest.parse().context("bulk string length")?;
+            if let Ok(len) = usize::try_from(len) {
+                let mut buf = vec![0; len + 2];
+                reader.read_exact(&mut buf)?;
+                out.push(String::from_utf8_lossy(&buf[..len]).into_owned());
+            }
+        }
+        Some(b'*') => {
+            let n: i64 = rest.parse().context("array length")?;
+            for _ in 0..n.max(0) {
+                read_resp(reader, out, depth + 1)?;
+            }
+        }
+        _ => bail!("unexpected Redis reply {line:?}"),
+    }
+    Ok(())
+}
+
+/// The report's section on these scenarios.
+pub(super) fn section(out: &mut String, results: &Results) {
+    let _ = writeln!(out, "## Several nodes, and Redis\n");
+    let figure = |name: &str| {
+        results
+            .outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map(Outcome::events_per_s)
+    };
+    match &results.redis {
+        RedisStatus::NotRun => {}
+        RedisStatus::Skipped(why) => {
+            let _ = writeln!(
+                out,
+                "**⚠ THE REDIS SCENARIOS WERE SKIPPED: {why}.** Nothing in this report measures \
+                 the Redis store, and whether the 200K events/s aim is met is not known from it.\n"
+            );
+        }
+        RedisStatus::Ran {
+            version,
+            durability,
+        } => {
+            let _ = writeln!(
+                out,
+                "Redis: a `redis-server` {version} started by xtask on a free loopback port, \
+                 with `--save '' {}`, killed afterwards; each run uses a fresh `--namespace`. \
+                 **Durability: {durability}.** {}\n",
+                if durability.starts_with("appendonly yes") {
+                    "--appendonly yes --appendfsync everysec"
+                } else {
+                    "--appendonly no"
+                },
+                if durability.contains("everysec") {
+                    "Redis writes each committed batch to its append-only file before it \
+                     replies and fsyncs that file once a second, so a crash of redis-server \
+                     loses nothing acknowledged but a crash of the machine can lose about the \
+                     last second. The sled rows fsync every group before they acknowledge: \
+                     they promise more."
+                } else {
+                    "Redis keeps everything in memory only: a crash of redis-server loses \
+                     everything. These figures are an upper bound."
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "Every process runs on this one machine (the nodes, redis-server and loadgen share its \
+         cores). The workload is the daemon rows' (500-event ingest requests, 10 keys, \
+         --max-events 64, 1% retries), 4 connections x 4 in flight, checked the same way. \
+         Clients of a follower reach the coordinator through it (one more hop).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| setup | events/s | / node-apparatus (quoted ~5K) | above the 200K aim |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---|");
+    let mut rows: Vec<(String, Option<f64>, bool)> = vec![
+        ("sled, 1 process".to_owned(), figure(SLED_ONE), false),
+        (
+            "sled, coordinator + 2 followers, clients on the followers".to_owned(),
+            figure(SLED_FOLLOWERS),
+            false,
+        ),
+    ];
+    for nodes in 1..=3 {
+        rows.push((
+            format!("Redis, {nodes} node{}", if nodes == 1 { "" } else { "s" }),
+            figure(&redis_name(nodes)),
+            true,
+        ));
+    }
+    for (setup, value, redis) in &rows {
+        let Some(v) = value else { continue };
+        let _ = writeln!(
+            out,
+            "| {setup} | {} | {:.0}x | {} |",
+            human(*v),
+            v / APPARATUS_QUOTED,
+            if *redis {
+                if *v > REDIS_AIM { "yes" } else { "**no**" }
+            } else {
+                "(not Redis)"
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| node-apparatus `DistributedTimeWindow` (JavaScript, windows shared through Redis) | \
+         ~5K elements/s | 1x | quoted, **not measured** here or on this machine |\n"
+    );
+    let redis: Vec<(String, f64)> = rows
+        .iter()
+        .filter(|(_, _, redis)| *redis)
+        .filter_map(|(setup, v, _)| Some((setup.clone(), (*v)?)))
+        .collect();
+    let cores = thread::available_parallelism().map_or(0, usize::from);
+    if let Some((setup, lowest)) = redis
+        .iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .filter(|_| redis.len() == 3)
+    {
+        let met = *lowest > REDIS_AIM;
+        let _ = writeln!(
+            out,
+            "**Aim: above {} events/s through Redis on this {cores}-core machine: {}.** The \
+             lowest of the three Redis runs is {} events/s ({setup}).{}\n",
+            human(REDIS_AIM),
+            if met { "met" } else { "NOT met" },
+            human(*lowest),
+            if results.quick {
+                " (Quick mode: 50k events per run, a fraction of a second each; the full run \
+                 decides.)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "**Aim: above {} events/s through Redis: not measured in this run.**\n",
+            human(REDIS_AIM)
+        );
+    }
+}
+
+/// Ratio lines for the ratios table.
+pub(super) fn ratio_lines(results: &Results) -> Vec<(String, Option<f64>)> {
+    let figure = |name: &str| {
+        results
+            .outcomes
+            .iter()
+            .find(|o| o.name == name)
+            .map(Outcome::events_per_s)
+    };
+    let one = figure(&redis_name(1));
+    vec![
+        (
+            "Redis 1 node / sled 1 node, 4 connections x 4 (events/s)".to_owned(),
+            ratio(one, figure(SLED_ONE)),
+        ),
+        (
+            "Redis 2 nodes / Redis 1 node (events/s)".to_owned(),
+            ratio(figure(&redis_name(2)), one),
+        ),
+        (
+            "Redis 3 nodes / Redis 1 node (events/s)".to_owned(),
+            ratio(figure(&redis_name(3)), one),
+        ),
+        (
+            "sled: coordinator + 2 followers (clients on followers) / 1 process (events/s)"
+                .to_owned(),
+            ratio(figure(SLED_FOLLOWERS), figure(SLED_ONE)),
+        ),
+    ]
+}
