@@ -23,6 +23,10 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub subscribers_dropped: AtomicU64,
+    /// 1 while this process coordinates (holds the lease, or needs none), 0 while it follows.
+    pub coordinating: AtomicU64,
+    /// The lease epoch this process coordinates with (0 while following or without a lease).
+    pub lease_epoch: AtomicU64,
     fire_latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
     fire_latency_count: AtomicU64,
     fire_latency_sum_us: AtomicU64,
@@ -92,11 +96,28 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP window_node_connections_open Connections open now.\n# TYPE window_node_connections_open gauge\nwindow_node_connections_open {}",
-            get(&self.connections_open)
-        );
+        for (name, help, value) in [
+            (
+                "window_node_connections_open",
+                "Connections open now.",
+                get(&self.connections_open),
+            ),
+            (
+                "window_node_coordinating",
+                "1 while this process coordinates (holds the lease), 0 while it follows.",
+                get(&self.coordinating),
+            ),
+            (
+                "window_node_lease_epoch",
+                "The lease epoch this process coordinates with; 0 while it follows.",
+                get(&self.lease_epoch),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         let name = "window_node_fire_latency_seconds";
         let _ = writeln!(
             out,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -314,6 +315,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .publish(local)
             .context("publishing the coordinator's address in the data directory")?;
     }
+    metrics.lease_epoch.store(config.epoch, Ordering::Relaxed);
+    metrics.coordinating.store(1, Ordering::Relaxed);
     if !matches!(tenure, Tenure::Alone) {
         tracing::info!(
             epoch = config.epoch,

@@ -1294,6 +1294,9 @@ fn metrics_serve_prometheus_text() {
         "{head}"
     );
     for (name, value) in [
+        // The first process on a fresh data directory: the coordinator, epoch 1.
+        ("window_node_coordinating", 1.0),
+        ("window_node_lease_epoch", 1.0),
         ("window_node_events_accepted_total", 3.0),
         ("window_node_events_duplicate_total", 1.0),
         ("window_node_events_late_total", 1.0),
