@@ -14,12 +14,15 @@
 //!   writes them as `window_core::Event`s or as `process_window` / `assign` / `ingest` lines.
 //! - [`Reference`]: an independent computation of what a node must answer, a plain
 //!   `BTreeMap<(window start, key), ids>`, used to check every scenario before its speed counts.
+//! - [`panes`]: the order-independent check of each window's panes (their sizes under a length
+//!   purge, their order and their ids), for runs where the node's order of requests is unknown.
 //! - [`proc`]: CPU time and memory of a process, from `/proc`.
 //!
 //! # What it does not do
 //! No speed thresholds anywhere: figures are reported, compared as ratios measured in the same
 //! run, and never asserted. It changes nothing in the crates it measures.
 
+pub mod panes;
 pub mod proc;
 mod reference;
 mod workload;

@@ -261,4 +261,17 @@ impl Reference {
     pub fn buffered_events(&self) -> usize {
         self.open.values().map(|w| w.pane.len()).sum()
     }
+
+    /// The current panes of the open windows, in (start, key) order (empty ones included).
+    pub fn open_panes(&self) -> Vec<RefWindow> {
+        self.open
+            .iter()
+            .map(|((start, key), window)| RefWindow {
+                start: *start,
+                key: key.clone(),
+                ids: window.pane.clone(),
+                sum: window.pane_sum,
+            })
+            .collect()
+    }
 }

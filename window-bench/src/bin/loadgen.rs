@@ -34,6 +34,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
+use window_bench::panes::{EmittedPane, Expected, WindowOf, check_panes};
 use window_bench::proc::{self, Pid};
 use window_bench::{
     GRADER_OFFSET_MS, GenEvent, IdKind, RefClosed, RefConfig, RefEvent, RefWindow, Reference,
@@ -78,7 +79,9 @@ struct Cli {
 
     /// TCP connections sending requests at once (round robin). With more than one the order in
     /// which the daemon sees requests is not known, so the check compares what is independent
-    /// of it (totals, and every window's ids as a set) and refuses workloads where order could
+    /// of it (totals, and every window's panes: a length pane holds exactly --max-events ids, a
+    /// window fires as many as its id count allows and then at most one last pane of the rest,
+    /// and its panes are disjoint and together its ids) and refuses workloads where order could
     /// make an event late.
     #[arg(long, default_value_t = 1)]
     connections: usize,
@@ -1273,8 +1276,11 @@ fn verify(
 
 /// The check for several connections, where the order in which the daemon saw the requests is
 /// unknown: every request answered with `ingest_ok`, the totals (replies and stats) equal the
-/// reference's, and every window's emitted ids, as a set over all its panes, equal the
-/// reference's. `run` only allows workloads where order cannot make an event late. No fire
+/// reference's, the seq numbers are dense, and every window's panes keep the rule that holds in
+/// any order ([`window_bench::panes`]): under `--max-events N` each `length` pane holds exactly
+/// N ids, a window of C ids fires C / N of them and then, if it left the open state with ids
+/// left, one last `watermark` or `flush` pane of C % N; the panes are disjoint and together the
+/// window's ids. `run` only allows workloads where order cannot make an event late. No fire
 /// latency: which request fired a window depends on the order.
 #[allow(clippy::too_many_arguments)]
 fn verify_unordered(
@@ -1293,7 +1299,7 @@ fn verify_unordered(
         "several connections send ingest only"
     );
     let mut reference = Reference::new(config);
-    let mut want: BTreeMap<(i64, Option<String>), Vec<String>> = BTreeMap::new();
+    let mut want = Expected::new();
     let mut summed = [0u64; 3];
     for (i, reply) in replies.iter().enumerate() {
         let body = body(&reply.text)?;
@@ -1317,9 +1323,7 @@ fn verify_unordered(
         }
         reference.admit(&data.reference_batch(i));
         for closed in reference.take_emitted() {
-            want.entry((closed.window.start, closed.window.key))
-                .or_default()
-                .extend(closed.window.ids);
+            want.fired(closed);
         }
     }
     let totals = reference.totals();
@@ -1349,20 +1353,35 @@ fn verify_unordered(
     };
     if flushed.is_some() {
         for window in reference.flush() {
-            want.entry((window.start, window.key))
-                .or_default()
-                .extend(window.ids);
+            want.fired(RefClosed {
+                window,
+                reason: "flush",
+            });
+        }
+    } else {
+        // Windows still open at the end: their buffered ids are theirs too, but not emitted.
+        for pane in reference.open_panes() {
+            want.buffered(pane);
         }
     }
-    let mut got: BTreeMap<(i64, Option<String>), Vec<String>> = BTreeMap::new();
+    let mut got: BTreeMap<WindowOf, Vec<EmittedPane>> = BTreeMap::new();
     let mut seqs = Vec::new();
     for line in fired {
         let body = body(&line.text)?;
         let window = window_of(&body, &reference)?;
+        let seq = body.get("seq").and_then(Value::as_u64).context("seq")?;
+        let reason = body
+            .get("reason")
+            .and_then(Value::as_str)
+            .context("reason")?;
         got.entry((window.start, window.key))
             .or_default()
-            .extend(window.ids);
-        seqs.push(body.get("seq").and_then(Value::as_u64).context("seq")?);
+            .push(EmittedPane {
+                seq,
+                reason: reason.to_owned(),
+                ids: window.ids,
+            });
+        seqs.push(seq);
     }
     seqs.sort_unstable();
     ensure!(
@@ -1370,26 +1389,9 @@ fn verify_unordered(
         "the emitted windows' seq numbers are not 0..{}",
         seqs.len()
     );
-    for ids in got.values_mut().chain(want.values_mut()) {
-        ids.sort_unstable();
-    }
-    if got != want {
-        let first = got.iter().zip(&want).find(|(a, b)| a != b).map(|(a, b)| {
-            format!(
-                "node {:?} has {} ids, reference {:?} has {}",
-                a.0,
-                a.1.len(),
-                b.0,
-                b.1.len()
-            )
-        });
-        bail!(
-            "the emitted windows differ from the reference ({} windows against {}): {}",
-            got.len(),
-            want.len(),
-            first.unwrap_or_default()
-        );
-    }
+    // Every window's panes: sizes (exactly --max-events for a length pane), order (at most one
+    // other pane, last), reason of the last one, and ids (disjoint, together the window's).
+    check_panes(&reference, &want, &got)?;
     Ok((checked, histogram()))
 }
 
