@@ -396,7 +396,7 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
             "daemon ingest, --data-dir, 4 connections x 4 in flight",
             &["--in-flight", "4", "--connections", "4"],
             true,
-            "durable, four connections; checked order-independently (totals, each window's ids as a set)",
+            "durable, four connections; checked order-independently (totals; every window's panes: length panes of exactly --max-events ids, disjoint, covering its ids)",
         ),
     ];
     for (n, (name, extra, durable, note)) in runs.into_iter().enumerate() {
