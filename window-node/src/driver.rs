@@ -258,17 +258,20 @@ impl Driver {
             self.on_timers();
             let mut pending = Vec::new();
             let mut subscribes = Vec::new();
+            let mut stats = Vec::new();
             for command in group {
                 match command {
                     Command::Subscribe { from_seq, reply } => subscribes.push((from_seq, reply)),
-                    Command::Stats { reply } => {
-                        let _ = reply.send(self.stats());
-                    }
+                    Command::Stats { reply } => stats.push(reply),
                     other => pending.push(self.step(other)),
                 }
             }
             self.write_group()?;
             self.sync()?;
+            // Stats too are answered only once the group is known to be this holder's.
+            for reply in stats {
+                let _ = reply.send(self.stats());
+            }
             for reply in pending {
                 match reply {
                     Pending::Ingest(tx, r) => {
@@ -447,6 +450,11 @@ impl Driver {
     fn write_group(&mut self) -> Result<(), StoreError> {
         let dirty = self.engine.take_dirty();
         if self.unwritten.is_empty() && dirty.windows.is_empty() && dirty.removed.is_empty() {
+            // Nothing to write, so no batch meets the fence: with a lease that can be lost, ask
+            // the store before answering (a read-only check, one round trip).
+            if self.gate.is_some() {
+                blocking(|| self.store.check_writer())?;
+            }
             return Ok(());
         }
         let batch = Batch {
@@ -778,5 +786,78 @@ mod fencing {
         assert_eq!(recovered.snapshot.windows.len(), 1);
         assert_eq!(recovered.snapshot.windows[0].ids, vec![EventId::Int(1)]);
         assert!(check.read_output(0, 10).expect("log").is_empty());
+    }
+
+    /// A group that writes nothing (a duplicate, a `stats`) meets no fence in a batch: the driver
+    /// asks the store before answering it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superseded_driver_answers_nothing_even_when_nothing_is_written() {
+        let Some(server) = support::RedisServer::start() else {
+            return;
+        };
+        let (url, ns) = (server.url(), server.fresh_namespace());
+        let ttl = Duration::from_secs(30);
+        let mut lease = RedisLease::connect(&url, &ns).expect("lease");
+        let seen = lease.observe().expect("observe");
+        assert!(lease.try_acquire(&seen, "a", 1, ttl).expect("acquire"));
+        let mut store = RedisStore::connect(&url, &ns).expect("store");
+        store.backend_mut().set_epoch(1);
+        let config = DriverConfig {
+            engine: EngineConfig::default(),
+            size: SizeMs::new(1_000).expect("size"),
+            idle_timeout: None,
+            epoch: 1,
+        };
+        let (publish, _feed) = broadcast::channel(16);
+        let gate = crate::lease_redis::FireGate::always_open_for_tests();
+        let driver = Driver::new(
+            config,
+            Box::new(store),
+            publish,
+            Arc::new(Metrics::default()),
+        )
+        .expect("driver")
+        .with_gate(gate);
+        let (commands, rx) = mpsc::channel(16);
+        let (_stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(driver.run(rx, stopped));
+        let (reply, acked) = oneshot::channel();
+        commands
+            .send(Command::Ingest {
+                events: events(&[1]),
+                reply,
+            })
+            .await
+            .expect("send");
+        assert!(acked.await.expect("reply").is_ok());
+
+        assert!(lease.release("a", 1).expect("release"));
+        let seen = lease.observe().expect("observe");
+        assert!(lease.try_acquire(&seen, "b", 2, ttl).expect("acquire"));
+
+        // A duplicate changes nothing, and a stats reads only memory.
+        let (reply, duplicate) = oneshot::channel();
+        commands
+            .send(Command::Ingest {
+                events: events(&[1]),
+                reply,
+            })
+            .await
+            .expect("send");
+        let (reply, stats) = oneshot::channel();
+        commands.send(Command::Stats { reply }).await.expect("send");
+        assert!(duplicate.await.is_err(), "the duplicate was answered");
+        assert!(stats.await.is_err(), "stats were answered");
+        let stopped = running.await.expect("join");
+        assert!(
+            matches!(
+                stopped,
+                Err(DriverError::Store(StoreError::Fenced {
+                    epoch: 1,
+                    highest: 2
+                }))
+            ),
+            "{stopped:?}"
+        );
     }
 }

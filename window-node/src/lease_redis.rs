@@ -59,6 +59,28 @@ impl FireGate {
         held.is_some_and(|held| may_fire(&held, self.clock.now(), &self.config))
     }
 
+    /// A gate that stays open for an hour, for tests of what the store's fence does alone.
+    #[cfg(test)]
+    pub fn always_open_for_tests() -> Arc<FireGate> {
+        let config = LeaseConfig::new(
+            Duration::from_secs(3600),
+            Duration::from_secs(1200),
+            Duration::from_secs(1),
+        )
+        .expect("valid");
+        let clock = LeaseClock {
+            start: Instant::now(),
+        };
+        Arc::new(FireGate {
+            held: Mutex::new(Some(HeldLease {
+                epoch: 1,
+                expires_at: Timestamp::from_millis(3_600_000),
+            })),
+            clock,
+            config,
+        })
+    }
+
     fn set(&self, held: Option<HeldLease>) {
         *self.held.lock().unwrap_or_else(|e| e.into_inner()) = held;
     }
@@ -201,8 +223,18 @@ impl Keeper {
                 }
                 Err(error) => {
                     if !failing {
-                        tracing::warn!(%error, held = ?self.held, "cannot read the lease; retrying");
+                        tracing::warn!(%error, held = ?self.held, "cannot read the lease; reconnecting and retrying");
                         failing = true;
+                    }
+                    // A holder that cannot renew is done once its own view of the lease ends,
+                    // even if nothing else wakes its driver.
+                    if self.held.is_some() && !self.gate.may_fire() {
+                        self.hold_nothing();
+                        tracing::error!(%error, "lost the lease: it could not be renewed in time");
+                        let _ = self.role.send(Role::Lost {
+                            reason: format!("it could not be renewed in time ({error})"),
+                        });
+                        return;
                     }
                     if self.sleep(RETRY_AFTER_ERROR) {
                         return;

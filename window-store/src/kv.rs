@@ -87,6 +87,11 @@ pub trait KvBackend: Send {
     /// Makes every applied batch durable.
     fn sync(&mut self) -> Result<(), StoreError>;
 
+    /// See [`WindowStore::check_writer`].
+    fn check_writer(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The output log from record `from` on, at most `limit`, in order, as
     /// `(codec::output_key(seq), encoded record)`.
     fn read_log(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
@@ -256,6 +261,10 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
 
     fn sync(&mut self) -> Result<(), StoreError> {
         self.backend.sync()
+    }
+
+    fn check_writer(&mut self) -> Result<(), StoreError> {
+        self.backend.check_writer()
     }
 
     fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {

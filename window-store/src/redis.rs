@@ -341,6 +341,14 @@ impl KvBackend for RedisBackend {
         }
     }
 
+    fn check_writer(&mut self) -> Result<(), StoreError> {
+        let epoch = self.epoch.unwrap_or(0);
+        match self.highest_epoch()? {
+            Some(highest) if highest > epoch => Err(StoreError::Fenced { epoch, highest }),
+            _ => Ok(()),
+        }
+    }
+
     fn read_log(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
         // Record u64::MAX would have stream id 0-(u64::MAX + 1), which cannot exist.
         if limit == 0 || from == u64::MAX {

@@ -48,7 +48,12 @@ pub struct Holding {
 /// A connection to the lease keys of one namespace.
 pub struct RedisLease {
     con: redis::Connection,
+    /// The URL as given (it may hold a password), to reconnect.
+    dial: String,
+    /// The URL with any password hidden, for messages.
     url: String,
+    /// A call failed: the connection may be dead or out of step, so the next call reconnects.
+    broken: bool,
     lease_key: String,
     epoch_key: String,
     observe: redis::Script,
@@ -74,7 +79,9 @@ impl RedisLease {
         let con = open_connection(url)?;
         Ok(RedisLease {
             con,
+            dial: url.to_owned(),
             url: redact(url),
+            broken: false,
             lease_key: namespaced(namespace, "lease"),
             epoch_key: namespaced(namespace, "epoch"),
             observe: redis::Script::new(OBSERVE),
@@ -84,14 +91,32 @@ impl RedisLease {
         })
     }
 
+    /// Opens a new connection if a call failed since the last one (Redis restarted, the
+    /// connection was killed, or a reply timed out): every call is one atomic script, so nothing
+    /// is half done, and a script the new server lacks is loaded again by `Script::invoke`.
+    fn reconnect_if_broken(&mut self) -> Result<(), StoreError> {
+        if self.broken {
+            self.con = open_connection(&self.dial)?;
+            self.broken = false;
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, what: &str, error: redis::RedisError) -> StoreError {
+        self.broken = true;
+        backend_error(&self.url, what, error)
+    }
+
     /// Reads the lease and the fencing epoch in one look.
     pub fn observe(&mut self) -> Result<LeaseView, StoreError> {
-        let (raw_lease, pttl, raw_epoch): (String, i64, String) = self
+        self.reconnect_if_broken()?;
+        let reply = self
             .observe
             .key(&self.lease_key)
             .key(&self.epoch_key)
-            .invoke(&mut self.con)
-            .map_err(|e| backend_error(&self.url, "reading the lease", e))?;
+            .invoke(&mut self.con);
+        let (raw_lease, pttl, raw_epoch): (String, i64, String) =
+            reply.map_err(|e| self.failed("reading the lease", e))?;
         let epoch = if raw_epoch.is_empty() {
             0
         } else {
@@ -109,8 +134,13 @@ impl RedisLease {
             Some(Holding {
                 holder: holder.to_owned(),
                 epoch: parse_epoch(&self.lease_key, epoch)?,
-                // -1 (no expiry) cannot happen through this module; count it as a full lease.
-                remaining: Duration::from_millis(pttl.max(0).unsigned_abs()),
+                // -1 (no expiry) cannot happen through this module (only by a hand-made key):
+                // such a lease never ends by itself, and a holder renewing it gives it a ttl.
+                remaining: if pttl < 0 {
+                    Duration::MAX
+                } else {
+                    Duration::from_millis(pttl.unsigned_abs())
+                },
             })
         };
         Ok(LeaseView {
@@ -137,7 +167,8 @@ impl RedisLease {
                 seen.epoch
             )));
         }
-        let taken: i64 = self
+        self.reconnect_if_broken()?;
+        let reply = self
             .acquire
             .key(&self.lease_key)
             .key(&self.epoch_key)
@@ -146,35 +177,37 @@ impl RedisLease {
             .arg(value(holder, epoch))
             .arg(epoch.to_string())
             .arg(millis(ttl))
-            .invoke(&mut self.con)
-            .map_err(|e| backend_error(&self.url, "taking the lease", e))?;
+            .invoke(&mut self.con);
+        let taken: i64 = reply.map_err(|e| self.failed("taking the lease", e))?;
         Ok(taken == 1)
     }
 
     /// Extends the lease of `holder` at `epoch` to `ttl` from now (by Redis's clock). `false`
     /// when the lease is no longer theirs.
     pub fn renew(&mut self, holder: &str, epoch: u64, ttl: Duration) -> Result<bool, StoreError> {
-        let renewed: i64 = self
+        self.reconnect_if_broken()?;
+        let reply = self
             .renew
             .key(&self.lease_key)
             .key(&self.epoch_key)
             .arg(value(holder, epoch))
             .arg(millis(ttl))
-            .invoke(&mut self.con)
-            .map_err(|e| backend_error(&self.url, "renewing the lease", e))?;
+            .invoke(&mut self.con);
+        let renewed: i64 = reply.map_err(|e| self.failed("renewing the lease", e))?;
         Ok(renewed == 1)
     }
 
     /// Gives the lease up (a clean shutdown), so that a follower takes over without waiting for
     /// it to expire. `false` when it was no longer theirs.
     pub fn release(&mut self, holder: &str, epoch: u64) -> Result<bool, StoreError> {
-        let released: i64 = self
+        self.reconnect_if_broken()?;
+        let reply = self
             .release
             .key(&self.lease_key)
             .key(&self.epoch_key)
             .arg(value(holder, epoch))
-            .invoke(&mut self.con)
-            .map_err(|e| backend_error(&self.url, "releasing the lease", e))?;
+            .invoke(&mut self.con);
+        let released: i64 = reply.map_err(|e| self.failed("releasing the lease", e))?;
         Ok(released == 1)
     }
 }

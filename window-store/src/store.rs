@@ -20,6 +20,14 @@ pub trait WindowStore: Send {
     /// Makes every committed batch durable (survives a crash of this process).
     fn sync(&mut self) -> Result<(), StoreError>;
 
+    /// Checks, without writing, that this writer may still write: for Redis, that no process with
+    /// a higher fencing epoch has taken over ([`StoreError::Fenced`] otherwise). A holder calls it
+    /// before answering a group that wrote nothing, so that it never answers from a state it no
+    /// longer owns. Single-writer stores (memory, sled) always may.
+    fn check_writer(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Output records with `seq >= from`, in order, at most `limit`.
     fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError>;
 }

@@ -188,3 +188,29 @@ fn commit(engine: &mut Engine, store: &mut dyn WindowStore) -> Result<(), StoreE
         fired: Vec::new(),
     })
 }
+
+/// A killed connection (or a restarted Redis) costs one failed call: the next one reconnects.
+#[test]
+fn a_lost_connection_is_reopened_on_the_next_call() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ns = server.fresh_namespace();
+    let mut a = lease(&server, &ns);
+    let seen = a.observe().unwrap();
+    assert!(a.try_acquire(&seen, "a:1", 1, TTL).unwrap());
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut server.client())
+        .unwrap();
+    assert!(
+        a.renew("a:1", 1, TTL).is_err(),
+        "the killed connection fails once"
+    );
+    assert!(a.renew("a:1", 1, TTL).unwrap(), "then a new one works");
+    assert_eq!(a.observe().unwrap().holding.unwrap().epoch, 1);
+}
