@@ -706,17 +706,21 @@ mod fencing {
             .collect()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_superseded_driver_acknowledges_nothing_and_stops() {
-        let Some(server) = support::RedisServer::start() else {
-            return;
-        };
-        let (url, ns) = (server.url(), server.fresh_namespace());
+    /// A driver that held the lease at epoch 1 and acknowledged event 1, after another process
+    /// took the lease at epoch 2.
+    struct Superseded {
+        commands: mpsc::Sender<Command>,
+        running: tokio::task::JoinHandle<Result<(), DriverError>>,
+        feed: broadcast::Receiver<Published>,
+        _stop: watch::Sender<bool>,
+    }
+
+    async fn superseded(url: &str, ns: &str, gate: Option<Arc<FireGate>>) -> Superseded {
         let ttl = Duration::from_secs(30);
-        let mut lease = RedisLease::connect(&url, &ns).expect("lease");
+        let mut lease = RedisLease::connect(url, ns).expect("lease");
         let seen = lease.observe().expect("observe");
         assert!(lease.try_acquire(&seen, "a", 1, ttl).expect("acquire"));
-        let mut store = RedisStore::connect(&url, &ns).expect("store");
+        let mut store = RedisStore::connect(url, ns).expect("store");
         store.backend_mut().set_epoch(1);
         let config = DriverConfig {
             engine: EngineConfig::default(),
@@ -724,50 +728,51 @@ mod fencing {
             idle_timeout: None,
             epoch: 1,
         };
-        let (publish, mut feed) = broadcast::channel(16);
-        let driver = Driver::new(
+        let (publish, feed) = broadcast::channel(16);
+        let mut driver = Driver::new(
             config,
             Box::new(store),
             publish,
             Arc::new(Metrics::default()),
         )
         .expect("driver");
+        if let Some(gate) = gate {
+            driver = driver.with_gate(gate);
+        }
         let (commands, rx) = mpsc::channel(16);
-        let (_stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(false);
         let running = tokio::spawn(driver.run(rx, stopped));
-
-        let (reply, acked) = oneshot::channel();
-        commands
-            .send(Command::Ingest {
-                events: events(&[1]),
-                reply,
-            })
-            .await
-            .expect("send");
+        let acked = send_ingest(&commands, 1).await;
         assert!(acked.await.expect("reply").is_ok());
 
         // Another process takes over (here without waiting for the ttl): epoch 2, fence raised.
         assert!(lease.release("a", 1).expect("release"));
         let seen = lease.observe().expect("observe");
         assert!(lease.try_acquire(&seen, "b", 2, ttl).expect("acquire"));
+        Superseded {
+            commands,
+            running,
+            feed,
+            _stop: stop,
+        }
+    }
 
-        // The old driver's next group adds an event and fires the open window: refused whole.
-        let (reply, ingested) = oneshot::channel();
+    async fn send_ingest(
+        commands: &mpsc::Sender<Command>,
+        id: i64,
+    ) -> oneshot::Receiver<Result<IngestOk, NodeError>> {
+        let (reply, rx) = oneshot::channel();
         commands
             .send(Command::Ingest {
-                events: events(&[2]),
+                events: events(&[id]),
                 reply,
             })
             .await
             .expect("send");
-        let (reply, flushed) = oneshot::channel();
-        commands
-            .send(Command::Flush { until: None, reply })
-            .await
-            .expect("send");
-        assert!(ingested.await.is_err(), "the ingest was acknowledged");
-        assert!(flushed.await.is_err(), "the flush was answered");
-        let stopped = running.await.expect("join");
+        rx
+    }
+
+    fn assert_fenced(stopped: Result<(), DriverError>) {
         assert!(
             matches!(
                 stopped,
@@ -778,7 +783,27 @@ mod fencing {
             ),
             "{stopped:?}"
         );
-        assert!(feed.try_recv().is_err(), "a fired window was published");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superseded_driver_acknowledges_nothing_and_stops() {
+        let Some(server) = support::RedisServer::start() else {
+            return;
+        };
+        let (url, ns) = (server.url(), server.fresh_namespace());
+        let mut old = superseded(&url, &ns, None).await;
+
+        // The old driver's next group adds an event and fires the open window: refused whole.
+        let ingested = send_ingest(&old.commands, 2).await;
+        let (reply, flushed) = oneshot::channel();
+        old.commands
+            .send(Command::Flush { until: None, reply })
+            .await
+            .expect("send");
+        assert!(ingested.await.is_err(), "the ingest was acknowledged");
+        assert!(flushed.await.is_err(), "the flush was answered");
+        assert_fenced(old.running.await.expect("join"));
+        assert!(old.feed.try_recv().is_err(), "a fired window was published");
         // The store holds what was acknowledged, and nothing of the refused group.
         let mut check = RedisStore::connect(&url, &ns).expect("store");
         let recovered = check.recover().expect("recover").expect("state");
@@ -796,68 +821,18 @@ mod fencing {
             return;
         };
         let (url, ns) = (server.url(), server.fresh_namespace());
-        let ttl = Duration::from_secs(30);
-        let mut lease = RedisLease::connect(&url, &ns).expect("lease");
-        let seen = lease.observe().expect("observe");
-        assert!(lease.try_acquire(&seen, "a", 1, ttl).expect("acquire"));
-        let mut store = RedisStore::connect(&url, &ns).expect("store");
-        store.backend_mut().set_epoch(1);
-        let config = DriverConfig {
-            engine: EngineConfig::default(),
-            size: SizeMs::new(1_000).expect("size"),
-            idle_timeout: None,
-            epoch: 1,
-        };
-        let (publish, _feed) = broadcast::channel(16);
-        let gate = crate::lease_redis::FireGate::always_open_for_tests();
-        let driver = Driver::new(
-            config,
-            Box::new(store),
-            publish,
-            Arc::new(Metrics::default()),
-        )
-        .expect("driver")
-        .with_gate(gate);
-        let (commands, rx) = mpsc::channel(16);
-        let (_stop, stopped) = watch::channel(false);
-        let running = tokio::spawn(driver.run(rx, stopped));
-        let (reply, acked) = oneshot::channel();
-        commands
-            .send(Command::Ingest {
-                events: events(&[1]),
-                reply,
-            })
-            .await
-            .expect("send");
-        assert!(acked.await.expect("reply").is_ok());
-
-        assert!(lease.release("a", 1).expect("release"));
-        let seen = lease.observe().expect("observe");
-        assert!(lease.try_acquire(&seen, "b", 2, ttl).expect("acquire"));
+        let gate = FireGate::always_open_for_tests();
+        let old = superseded(&url, &ns, Some(gate)).await;
 
         // A duplicate changes nothing, and a stats reads only memory.
-        let (reply, duplicate) = oneshot::channel();
-        commands
-            .send(Command::Ingest {
-                events: events(&[1]),
-                reply,
-            })
+        let duplicate = send_ingest(&old.commands, 1).await;
+        let (reply, stats) = oneshot::channel();
+        old.commands
+            .send(Command::Stats { reply })
             .await
             .expect("send");
-        let (reply, stats) = oneshot::channel();
-        commands.send(Command::Stats { reply }).await.expect("send");
         assert!(duplicate.await.is_err(), "the duplicate was answered");
         assert!(stats.await.is_err(), "stats were answered");
-        let stopped = running.await.expect("join");
-        assert!(
-            matches!(
-                stopped,
-                Err(DriverError::Store(StoreError::Fenced {
-                    epoch: 1,
-                    highest: 2
-                }))
-            ),
-            "{stopped:?}"
-        );
+        assert_fenced(old.running.await.expect("join"));
     }
 }
