@@ -44,13 +44,7 @@ impl Coordinator {
     pub fn address(&self) -> Option<SocketAddr> {
         match self {
             Coordinator::Dir(dir) => read_coordinator(dir).map(|(address, _epoch)| address),
-            Coordinator::Redis { role, me } => match &*role.borrow() {
-                Role::Following {
-                    holder: Some(holder),
-                } => holder.parse().ok(),
-                Role::Holding { .. } => Some(*me),
-                Role::Starting | Role::Following { holder: None } | Role::Lost { .. } => None,
-            },
+            Coordinator::Redis { role, me } => holder_address(&role.borrow(), *me),
         }
     }
 
@@ -63,13 +57,7 @@ impl Coordinator {
             Coordinator::Redis { role, me } => {
                 let mut role = role.clone();
                 let moved = role
-                    .wait_for(|role| match role {
-                        Role::Following {
-                            holder: Some(holder),
-                        } => holder.parse::<SocketAddr>().ok() != Some(current),
-                        Role::Holding { .. } => *me != current,
-                        _ => false,
-                    })
+                    .wait_for(|role| holder_address(role, *me).is_some_and(|a| a != current))
                     .await
                     .map(drop);
                 if moved.is_err() {
@@ -78,6 +66,17 @@ impl Coordinator {
                 }
             }
         }
+    }
+}
+
+/// The lease holder's address as `role` knows it (`me` when this process holds it).
+fn holder_address(role: &Role, me: SocketAddr) -> Option<SocketAddr> {
+    match role {
+        Role::Following {
+            holder: Some(holder),
+        } => holder.parse().ok(),
+        Role::Holding { .. } => Some(me),
+        Role::Starting | Role::Following { holder: None } | Role::Lost { .. } => None,
     }
 }
 

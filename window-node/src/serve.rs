@@ -385,7 +385,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// What a process that stopped coordinating says (then it exits: fail-stop).
-const STOPPED_EARLY: &str = "stopped coordinating and exiting, without answering what was not committed (a follower resends it to the next holder); restart this process to rejoin as a follower";
+const STOPPED_EARLY: &str = "stopped coordinating and exiting, without acknowledging anything that was not committed (requests in flight get an error or a closed connection; retrying them is safe); restart this process to rejoin as a follower";
 
 /// The lease this process coordinates under.
 enum Tenure {
@@ -433,9 +433,8 @@ async fn follow_until<T>(
     stopped: &mut watch::Receiver<bool>,
     held: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<Option<T>> {
-    let held = std::pin::pin!(held);
+    let mut held = std::pin::pin!(held);
     // The first look is quick: a free lease is taken before anyone is told "following".
-    let mut held = held;
     if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), held.as_mut()).await {
         return result.map(Some);
     }

@@ -25,7 +25,7 @@ pub enum KvOp {
     /// Append the encoded output record numbered `seq` to the output log. The log is
     /// append-only: if it already holds `seq`, the whole batch is refused with
     /// [`StoreError::InvalidBatch`]. Ordered key-value backends keep it as the key
-    /// `codec::output_key(seq)` (see [`lower_append`]); Redis keeps it in a Stream.
+    /// `codec::output_key(seq)`; Redis keeps it in a Stream.
     Append(u64, Vec<u8>),
 }
 
@@ -62,6 +62,24 @@ impl KvOp {
             KvOp::DeletePrefix(prefix) => Plain::DeletePrefix(prefix),
         }
     }
+}
+
+/// Refuses `ops` if a key that must be fresh exists already (`exists` looks it up); the check
+/// memory and sled run before applying anything.
+pub(crate) fn refuse_overwrites(
+    ops: &[Plain],
+    mut exists: impl FnMut(&[u8]) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    for op in ops {
+        if let Plain::Put {
+            key, fresh: true, ..
+        } = op
+            && exists(key)?
+        {
+            return Err(overwrite_refused(key));
+        }
+    }
+    Ok(())
 }
 
 /// The error for a [`KvOp::PutNew`] whose key exists.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, overwrite_refused};
+use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites};
 
 /// A window store in memory. `sync` is a no-op: nothing survives the process.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -50,15 +50,7 @@ impl KvBackend for MemoryBackend {
 
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
         let ops: Vec<Plain> = ops.into_iter().map(KvOp::plain).collect();
-        for op in &ops {
-            if let Plain::Put {
-                key, fresh: true, ..
-            } = op
-                && self.map.contains_key(key)
-            {
-                return Err(overwrite_refused(key));
-            }
-        }
+        refuse_overwrites(&ops, |key| Ok(self.map.contains_key(key)))?;
         for op in ops {
             match op {
                 Plain::Put { key, value, .. } => {

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, overwrite_refused};
+use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites};
 
 /// A window store in a sled directory.
 pub type SledStore = KvStore<SledBackend>;
@@ -96,15 +96,7 @@ impl KvBackend for SledBackend {
         let ops: Vec<Plain> = ops.into_iter().map(KvOp::plain).collect();
         // One process holds a sled directory, so a look before the batch is as good as a look
         // inside it.
-        for op in &ops {
-            if let Plain::Put {
-                key, fresh: true, ..
-            } = op
-                && self.db.contains_key(key).map_err(backend)?
-            {
-                return Err(overwrite_refused(key));
-            }
-        }
+        refuse_overwrites(&ops, |key| self.db.contains_key(key).map_err(backend))?;
         let mut batch = sled::Batch::default();
         for op in ops {
             match op {
