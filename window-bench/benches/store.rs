@@ -103,7 +103,13 @@ impl<S: WindowStore> Pipeline<S> {
                 self.next_seq += 1;
             }
             let dirty = self.engine.take_dirty();
-            self.store.commit(&Batch { dirty, fired }).expect("commit");
+            self.store
+                .commit(&Batch {
+                    dirty,
+                    fired,
+                    requests: Vec::new(),
+                })
+                .expect("commit");
             if sync == Sync::EveryStep {
                 self.store.sync().expect("sync");
             }
@@ -171,6 +177,7 @@ fn fill(store: &mut dyn WindowStore, config: EngineConfig, events: usize) -> Eng
             .commit(&Batch {
                 dirty,
                 fired: Vec::new(),
+                requests: Vec::new(),
             })
             .expect("commit");
     }

@@ -15,13 +15,16 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use window_core::{
     ClosedWindow, Engine, EngineConfig, Event, EventId, SizeMs, Timestamp, WindowBounds, WindowId,
 };
-use window_store::{Batch, OutputRecord, StoreError, WindowStore};
+use window_store::{
+    Batch, OutputRecord, RememberedRequest, RequestOutcome, StoreError, WindowStore,
+};
 
 use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::lease_redis::FireGate;
 use crate::metrics::Metrics;
 use crate::node::{batch_error, close_window, recover};
+use crate::remembered::Remembered;
 
 /// Commands a group may hold before it is committed.
 const MAX_GROUP: usize = 512;
@@ -92,16 +95,20 @@ pub struct Stats {
 pub enum Command {
     Ingest {
         events: Vec<OwnedEvent>,
+        /// When given, a repeat of the request is answered from its record (see `remembered`).
+        request_id: Option<String>,
         reply: oneshot::Sender<Result<IngestOk, NodeError>>,
     },
     Close {
         window_id: WindowId,
         size: Option<SizeMs>,
         key: Option<String>,
+        request_id: Option<String>,
         reply: oneshot::Sender<Result<OutputRecord, NodeError>>,
     },
     Flush {
         until: Option<Timestamp>,
+        request_id: Option<String>,
         reply: oneshot::Sender<Result<Vec<OutputRecord>, NodeError>>,
     },
     Subscribe {
@@ -140,6 +147,45 @@ enum Pending {
     ),
 }
 
+impl Pending {
+    /// What a successful request did, to remember under its id. Errors are not remembered: a
+    /// request answered with an error changed nothing, so running it again is safe.
+    fn outcome(&self) -> Option<RequestOutcome> {
+        match self {
+            Pending::Ingest(_, Ok(ok)) => Some(RequestOutcome::Ingest {
+                accepted: ok.accepted as u64,
+                duplicates: ok.duplicates as u64,
+                late: ok.late as u64,
+            }),
+            Pending::Close(_, Ok(record)) => Some(RequestOutcome::Close { seq: record.seq }),
+            Pending::Flush(_, Ok(records)) => Some(RequestOutcome::Flush {
+                first_seq: records.first().map_or(0, |r| r.seq),
+                count: records.len() as u64,
+            }),
+            Pending::Ingest(_, Err(_)) | Pending::Close(_, Err(_)) | Pending::Flush(_, Err(_)) => {
+                None
+            }
+        }
+    }
+}
+
+/// The request a remembered outcome belongs to, for error texts.
+fn outcome_kind(outcome: RequestOutcome) -> &'static str {
+    match outcome {
+        RequestOutcome::Ingest { .. } => "an ingest",
+        RequestOutcome::Close { .. } => "a close",
+        RequestOutcome::Flush { .. } => "a flush",
+    }
+}
+
+/// The part of the engine's state the store's meta record holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct MetaState {
+    counters: window_core::Counters,
+    watermark: Option<Timestamp>,
+    max_event_time: Option<Timestamp>,
+}
+
 /// The driver's state.
 pub struct Driver {
     config: DriverConfig,
@@ -158,6 +204,13 @@ pub struct Driver {
     /// Fired in this group and written, published after the sync.
     fired: Vec<Arc<OutputRecord>>,
     late: Vec<Arc<LateNotice>>,
+    /// Outcomes of requests with ids, by id; and those of this group, not yet written.
+    remembered: Remembered,
+    unwritten_requests: Vec<RememberedRequest>,
+    /// What the store's meta record holds (counters, watermark, max event time): a group that
+    /// changes only these is written too, so a takeover does not turn them back. `None` until
+    /// the first write.
+    written_meta: Option<MetaState>,
     /// With a lease that can lapse (Redis): asked before every group.
     gate: Option<Arc<FireGate>>,
 }
@@ -184,8 +237,12 @@ impl Driver {
         publish: broadcast::Sender<Published>,
         metrics: Arc<Metrics>,
     ) -> Result<Driver, StoreError> {
-        let (engine, next_seq) = recover(&mut *store, config.engine)?;
+        let opened = recover(&mut *store, config.engine)?;
+        let (engine, next_seq) = (opened.engine, opened.next_seq);
         Ok(Driver {
+            written_meta: None,
+            remembered: Remembered::restore(opened.requests),
+            unwritten_requests: Vec::new(),
             watermark_at_arrival: engine.watermark(),
             config,
             engine,
@@ -344,9 +401,105 @@ impl Driver {
     }
 
     /// One command as one engine step.
+    /// One command: answered from its record when its request id is remembered, else run as one
+    /// engine step, its outcome remembered when it has an id.
     fn step(&mut self, command: Command) -> Pending {
+        let id = match &command {
+            Command::Ingest { request_id, .. }
+            | Command::Close { request_id, .. }
+            | Command::Flush { request_id, .. } => request_id.clone(),
+            Command::Subscribe { .. } | Command::Stats { .. } => None,
+        };
+        let Some(id) = id else {
+            return self.run_step(command);
+        };
+        let Some(outcome) = self.remembered.get(&id) else {
+            let pending = self.run_step(command);
+            if let Some(outcome) = pending.outcome() {
+                let record = self.remembered.remember(id, outcome);
+                self.unwritten_requests.push(record);
+            }
+            return pending;
+        };
+        Metrics::add(&self.metrics.requests_repeated, 1);
+        tracing::debug!(request_id = %id, ?outcome, "answering a repeated request from its record");
+        let used_for = |what: &str| {
+            NodeError::malformed(format!(
+                "request_id {id:?} was used for {what} already; give every request its own id"
+            ))
+        };
+        match (command, outcome) {
+            (
+                Command::Ingest { reply, .. },
+                RequestOutcome::Ingest {
+                    accepted,
+                    duplicates,
+                    late,
+                },
+            ) => Pending::Ingest(
+                reply,
+                Ok(IngestOk {
+                    accepted: accepted as usize,
+                    duplicates: duplicates as usize,
+                    late: late as usize,
+                }),
+            ),
+            (Command::Close { reply, .. }, RequestOutcome::Close { seq }) => Pending::Close(
+                reply,
+                self.output_records(seq, 1).and_then(|mut records| {
+                    records.pop().ok_or_else(|| {
+                        NodeError::Internal(format!("output record {seq} is missing"))
+                    })
+                }),
+            ),
+            (Command::Flush { reply, .. }, RequestOutcome::Flush { first_seq, count }) => {
+                Pending::Flush(reply, self.output_records(first_seq, count))
+            }
+            (Command::Ingest { reply, .. }, other) => {
+                Pending::Ingest(reply, Err(used_for(outcome_kind(other))))
+            }
+            (Command::Close { reply, .. }, other) => {
+                Pending::Close(reply, Err(used_for(outcome_kind(other))))
+            }
+            (Command::Flush { reply, .. }, other) => {
+                Pending::Flush(reply, Err(used_for(outcome_kind(other))))
+            }
+            (Command::Subscribe { .. } | Command::Stats { .. }, _) => {
+                unreachable!("handled by run")
+            }
+        }
+    }
+
+    /// Output records `first..first + count`: from the store, and from this group's records
+    /// not yet written.
+    fn output_records(&self, first: u64, count: u64) -> Result<Vec<OutputRecord>, NodeError> {
+        let written_end = self.next_seq - self.unwritten.len() as u64;
+        let end = first.saturating_add(count);
+        let mut records = if first < written_end {
+            let limit = usize::try_from(end.min(written_end) - first).unwrap_or(usize::MAX);
+            blocking(|| self.store.read_output(first, limit))
+                .map_err(|e| NodeError::Internal(format!("reading the output log: {e}")))?
+        } else {
+            Vec::new()
+        };
+        records.extend(
+            self.unwritten
+                .iter()
+                .filter(|r| r.seq >= first && r.seq < end)
+                .cloned(),
+        );
+        if records.len() as u64 != count || records.first().is_some_and(|r| r.seq != first) {
+            return Err(NodeError::Internal(format!(
+                "the output log does not hold records {first}..{end} that a remembered request returned"
+            )));
+        }
+        Ok(records)
+    }
+
+    /// One command as one engine step.
+    fn run_step(&mut self, command: Command) -> Pending {
         match command {
-            Command::Ingest { events, reply } => {
+            Command::Ingest { events, reply, .. } => {
                 let result = self.ingest(events);
                 self.number_fired(Vec::new());
                 Pending::Ingest(reply, result)
@@ -356,6 +509,7 @@ impl Driver {
                 size,
                 key,
                 reply,
+                ..
             } => {
                 let result = close_window(
                     &mut self.engine,
@@ -375,7 +529,7 @@ impl Driver {
                     }),
                 )
             }
-            Command::Flush { until, reply } => {
+            Command::Flush { until, reply, .. } => {
                 let windows = self.engine.flush(until);
                 let records = self.number_fired(windows);
                 Pending::Flush(reply, Ok(records))
@@ -449,7 +603,17 @@ impl Driver {
     /// by many requests of the group is written once.
     fn write_group(&mut self) -> Result<(), StoreError> {
         let dirty = self.engine.take_dirty();
-        if self.unwritten.is_empty() && dirty.windows.is_empty() && dirty.removed.is_empty() {
+        let meta = MetaState {
+            counters: dirty.counters,
+            watermark: dirty.watermark,
+            max_event_time: dirty.max_event_time,
+        };
+        if self.unwritten.is_empty()
+            && self.unwritten_requests.is_empty()
+            && dirty.windows.is_empty()
+            && dirty.removed.is_empty()
+            && self.written_meta == Some(meta)
+        {
             // Nothing to write, so no batch meets the fence: with a lease that can be lost, ask
             // the store before answering (a read-only check, one round trip).
             if self.gate.is_some() {
@@ -460,9 +624,11 @@ impl Driver {
         let batch = Batch {
             dirty,
             fired: std::mem::take(&mut self.unwritten),
+            requests: std::mem::take(&mut self.unwritten_requests),
         };
         // A network store (Redis) blocks for a round trip: as for `sync`, tell tokio.
         blocking(|| self.store.commit(&batch))?;
+        self.written_meta = Some(meta);
         Metrics::add(&self.metrics.windows_fired, batch.fired.len() as u64);
         self.fired.extend(batch.fired.into_iter().map(Arc::new));
         Ok(())
@@ -599,7 +765,11 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         running
             .commands
-            .send(Command::Ingest { events, reply })
+            .send(Command::Ingest {
+                events,
+                request_id: None,
+                reply,
+            })
             .await
             .expect("send");
         rx.await.expect("reply").expect("ingest ok")
@@ -765,6 +935,7 @@ mod fencing {
         commands
             .send(Command::Ingest {
                 events: events(&[id]),
+                request_id: None,
                 reply,
             })
             .await
@@ -797,7 +968,11 @@ mod fencing {
         let ingested = send_ingest(&old.commands, 2).await;
         let (reply, flushed) = oneshot::channel();
         old.commands
-            .send(Command::Flush { until: None, reply })
+            .send(Command::Flush {
+                until: None,
+                request_id: None,
+                reply,
+            })
             .await
             .expect("send");
         assert!(ingested.await.is_err(), "the ingest was acknowledged");
@@ -813,7 +988,7 @@ mod fencing {
         assert!(check.read_output(0, 10).expect("log").is_empty());
     }
 
-    /// A group that writes nothing (a duplicate, a `stats`) meets no fence in a batch: the driver
+    /// A group that writes nothing (a `stats`) meets no fence in a batch: the driver
     /// asks the store before answering it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_superseded_driver_answers_nothing_even_when_nothing_is_written() {
@@ -824,15 +999,229 @@ mod fencing {
         let gate = FireGate::always_open_for_tests();
         let old = superseded(&url, &ns, Some(gate)).await;
 
-        // A duplicate changes nothing, and a stats reads only memory.
-        let duplicate = send_ingest(&old.commands, 1).await;
+        // A stats reads only memory and writes nothing. (A duplicate now writes its counters,
+        // so it meets the fence in its batch, as the test above shows for any write.)
         let (reply, stats) = oneshot::channel();
         old.commands
             .send(Command::Stats { reply })
             .await
             .expect("send");
-        assert!(duplicate.await.is_err(), "the duplicate was answered");
         assert!(stats.await.is_err(), "stats were answered");
         assert_fenced(old.running.await.expect("join"));
+    }
+}
+
+#[cfg(test)]
+mod repeats {
+    //! Requests with a request id, sent again (as a follower does after a failover): answered
+    //! from their record, never run twice, before and after a restart on a real sled directory.
+
+    use window_core::{EngineConfig, EventId, IdFrame, SizeMs, Timestamp};
+    use window_store::SledStore;
+
+    use super::*;
+
+    struct Running {
+        commands: mpsc::Sender<Command>,
+        stop: watch::Sender<bool>,
+        running: tokio::task::JoinHandle<Result<(), DriverError>>,
+    }
+
+    fn start(dir: &std::path::Path) -> Running {
+        let config = DriverConfig {
+            engine: EngineConfig {
+                frame: IdFrame::Utc,
+                ..EngineConfig::default()
+            },
+            size: SizeMs::new(1_000).expect("size"),
+            idle_timeout: None,
+            epoch: 1,
+        };
+        let store = SledStore::open(dir).expect("open sled");
+        let (publish, _) = broadcast::channel(64);
+        let driver = Driver::new(
+            config,
+            Box::new(store),
+            publish,
+            Arc::new(Metrics::default()),
+        )
+        .expect("driver");
+        let (commands, rx) = mpsc::channel(16);
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(driver.run(rx, stopped));
+        Running {
+            commands,
+            stop,
+            running,
+        }
+    }
+
+    impl Running {
+        async fn stop(self) {
+            self.stop.send(true).expect("stop");
+            drop(self.commands);
+            self.running.await.expect("join").expect("a clean stop");
+        }
+
+        /// Queues an ingest of events `ids` (timestamp = id) under `request_id`.
+        async fn ingest(
+            &self,
+            ids: &[i64],
+            request_id: &str,
+        ) -> oneshot::Receiver<Result<IngestOk, NodeError>> {
+            let events = ids
+                .iter()
+                .map(|&id| OwnedEvent {
+                    id: EventId::Int(id),
+                    ts: Timestamp::from_millis(id),
+                    key: None,
+                    value: None,
+                })
+                .collect();
+            let (reply, rx) = oneshot::channel();
+            let request_id = Some(request_id.to_owned());
+            self.commands
+                .send(Command::Ingest {
+                    events,
+                    request_id,
+                    reply,
+                })
+                .await
+                .expect("send");
+            rx
+        }
+
+        async fn close(
+            &self,
+            window: i64,
+            request_id: &str,
+        ) -> oneshot::Receiver<Result<OutputRecord, NodeError>> {
+            let (reply, rx) = oneshot::channel();
+            self.commands
+                .send(Command::Close {
+                    window_id: WindowId(window),
+                    size: None,
+                    key: None,
+                    request_id: Some(request_id.to_owned()),
+                    reply,
+                })
+                .await
+                .expect("send");
+            rx
+        }
+
+        async fn flush(&self, request_id: &str) -> Vec<OutputRecord> {
+            let (reply, rx) = oneshot::channel();
+            self.commands
+                .send(Command::Flush {
+                    until: None,
+                    request_id: Some(request_id.to_owned()),
+                    reply,
+                })
+                .await
+                .expect("send");
+            rx.await.expect("reply").expect("flushed")
+        }
+    }
+
+    fn ok(accepted: usize, duplicates: usize) -> IngestOk {
+        IngestOk {
+            accepted,
+            duplicates,
+            late: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resent_ingest_after_its_window_was_flushed_is_not_emitted_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = start(dir.path());
+        let first = node.ingest(&[1, 2], "i1").await.await.expect("reply");
+        assert_eq!(first.expect("ingest"), ok(2, 0));
+        let flushed = node.flush("f1").await;
+        assert_eq!(flushed.len(), 1);
+        assert_eq!(flushed[0].window.ids, [EventId::Int(1), EventId::Int(2)]);
+
+        // The resends get the first replies; the ingest does not open the window again.
+        let again = node.ingest(&[1, 2], "i1").await.await.expect("reply");
+        assert_eq!(again.expect("ingest"), ok(2, 0));
+        assert_eq!(
+            node.flush("f1").await,
+            flushed,
+            "the same records, seq and all"
+        );
+        assert!(node.flush("f2").await.is_empty(), "the resent ingest ran");
+
+        // After a restart the records are still there.
+        node.stop().await;
+        let node = start(dir.path());
+        let again = node.ingest(&[1, 2], "i1").await.await.expect("reply");
+        assert_eq!(again.expect("ingest"), ok(2, 0));
+        assert_eq!(node.flush("f1").await, flushed);
+        assert!(node.flush("f3").await.is_empty(), "the resent ingest ran");
+        // A new request runs as usual: the same events under a new id open the window afresh.
+        let fresh = node.ingest(&[1], "i2").await.await.expect("reply");
+        assert_eq!(fresh.expect("ingest"), ok(1, 0));
+        node.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_close_resent_within_one_group_returns_the_same_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = start(dir.path());
+        node.ingest(&[5], "i1")
+            .await
+            .await
+            .expect("reply")
+            .expect("ingest");
+        // Both closes are queued before the driver runs again, so they share one group: the
+        // repeat is answered from the record not yet written.
+        let first = node.close(0, "c1").await;
+        let repeat = node.close(0, "c1").await;
+        let other = node.close(0, "c2").await;
+        let first = first.await.expect("reply").expect("closed");
+        assert_eq!(repeat.await.expect("reply").expect("closed"), first);
+        assert!(
+            matches!(other.await.expect("reply"), Err(NodeError::NotOpen(_))),
+            "a new close of the closed window is refused"
+        );
+        // An id used for a close cannot be an ingest's.
+        let misused = node.ingest(&[6], "c1").await.await.expect("reply");
+        match misused {
+            Err(NodeError::Malformed(text)) => {
+                assert!(
+                    text.contains("\"c1\"") && text.contains("a close"),
+                    "{text}"
+                )
+            }
+            other => panic!("a reused id was run: {other:?}"),
+        }
+        node.stop().await;
+        let node = start(dir.path());
+        let again = node.close(0, "c1").await.await.expect("reply");
+        assert_eq!(again.expect("closed"), first, "remembered across a restart");
+        node.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_resent_duplicate_only_ingest_is_remembered_too() {
+        // An ingest whose events were all duplicates writes no window, yet its outcome must be
+        // kept: resent after the window was flushed, it would otherwise be accepted afresh.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let node = start(dir.path());
+        node.ingest(&[1], "i1")
+            .await
+            .await
+            .expect("reply")
+            .expect("ingest");
+        let duplicate = node.ingest(&[1], "i2").await.await.expect("reply");
+        assert_eq!(duplicate.expect("ingest"), ok(0, 1));
+        node.stop().await;
+        let node = start(dir.path());
+        assert_eq!(node.flush("f1").await.len(), 1);
+        let again = node.ingest(&[1], "i2").await.await.expect("reply");
+        assert_eq!(again.expect("ingest"), ok(0, 1));
+        assert!(node.flush("f2").await.is_empty());
+        node.stop().await;
     }
 }

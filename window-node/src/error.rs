@@ -25,10 +25,13 @@ pub enum NodeError {
 
 impl NodeError {
     /// The Maelstrom error code.
+    /// The code of [`NodeError::Unavailable`]: the request was not run and may be sent again.
+    pub const UNAVAILABLE: u32 = 11;
+
     pub fn code(&self) -> u32 {
         match self {
             NodeError::UnknownType(_) => 10,
-            NodeError::Unavailable(_) => 11,
+            NodeError::Unavailable(_) => NodeError::UNAVAILABLE,
             NodeError::Malformed(_) => 12,
             NodeError::Internal(_) => 13,
             NodeError::NotOpen(_) => 20,

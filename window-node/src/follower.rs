@@ -5,9 +5,13 @@
 //! are remembered; when the coordinator goes away (it died, and another process, maybe this one,
 //! takes over) the follower reconnects to the new coordinator and sends them again, so a client
 //! sees a delay, not an error: ingest is idempotent by event id, so a resent batch is not counted
-//! twice. A subscription is resumed from the next sequence number it had not yet seen. Only when
-//! no coordinator appears within the failover timeout are the waiting requests answered with
-//! error 11 (safe to retry).
+//! twice. Every forwarded line is marked with a request id (unless the client gave one), which
+//! the coordinator records with the request's outcome in the same batch: a resent `close` or
+//! `flush`, or an `ingest` whose window was closed meanwhile, is answered from that record rather
+//! than run a second time. A coordinator that answers error 11 (it is stopping) is treated like
+//! one that went away: the request is sent again to the next one. A subscription is resumed from
+//! the next sequence number it had not yet seen. Only when no coordinator appears within the
+//! failover timeout are the waiting requests answered with error 11 (safe to retry).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -105,6 +109,7 @@ struct Peek {
     #[serde(rename = "type")]
     kind: Option<String>,
     in_reply_to: Option<serde::de::IgnoredAny>,
+    code: Option<u32>,
     seq: Option<u64>,
     from_seq: Option<u64>,
     body: Option<Box<Peek>>,
@@ -130,6 +135,9 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
     // With a subscription: the next sequence number the client has not seen.
     let mut subscribed: Option<u64> = None;
     let mut client_done = false;
+    let mut ids = RequestIds::new();
+    // Since when the coordinator has answered only "unavailable" (error 11).
+    let mut unavailable_since: Option<tokio::time::Instant> = None;
     loop {
         let Some((upstream, coordinator)) = connect(&forwarding).await else {
             // No coordinator: answer what waits with error 11, then go on (a coordinator may
@@ -162,7 +170,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             match read_client(&mut client_read, &mut splitter).await {
                 Some(line) => {
                     note_subscribe(&line, &mut subscribed);
-                    waiting.push_back(Waiting::Client(line));
+                    waiting.push_back(Waiting::Client(mark(&line, &ids.next())));
                 }
                 None => return,
             }
@@ -187,6 +195,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     match line {
                         Some(line) => {
                             note_subscribe(&line, &mut subscribed);
+                            let line = mark(&line, &ids.next());
                             let sent = up_write.write_all(format!("{line}\n").as_bytes()).await;
                             waiting.push_back(Waiting::Client(line));
                             if sent.is_err() {
@@ -212,8 +221,20 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     }
                     let text = String::from_utf8_lossy(&up_line).into_owned();
                     up_line.clear();
-                    if !relay(&text, &mut waiting, &mut subscribed, &mut client_write).await {
-                        return;
+                    // Requests refused as unavailable are sent again for up to the failover
+                    // timeout; after that the refusals reach the client.
+                    let may_retry = unavailable_since
+                        .is_none_or(|since| since.elapsed() < forwarding.failover_timeout);
+                    match relay(&text, &mut waiting, &mut subscribed, &mut client_write, may_retry).await {
+                        Relayed::Passed { unavailable: false } => unavailable_since = None,
+                        Relayed::Passed { unavailable: true } => {}
+                        Relayed::ClientGone => return,
+                        Relayed::Retry => {
+                            unavailable_since.get_or_insert_with(tokio::time::Instant::now);
+                            tracing::info!("the coordinator is stopping; sending its waiting requests to the next one");
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                            break;
+                        }
                     }
                 }
             }
@@ -225,15 +246,35 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
     }
 }
 
+/// What became of an upstream line.
+enum Relayed {
+    /// Passed to the client (or, for the follower's own resubscription, taken); `unavailable`
+    /// when it was an error 11 passed on because retrying took too long.
+    Passed { unavailable: bool },
+    /// The client is gone.
+    ClientGone,
+    /// The coordinator answered "unavailable" (error 11): the request stays waiting, to be sent
+    /// to the next coordinator.
+    Retry,
+}
+
+/// How long a follower waits before sending again what a stopping coordinator refused.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Routes one upstream line: a reply answers the oldest waiting request; a streamed window or
-/// late event of a subscription goes straight to the client. Returns false if the client is gone.
+/// late event of a subscription goes straight to the client. An error 11 reply leaves its request
+/// waiting when `may_retry`.
 async fn relay(
     text: &str,
     waiting: &mut VecDeque<Waiting>,
     subscribed: &mut Option<u64>,
     client: &mut OwnedWriteHalf,
-) -> bool {
+    may_retry: bool,
+) -> Relayed {
     let peek = Peek::of(text.trim_end());
+    let unavailable = peek.as_ref().is_some_and(|p| {
+        p.kind.as_deref() == Some("error") && p.code == Some(NodeError::UNAVAILABLE)
+    });
     let streamed = subscribed.is_some()
         && peek.as_ref().is_some_and(|p| {
             p.in_reply_to.is_none()
@@ -254,11 +295,20 @@ async fn relay(
                 *subscribed = Some(from);
             }
         }
-        if let Some(Waiting::Resubscribe) = waiting.pop_front() {
-            return true;
+        match waiting.pop_front() {
+            Some(Waiting::Resubscribe) => return Relayed::Passed { unavailable: false },
+            Some(Waiting::Client(line)) if may_retry && unavailable => {
+                waiting.push_front(Waiting::Client(line));
+                return Relayed::Retry;
+            }
+            _ => {}
         }
     }
-    client.write_all(text.as_bytes()).await.is_ok()
+    if client.write_all(text.as_bytes()).await.is_ok() {
+        Relayed::Passed { unavailable }
+    } else {
+        Relayed::ClientGone
+    }
 }
 
 /// Sends every waiting request again (and resumes a subscription) on a new upstream.
@@ -289,6 +339,56 @@ async fn resend(
         }
     }
     up.write_all(&out).await
+}
+
+/// Request ids for one client connection's lines: 128 random bits, then the line's number.
+struct RequestIds {
+    prefix: String,
+    next: u64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        let mut bytes = [0u8; 16];
+        if let Err(error) = getrandom::fill(&mut bytes) {
+            // Unique enough without the OS's randomness: this process, this instant, a counter.
+            tracing::warn!(%error, "no random bytes from the OS; request ids fall back to time and process id");
+            static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let count = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bytes[..8].copy_from_slice(&nanos.to_be_bytes());
+            bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+            bytes[12..].copy_from_slice(&(count as u32).to_be_bytes());
+        }
+        let prefix = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        RequestIds { prefix, next: 0 }
+    }
+
+    fn next(&mut self) -> String {
+        self.next += 1;
+        format!("fw-{}-{}", self.prefix, self.next)
+    }
+}
+
+/// The client's line with `"request_id"` added first to its outermost object (the envelope, or a
+/// bare body), so that the coordinator can tell a resend from a new request. A line that carries
+/// a request id already (or mentions the name anywhere, which a cheap check cannot tell apart)
+/// goes as it is, as does a line that is not an object: the coordinator rejects that anyway.
+fn mark(line: &str, id: &str) -> String {
+    let Some(inside) = line.trim_start().strip_prefix('{') else {
+        return line.to_owned();
+    };
+    if line.contains("\"request_id\"") {
+        return line.to_owned();
+    }
+    let comma = if inside.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"request_id\":\"{id}\"{comma}{inside}")
 }
 
 /// Finds a coordinator to talk to, waiting up to the failover timeout.
@@ -369,4 +469,161 @@ fn msg_id_of(line: &str) -> Option<String> {
         None => id,
     };
     id.msg_id.map(|m| m.get().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The follower against a scripted coordinator on loopback: what it sends again, and how.
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn mark_adds_the_id_first_to_the_outermost_object() {
+        assert_eq!(
+            mark(r#"{"type":"flush"}"#, "x-1"),
+            r#"{"request_id":"x-1","type":"flush"}"#
+        );
+        assert_eq!(
+            mark(r#" { "src":"c1","body":{"type":"flush"}}"#, "x-2"),
+            r#"{"request_id":"x-2", "src":"c1","body":{"type":"flush"}}"#
+        );
+        assert_eq!(mark("{ }", "x-3"), r#"{"request_id":"x-3" }"#);
+        // The client's own id wins; what is not an object goes as it is.
+        let own = r#"{"type":"flush","request_id":"mine"}"#;
+        assert_eq!(mark(own, "x-4"), own);
+        assert_eq!(mark("[1]", "x-5"), "[1]");
+        for line in [
+            r#"{"type":"flush"}"#,
+            r#"{"src":"c","body":{"type":"flush"}}"#,
+        ] {
+            let marked: serde_json::Value = serde_json::from_str(&mark(line, "x-6")).unwrap();
+            assert_eq!(marked["request_id"], "x-6", "{line}");
+        }
+    }
+
+    #[test]
+    fn request_ids_differ_between_connections_and_lines() {
+        let (mut a, mut b) = (RequestIds::new(), RequestIds::new());
+        let ids = [a.next(), a.next(), b.next()];
+        assert_ne!(ids[0], ids[1]);
+        assert_ne!(ids[0], ids[2]);
+        assert!(ids[0].len() > 32, "128 random bits: {}", ids[0]);
+    }
+
+    /// A follower in front of `dir`'s coordinator, with one client connected to it.
+    async fn follower(dir: &std::path::Path) -> BufReader<TcpStream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let forwarding = Arc::new(Forwarding {
+            coordinator: Coordinator::Dir(dir.to_owned()),
+            max_line_bytes: 1 << 20,
+            failover_timeout: Duration::from_secs(5),
+            style: Style::Compact,
+        });
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            forward_connection(client, forwarding).await;
+        });
+        BufReader::new(TcpStream::connect(address).await.unwrap())
+    }
+
+    /// A fake coordinator: publishes its address in `dir` and returns its listener.
+    async fn coordinator(dir: &std::path::Path) -> TcpListener {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        std::fs::write(dir.join("coordinator"), format!("{address} 1")).unwrap();
+        listener
+    }
+
+    /// The coordinator's next connection from the follower.
+    async fn accept(listener: &TcpListener) -> BufReader<TcpStream> {
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept())
+            .await
+            .expect("the follower connects within 10 s")
+            .unwrap();
+        BufReader::new(stream)
+    }
+
+    async fn next_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> String {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
+            .await
+            .expect("a line within 10 s")
+            .unwrap();
+        assert!(read > 0, "the connection closed");
+        line
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_is_sent_again_with_the_same_request_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = coordinator(dir.path()).await;
+        let mut client = follower(dir.path()).await;
+        client
+            .get_mut()
+            .write_all(b"{\"type\":\"flush\",\"msg_id\":7}\n")
+            .await
+            .unwrap();
+        // The first coordinator takes the line and dies without answering.
+        let mut first = accept(&upstream).await;
+        let sent = next_line(&mut first).await;
+        drop(first);
+        let marked: serde_json::Value = serde_json::from_str(&sent).unwrap();
+        let id = marked["request_id"].as_str().expect("marked").to_owned();
+        assert_eq!(marked["msg_id"], 7);
+        // The next one gets the same line, id and all, and its reply reaches the client.
+        let mut second = accept(&upstream).await;
+        assert_eq!(next_line(&mut second).await, sent);
+        second
+            .get_mut()
+            .write_all(b"{\"type\":\"flushed\",\"in_reply_to\":7,\"windows\":[]}\n")
+            .await
+            .unwrap();
+        let reply = next_line(&mut client).await;
+        assert!(reply.contains("flushed"), "{reply}");
+        assert!(
+            !reply.contains(&id),
+            "the id is the follower's business: {reply}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_refused_as_unavailable_is_sent_again_not_passed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let upstream = coordinator(dir.path()).await;
+        let mut client = follower(dir.path()).await;
+        client
+            .get_mut()
+            .write_all(b"{\"type\":\"ingest\",\"msg_id\":1,\"events\":[]}\n")
+            .await
+            .unwrap();
+        // A stopping coordinator refuses with error 11 and keeps the connection open.
+        let mut first = accept(&upstream).await;
+        let sent = next_line(&mut first).await;
+        first
+            .get_mut()
+            .write_all(
+                b"{\"type\":\"error\",\"in_reply_to\":1,\"code\":11,\"text\":\"shutting down\"}\n",
+            )
+            .await
+            .unwrap();
+        let mut second = accept(&upstream).await;
+        assert_eq!(
+            next_line(&mut second).await,
+            sent,
+            "the same line, sent again"
+        );
+        second
+            .get_mut()
+            .write_all(
+                b"{\"type\":\"ingest_ok\",\"in_reply_to\":1,\"accepted\":0,\"duplicates\":0,\"late\":0}\n",
+            )
+            .await
+            .unwrap();
+        let reply = next_line(&mut client).await;
+        assert!(reply.contains("ingest_ok"), "{reply}");
+        drop(first);
+    }
 }

@@ -15,6 +15,7 @@ mod metrics;
 mod node;
 mod protocol;
 mod reassemble;
+mod remembered;
 mod render;
 mod serve;
 mod stdin;

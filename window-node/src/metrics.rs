@@ -23,6 +23,8 @@ pub struct Metrics {
     pub connections_open: AtomicU64,
     pub connections_total: AtomicU64,
     pub subscribers_dropped: AtomicU64,
+    /// Requests answered from the record of an earlier request with the same request id.
+    pub requests_repeated: AtomicU64,
     /// 1 while this process coordinates (holds the lease, or needs none), 0 while it follows.
     pub coordinating: AtomicU64,
     /// The lease epoch this process coordinates with (0 while following or without a lease).
@@ -89,6 +91,11 @@ impl Metrics {
                 "window_node_subscribers_dropped_total",
                 "Subscribers disconnected for falling behind.",
                 get(&self.subscribers_dropped),
+            ),
+            (
+                "window_node_requests_repeated_total",
+                "Requests answered from the record of an earlier one with the same request_id (resends after a failover).",
+                get(&self.requests_repeated),
             ),
         ] {
             let _ = writeln!(

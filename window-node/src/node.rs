@@ -88,7 +88,11 @@ impl Node {
             frame: config.frame,
             ..config.engine
         };
-        let (engine, next_seq) = recover(&mut *store, engine_config)?;
+        // The stdin node answers each line once, in order: nothing resends, so it keeps no
+        // remembered requests.
+        let window_store::Opened {
+            engine, next_seq, ..
+        } = recover(&mut *store, engine_config)?;
         let mut node = Node::new(config);
         node.engine = engine;
         node.next_seq = next_seq;
@@ -108,6 +112,7 @@ impl Node {
         let batch = window_store::Batch {
             dirty: self.engine.take_dirty(),
             fired: std::mem::take(&mut self.unwritten),
+            requests: Vec::new(),
         };
         store.commit(&batch)?;
         store.sync()
@@ -415,18 +420,19 @@ impl Node {
 pub(crate) fn recover(
     store: &mut dyn WindowStore,
     config: EngineConfig,
-) -> Result<(Engine, u64), StoreError> {
+) -> Result<window_store::Opened, StoreError> {
     let started = std::time::Instant::now();
-    let (engine, next_seq) = window_store::open_engine(store, config)?;
-    let stats = engine.stats();
+    let opened = window_store::open(store, config)?;
+    let stats = opened.engine.stats();
     tracing::info!(
         open_windows = stats.open_windows,
         buffered_events = stats.buffered_events,
-        next_seq,
+        next_seq = opened.next_seq,
+        remembered_requests = opened.requests.len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered the open state from the store"
     );
-    Ok((engine, next_seq))
+    Ok(opened)
 }
 
 /// Closes the window `window_id` (of `size` and `key`, when given), with the protocol's errors.

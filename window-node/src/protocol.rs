@@ -36,6 +36,9 @@ pub struct Request<'a> {
     pub dest: Option<String>,
     /// `msg_id` as its JSON text, echoed as `in_reply_to`.
     pub msg_id: Option<&'a str>,
+    /// `request_id`: a request the daemon has run under this id is answered from its record
+    /// instead of being run again (in the body, or for a forwarded envelope on the envelope).
+    pub request_id: Option<String>,
     /// What is asked.
     pub body: Body<'a>,
 }
@@ -154,7 +157,7 @@ pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, NodeError)> {
                     body.msg_id,
                     body.kind,
                     body.events.as_deref(),
-                    &body.rest(),
+                    &body.rest_within(outer.request_id),
                 )
             }
             None => typed_request(
@@ -181,6 +184,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
             );
         }
     };
+    let envelope_request_id = outer.body.and(outer.request_id);
     let (src, dest, fields) = match outer.body {
         Some(body) => {
             let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
@@ -218,7 +222,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
         fields.msg_id,
         fields.kind,
         events.as_deref(),
-        &fields.rest(),
+        &fields.rest_within(envelope_request_id),
     ) {
         Err(error) => error,
         // Both paths accept the same fields; if the careful one finds no fault, report the
@@ -242,6 +246,7 @@ struct Rest<'a> {
     key: Option<&'a RawValue>,
     until: Option<&'a RawValue>,
     from_seq: Option<&'a RawValue>,
+    request_id: Option<&'a RawValue>,
 }
 
 impl<'a, B, E> Fields<'a, B, E> {
@@ -253,6 +258,16 @@ impl<'a, B, E> Fields<'a, B, E> {
             key: self.key,
             until: self.until,
             from_seq: self.from_seq,
+            request_id: self.request_id,
+        }
+    }
+
+    /// The body's fields, with the envelope's `request_id` when the body has none (a follower
+    /// marks a forwarded line on the outside, without rewriting the client's body).
+    fn rest_within(&self, envelope_request_id: Option<&'a RawValue>) -> Rest<'a> {
+        Rest {
+            request_id: self.request_id.or(envelope_request_id),
+            ..self.rest()
         }
     }
 }
@@ -280,13 +295,32 @@ fn typed_request<'a>(
         ));
         return Err((reply_to(None), err));
     }
+    let request_id = rest
+        .request_id
+        .filter(|raw| raw.get() != "null")
+        .map(parse_request_id)
+        .transpose()
+        .map_err(|e| (reply_to(msg_id), e))?;
     let body = parse_body(kind, events, rest).map_err(|e| (reply_to(msg_id), e))?;
     Ok(Request {
         src,
         dest,
         msg_id: msg_id.map(RawValue::get),
+        request_id,
         body,
     })
+}
+
+/// The longest request id taken, in bytes.
+pub const MAX_REQUEST_ID: usize = 256;
+
+fn parse_request_id(raw: &RawValue) -> Result<String, NodeError> {
+    const WHAT: &str = "a non-empty string of at most 256 bytes, unique per request (e.g. a UUID)";
+    let id = decode_str(raw).map_err(|v| invalid("request_id", v, WHAT))?;
+    if id.is_empty() || id.len() > MAX_REQUEST_ID {
+        return Err(invalid("request_id", raw, WHAT));
+    }
+    Ok(id.into_owned())
 }
 
 fn decode_opt(raw: Option<&RawValue>) -> Option<String> {
@@ -333,6 +367,8 @@ struct Fields<'a, B, E> {
     until: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     from_seq: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    request_id: Option<&'a RawValue>,
 }
 
 /// One event as raw JSON fields.

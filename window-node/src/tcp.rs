@@ -206,6 +206,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
     let unavailable = || {
         NodeError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
     };
+    let request_id = request.request_id;
     match request.body {
         Body::Ingest { mut events } => {
             let events = events.events();
@@ -222,21 +223,21 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                 });
             }
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Ingest { events: owned, reply: tx }).await.is_err() {
+            if shared.commands.send(Command::Ingest { events: owned, request_id, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Ingest(to, rx)
         }
         Body::Close { window_id, size, key } => {
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Close { window_id, size, key, reply: tx }).await.is_err() {
+            if shared.commands.send(Command::Close { window_id, size, key, request_id, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Close(to, rx)
         }
         Body::Flush { until } => {
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Flush { until, reply: tx }).await.is_err() {
+            if shared.commands.send(Command::Flush { until, request_id, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Flush(to, rx)
@@ -285,9 +286,11 @@ async fn write_replies(
 ) {
     let mut write = BufWriter::with_capacity(64 * 1024, write);
     let mut out = Vec::with_capacity(4096);
+    // The driver stops unasked only when this process may no longer coordinate (the lease
+    // lapsed, or the store failed): the request may be run by the next coordinator.
     let lost = || {
-        NodeError::Internal(
-            "the driver stopped before answering; retrying is safe (ingest is idempotent)"
+        NodeError::Unavailable(
+            "this node stopped coordinating before answering; retry against another node (ingest is idempotent; give close and flush a request_id to make them so)"
                 .to_owned(),
         )
     };

@@ -1450,3 +1450,71 @@ fn a_subscribed_connection_answers_requests_with_errors_and_frees_its_slot_on_cl
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A request sent again with its `request_id` (as a follower does after a failover, or a client
+/// that lost its connection) is answered from the record of the first, also after SIGKILL: a
+/// resent ingest does not reopen a flushed window, a resent flush does not flush again.
+#[test]
+fn a_repeated_request_id_is_answered_from_its_record_across_sigkill() {
+    let args = [
+        "--window-size",
+        "1s",
+        "--allowed-lateness",
+        "1h",
+        "--idle-timeout",
+        "0s",
+    ];
+    let dir = tempdir();
+    let mut daemon = Daemon::start(dir.path(), &args);
+    let mut client = daemon.connect();
+    let ingest_line = r#"{"type":"ingest","msg_id":1,"request_id":"client-7/1","events":[{"id":1,"timestamp":100},{"id":2,"timestamp":200}]}"#;
+    let flush_line = r#"{"type":"flush","msg_id":2,"request_id":"client-7/2"}"#;
+    let first_ingest = client.call(ingest_line);
+    assert_eq!(first_ingest["accepted"], 2, "{first_ingest}");
+    let first_flush = client.call(flush_line);
+    assert_eq!(ids(&first_flush["windows"][0]), [1, 2], "{first_flush}");
+
+    for round in 0..2 {
+        assert_eq!(client.call(ingest_line), first_ingest, "round {round}");
+        assert_eq!(client.call(flush_line), first_flush, "round {round}");
+        let fresh = client.call(&format!(
+            r#"{{"type":"flush","msg_id":3,"request_id":"client-7/fresh-{round}"}}"#
+        ));
+        assert_eq!(
+            fresh["windows"],
+            serde_json::json!([]),
+            "the resent ingest reopened the window (round {round})"
+        );
+        // The envelope form of a forwarded line carries the id outside the body.
+        let enveloped = client.call(&format!(
+            r#"{{"request_id":"client-7/1","src":"c","dest":"n","body":{}}}"#,
+            ingest_line.replace(r#""request_id":"client-7/1","#, "")
+        ));
+        assert_eq!(enveloped["body"]["accepted"], 2, "{enveloped}");
+        daemon.signal("KILL");
+        daemon.wait_exit();
+        daemon = Daemon::start(dir.path(), &args);
+        client = daemon.connect();
+    }
+    let misused = client
+        .call(r#"{"type":"close","msg_id":4,"window_id":"window-0","request_id":"client-7/1"}"#);
+    assert_eq!(misused["code"], 12, "{misused}");
+    assert!(
+        misused["text"].as_str().unwrap_or("").contains("an ingest"),
+        "{misused}"
+    );
+    let long = "x".repeat(257);
+    for bad in ["5", "\"\"", &format!("\"{long}\"")] {
+        let reply = client.call(&format!(
+            r#"{{"type":"flush","msg_id":5,"request_id":{bad}}}"#
+        ));
+        assert_eq!(reply["code"], 12, "{reply}");
+        assert!(
+            reply["text"]
+                .as_str()
+                .unwrap_or("")
+                .contains("request_id must be"),
+            "{reply}"
+        );
+    }
+}

@@ -7,6 +7,8 @@
 //!   last chunk's header is the window's. A write that changes only the header rewrites an empty
 //!   chunk at the current id count, which the next append then overwrites.
 //! - `O` + seq: one output record.
+//! - `R` + slot: a remembered request (its number, id and outcome); slot = number modulo
+//!   `REMEMBERED_REQUESTS`, so the newest overwrite the oldest and the space stays bounded.
 //!
 //! A window is `end, start, size` (order-preserving big-endian) then its key with a length, so
 //! a range scan from `W` meets windows in order of their end (what is due first) and a window's
@@ -18,7 +20,7 @@ use window_core::{
 };
 
 use crate::error::StoreError;
-use crate::store::OutputRecord;
+use crate::store::{OutputRecord, REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome};
 
 /// The version byte of every value this code writes.
 pub const VERSION: u8 = 1;
@@ -29,6 +31,8 @@ pub const META_KEY: &[u8] = b"M";
 pub const WINDOW_PREFIX: u8 = b'W';
 /// Prefix of output records.
 pub const OUTPUT_PREFIX: u8 = b'O';
+/// Prefix of remembered requests.
+pub const REQUEST_PREFIX: u8 = b'R';
 const CHUNK: u8 = b'C';
 
 /// The meta record.
@@ -80,6 +84,14 @@ pub fn output_key(seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
     key.push(OUTPUT_PREFIX);
     key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key of remembered request number `n`: its slot in the bounded ring.
+pub fn request_key(n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(REQUEST_PREFIX);
+    key.extend_from_slice(&(n % REMEMBERED_REQUESTS).to_be_bytes());
     key
 }
 
@@ -244,6 +256,61 @@ pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreErro
             reason,
         },
     })
+}
+
+pub fn encode_request(request: &RememberedRequest) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + request.id.len());
+    out.push(VERSION);
+    put_varint(&mut out, request.n);
+    put_bytes(&mut out, request.id.as_bytes());
+    let (kind, numbers) = match request.outcome {
+        RequestOutcome::Ingest {
+            accepted,
+            duplicates,
+            late,
+        } => (b'I', [accepted, duplicates, late]),
+        RequestOutcome::Close { seq } => (b'C', [seq, 1, 0]),
+        RequestOutcome::Flush { first_seq, count } => (b'F', [first_seq, count, 0]),
+    };
+    out.push(kind);
+    for n in numbers {
+        put_varint(&mut out, n);
+    }
+    out
+}
+
+pub fn decode_request(key: &[u8], value: &[u8]) -> Result<RememberedRequest, StoreError> {
+    let mut r = Reader::versioned(key, value)?;
+    let n = r.varint()?;
+    let id = r.string()?.to_owned();
+    let kind = r.u8()?;
+    let [a, b, c] = [r.varint()?, r.varint()?, r.varint()?];
+    r.finish()?;
+    let outcome = match kind {
+        b'I' => RequestOutcome::Ingest {
+            accepted: a,
+            duplicates: b,
+            late: c,
+        },
+        b'C' => RequestOutcome::Close { seq: a },
+        b'F' => RequestOutcome::Flush {
+            first_seq: a,
+            count: b,
+        },
+        other => {
+            return Err(StoreError::corrupt(
+                key,
+                format!("unknown request outcome kind {other}"),
+            ));
+        }
+    };
+    if request_key(n) != key {
+        return Err(StoreError::corrupt(
+            key,
+            format!("remembered request {n} is not in its slot"),
+        ));
+    }
+    Ok(RememberedRequest { n, id, outcome })
 }
 
 fn reason_code(reason: CloseReason) -> u8 {
@@ -580,5 +647,38 @@ mod tests {
             ..header
         };
         assert!(decode_chunk(b"k", &encode_chunk(&bad, &[])).is_err());
+    }
+
+    #[test]
+    fn remembered_requests_round_trip_in_their_ring_slot() {
+        let outcomes = [
+            RequestOutcome::Ingest {
+                accepted: 5,
+                duplicates: 1,
+                late: 0,
+            },
+            RequestOutcome::Close { seq: u64::MAX },
+            RequestOutcome::Flush {
+                first_seq: 9,
+                count: 0,
+            },
+        ];
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let n = REMEMBERED_REQUESTS * 3 + i as u64;
+            let request = RememberedRequest {
+                n,
+                id: format!("f-é-{i}"),
+                outcome,
+            };
+            let key = request_key(n);
+            assert_eq!(key, request_key(i as u64), "the ring wraps around");
+            let value = encode_request(&request);
+            assert_eq!(decode_request(&key, &value).unwrap(), request);
+            // A record read from another slot than its number's is corrupt, not trusted.
+            assert!(decode_request(&request_key(n + 1), &value).is_err());
+            for cut in 0..value.len() {
+                assert!(decode_request(&key, &value[..cut]).is_err());
+            }
+        }
     }
 }

@@ -5,9 +5,9 @@
 
 use window_core::{EngineSnapshot, WindowSnapshot};
 
-use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, WINDOW_PREFIX};
+use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, REQUEST_PREFIX, WINDOW_PREFIX};
 use crate::error::StoreError;
-use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
+use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
 
 /// A key and its value.
 pub type Record = (Vec<u8>, Vec<u8>);
@@ -144,6 +144,26 @@ impl<B: KvBackend> KvStore<B> {
         &mut self.backend
     }
 
+    /// Every remembered request, in order of number.
+    fn recover_requests(&self) -> Result<Vec<RememberedRequest>, StoreError> {
+        let prefix = [REQUEST_PREFIX];
+        let mut start = prefix.to_vec();
+        let mut requests = Vec::new();
+        loop {
+            let page = self.backend.scan(&prefix, &start, 4096)?;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            start = last.clone();
+            start.push(0);
+            for (key, value) in &page {
+                requests.push(codec::decode_request(key, value)?);
+            }
+        }
+        requests.sort_by_key(|r| r.n);
+        Ok(requests)
+    }
+
     fn meta(&mut self) -> Result<Meta, StoreError> {
         if let Some(meta) = self.meta {
             return Ok(meta);
@@ -221,6 +241,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         windows.extend(current);
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
+        let requests = self.recover_requests()?;
         Ok(Some(Recovered {
             snapshot: EngineSnapshot {
                 windows,
@@ -229,13 +250,17 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 counters: meta.counters,
             },
             next_seq: meta.next_seq,
+            requests,
         }))
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let mut meta = self.meta()?;
         let mut ops = Vec::with_capacity(
-            2 + batch.dirty.removed.len() + 2 * batch.dirty.windows.len() + batch.fired.len(),
+            2 + batch.dirty.removed.len()
+                + 2 * batch.dirty.windows.len()
+                + batch.fired.len()
+                + batch.requests.len(),
         );
         for window in &batch.dirty.removed {
             ops.push(KvOp::DeletePrefix(codec::window_prefix(window)));
@@ -256,6 +281,12 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             ops.push(KvOp::Put(
                 codec::chunk_key(&delta.window, delta.first_index as u64),
                 codec::encode_chunk(&header, &delta.appended),
+            ));
+        }
+        for request in &batch.requests {
+            ops.push(KvOp::Put(
+                codec::request_key(request.n),
+                codec::encode_request(request),
             ));
         }
         for record in &batch.fired {

@@ -53,7 +53,10 @@ pub use crate::memory::{MemoryBackend, MemoryStore};
 pub use crate::redis::{RedisBackend, RedisStore};
 pub use crate::redis_lease::{Holding, LeaseView, RedisLease};
 pub use crate::sled::{SledBackend, SledStore};
-pub use crate::store::{Batch, OutputRecord, Recovered, WindowStore};
+pub use crate::store::{
+    Batch, OutputRecord, REMEMBERED_REQUESTS, Recovered, RememberedRequest, RequestOutcome,
+    WindowStore,
+};
 
 /// Restores an engine from `store`, or makes a fresh one, with change tracking on. Returns the
 /// engine and the next output sequence number.
@@ -61,13 +64,38 @@ pub fn open_engine(
     store: &mut dyn WindowStore,
     config: window_core::EngineConfig,
 ) -> Result<(window_core::Engine, u64), StoreError> {
-    let (mut engine, next_seq) = match store.recover()? {
-        Some(recovered) => (
-            window_core::Engine::restore(config, recovered.snapshot),
-            recovered.next_seq,
-        ),
-        None => (window_core::Engine::new(config), 0),
+    let opened = open(store, config)?;
+    Ok((opened.engine, opened.next_seq))
+}
+
+/// What [`open`] restores.
+#[derive(Debug)]
+pub struct Opened {
+    /// The engine, with change tracking on.
+    pub engine: window_core::Engine,
+    /// The sequence number the next fired window gets.
+    pub next_seq: u64,
+    /// The newest remembered requests, in order of number.
+    pub requests: Vec<RememberedRequest>,
+}
+
+/// Restores an engine and the remembered requests from `store`, or starts afresh.
+pub fn open(
+    store: &mut dyn WindowStore,
+    config: window_core::EngineConfig,
+) -> Result<Opened, StoreError> {
+    let mut opened = match store.recover()? {
+        Some(recovered) => Opened {
+            engine: window_core::Engine::restore(config, recovered.snapshot),
+            next_seq: recovered.next_seq,
+            requests: recovered.requests,
+        },
+        None => Opened {
+            engine: window_core::Engine::new(config),
+            next_seq: 0,
+            requests: Vec::new(),
+        },
     };
-    engine.track_changes();
-    Ok((engine, next_seq))
+    opened.engine.track_changes();
+    Ok(opened)
 }

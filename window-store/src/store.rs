@@ -39,6 +39,42 @@ pub struct Batch {
     pub dirty: Dirty,
     /// Windows fired in the step, with dense sequence numbers continuing the output log.
     pub fired: Vec<OutputRecord>,
+    /// Outcomes of requests that carried a request id, numbered on from the last batch's.
+    pub requests: Vec<RememberedRequest>,
+}
+
+/// How many remembered requests a store keeps: the newest, by number. Enough for every request a
+/// follower or client could still resend after a failover (at a thousand requests a second, over
+/// a minute of them).
+pub const REMEMBERED_REQUESTS: u64 = 65_536;
+
+/// The outcome of a request that carried a request id, kept with the change the request made so
+/// that a repeat of it (a resend after a failover) is answered from this record instead of being
+/// run again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RememberedRequest {
+    /// The order in which requests were remembered, dense from 0: the store keeps the newest
+    /// [`REMEMBERED_REQUESTS`].
+    pub n: u64,
+    /// The request id, as the request gave it.
+    pub id: String,
+    /// What the request did.
+    pub outcome: RequestOutcome,
+}
+
+/// What a remembered request did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// An `ingest`, with its reply's counts.
+    Ingest {
+        accepted: u64,
+        duplicates: u64,
+        late: u64,
+    },
+    /// A `close`: the output record it returned.
+    Close { seq: u64 },
+    /// A `flush`: the output records it returned, `count` of them from `first_seq` on.
+    Flush { first_seq: u64, count: u64 },
 }
 
 /// One entry of the durable output log.
@@ -59,4 +95,6 @@ pub struct Recovered {
     pub snapshot: EngineSnapshot,
     /// The sequence number the next fired window gets.
     pub next_seq: u64,
+    /// The newest remembered requests (at most [`REMEMBERED_REQUESTS`]), in order of `n`.
+    pub requests: Vec<RememberedRequest>,
 }

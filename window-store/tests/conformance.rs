@@ -150,6 +150,7 @@ fn commit(
         .commit(&Batch {
             dirty: engine.take_dirty(),
             fired: fired.clone(),
+            requests: Vec::new(),
         })
         .expect("commit");
     store.sync().expect("sync");
@@ -387,6 +388,7 @@ fn a_batch_that_breaks_the_sequence_is_rejected() {
             epoch: 1,
             window,
         }],
+        requests: Vec::new(),
     };
     assert!(matches!(
         store.commit(&batch),
@@ -438,5 +440,101 @@ fn a_batch_that_would_overwrite_a_log_record_is_refused_whole() {
         let mut store =
             RedisStore::connect(&server.url(), &server.fresh_namespace()).expect("connect");
         check(store.backend_mut(), "redis");
+    }
+}
+
+/// Remembered requests are kept with the batch that made them, come back in order of number
+/// after a reopen, and the newest overwrite the oldest once the ring is full.
+#[test]
+fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
+    use window_store::{REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome};
+
+    fn remembered(n: u64, id: &str, outcome: RequestOutcome) -> RememberedRequest {
+        RememberedRequest {
+            n,
+            id: id.to_owned(),
+            outcome,
+        }
+    }
+
+    fn check(h: &mut dyn Harness, name: &str) {
+        let mut store = h.fresh();
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.track_changes();
+        let first = [
+            remembered(
+                0,
+                "a",
+                RequestOutcome::Ingest {
+                    accepted: 2,
+                    duplicates: 1,
+                    late: 0,
+                },
+            ),
+            remembered(1, "b", RequestOutcome::Close { seq: 0 }),
+            remembered(
+                2,
+                "c",
+                RequestOutcome::Flush {
+                    first_seq: 1,
+                    count: 3,
+                },
+            ),
+        ];
+        store
+            .commit(&Batch {
+                dirty: engine.take_dirty(),
+                fired: Vec::new(),
+                requests: first.to_vec(),
+            })
+            .unwrap_or_else(|e| panic!("{name}: commit: {e}"));
+        store.sync().unwrap();
+        let mut store = h.reopen(store);
+        let recovered = store.recover().unwrap().expect("committed");
+        assert_eq!(recovered.requests, first, "{name}");
+        // Number RING + 1 takes the slot of number 1: "b" is forgotten, the others stay.
+        let wrapped = remembered(
+            REMEMBERED_REQUESTS + 1,
+            "d",
+            RequestOutcome::Close { seq: 7 },
+        );
+        store
+            .commit(&Batch {
+                dirty: engine.take_dirty(),
+                fired: Vec::new(),
+                requests: vec![wrapped.clone()],
+            })
+            .unwrap_or_else(|e| panic!("{name}: commit: {e}"));
+        store.sync().unwrap();
+        let mut store = h.reopen(store);
+        let ids: Vec<_> = store
+            .recover()
+            .unwrap()
+            .expect("committed")
+            .requests
+            .into_iter()
+            .map(|r| (r.n, r.id))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (0, "a".to_owned()),
+                (2, "c".to_owned()),
+                (wrapped.n, "d".to_owned())
+            ],
+            "{name}"
+        );
+    }
+
+    check(&mut Memory, "memory");
+    check(&mut Sled::new(), "sled");
+    if let Some(server) = support::RedisServer::start() {
+        check(
+            &mut Redis {
+                server,
+                namespace: String::new(),
+            },
+            "redis",
+        );
     }
 }

@@ -77,6 +77,7 @@ fn commit(
         .commit(&Batch {
             dirty: engine.take_dirty(),
             fired,
+            requests: Vec::new(),
         })
         .expect("commit");
 }

@@ -565,6 +565,7 @@ fn commit(
     store.commit(&Batch {
         dirty: engine.take_dirty(),
         fired,
+        requests: Vec::new(),
     })?;
     store.sync()?;
     *next_seq = seq;

@@ -186,6 +186,7 @@ fn commit(engine: &mut Engine, store: &mut dyn WindowStore) -> Result<(), StoreE
     store.commit(&Batch {
         dirty: engine.take_dirty(),
         fired: Vec::new(),
+        requests: Vec::new(),
     })
 }
 
