@@ -291,8 +291,10 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                         format!(r#"{{"id":{id},"timestamp":{}}}"#, id * 10)
                     })
                     .collect();
+                // The request id makes the client's own resends safe: a batch whose window was
+                // flushed after the lost reply is answered from its record, not taken again.
                 let line = format!(
-                    r#"{{"type":"ingest","msg_id":{request},"events":[{}]}}"#,
+                    r#"{{"type":"ingest","msg_id":{request},"request_id":"ingest-{request}","events":[{}]}}"#,
                     events.join(",")
                 );
                 let reply = conn.as_mut().and_then(|c| c.call(&line));
@@ -318,6 +320,40 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                     }
                 }
             }
+        })
+    };
+
+    // Another client flushes all open windows every 100 ms through any node, without a request
+    // id and without resending: followers mark its lines, so a flush they resend after a
+    // takeover is not run twice. Flushes close windows that later events open again, which is
+    // what makes a resent ingest dangerous.
+    let flusher = {
+        let (stop, nodes) = (Arc::clone(&stop), Arc::clone(&nodes));
+        std::thread::spawn(move || {
+            let mut conn: Option<Conn> = None;
+            let mut flushed = 0u64;
+            for msg_id in 0..2_000u64 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                let line = format!(r#"{{"type":"flush","msg_id":{msg_id}}}"#);
+                match conn.as_mut().and_then(|c| c.call(&line)) {
+                    Some(reply) if reply["type"] == "flushed" => {
+                        flushed += reply["windows"].as_array().map_or(0, |w| w.len() as u64);
+                    }
+                    _ => {
+                        let candidates: Vec<SocketAddr> = nodes
+                            .lock()
+                            .expect("nodes")
+                            .iter()
+                            .map(|n| n.addr)
+                            .collect();
+                        conn = candidates.iter().find_map(|a| Conn::open(*a));
+                    }
+                }
+            }
+            flushed
         })
     };
 
@@ -395,6 +431,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::Relaxed);
     client.join().expect("client");
+    let flushed = flusher.join().expect("flusher");
     let acked = acked.lock().expect("acked").clone();
     assert!(
         acked.len() >= 200,
@@ -408,7 +445,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
     let (emitted, by_epoch) = check_log(&addrs(), &acked, 1 + epochs as u64);
     let slowest = takeovers.iter().max().copied().unwrap_or_default();
     format!(
-        "{} acknowledged events all emitted exactly once in {emitted} windows (per epoch {by_epoch:?}); takeover (disruption to new holder) max {slowest:?}, each {takeovers:?}{woke}",
+        "{} acknowledged events all emitted exactly once in {emitted} windows ({flushed} of them by flushes during the run; per epoch {by_epoch:?}); takeover (disruption to new holder) max {slowest:?}, each {takeovers:?}{woke}",
         acked.len()
     )
 }
