@@ -43,25 +43,30 @@ pub enum Coordinator {
     },
 }
 
+/// A coordinator: its address and the lease epoch it holds (a process that takes over under the
+/// same address is another coordinator).
+pub type Holder = (SocketAddr, u64);
+
 impl Coordinator {
-    /// The coordinator's address, if one is known.
-    pub fn address(&self) -> Option<SocketAddr> {
+    /// The coordinator, if one is known.
+    pub fn holder(&self) -> Option<Holder> {
         match self {
-            Coordinator::Dir(dir) => read_coordinator(dir).map(|(address, _epoch)| address),
-            Coordinator::Redis { role, me } => holder_address(&role.borrow(), *me),
+            Coordinator::Dir(dir) => read_coordinator(dir),
+            Coordinator::Redis { role, me } => holder_of(&role.borrow(), *me),
         }
     }
 
     /// Resolves once the coordinator is known to be another than `current` (a takeover while
-    /// `current` is paused or cut off, which a connection to it would not show). Only the Redis
-    /// lease can move while its old holder lives; a file lease never resolves this.
-    async fn moved_from(&self, current: SocketAddr) {
+    /// `current` is paused or cut off, which a connection to it would not show, or a takeover
+    /// under the same address). Only the Redis lease can move while its old holder lives; a file
+    /// lease never resolves this.
+    async fn moved_from(&self, current: Holder) {
         match self {
             Coordinator::Dir(_) => std::future::pending().await,
             Coordinator::Redis { role, me } => {
                 let mut role = role.clone();
                 let moved = role
-                    .wait_for(|role| holder_address(role, *me).is_some_and(|a| a != current))
+                    .wait_for(|role| holder_of(role, *me).is_some_and(|h| h != current))
                     .await
                     .map(drop);
                 if moved.is_err() {
@@ -73,13 +78,13 @@ impl Coordinator {
     }
 }
 
-/// The lease holder's address as `role` knows it (`me` when this process holds it).
-fn holder_address(role: &Role, me: SocketAddr) -> Option<SocketAddr> {
+/// The lease holder as `role` knows it (`me` when this process holds it).
+fn holder_of(role: &Role, me: SocketAddr) -> Option<Holder> {
     match role {
         Role::Following {
-            holder: Some(holder),
-        } => holder.parse().ok(),
-        Role::Holding { .. } => Some(me),
+            holder: Some((address, epoch)),
+        } => Some((address.parse().ok()?, *epoch)),
+        Role::Holding { epoch } => Some((me, *epoch)),
         Role::Starting | Role::Following { holder: None } | Role::Lost { .. } => None,
     }
 }
@@ -211,7 +216,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     }
                 }
                 () = forwarding.coordinator.moved_from(coordinator) => {
-                    tracing::info!(old = %coordinator, "the lease moved to another coordinator");
+                    tracing::info!(old = %coordinator.0, old_epoch = coordinator.1, "the lease moved to another coordinator");
                     break;
                 }
                 read = up_read.read_until(b'\n', &mut up_line) => {
@@ -392,14 +397,14 @@ fn mark(line: &str, id: &str) -> String {
 }
 
 /// Finds a coordinator to talk to, waiting up to the failover timeout.
-async fn connect(forwarding: &Forwarding) -> Option<(TcpStream, SocketAddr)> {
+async fn connect(forwarding: &Forwarding) -> Option<(TcpStream, Holder)> {
     let deadline = tokio::time::Instant::now() + forwarding.failover_timeout;
     loop {
-        if let Some(address) = forwarding.coordinator.address()
-            && let Ok(stream) = TcpStream::connect(address).await
+        if let Some(holder) = forwarding.coordinator.holder()
+            && let Ok(stream) = TcpStream::connect(holder.0).await
         {
             let _ = stream.set_nodelay(true);
-            return Some((stream, address));
+            return Some((stream, holder));
         }
         if tokio::time::Instant::now() >= deadline {
             return None;
@@ -625,5 +630,44 @@ mod tests {
         let reply = next_line(&mut client).await;
         assert!(reply.contains("ingest_ok"), "{reply}");
         drop(first);
+    }
+
+    #[tokio::test]
+    async fn a_takeover_under_the_same_address_moves_the_connection() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = upstream.local_addr().unwrap();
+        let (role_tx, role) = tokio::sync::watch::channel(Role::Following {
+            holder: Some((address.to_string(), 1)),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let me = listener.local_addr().unwrap();
+        let forwarding = Arc::new(Forwarding {
+            coordinator: Coordinator::Redis { role, me },
+            max_line_bytes: 1 << 20,
+            failover_timeout: Duration::from_secs(5),
+            style: Style::Compact,
+        });
+        tokio::spawn(async move {
+            let (client, _) = listener.accept().await.unwrap();
+            forward_connection(client, forwarding).await;
+        });
+        let mut client = BufReader::new(TcpStream::connect(me).await.unwrap());
+        client
+            .get_mut()
+            .write_all(b"{\"type\":\"stats\",\"msg_id\":1}\n")
+            .await
+            .unwrap();
+        // Epoch 1 takes the line and stalls (alive, connection open); epoch 2 takes over at the
+        // same address, as a quick restart would.
+        let mut stalled = accept(&upstream).await;
+        let sent = next_line(&mut stalled).await;
+        role_tx
+            .send(Role::Following {
+                holder: Some((address.to_string(), 2)),
+            })
+            .unwrap();
+        let mut second = accept(&upstream).await;
+        assert_eq!(next_line(&mut second).await, sent, "sent again to epoch 2");
+        drop(stalled);
     }
 }

@@ -35,8 +35,8 @@ use crate::lease::{Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, d
 pub enum Role {
     /// Not decided yet (the first observation has not come back).
     Starting,
-    /// Someone else holds the lease (`None`: no one, right now).
-    Following { holder: Option<String> },
+    /// Someone else holds the lease (`None`: no one, right now): its address and epoch.
+    Following { holder: Option<(String, u64)> },
     /// This process holds the lease with this epoch.
     Holding { epoch: u64 },
     /// This process held the lease and lost it: it must stop.
@@ -288,10 +288,12 @@ impl Keeper {
                     }
                 }
                 Decision::Follow {
-                    holder, retry_at, ..
+                    holder,
+                    epoch,
+                    retry_at,
                 } => {
                     let following = Role::Following {
-                        holder: Some(holder),
+                        holder: Some((holder, epoch)),
                     };
                     self.role.send_if_modified(|role| {
                         let changed = *role != following;

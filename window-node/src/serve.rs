@@ -439,7 +439,7 @@ async fn follow_until<T>(
         return result.map(Some);
     }
     tracing::info!(
-        coordinator = ?forwarding.coordinator.address(),
+        coordinator = ?forwarding.coordinator.holder(),
         "following: another process holds the lease; forwarding requests to it"
     );
     loop {
