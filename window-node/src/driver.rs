@@ -473,6 +473,9 @@ impl Driver {
     /// Output records `first..first + count`: from the store, and from this group's records
     /// not yet written.
     fn output_records(&self, first: u64, count: u64) -> Result<Vec<OutputRecord>, NodeError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
         let written_end = self.next_seq - self.unwritten.len() as u64;
         let end = first.saturating_add(count);
         let mut records = if first < written_end {
