@@ -32,6 +32,10 @@ const MAX_GROUP: usize = 512;
 pub const BACKLOG_PAGE: usize = 4096;
 /// How often the idle watermark is advanced while no events arrive.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+/// How often a group that only moved the watermark (an idle tick) is written: not every tick,
+/// which would sync 20 times a second while windows wait. A takeover may turn such a watermark
+/// back by at most this much; a group that fires or accepts anything is always written.
+const WATERMARK_WRITE_EVERY: Duration = Duration::from_secs(1);
 
 /// An event owned by a command (it crosses from a connection to the driver).
 #[derive(Debug, Clone)]
@@ -211,6 +215,8 @@ pub struct Driver {
     /// changes only these is written too, so a takeover does not turn them back. `None` until
     /// the first write.
     written_meta: Option<MetaState>,
+    /// When a batch was last written.
+    written_at: Instant,
     /// With a lease that can lapse (Redis): asked before every group.
     gate: Option<Arc<FireGate>>,
 }
@@ -241,6 +247,7 @@ impl Driver {
         let (engine, next_seq) = (opened.engine, opened.next_seq);
         Ok(Driver {
             written_meta: None,
+            written_at: Instant::now(),
             remembered: Remembered::restore(opened.requests),
             unwritten_requests: Vec::new(),
             watermark_at_arrival: engine.watermark(),
@@ -611,11 +618,18 @@ impl Driver {
             watermark: dirty.watermark,
             max_event_time: dirty.max_event_time,
         };
+        let meta_unchanged = match self.written_meta {
+            Some(written) if written == meta => true,
+            Some(written) if written.counters == meta.counters => {
+                self.written_at.elapsed() < WATERMARK_WRITE_EVERY
+            }
+            _ => false,
+        };
         if self.unwritten.is_empty()
             && self.unwritten_requests.is_empty()
             && dirty.windows.is_empty()
             && dirty.removed.is_empty()
-            && self.written_meta == Some(meta)
+            && meta_unchanged
         {
             // Nothing to write, so no batch meets the fence: with a lease that can be lost, ask
             // the store before answering (a read-only check, one round trip).
@@ -632,6 +646,7 @@ impl Driver {
         // A network store (Redis) blocks for a round trip: as for `sync`, tell tokio.
         blocking(|| self.store.commit(&batch))?;
         self.written_meta = Some(meta);
+        self.written_at = Instant::now();
         Metrics::add(&self.metrics.windows_fired, batch.fired.len() as u64);
         self.fired.extend(batch.fired.into_iter().map(Arc::new));
         Ok(())

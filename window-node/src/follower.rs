@@ -141,8 +141,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
     let mut subscribed: Option<u64> = None;
     let mut client_done = false;
     let mut ids = RequestIds::new();
-    // Since when the coordinator has answered only "unavailable" (error 11).
-    let mut unavailable_since: Option<tokio::time::Instant> = None;
+    let mut refusals = Refusals::default();
     loop {
         let Some((upstream, coordinator)) = connect(&forwarding).await else {
             // No coordinator: answer what waits with error 11, then go on (a coordinator may
@@ -175,7 +174,8 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             match read_client(&mut client_read, &mut splitter).await {
                 Some(line) => {
                     note_subscribe(&line, &mut subscribed);
-                    waiting.push_back(Waiting::Client(mark(&line, &ids.next())));
+                    let line = mark(&line, &ids.next(), forwarding.max_line_bytes);
+                    waiting.push_back(Waiting::Client(line));
                 }
                 None => return,
             }
@@ -200,7 +200,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     match line {
                         Some(line) => {
                             note_subscribe(&line, &mut subscribed);
-                            let line = mark(&line, &ids.next());
+                            let line = mark(&line, &ids.next(), forwarding.max_line_bytes);
                             let sent = up_write.write_all(format!("{line}\n").as_bytes()).await;
                             waiting.push_back(Waiting::Client(line));
                             if sent.is_err() {
@@ -226,16 +226,12 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     }
                     let text = String::from_utf8_lossy(&up_line).into_owned();
                     up_line.clear();
-                    // Requests refused as unavailable are sent again for up to the failover
-                    // timeout; after that the refusals reach the client.
-                    let may_retry = unavailable_since
-                        .is_none_or(|since| since.elapsed() < forwarding.failover_timeout);
+                    let may_retry = refusals.may_retry(forwarding.failover_timeout);
                     match relay(&text, &mut waiting, &mut subscribed, &mut client_write, may_retry).await {
-                        Relayed::Passed { unavailable: false } => unavailable_since = None,
-                        Relayed::Passed { unavailable: true } => {}
-                        Relayed::ClientGone => return,
+                        Relayed::Passed { unavailable } => refusals.note(unavailable),
+                        Relayed::Done => return,
                         Relayed::Retry => {
-                            unavailable_since.get_or_insert_with(tokio::time::Instant::now);
+                            refusals.note(true);
                             tracing::info!("the coordinator is stopping; sending its waiting requests to the next one");
                             tokio::time::sleep(RETRY_PAUSE).await;
                             break;
@@ -248,6 +244,9 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             waiting = waiting.len(),
             "the coordinator went away; reconnecting"
         );
+        // Not at once: a coordinator that closes every connection (at its connection limit, or
+        // stopping) must not make this loop spin.
+        tokio::time::sleep(RECONNECT_PAUSE).await;
     }
 }
 
@@ -256,8 +255,9 @@ enum Relayed {
     /// Passed to the client (or, for the follower's own resubscription, taken); `unavailable`
     /// when it was an error 11 passed on because retrying took too long.
     Passed { unavailable: bool },
-    /// The client is gone.
-    ClientGone,
+    /// Nothing more to do for this client: it is gone, or its subscription could not be resumed
+    /// (the error was passed on, and closing tells the client to subscribe again).
+    Done,
     /// The coordinator answered "unavailable" (error 11): the request stays waiting, to be sent
     /// to the next coordinator.
     Retry,
@@ -265,6 +265,37 @@ enum Relayed {
 
 /// How long a follower waits before sending again what a stopping coordinator refused.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a follower waits before connecting again after its coordinator connection closed.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+/// A run of refusals (error 11) from coordinators. Waiting requests are sent again while the run
+/// is younger than the failover timeout, and reach the client as errors after that. A run ends
+/// with any other reply, or when no refusal came for a failover timeout.
+#[derive(Default)]
+struct Refusals {
+    /// When the run began and when its latest refusal came.
+    run: Option<(tokio::time::Instant, tokio::time::Instant)>,
+}
+
+impl Refusals {
+    fn may_retry(&mut self, timeout: Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.run.is_some_and(|(_, last)| now - last > timeout) {
+            self.run = None;
+        }
+        self.run.is_none_or(|(first, _)| now - first < timeout)
+    }
+
+    /// Notes a reply: a refusal or not.
+    fn note(&mut self, refused: bool) {
+        let now = tokio::time::Instant::now();
+        self.run = match (refused, self.run) {
+            (false, _) => None,
+            (true, Some((first, _))) => Some((first, now)),
+            (true, None) => Some((now, now)),
+        };
+    }
+}
 
 /// Routes one upstream line: a reply answers the oldest waiting request; a streamed window or
 /// late event of a subscription goes straight to the client. An error 11 reply leaves its request
@@ -301,18 +332,42 @@ async fn relay(
             }
         }
         match waiting.pop_front() {
-            Some(Waiting::Resubscribe) => return Relayed::Passed { unavailable: false },
+            Some(Waiting::Resubscribe) => {
+                let resumed = peek
+                    .as_ref()
+                    .is_some_and(|p| p.kind.as_deref() == Some("subscribe_ok"));
+                if resumed {
+                    return Relayed::Passed { unavailable: false };
+                }
+                if may_retry && unavailable {
+                    // `resend` subscribes again on the next connection.
+                    return Relayed::Retry;
+                }
+                // The subscription cannot go on: the client gets the error, then the end of
+                // the connection, and subscribes again.
+                let _ = client.write_all(text.as_bytes()).await;
+                return Relayed::Done;
+            }
             Some(Waiting::Client(line)) if may_retry && unavailable => {
                 waiting.push_front(Waiting::Client(line));
                 return Relayed::Retry;
             }
-            _ => {}
+            Some(Waiting::Client(_)) => {}
+            None => {
+                // Nothing was asked: an unsolicited refusal (a coordinator at its connection
+                // limit) is not the client's business.
+                tracing::debug!(
+                    line = text.trim_end(),
+                    "dropping an unsolicited upstream line"
+                );
+                return Relayed::Passed { unavailable };
+            }
         }
     }
     if client.write_all(text.as_bytes()).await.is_ok() {
         Relayed::Passed { unavailable }
     } else {
-        Relayed::ClientGone
+        Relayed::Done
     }
 }
 
@@ -378,14 +433,16 @@ impl RequestIds {
 }
 
 /// The client's line with `"request_id"` added first to its outermost object (the envelope, or a
-/// bare body), so that the coordinator can tell a resend from a new request. A line that carries
-/// a request id already (or mentions the name anywhere, which a cheap check cannot tell apart)
-/// goes as it is, as does a line that is not an object: the coordinator rejects that anyway.
-fn mark(line: &str, id: &str) -> String {
+/// bare body), so that the coordinator can tell a resend from a new request. These lines go as
+/// they are: one that carries a request id already (or mentions the name anywhere, which a cheap
+/// check cannot tell apart), one that is not an object (the coordinator rejects it anyway), and
+/// one the id would push over `max_line_bytes` (the coordinator would reject it as too long,
+/// though the client's line was within the limit). The last two lose only the resend protection.
+fn mark(line: &str, id: &str, max_line_bytes: usize) -> String {
     let Some(inside) = line.trim_start().strip_prefix('{') else {
         return line.to_owned();
     };
-    if line.contains("\"request_id\"") {
+    if line.contains("\"request_id\"") || line.len() + id.len() + 20 > max_line_bytes {
         return line.to_owned();
     }
     let comma = if inside.trim_start().starts_with('}') {
@@ -487,23 +544,26 @@ mod tests {
     #[test]
     fn mark_adds_the_id_first_to_the_outermost_object() {
         assert_eq!(
-            mark(r#"{"type":"flush"}"#, "x-1"),
+            mark(r#"{"type":"flush"}"#, "x-1", 100),
             r#"{"request_id":"x-1","type":"flush"}"#
         );
         assert_eq!(
-            mark(r#" { "src":"c1","body":{"type":"flush"}}"#, "x-2"),
+            mark(r#" { "src":"c1","body":{"type":"flush"}}"#, "x-2", 100),
             r#"{"request_id":"x-2", "src":"c1","body":{"type":"flush"}}"#
         );
-        assert_eq!(mark("{ }", "x-3"), r#"{"request_id":"x-3" }"#);
+        assert_eq!(mark("{ }", "x-3", 100), r#"{"request_id":"x-3" }"#);
+        // A line the id would push over the limit goes as it is.
+        let full = r#"{"type":"flush"}"#;
+        assert_eq!(mark(full, "x-7", full.len() + 10), full);
         // The client's own id wins; what is not an object goes as it is.
         let own = r#"{"type":"flush","request_id":"mine"}"#;
-        assert_eq!(mark(own, "x-4"), own);
-        assert_eq!(mark("[1]", "x-5"), "[1]");
+        assert_eq!(mark(own, "x-4", 100), own);
+        assert_eq!(mark("[1]", "x-5", 100), "[1]");
         for line in [
             r#"{"type":"flush"}"#,
             r#"{"src":"c","body":{"type":"flush"}}"#,
         ] {
-            let marked: serde_json::Value = serde_json::from_str(&mark(line, "x-6")).unwrap();
+            let marked: serde_json::Value = serde_json::from_str(&mark(line, "x-6", 100)).unwrap();
             assert_eq!(marked["request_id"], "x-6", "{line}");
         }
     }
@@ -669,5 +729,32 @@ mod tests {
         let mut second = accept(&upstream).await;
         assert_eq!(next_line(&mut second).await, sent, "sent again to epoch 2");
         drop(stalled);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refusals_are_retried_for_one_failover_timeout_per_run() {
+        let timeout = Duration::from_secs(5);
+        let mut refusals = Refusals::default();
+        assert!(refusals.may_retry(timeout));
+        // A run of refusals a second apart: retried while it is younger than the timeout.
+        for second in 0..5 {
+            assert!(refusals.may_retry(timeout), "second {second}");
+            refusals.note(true);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        assert!(!refusals.may_retry(timeout), "the run is 5 s old");
+        refusals.note(true);
+        // Quiet for longer than the timeout: the next refusal starts a new run.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(refusals.may_retry(timeout));
+        refusals.note(true);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(refusals.may_retry(timeout));
+        refusals.note(true);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!refusals.may_retry(timeout), "the new run is 6 s old");
+        // Any other reply ends the run.
+        refusals.note(false);
+        assert!(refusals.may_retry(timeout));
     }
 }
