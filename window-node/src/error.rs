@@ -38,6 +38,18 @@ impl NodeError {
         }
     }
 
+    /// The error a wire `code` stands for, with its `text` (a reply another node sent). An
+    /// unknown code is an internal error.
+    pub fn from_code(code: u32, text: String) -> NodeError {
+        match code {
+            10 => NodeError::UnknownType(text),
+            12 => NodeError::Malformed(text),
+            20 => NodeError::NotOpen(text),
+            NodeError::UNAVAILABLE => NodeError::Unavailable(text),
+            _ => NodeError::Internal(text),
+        }
+    }
+
     /// A malformed-request error.
     pub fn malformed(text: impl Into<String>) -> NodeError {
         NodeError::Malformed(text.into())

@@ -60,7 +60,7 @@ impl Coordinator {
     /// `current` is paused or cut off, which a connection to it would not show, or a takeover
     /// under the same address). Only the Redis lease can move while its old holder lives; a file
     /// lease never resolves this.
-    async fn moved_from(&self, current: Holder) {
+    pub(crate) async fn moved_from(&self, current: Holder) {
         match self {
             Coordinator::Dir(_) => std::future::pending().await,
             Coordinator::Redis { role, me } => {
@@ -264,21 +264,21 @@ enum Relayed {
 }
 
 /// How long a follower waits before sending again what a stopping coordinator refused.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long a follower waits before connecting again after its coordinator connection closed.
-const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
+pub(crate) const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
 
 /// A run of refusals (error 11) from coordinators. Waiting requests are sent again while the run
 /// is younger than the failover timeout, and reach the client as errors after that. A run ends
 /// with any other reply, or when no refusal came for a failover timeout.
 #[derive(Default)]
-struct Refusals {
+pub(crate) struct Refusals {
     /// When the run began and when its latest refusal came.
     run: Option<(tokio::time::Instant, tokio::time::Instant)>,
 }
 
 impl Refusals {
-    fn may_retry(&mut self, timeout: Duration) -> bool {
+    pub(crate) fn may_retry(&mut self, timeout: Duration) -> bool {
         let now = tokio::time::Instant::now();
         if self.run.is_some_and(|(_, last)| now - last > timeout) {
             self.run = None;
@@ -287,7 +287,7 @@ impl Refusals {
     }
 
     /// Notes a reply: a refusal or not.
-    fn note(&mut self, refused: bool) {
+    pub(crate) fn note(&mut self, refused: bool) {
         let now = tokio::time::Instant::now();
         self.run = match (refused, self.run) {
             (false, _) => None,
@@ -402,13 +402,13 @@ async fn resend(
 }
 
 /// Request ids for one client connection's lines: 128 random bits, then the line's number.
-struct RequestIds {
+pub(crate) struct RequestIds {
     prefix: String,
     next: u64,
 }
 
 impl RequestIds {
-    fn new() -> RequestIds {
+    pub(crate) fn new() -> RequestIds {
         let mut bytes = [0u8; 16];
         if let Err(error) = getrandom::fill(&mut bytes) {
             // Unique enough without the OS's randomness: this process, this instant, a counter.
@@ -426,7 +426,7 @@ impl RequestIds {
         RequestIds { prefix, next: 0 }
     }
 
-    fn next(&mut self) -> String {
+    pub(crate) fn next(&mut self) -> String {
         self.next += 1;
         format!("fw-{}-{}", self.prefix, self.next)
     }
@@ -455,9 +455,17 @@ fn mark(line: &str, id: &str, max_line_bytes: usize) -> String {
 
 /// Finds a coordinator to talk to, waiting up to the failover timeout.
 async fn connect(forwarding: &Forwarding) -> Option<(TcpStream, Holder)> {
-    let deadline = tokio::time::Instant::now() + forwarding.failover_timeout;
+    connect_to(&forwarding.coordinator, forwarding.failover_timeout).await
+}
+
+/// Connects to `coordinator`'s holder, waiting up to `timeout` for one to be known and to answer.
+pub(crate) async fn connect_to(
+    coordinator: &Coordinator,
+    timeout: Duration,
+) -> Option<(TcpStream, Holder)> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(holder) = forwarding.coordinator.holder()
+        if let Some(holder) = coordinator.holder()
             && let Ok(stream) = TcpStream::connect(holder.0).await
         {
             let _ = stream.set_nodelay(true);

@@ -380,6 +380,23 @@ pub fn accept_fire(highest_epoch_seen: u64, fire_epoch: u64) -> FenceDecision {
     }
 }
 
+/// With `--partitions`: the most partitions one node should hold while `live` nodes share
+/// `partitions` of them, rounded up so that the shares always cover every partition.
+///
+/// A node takes a free partition only while it holds fewer than its share, and hands over its
+/// highest partition while it holds more ([`hand_over`]); so a node that joins gets partitions
+/// from the others without anyone firing a window twice (a handover drains the driver and
+/// releases the lease; the taker's acquisition raises that partition's epoch).
+pub fn fair_share(partitions: u32, live: u32) -> u32 {
+    partitions.div_ceil(live.max(1))
+}
+
+/// Which held partition to hand over, if any: the highest one while more than `share` are held
+/// (one at a time, so that the others take it before the next goes).
+pub fn hand_over(held: &std::collections::BTreeSet<u32>, share: u32) -> Option<u32> {
+    (held.len() > share as usize).then(|| held.last().copied()).flatten()
+}
+
 fn acquire(observed: &Observation, now: Timestamp, config: &LeaseConfig) -> Decision {
     Decision::Acquire {
         epoch: observed.next_epoch(),
@@ -948,5 +965,30 @@ mod tests {
             Err(LeaseConfigError::TooLong { what: "ttl" })
         );
         assert_eq!(config().ttl(), ms(TTL.unsigned_abs()));
+    }
+
+    #[test]
+    fn fair_shares_cover_every_partition() {
+        for partitions in 1..=16 {
+            for live in 1..=8 {
+                let share = fair_share(partitions, live);
+                assert!(share * live >= partitions, "{partitions} over {live}: {share}");
+                assert!(
+                    (share - 1) * live < partitions,
+                    "no smaller share would do: {partitions} over {live}: {share}"
+                );
+            }
+        }
+        // No live node seen yet (the first announcement failed): this node counts itself.
+        assert_eq!(fair_share(4, 0), 4);
+    }
+
+    #[test]
+    fn the_highest_partition_above_the_share_is_handed_over() {
+        let held: std::collections::BTreeSet<u32> = [0, 2, 5].into();
+        assert_eq!(hand_over(&held, 3), None);
+        assert_eq!(hand_over(&held, 2), Some(5));
+        assert_eq!(hand_over(&held, 0), Some(5));
+        assert_eq!(hand_over(&std::collections::BTreeSet::new(), 0), None);
     }
 }

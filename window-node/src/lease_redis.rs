@@ -19,6 +19,7 @@
 //! Whatever the paused or partitioned holder still tries to write is refused by the fencing epoch,
 //! which the new holder raised in the same script that took the lease.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -86,6 +87,53 @@ impl FireGate {
     }
 }
 
+/// With `--partitions`: how many partition leases this process may hold at once (its fair share,
+/// [`crate::lease::fair_share`]), shared by its keepers. A keeper takes a free lease only after
+/// reserving a place here, so that a node that starts first does not keep every partition.
+#[derive(Debug)]
+pub struct Quota {
+    share: AtomicU32,
+    held: AtomicU32,
+}
+
+impl Quota {
+    /// A quota of `share` leases, none held.
+    pub fn new(share: u32) -> Arc<Quota> {
+        Arc::new(Quota {
+            share: AtomicU32::new(share),
+            held: AtomicU32::new(0),
+        })
+    }
+
+    /// Changes the share (the number of live nodes changed).
+    pub fn set_share(&self, share: u32) {
+        self.share.store(share, Ordering::Relaxed);
+    }
+
+    /// The current share.
+    pub fn share(&self) -> u32 {
+        self.share.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a place for one more lease; false at the share.
+    fn try_take(&self) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.share.load(Ordering::Relaxed)).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a place back (a lease released, lost, or not taken after all).
+    fn give_back(&self) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(1))
+            });
+    }
+}
+
 /// Milliseconds since the keeper started, on the monotonic clock.
 #[derive(Clone, Copy, Debug)]
 struct LeaseClock {
@@ -114,21 +162,26 @@ pub struct LeaseKeeper {
     thread: Option<JoinHandle<()>>,
 }
 
-/// How the keeper should stop.
+/// What the keeper is told to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
-    /// Give the lease up (a clean shutdown: everything acknowledged is durable).
+    /// Give the lease up and stop (a clean shutdown: everything acknowledged is durable).
     Release,
+    /// Give the lease up and go on following (a partition handed over to another node, after its
+    /// driver drained and synced).
+    HandOver,
 }
 
 impl LeaseKeeper {
     /// Connects to Redis and starts competing for the lease of `namespace` as `me` (this node's
     /// advertised address, unique among live nodes).
+    /// With a `quota`, it takes a free lease only while the quota has room.
     pub fn start(
         url: &str,
         namespace: &str,
         me: String,
         config: LeaseConfig,
+        quota: Option<Arc<Quota>>,
     ) -> Result<LeaseKeeper, StoreError> {
         let lease = RedisLease::connect(url, namespace)?;
         let clock = LeaseClock {
@@ -150,9 +203,10 @@ impl LeaseKeeper {
             role: role_tx,
             stopped,
             held: None,
+            quota,
         };
         let thread = std::thread::Builder::new()
-            .name("lease".to_owned())
+            .name(format!("lease {namespace}"))
             .spawn(move || keeper.run())
             .map_err(|e| StoreError::Backend(format!("starting the lease thread: {e}")))?;
         Ok(LeaseKeeper {
@@ -171,6 +225,14 @@ impl LeaseKeeper {
     /// The gate the driver asks before each commit.
     pub fn gate(&self) -> Arc<FireGate> {
         Arc::clone(&self.gate)
+    }
+
+    /// Gives the lease up and goes on following: call it only after the driver that used the
+    /// lease has stopped and synced.
+    pub fn hand_over(&self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(Stop::HandOver);
+        }
     }
 
     /// Gives the lease up and waits for the thread (a clean shutdown, after the last sync).
@@ -201,6 +263,7 @@ struct Keeper {
     role: watch::Sender<Role>,
     stopped: Receiver<Stop>,
     held: Option<HeldLease>,
+    quota: Option<Arc<Quota>>,
 }
 
 /// A follower looks at the lease at least this often.
@@ -245,6 +308,13 @@ impl Keeper {
             let now = self.clock.now();
             let observed = observation(&view, now);
             let wait = match decide(&self.me, self.held.as_ref(), &observed, now, &self.config) {
+                Decision::Acquire { .. }
+                    if self.quota.as_ref().is_some_and(|quota| !quota.try_take()) =>
+                {
+                    // This node holds its share already: leave the lease to a node with room.
+                    self.follow(Role::Following { holder: None });
+                    FOLLOWER_POLL
+                }
                 Decision::Acquire {
                     epoch,
                     expires_at,
@@ -260,8 +330,12 @@ impl Keeper {
                         self.clock.until(renew_at)
                     }
                     // Someone else was faster: look again.
-                    Ok(false) => Duration::from_millis(5),
+                    Ok(false) => {
+                        self.give_back();
+                        Duration::from_millis(5)
+                    }
                     Err(error) => {
+                        self.give_back();
                         // The script may or may not have run; the next look tells (a lease in
                         // this node's name that it does not hold is taken over with a new epoch).
                         tracing::warn!(%error, "taking the lease failed; looking again");
@@ -292,15 +366,8 @@ impl Keeper {
                     epoch,
                     retry_at,
                 } => {
-                    let following = Role::Following {
+                    self.follow(Role::Following {
                         holder: Some((holder, epoch)),
-                    };
-                    self.role.send_if_modified(|role| {
-                        let changed = *role != following;
-                        if changed {
-                            *role = following;
-                        }
-                        changed
                     });
                     // Looking more often than the decision asks is always safe, and it notices a
                     // released lease (a clean shutdown) soon.
@@ -327,8 +394,28 @@ impl Keeper {
     }
 
     fn hold_nothing(&mut self) {
-        self.held = None;
         self.gate.set(None);
+        if self.held.take().is_some() {
+            self.give_back();
+        }
+    }
+
+    /// Gives the quota's place back (no-op without a quota).
+    fn give_back(&self) {
+        if let Some(quota) = &self.quota {
+            quota.give_back();
+        }
+    }
+
+    /// Reports `following` as the role, waking watchers only when it changed.
+    fn follow(&self, following: Role) {
+        self.role.send_if_modified(|role| {
+            let changed = *role != following;
+            if changed {
+                *role = following;
+            }
+            changed
+        });
     }
 
     /// Sleeps for `wait` unless told to stop; true when told to stop (after releasing the lease
@@ -336,7 +423,7 @@ impl Keeper {
     fn sleep(&mut self, wait: Duration) -> bool {
         match self.stopped.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => false,
-            Ok(Stop::Release) => {
+            Ok(order) => {
                 if let Some(held) = self.held {
                     self.hold_nothing();
                     match self.lease.release(&self.me, held.epoch) {
@@ -349,7 +436,13 @@ impl Keeper {
                         }
                     }
                 }
-                true
+                match order {
+                    Stop::Release => true,
+                    Stop::HandOver => {
+                        self.follow(Role::Following { holder: None });
+                        false
+                    }
+                }
             }
             Err(RecvTimeoutError::Disconnected) => {
                 self.hold_nothing();

@@ -39,6 +39,10 @@ pub struct Request<'a> {
     /// `request_id`: a request the daemon has run under this id is answered from its record
     /// instead of being run again (in the body, or for a forwarded envelope on the envelope).
     pub request_id: Option<String>,
+    /// `partition`: with `--partitions`, the one partition a request between nodes is for (a
+    /// node's router sends each partition's part to the node holding that partition's lease).
+    /// Clients leave it out and are routed.
+    pub partition: Option<u32>,
     /// What is asked.
     pub body: Body<'a>,
 }
@@ -87,10 +91,20 @@ pub enum Body<'a> {
     /// `subscribe` (daemon): stream emitted windows from `from_seq`.
     Subscribe {
         /// First sequence number wanted; `None` means only new windows.
-        from_seq: Option<u64>,
+        from_seq: Option<FromSeq>,
     },
     /// `stats`: counters and state.
     Stats,
+}
+
+/// Where a subscription starts: one sequence number (for every partition), or one per
+/// partition (`"from_seq": [s0, s1, ...]`, with `--partitions`: each partition has its own log).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromSeq {
+    /// The same number for every partition (the only form without partitions).
+    All(u64),
+    /// One number per partition, in partition order.
+    PerPartition(Vec<u64>),
 }
 
 /// A batch of parsed events. Keys are kept apart from the events so that the events can be
@@ -247,6 +261,7 @@ struct Rest<'a> {
     until: Option<&'a RawValue>,
     from_seq: Option<&'a RawValue>,
     request_id: Option<&'a RawValue>,
+    partition: Option<&'a RawValue>,
 }
 
 impl<'a, B, E> Fields<'a, B, E> {
@@ -259,6 +274,7 @@ impl<'a, B, E> Fields<'a, B, E> {
             until: self.until,
             from_seq: self.from_seq,
             request_id: self.request_id,
+            partition: self.partition,
         }
     }
 
@@ -301,14 +317,39 @@ fn typed_request<'a>(
         .map(parse_request_id)
         .transpose()
         .map_err(|e| (reply_to(msg_id), e))?;
+    let partition = rest
+        .partition
+        .filter(|raw| raw.get() != "null")
+        .map(|raw| {
+            raw.get().parse::<u32>().map_err(|_| {
+                invalid(
+                    "partition",
+                    raw,
+                    "a partition number (0 to --partitions - 1); clients leave it out",
+                )
+            })
+        })
+        .transpose()
+        .map_err(|e| (reply_to(msg_id), e))?;
     let body = parse_body(kind, events, rest).map_err(|e| (reply_to(msg_id), e))?;
     Ok(Request {
         src,
         dest,
         msg_id: msg_id.map(RawValue::get),
         request_id,
+        partition,
         body,
     })
+}
+
+fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, NodeError> {
+    const WHAT: &str = "a non-negative integer, or with --partitions an array of one per partition";
+    if let Ok(seq) = raw.get().parse::<u64>() {
+        return Ok(FromSeq::All(seq));
+    }
+    serde_json::from_str::<Vec<u64>>(raw.get())
+        .map(FromSeq::PerPartition)
+        .map_err(|_| invalid("from_seq", raw, WHAT))
 }
 
 /// The longest request id taken, in bytes.
@@ -369,6 +410,8 @@ struct Fields<'a, B, E> {
     from_seq: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     request_id: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    partition: Option<&'a RawValue>,
 }
 
 /// One event as raw JSON fields.
@@ -462,11 +505,7 @@ fn parse_body<'a>(
             from_seq: fields
                 .from_seq
                 .filter(|raw| raw.get() != "null")
-                .map(|raw| {
-                    raw.get()
-                        .parse::<u64>()
-                        .map_err(|_| invalid("from_seq", raw, "a non-negative integer"))
-                })
+                .map(parse_from_seq)
                 .transpose()?,
         },
         "stats" => Body::Stats,

@@ -20,8 +20,9 @@ use crate::lease::LeaseConfig;
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role};
 use crate::metrics::{self, Metrics};
+use crate::partitions::{self, Partitions};
 use crate::render::Style;
-use crate::tcp::{self, Shared};
+use crate::tcp::{self, Route, Shared};
 use crate::{Frame, parse_duration};
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.
@@ -75,6 +76,14 @@ pub struct ServeArgs {
     /// takes over within about this long after the holder dies.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "WINDOW_NODE_LEASE_TTL")]
     lease_ttl: Duration,
+
+    /// With --store: split the namespace into this many partitions by a hash of the event key,
+    /// each with its own lease, epoch and output log (its own dense `seq`), so that several
+    /// nodes fire in parallel: each takes about its share (partitions / live nodes) and routes
+    /// every client request to the partitions' holders. Unkeyed events share one partition.
+    /// Every node of a namespace must give the same number; the first one records it.
+    #[arg(long, value_name = "N", default_value_t = NonZeroU32::MIN, env = "WINDOW_NODE_PARTITIONS")]
+    partitions: NonZeroU32,
 
     /// Window length (`500ms`, `10s`, `5m`, `1h`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
@@ -215,6 +224,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut config = config;
     let mut holder = local;
+    if args.partitions.get() > 1 {
+        return serve_partitions(&args, config, listener, local, metrics, stopped).await;
+    }
     let (tenure, store): (Tenure, Box<dyn WindowStore>) = if args.memory {
         (Tenure::Alone, Box::new(MemoryStore::in_memory()))
     } else if let Some(url) = &args.store {
@@ -231,8 +243,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             clock_skew_allowance = ?lease_config.clock_skew_allowance(),
             "Redis store and lease"
         );
+        blocking(|| partitions::claim_partitions(url, &args.namespace, 1))?;
         let keeper =
-            blocking(|| LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config))
+            blocking(|| LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config, None))
                 .with_context(|| {
                     format!("starting the Redis lease in namespace {:?}", args.namespace)
                 })?;
@@ -324,7 +337,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let shared = Arc::new(Shared {
-        commands,
+        route: Route::Single(commands),
         frame,
         spec: WindowSpec { size, frame },
         style: if args.spaced {
@@ -384,6 +397,89 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `serve --partitions N` (N > 1, with --store): every node routes clients, and serves the
+/// partitions whose leases it holds.
+async fn serve_partitions(
+    args: &ServeArgs,
+    config: DriverConfig,
+    listener: TcpListener,
+    local: SocketAddr,
+    metrics: Arc<Metrics>,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(url) = &args.store else {
+        anyhow::bail!(
+            "--partitions {} needs --store redis://HOST:PORT/: partitions are for several nodes sharing one Redis; one --data-dir is served by one process at a time, so partitions would gain nothing there",
+            args.partitions
+        );
+    };
+    let me = advertised(local, args.advertise)?;
+    let lease = LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
+        .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
+    let setup = Arc::new(partitions::Setup {
+        url: url.clone(),
+        namespace: args.namespace.clone(),
+        me,
+        count: args.partitions.get(),
+        lease,
+        driver: config,
+        subscriber_buffer: args.subscriber_buffer,
+        metrics: Arc::clone(&metrics),
+    });
+    tracing::info!(
+        namespace = %args.namespace,
+        partitions = setup.count,
+        advertise = %me,
+        ttl = ?lease.ttl(),
+        "Redis store with partitions"
+    );
+    let running = blocking(|| Partitions::start(&setup))
+        .with_context(|| format!("joining the partitions of namespace {:?}", args.namespace))?;
+    let shared = Arc::new(Shared {
+        route: Route::Partitioned {
+            table: running.table(),
+            failover_timeout: args.failover_timeout,
+        },
+        frame: config.engine.frame,
+        spec: WindowSpec {
+            size: config.size,
+            frame: config.engine.frame,
+        },
+        style: if args.spaced {
+            Style::Spaced
+        } else {
+            Style::Compact
+        },
+        max_line_bytes: args.max_line_bytes,
+        idle_timeout: (!args.connection_idle_timeout.is_zero())
+            .then_some(args.connection_idle_timeout),
+        metrics,
+        holder: me.to_string(),
+    });
+    let mut stopping = stopped.clone();
+    let accepting = tcp::accept_loop(&listener, shared, args.max_connections, async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
+    let serving = running.run(Arc::clone(&setup), stopped);
+    tokio::pin!(serving);
+    tokio::select! {
+        () = accepting => {}
+        result = &mut serving => {
+            return match result {
+                Ok(()) => Err(anyhow::anyhow!("the partitions stopped unexpectedly")),
+                Err(error) => Err(error.context(STOPPED_EARLY)),
+            };
+        }
+    }
+    tracing::info!("stopping: no new connections; handing every held partition over");
+    match tokio::time::timeout(Duration::from_secs(35), serving).await {
+        Ok(result) => result.context("stopping the partitions")?,
+        Err(_) => anyhow::bail!("the partitions did not stop within 35 s of the shutdown signal"),
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
 /// What a process that stopped coordinating says (then it exits: fail-stop).
 const STOPPED_EARLY: &str = "stopped coordinating and exiting, without acknowledging anything that was not committed (requests in flight get an error or a closed connection; retrying them is safe); restart this process to rejoin as a follower";
 
@@ -398,7 +494,7 @@ enum Tenure {
 }
 
 /// Resolves when the Redis lease is lost, with the reason; never without a Redis lease.
-async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
+pub(crate) async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
     let Some(role) = role else {
         return std::future::pending().await;
     };

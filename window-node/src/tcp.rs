@@ -22,16 +22,32 @@ use crate::error::NodeError;
 use crate::lines::{Line, LineSplitter};
 use crate::metrics::Metrics;
 use crate::node::{checked_bounds, window_fields};
-use crate::protocol::{Body, ReplyTo, parse_request};
+use crate::partitions::PartitionTable;
+use crate::protocol::{Body, FromSeq, ReplyTo, parse_request};
 use crate::render::{Address, JsonWriter, Style, write_message};
+use crate::router::{Links, Routed, route};
 
 /// Replies a connection may have pending before it stops reading.
 const PIPELINE: usize = 64;
 
+/// Where a connection's requests go.
+#[derive(Debug)]
+pub enum Route {
+    /// To the one driver (this process coordinates the whole namespace).
+    Single(mpsc::Sender<Command>),
+    /// `--partitions`: a request for one partition (`"partition": i`, from a router) to that
+    /// partition's driver here, or error 11 when this process does not serve it; a client's
+    /// request to the router, which splits it over the partitions' holders.
+    Partitioned {
+        table: Arc<PartitionTable>,
+        failover_timeout: Duration,
+    },
+}
+
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Shared {
-    pub commands: mpsc::Sender<Command>,
+    pub route: Route,
     pub frame: IdFrame,
     pub spec: WindowSpec,
     pub style: Style,
@@ -103,13 +119,34 @@ async fn refuse(mut stream: TcpStream, style: Style, max: usize) {
 enum Outgoing {
     Ready(Vec<u8>),
     Ingest(ReplyTo, oneshot::Receiver<Result<IngestOk, NodeError>>),
-    Close(ReplyTo, oneshot::Receiver<Result<OutputRecord, NodeError>>),
+    Close(
+        ReplyTo,
+        Part,
+        oneshot::Receiver<Result<OutputRecord, NodeError>>,
+    ),
     Flush(
         ReplyTo,
+        Part,
         oneshot::Receiver<Result<Vec<OutputRecord>, NodeError>>,
     ),
     Stats(ReplyTo, oneshot::Receiver<Stats>),
-    Subscribe(ReplyTo, oneshot::Receiver<Result<Subscription, NodeError>>),
+    Subscribe(
+        ReplyTo,
+        Part,
+        oneshot::Receiver<Result<Subscription, NodeError>>,
+    ),
+    /// The router's reply, whole.
+    Routed(oneshot::Receiver<Vec<u8>>),
+    /// The router's merged subscription.
+    RoutedStream(mpsc::Receiver<Vec<u8>>),
+}
+
+/// The partition a request was for (written on its windows), and its driver; `partition` is
+/// `None` without partitions.
+#[derive(Clone, Debug)]
+struct Part {
+    partition: Option<u32>,
+    commands: mpsc::Sender<Command>,
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -122,6 +159,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // Once it subscribes, a connection only streams windows: it is never idle, and requests on
     // it are answered with an error (on the stream) instead of being run.
     let mut subscribed = false;
+    // With partitions: this connection's links to the partitions' holders, opened on first use.
+    let mut links = None;
     loop {
         let read = read_line(&mut reader, &mut splitter);
         let read = match shared.idle_timeout.filter(|_| !subscribed) {
@@ -153,8 +192,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     ),
                 ),
                 Ok(text) => {
-                    let outgoing = handle_request(text, &shared).await;
-                    subscribed = matches!(outgoing, Outgoing::Subscribe(..));
+                    let outgoing = handle_request(text, &shared, &mut links).await;
+                    subscribed = matches!(outgoing, Outgoing::Subscribe(..) | Outgoing::RoutedStream(..));
                     outgoing
                 }
                 Err(e) => ready_error(
@@ -193,7 +232,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     }
 }
 
-async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
+async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) -> Outgoing {
     let request = match parse_request(text) {
         Ok(request) => request,
         Err((to, error)) => return ready_error(shared, &to, &error),
@@ -206,6 +245,80 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
     let unavailable = || {
         NodeError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
     };
+    match request.body {
+        Body::Init { .. } => {
+            let mut out = Vec::new();
+            message(&mut out, shared.style, &to, "init_ok", |_| {});
+            return Outgoing::Ready(out);
+        }
+        Body::Assign { .. } | Body::ProcessWindow { .. } => {
+            return ready_error(
+                shared,
+                &to,
+                &NodeError::UnknownType(
+                    "assign and process_window are stdin requests; the daemon takes ingest (the window size comes from --window-size)".to_owned(),
+                ),
+            );
+        }
+        _ => {}
+    }
+    let part = match (&shared.route, request.partition) {
+        (Route::Single(commands), None) => Part {
+            partition: None,
+            commands: commands.clone(),
+        },
+        (Route::Single(_), Some(partition)) => {
+            return ready_error(
+                shared,
+                &to,
+                &NodeError::malformed(format!(
+                    "partition {partition} was given, but this namespace has no partitions (--partitions 1); leave partition out"
+                )),
+            );
+        }
+        (Route::Partitioned { table, .. }, Some(partition)) => match table.local(partition) {
+            Some(commands) => Part {
+                partition: Some(partition),
+                commands,
+            },
+            None if partition >= table.count() => {
+                return ready_error(
+                    shared,
+                    &to,
+                    &NodeError::malformed(format!(
+                        "partition {partition} does not exist: the namespace has {} partitions (0 to {})",
+                        table.count(),
+                        table.count() - 1
+                    )),
+                );
+            }
+            None => {
+                return ready_error(
+                    shared,
+                    &to,
+                    &NodeError::Unavailable(format!(
+                        "this node does not serve partition {partition} (its lease is elsewhere, or being handed over); send it to the partition's holder, or leave partition out and any node routes it"
+                    )),
+                );
+            }
+        },
+        (
+            Route::Partitioned {
+                table,
+                failover_timeout,
+            },
+            None,
+        ) => {
+            let links =
+                links.get_or_insert_with(|| Links::new(Arc::clone(table), *failover_timeout));
+            return match route(request.body, request.request_id, to, shared, links) {
+                Routed::Ready(out) => Outgoing::Ready(out),
+                Routed::Reply(rx) => Outgoing::Routed(rx),
+                Routed::Stream(rx) => Outgoing::RoutedStream(rx),
+            };
+        }
+    };
+    let commands = &part.commands;
     let request_id = request.request_id;
     match request.body {
         Body::Ingest { mut events } => {
@@ -223,51 +336,55 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                 });
             }
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Ingest { events: owned, request_id, reply: tx }).await.is_err() {
+            if commands.send(Command::Ingest { events: owned, request_id, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Ingest(to, rx)
         }
         Body::Close { window_id, size, key } => {
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Close { window_id, size, key, request_id, reply: tx }).await.is_err() {
+            if commands.send(Command::Close { window_id, size, key, request_id, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
-            Outgoing::Close(to, rx)
+            Outgoing::Close(to, part, rx)
         }
         Body::Flush { until } => {
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Flush { until, request_id, reply: tx }).await.is_err() {
+            if commands.send(Command::Flush { until, request_id, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
-            Outgoing::Flush(to, rx)
+            Outgoing::Flush(to, part, rx)
         }
         Body::Stats => {
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Stats { reply: tx }).await.is_err() {
+            if commands.send(Command::Stats { reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Stats(to, rx)
         }
         Body::Subscribe { from_seq } => {
+            let from_seq = match from_seq {
+                None => None,
+                Some(FromSeq::All(seq)) => Some(seq),
+                Some(FromSeq::PerPartition(_)) => {
+                    return ready_error(
+                        shared,
+                        &to,
+                        &NodeError::malformed(
+                            "from_seq is an array, but this request is for one log (no partitions, or one partition): give one number",
+                        ),
+                    );
+                }
+            };
             let (tx, rx) = oneshot::channel();
-            if shared.commands.send(Command::Subscribe { from_seq, reply: tx }).await.is_err() {
+            if commands.send(Command::Subscribe { from_seq, reply: tx }).await.is_err() {
                 return ready_error(shared, &to, &unavailable());
             }
-            Outgoing::Subscribe(to, rx)
+            Outgoing::Subscribe(to, part, rx)
         }
-        Body::Init { .. } => {
-            let mut out = Vec::new();
-            message(&mut out, shared.style, &to, "init_ok", |_| {});
-            Outgoing::Ready(out)
+        Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => {
+            unreachable!("answered above")
         }
-        Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
-            shared,
-            &to,
-            &NodeError::UnknownType(
-                "assign and process_window are stdin requests; the daemon takes ingest (the window size comes from --window-size)".to_owned(),
-            ),
-        ),
     }
 }
 
@@ -307,18 +424,18 @@ async fn write_replies(
                 }),
                 Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
             },
-            Outgoing::Close(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+            Outgoing::Close(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
                 Ok(record) => message(&mut out, style, &to, "window_closed", |w| {
-                    record_fields(w, shared.frame, &record);
+                    record_fields(w, shared.frame, &record, part.partition);
                 }),
                 Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
             },
-            Outgoing::Flush(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+            Outgoing::Flush(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
                 Ok(records) => message(&mut out, style, &to, "flushed", |w| {
                     w.key("windows").begin_array();
                     for record in &records {
                         w.begin_object();
-                        record_fields(w, shared.frame, record);
+                        record_fields(w, shared.frame, record, part.partition);
                         w.end_object();
                     }
                     w.end_array();
@@ -344,10 +461,24 @@ async fn write_replies(
                 }),
                 Err(_) => message(&mut out, style, &to, "error", |w| error_fields(w, &lost())),
             },
-            Outgoing::Subscribe(to, rx) => {
+            Outgoing::Routed(rx) => {
+                out = rx.await.unwrap_or_else(|_| {
+                    let mut out = Vec::new();
+                    message(&mut out, style, &ReplyTo::default(), "error", |w| {
+                        error_fields(w, &lost())
+                    });
+                    out
+                });
+            }
+            Outgoing::RoutedStream(lines) => {
+                stream_routed(&mut write, &mut queue, lines).await;
+                let _ = write.flush().await;
+                return;
+            }
+            Outgoing::Subscribe(to, part, rx) => {
                 match rx.await.unwrap_or_else(|_| Err(lost())) {
                     Ok(subscription) => {
-                        stream_subscription(&mut write, &mut queue, &shared, to, subscription)
+                        stream_subscription(&mut write, &mut queue, &shared, &part, to, subscription)
                             .await;
                     }
                     Err(error) => {
@@ -380,6 +511,7 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     write: &mut W,
     queue: &mut mpsc::Receiver<Outgoing>,
     shared: &Shared,
+    part: &Part,
     to: ReplyTo,
     mut subscription: Subscription,
 ) {
@@ -397,7 +529,7 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     let mut live: broadcast::Receiver<Published> = loop {
         for record in &subscription.backlog {
             message(&mut out, shared.style, &event_to, "window_closed", |w| {
-                record_fields(w, shared.frame, record)
+                record_fields(w, shared.frame, record, part.partition)
             });
         }
         if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
@@ -408,7 +540,7 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
             break live;
         }
         let (tx, rx) = oneshot::channel();
-        if shared
+        if part
             .commands
             .send(Command::Subscribe {
                 from_seq: Some(next),
@@ -464,7 +596,7 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
                 }
                 next = record.seq + 1;
                 message(&mut out, shared.style, &event_to, "window_closed", |w| {
-                    record_fields(w, shared.frame, record)
+                    record_fields(w, shared.frame, record, part.partition)
                 });
             }
             Published::Late(late) => {
@@ -489,21 +621,61 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     }
 }
 
-fn record_fields(w: &mut JsonWriter<'_>, frame: IdFrame, record: &OutputRecord) {
+fn record_fields(
+    w: &mut JsonWriter<'_>,
+    frame: IdFrame,
+    record: &OutputRecord,
+    partition: Option<u32>,
+) {
     window_fields(w, frame, &record.window);
     w.key("reason").str(record.window.reason.as_str());
     w.key("seq").int(record.seq);
     w.key("epoch").int(record.epoch);
+    if let Some(partition) = partition {
+        w.key("partition").int(partition);
+    }
 }
 
-fn error_fields(w: &mut JsonWriter<'_>, error: &NodeError) {
+/// Streams the router's merged subscription until it ends or the client goes away; error
+/// replies to requests sent on the subscribed connection go between its lines.
+async fn stream_routed<W: AsyncWriteExt + Unpin>(
+    write: &mut W,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    mut lines: mpsc::Receiver<Vec<u8>>,
+) {
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            line = lines.recv() => match line {
+                Some(line) => out.extend_from_slice(&line),
+                None => {
+                    let _ = write.write_all(&out).await;
+                    return;
+                }
+            },
+            item = queue.recv() => match item {
+                Some(Outgoing::Ready(bytes)) => out.extend_from_slice(&bytes),
+                Some(_) | None => return,
+            },
+        }
+        // Batch what is already waiting into one write.
+        if lines.is_empty() || out.len() > 64 * 1024 {
+            if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+pub(crate) fn error_fields(w: &mut JsonWriter<'_>, error: &NodeError) {
     w.key("code").int(error.code());
     w.key("text").str(&error.to_string());
 }
 
 /// Writes one message: a bare body, or an envelope back to the sender when the request came in
 /// one.
-fn message(
+pub(crate) fn message(
     out: &mut Vec<u8>,
     style: Style,
     to: &ReplyTo,

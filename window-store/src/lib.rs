@@ -44,6 +44,7 @@ mod kv;
 mod memory;
 mod redis;
 mod redis_lease;
+mod redis_members;
 mod sled;
 mod store;
 
@@ -52,6 +53,7 @@ pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
 pub use crate::memory::{MemoryBackend, MemoryStore};
 pub use crate::redis::{RedisBackend, RedisStore};
 pub use crate::redis_lease::{Holding, LeaseView, RedisLease};
+pub use crate::redis_members::RedisMembership;
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{
     Batch, OutputRecord, REMEMBERED_REQUESTS, Recovered, RememberedRequest, RequestOutcome,

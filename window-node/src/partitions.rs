@@ -1,0 +1,452 @@
+//! `--partitions N`: one Redis namespace split into N partitions that fire in parallel on
+//! several nodes.
+//!
+//! A window belongs to the partition of its key ([`partition_of`]: xxh3 of the key's bytes
+//! modulo N; unkeyed events share the partition of the empty key). Partition `i` of namespace
+//! `NS` is the namespace `NS.i`, with its own hash tag (so Redis Cluster may put partitions on
+//! different shards), lease, fencing epoch, open state and output log with its own dense `seq`.
+//! So each partition is exactly the one-namespace design of `ARCHITECTURE.md`, and every
+//! guarantee there holds per partition.
+//!
+//! Every node runs one lease keeper per partition. A keeper takes a free lease only while its
+//! node holds fewer than its fair share (`lease::fair_share` of N over the live nodes, which the
+//! nodes announce in `{wn:NS}:nodes`); a node above its share hands its highest partition over
+//! cleanly: new requests for it are refused with error 11, its driver answers what it has,
+//! syncs and stops, and only then is the lease released. While a node holds a partition it runs
+//! a driver for it ([`keep_partition`]); requests addressed to that partition (`"partition": i`,
+//! sent by the routers of all nodes, `router.rs`) go to that driver.
+//!
+//! Losing a partition's lease is fail-stop for the whole process, as without partitions: the
+//! process exits non-zero and its supervisor restarts it.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinSet;
+use window_store::{RedisMembership, RedisStore};
+
+use crate::driver::{Command, Driver, DriverConfig, blocking};
+use crate::follower::Coordinator;
+use crate::lease::{LeaseConfig, fair_share, hand_over};
+use crate::lease_redis::{LeaseKeeper, Quota, Role};
+use crate::metrics::Metrics;
+use crate::serve::lease_lost;
+
+/// The partition of a window with `key`, out of `count`.
+///
+/// xxh3 is fixed by its specification, so every node and every release agrees on it (std's
+/// hasher may change between Rust versions and is seeded per process).
+pub fn partition_of(key: Option<&str>, count: u32) -> u32 {
+    let hash = xxhash_rust::xxh3::xxh3_64(key.unwrap_or("").as_bytes());
+    u32::try_from(hash % u64::from(count.max(1))).unwrap_or(0)
+}
+
+/// The namespace partition `partition` of `namespace` keeps its keys in.
+pub fn namespace_of(namespace: &str, partition: u32) -> String {
+    format!("{namespace}.{partition}")
+}
+
+/// Checks that `namespace` is (or now becomes) a namespace of `count` partitions; a node started
+/// with another count is refused, since keys would hash to other partitions.
+pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Result<()> {
+    let mut members = RedisMembership::connect(url, namespace)?;
+    let recorded = members.claim_partitions(count)?;
+    if recorded != count {
+        anyhow::bail!(
+            "namespace {namespace:?} was made with {recorded} partitions (--partitions {recorded}), not {count}: keys hash to partitions by that number, so every node must use it; start this node with --partitions {recorded}, or use another --namespace"
+        );
+    }
+    Ok(())
+}
+
+/// Where each partition is served: by a driver in this process, or by another node.
+#[derive(Debug)]
+pub struct PartitionTable {
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    /// The partition's driver, while this process holds its lease and serves it.
+    local: RwLock<Option<mpsc::Sender<Command>>>,
+    /// The partition's lease holder, as this process's keeper of it sees it.
+    coordinator: Arc<Coordinator>,
+}
+
+impl PartitionTable {
+    /// The number of partitions.
+    pub fn count(&self) -> u32 {
+        u32::try_from(self.slots.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The partition of a window with `key`.
+    pub fn of(&self, key: Option<&str>) -> u32 {
+        partition_of(key, self.count())
+    }
+
+    /// The partition's driver, when this process serves it.
+    pub fn local(&self, partition: u32) -> Option<mpsc::Sender<Command>> {
+        let slot = self.slots.get(partition as usize)?;
+        slot.local.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Where the partition's holder is found.
+    pub fn coordinator(&self, partition: u32) -> Option<&Arc<Coordinator>> {
+        self.slots
+            .get(partition as usize)
+            .map(|slot| &slot.coordinator)
+    }
+
+    fn set_local(&self, partition: u32, driver: Option<mpsc::Sender<Command>>) {
+        if let Some(slot) = self.slots.get(partition as usize) {
+            *slot.local.write().unwrap_or_else(|e| e.into_inner()) = driver;
+        }
+    }
+
+    /// The partitions this process serves now.
+    fn held(&self) -> BTreeSet<u32> {
+        (0..self.count())
+            .filter(|&p| self.local(p).is_some())
+            .collect()
+    }
+}
+
+/// What the partitions need to run.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub url: String,
+    pub namespace: String,
+    /// This node's advertised address: its id in the leases and the members.
+    pub me: SocketAddr,
+    pub count: u32,
+    pub lease: LeaseConfig,
+    pub driver: DriverConfig,
+    pub subscriber_buffer: usize,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The running partitions: keepers competing for every partition, and this node's membership.
+#[derive(Debug)]
+pub struct Partitions {
+    table: Arc<PartitionTable>,
+    keepers: Vec<LeaseKeeper>,
+    quota: Arc<Quota>,
+    membership: Membership,
+}
+
+impl Partitions {
+    /// Joins the namespace's members and starts competing for its partitions (blocking I/O).
+    pub fn start(setup: &Setup) -> anyhow::Result<Partitions> {
+        claim_partitions(&setup.url, &setup.namespace, setup.count)?;
+        let quota = Quota::new(0);
+        let membership = Membership::start(setup, Arc::clone(&quota))?;
+        let me = setup.me.to_string();
+        let mut keepers = Vec::new();
+        let mut slots = Vec::new();
+        for partition in 0..setup.count {
+            let namespace = namespace_of(&setup.namespace, partition);
+            let keeper = LeaseKeeper::start(
+                &setup.url,
+                &namespace,
+                me.clone(),
+                setup.lease,
+                Some(Arc::clone(&quota)),
+            )
+            .with_context(|| format!("starting the Redis lease of partition {partition}"))?;
+            slots.push(Slot {
+                local: RwLock::new(None),
+                coordinator: Arc::new(Coordinator::Redis {
+                    role: keeper.role(),
+                    me: setup.me,
+                }),
+            });
+            keepers.push(keeper);
+        }
+        Ok(Partitions {
+            table: Arc::new(PartitionTable { slots }),
+            keepers,
+            quota,
+            membership,
+        })
+    }
+
+    /// Where each partition is served.
+    pub fn table(&self) -> Arc<PartitionTable> {
+        Arc::clone(&self.table)
+    }
+
+    /// Serves the partitions this node holds, hands over what is above its share, and takes
+    /// what others hand over, until `stopped` turns true (then every held partition drains,
+    /// syncs and is released, and the node leaves the members) or a partition's lease is lost
+    /// (an error: fail-stop).
+    pub async fn run(self, setup: Arc<Setup>, stopped: watch::Receiver<bool>) -> anyhow::Result<()> {
+        let Partitions {
+            table,
+            keepers,
+            quota,
+            membership,
+        } = self;
+        let mut tasks = JoinSet::new();
+        let mut handovers = Vec::new();
+        for (partition, keeper) in (0..).zip(keepers) {
+            let (tx, rx) = mpsc::channel(1);
+            handovers.push(tx);
+            tasks.spawn(keep_partition(
+                partition,
+                keeper,
+                Arc::clone(&setup),
+                Arc::clone(&table),
+                rx,
+                stopped.clone(),
+            ));
+        }
+        let mut stopping = stopped.clone();
+        let mut balance = tokio::time::interval(Duration::from_millis(250));
+        let result = loop {
+            tokio::select! {
+                _ = balance.tick() => {
+                    if let Some(partition) = hand_over(&table.held(), quota.share())
+                        && let Some(tx) = handovers.get(partition as usize)
+                    {
+                        // A full channel means a handover is under way already.
+                        let _ = tx.try_send(());
+                    }
+                }
+                done = tasks.join_next() => match done {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => break Err(error),
+                    Some(Err(join)) => break Err(anyhow::anyhow!("a partition task failed: {join}")),
+                    None => break Ok(()),
+                },
+                _ = stopping.wait_for(|stop| *stop) => {
+                    // Every task drains and releases its partition.
+                    while let Some(done) = tasks.join_next().await {
+                        if let Ok(Err(error)) = done {
+                            tracing::warn!(%error, "a partition did not stop cleanly");
+                        }
+                    }
+                    break Ok(());
+                }
+            }
+        };
+        if result.is_ok() {
+            blocking(|| membership.leave());
+        }
+        result
+    }
+}
+
+/// Serves one partition for as long as this process holds its lease, again each time it takes
+/// it; hands it over when told to; stops when `stopped` turns true.
+async fn keep_partition(
+    partition: u32,
+    keeper: LeaseKeeper,
+    setup: Arc<Setup>,
+    table: Arc<PartitionTable>,
+    mut handover: mpsc::Receiver<()>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut role = keeper.role();
+    let namespace = namespace_of(&setup.namespace, partition);
+    loop {
+        let epoch = tokio::select! {
+            held = role.wait_for(|r| matches!(r, Role::Holding { .. } | Role::Lost { .. })) => {
+                match &*held.context("the lease thread stopped")? {
+                    Role::Holding { epoch } => *epoch,
+                    other => anyhow::bail!("partition {partition}: the lease was lost before it was used: {other:?}"),
+                }
+            }
+            _ = stopped.wait_for(|stop| *stop) => {
+                blocking(|| keeper.release());
+                return Ok(());
+            }
+        };
+        // A handover asked for before this holding began is out of date.
+        while handover.try_recv().is_ok() {}
+        let store = blocking(|| -> anyhow::Result<RedisStore> {
+            let mut store = RedisStore::connect(&setup.url, &namespace)?;
+            store.backend_mut().set_epoch(epoch);
+            Ok(store)
+        })
+        .with_context(|| format!("opening the Redis store of partition {partition}"))?;
+        let config = DriverConfig {
+            epoch,
+            ..setup.driver
+        };
+        let (publish, _) = broadcast::channel(setup.subscriber_buffer.max(16));
+        let driver = blocking(|| {
+            Driver::new(config, Box::new(store), publish, Arc::clone(&setup.metrics))
+        })
+        .with_context(|| format!("recovering partition {partition}"))?
+        .with_gate(keeper.gate());
+        let (commands, rx) = mpsc::channel(1024);
+        let (stop_driver, driver_stopped) = watch::channel(false);
+        let mut running = tokio::spawn(driver.run(rx, driver_stopped));
+        table.set_local(partition, Some(commands));
+        tracing::info!(partition, epoch, "coordinating partition {partition}");
+        enum Next {
+            HandOver,
+            Stop,
+        }
+        let next = tokio::select! {
+            result = &mut running => {
+                table.set_local(partition, None);
+                return Err(match result {
+                    Ok(Ok(())) => anyhow::anyhow!("the driver stopped unexpectedly"),
+                    Ok(Err(error)) => anyhow::Error::new(error),
+                    Err(join) => anyhow::anyhow!("the driver task failed: {join}"),
+                }
+                .context(format!("partition {partition} stopped")));
+            }
+            reason = lease_lost(Some(&mut role)) => {
+                table.set_local(partition, None);
+                anyhow::bail!("partition {partition}: {reason}");
+            }
+            Some(()) = handover.recv() => Next::HandOver,
+            _ = stopped.wait_for(|stop| *stop) => Next::Stop,
+        };
+        // New requests get error 11 (the routers send them again to the next holder); the
+        // driver answers what it has, syncs, and stops; only then does the lease go.
+        table.set_local(partition, None);
+        let _ = stop_driver.send(true);
+        match tokio::time::timeout(Duration::from_secs(30), running).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("partition {partition} failed while stopping")));
+            }
+            Ok(Err(join)) => anyhow::bail!("partition {partition}: the driver task failed: {join}"),
+            Err(_) => anyhow::bail!("partition {partition}: the driver did not stop within 30 s"),
+        }
+        match next {
+            Next::HandOver => {
+                keeper.hand_over();
+                let _ = role
+                    .wait_for(|r| !matches!(r, Role::Holding { .. }))
+                    .await;
+                tracing::info!(partition, epoch, "handed partition {partition} over");
+            }
+            Next::Stop => {
+                blocking(|| keeper.release());
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// This node's membership: a thread that announces it every third of the lease ttl and sets the
+/// quota's share from the number of live members.
+#[derive(Debug)]
+struct Membership {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Membership {
+    fn start(setup: &Setup, quota: Arc<Quota>) -> anyhow::Result<Membership> {
+        let mut members = RedisMembership::connect(&setup.url, &setup.namespace)?;
+        let me = setup.me.to_string();
+        // Twice the lease ttl: a dead node's share is given out again about when its leases end.
+        let ttl = setup.lease.ttl() * 2;
+        let every = setup.lease.renew_every();
+        let count = setup.count;
+        let live = members
+            .announce(&me, ttl)
+            .context("announcing this node to the others")?;
+        quota.set_share(fair_share(count, live));
+        let (stop, stopped) = channel();
+        let thread = std::thread::Builder::new()
+            .name("members".to_owned())
+            .spawn(move || {
+                let mut last = live;
+                loop {
+                    match stopped.recv_timeout(every) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) => {
+                            if let Err(error) = members.leave(&me) {
+                                tracing::warn!(%error, "leaving the members failed; this node's membership ends by itself");
+                            }
+                            return;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    match members.announce(&me, ttl) {
+                        Ok(live) => {
+                            if live != last {
+                                tracing::info!(
+                                    live,
+                                    share = fair_share(count, live),
+                                    "the number of live nodes changed"
+                                );
+                                last = live;
+                            }
+                            quota.set_share(fair_share(count, live));
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "announcing this node failed; retrying")
+                        }
+                    }
+                }
+            })
+            .context("starting the membership thread")?;
+        Ok(Membership {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Leaves the members (a clean shutdown) and waits for the thread.
+    fn leave(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        // Pinned values: a change of the hash would move every key of a running namespace.
+        assert_eq!(partition_of(None, 4), partition_of(Some(""), 4));
+        let pinned: Vec<u32> = ["k0", "k1", "k2", "k3", "user-42"]
+            .iter()
+            .map(|k| partition_of(Some(k), 8))
+            .collect();
+        assert_eq!(pinned, expected_pins());
+        let mut counts = [0u32; 4];
+        for i in 0..4000 {
+            counts[partition_of(Some(&format!("key-{i}")), 4) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "4000 keys spread over 4 partitions: {counts:?}"
+        );
+        assert_eq!(partition_of(Some("any"), 1), 0);
+        assert_eq!(partition_of(Some("any"), 0), 0, "no partitions is read as one");
+    }
+
+    /// xxh3-64 of the pinned keys, modulo 8, computed by the reference implementation.
+    fn expected_pins() -> Vec<u32> {
+        ["k0", "k1", "k2", "k3", "user-42"]
+            .iter()
+            .map(|k| (xxhash_rust::xxh3::xxh3_64(k.as_bytes()) % 8) as u32)
+            .collect()
+    }
+
+    #[test]
+    fn partition_namespaces_have_their_own_hash_tag() {
+        assert_eq!(namespace_of("orders", 3), "orders.3");
+    }
+}

@@ -1,0 +1,780 @@
+//! The router of a partitioned node (`--partitions N`): a client's request, split by partition,
+//! sent to each partition's holder, and the answers merged into one reply.
+//!
+//! - `ingest`: the events grouped by their key's partition; one `ingest` per partition, each
+//!   with its own request id (the client's id with `/pN` appended, or a fresh one), so a part
+//!   sent again after a failover is answered from its record; the counts are summed.
+//! - `close`: to its key's partition. `flush` and `stats`: to every partition, the windows merged
+//!   by (start, end, key), the counts summed with a `partitions` list beside them.
+//! - `subscribe`: one subscription per partition, resumed after a failover from the next `seq`
+//!   it had not seen; `from_seq` is one number for all partitions or one per partition, and
+//!   every window carries its `partition` (its `seq` is that partition's).
+//!
+//! Each client connection has one link per partition ([`Links`]): a connection to the node that
+//! holds the partition's lease (maybe this one, over loopback, so that a partition served here
+//! and one served elsewhere take the same path) that sends the partition's requests in order,
+//! keeps the unanswered ones, and sends them again to the next holder when the holder goes away,
+//! moves, or answers error 11 (a handover or a stop), for up to the failover timeout.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use window_core::Timestamp;
+
+use crate::error::NodeError;
+use crate::follower::{Coordinator, RECONNECT_PAUSE, RETRY_PAUSE, Refusals, RequestIds, connect_to};
+use crate::node::checked_bounds;
+use crate::partitions::PartitionTable;
+use crate::protocol::{Body, FromSeq, MAX_REQUEST_ID, ReplyTo};
+use crate::render::{JsonWriter, Style};
+use crate::tcp::{Shared, error_fields, message};
+
+/// What the router answers a request with.
+#[derive(Debug)]
+pub enum Routed {
+    /// The reply, ready now.
+    Ready(Vec<u8>),
+    /// The reply, once every partition answered.
+    Reply(oneshot::Receiver<Vec<u8>>),
+    /// A subscription: `subscribe_ok`, then windows, until the channel closes.
+    Stream(mpsc::Receiver<Vec<u8>>),
+}
+
+/// One client connection's links to the partitions' holders, opened as needed.
+pub struct Links {
+    table: Arc<PartitionTable>,
+    links: Vec<Option<mpsc::Sender<Ask>>>,
+    ids: RequestIds,
+    failover_timeout: Duration,
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("partitions", &self.links.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A line for a partition's holder and where its reply goes.
+struct Ask {
+    line: String,
+    reply: oneshot::Sender<String>,
+}
+
+impl Links {
+    pub fn new(table: Arc<PartitionTable>, failover_timeout: Duration) -> Links {
+        let count = table.count() as usize;
+        Links {
+            table,
+            links: (0..count).map(|_| None).collect(),
+            ids: RequestIds::new(),
+            failover_timeout,
+        }
+    }
+
+    /// Sends `line` to the holder of `partition`; its reply line arrives on the receiver.
+    fn ask(&mut self, partition: u32, line: String) -> oneshot::Receiver<String> {
+        let (reply, answer) = oneshot::channel();
+        let slot = &mut self.links[partition as usize];
+        let link = match slot {
+            Some(link) if !link.is_closed() => link,
+            _ => {
+                let (tx, rx) = mpsc::channel(PIPELINE);
+                let coordinator = self
+                    .table
+                    .coordinator(partition)
+                    .map(Arc::clone)
+                    .expect("a partition below the count");
+                tokio::spawn(run_link(coordinator, partition, rx, self.failover_timeout));
+                slot.insert(tx)
+            }
+        };
+        // The link takes asks as fast as the connection's reader makes them (the reply queue
+        // bounds them); a link that ended answers through the dropped sender.
+        if let Err(mpsc::error::TrySendError::Full(ask) | mpsc::error::TrySendError::Closed(ask)) =
+            link.try_send(Ask { line, reply })
+        {
+            let _ = ask.reply.send(unavailable_line(partition));
+        }
+        answer
+    }
+}
+
+/// Asks a link may hold: more than a connection's pipeline of replies, so `ask` never waits.
+const PIPELINE: usize = 256;
+
+/// Routes one client request (`init`, `assign` and `process_window` are answered by the caller).
+pub fn route(body: Body<'_>, request_id: Option<String>, to: ReplyTo, shared: &Shared, links: &mut Links) -> Routed {
+    let style = shared.style;
+    let count = links.table.count();
+    let part_id = |links: &mut Links| -> String {
+        match &request_id {
+            Some(id) if id.len() + 12 <= MAX_REQUEST_ID => id.clone(),
+            // Too long to extend: its hash stands for it (the same for a resend of the same id).
+            Some(id) => format!("h{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
+            None => links.ids.next(),
+        }
+    };
+    match body {
+        Body::Ingest { mut events } => {
+            let events = events.events();
+            // Each partition's events, as the text of a JSON array.
+            let mut parts: Vec<Option<Vec<u8>>> = (0..count).map(|_| None).collect();
+            let id = part_id(links);
+            for (index, event) in events.iter().enumerate() {
+                if let Err(error) = checked_bounds(shared.spec, index, event.ts) {
+                    return ready_error(style, &to, &error);
+                }
+                let partition = links.table.of(event.key);
+                let array = parts[partition as usize].get_or_insert_with(|| b"[".to_vec());
+                if array.len() > 1 {
+                    array.push(b',');
+                }
+                let mut w = JsonWriter::new(array, Style::Compact);
+                w.begin_object();
+                w.key("id").event_id(&event.id);
+                w.key("timestamp").int(event.ts.as_millis());
+                if let Some(key) = event.key {
+                    w.key("key").str(key);
+                }
+                if let Some(value) = event.value {
+                    w.key("value").float(value);
+                }
+                w.end_object();
+            }
+            let answers: Vec<_> = (0..count)
+                .filter_map(|p| {
+                    let mut array = parts[p as usize].take()?;
+                    array.push(b']');
+                    let line = line_for("ingest", p, &id, |w| {
+                        w.key("events").raw(&into_string(array));
+                    });
+                    Some(links.ask(p, line))
+                })
+                .collect();
+            reply_when_answered(answers, style, to.clone(), move |texts| {
+                let mut sum = IngestCounts::default();
+                for text in &texts {
+                    let counts: IngestCounts = expect_reply(text, "ingest_ok")?;
+                    sum.accepted += counts.accepted;
+                    sum.duplicates += counts.duplicates;
+                    sum.late += counts.late;
+                }
+                let mut out = Vec::new();
+                message(&mut out, style, &to, "ingest_ok", |w| {
+                    w.key("accepted").int(sum.accepted);
+                    w.key("duplicates").int(sum.duplicates);
+                    w.key("late").int(sum.late);
+                });
+                Ok(out)
+            })
+        }
+        Body::Close {
+            window_id,
+            size,
+            key,
+        } => {
+            let partition = links.table.of(key.as_deref());
+            let line = line_for("close", partition, &part_id(links), |w| {
+                w.key("window_id").str(&window_id.to_string());
+                if let Some(size) = size {
+                    w.key("window_size_ms").raw(&size.to_string());
+                }
+                if let Some(key) = &key {
+                    w.key("key").str(key);
+                }
+            });
+            let answer = links.ask(partition, line);
+            reply_when_answered(vec![answer], style, to.clone(), move |texts| {
+                let fields: OrderedFields<'_> = expect_reply(&texts[0], "window_closed")?;
+                let mut out = Vec::new();
+                message(&mut out, style, &to, "window_closed", |w| fields.write(w));
+                Ok(out)
+            })
+        }
+        Body::Flush { until } => {
+            let id = part_id(links);
+            let answers = (0..count)
+                .map(|p| {
+                    let line = line_for("flush", p, &id, |w| {
+                        if let Some(until) = until {
+                            w.key("until").int(until.as_millis());
+                        }
+                    });
+                    links.ask(p, line)
+                })
+                .collect();
+            reply_when_answered(answers, style, to.clone(), move |texts| {
+                let mut windows = Vec::new();
+                for text in &texts {
+                    let flushed: Flushed<'_> = expect_reply(text, "flushed")?;
+                    for window in flushed.windows {
+                        let order: WindowOrder = serde_json::from_str(window.get())
+                            .map_err(|e| unexpected(window.get(), &e))?;
+                        windows.push((order.sort_key(), window));
+                    }
+                }
+                windows.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut out = Vec::new();
+                message(&mut out, style, &to, "flushed", |w| {
+                    w.key("windows").begin_array();
+                    for (_, window) in &windows {
+                        w.raw(window.get());
+                    }
+                    w.end_array();
+                });
+                Ok(out)
+            })
+        }
+        Body::Stats => {
+            let answers = (0..count)
+                .map(|p| links.ask(p, format!("{{\"type\":\"stats\",\"partition\":{p}}}")))
+                .collect();
+            reply_when_answered(answers, style, to.clone(), move |texts| {
+                let parts = texts
+                    .iter()
+                    .map(|text| expect_reply::<PartStats>(text, "stats_ok"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let total = |f: fn(&PartStats) -> u64| parts.iter().map(f).sum::<u64>();
+                let mut out = Vec::new();
+                message(&mut out, style, &to, "stats_ok", |w| {
+                    w.key("open_windows").int(total(|s| s.open_windows));
+                    w.key("buffered_events").int(total(|s| s.buffered_events));
+                    w.key("emitted_windows").int(total(|s| s.emitted_windows));
+                    w.key("accepted").int(total(|s| s.accepted));
+                    w.key("duplicates").int(total(|s| s.duplicates));
+                    w.key("late").int(total(|s| s.late));
+                    w.key("partitions").begin_array();
+                    for (p, stats) in parts.iter().enumerate() {
+                        w.begin_object();
+                        w.key("partition").int(p);
+                        w.key("lease_holder").str(&stats.lease_holder);
+                        w.key("epoch").int(stats.epoch);
+                        w.key("open_windows").int(stats.open_windows);
+                        w.key("emitted_windows").int(stats.emitted_windows);
+                        match &stats.watermark {
+                            Some(wm) => w.key("watermark").str(wm),
+                            None => w.key("watermark").raw("null"),
+                        };
+                        w.end_object();
+                    }
+                    w.end_array();
+                });
+                Ok(out)
+            })
+        }
+        Body::Subscribe { from_seq } => {
+            let starts: Vec<Option<u64>> = match from_seq {
+                None => vec![None; count as usize],
+                Some(FromSeq::All(seq)) => vec![Some(seq); count as usize],
+                Some(FromSeq::PerPartition(seqs)) if seqs.len() == count as usize => {
+                    seqs.into_iter().map(Some).collect()
+                }
+                Some(FromSeq::PerPartition(seqs)) => {
+                    return ready_error(
+                        style,
+                        &to,
+                        &NodeError::malformed(format!(
+                            "from_seq has {} numbers, but the namespace has {count} partitions: give one per partition, or one number for all",
+                            seqs.len()
+                        )),
+                    );
+                }
+            };
+            let (feed_tx, feed) = mpsc::channel(1024);
+            for (p, start) in (0..count).zip(starts) {
+                let coordinator = links
+                    .table
+                    .coordinator(p)
+                    .map(Arc::clone)
+                    .expect("a partition below the count");
+                tokio::spawn(follow_partition(
+                    coordinator,
+                    p,
+                    start,
+                    feed_tx.clone(),
+                    links.failover_timeout,
+                ));
+            }
+            let (out, lines) = mpsc::channel(1024);
+            tokio::spawn(merge_feeds(feed, count, to, style, out));
+            Routed::Stream(lines)
+        }
+        Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
+            style,
+            &to,
+            &NodeError::Internal("this request is not routed".to_owned()),
+        ),
+    }
+}
+
+/// A request line for a partition: type, partition, request id, then what `fields` writes.
+fn line_for(
+    kind: &str,
+    partition: u32,
+    request_id: &str,
+    fields: impl FnOnce(&mut JsonWriter<'_>),
+) -> String {
+    let mut line = Vec::with_capacity(256);
+    let mut w = JsonWriter::new(&mut line, Style::Compact);
+    w.begin_object();
+    w.key("type").str(kind);
+    w.key("partition").int(partition);
+    w.key("request_id")
+        .str(&format!("{request_id}/p{partition}"));
+    fields(&mut w);
+    w.end_object();
+    into_string(line)
+}
+
+fn into_string(line: Vec<u8>) -> String {
+    // Built from strings and JSON numbers only.
+    String::from_utf8(line).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn ready_error(style: Style, to: &ReplyTo, error: &NodeError) -> Routed {
+    let mut out = Vec::new();
+    message(&mut out, style, to, "error", |w| error_fields(w, error));
+    Routed::Ready(out)
+}
+
+/// Waits for every answer, then builds the reply with `merge`; an error answer (or a merge that
+/// fails) becomes the reply instead.
+fn reply_when_answered(
+    answers: Vec<oneshot::Receiver<String>>,
+    style: Style,
+    to: ReplyTo,
+    merge: impl FnOnce(Vec<String>) -> Result<Vec<u8>, NodeError> + Send + 'static,
+) -> Routed {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut texts = Vec::with_capacity(answers.len());
+        for answer in answers {
+            texts.push(answer.await.unwrap_or_else(|_| unavailable_line(0)));
+        }
+        let out = merge(texts).unwrap_or_else(|error| {
+            let mut out = Vec::new();
+            message(&mut out, style, &to, "error", |w| error_fields(w, &error));
+            out
+        });
+        let _ = tx.send(out);
+    });
+    Routed::Reply(rx)
+}
+
+/// A reply of kind `kind`, parsed as `T`; an error reply as its error.
+fn expect_reply<'a, T: Deserialize<'a>>(text: &'a str, kind: &str) -> Result<T, NodeError> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
+        code: Option<u32>,
+        text: Option<String>,
+    }
+    let head: Head<'_> = serde_json::from_str(text).map_err(|e| unexpected(text, &e))?;
+    if head.kind == "error" {
+        return Err(NodeError::from_code(
+            head.code.unwrap_or(13),
+            head.text.unwrap_or_default(),
+        ));
+    }
+    if head.kind != kind {
+        return Err(NodeError::Internal(format!(
+            "a partition answered {} where {kind} was expected",
+            head.kind
+        )));
+    }
+    serde_json::from_str(text).map_err(|e| unexpected(text, &e))
+}
+
+fn unexpected(text: &str, error: &serde_json::Error) -> NodeError {
+    let shown: String = text.chars().take(200).collect();
+    NodeError::Internal(format!("a partition's reply could not be read ({error}): {shown}"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IngestCounts {
+    accepted: u64,
+    duplicates: u64,
+    late: u64,
+}
+
+#[derive(Deserialize)]
+struct Flushed<'a> {
+    #[serde(borrow)]
+    windows: Vec<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct WindowOrder {
+    window_start: String,
+    window_end: String,
+    key: Option<String>,
+}
+
+impl WindowOrder {
+    /// (start, end, key), by time rather than by text (`10:00:00.250Z` sorts before
+    /// `10:00:00Z` as text).
+    fn sort_key(&self) -> (i64, i64, Option<String>) {
+        let ms = |t: &str| Timestamp::parse_rfc3339(t).map_or(i64::MAX, Timestamp::as_millis);
+        (ms(&self.window_start), ms(&self.window_end), self.key.clone())
+    }
+}
+
+#[derive(Deserialize)]
+struct PartStats {
+    open_windows: u64,
+    buffered_events: u64,
+    emitted_windows: u64,
+    accepted: u64,
+    duplicates: u64,
+    late: u64,
+    watermark: Option<String>,
+    lease_holder: String,
+    epoch: u64,
+}
+
+/// A reply's fields in their order, values as raw JSON, without `type` and `in_reply_to`: to
+/// be written again under the client's `msg_id`.
+struct OrderedFields<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl OrderedFields<'_> {
+    fn write(&self, w: &mut JsonWriter<'_>) {
+        for (key, value) in &self.0 {
+            w.key(key).raw(value.get());
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for OrderedFields<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = OrderedFields<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields = Vec::new();
+                while let Some((key, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
+                    if key != "type" && key != "in_reply_to" {
+                        fields.push((key, value));
+                    }
+                }
+                Ok(OrderedFields(fields))
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// The answer for a partition no node serves within the failover timeout.
+fn unavailable_line(partition: u32) -> String {
+    let error = NodeError::Unavailable(format!(
+        "no node serves partition {partition} right now (its holder died or is handing it over, and none took over within --failover-timeout); retry: ingest is idempotent, and a request_id makes close and flush so"
+    ));
+    let mut out = Vec::new();
+    message(&mut out, Style::Compact, &ReplyTo::default(), "error", |w| {
+        error_fields(w, &error)
+    });
+    into_string(out)
+}
+
+fn is_unavailable(text: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Code {
+        code: Option<u32>,
+    }
+    text.starts_with("{\"type\":\"error\"")
+        && serde_json::from_str::<Code>(text).is_ok_and(|c| c.code == Some(NodeError::UNAVAILABLE))
+}
+
+/// One link: sends a partition's lines to its holder in order and hands the replies back,
+/// sending the unanswered ones again to the next holder. Ends when the connection's asks end
+/// and every one was answered.
+async fn run_link(
+    coordinator: Arc<Coordinator>,
+    partition: u32,
+    mut asks: mpsc::Receiver<Ask>,
+    failover_timeout: Duration,
+) {
+    let mut waiting: VecDeque<Ask> = VecDeque::new();
+    let mut asks_done = false;
+    let mut refusals = Refusals::default();
+    loop {
+        if asks_done && waiting.is_empty() {
+            return;
+        }
+        let Some((upstream, holder)) = connect_to(&coordinator, failover_timeout).await else {
+            for ask in waiting.drain(..) {
+                let _ = ask.reply.send(unavailable_line(partition));
+            }
+            match asks.recv().await {
+                Some(ask) => waiting.push_back(ask),
+                None => return,
+            }
+            continue;
+        };
+        let (up_read, mut up_write) = upstream.into_split();
+        let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
+        let mut out = Vec::new();
+        for ask in &waiting {
+            out.extend_from_slice(ask.line.as_bytes());
+            out.push(b'\n');
+        }
+        if up_write.write_all(&out).await.is_err() {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+            continue;
+        }
+        let mut line = String::new();
+        loop {
+            if asks_done && waiting.is_empty() {
+                return;
+            }
+            tokio::select! {
+                ask = asks.recv(), if !asks_done => match ask {
+                    Some(ask) => {
+                        let sent = up_write.write_all(format!("{}\n", ask.line).as_bytes()).await;
+                        waiting.push_back(ask);
+                        if sent.is_err() {
+                            break;
+                        }
+                    }
+                    None => asks_done = true,
+                },
+                () = coordinator.moved_from(holder) => break,
+                read = up_read.read_line(&mut line) => {
+                    match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let text = std::mem::take(&mut line);
+                    let text = text.trim_end();
+                    let refused = is_unavailable(text);
+                    if refused && refusals.may_retry(failover_timeout) && !waiting.is_empty() {
+                        // A handover or a stop: the next holder gets everything unanswered (the
+                        // request ids make the resends safe).
+                        refusals.note(true);
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        break;
+                    }
+                    refusals.note(refused);
+                    match waiting.pop_front() {
+                        Some(ask) => {
+                            let _ = ask.reply.send(text.to_owned());
+                        }
+                        // Nothing was asked: a refusal at the connection limit, say.
+                        None => tracing::debug!(partition, text, "an unsolicited line from a partition's holder"),
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(RECONNECT_PAUSE).await;
+    }
+}
+
+/// What a partition's subscription sends the merger.
+enum Feed {
+    /// The partition's subscription began at this sequence number.
+    Started { partition: u32, from_seq: u64 },
+    /// A window or late event, as its holder wrote it (with its `partition`).
+    Line(String),
+    /// The subscription cannot go on: an error line for the client.
+    Failed(NodeError),
+}
+
+/// Follows one partition's output log from `from` (only new windows when `None`) across
+/// failovers, until the merger is gone.
+async fn follow_partition(
+    coordinator: Arc<Coordinator>,
+    partition: u32,
+    from: Option<u64>,
+    feed: mpsc::Sender<Feed>,
+    failover_timeout: Duration,
+) {
+    let mut next = from;
+    let mut started = false;
+    loop {
+        let connected = tokio::select! {
+            connected = connect_to(&coordinator, failover_timeout) => connected,
+            () = feed.closed() => return,
+        };
+        let Some((upstream, holder)) = connected else {
+            let _ = feed
+                .send(Feed::Failed(NodeError::Unavailable(format!(
+                    "no node serves partition {partition} (none took over within --failover-timeout); subscribe again with from_seq as the windows you have say"
+                ))))
+                .await;
+            return;
+        };
+        let (up_read, mut up_write) = upstream.into_split();
+        let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
+        let request = match next {
+            Some(seq) => format!("{{\"type\":\"subscribe\",\"partition\":{partition},\"from_seq\":{seq}}}\n"),
+            None => format!("{{\"type\":\"subscribe\",\"partition\":{partition}}}\n"),
+        };
+        if up_write.write_all(request.as_bytes()).await.is_ok() {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                let read = tokio::select! {
+                    read = up_read.read_line(&mut line) => read,
+                    () = coordinator.moved_from(holder) => break,
+                    () = feed.closed() => return,
+                };
+                if !matches!(read, Ok(n) if n > 0) {
+                    break;
+                }
+                let Ok(peek) = serde_json::from_str::<Peek>(line.trim_end()) else {
+                    continue;
+                };
+                match peek.kind.as_str() {
+                    "subscribe_ok" => {
+                        let from_seq = peek.from_seq.unwrap_or(0);
+                        next = Some(next.map_or(from_seq, |n| n.max(from_seq)));
+                        if !started {
+                            started = true;
+                            if feed.send(Feed::Started { partition, from_seq }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    "window_closed" => {
+                        let seq = peek.seq.unwrap_or(0);
+                        if next.is_some_and(|n| seq < n) {
+                            continue;
+                        }
+                        next = Some(seq + 1);
+                        if feed.send(Feed::Line(line.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    "late_event" => {
+                        if feed.send(Feed::Line(line.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    // An error (fell behind, or the holder is stopping): resume elsewhere.
+                    _ => break,
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(rename = "type")]
+    kind: String,
+    seq: Option<u64>,
+    from_seq: Option<u64>,
+}
+
+/// Sends `subscribe_ok` (with every partition's start) once every partition's subscription
+/// began, then every partition's windows as they come.
+async fn merge_feeds(
+    mut feed: mpsc::Receiver<Feed>,
+    count: u32,
+    to: ReplyTo,
+    style: Style,
+    out: mpsc::Sender<Vec<u8>>,
+) {
+    let failed = |error: NodeError| {
+        let mut line = Vec::new();
+        message(&mut line, style, &ReplyTo { msg_id: None, ..to.clone() }, "error", |w| {
+            error_fields(w, &error)
+        });
+        line
+    };
+    let mut starts: Vec<Option<u64>> = vec![None; count as usize];
+    let mut early = Vec::new();
+    while starts.iter().any(Option::is_none) {
+        match feed.recv().await {
+            Some(Feed::Started { partition, from_seq }) => starts[partition as usize] = Some(from_seq),
+            Some(Feed::Line(line)) => early.push(line),
+            Some(Feed::Failed(error)) => {
+                let _ = out.send(failed(error)).await;
+                return;
+            }
+            None => return,
+        }
+    }
+    let mut ok = Vec::new();
+    message(&mut ok, style, &to, "subscribe_ok", |w| {
+        w.key("from_seq").begin_array();
+        for start in &starts {
+            w.int(start.unwrap_or(0));
+        }
+        w.end_array();
+    });
+    if out.send(ok).await.is_err() {
+        return;
+    }
+    for line in early {
+        if out.send(line.into_bytes()).await.is_err() {
+            return;
+        }
+    }
+    while let Some(item) = feed.recv().await {
+        let sent = match item {
+            Feed::Line(line) => out.send(line.into_bytes()).await,
+            Feed::Failed(error) => {
+                let _ = out.send(failed(error)).await;
+                return;
+            }
+            Feed::Started { .. } => Ok(()),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_fields_keep_their_order_and_drop_type_and_reply_id() {
+        let text = r#"{"type":"window_closed","in_reply_to":4,"window_id":"window-0","window_start":"1970-01-01T00:00:00Z","count":1,"events":[1],"partition":2}"#;
+        let fields: OrderedFields<'_> = serde_json::from_str(text).unwrap();
+        let mut out = Vec::new();
+        message(&mut out, Style::Compact, &ReplyTo { msg_id: Some("9".into()), ..ReplyTo::default() }, "window_closed", |w| fields.write(w));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"type\":\"window_closed\",\"in_reply_to\":9,\"window_id\":\"window-0\",\"window_start\":\"1970-01-01T00:00:00Z\",\"count\":1,\"events\":[1],\"partition\":2}\n"
+        );
+    }
+
+    #[test]
+    fn windows_sort_by_time_not_by_text() {
+        let order = |start: &str| WindowOrder {
+            window_start: start.to_owned(),
+            window_end: "2024-01-15T10:01:00Z".to_owned(),
+            key: None,
+        };
+        assert!(
+            order("2024-01-15T10:00:00Z").sort_key() < order("2024-01-15T10:00:00.250Z").sort_key()
+        );
+    }
+
+    #[test]
+    fn error_replies_become_errors_with_their_code() {
+        let text = r#"{"type":"error","code":20,"text":"window-5 is not open"}"#;
+        let error = expect_reply::<IngestCounts>(text, "ingest_ok").unwrap_err();
+        assert_eq!(error.code(), 20);
+        assert_eq!(error.to_string(), "window-5 is not open");
+        assert!(is_unavailable(&unavailable_line(3)));
+        assert!(!is_unavailable(text));
+        let counts: IngestCounts =
+            expect_reply(r#"{"type":"ingest_ok","accepted":2,"duplicates":1,"late":0}"#, "ingest_ok").unwrap();
+        assert_eq!((counts.accepted, counts.duplicates, counts.late), (2, 1, 0));
+    }
+}

@@ -1,0 +1,759 @@
+//! Several `serve` processes sharing one Redis namespace split into `--partitions N`: each
+//! partition has its own lease, epoch, output log and dense `seq`, and the live nodes share the
+//! partitions out between them (about ceil(N / live nodes) each). Any node accepts a client and
+//! routes its requests to the partitions' holders.
+//!
+//! The tests run the real binary against a real `redis-server` on a free loopback port (see
+//! `support`; without it they return early outside CI). They check that the partitions spread
+//! over the nodes and move to the survivors when a holder is SIGKILLed, that under load through
+//! one node every acknowledged event still appears in exactly one fired window while holders
+//! die again and again (`FAILOVER_KILLS`, default 3), and that mistakes in the option are
+//! explained.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+#[path = "../../window-store/tests/support/mod.rs"]
+mod support;
+
+/// How long one step may take: a node reporting its address, one reply, a process exiting.
+/// Longer than `--failover-timeout` (15 s), so a node that retries a request for that long
+/// before answering error 11 is not mistaken for a dead one.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How long the leases may take to settle: a takeover waits for the dead holder's ttl (1 s),
+/// and balancing hands partitions over one by one, so this is generous on purpose.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// The first event's timestamp (ms). Event `id` has timestamp `BASE_TS + id`, so with 1 s
+/// windows every thousand ids the watermark passes a window boundary and windows fire by
+/// themselves, not only by the final flush.
+const BASE_TS: i64 = 1_700_000_000_000;
+
+/// Events per ingest request.
+const BATCH: i64 = 200;
+
+/// Event `id` has key `k{id % KEYS}`: enough keys that every partition gets some.
+const KEYS: i64 = 32;
+
+/// One Redis namespace and the partition count every node of a test is started with.
+struct Place {
+    url: String,
+    namespace: String,
+    partitions: usize,
+}
+
+impl Place {
+    fn new(server: &support::RedisServer, partitions: usize) -> Place {
+        Place {
+            url: server.url(),
+            namespace: server.fresh_namespace(),
+            partitions,
+        }
+    }
+
+    /// The `serve` arguments of a node of this place, with `partitions` instead of the place's
+    /// own count (to try a node that disagrees with the namespace).
+    fn serve_args(&self, partitions: usize) -> Vec<String> {
+        [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &self.url,
+            "--namespace",
+            &self.namespace,
+            "--partitions",
+            &partitions.to_string(),
+            "--lease-ttl",
+            "1s",
+            "--window-size",
+            "1s",
+            "--allowed-lateness",
+            "0s",
+            "--idle-timeout",
+            "0s",
+            "--failover-timeout",
+            "15s",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+}
+
+/// A running `serve` process, SIGKILLed and reaped on drop (so a failing test leaves nothing
+/// behind, and dropping a node is how the tests kill one).
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    /// Every line the node wrote on stderr so far, to show when something goes wrong.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts a node of `place` and waits until it reports the address it listens on.
+    fn start(place: &Place) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_window-node"))
+            .args(place.serve_args(place.partitions))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start window-node serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("address="))
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    let _ = tx.send(addr);
+                }
+                lines.lock().expect("log").push(line);
+            }
+        });
+        // The reader drops `tx` at end of file, so a node that exits at once (a rejected
+        // option, say) fails here straight away rather than after the whole wait.
+        match rx.recv_timeout(WAIT) {
+            Ok(addr) => Node { child, addr, log },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the node did not report its address; its log: {:#?}",
+                    log.lock().expect("log")
+                );
+            }
+        }
+    }
+
+    /// The address other nodes and `stats` call this node by.
+    fn name(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The last few lines of the node's log, for a failure message.
+    fn log_tail(&self) -> Vec<String> {
+        let log = self.log.lock().expect("log");
+        log[log.len().saturating_sub(10)..].to_vec()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One client connection speaking compact JSON lines.
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Option<Conn> {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(WAIT)).ok()?;
+        Some(Conn {
+            reader: BufReader::new(stream.try_clone().ok()?),
+            writer: stream,
+        })
+    }
+
+    /// Sends one request line and reads one reply line; `None` if the connection failed, closed
+    /// or timed out, after which the connection is no longer usable.
+    fn call(&mut self, line: &str) -> Option<Value> {
+        writeln!(self.writer, "{line}").ok()?;
+        self.read()
+    }
+
+    /// Reads one line (a reply, or a pushed `window_closed`).
+    fn read(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(n) if n > 0 => serde_json::from_str(&line).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One partition's entry in `stats`: who holds its lease (if anyone), and its epoch.
+#[derive(Clone, Debug)]
+struct Lease {
+    holder: Option<String>,
+    epoch: u64,
+}
+
+/// Asks `addr` for `stats` and returns its partition entries, or `None` if it cannot answer
+/// right now. A reply of the wrong shape is a failure, not a "not yet": the entries must be one
+/// per partition, in partition order.
+fn leases(addr: SocketAddr, partitions: usize) -> Option<Vec<Lease>> {
+    let stats = Conn::open(addr)?.call(r#"{"type":"stats","msg_id":3}"#)?;
+    if stats["type"] != "stats_ok" {
+        return None;
+    }
+    let entries = stats["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("stats has a partitions array: {stats}"));
+    assert_eq!(
+        entries.len(),
+        partitions,
+        "one entry per partition: {stats}"
+    );
+    let leases = entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            assert_eq!(entry["partition"], i, "entries in partition order: {stats}");
+            Lease {
+                holder: entry["lease_holder"]
+                    .as_str()
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned),
+                epoch: entry["epoch"].as_u64().unwrap_or(0),
+            }
+        })
+        .collect();
+    Some(leases)
+}
+
+/// How many partitions each holder holds.
+fn holdings(leases: &[Lease]) -> BTreeMap<String, usize> {
+    let mut held = BTreeMap::new();
+    for holder in leases.iter().filter_map(|l| l.holder.clone()) {
+        *held.entry(holder).or_default() += 1;
+    }
+    held
+}
+
+/// Every partition is held, and only by live nodes.
+fn all_held_by(leases: &[Lease], live: &[String]) -> bool {
+    leases
+        .iter()
+        .all(|l| l.holder.as_ref().is_some_and(|h| live.contains(h)))
+}
+
+/// Every partition is held by a live node and no node holds more than its share,
+/// ceil(N / live nodes). With all partitions held, that also means nobody holds too few by
+/// more than the rounding allows.
+fn balanced(leases: &[Lease], live: &[String]) -> bool {
+    let share = leases.len().div_ceil(live.len());
+    all_held_by(leases, live) && holdings(leases).values().all(|&n| n <= share)
+}
+
+/// Polls `stats` on `nodes[0]` until `accept` takes the partition entries (given the live nodes'
+/// addresses), and returns them. On timeout it fails with the last entries seen and the tail of
+/// every live node's log, since a lease that does not settle is best explained by the nodes.
+fn wait_for(
+    nodes: &[Node],
+    partitions: usize,
+    what: &str,
+    accept: impl Fn(&[Lease], &[String]) -> bool,
+) -> Vec<Lease> {
+    let live: Vec<String> = nodes.iter().map(Node::name).collect();
+    let deadline = Instant::now() + SETTLE;
+    let mut last = None;
+    loop {
+        if let Some(leases) = leases(nodes[0].addr, partitions) {
+            if accept(&leases, &live) {
+                return leases;
+            }
+            last = Some(leases);
+        }
+        if Instant::now() >= deadline {
+            let logs: Vec<(String, Vec<String>)> =
+                nodes.iter().map(|n| (n.name(), n.log_tail())).collect();
+            panic!(
+                "not within {SETTLE:?}: {what}; live nodes {live:?}; last partitions seen {last:#?}; logs {logs:#?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The partitions `holder` holds.
+fn held_by(leases: &[Lease], holder: &str) -> Vec<usize> {
+    (0..leases.len())
+        .filter(|&p| leases[p].holder.as_deref() == Some(holder))
+        .collect()
+}
+
+fn kills() -> usize {
+    std::env::var("FAILOVER_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3)
+}
+
+/// Three nodes share six partitions two each, and after one of them is SIGKILLed the two
+/// survivors take its partitions over, three each, each taken partition under a higher epoch
+/// (so the dead holder's late writes, if any, would be fenced).
+#[test]
+fn partitions_spread_over_the_nodes() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 6);
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
+    let before = wait_for(
+        &nodes,
+        place.partitions,
+        "six partitions spread two to a node over three nodes",
+        balanced,
+    );
+    let expected: BTreeMap<String, usize> = nodes.iter().map(|n| (n.name(), 2)).collect();
+    assert_eq!(holdings(&before), expected, "{before:#?}");
+
+    // Kill a node other than the one `wait_for` asks, so the question can still be asked.
+    let victim = nodes.remove(2);
+    let orphans = held_by(&before, &victim.name());
+    assert_eq!(orphans.len(), 2, "{before:#?}");
+    let killed_at = Instant::now();
+    drop(victim); // SIGKILL, and reap.
+    let after = wait_for(
+        &nodes,
+        place.partitions,
+        "the dead node's partitions taken over by the survivors, three each",
+        balanced,
+    );
+    let took = killed_at.elapsed();
+    let expected: BTreeMap<String, usize> = nodes.iter().map(|n| (n.name(), 3)).collect();
+    assert_eq!(holdings(&after), expected, "{after:#?}");
+    for p in 0..place.partitions {
+        assert!(
+            after[p].epoch >= before[p].epoch,
+            "partition {p}'s epoch went back: {before:#?} then {after:#?}"
+        );
+    }
+    for &p in &orphans {
+        assert!(
+            after[p].epoch > before[p].epoch,
+            "the takeover of partition {p} raises its epoch: {before:#?} then {after:#?}"
+        );
+    }
+    eprintln!("partitions: {orphans:?} taken over {took:?} after the kill; now {after:?}");
+}
+
+/// What the ingesting client did.
+#[derive(Debug, Default)]
+struct Load {
+    /// The ids of every event in a batch that got `ingest_ok`.
+    acked: Vec<i64>,
+    /// Acknowledged batches.
+    batches: u64,
+    /// Times a batch was sent again (after error 11 or a lost connection).
+    resends: u64,
+    /// The reply counts, summed over the acknowledged batches.
+    duplicates: u64,
+    late: u64,
+}
+
+/// Ingests batches through `addr` until `stop` is set, one request in flight. Every batch has
+/// its own `request_id`, and on error 11 or a lost connection the same line is sent again
+/// (reconnecting if need be), which the interface promises is safe: a batch that was committed
+/// after all is answered from its record rather than taken twice. Any other reply, or a batch
+/// that cannot be placed for a whole minute, ends the load with an error.
+fn ingest(addr: SocketAddr, stop: &AtomicBool) -> Result<Load, String> {
+    let mut load = Load::default();
+    let mut conn: Option<Conn> = None;
+    // A bound on the whole run, however fast the nodes are.
+    for batch in 0..50_000i64 {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let ids: Vec<i64> = (batch * BATCH..(batch + 1) * BATCH).collect();
+        let events: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                format!(
+                    r#"{{"id":{id},"timestamp":{},"key":"k{}"}}"#,
+                    BASE_TS + id,
+                    id % KEYS
+                )
+            })
+            .collect();
+        let line = format!(
+            r#"{{"type":"ingest","msg_id":{batch},"request_id":"load-{batch}","events":[{}]}}"#,
+            events.join(",")
+        );
+        let give_up = Instant::now() + Duration::from_secs(60);
+        loop {
+            if conn.is_none() {
+                conn = Conn::open(addr);
+            }
+            match conn.as_mut().and_then(|c| c.call(&line)) {
+                Some(reply) if reply["type"] == "ingest_ok" => {
+                    let count = |field: &str| reply[field].as_u64();
+                    let (Some(accepted), Some(duplicates), Some(late)) =
+                        (count("accepted"), count("duplicates"), count("late"))
+                    else {
+                        return Err(format!("batch {batch}: counts missing in {reply}"));
+                    };
+                    // The counts are summed over the partitions, so each event is in one.
+                    if accepted + duplicates + late != BATCH as u64 {
+                        return Err(format!(
+                            "batch {batch}: the counts do not add up to {BATCH}: {reply}"
+                        ));
+                    }
+                    load.duplicates += duplicates;
+                    load.late += late;
+                    load.acked.extend(&ids);
+                    load.batches += 1;
+                    break;
+                }
+                Some(reply) if reply["type"] == "error" && reply["code"] == 11 => {}
+                Some(reply) => return Err(format!("batch {batch}: unexpected reply {reply}")),
+                None => conn = None,
+            }
+            // Not acknowledged: the batch may or may not have been taken. Abandoning it at the
+            // end is fine, since only acknowledged events must come out.
+            if stop.load(Ordering::Relaxed) {
+                return Ok(load);
+            }
+            if Instant::now() >= give_up {
+                return Err(format!("batch {batch}: not acknowledged within a minute"));
+            }
+            load.resends += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(load)
+}
+
+/// Sets the flag when dropped, so the client thread stops even when the test fails half way.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Three nodes share four partitions while a client ingests through node 0; a node holding
+/// partitions (never node 0, so the client's node stays) is SIGKILLed `FAILOVER_KILLS` times
+/// and replaced each time. Then the whole output log, read back through node 0, must hold every
+/// acknowledged event exactly once, with each partition's `seq` dense from 0 and its epochs
+/// never going back, and every key in one partition only.
+#[test]
+fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_lost() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 4);
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
+    wait_for(
+        &nodes,
+        place.partitions,
+        "four partitions spread over three nodes",
+        balanced,
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+    let client = {
+        let (stop, entry) = (Arc::clone(&stop), nodes[0].addr);
+        std::thread::spawn(move || ingest(entry, &stop))
+    };
+
+    let mut takeovers = Vec::new();
+    for kill in 0..kills() {
+        // Let the load run, and let the replacement of the last kill get its share.
+        std::thread::sleep(Duration::from_millis(500));
+        let before = wait_for(
+            &nodes,
+            place.partitions,
+            &format!("balanced before kill {kill}"),
+            balanced,
+        );
+        // The node (not node 0) holding the most partitions; when balanced, node 0 holds at
+        // most ceil(4 / 3) = 2 of the 4, so another node holds at least one.
+        let victim_at = (1..nodes.len())
+            .max_by_key(|&i| held_by(&before, &nodes[i].name()).len())
+            .expect("three nodes");
+        let victim = nodes.remove(victim_at);
+        let orphans = held_by(&before, &victim.name());
+        assert!(!orphans.is_empty(), "kill {kill}: {before:#?}");
+        let killed_at = Instant::now();
+        drop(victim); // SIGKILL, and reap.
+        let after = wait_for(
+            &nodes,
+            place.partitions,
+            &format!("kill {kill}: every partition held by a survivor"),
+            all_held_by,
+        );
+        takeovers.push(killed_at.elapsed());
+        for &p in &orphans {
+            assert!(
+                after[p].epoch > before[p].epoch,
+                "kill {kill}: the takeover of partition {p} raises its epoch: {before:#?} then {after:#?}"
+            );
+        }
+        nodes.push(Node::start(&place));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let load = client
+        .join()
+        .expect("the client thread")
+        .unwrap_or_else(|why| panic!("the client failed: {why}"));
+    assert!(
+        load.acked.len() >= 10 * BATCH as usize,
+        "the client made progress: {} events",
+        load.acked.len()
+    );
+    // Timestamps only ever advance, so with no lateness allowed none may be late: a late event
+    // is acknowledged but fires in no window, and would look lost below.
+    assert_eq!(load.late, 0, "no event is late: {load:?}");
+
+    let final_leases = wait_for(
+        &nodes,
+        place.partitions,
+        "every partition held before reading the log",
+        all_held_by,
+    );
+    let windows = read_log(nodes[0].addr, place.partitions);
+    let per_partition = check_log(&windows, &load.acked, place.partitions);
+    let epochs: Vec<u64> = final_leases.iter().map(|l| l.epoch).collect();
+    let slowest = takeovers.iter().max().copied().unwrap_or_default();
+    eprintln!(
+        "partitions: {} acknowledged events ({} batches, {} resends, {} duplicates) all emitted exactly once in {} windows (per partition {per_partition:?}, final epochs {epochs:?}); takeover (kill to every partition held) max {slowest:?}, each {takeovers:?}",
+        load.acked.len(),
+        load.batches,
+        load.resends,
+        load.duplicates,
+        windows.len(),
+    );
+}
+
+/// Sends `line` to `addr` until the reply has type `wanted` (bounded by `SETTLE`), since a
+/// request can meet a partition in the middle of a handover and get error 11, which is safe to
+/// retry. A flush sent twice is harmless: the second finds nothing open.
+fn call_until(addr: SocketAddr, line: &str, wanted: &str) -> Value {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let reply = Conn::open(addr).and_then(|mut c| c.call(line));
+        match reply {
+            Some(reply) if reply["type"] == wanted => return reply,
+            reply => assert!(
+                Instant::now() < deadline,
+                "no {wanted} reply to {line} within {SETTLE:?}; last {reply:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Flushes every open window through `addr`, then reads the whole output log back from it:
+/// as many `window_closed` lines as `stats` says were emitted, over all partitions.
+fn read_log(addr: SocketAddr, partitions: usize) -> Vec<Value> {
+    call_until(addr, r#"{"type":"flush","msg_id":2}"#, "flushed");
+    let stats = call_until(addr, r#"{"type":"stats","msg_id":3}"#, "stats_ok");
+    let emitted = stats["emitted_windows"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("emitted_windows in {stats}"));
+    let mut sub = Conn::open(addr).expect("connect to subscribe");
+    let ok = sub
+        .call(r#"{"type":"subscribe","msg_id":4,"from_seq":0}"#)
+        .expect("a reply to subscribe");
+    assert_eq!(ok["type"], "subscribe_ok", "{ok}");
+    assert_eq!(
+        ok["from_seq"],
+        json!(vec![0; partitions]),
+        "one start per partition: {ok}"
+    );
+    // Each read is bounded by the connection's timeout, and the whole by this deadline.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut windows = Vec::with_capacity(emitted as usize);
+    while (windows.len() as u64) < emitted {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {emitted} windows in time",
+            windows.len()
+        );
+        let window = sub.read().unwrap_or_else(|| {
+            panic!(
+                "the subscription ended after {} of {emitted} windows",
+                windows.len()
+            )
+        });
+        windows.push(window);
+    }
+    windows
+}
+
+/// Checks the output log: per partition, windows come in `seq` order and the seqs are exactly
+/// 0, 1, 2, ... with epochs that never go back; a key's windows are all in one partition; every
+/// event fires once at most, under its own key, and every acknowledged one fires. Returns how
+/// many windows each partition fired.
+fn check_log(windows: &[Value], acked: &[i64], partitions: usize) -> Vec<u64> {
+    let mut next_seq = vec![0u64; partitions];
+    let mut last_epoch = vec![0u64; partitions];
+    let mut partition_of_key: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashMap<i64, (usize, u64)> = HashMap::new();
+    for window in windows {
+        assert_eq!(window["type"], "window_closed", "{window}");
+        let p = window["partition"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("partition in {window}")) as usize;
+        assert!(p < partitions, "partition in range: {window}");
+        let seq = window["seq"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("seq in {window}"));
+        assert_eq!(
+            seq, next_seq[p],
+            "partition {p}'s seqs come dense and in order from 0: {window}"
+        );
+        next_seq[p] += 1;
+        let epoch = window["epoch"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("epoch in {window}"));
+        assert!(
+            epoch >= last_epoch[p],
+            "partition {p}'s epochs never go back along its log: {window}"
+        );
+        last_epoch[p] = epoch;
+        let key = window["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("key in {window}"));
+        if let Some(other) = partition_of_key.insert(key.to_owned(), p) {
+            assert_eq!(other, p, "key {key} fired in two partitions: {window}");
+        }
+        for id in window["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("events in {window}"))
+        {
+            let id = id.as_i64().expect("integer event id");
+            assert_eq!(
+                key,
+                format!("k{}", id % KEYS),
+                "event {id} fired under another key: {window}"
+            );
+            if let Some((other, other_seq)) = seen.insert(id, (p, seq)) {
+                panic!(
+                    "event {id} fired twice: partition {other} seq {other_seq}, and partition {p} seq {seq}"
+                );
+            }
+        }
+    }
+    let lost: Vec<i64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !seen.contains_key(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    next_seq
+}
+
+/// Runs `window-node` with `args` to its end, bounded by `WAIT` (a node that should have refused
+/// to start but serves instead is killed and reported), and returns how it exited and its stderr.
+fn run_to_exit(args: &[String]) -> (ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_window-node"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run window-node");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let text = reader.join().expect("stderr reader");
+            panic!("{args:?} did not exit within {WAIT:?}; stderr: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().expect("stderr reader"))
+}
+
+/// Mistakes in `--partitions` stop the node at once with a message that names what is wrong:
+/// zero partitions, partitions without a shared Redis store (the partition leases live in
+/// Redis), and a partition count other than the one the namespace already runs with (the key
+/// hash would send a key's events to another partition than before).
+#[test]
+fn partition_options_are_explained() {
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["serve", "--listen", "127.0.0.1:0"]
+            .iter()
+            .chain(extra)
+            .map(|a| (*a).to_owned())
+            .collect()
+    };
+    // Port 1 on loopback: nothing listens there, so a node that got past its options would fail
+    // to connect instead; the options must be checked first.
+    let (status, zero) = run_to_exit(&args(&[
+        "--store",
+        "redis://127.0.0.1:1/",
+        "--partitions",
+        "0",
+    ]));
+    assert!(!status.success(), "--partitions 0 must fail");
+    assert!(zero.contains("--partitions"), "{zero}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_arg = dir.path().to_str().expect("a UTF-8 temp dir").to_owned();
+    let (status, no_store) = run_to_exit(&args(&["--data-dir", &dir_arg, "--partitions", "4"]));
+    assert!(!status.success(), "--partitions without --store must fail");
+    assert!(no_store.contains("--store"), "{no_store}");
+
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 4);
+    let running = [Node::start(&place)];
+    // Once it holds all four partitions, the namespace has its count recorded.
+    wait_for(
+        &running,
+        place.partitions,
+        "the first node holding all four partitions",
+        all_held_by,
+    );
+    let (status, other_count) = run_to_exit(&place.serve_args(2));
+    assert!(
+        !status.success(),
+        "--partitions 2 on a namespace of 4 must fail"
+    );
+    assert!(other_count.contains("partitions"), "{other_count}");
+    // The refused node changed nothing: the first still holds every partition.
+    let leases = wait_for(
+        &running,
+        place.partitions,
+        "the first node still holding all four partitions",
+        all_held_by,
+    );
+    assert_eq!(
+        holdings(&leases),
+        BTreeMap::from([(running[0].name(), 4)]),
+        "{leases:#?}"
+    );
+}

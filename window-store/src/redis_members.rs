@@ -1,0 +1,130 @@
+//! The members of a partitioned Redis namespace: which nodes are alive, so that each takes its
+//! fair share of the partitions, and how many partitions the namespace was made with.
+//!
+//! Two keys under the namespace's own hash tag (`{wn:NAME}`; every partition `i` lives in the
+//! namespace `NAME.i`, with its own tag, lease and store):
+//! - `{wn:NAME}:nodes`: a sorted set of node ids scored by when their membership ends, in
+//!   milliseconds of *Redis's* clock (`TIME`), so no node compares its clock with another's. A
+//!   node re-announces itself well before its score passes; every announcement first drops the
+//!   members whose score has passed (nodes that died).
+//! - `{wn:NAME}:partitions`: the number of partitions, set by the first node and never changed.
+//!   A node started with another number refuses to run: keys hash to partitions by that number,
+//!   so two numbers at once would put one key's windows in two places.
+
+use std::time::Duration;
+
+use crate::error::StoreError;
+use crate::redis::{backend_error, check_namespace, namespaced, open_connection, redact};
+
+/// A connection to the membership keys of one namespace.
+pub struct RedisMembership {
+    con: redis::Connection,
+    /// The URL as given (it may hold a password), to reconnect.
+    dial: String,
+    /// The URL with any password hidden, for messages.
+    url: String,
+    /// A call failed: the next one reconnects first.
+    broken: bool,
+    nodes_key: String,
+    partitions_key: String,
+    announce: redis::Script,
+}
+
+impl std::fmt::Debug for RedisMembership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisMembership")
+            .field("url", &self.url)
+            .field("nodes_key", &self.nodes_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisMembership {
+    /// Connects to the Redis server at `url` for the members of `namespace`. Errors as for
+    /// [`crate::RedisStore::connect`].
+    pub fn connect(url: &str, namespace: &str) -> Result<RedisMembership, StoreError> {
+        check_namespace(namespace)?;
+        Ok(RedisMembership {
+            con: open_connection(url)?,
+            dial: url.to_owned(),
+            url: redact(url),
+            broken: false,
+            nodes_key: namespaced(namespace, "nodes"),
+            partitions_key: namespaced(namespace, "partitions"),
+            announce: redis::Script::new(ANNOUNCE),
+        })
+    }
+
+    fn reconnect_if_broken(&mut self) -> Result<(), StoreError> {
+        if self.broken {
+            self.con = open_connection(&self.dial)?;
+            self.broken = false;
+        }
+        Ok(())
+    }
+
+    fn failed(&mut self, what: &str, error: redis::RedisError) -> StoreError {
+        self.broken = true;
+        backend_error(&self.url, what, error)
+    }
+
+    /// Records `count` as the namespace's number of partitions if none is recorded yet, and
+    /// returns the recorded number (another than `count` when the namespace was made with
+    /// another).
+    pub fn claim_partitions(&mut self, count: u32) -> Result<u32, StoreError> {
+        self.reconnect_if_broken()?;
+        let reply = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&self.partitions_key)
+            .arg(count)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&self.partitions_key)
+            .query(&mut self.con);
+        let (recorded,): (String,) =
+            reply.map_err(|e| self.failed("recording the number of partitions", e))?;
+        recorded.parse().map_err(|_| {
+            StoreError::corrupt(
+                self.partitions_key.as_bytes(),
+                format!("the number of partitions {recorded:?} is not a number"),
+            )
+        })
+    }
+
+    /// Announces `node` as alive for `ttl` (by Redis's clock), drops members whose time has
+    /// passed, and returns how many members are alive, `node` included.
+    pub fn announce(&mut self, node: &str, ttl: Duration) -> Result<u32, StoreError> {
+        self.reconnect_if_broken()?;
+        let reply = self
+            .announce
+            .key(&self.nodes_key)
+            .arg(node)
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .invoke(&mut self.con);
+        let live: u32 = reply.map_err(|e| self.failed("announcing this node", e))?;
+        Ok(live)
+    }
+
+    /// Removes `node` from the members (a clean shutdown), so the others take its share at once.
+    pub fn leave(&mut self, node: &str) -> Result<(), StoreError> {
+        self.reconnect_if_broken()?;
+        let reply: redis::RedisResult<i64> = redis::cmd("ZREM")
+            .arg(&self.nodes_key)
+            .arg(node)
+            .query(&mut self.con);
+        reply
+            .map(drop)
+            .map_err(|e| self.failed("leaving the members", e))
+    }
+}
+
+/// KEYS: the members. ARGV: the node, its ttl in ms. Returns the number of live members.
+const ANNOUNCE: &str = r#"#!lua
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return redis.call('ZCARD', KEYS[1])
+"#;
