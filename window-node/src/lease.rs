@@ -394,7 +394,9 @@ pub fn fair_share(partitions: u32, live: u32) -> u32 {
 /// Which held partition to hand over, if any: the highest one while more than `share` are held
 /// (one at a time, so that the others take it before the next goes).
 pub fn hand_over(held: &std::collections::BTreeSet<u32>, share: u32) -> Option<u32> {
-    (held.len() > share as usize).then(|| held.last().copied()).flatten()
+    (held.len() > share as usize)
+        .then(|| held.last().copied())
+        .flatten()
 }
 
 fn acquire(observed: &Observation, now: Timestamp, config: &LeaseConfig) -> Decision {
@@ -972,7 +974,10 @@ mod tests {
         for partitions in 1..=16 {
             for live in 1..=8 {
                 let share = fair_share(partitions, live);
-                assert!(share * live >= partitions, "{partitions} over {live}: {share}");
+                assert!(
+                    share * live >= partitions,
+                    "{partitions} over {live}: {share}"
+                );
                 assert!(
                     (share - 1) * live < partitions,
                     "no smaller share would do: {partitions} over {live}: {share}"

@@ -467,3 +467,90 @@ fn observation(view: &LeaseView, now: Timestamp) -> Observation {
         last_epoch: view.epoch,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The keeper with a quota, against a real `redis-server` (see `redis_support`).
+
+    use super::*;
+    use crate::redis_support::RedisServer;
+
+    #[test]
+    fn a_quota_counts_places_taken_and_given_back() {
+        let quota = Quota::new(2);
+        assert!(quota.try_take());
+        assert!(quota.try_take());
+        assert!(!quota.try_take(), "at the share");
+        quota.give_back();
+        assert!(quota.try_take());
+        quota.set_share(1);
+        assert!(!quota.try_take(), "above a lowered share");
+        quota.give_back();
+        quota.give_back();
+        quota.give_back();
+        assert!(quota.try_take(), "giving back never goes below zero");
+        assert!(!quota.try_take());
+    }
+
+    async fn wait_for(role: &mut watch::Receiver<Role>, want: impl Fn(&Role) -> bool) -> Role {
+        tokio::time::timeout(Duration::from_secs(10), role.wait_for(want))
+            .await
+            .expect("within 10 s")
+            .expect("the keeper runs")
+            .clone()
+    }
+
+    #[tokio::test]
+    async fn a_full_quota_leaves_a_free_lease_until_a_handover_makes_room() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let config = LeaseConfig::new(
+            Duration::from_secs(3),
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let quota = Quota::new(1);
+        let (first, second) = (server.fresh_namespace(), server.fresh_namespace());
+        let url = server.url();
+        let a = LeaseKeeper::start(
+            &url,
+            &first,
+            "me:1".into(),
+            config,
+            Some(Arc::clone(&quota)),
+        )
+        .unwrap();
+        let mut a_role = a.role();
+        assert_eq!(
+            wait_for(&mut a_role, |r| matches!(r, Role::Holding { .. })).await,
+            Role::Holding { epoch: 1 }
+        );
+        let b = LeaseKeeper::start(
+            &url,
+            &second,
+            "me:1".into(),
+            config,
+            Some(Arc::clone(&quota)),
+        )
+        .unwrap();
+        let mut b_role = b.role();
+        // The second lease is free, but the quota is full: it is left alone.
+        assert_eq!(
+            wait_for(&mut b_role, |r| !matches!(r, Role::Starting)).await,
+            Role::Following { holder: None }
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(*b_role.borrow(), Role::Following { holder: None });
+        // Handing the first over gives its place to the second; the first is not taken back.
+        a.hand_over();
+        assert_eq!(
+            wait_for(&mut b_role, |r| matches!(r, Role::Holding { .. })).await,
+            Role::Holding { epoch: 1 }
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(*a_role.borrow(), Role::Following { holder: None });
+        drop((a, b));
+    }
+}

@@ -25,7 +25,8 @@ pub struct Metrics {
     pub subscribers_dropped: AtomicU64,
     /// Requests answered from the record of an earlier request with the same request id.
     pub requests_repeated: AtomicU64,
-    /// 1 while this process coordinates (holds the lease, or needs none), 0 while it follows.
+    /// 1 while this process coordinates (holds the lease, or needs none), 0 while it follows;
+    /// with `--partitions`, the number of partitions it serves.
     pub coordinating: AtomicU64,
     /// The lease epoch this process coordinates with (0 while following or without a lease).
     pub lease_epoch: AtomicU64,
@@ -111,7 +112,7 @@ impl Metrics {
             ),
             (
                 "window_node_coordinating",
-                "1 while this process coordinates (holds the lease), 0 while it follows.",
+                "1 while this process coordinates (holds the lease), 0 while it follows; with --partitions, the number of partitions it serves.",
                 get(&self.coordinating),
             ),
             (

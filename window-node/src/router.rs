@@ -27,7 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
 use crate::error::NodeError;
-use crate::follower::{Coordinator, RECONNECT_PAUSE, RETRY_PAUSE, Refusals, RequestIds, connect_to};
+use crate::follower::{
+    Coordinator, RECONNECT_PAUSE, RETRY_PAUSE, Refusals, RequestIds, connect_to,
+};
 use crate::node::checked_bounds;
 use crate::partitions::PartitionTable;
 use crate::protocol::{Body, FromSeq, MAX_REQUEST_ID, ReplyTo};
@@ -110,7 +112,13 @@ impl Links {
 const PIPELINE: usize = 256;
 
 /// Routes one client request (`init`, `assign` and `process_window` are answered by the caller).
-pub fn route(body: Body<'_>, request_id: Option<String>, to: ReplyTo, shared: &Shared, links: &mut Links) -> Routed {
+pub fn route(
+    body: Body<'_>,
+    request_id: Option<String>,
+    to: ReplyTo,
+    shared: &Shared,
+    links: &mut Links,
+) -> Routed {
     let style = shared.style;
     let count = links.table.count();
     let part_id = |links: &mut Links| -> String {
@@ -395,7 +403,9 @@ fn expect_reply<'a, T: Deserialize<'a>>(text: &'a str, kind: &str) -> Result<T, 
 
 fn unexpected(text: &str, error: &serde_json::Error) -> NodeError {
     let shown: String = text.chars().take(200).collect();
-    NodeError::Internal(format!("a partition's reply could not be read ({error}): {shown}"))
+    NodeError::Internal(format!(
+        "a partition's reply could not be read ({error}): {shown}"
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -423,7 +433,11 @@ impl WindowOrder {
     /// `10:00:00Z` as text).
     fn sort_key(&self) -> (i64, i64, Option<String>) {
         let ms = |t: &str| Timestamp::parse_rfc3339(t).map_or(i64::MAX, Timestamp::as_millis);
-        (ms(&self.window_start), ms(&self.window_end), self.key.clone())
+        (
+            ms(&self.window_start),
+            ms(&self.window_end),
+            self.key.clone(),
+        )
     }
 }
 
@@ -460,7 +474,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for OrderedFields<'a> {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Self::Value, M::Error> {
                 let mut fields = Vec::new();
                 while let Some((key, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
                     if key != "type" && key != "in_reply_to" {
@@ -480,9 +497,13 @@ fn unavailable_line(partition: u32) -> String {
         "no node serves partition {partition} right now (its holder died or is handing it over, and none took over within --failover-timeout); retry: ingest is idempotent, and a request_id makes close and flush so"
     ));
     let mut out = Vec::new();
-    message(&mut out, Style::Compact, &ReplyTo::default(), "error", |w| {
-        error_fields(w, &error)
-    });
+    message(
+        &mut out,
+        Style::Compact,
+        &ReplyTo::default(),
+        "error",
+        |w| error_fields(w, &error),
+    );
     into_string(out)
 }
 
@@ -508,8 +529,16 @@ async fn run_link(
     let mut asks_done = false;
     let mut refusals = Refusals::default();
     loop {
-        if asks_done && waiting.is_empty() {
-            return;
+        // Connected only while there is something to send: an idle client holds no connection
+        // to the holder (whose idle timeout would close it anyway).
+        if waiting.is_empty() {
+            if asks_done {
+                return;
+            }
+            match asks.recv().await {
+                Some(ask) => waiting.push_back(ask),
+                None => return,
+            }
         }
         let Some((upstream, holder)) = connect_to(&coordinator, failover_timeout).await else {
             for ask in waiting.drain(..) {
@@ -532,7 +561,9 @@ async fn run_link(
             tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         }
-        let mut line = String::new();
+        // Bytes, not a String: `read_until` keeps a partly read line when another branch of
+        // the select wins, which `read_line` does not promise.
+        let mut line = Vec::new();
         loop {
             if asks_done && waiting.is_empty() {
                 return;
@@ -549,12 +580,13 @@ async fn run_link(
                     None => asks_done = true,
                 },
                 () = coordinator.moved_from(holder) => break,
-                read = up_read.read_line(&mut line) => {
+                read = up_read.read_until(b'\n', &mut line) => {
                     match read {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {}
                     }
-                    let text = std::mem::take(&mut line);
+                    let text = String::from_utf8_lossy(&line).into_owned();
+                    line.clear();
                     let text = text.trim_end();
                     let refused = is_unavailable(text);
                     if refused && refusals.may_retry(failover_timeout) && !waiting.is_empty() {
@@ -575,7 +607,9 @@ async fn run_link(
                 }
             }
         }
-        tokio::time::sleep(RECONNECT_PAUSE).await;
+        if !waiting.is_empty() {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
     }
 }
 
@@ -616,7 +650,9 @@ async fn follow_partition(
         let (up_read, mut up_write) = upstream.into_split();
         let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
         let request = match next {
-            Some(seq) => format!("{{\"type\":\"subscribe\",\"partition\":{partition},\"from_seq\":{seq}}}\n"),
+            Some(seq) => {
+                format!("{{\"type\":\"subscribe\",\"partition\":{partition},\"from_seq\":{seq}}}\n")
+            }
             None => format!("{{\"type\":\"subscribe\",\"partition\":{partition}}}\n"),
         };
         if up_write.write_all(request.as_bytes()).await.is_ok() {
@@ -640,7 +676,14 @@ async fn follow_partition(
                         next = Some(next.map_or(from_seq, |n| n.max(from_seq)));
                         if !started {
                             started = true;
-                            if feed.send(Feed::Started { partition, from_seq }).await.is_err() {
+                            if feed
+                                .send(Feed::Started {
+                                    partition,
+                                    from_seq,
+                                })
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -688,16 +731,26 @@ async fn merge_feeds(
 ) {
     let failed = |error: NodeError| {
         let mut line = Vec::new();
-        message(&mut line, style, &ReplyTo { msg_id: None, ..to.clone() }, "error", |w| {
-            error_fields(w, &error)
-        });
+        message(
+            &mut line,
+            style,
+            &ReplyTo {
+                msg_id: None,
+                ..to.clone()
+            },
+            "error",
+            |w| error_fields(w, &error),
+        );
         line
     };
     let mut starts: Vec<Option<u64>> = vec![None; count as usize];
     let mut early = Vec::new();
     while starts.iter().any(Option::is_none) {
         match feed.recv().await {
-            Some(Feed::Started { partition, from_seq }) => starts[partition as usize] = Some(from_seq),
+            Some(Feed::Started {
+                partition,
+                from_seq,
+            }) => starts[partition as usize] = Some(from_seq),
             Some(Feed::Line(line)) => early.push(line),
             Some(Feed::Failed(error)) => {
                 let _ = out.send(failed(error)).await;
@@ -746,7 +799,16 @@ mod tests {
         let text = r#"{"type":"window_closed","in_reply_to":4,"window_id":"window-0","window_start":"1970-01-01T00:00:00Z","count":1,"events":[1],"partition":2}"#;
         let fields: OrderedFields<'_> = serde_json::from_str(text).unwrap();
         let mut out = Vec::new();
-        message(&mut out, Style::Compact, &ReplyTo { msg_id: Some("9".into()), ..ReplyTo::default() }, "window_closed", |w| fields.write(w));
+        message(
+            &mut out,
+            Style::Compact,
+            &ReplyTo {
+                msg_id: Some("9".into()),
+                ..ReplyTo::default()
+            },
+            "window_closed",
+            |w| fields.write(w),
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "{\"type\":\"window_closed\",\"in_reply_to\":9,\"window_id\":\"window-0\",\"window_start\":\"1970-01-01T00:00:00Z\",\"count\":1,\"events\":[1],\"partition\":2}\n"
@@ -773,8 +835,11 @@ mod tests {
         assert_eq!(error.to_string(), "window-5 is not open");
         assert!(is_unavailable(&unavailable_line(3)));
         assert!(!is_unavailable(text));
-        let counts: IngestCounts =
-            expect_reply(r#"{"type":"ingest_ok","accepted":2,"duplicates":1,"late":0}"#, "ingest_ok").unwrap();
+        let counts: IngestCounts = expect_reply(
+            r#"{"type":"ingest_ok","accepted":2,"duplicates":1,"late":0}"#,
+            "ingest_ok",
+        )
+        .unwrap();
         assert_eq!((counts.accepted, counts.duplicates, counts.late), (2, 1, 0));
     }
 }

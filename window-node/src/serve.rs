@@ -244,11 +244,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "Redis store and lease"
         );
         blocking(|| partitions::claim_partitions(url, &args.namespace, 1))?;
-        let keeper =
-            blocking(|| LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config, None))
-                .with_context(|| {
-                    format!("starting the Redis lease in namespace {:?}", args.namespace)
-                })?;
+        let keeper = blocking(|| {
+            LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config, None)
+        })
+        .with_context(|| format!("starting the Redis lease in namespace {:?}", args.namespace))?;
         let forwarding = Arc::new(Forwarding {
             coordinator: Coordinator::Redis {
                 role: keeper.role(),

@@ -193,7 +193,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 ),
                 Ok(text) => {
                     let outgoing = handle_request(text, &shared, &mut links).await;
-                    subscribed = matches!(outgoing, Outgoing::Subscribe(..) | Outgoing::RoutedStream(..));
+                    subscribed = matches!(
+                        outgoing,
+                        Outgoing::Subscribe(..) | Outgoing::RoutedStream(..)
+                    );
                     outgoing
                 }
                 Err(e) => ready_error(
@@ -336,21 +339,51 @@ async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) 
                 });
             }
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Ingest { events: owned, request_id, reply: tx }).await.is_err() {
+            if commands
+                .send(Command::Ingest {
+                    events: owned,
+                    request_id,
+                    reply: tx,
+                })
+                .await
+                .is_err()
+            {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Ingest(to, rx)
         }
-        Body::Close { window_id, size, key } => {
+        Body::Close {
+            window_id,
+            size,
+            key,
+        } => {
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Close { window_id, size, key, request_id, reply: tx }).await.is_err() {
+            if commands
+                .send(Command::Close {
+                    window_id,
+                    size,
+                    key,
+                    request_id,
+                    reply: tx,
+                })
+                .await
+                .is_err()
+            {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Close(to, part, rx)
         }
         Body::Flush { until } => {
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Flush { until, request_id, reply: tx }).await.is_err() {
+            if commands
+                .send(Command::Flush {
+                    until,
+                    request_id,
+                    reply: tx,
+                })
+                .await
+                .is_err()
+            {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Flush(to, part, rx)
@@ -377,7 +410,14 @@ async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) 
                 }
             };
             let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Subscribe { from_seq, reply: tx }).await.is_err() {
+            if commands
+                .send(Command::Subscribe {
+                    from_seq,
+                    reply: tx,
+                })
+                .await
+                .is_err()
+            {
                 return ready_error(shared, &to, &unavailable());
             }
             Outgoing::Subscribe(to, part, rx)
@@ -478,8 +518,15 @@ async fn write_replies(
             Outgoing::Subscribe(to, part, rx) => {
                 match rx.await.unwrap_or_else(|_| Err(lost())) {
                     Ok(subscription) => {
-                        stream_subscription(&mut write, &mut queue, &shared, &part, to, subscription)
-                            .await;
+                        stream_subscription(
+                            &mut write,
+                            &mut queue,
+                            &shared,
+                            &part,
+                            to,
+                            subscription,
+                        )
+                        .await;
                     }
                     Err(error) => {
                         message(&mut out, style, &to, "error", |w| error_fields(w, &error));

@@ -7,9 +7,10 @@
 //!   milliseconds of *Redis's* clock (`TIME`), so no node compares its clock with another's. A
 //!   node re-announces itself well before its score passes; every announcement first drops the
 //!   members whose score has passed (nodes that died).
-//! - `{wn:NAME}:partitions`: the number of partitions, set by the first node and never changed.
-//!   A node started with another number refuses to run: keys hash to partitions by that number,
-//!   so two numbers at once would put one key's windows in two places.
+//! - `{wn:NAME}:partitions`: the number of partitions, set by the first node and never changed
+//!   (1 for a namespace whose unpartitioned store exists already). A node started with another
+//!   number refuses to run: keys hash to partitions by that number, so two numbers at once would
+//!   put one key's windows in two places.
 
 use std::time::Duration;
 
@@ -27,7 +28,10 @@ pub struct RedisMembership {
     broken: bool,
     nodes_key: String,
     partitions_key: String,
+    /// The unpartitioned store's fencing epoch, which exists once it was ever written.
+    epoch_key: String,
     announce: redis::Script,
+    claim: redis::Script,
 }
 
 impl std::fmt::Debug for RedisMembership {
@@ -51,7 +55,9 @@ impl RedisMembership {
             broken: false,
             nodes_key: namespaced(namespace, "nodes"),
             partitions_key: namespaced(namespace, "partitions"),
+            epoch_key: namespaced(namespace, "epoch"),
             announce: redis::Script::new(ANNOUNCE),
+            claim: redis::Script::new(CLAIM),
         })
     }
 
@@ -71,19 +77,18 @@ impl RedisMembership {
     /// Records `count` as the namespace's number of partitions if none is recorded yet, and
     /// returns the recorded number (another than `count` when the namespace was made with
     /// another).
+    ///
+    /// A namespace that holds an unpartitioned store already (from before the number was
+    /// recorded) counts as one partition: its windows must not be left behind unseen.
     pub fn claim_partitions(&mut self, count: u32) -> Result<u32, StoreError> {
         self.reconnect_if_broken()?;
-        let reply = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(&self.partitions_key)
+        let reply = self
+            .claim
+            .key(&self.partitions_key)
+            .key(&self.epoch_key)
             .arg(count)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&self.partitions_key)
-            .query(&mut self.con);
-        let (recorded,): (String,) =
+            .invoke(&mut self.con);
+        let recorded: String =
             reply.map_err(|e| self.failed("recording the number of partitions", e))?;
         recorded.parse().map_err(|_| {
             StoreError::corrupt(
@@ -119,6 +124,17 @@ impl RedisMembership {
             .map_err(|e| self.failed("leaving the members", e))
     }
 }
+
+/// KEYS: the number of partitions, the unpartitioned store's epoch. ARGV: the number asked for.
+/// Returns the recorded number.
+const CLAIM: &str = r#"#!lua
+local n = redis.call('GET', KEYS[1])
+if not n then
+  if redis.call('EXISTS', KEYS[2]) == 1 then n = '1' else n = ARGV[1] end
+  redis.call('SET', KEYS[1], n)
+end
+return n
+"#;
 
 /// KEYS: the members. ARGV: the node, its ttl in ms. Returns the number of live members.
 const ANNOUNCE: &str = r#"#!lua

@@ -2,7 +2,8 @@
 //! cycles; this does many, with an optimized build so each cycle ingests more: the store crash
 //! test (a child killed 50 times) and the failover tests (the coordinator of three `serve`
 //! processes killed 20 times, on one data directory and on one Redis server, plus a Redis holder
-//! paused past its lease).
+//! paused past its lease), and the partitioned test (a holder of some of the partitions of three
+//! `serve --partitions` processes killed 20 times).
 
 /// Kill cycles of the store crash test.
 const CYCLES: u32 = 50;
@@ -17,17 +18,20 @@ pub fn run() -> anyhow::Result<()> {
         &[("CRASH_CYCLES", cycles.as_str())],
     )?;
     let kills = FAILOVER_KILLS.to_string();
-    crate::cargo_with_env(
-        &[
-            "test",
-            "--release",
-            "-p",
-            "window-node",
-            "--test",
-            "failover",
-            "--",
-            "--nocapture",
-        ],
-        &[("FAILOVER_KILLS", kills.as_str())],
-    )
+    for test in ["failover", "partitions"] {
+        crate::cargo_with_env(
+            &[
+                "test",
+                "--release",
+                "-p",
+                "window-node",
+                "--test",
+                test,
+                "--",
+                "--nocapture",
+            ],
+            &[("FAILOVER_KILLS", kills.as_str())],
+        )?;
+    }
+    Ok(())
 }

@@ -18,7 +18,7 @@ usage: cargo xtask <task>
 
 tasks:
   ci              cargo fmt --check, clippy -D warnings, dependency direction, all tests
-  crash           SIGKILL runs: the store crash test (50 kills), failover (20 coordinator kills)
+  crash           SIGKILL runs: the store crash test (50 kills), failover (20 coordinator kills), partitions (20 holder kills)
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, a smoke check of every
                   scenario for CI, written to target/bench-quick/)";

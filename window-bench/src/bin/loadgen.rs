@@ -1365,11 +1365,13 @@ fn verify_unordered(
         }
     }
     let mut got: BTreeMap<WindowOf, Vec<EmittedPane>> = BTreeMap::new();
-    let mut seqs = Vec::new();
+    // A partitioned namespace (`serve --partitions`) numbers each partition's log apart.
+    let mut seqs: BTreeMap<Option<u64>, Vec<u64>> = BTreeMap::new();
     for line in fired {
         let body = body(&line.text)?;
         let window = window_of(&body, &reference)?;
         let seq = body.get("seq").and_then(Value::as_u64).context("seq")?;
+        let partition = body.get("partition").and_then(Value::as_u64);
         let reason = body
             .get("reason")
             .and_then(Value::as_str)
@@ -1381,14 +1383,17 @@ fn verify_unordered(
                 reason: reason.to_owned(),
                 ids: window.ids,
             });
-        seqs.push(seq);
+        seqs.entry(partition).or_default().push(seq);
     }
-    seqs.sort_unstable();
-    ensure!(
-        seqs.iter().enumerate().all(|(i, &s)| s == i as u64),
-        "the emitted windows' seq numbers are not 0..{}",
-        seqs.len()
-    );
+    for (partition, seqs) in &mut seqs {
+        seqs.sort_unstable();
+        ensure!(
+            seqs.iter().enumerate().all(|(i, &s)| s == i as u64),
+            "the emitted windows' seq numbers{} are not 0..{}",
+            partition.map_or(String::new(), |p| format!(" of partition {p}")),
+            seqs.len()
+        );
+    }
     // Every window's panes: sizes (exactly --max-events for a length pane), order (at most one
     // other pane, last), reason of the last one, and ids (disjoint, together the window's).
     check_panes(&reference, &want, &got)?;

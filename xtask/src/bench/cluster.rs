@@ -50,6 +50,22 @@ pub(super) fn redis_name(nodes: usize) -> String {
     )
 }
 
+/// The partitions of the partitioned scenarios: two per node with three nodes.
+pub(super) const PARTITIONS: u32 = 6;
+/// Keys of the partitioned scenarios' workload (the daemon rows' 10 keys would fill only some
+/// of the partitions, and unevenly).
+pub(super) const PARTITION_KEYS: &str = "100";
+pub(super) fn partitioned_name(nodes: usize) -> String {
+    format!(
+        "daemon ingest, Redis --partitions {PARTITIONS}, {nodes} node{}, {PARTITION_KEYS} keys, 4 connections x 4 in flight",
+        if nodes == 1 { "" } else { "s" }
+    )
+}
+/// The unpartitioned baseline of the partitioned scenarios: their workload on one node.
+pub(super) fn keyed_baseline_name() -> String {
+    format!("daemon ingest, Redis, 1 node, {PARTITION_KEYS} keys, 4 connections x 4 in flight")
+}
+
 /// What became of the Redis scenarios.
 #[derive(Default)]
 pub(super) enum RedisStatus {
@@ -171,11 +187,167 @@ pub(super) fn run(
         )?;
         results.outcomes.push(outcome);
     }
+    if serve_help.contains("--partitions") {
+        // The same workload with more keys, so that every partition gets some; its
+        // unpartitioned baseline runs too, for a ratio within this run.
+        let mut keyed: Vec<&str> = args.clone();
+        if let Some(at) = keyed.iter().position(|a| *a == "--keys") {
+            keyed[at + 1] = PARTITION_KEYS;
+        }
+        let namespace = format!("bench-{}-keyed", std::process::id());
+        let store = vec![
+            "--store".to_owned(),
+            server.url(),
+            "--namespace".to_owned(),
+            namespace,
+        ];
+        results.outcomes.push(scenario(
+            work,
+            &keyed_baseline_name(),
+            &keyed,
+            &options,
+            &store,
+            1,
+            Clients::All,
+            Some(&server),
+            &format!(
+                "--store redis://127.0.0.1 ({}), no partitions: the baseline of the partitioned rows",
+                server.durability
+            ),
+        )?);
+        for nodes in 1..=3 {
+            let namespace = format!("bench-{}-p{nodes}", std::process::id());
+            let store = vec![
+                "--store".to_owned(),
+                server.url(),
+                "--namespace".to_owned(),
+                namespace,
+                "--partitions".to_owned(),
+                PARTITIONS.to_string(),
+            ];
+            results.outcomes.push(partitioned_scenario(
+                work,
+                &partitioned_name(nodes),
+                &keyed,
+                &options,
+                &store,
+                nodes,
+                &server,
+            )?);
+        }
+    } else {
+        results.notes.push(
+            "Skipped: the partitioned Redis scenarios (this build's `serve` has no --partitions)."
+                .to_owned(),
+        );
+    }
     results.redis = RedisStatus::Ran {
         version: server.version.clone(),
         durability: server.durability.clone(),
     };
     Ok(())
+}
+
+/// Starts `nodes` processes on one partitioned namespace, waits until the partitions are
+/// spread over all of them (each holds its share), runs loadgen with a connection to every
+/// node, checks that no partition moved during the run, and stops them.
+fn partitioned_scenario(
+    work: &Path,
+    name: &str,
+    args: &[&str],
+    options: &[String],
+    store: &[String],
+    nodes: usize,
+    redis: &RedisServer,
+) -> anyhow::Result<Outcome> {
+    eprintln!("xtask: starting {nodes} window-node serve process(es) for {name:?}");
+    let mut started: Vec<ServeNode> = Vec::with_capacity(nodes);
+    for _ in 0..nodes {
+        started.push(ServeNode::start(options, store)?);
+    }
+    let share = PARTITIONS.div_ceil(nodes as u32) as usize;
+    let deadline = Instant::now() + PATIENCE;
+    let before = loop {
+        let holders = partition_holders(&stats(started[0].addr)?);
+        let spread = holders.len() == PARTITIONS as usize
+            && started.iter().all(|node| {
+                let held = holders
+                    .iter()
+                    .filter(|(h, _)| *h == node.addr.to_string())
+                    .count();
+                held > 0 && held <= share
+            });
+        if spread {
+            break holders;
+        }
+        for node in &mut started {
+            if let Some(status) = node.process.exited()? {
+                bail!(
+                    "node {} exited with {status} while the partitions spread:
+{}",
+                    node.addr,
+                    tail(&node.log)
+                );
+            }
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{name}: the partitions did not spread over the {nodes} nodes within {PATIENCE:?} (holders: {holders:?})"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let tcp = started
+        .iter()
+        .map(|n| n.addr.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let node_cpu = |nodes: &[ServeNode]| -> f64 {
+        nodes
+            .iter()
+            .filter_map(|n| super::proc_cpu_seconds(n.process.id()))
+            .sum()
+    };
+    let redis_cpu = || super::proc_cpu_seconds(redis.process.id());
+    let (cpu_before, redis_before) = (node_cpu(&started), redis_cpu());
+    let mut loadgen_args = vec!["--tcp", tcp.as_str()];
+    loadgen_args.extend_from_slice(args);
+    let summary = loadgen(work, name, &loadgen_args, &[])?;
+    let (cpu_after, redis_after) = (node_cpu(&started), redis_cpu());
+    let peak_rss_kib = super::proc_status_kib(started[0].process.id(), "VmHWM:");
+    let after = partition_holders(&stats(started[0].addr)?);
+    ensure!(
+        after == before,
+        "{name}: partitions moved during the run (before: {before:?}; after: {after:?})"
+    );
+    stop(started)?;
+    let redis_note = match (redis_before, redis_after) {
+        (Some(a), Some(b)) => format!("; redis-server {:.2} CPU s", b - a),
+        _ => String::new(),
+    };
+    let mut outcome = summary.outcome(&format!(
+        "--store redis://127.0.0.1 ({}), --partitions {PARTITIONS} over {nodes} node(s) ({share} each at most), a connection to every node, each routing to the partitions' holders. Node CPU: all {nodes} node processes' during the run{redis_note}; peak RSS: the first node's",
+        redis.durability
+    ))?;
+    outcome.cpu_seconds = Some(cpu_after - cpu_before);
+    outcome.peak_rss_kib = peak_rss_kib;
+    Ok(outcome)
+}
+
+/// Each partition's lease holder and epoch, from a partitioned node's `stats` line.
+fn partition_holders(stats: &str) -> Vec<(String, u64)> {
+    let Some(at) = stats.find("\"partitions\":[") else {
+        return Vec::new();
+    };
+    stats[at..]
+        .split("{\"partition\":")
+        .skip(1)
+        .filter_map(|entry| {
+            Some((
+                json_str(entry, "lease_holder")?,
+                json_num(entry, "epoch")? as u64,
+            ))
+        })
+        .collect()
 }
 
 /// The node options that make a `serve` process match what loadgen's reference assumes: what
@@ -683,6 +855,21 @@ pub(super) fn section(out: &mut String, results: &Results) {
         rows.push((
             format!("Redis, {nodes} node{}", if nodes == 1 { "" } else { "s" }),
             figure(&redis_name(nodes)),
+            true,
+        ));
+    }
+    rows.push((
+        format!("Redis, 1 node, {PARTITION_KEYS} keys (baseline of the partitioned rows)"),
+        figure(&keyed_baseline_name()),
+        true,
+    ));
+    for nodes in 1..=3 {
+        rows.push((
+            format!(
+                "Redis --partitions {PARTITIONS}, {nodes} node{}, {PARTITION_KEYS} keys",
+                if nodes == 1 { "" } else { "s" }
+            ),
+            figure(&partitioned_name(nodes)),
             true,
         ));
     }
