@@ -37,8 +37,8 @@
 //! caller's lease. [`RedisLease`] only carries the caller's decisions out in Redis (atomic
 //! compare-and-set scripts, and the fencing epoch raised at every acquisition); the store refuses
 //! batches from an epoch older than the highest it has seen. [`RedisMembership`] keeps a
-partitioned namespace's live nodes (by Redis's clock) and its recorded number of partitions;
-which partitions a node takes is, again, the caller's decision.
+//! partitioned namespace's live nodes (by Redis's clock) and its recorded number of partitions;
+//! which partitions a node takes is, again, the caller's decision.
 
 mod codec;
 mod error;
