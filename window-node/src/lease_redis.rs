@@ -204,6 +204,7 @@ impl LeaseKeeper {
             stopped,
             held: None,
             quota,
+            shun_until: None,
         };
         let thread = std::thread::Builder::new()
             .name(format!("lease {namespace}"))
@@ -264,6 +265,9 @@ struct Keeper {
     stopped: Receiver<Stop>,
     held: Option<HeldLease>,
     quota: Option<Arc<Quota>>,
+    /// After a handover: the keeper leaves the lease alone until then (one ttl), so that another
+    /// node takes it rather than this one taking it straight back.
+    shun_until: Option<Timestamp>,
 }
 
 /// A follower looks at the lease at least this often.
@@ -309,9 +313,11 @@ impl Keeper {
             let observed = observation(&view, now);
             let wait = match decide(&self.me, self.held.as_ref(), &observed, now, &self.config) {
                 Decision::Acquire { .. }
-                    if self.quota.as_ref().is_some_and(|quota| !quota.try_take()) =>
+                    if self.shun_until.is_some_and(|until| now < until)
+                        || self.quota.as_ref().is_some_and(|quota| !quota.try_take()) =>
                 {
-                    // This node holds its share already: leave the lease to a node with room.
+                    // This node holds its share already, or just handed this lease over: leave
+                    // it to a node with room.
                     self.follow(Role::Following { holder: None });
                     FOLLOWER_POLL
                 }
@@ -439,6 +445,8 @@ impl Keeper {
                 match order {
                     Stop::Release => true,
                     Stop::HandOver => {
+                        let ttl = i64::try_from(self.config.ttl().as_millis()).unwrap_or(i64::MAX);
+                        self.shun_until = self.clock.now().checked_add(ttl);
                         self.follow(Role::Following { holder: None });
                         false
                     }

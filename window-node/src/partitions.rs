@@ -66,6 +66,12 @@ pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Resul
     Ok(())
 }
 
+/// How long a clean stop of the partitions may take: one announcement period (the others learn
+/// that this node left), then the drivers drain (30 s at most each, in parallel).
+pub fn stop_within(lease: &LeaseConfig) -> Duration {
+    lease.renew_every() + Duration::from_secs(35)
+}
+
 /// Where each partition is served: by a driver in this process, or by another node.
 #[derive(Debug)]
 pub struct PartitionTable {
@@ -237,13 +243,17 @@ impl Partitions {
                     // The others take this node's share on their next announcement.
                     tokio::time::sleep(setup.lease.renew_every() + Duration::from_millis(100)).await;
                     let _ = release.send(true);
-                    // Every task drains and releases its partition.
+                    // Every task drains and releases its partition; one that failed instead
+                    // (its lease lost meanwhile) makes the stop a failure.
+                    let mut failed = Ok(());
                     while let Some(done) = tasks.join_next().await {
-                        if let Ok(Err(error)) = done {
-                            tracing::warn!(%error, "a partition did not stop cleanly");
+                        match done {
+                            Ok(Ok(())) => {}
+                            Ok(Err(error)) => failed = failed.and(Err(error)),
+                            Err(join) => failed = failed.and(Err(anyhow::anyhow!("a partition task failed: {join}"))),
                         }
                     }
-                    return Ok(());
+                    return failed;
                 }
             }
         };
@@ -339,7 +349,14 @@ async fn keep_partition(
         match next {
             Next::HandOver => {
                 keeper.hand_over();
-                let _ = role.wait_for(|r| !matches!(r, Role::Holding { .. })).await;
+                // This holding's end (a later holding of this node has another epoch).
+                tokio::select! {
+                    _ = role.wait_for(|r| *r != Role::Holding { epoch }) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {
+                        blocking(|| keeper.release());
+                        return Ok(());
+                    }
+                }
                 tracing::info!(partition, epoch, "handed partition {partition} over");
             }
             Next::Stop => {
@@ -362,8 +379,9 @@ impl Membership {
     fn start(setup: &Setup, quota: Arc<Quota>) -> anyhow::Result<Membership> {
         let mut members = RedisMembership::connect(&setup.url, &setup.namespace)?;
         let me = setup.me.to_string();
-        // Twice the lease ttl: a dead node's share is given out again about when its leases end.
-        let ttl = setup.lease.ttl() * 2;
+        // One lease ttl, announced every third of it like a renewal: a dead node's share is
+        // given out again when its leases end, so its partitions are not left waiting.
+        let ttl = setup.lease.ttl();
         let every = setup.lease.renew_every();
         let count = setup.count;
         let live = members

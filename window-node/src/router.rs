@@ -156,15 +156,35 @@ pub fn route(
                 }
                 w.end_object();
             }
-            let answers: Vec<_> = (0..count)
+            let lines: Vec<(u32, String)> = (0..count)
                 .filter_map(|p| {
                     let mut array = parts[p as usize].take()?;
                     array.push(b']');
                     let line = line_for("ingest", p, &id, |w| {
                         w.key("events").raw(&into_string(array));
                     });
-                    Some(links.ask(p, line))
+                    Some((p, line))
                 })
+                .collect();
+            // Checked before any part is sent, so that no part is applied when one would be
+            // refused as too long by its holder.
+            if let Some((p, line)) = lines
+                .iter()
+                .find(|(_, line)| line.len() >= shared.max_line_bytes)
+            {
+                return ready_error(
+                    style,
+                    &to,
+                    &NodeError::malformed(format!(
+                        "the part of this request for partition {p} is {} bytes as sent to its holder, over --max-line-bytes {}; split the batch",
+                        line.len(),
+                        shared.max_line_bytes
+                    )),
+                );
+            }
+            let answers: Vec<_> = lines
+                .into_iter()
+                .map(|(p, line)| links.ask(p, line))
                 .collect();
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut sum = IngestCounts::default();
@@ -509,11 +529,15 @@ fn unavailable_line(partition: u32) -> String {
 
 fn is_unavailable(text: &str) -> bool {
     #[derive(Deserialize)]
-    struct Code {
+    struct Head<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: std::borrow::Cow<'a, str>,
         code: Option<u32>,
     }
-    text.starts_with("{\"type\":\"error\"")
-        && serde_json::from_str::<Code>(text).is_ok_and(|c| c.code == Some(NodeError::UNAVAILABLE))
+    // Parsed, not matched as text: a holder may write the spaced style.
+    text.contains("error")
+        && serde_json::from_str::<Head<'_>>(text)
+            .is_ok_and(|h| h.kind == "error" && h.code == Some(NodeError::UNAVAILABLE))
 }
 
 /// One link: sends a partition's lines to its holder in order and hands the replies back,
@@ -529,8 +553,8 @@ async fn run_link(
     let mut asks_done = false;
     let mut refusals = Refusals::default();
     loop {
-        // Connected only while there is something to send: an idle client holds no connection
-        // to the holder (whose idle timeout would close it anyway).
+        // Connected once there is something to send; a connection the holder closed (its idle
+        // timeout, say) is opened again only for the next line.
         if waiting.is_empty() {
             if asks_done {
                 return;
@@ -721,7 +745,8 @@ struct Peek {
 }
 
 /// Sends `subscribe_ok` (with every partition's start) once every partition's subscription
-/// began, then every partition's windows as they come.
+/// began, then every partition's windows as they come, until the client is gone (`out` closed:
+/// returning drops `feed`, which stops the partitions' subscriptions).
 async fn merge_feeds(
     mut feed: mpsc::Receiver<Feed>,
     count: u32,
@@ -729,28 +754,57 @@ async fn merge_feeds(
     style: Style,
     out: mpsc::Sender<Vec<u8>>,
 ) {
+    // Streamed messages answer no request: no `in_reply_to`, but the envelope of the
+    // subscription's, like the windows of an unpartitioned subscription.
+    let event_to = ReplyTo {
+        msg_id: None,
+        ..to.clone()
+    };
     let failed = |error: NodeError| {
         let mut line = Vec::new();
-        message(
-            &mut line,
-            style,
-            &ReplyTo {
-                msg_id: None,
-                ..to.clone()
-            },
-            "error",
-            |w| error_fields(w, &error),
-        );
+        message(&mut line, style, &event_to, "error", |w| {
+            error_fields(w, &error)
+        });
         line
+    };
+    let streamed = |line: String| -> Vec<u8> {
+        if event_to.src.is_none() {
+            return line.into_bytes();
+        }
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        let text = line.trim_end();
+        match (
+            serde_json::from_str::<Kind<'_>>(text),
+            serde_json::from_str::<OrderedFields<'_>>(text),
+        ) {
+            (Ok(kind), Ok(fields)) => {
+                let mut wrapped = Vec::with_capacity(line.len() + 64);
+                message(&mut wrapped, style, &event_to, &kind.kind, |w| {
+                    fields.write(w)
+                });
+                wrapped
+            }
+            _ => line.into_bytes(),
+        }
     };
     let mut starts: Vec<Option<u64>> = vec![None; count as usize];
     let mut early = Vec::new();
     while starts.iter().any(Option::is_none) {
-        match feed.recv().await {
+        let item = tokio::select! {
+            item = feed.recv() => item,
+            () = out.closed() => return,
+        };
+        match item {
             Some(Feed::Started {
                 partition,
                 from_seq,
-            }) => starts[partition as usize] = Some(from_seq),
+            }) => {
+                starts[partition as usize] = Some(from_seq);
+            }
             Some(Feed::Line(line)) => early.push(line),
             Some(Feed::Failed(error)) => {
                 let _ = out.send(failed(error)).await;
@@ -771,18 +825,23 @@ async fn merge_feeds(
         return;
     }
     for line in early {
-        if out.send(line.into_bytes()).await.is_err() {
+        if out.send(streamed(line)).await.is_err() {
             return;
         }
     }
-    while let Some(item) = feed.recv().await {
+    loop {
+        let item = tokio::select! {
+            item = feed.recv() => item,
+            () = out.closed() => return,
+        };
         let sent = match item {
-            Feed::Line(line) => out.send(line.into_bytes()).await,
-            Feed::Failed(error) => {
+            Some(Feed::Line(line)) => out.send(streamed(line)).await,
+            Some(Feed::Failed(error)) => {
                 let _ = out.send(failed(error)).await;
                 return;
             }
-            Feed::Started { .. } => Ok(()),
+            Some(Feed::Started { .. }) => Ok(()),
+            None => return,
         };
         if sent.is_err() {
             return;
@@ -834,7 +893,13 @@ mod tests {
         assert_eq!(error.code(), 20);
         assert_eq!(error.to_string(), "window-5 is not open");
         assert!(is_unavailable(&unavailable_line(3)));
+        assert!(is_unavailable(
+            r#"{"type": "error", "code": 11, "text": "this node does not serve partition 2"}"#
+        ));
         assert!(!is_unavailable(text));
+        assert!(!is_unavailable(
+            r#"{"type":"ingest_ok","error":1,"code":11}"#
+        ));
         let counts: IngestCounts = expect_reply(
             r#"{"type":"ingest_ok","accepted":2,"duplicates":1,"late":0}"#,
             "ingest_ok",

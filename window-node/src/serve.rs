@@ -471,9 +471,12 @@ async fn serve_partitions(
         }
     }
     tracing::info!("stopping: no new connections; handing every held partition over");
-    match tokio::time::timeout(Duration::from_secs(35), serving).await {
+    let within = partitions::stop_within(&lease);
+    match tokio::time::timeout(within, serving).await {
         Ok(result) => result.context("stopping the partitions")?,
-        Err(_) => anyhow::bail!("the partitions did not stop within 35 s of the shutdown signal"),
+        Err(_) => {
+            anyhow::bail!("the partitions did not stop within {within:?} of the shutdown signal")
+        }
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -323,12 +323,28 @@ async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) 
     };
     let commands = &part.commands;
     let request_id = request.request_id;
+    // A request for one partition must hold only that partition's keys: a key's windows in two
+    // partitions would fire twice, with ids counted apart.
+    let foreign = |key: Option<&str>| match (&shared.route, part.partition) {
+        (Route::Partitioned { table, .. }, Some(partition)) => {
+            let home = table.of(key);
+            (home != partition).then(|| {
+                NodeError::malformed(format!(
+                    "key {key:?} belongs to partition {home}, not {partition}: leave partition out and any node routes the request"
+                ))
+            })
+        }
+        _ => None,
+    };
     match request.body {
         Body::Ingest { mut events } => {
             let events = events.events();
             let mut owned = Vec::with_capacity(events.len());
             for (index, event) in events.into_iter().enumerate() {
                 if let Err(error) = checked_bounds(shared.spec, index, event.ts) {
+                    return ready_error(shared, &to, &error);
+                }
+                if let Some(error) = foreign(event.key) {
                     return ready_error(shared, &to, &error);
                 }
                 owned.push(OwnedEvent {
@@ -357,6 +373,9 @@ async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) 
             size,
             key,
         } => {
+            if let Some(error) = foreign(key.as_deref()) {
+                return ready_error(shared, &to, &error);
+            }
             let (tx, rx) = oneshot::channel();
             if commands
                 .send(Command::Close {

@@ -454,12 +454,14 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
     let Some(server) = support::RedisServer::start() else {
         return;
     };
-    let place = Place::new(&server, 4);
+    // Six over three: after a kill the two survivors hold three each, so every replacement
+    // gets its two by handovers, under load.
+    let place = Place::new(&server, 6);
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
     wait_for(
         &nodes,
         place.partitions,
-        "four partitions spread over three nodes",
+        "six partitions spread over three nodes",
         balanced,
     );
     let stop = Arc::new(AtomicBool::new(false));
@@ -480,7 +482,7 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
             balanced,
         );
         // The node (not node 0) holding the most partitions; when balanced, node 0 holds at
-        // most ceil(4 / 3) = 2 of the 4, so another node holds at least one.
+        // most ceil(6 / 3) = 2 of the 6, so another node holds at least one.
         let victim_at = (1..nodes.len())
             .max_by_key(|&i| held_by(&before, &nodes[i].name()).len())
             .expect("three nodes");
@@ -756,4 +758,100 @@ fn partition_options_are_explained() {
         BTreeMap::from([(running[0].name(), 4)]),
         "{leases:#?}"
     );
+}
+
+/// A request addressed to one partition (what routers send each other) must belong there: a
+/// key of another partition, a partition that does not exist, and a `from_seq` of the wrong
+/// length are refused with error 12 and change nothing. A client in an envelope gets its
+/// subscription's windows in envelopes too, each with its partition.
+#[test]
+fn requests_for_one_partition_are_checked_and_envelopes_kept() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 4);
+    let running = [Node::start(&place)];
+    wait_for(
+        &running,
+        place.partitions,
+        "one node holding all four partitions",
+        all_held_by,
+    );
+    let mut conn = Conn::open(running[0].addr).expect("connect");
+    // Find a key of partition 0 and one of another partition by asking the node itself: close
+    // an open window and read the partition on the reply.
+    let mut home = BTreeMap::new();
+    let mut partition_of = BTreeMap::new();
+    for k in 0..16 {
+        let key = format!("key-{k}");
+        let line =
+            json!({"type":"ingest","msg_id":1,"events":[{"id":k,"timestamp":1000,"key":key}]});
+        assert_eq!(
+            conn.call(&line.to_string()).expect("ingest_ok")["accepted"],
+            1
+        );
+        let closed = conn
+            .call(
+                &json!({"type":"close","msg_id":2,"window_id":"window-1000","key":key}).to_string(),
+            )
+            .expect("window_closed");
+        assert_eq!(closed["type"], "window_closed", "{closed}");
+        let partition = closed["partition"].as_u64().expect("partition");
+        partition_of.insert(key.clone(), partition);
+        home.insert(partition, key);
+    }
+    let other = home
+        .iter()
+        .find(|(p, _)| **p != 0)
+        .map(|(_, k)| k.clone())
+        .expect("two partitions among 16 keys");
+    let misplaced = json!({"type":"ingest","msg_id":3,"partition":0,"events":[{"id":99,"timestamp":5000,"key":other}]});
+    let refused = conn.call(&misplaced.to_string()).expect("a reply");
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_u64()),
+        (Some("error"), Some(12)),
+        "{refused}"
+    );
+    let beyond = conn
+        .call(r#"{"type":"stats","msg_id":4,"partition":9}"#)
+        .expect("a reply");
+    assert_eq!(beyond["code"], 12, "{beyond}");
+    let stats = conn.call(r#"{"type":"stats","msg_id":5}"#).expect("stats");
+    assert_eq!(
+        stats["accepted"], 16,
+        "the refused event was not taken: {stats}"
+    );
+    let short = conn
+        .call(r#"{"type":"subscribe","msg_id":6,"from_seq":[0,0]}"#)
+        .expect("a reply");
+    assert_eq!(short["code"], 12, "{short}");
+
+    let mut sub = Conn::open(running[0].addr).expect("connect");
+    let ok = sub
+        .call(r#"{"src":"c1","dest":"n1","body":{"type":"subscribe","msg_id":7,"from_seq":[0,0,0,0]}}"#)
+        .expect("subscribe_ok");
+    assert_eq!(ok["dest"], "c1", "{ok}");
+    assert_eq!(ok["body"]["type"], "subscribe_ok", "{ok}");
+    assert_eq!(ok["body"]["from_seq"], json!([0, 0, 0, 0]), "{ok}");
+    for _ in 0..16 {
+        let window = sub.read().expect("a window");
+        assert_eq!(
+            (window["src"].as_str(), window["dest"].as_str()),
+            (Some("n1"), Some("c1")),
+            "{window}"
+        );
+        let body = &window["body"];
+        assert_eq!(body["type"], "window_closed", "{window}");
+        let partition = body["partition"].as_u64().expect("partition");
+        let key = body["key"].as_str().expect("key");
+        assert_eq!(
+            partition_of.get(key),
+            Some(&partition),
+            "the key's partition: {window}"
+        );
+        assert!(
+            body.get("in_reply_to").is_none(),
+            "streamed windows answer no request: {window}"
+        );
+    }
 }

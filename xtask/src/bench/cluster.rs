@@ -836,7 +836,13 @@ pub(super) fn section(out: &mut String, results: &Results) {
         "Every process runs on this one machine (the nodes, redis-server and loadgen share its \
          cores). The workload is the daemon rows' (500-event ingest requests, 10 keys, \
          --max-events 64, 1% retries), 4 connections x 4 in flight, checked the same way. \
-         Clients of a follower reach the coordinator through it (one more hop).\n"
+         Clients of a follower reach the coordinator through it (one more hop). The partitioned \
+         rows use the same workload with 100 keys (10 would leave partitions empty), next to \
+         their own unpartitioned baseline: more keys mean more open windows and more records \
+         per batch, so compare them with that row, not with the 10-key rows. Every partitioned \
+         node routes its clients' requests to the partitions' holders, itself included, over \
+         loopback; all of them share one single-threaded redis-server, so on one machine \
+         partitions spread the nodes' work but not Redis's (its CPU seconds are in the notes).\n"
     );
     let _ = writeln!(
         out,
@@ -954,6 +960,18 @@ pub(super) fn ratio_lines(results: &Results) -> Vec<(String, Option<f64>)> {
             "sled: coordinator + 2 followers (clients on followers) / 1 process (events/s)"
                 .to_owned(),
             ratio(figure(SLED_FOLLOWERS), figure(SLED_ONE)),
+        ),
+        (
+            format!(
+                "Redis --partitions {PARTITIONS}, 1 node / no partitions, 1 node, {PARTITION_KEYS} keys (events/s)"
+            ),
+            ratio(figure(&partitioned_name(1)), figure(&keyed_baseline_name())),
+        ),
+        (
+            format!(
+                "Redis --partitions {PARTITIONS}, 3 nodes / no partitions, 1 node, {PARTITION_KEYS} keys (events/s)"
+            ),
+            ratio(figure(&partitioned_name(3)), figure(&keyed_baseline_name())),
         ),
     ]
 }
