@@ -444,7 +444,7 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Three nodes share four partitions while a client ingests through node 0; a node holding
+/// Three nodes share six partitions while a client ingests through node 0; a node holding
 /// partitions (never node 0, so the client's node stays) is SIGKILLed `FAILOVER_KILLS` times
 /// and replaced each time. Then the whole output log, read back through node 0, must hold every
 /// acknowledged event exactly once, with each partition's `seq` dense from 0 and its epochs
@@ -854,4 +854,101 @@ fn requests_for_one_partition_are_checked_and_envelopes_kept() {
             "streamed windows answer no request: {window}"
         );
     }
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to the node's process.
+fn signal(node: &Node, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &node.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// A holder paused (SIGSTOP) past its leases while a client ingests through node 0: the others
+/// take its partitions over with raised epochs; resumed (SIGCONT), it finds its leases gone and
+/// exits non-zero (fail-stop) without firing anything, so the log read back afterwards still
+/// holds every acknowledged event exactly once, each partition's epochs never going back.
+#[test]
+fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes() {
+    let Some(server) = support::RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 6);
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
+    let client = {
+        let (stop, entry) = (Arc::clone(&stop), nodes[0].addr);
+        std::thread::spawn(move || ingest(entry, &stop))
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let before = wait_for(
+        &nodes,
+        place.partitions,
+        "six partitions over three nodes",
+        balanced,
+    );
+    let mut paused = nodes.remove(1);
+    let orphans = held_by(&before, &paused.name());
+    assert!(
+        !orphans.is_empty(),
+        "balanced, so node 1 holds some: {before:#?}"
+    );
+    signal(&paused, "STOP");
+    let paused_at = Instant::now();
+    let after = wait_for(
+        &nodes,
+        place.partitions,
+        "the two others holding every partition while node 1 is paused",
+        all_held_by,
+    );
+    let takeover = paused_at.elapsed();
+    for &p in &orphans {
+        assert!(
+            after[p].epoch > before[p].epoch,
+            "the takeover of partition {p} raises its epoch: {before:#?} then {after:#?}"
+        );
+    }
+    // Let the new holders fire under their epochs before the old one wakes.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&paused, "CONT");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = paused.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resumed node did not stop within {WAIT:?}: {:#?}",
+            paused.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        !status.success(),
+        "a holder that lost its leases exits non-zero (fail-stop): {status}; {:#?}",
+        paused.log_tail()
+    );
+    nodes.push(Node::start(&place));
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let load = client
+        .join()
+        .expect("the client thread")
+        .unwrap_or_else(|why| panic!("the client failed: {why}"));
+    assert_eq!(load.late, 0, "no event is late: {load:?}");
+    wait_for(
+        &nodes,
+        place.partitions,
+        "every partition held before reading the log",
+        all_held_by,
+    );
+    let windows = read_log(nodes[0].addr, place.partitions);
+    let per_partition = check_log(&windows, &load.acked, place.partitions);
+    eprintln!(
+        "partitions, paused holder: {} acknowledged events all emitted exactly once in {} windows (per partition {per_partition:?}); takeover of its partitions {orphans:?} after {takeover:?}; it woke and exited with {status}",
+        load.acked.len(),
+        windows.len(),
+    );
 }
