@@ -217,11 +217,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // With a data directory or Redis, several processes share the state: the lease holder
     // coordinates, the others forward their clients to it until they take over.
-    let style = if args.spaced {
-        Style::Spaced
-    } else {
-        Style::Compact
-    };
+    let style = style(&args);
     let mut config = config;
     let mut holder = local;
     if args.partitions.get() > 1 {
@@ -335,21 +331,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "coordinating: this process holds the lease"
         );
     }
-    let shared = Arc::new(Shared {
-        route: Route::Single(commands),
-        frame,
-        spec: WindowSpec { size, frame },
-        style: if args.spaced {
-            Style::Spaced
-        } else {
-            Style::Compact
-        },
-        max_line_bytes: args.max_line_bytes,
-        idle_timeout: (!args.connection_idle_timeout.is_zero())
-            .then_some(args.connection_idle_timeout),
-        metrics,
-        holder: holder.to_string(),
-    });
+    let shared = shared(&args, &config, Route::Single(commands), metrics, holder);
     let mut driver = driver;
     let mut stopping = stopped.clone();
     let mut lost = match &tenure {
@@ -434,27 +416,11 @@ async fn serve_partitions(
     );
     let running = blocking(|| Partitions::start(&setup))
         .with_context(|| format!("joining the partitions of namespace {:?}", args.namespace))?;
-    let shared = Arc::new(Shared {
-        route: Route::Partitioned {
-            table: running.table(),
-            failover_timeout: args.failover_timeout,
-        },
-        frame: config.engine.frame,
-        spec: WindowSpec {
-            size: config.size,
-            frame: config.engine.frame,
-        },
-        style: if args.spaced {
-            Style::Spaced
-        } else {
-            Style::Compact
-        },
-        max_line_bytes: args.max_line_bytes,
-        idle_timeout: (!args.connection_idle_timeout.is_zero())
-            .then_some(args.connection_idle_timeout),
-        metrics,
-        holder: me.to_string(),
-    });
+    let route = Route::Partitioned {
+        table: running.table(),
+        failover_timeout: args.failover_timeout,
+    };
+    let shared = shared(args, &config, route, metrics, me);
     let mut stopping = stopped.clone();
     let accepting = tcp::accept_loop(&listener, shared, args.max_connections, async move {
         let _ = stopping.wait_for(|stop| *stop).await;
@@ -480,6 +446,39 @@ async fn serve_partitions(
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// What the daemon's connections share, from the options.
+fn shared(
+    args: &ServeArgs,
+    config: &DriverConfig,
+    route: Route,
+    metrics: Arc<Metrics>,
+    holder: SocketAddr,
+) -> Arc<Shared> {
+    let frame = config.engine.frame;
+    Arc::new(Shared {
+        route,
+        frame,
+        spec: WindowSpec {
+            size: config.size,
+            frame,
+        },
+        style: style(args),
+        max_line_bytes: args.max_line_bytes,
+        idle_timeout: (!args.connection_idle_timeout.is_zero())
+            .then_some(args.connection_idle_timeout),
+        metrics,
+        holder: holder.to_string(),
+    })
+}
+
+fn style(args: &ServeArgs) -> Style {
+    if args.spaced {
+        Style::Spaced
+    } else {
+        Style::Compact
+    }
 }
 
 /// What a process that stopped coordinating says (then it exits: fail-stop).

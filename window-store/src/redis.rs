@@ -407,6 +407,46 @@ pub(crate) fn namespaced(namespace: &str, name: &str) -> String {
     format!("{{wn:{namespace}}}:{name}")
 }
 
+/// A connection that reopens itself after a failed call (Redis restarted, the connection was
+/// killed, or a reply timed out). For callers whose every call is one atomic script or command,
+/// so nothing is ever half done; a script the new server lacks is loaded again by
+/// `Script::invoke`.
+pub(crate) struct RedisLink {
+    con: redis::Connection,
+    /// The URL as given (it may hold a password), to reconnect.
+    dial: String,
+    /// The URL with any password hidden, for messages.
+    pub(crate) url: String,
+    /// A call failed: the connection may be dead or out of step, so the next call reconnects.
+    broken: bool,
+}
+
+impl RedisLink {
+    pub(crate) fn open(url: &str) -> Result<RedisLink, StoreError> {
+        Ok(RedisLink {
+            con: open_connection(url)?,
+            dial: url.to_owned(),
+            url: redact(url),
+            broken: false,
+        })
+    }
+
+    /// The connection, opened again first if the last call failed.
+    pub(crate) fn ready(&mut self) -> Result<&mut redis::Connection, StoreError> {
+        if self.broken {
+            self.con = open_connection(&self.dial)?;
+            self.broken = false;
+        }
+        Ok(&mut self.con)
+    }
+
+    /// The error of a failed call, after which the next call reconnects.
+    pub(crate) fn failed(&mut self, what: &str, error: redis::RedisError) -> StoreError {
+        self.broken = true;
+        backend_error(&self.url, what, error)
+    }
+}
+
 /// Opens a connection to `url` with this crate's timeouts, and checks the server is Redis 7.0 or
 /// later. Errors name the server (password hidden) and say what to do.
 pub(crate) fn open_connection(url: &str) -> Result<redis::Connection, StoreError> {

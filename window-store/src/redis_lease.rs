@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::redis::{backend_error, check_namespace, namespaced, open_connection, redact};
+use crate::redis::{RedisLink, check_namespace, namespaced};
 
 /// What the lease keys held, in one atomic look.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,13 +47,7 @@ pub struct Holding {
 
 /// A connection to the lease keys of one namespace.
 pub struct RedisLease {
-    con: redis::Connection,
-    /// The URL as given (it may hold a password), to reconnect.
-    dial: String,
-    /// The URL with any password hidden, for messages.
-    url: String,
-    /// A call failed: the connection may be dead or out of step, so the next call reconnects.
-    broken: bool,
+    link: RedisLink,
     lease_key: String,
     epoch_key: String,
     observe: redis::Script,
@@ -65,7 +59,7 @@ pub struct RedisLease {
 impl std::fmt::Debug for RedisLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLease")
-            .field("url", &self.url)
+            .field("url", &self.link.url)
             .field("lease_key", &self.lease_key)
             .finish_non_exhaustive()
     }
@@ -76,12 +70,8 @@ impl RedisLease {
     /// store it guards). Errors as for [`crate::RedisStore::connect`].
     pub fn connect(url: &str, namespace: &str) -> Result<RedisLease, StoreError> {
         check_namespace(namespace)?;
-        let con = open_connection(url)?;
         Ok(RedisLease {
-            con,
-            dial: url.to_owned(),
-            url: redact(url),
-            broken: false,
+            link: RedisLink::open(url)?,
             lease_key: namespaced(namespace, "lease"),
             epoch_key: namespaced(namespace, "epoch"),
             observe: redis::Script::new(OBSERVE),
@@ -91,32 +81,16 @@ impl RedisLease {
         })
     }
 
-    /// Opens a new connection if a call failed since the last one (Redis restarted, the
-    /// connection was killed, or a reply timed out): every call is one atomic script, so nothing
-    /// is half done, and a script the new server lacks is loaded again by `Script::invoke`.
-    fn reconnect_if_broken(&mut self) -> Result<(), StoreError> {
-        if self.broken {
-            self.con = open_connection(&self.dial)?;
-            self.broken = false;
-        }
-        Ok(())
-    }
-
-    fn failed(&mut self, what: &str, error: redis::RedisError) -> StoreError {
-        self.broken = true;
-        backend_error(&self.url, what, error)
-    }
-
     /// Reads the lease and the fencing epoch in one look.
     pub fn observe(&mut self) -> Result<LeaseView, StoreError> {
-        self.reconnect_if_broken()?;
+        let con = self.link.ready()?;
         let reply = self
             .observe
             .key(&self.lease_key)
             .key(&self.epoch_key)
-            .invoke(&mut self.con);
+            .invoke(con);
         let (raw_lease, pttl, raw_epoch): (String, i64, String) =
-            reply.map_err(|e| self.failed("reading the lease", e))?;
+            reply.map_err(|e| self.link.failed("reading the lease", e))?;
         let epoch = if raw_epoch.is_empty() {
             0
         } else {
@@ -167,7 +141,7 @@ impl RedisLease {
                 seen.epoch
             )));
         }
-        self.reconnect_if_broken()?;
+        let con = self.link.ready()?;
         let reply = self
             .acquire
             .key(&self.lease_key)
@@ -177,37 +151,37 @@ impl RedisLease {
             .arg(value(holder, epoch))
             .arg(epoch.to_string())
             .arg(millis(ttl))
-            .invoke(&mut self.con);
-        let taken: i64 = reply.map_err(|e| self.failed("taking the lease", e))?;
+            .invoke(con);
+        let taken: i64 = reply.map_err(|e| self.link.failed("taking the lease", e))?;
         Ok(taken == 1)
     }
 
     /// Extends the lease of `holder` at `epoch` to `ttl` from now (by Redis's clock). `false`
     /// when the lease is no longer theirs.
     pub fn renew(&mut self, holder: &str, epoch: u64, ttl: Duration) -> Result<bool, StoreError> {
-        self.reconnect_if_broken()?;
+        let con = self.link.ready()?;
         let reply = self
             .renew
             .key(&self.lease_key)
             .key(&self.epoch_key)
             .arg(value(holder, epoch))
             .arg(millis(ttl))
-            .invoke(&mut self.con);
-        let renewed: i64 = reply.map_err(|e| self.failed("renewing the lease", e))?;
+            .invoke(con);
+        let renewed: i64 = reply.map_err(|e| self.link.failed("renewing the lease", e))?;
         Ok(renewed == 1)
     }
 
     /// Gives the lease up (a clean shutdown), so that a follower takes over without waiting for
     /// it to expire. `false` when it was no longer theirs.
     pub fn release(&mut self, holder: &str, epoch: u64) -> Result<bool, StoreError> {
-        self.reconnect_if_broken()?;
+        let con = self.link.ready()?;
         let reply = self
             .release
             .key(&self.lease_key)
             .key(&self.epoch_key)
             .arg(value(holder, epoch))
-            .invoke(&mut self.con);
-        let released: i64 = reply.map_err(|e| self.failed("releasing the lease", e))?;
+            .invoke(con);
+        let released: i64 = reply.map_err(|e| self.link.failed("releasing the lease", e))?;
         Ok(released == 1)
     }
 }

@@ -15,17 +15,11 @@
 use std::time::Duration;
 
 use crate::error::StoreError;
-use crate::redis::{backend_error, check_namespace, namespaced, open_connection, redact};
+use crate::redis::{RedisLink, check_namespace, namespaced};
 
 /// A connection to the membership keys of one namespace.
 pub struct RedisMembership {
-    con: redis::Connection,
-    /// The URL as given (it may hold a password), to reconnect.
-    dial: String,
-    /// The URL with any password hidden, for messages.
-    url: String,
-    /// A call failed: the next one reconnects first.
-    broken: bool,
+    link: RedisLink,
     nodes_key: String,
     partitions_key: String,
     /// The unpartitioned store's fencing epoch, which exists once it was ever written.
@@ -37,7 +31,7 @@ pub struct RedisMembership {
 impl std::fmt::Debug for RedisMembership {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisMembership")
-            .field("url", &self.url)
+            .field("url", &self.link.url)
             .field("nodes_key", &self.nodes_key)
             .finish_non_exhaustive()
     }
@@ -49,29 +43,13 @@ impl RedisMembership {
     pub fn connect(url: &str, namespace: &str) -> Result<RedisMembership, StoreError> {
         check_namespace(namespace)?;
         Ok(RedisMembership {
-            con: open_connection(url)?,
-            dial: url.to_owned(),
-            url: redact(url),
-            broken: false,
+            link: RedisLink::open(url)?,
             nodes_key: namespaced(namespace, "nodes"),
             partitions_key: namespaced(namespace, "partitions"),
             epoch_key: namespaced(namespace, "epoch"),
             announce: redis::Script::new(ANNOUNCE),
             claim: redis::Script::new(CLAIM),
         })
-    }
-
-    fn reconnect_if_broken(&mut self) -> Result<(), StoreError> {
-        if self.broken {
-            self.con = open_connection(&self.dial)?;
-            self.broken = false;
-        }
-        Ok(())
-    }
-
-    fn failed(&mut self, what: &str, error: redis::RedisError) -> StoreError {
-        self.broken = true;
-        backend_error(&self.url, what, error)
     }
 
     /// Records `count` as the namespace's number of partitions if none is recorded yet, and
@@ -81,15 +59,15 @@ impl RedisMembership {
     /// A namespace that holds an unpartitioned store already (from before the number was
     /// recorded) counts as one partition: its windows must not be left behind unseen.
     pub fn claim_partitions(&mut self, count: u32) -> Result<u32, StoreError> {
-        self.reconnect_if_broken()?;
+        let con = self.link.ready()?;
         let reply = self
             .claim
             .key(&self.partitions_key)
             .key(&self.epoch_key)
             .arg(count)
-            .invoke(&mut self.con);
+            .invoke(con);
         let recorded: String =
-            reply.map_err(|e| self.failed("recording the number of partitions", e))?;
+            reply.map_err(|e| self.link.failed("recording the number of partitions", e))?;
         recorded.parse().map_err(|_| {
             StoreError::corrupt(
                 self.partitions_key.as_bytes(),
@@ -101,27 +79,25 @@ impl RedisMembership {
     /// Announces `node` as alive for `ttl` (by Redis's clock), drops members whose time has
     /// passed, and returns how many members are alive, `node` included.
     pub fn announce(&mut self, node: &str, ttl: Duration) -> Result<u32, StoreError> {
-        self.reconnect_if_broken()?;
+        let con = self.link.ready()?;
         let reply = self
             .announce
             .key(&self.nodes_key)
             .arg(node)
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .invoke(&mut self.con);
-        let live: u32 = reply.map_err(|e| self.failed("announcing this node", e))?;
+            .invoke(con);
+        let live: u32 = reply.map_err(|e| self.link.failed("announcing this node", e))?;
         Ok(live)
     }
 
     /// Removes `node` from the members (a clean shutdown), so the others take its share at once.
     pub fn leave(&mut self, node: &str) -> Result<(), StoreError> {
-        self.reconnect_if_broken()?;
-        let reply: redis::RedisResult<i64> = redis::cmd("ZREM")
-            .arg(&self.nodes_key)
-            .arg(node)
-            .query(&mut self.con);
+        let con = self.link.ready()?;
+        let reply: redis::RedisResult<i64> =
+            redis::cmd("ZREM").arg(&self.nodes_key).arg(node).query(con);
         reply
             .map(drop)
-            .map_err(|e| self.failed("leaving the members", e))
+            .map_err(|e| self.link.failed("leaving the members", e))
     }
 }
 
