@@ -438,6 +438,58 @@ fn ingest(addr: SocketAddr, stop: &AtomicBool) -> Result<Load, String> {
     Ok(load)
 }
 
+/// The loading client: a thread ingesting through one node (see [`ingest`]).
+struct Client {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<Load, String>>,
+    _stop_on_drop: StopOnDrop,
+}
+
+impl Client {
+    fn start(entry: SocketAddr) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || ingest(entry, &stop))
+        };
+        Client {
+            _stop_on_drop: StopOnDrop(Arc::clone(&stop)),
+            stop,
+            thread,
+        }
+    }
+
+    /// Lets the load run a little longer (the last disruption's aftermath), stops it, and checks
+    /// the whole output log, read back through `nodes[0]` once every partition is held: returns
+    /// the load, the windows, the windows per partition and the final leases.
+    fn finish(self, nodes: &[Node], place: &Place) -> (Load, Vec<Value>, Vec<u64>, Vec<Lease>) {
+        std::thread::sleep(Duration::from_millis(500));
+        self.stop.store(true, Ordering::Relaxed);
+        let load = self
+            .thread
+            .join()
+            .expect("the client thread")
+            .unwrap_or_else(|why| panic!("the client failed: {why}"));
+        assert!(
+            load.acked.len() >= 10 * BATCH as usize,
+            "the client made progress: {} events",
+            load.acked.len()
+        );
+        // Timestamps only ever advance, so with no lateness allowed none may be late: a late
+        // event is acknowledged but fires in no window, and would look lost below.
+        assert_eq!(load.late, 0, "no event is late: {load:?}");
+        let leases = wait_for(
+            nodes,
+            place.partitions,
+            "every partition held before reading the log",
+            all_held_by,
+        );
+        let windows = read_log(nodes[0].addr, place.partitions);
+        let per_partition = check_log(&windows, &load.acked, place.partitions);
+        (load, windows, per_partition, leases)
+    }
+}
+
 /// Sets the flag when dropped, so the client thread stops even when the test fails half way.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -467,12 +519,7 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
         "six partitions spread over three nodes",
         balanced,
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
-    let client = {
-        let (stop, entry) = (Arc::clone(&stop), nodes[0].addr);
-        std::thread::spawn(move || ingest(entry, &stop))
-    };
+    let client = Client::start(nodes[0].addr);
 
     let mut takeovers = Vec::new();
     for kill in 0..kills() {
@@ -509,29 +556,7 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
         }
         nodes.push(Node::start(&place));
     }
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let load = client
-        .join()
-        .expect("the client thread")
-        .unwrap_or_else(|why| panic!("the client failed: {why}"));
-    assert!(
-        load.acked.len() >= 10 * BATCH as usize,
-        "the client made progress: {} events",
-        load.acked.len()
-    );
-    // Timestamps only ever advance, so with no lateness allowed none may be late: a late event
-    // is acknowledged but fires in no window, and would look lost below.
-    assert_eq!(load.late, 0, "no event is late: {load:?}");
-
-    let final_leases = wait_for(
-        &nodes,
-        place.partitions,
-        "every partition held before reading the log",
-        all_held_by,
-    );
-    let windows = read_log(nodes[0].addr, place.partitions);
-    let per_partition = check_log(&windows, &load.acked, place.partitions);
+    let (load, windows, per_partition, final_leases) = client.finish(&nodes, &place);
     let epochs: Vec<u64> = final_leases.iter().map(|l| l.epoch).collect();
     let slowest = takeovers.iter().max().copied().unwrap_or_default();
     eprintln!(
@@ -879,12 +904,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
     };
     let place = Place::new(&server, 6);
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let _stop_on_drop = StopOnDrop(Arc::clone(&stop));
-    let client = {
-        let (stop, entry) = (Arc::clone(&stop), nodes[0].addr);
-        std::thread::spawn(move || ingest(entry, &stop))
-    };
+    let client = Client::start(nodes[0].addr);
     std::thread::sleep(Duration::from_millis(500));
     let before = wait_for(
         &nodes,
@@ -934,21 +954,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
         paused.log_tail()
     );
     nodes.push(Node::start(&place));
-    std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let load = client
-        .join()
-        .expect("the client thread")
-        .unwrap_or_else(|why| panic!("the client failed: {why}"));
-    assert_eq!(load.late, 0, "no event is late: {load:?}");
-    wait_for(
-        &nodes,
-        place.partitions,
-        "every partition held before reading the log",
-        all_held_by,
-    );
-    let windows = read_log(nodes[0].addr, place.partitions);
-    let per_partition = check_log(&windows, &load.acked, place.partitions);
+    let (load, windows, per_partition, _) = client.finish(&nodes, &place);
     eprintln!(
         "partitions, paused holder: {} acknowledged events all emitted exactly once in {} windows (per partition {per_partition:?}); takeover of its partitions {orphans:?} after {takeover:?}; it woke and exited with {status}",
         load.acked.len(),
