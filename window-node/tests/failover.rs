@@ -10,20 +10,19 @@
 //! (fail-stop); whatever it tried to commit is refused.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 #[path = "../../window-store/tests/support/mod.rs"]
 mod support;
 
-const WAIT: Duration = Duration::from_secs(20);
+mod nodes;
+
+use nodes::{Conn, Node, WAIT};
 
 /// Where the nodes keep their shared state.
 #[derive(Clone, Debug)]
@@ -32,114 +31,38 @@ enum Shared {
     Redis(String),
 }
 
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    /// Every line the node wrote on stderr so far.
-    log: Arc<Mutex<Vec<String>>>,
+/// Starts a node on `shared` with the tests' settings (1 s windows, no lateness, no idle
+/// watermark; with Redis a 1 s lease ttl).
+fn start(shared: &Shared) -> Node {
+    start_with(shared, &[])
 }
 
-impl Node {
-    fn start(shared: &Shared) -> Node {
-        Node::start_with(shared, &[])
-    }
-
-    fn start_with(shared: &Shared, extra: &[&str]) -> Node {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_window-node"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0", "--window-size", "1s"])
-            .args([
-                "--allowed-lateness",
-                "0s",
-                "--idle-timeout",
-                "0s",
-                "--failover-timeout",
-                "15s",
-            ]);
-        match shared {
-            Shared::Dir(dir) => command.arg("--data-dir").arg(dir),
-            Shared::Redis(url) if extra.contains(&"--lease-ttl") => command.args(["--store", url]),
-            Shared::Redis(url) => command.args(["--store", url, "--lease-ttl", "1s"]),
-        };
-        command.args(extra);
-        let mut child = command
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start window-node serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("log").push(line.clone());
-                if let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("address="))
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx.recv_timeout(WAIT).expect("the node reports its address");
-        Node { child, addr, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    fn log_has(&self, text: &str) -> bool {
-        self.log
-            .lock()
-            .expect("log")
-            .iter()
-            .any(|l| l.contains(text))
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Option<Conn> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(WAIT)).ok()?;
-        // `writeln!` writes a line in pieces: without this, Nagle's algorithm and delayed acks
-        // hold every request back by tens of milliseconds.
-        stream.set_nodelay(true).ok()?;
-        Some(Conn {
-            reader: BufReader::new(stream.try_clone().ok()?),
-            writer: stream,
-        })
-    }
-
-    fn call(&mut self, line: &str) -> Option<Value> {
-        writeln!(self.writer, "{line}").ok()?;
-        let mut reply = String::new();
-        match self.reader.read_line(&mut reply) {
-            Ok(n) if n > 0 => serde_json::from_str(&reply).ok(),
-            _ => None,
+/// Starts a node on `shared` with `extra` options too (a `--lease-ttl` there replaces the 1 s).
+fn start_with(shared: &Shared, extra: &[&str]) -> Node {
+    let mut args: Vec<String> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--window-size",
+        "1s",
+        "--allowed-lateness",
+        "0s",
+        "--idle-timeout",
+        "0s",
+        "--failover-timeout",
+        "15s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    match shared {
+        Shared::Dir(dir) => args.extend(["--data-dir".to_owned(), dir.display().to_string()]),
+        Shared::Redis(url) if extra.contains(&"--lease-ttl") => {
+            args.extend(["--store".to_owned(), url.clone()]);
         }
+        Shared::Redis(url) => args.extend(["--store", url, "--lease-ttl", "1s"].map(str::to_owned)),
     }
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    Node::spawn(&args)
 }
 
 /// Asks `addr` who coordinates, and with which epoch.
@@ -194,8 +117,8 @@ fn with_redis_a_clean_shutdown_hands_the_lease_over_at_once() {
         return;
     };
     let shared = Shared::Redis(server.url());
-    let mut holder = Node::start_with(&shared, &["--lease-ttl", "30s"]);
-    let follower = Node::start_with(&shared, &["--lease-ttl", "30s"]);
+    let mut holder = start_with(&shared, &["--lease-ttl", "30s"]);
+    let follower = start_with(&shared, &["--lease-ttl", "30s"]);
     let (first, epoch) = wait_for_coordinator(follower.addr, |_| true);
     assert_eq!(first, holder.addr.to_string());
     let mut conn = Conn::open(follower.addr).expect("connect");
@@ -267,7 +190,7 @@ enum Disruption {
 /// whole output log. Returns a line for the test output.
 fn run(shared: &Shared, disruption: Disruption) -> String {
     let nodes: Arc<Mutex<Vec<Node>>> =
-        Arc::new(Mutex::new((0..3).map(|_| Node::start(shared)).collect()));
+        Arc::new(Mutex::new((0..3).map(|_| start(shared)).collect()));
     let addrs = || {
         nodes
             .lock()
@@ -378,7 +301,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                     "each takeover raises the epoch by one (kill {kill})"
                 );
                 takeovers.push(killed_at.elapsed());
-                nodes.lock().expect("nodes").push(Node::start(shared));
+                nodes.lock().expect("nodes").push(start(shared));
             }
         }
         Disruption::Pause => {
@@ -422,13 +345,13 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
             assert!(
                 !refused_by.is_empty(),
                 "the old holder says why it stopped: {:?}",
-                sleeper.log.lock().expect("log")
+                sleeper.log_tail()
             );
             woke = format!(
                 "; the old holder woke and stopped ({})",
                 refused_by.join(", ")
             );
-            nodes.lock().expect("nodes").push(Node::start(shared));
+            nodes.lock().expect("nodes").push(start(shared));
         }
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -512,9 +435,7 @@ fn check_log(live: &[SocketAddr], acked: &[i64], final_epoch: u64) -> (u64, Vec<
     let mut last_epoch = 0;
     let mut by_epoch: Vec<(u64, u64)> = Vec::new();
     for expected_seq in 0..emitted {
-        let mut line = String::new();
-        sub.reader.read_line(&mut line).expect("a window");
-        let window: Value = serde_json::from_str(&line).expect("JSON");
+        let window = sub.read().expect("a window");
         assert_eq!(window["seq"], expected_seq, "seq is dense: {window}");
         let epoch = window["epoch"].as_u64().expect("epoch");
         assert!(

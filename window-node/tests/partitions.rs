@@ -11,11 +11,11 @@
 //! explained.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -23,10 +23,11 @@ use serde_json::{Value, json};
 #[path = "../../window-store/tests/support/mod.rs"]
 mod support;
 
-/// How long one step may take: a node reporting its address, one reply, a process exiting.
-/// Longer than `--failover-timeout` (15 s), so a node that retries a request for that long
-/// before answering error 11 is not mistaken for a dead one.
-const WAIT: Duration = Duration::from_secs(20);
+mod nodes;
+
+// `WAIT` (20 s) is longer than `--failover-timeout` (15 s), so a node that retries a request for
+// that long before answering error 11 is not mistaken for a dead one.
+use nodes::{Conn, Node, WAIT};
 
 /// How long the leases may take to settle: a takeover waits for the dead holder's ttl (1 s),
 /// and balancing hands partitions over one by one, so this is generous on purpose.
@@ -88,111 +89,9 @@ impl Place {
     }
 }
 
-/// A running `serve` process, SIGKILLed and reaped on drop (so a failing test leaves nothing
-/// behind, and dropping a node is how the tests kill one).
-struct Node {
-    child: Child,
-    addr: SocketAddr,
-    /// Every line the node wrote on stderr so far, to show when something goes wrong.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Node {
-    /// Starts a node of `place` and waits until it reports the address it listens on.
-    fn start(place: &Place) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_window-node"))
-            .args(place.serve_args(place.partitions))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start window-node serve");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let log: Arc<Mutex<Vec<String>>> = Arc::default();
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("address="))
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-                lines.lock().expect("log").push(line);
-            }
-        });
-        // The reader drops `tx` at end of file, so a node that exits at once (a rejected
-        // option, say) fails here straight away rather than after the whole wait.
-        match rx.recv_timeout(WAIT) {
-            Ok(addr) => Node { child, addr, log },
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the node did not report its address; its log: {:#?}",
-                    log.lock().expect("log")
-                );
-            }
-        }
-    }
-
-    /// The address other nodes and `stats` call this node by.
-    fn name(&self) -> String {
-        self.addr.to_string()
-    }
-
-    /// The last few lines of the node's log, for a failure message.
-    fn log_tail(&self) -> Vec<String> {
-        let log = self.log.lock().expect("log");
-        log[log.len().saturating_sub(10)..].to_vec()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One client connection speaking compact JSON lines.
-struct Conn {
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Option<Conn> {
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-        stream.set_read_timeout(Some(WAIT)).ok()?;
-        // `writeln!` writes a line in pieces: without this, Nagle's algorithm and delayed acks
-        // hold every request back by tens of milliseconds.
-        stream.set_nodelay(true).ok()?;
-        Some(Conn {
-            reader: BufReader::new(stream.try_clone().ok()?),
-            writer: stream,
-        })
-    }
-
-    /// Sends one request line and reads one reply line; `None` if the connection failed, closed
-    /// or timed out, after which the connection is no longer usable.
-    fn call(&mut self, line: &str) -> Option<Value> {
-        writeln!(self.writer, "{line}").ok()?;
-        self.read()
-    }
-
-    /// Reads one line (a reply, or a pushed `window_closed`).
-    fn read(&mut self) -> Option<Value> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(n) if n > 0 => serde_json::from_str(&line).ok(),
-            _ => None,
-        }
-    }
+/// Starts a node of `place` (see [`Place::serve_args`]).
+fn start(place: &Place) -> Node {
+    Node::spawn(&place.serve_args(place.partitions))
 }
 
 /// One partition's entry in `stats`: who holds its lease (if anyone), and its epoch.
@@ -312,7 +211,7 @@ fn partitions_spread_over_the_nodes() {
         return;
     };
     let place = Place::new(&server, 6);
-    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
+    let mut nodes: Vec<Node> = (0..3).map(|_| start(&place)).collect();
     let before = wait_for(
         &nodes,
         place.partitions,
@@ -512,7 +411,7 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
     // Six over three: after a kill the two survivors hold three each, so every replacement
     // gets its two by handovers, under load.
     let place = Place::new(&server, 6);
-    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
+    let mut nodes: Vec<Node> = (0..3).map(|_| start(&place)).collect();
     wait_for(
         &nodes,
         place.partitions,
@@ -554,7 +453,7 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
                 "kill {kill}: the takeover of partition {p} raises its epoch: {before:#?} then {after:#?}"
             );
         }
-        nodes.push(Node::start(&place));
+        nodes.push(start(&place));
     }
     let (load, windows, per_partition, final_leases) = client.finish(&nodes, &place);
     let epochs: Vec<u64> = final_leases.iter().map(|l| l.epoch).collect();
@@ -760,7 +659,7 @@ fn partition_options_are_explained() {
         return;
     };
     let place = Place::new(&server, 4);
-    let running = [Node::start(&place)];
+    let running = [start(&place)];
     // Once it holds all four partitions, the namespace has its count recorded.
     wait_for(
         &running,
@@ -798,7 +697,7 @@ fn requests_for_one_partition_are_checked_and_envelopes_kept() {
         return;
     };
     let place = Place::new(&server, 4);
-    let running = [Node::start(&place)];
+    let running = [start(&place)];
     wait_for(
         &running,
         place.partitions,
@@ -884,15 +783,6 @@ fn requests_for_one_partition_are_checked_and_envelopes_kept() {
     }
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to the node's process.
-fn signal(node: &Node, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &node.child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} failed");
-}
-
 /// A holder paused (SIGSTOP) past its leases while a client ingests through node 0: the others
 /// take its partitions over with raised epochs; resumed (SIGCONT), it finds its leases gone and
 /// exits non-zero (fail-stop) without firing anything, so the log read back afterwards still
@@ -903,7 +793,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
         return;
     };
     let place = Place::new(&server, 6);
-    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&place)).collect();
+    let mut nodes: Vec<Node> = (0..3).map(|_| start(&place)).collect();
     let client = Client::start(nodes[0].addr);
     std::thread::sleep(Duration::from_millis(500));
     let before = wait_for(
@@ -918,7 +808,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
         !orphans.is_empty(),
         "balanced, so node 1 holds some: {before:#?}"
     );
-    signal(&paused, "STOP");
+    paused.signal("STOP");
     let paused_at = Instant::now();
     let after = wait_for(
         &nodes,
@@ -935,7 +825,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
     }
     // Let the new holders fire under their epochs before the old one wakes.
     std::thread::sleep(Duration::from_millis(500));
-    signal(&paused, "CONT");
+    paused.signal("CONT");
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = paused.child.try_wait().expect("try_wait") {
@@ -953,7 +843,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
         "a holder that lost its leases exits non-zero (fail-stop): {status}; {:#?}",
         paused.log_tail()
     );
-    nodes.push(Node::start(&place));
+    nodes.push(start(&place));
     let (load, windows, per_partition, _) = client.finish(&nodes, &place);
     eprintln!(
         "partitions, paused holder: {} acknowledged events all emitted exactly once in {} windows (per partition {per_partition:?}); takeover of its partitions {orphans:?} after {takeover:?}; it woke and exited with {status}",
