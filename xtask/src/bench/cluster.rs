@@ -154,13 +154,7 @@ pub(super) fn run(
         return Ok(());
     };
     for nodes in 1..=3 {
-        let namespace = format!("bench-{}-{nodes}", std::process::id());
-        let store = vec![
-            "--store".to_owned(),
-            server.url(),
-            "--namespace".to_owned(),
-            namespace,
-        ];
+        let store = server.store_options(&nodes.to_string());
         let through = match nodes {
             1 => "the one node holds the lease".to_owned(),
             2 => "2 of the 4 connections, the subscription and the flush go through the follower"
@@ -194,13 +188,7 @@ pub(super) fn run(
         if let Some(at) = keyed.iter().position(|a| *a == "--keys") {
             keyed[at + 1] = PARTITION_KEYS;
         }
-        let namespace = format!("bench-{}-keyed", std::process::id());
-        let store = vec![
-            "--store".to_owned(),
-            server.url(),
-            "--namespace".to_owned(),
-            namespace,
-        ];
+        let store = server.store_options("keyed");
         results.outcomes.push(scenario(
             work,
             &keyed_baseline_name(),
@@ -216,15 +204,8 @@ pub(super) fn run(
             ),
         )?);
         for nodes in 1..=3 {
-            let namespace = format!("bench-{}-p{nodes}", std::process::id());
-            let store = vec![
-                "--store".to_owned(),
-                server.url(),
-                "--namespace".to_owned(),
-                namespace,
-                "--partitions".to_owned(),
-                PARTITIONS.to_string(),
-            ];
+            let mut store = server.store_options(&format!("p{nodes}"));
+            store.extend(["--partitions".to_owned(), PARTITIONS.to_string()]);
             results.outcomes.push(partitioned_scenario(
                 work,
                 &partitioned_name(nodes),
@@ -737,6 +718,16 @@ impl RedisServer {
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The `serve` options for a node on this server, in a namespace of this run's own.
+    fn store_options(&self, scenario: &str) -> Vec<String> {
+        vec![
+            "--store".to_owned(),
+            self.url(),
+            "--namespace".to_owned(),
+            format!("bench-{}-{scenario}", std::process::id()),
+        ]
     }
 }
 
