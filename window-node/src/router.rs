@@ -10,14 +10,19 @@
 //!   it had not seen; `from_seq` is one number for all partitions or one per partition, and
 //!   every window carries its `partition` (its `seq` is that partition's).
 //!
-//! Each client connection has one link per partition ([`Links`]): a connection to the node that
-//! holds the partition's lease (maybe this one, over loopback, so that a partition served here
-//! and one served elsewhere take the same path) that sends the partition's requests in order,
-//! keeps the unanswered ones, and sends them again to the next holder when the holder goes away,
-//! moves, or answers error 11 (a handover or a stop), for up to the failover timeout.
+//! A node has one link per partition ([`Links`]), shared by all its client connections: a
+//! connection to the node that holds the partition's lease (maybe this one, over loopback, so
+//! that a partition served here and one served elsewhere take the same path) that sends the
+//! partition's requests in the order they were asked, keeps the unanswered ones, and sends them
+//! again to the next holder when the holder goes away, moves, or answers error 11 (a handover
+//! or a stop), for up to the failover timeout. Replies come back in order on the link, so the
+//! first unanswered ask is always the one a reply answers; one connection per partition keeps
+//! the holders' connection count bounded by nodes x partitions, and many clients' requests
+//! pipelined on it make large group commits. A subscription has connections of its own (one
+//! per partition), since it streams.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -47,18 +52,18 @@ pub enum Routed {
     Stream(mpsc::Receiver<Vec<u8>>),
 }
 
-/// One client connection's links to the partitions' holders, opened as needed.
+/// A node's links to the partitions' holders, opened as needed and shared by its connections.
 pub struct Links {
     table: Arc<PartitionTable>,
-    links: Vec<Option<mpsc::Sender<Ask>>>,
-    ids: RequestIds,
+    links: Mutex<Vec<Option<mpsc::Sender<Ask>>>>,
+    ids: Mutex<RequestIds>,
     failover_timeout: Duration,
 }
 
 impl std::fmt::Debug for Links {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Links")
-            .field("partitions", &self.links.len())
+            .field("partitions", &self.table.count())
             .finish_non_exhaustive()
     }
 }
@@ -74,18 +79,23 @@ impl Links {
         let count = table.count() as usize;
         Links {
             table,
-            links: (0..count).map(|_| None).collect(),
-            ids: RequestIds::new(),
+            links: Mutex::new((0..count).map(|_| None).collect()),
+            ids: Mutex::new(RequestIds::new()),
             failover_timeout,
         }
     }
 
-    /// Sends `line` to the holder of `partition`; its reply line arrives on the receiver.
-    fn ask(&mut self, partition: u32, line: String) -> oneshot::Receiver<String> {
-        let (reply, answer) = oneshot::channel();
-        let slot = &mut self.links[partition as usize];
-        let link = match slot {
-            Some(link) if !link.is_closed() => link,
+    /// A fresh request id, for a request that came without one.
+    fn next_id(&self) -> String {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner()).next()
+    }
+
+    /// The link to `partition`'s holder, started on first use (or after it ended).
+    fn link(&self, partition: u32) -> mpsc::Sender<Ask> {
+        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut links[partition as usize];
+        match slot {
+            Some(link) if !link.is_closed() => link.clone(),
             _ => {
                 let (tx, rx) = mpsc::channel(PIPELINE);
                 let coordinator = self
@@ -94,13 +104,17 @@ impl Links {
                     .map(Arc::clone)
                     .expect("a partition below the count");
                 tokio::spawn(run_link(coordinator, partition, rx, self.failover_timeout));
-                slot.insert(tx)
+                slot.insert(tx).clone()
             }
-        };
-        // The link takes asks as fast as the connection's reader makes them (the reply queue
-        // bounds them); a link that ended answers through the dropped sender.
-        if let Err(mpsc::error::TrySendError::Full(ask) | mpsc::error::TrySendError::Closed(ask)) =
-            link.try_send(Ask { line, reply })
+        }
+    }
+
+    /// Sends `line` to the holder of `partition`, waiting while the link is full (back-pressure
+    /// from a slow holder reaches the clients); its reply line arrives on the receiver.
+    async fn ask(&self, partition: u32, line: String) -> oneshot::Receiver<String> {
+        let (reply, answer) = oneshot::channel();
+        if let Err(mpsc::error::SendError(ask)) =
+            self.link(partition).send(Ask { line, reply }).await
         {
             let _ = ask.reply.send(unavailable_line(partition));
         }
@@ -108,25 +122,25 @@ impl Links {
     }
 }
 
-/// Asks a link may hold: more than a connection's pipeline of replies, so `ask` never waits.
+/// Asks waiting for a link to take them.
 const PIPELINE: usize = 256;
 
 /// Routes one client request (`init`, `assign` and `process_window` are answered by the caller).
-pub fn route(
+pub async fn route(
     body: Body<'_>,
     request_id: Option<String>,
     to: ReplyTo,
     shared: &Shared,
-    links: &mut Links,
+    links: &Links,
 ) -> Routed {
     let style = shared.style;
     let count = links.table.count();
-    let part_id = |links: &mut Links| -> String {
+    let part_id = |links: &Links| -> String {
         match &request_id {
             Some(id) if id.len() + 12 <= MAX_REQUEST_ID => id.clone(),
             // Too long to extend: its hash stands for it (the same for a resend of the same id).
             Some(id) => format!("h{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
-            None => links.ids.next(),
+            None => links.next_id(),
         }
     };
     match body {
@@ -182,10 +196,10 @@ pub fn route(
                     )),
                 );
             }
-            let answers: Vec<_> = lines
-                .into_iter()
-                .map(|(p, line)| links.ask(p, line))
-                .collect();
+            let mut answers = Vec::with_capacity(lines.len());
+            for (p, line) in lines {
+                answers.push(links.ask(p, line).await);
+            }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut sum = IngestCounts::default();
                 for text in &texts {
@@ -218,7 +232,7 @@ pub fn route(
                     w.key("key").str(key);
                 }
             });
-            let answer = links.ask(partition, line);
+            let answer = links.ask(partition, line).await;
             reply_when_answered(vec![answer], style, to.clone(), move |texts| {
                 let fields: OrderedFields<'_> = expect_reply(&texts[0], "window_closed")?;
                 let mut out = Vec::new();
@@ -228,16 +242,15 @@ pub fn route(
         }
         Body::Flush { until } => {
             let id = part_id(links);
-            let answers = (0..count)
-                .map(|p| {
-                    let line = line_for("flush", p, &id, |w| {
-                        if let Some(until) = until {
-                            w.key("until").int(until.as_millis());
-                        }
-                    });
-                    links.ask(p, line)
-                })
-                .collect();
+            let mut answers = Vec::with_capacity(count as usize);
+            for p in 0..count {
+                let line = line_for("flush", p, &id, |w| {
+                    if let Some(until) = until {
+                        w.key("until").int(until.as_millis());
+                    }
+                });
+                answers.push(links.ask(p, line).await);
+            }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut windows = Vec::new();
                 for text in &texts {
@@ -261,9 +274,11 @@ pub fn route(
             })
         }
         Body::Stats => {
-            let answers = (0..count)
-                .map(|p| links.ask(p, format!("{{\"type\":\"stats\",\"partition\":{p}}}")))
-                .collect();
+            let mut answers = Vec::with_capacity(count as usize);
+            for p in 0..count {
+                let line = format!("{{\"type\":\"stats\",\"partition\":{p}}}");
+                answers.push(links.ask(p, line).await);
+            }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let parts = texts
                     .iter()

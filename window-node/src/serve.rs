@@ -22,6 +22,7 @@ use crate::lease_redis::{LeaseKeeper, Role};
 use crate::metrics::{self, Metrics};
 use crate::partitions::{self, Partitions};
 use crate::render::Style;
+use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
 use crate::{Frame, parse_duration};
 
@@ -418,7 +419,7 @@ async fn serve_partitions(
         .with_context(|| format!("joining the partitions of namespace {:?}", args.namespace))?;
     let route = Route::Partitioned {
         table: running.table(),
-        failover_timeout: args.failover_timeout,
+        links: Arc::new(Links::new(running.table(), args.failover_timeout)),
     };
     let shared = shared(args, &config, route, metrics, me);
     let mut stopping = stopped.clone();

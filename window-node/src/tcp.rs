@@ -40,7 +40,7 @@ pub enum Route {
     /// request to the router, which splits it over the partitions' holders.
     Partitioned {
         table: Arc<PartitionTable>,
-        failover_timeout: Duration,
+        links: Arc<Links>,
     },
 }
 
@@ -159,8 +159,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // Once it subscribes, a connection only streams windows: it is never idle, and requests on
     // it are answered with an error (on the stream) instead of being run.
     let mut subscribed = false;
-    // With partitions: this connection's links to the partitions' holders, opened on first use.
-    let mut links = None;
     loop {
         let read = read_line(&mut reader, &mut splitter);
         let read = match shared.idle_timeout.filter(|_| !subscribed) {
@@ -192,7 +190,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     ),
                 ),
                 Ok(text) => {
-                    let outgoing = handle_request(text, &shared, &mut links).await;
+                    let outgoing = handle_request(text, &shared).await;
                     subscribed = matches!(
                         outgoing,
                         Outgoing::Subscribe(..) | Outgoing::RoutedStream(..)
@@ -235,7 +233,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
     }
 }
 
-async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) -> Outgoing {
+async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
     let request = match parse_request(text) {
         Ok(request) => request,
         Err((to, error)) => return ready_error(shared, &to, &error),
@@ -305,16 +303,8 @@ async fn handle_request(text: &str, shared: &Shared, links: &mut Option<Links>) 
                 );
             }
         },
-        (
-            Route::Partitioned {
-                table,
-                failover_timeout,
-            },
-            None,
-        ) => {
-            let links =
-                links.get_or_insert_with(|| Links::new(Arc::clone(table), *failover_timeout));
-            return match route(request.body, request.request_id, to, shared, links) {
+        (Route::Partitioned { links, .. }, None) => {
+            return match route(request.body, request.request_id, to, shared, links).await {
                 Routed::Ready(out) => Outgoing::Ready(out),
                 Routed::Reply(rx) => Outgoing::Routed(rx),
                 Routed::Stream(rx) => Outgoing::RoutedStream(rx),
