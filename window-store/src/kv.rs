@@ -265,11 +265,16 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         for window in &batch.dirty.removed {
             ops.push(KvOp::DeletePrefix(codec::window_prefix(window)));
         }
+        // Every removal before every write: a window's prefix covers no other window's keys
+        // (the key is length-prefixed), so this is the order of window by window, and it gives
+        // backends long runs of one kind of op (Redis makes a run one call).
         for delta in &batch.dirty.windows {
             if delta.first_index == 0 {
                 // A window that (re)opened in this step: nothing of an earlier one may remain.
                 ops.push(KvOp::DeletePrefix(codec::window_prefix(&delta.window)));
             }
+        }
+        for delta in &batch.dirty.windows {
             // One record per touched window: the appended ids with the window's header. A step
             // that appended nothing rewrites an empty chunk at the current count (see codec).
             let header = Header {

@@ -552,6 +552,14 @@ if not highest or older(highest, epoch) then
   redis.call('SET', KEYS[3], epoch)
   highest = epoch
 end
+-- unpack has a stack limit: call in slices (of an even length, so pairs stay together).
+local function sliced(command, key, items)
+  for j = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, j, math.min(j + 999, #items)))
+  end
+end
+-- A run of ops of one kind is one call per key, not one per op (a batch touches a record per
+-- window, so the calls, not the bytes, are the cost); runs keep the batch's order.
 i = 2
 while i <= #ARGV do
   local op = ARGV[i]
@@ -560,18 +568,26 @@ while i <= #ARGV do
     redis.call('XADD', KEYS[4], ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
     i = i + 3 + n
   elseif op == 'D' then
-    local doomed = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[i + 1], ARGV[i + 2])
-    -- unpack has a stack limit: remove in slices.
-    for j = 1, #doomed, 1000 do
-      local last = math.min(j + 999, #doomed)
-      redis.call('ZREM', KEYS[1], unpack(doomed, j, last))
-      redis.call('HDEL', KEYS[2], unpack(doomed, j, last))
+    local doomed = {}
+    while ARGV[i] == 'D' do
+      for _, key in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], ARGV[i + 1], ARGV[i + 2])) do
+        doomed[#doomed + 1] = key
+      end
+      i = i + 3
     end
-    i = i + 3
+    sliced('ZREM', KEYS[1], doomed)
+    sliced('HDEL', KEYS[2], doomed)
   else
-    redis.call('HSET', KEYS[2], ARGV[i + 1], ARGV[i + 2])
-    redis.call('ZADD', KEYS[1], 0, ARGV[i + 1])
-    i = i + 3
+    local values, members = {}, {}
+    while ARGV[i] == 'P' or ARGV[i] == 'N' do
+      values[#values + 1] = ARGV[i + 1]
+      values[#values + 1] = ARGV[i + 2]
+      members[#members + 1] = 0
+      members[#members + 1] = ARGV[i + 1]
+      i = i + 3
+    end
+    sliced('HSET', KEYS[2], values)
+    sliced('ZADD', KEYS[1], members)
   end
 end
 return {1, highest}
