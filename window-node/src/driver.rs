@@ -1057,7 +1057,9 @@ mod repeats {
             idle_timeout: None,
             epoch: 1,
         };
-        let store = SledStore::open(dir).expect("open sled");
+        // A restart right after a stop: the stopped driver's sled may still be letting go of
+        // its lock (it does when its last background thread ends), as after a process exit.
+        let store = SledStore::open_waiting(dir, Duration::from_secs(10)).expect("open sled");
         let (publish, _) = broadcast::channel(64);
         let driver = Driver::new(
             config,
