@@ -925,7 +925,11 @@ pub(super) fn section(out: &mut String, results: &Results) {
                  {} events/s ({setup}): {} the aim. Those runs are bound by the one redis-server \
                  (the CPU seconds in their notes), so partitions cannot raise them on one machine.\n",
                 human(*lowest),
-                if *lowest > REDIS_AIM { "above" } else { "**below**" }
+                if *lowest > REDIS_AIM {
+                    "above"
+                } else {
+                    "**below**"
+                }
             );
         }
     } else {
