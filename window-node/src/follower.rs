@@ -29,6 +29,7 @@ use crate::lease_file::read_coordinator;
 use crate::lease_redis::Role;
 use crate::lines::{Line, LineSplitter};
 use crate::render::{Address, Style, write_message};
+use crate::tcp::IN_FLIGHT;
 
 /// Where the coordinator's address is found.
 #[derive(Debug)]
@@ -196,7 +197,8 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                 return;
             }
             tokio::select! {
-                line = read_client(&mut client_read, &mut splitter), if !client_done => {
+                // Fewer in flight than the coordinator queues replies for (see `IN_FLIGHT`).
+                line = read_client(&mut client_read, &mut splitter), if !client_done && waiting.len() < IN_FLIGHT => {
                     match line {
                         Some(line) => {
                             note_subscribe(&line, &mut subscribed);

@@ -39,7 +39,7 @@ use crate::node::checked_bounds;
 use crate::partitions::PartitionTable;
 use crate::protocol::{Body, FromSeq, MAX_REQUEST_ID, ReplyTo};
 use crate::render::{JsonWriter, Style};
-use crate::tcp::{Shared, error_fields, message};
+use crate::tcp::{IN_FLIGHT, Shared, error_fields, message};
 
 /// What the router answers a request with.
 #[derive(Debug)]
@@ -567,6 +567,10 @@ async fn run_link(
     let mut waiting: VecDeque<Ask> = VecDeque::new();
     let mut asks_done = false;
     let mut refusals = Refusals::default();
+    // Set when no holder answered within the failover timeout: until one does, later asks wait
+    // only briefly, so that the clients queued behind a dead partition get error 11 soon
+    // rather than one failover timeout each.
+    let mut unreachable = false;
     loop {
         // Connected once there is something to send; a connection the holder closed (its idle
         // timeout, say) is opened again only for the next line.
@@ -579,16 +583,23 @@ async fn run_link(
                 None => return,
             }
         }
-        let Some((upstream, holder)) = connect_to(&coordinator, failover_timeout).await else {
+        let patience = if unreachable {
+            UNREACHABLE_PATIENCE
+        } else {
+            failover_timeout
+        };
+        let Some((upstream, holder)) = connect_to(&coordinator, patience).await else {
+            unreachable = true;
+            // Everything asked so far, queued or not, gets its error now.
+            while let Ok(ask) = asks.try_recv() {
+                waiting.push_back(ask);
+            }
             for ask in waiting.drain(..) {
                 let _ = ask.reply.send(unavailable_line(partition));
             }
-            match asks.recv().await {
-                Some(ask) => waiting.push_back(ask),
-                None => return,
-            }
             continue;
         };
+        unreachable = false;
         let (up_read, mut up_write) = upstream.into_split();
         let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
         let mut out = Vec::new();
@@ -608,7 +619,9 @@ async fn run_link(
                 return;
             }
             tokio::select! {
-                ask = asks.recv(), if !asks_done => match ask {
+                // Fewer lines in flight than the holder queues replies for: its reader never
+                // stops, so this link's writes always complete even while it is not reading.
+                ask = asks.recv(), if !asks_done && waiting.len() < IN_FLIGHT => match ask {
                     Some(ask) => {
                         let sent = up_write.write_all(format!("{}\n", ask.line).as_bytes()).await;
                         waiting.push_back(ask);
@@ -651,6 +664,9 @@ async fn run_link(
         }
     }
 }
+
+/// How long a link that found no holder waits for one before it answers the next ask.
+const UNREACHABLE_PATIENCE: Duration = Duration::from_millis(200);
 
 /// What a partition's subscription sends the merger.
 enum Feed {

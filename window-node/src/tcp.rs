@@ -28,7 +28,12 @@ use crate::render::{Address, JsonWriter, Style, write_message};
 use crate::router::{Links, Routed, route};
 
 /// Replies a connection may have pending before it stops reading.
-const PIPELINE: usize = 64;
+pub(crate) const PIPELINE: usize = 64;
+
+/// Lines a node forwarding to another (a follower, a router's link) keeps in flight on one
+/// connection: fewer than the other's [`PIPELINE`], so the other's reader never stops, and a
+/// forwarder busy writing (not reading replies) cannot deadlock with it.
+pub(crate) const IN_FLIGHT: usize = PIPELINE - 16;
 
 /// Where a connection's requests go.
 #[derive(Debug)]
