@@ -174,8 +174,8 @@ enum Stop {
 
 impl LeaseKeeper {
     /// Connects to Redis and starts competing for the lease of `namespace` as `me` (this node's
-    /// advertised address, unique among live nodes).
-    /// With a `quota`, it takes a free lease only while the quota has room.
+    /// advertised address, unique among live nodes). With a `quota`, it takes a free lease only
+    /// while the quota has room.
     pub fn start(
         url: &str,
         namespace: &str,

@@ -475,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn partition_namespaces_have_their_own_hash_tag() {
+    fn partition_i_of_namespace_ns_is_namespace_ns_dot_i() {
         assert_eq!(namespace_of("orders", 3), "orders.3");
     }
 }

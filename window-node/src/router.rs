@@ -198,7 +198,7 @@ pub async fn route(
             }
             let mut answers = Vec::with_capacity(lines.len());
             for (p, line) in lines {
-                answers.push(links.ask(p, line).await);
+                answers.push((p, links.ask(p, line).await));
             }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut sum = IngestCounts::default();
@@ -233,7 +233,7 @@ pub async fn route(
                 }
             });
             let answer = links.ask(partition, line).await;
-            reply_when_answered(vec![answer], style, to.clone(), move |texts| {
+            reply_when_answered(vec![(partition, answer)], style, to.clone(), move |texts| {
                 let fields: OrderedFields<'_> = expect_reply(&texts[0], "window_closed")?;
                 let mut out = Vec::new();
                 message(&mut out, style, &to, "window_closed", |w| fields.write(w));
@@ -249,7 +249,7 @@ pub async fn route(
                         w.key("until").int(until.as_millis());
                     }
                 });
-                answers.push(links.ask(p, line).await);
+                answers.push((p, links.ask(p, line).await));
             }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut windows = Vec::new();
@@ -277,7 +277,7 @@ pub async fn route(
             let mut answers = Vec::with_capacity(count as usize);
             for p in 0..count {
                 let line = format!("{{\"type\":\"stats\",\"partition\":{p}}}");
-                answers.push(links.ask(p, line).await);
+                answers.push((p, links.ask(p, line).await));
             }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let parts = texts
@@ -390,7 +390,7 @@ fn ready_error(style: Style, to: &ReplyTo, error: &NodeError) -> Routed {
 /// Waits for every answer, then builds the reply with `merge`; an error answer (or a merge that
 /// fails) becomes the reply instead.
 fn reply_when_answered(
-    answers: Vec<oneshot::Receiver<String>>,
+    answers: Vec<(u32, oneshot::Receiver<String>)>,
     style: Style,
     to: ReplyTo,
     merge: impl FnOnce(Vec<String>) -> Result<Vec<u8>, NodeError> + Send + 'static,
@@ -398,8 +398,8 @@ fn reply_when_answered(
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut texts = Vec::with_capacity(answers.len());
-        for answer in answers {
-            texts.push(answer.await.unwrap_or_else(|_| unavailable_line(0)));
+        for (partition, answer) in answers {
+            texts.push(answer.await.unwrap_or_else(|_| unavailable_line(partition)));
         }
         let out = merge(texts).unwrap_or_else(|error| {
             let mut out = Vec::new();

@@ -22,7 +22,7 @@ mod support;
 
 mod nodes;
 
-use nodes::{Conn, Node, WAIT};
+use nodes::{Conn, Node, WAIT, kills};
 
 /// Where the nodes keep their shared state.
 #[derive(Clone, Debug)]
@@ -72,13 +72,6 @@ fn coordinator(addr: SocketAddr) -> Option<(String, u64)> {
         stats["lease_holder"].as_str()?.to_owned(),
         stats["epoch"].as_u64()?,
     ))
-}
-
-fn kills() -> usize {
-    std::env::var("FAILOVER_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(3)
 }
 
 #[test]
@@ -323,17 +316,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
             sleeper.signal("CONT");
             // It wakes with windows and requests it still holds, sees it lost the lease, and
             // stops without committing anything.
-            let deadline = Instant::now() + WAIT;
-            let status = loop {
-                if let Some(status) = sleeper.child.try_wait().expect("wait") {
-                    break status;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the old holder did not stop after waking"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            };
+            let status = sleeper.wait_exit("the old holder, woken");
             assert!(
                 !status.success(),
                 "the old holder exits with an error: {status}"

@@ -27,7 +27,7 @@ mod nodes;
 
 // `WAIT` (20 s) is longer than `--failover-timeout` (15 s), so a node that retries a request for
 // that long before answering error 11 is not mistaken for a dead one.
-use nodes::{Conn, Node, WAIT};
+use nodes::{Conn, Node, WAIT, kills};
 
 /// How long the leases may take to settle: a takeover waits for the dead holder's ttl (1 s),
 /// and balancing hands partitions over one by one, so this is generous on purpose.
@@ -193,13 +193,6 @@ fn held_by(leases: &[Lease], holder: &str) -> Vec<usize> {
     (0..leases.len())
         .filter(|&p| leases[p].holder.as_deref() == Some(holder))
         .collect()
-}
-
-fn kills() -> usize {
-    std::env::var("FAILOVER_KILLS")
-        .ok()
-        .and_then(|k| k.parse().ok())
-        .unwrap_or(3)
 }
 
 /// Three nodes share six partitions two each, and after one of them is SIGKILLed the two
@@ -826,18 +819,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
     // Let the new holders fire under their epochs before the old one wakes.
     std::thread::sleep(Duration::from_millis(500));
     paused.signal("CONT");
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = paused.child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the resumed node did not stop within {WAIT:?}: {:#?}",
-            paused.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = paused.wait_exit("the resumed node");
     assert!(
         !status.success(),
         "a holder that lost its leases exits non-zero (fail-stop): {status}; {:#?}",

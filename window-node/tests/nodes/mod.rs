@@ -7,14 +7,23 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// How long a node may take to report its address, and a reply to come.
+/// How long a node may take to report its address, to exit, and a reply to come.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How many times the kill tests disrupt a holder: `FAILOVER_KILLS` (`cargo xtask crash` sets
+/// 20), 3 by default.
+pub fn kills() -> usize {
+    std::env::var("FAILOVER_KILLS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(3)
+}
 
 /// A running `serve` process.
 pub struct Node {
@@ -80,6 +89,22 @@ impl Node {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits (bounded by `WAIT`) for the process to exit; `what` names it in the failure.
+    pub fn wait_exit(&mut self, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not stop within {WAIT:?}: {:#?}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// True when the node logged a line containing `text`.

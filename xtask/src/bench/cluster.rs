@@ -277,41 +277,76 @@ fn partitioned_scenario(
         );
         thread::sleep(Duration::from_millis(100));
     };
-    let tcp = started
-        .iter()
-        .map(|n| n.addr.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let node_cpu = |nodes: &[ServeNode]| -> f64 {
-        nodes
-            .iter()
-            .filter_map(|n| super::proc_cpu_seconds(n.process.id()))
-            .sum()
-    };
-    let redis_cpu = || super::proc_cpu_seconds(redis.process.id());
-    let (cpu_before, redis_before) = (node_cpu(&started), redis_cpu());
-    let mut loadgen_args = vec!["--tcp", tcp.as_str()];
-    loadgen_args.extend_from_slice(args);
-    let summary = loadgen(work, name, &loadgen_args, &[])?;
-    let (cpu_after, redis_after) = (node_cpu(&started), redis_cpu());
-    let peak_rss_kib = super::proc_status_kib(started[0].process.id(), "VmHWM:");
+    let targets: Vec<SocketAddr> = started.iter().map(|n| n.addr).collect();
+    let run = measured(work, name, args, &started, &targets, Some(redis))?;
     let after = partition_holders(&stats(started[0].addr)?);
     ensure!(
         after == before,
         "{name}: partitions moved during the run (before: {before:?}; after: {after:?})"
     );
     stop(started)?;
-    let redis_note = match (redis_before, redis_after) {
-        (Some(a), Some(b)) => format!("; redis-server {:.2} CPU s", b - a),
-        _ => String::new(),
-    };
-    let mut outcome = summary.outcome(&format!(
+    let redis_note = run.redis_note();
+    run.outcome(&format!(
         "--store redis://127.0.0.1 ({}), --partitions {PARTITIONS} over {nodes} node(s) ({share} each at most), a connection to every node, each routing to the partitions' holders. Node CPU: all {nodes} node processes' during the run{redis_note}; peak RSS: the first node's",
         redis.durability
-    ))?;
-    outcome.cpu_seconds = Some(cpu_after - cpu_before);
-    outcome.peak_rss_kib = peak_rss_kib;
-    Ok(outcome)
+    ))
+}
+
+/// A loadgen run over `targets`, with the CPU seconds `nodes` and redis-server spent in it and
+/// the first node's peak memory.
+struct Measured {
+    summary: super::Summary,
+    node_cpu: f64,
+    redis_cpu: Option<f64>,
+    peak_rss_kib: Option<u64>,
+}
+
+fn measured(
+    work: &Path,
+    name: &str,
+    args: &[&str],
+    nodes: &[ServeNode],
+    targets: &[SocketAddr],
+    redis: Option<&RedisServer>,
+) -> anyhow::Result<Measured> {
+    let tcp = targets
+        .iter()
+        .map(SocketAddr::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let node_cpu = || -> f64 {
+        nodes
+            .iter()
+            .filter_map(|n| super::proc_cpu_seconds(n.process.id()))
+            .sum()
+    };
+    let redis_cpu = || redis.and_then(|r| super::proc_cpu_seconds(r.process.id()));
+    let (cpu_before, redis_before) = (node_cpu(), redis_cpu());
+    let mut loadgen_args = vec!["--tcp", tcp.as_str()];
+    loadgen_args.extend_from_slice(args);
+    let summary = loadgen(work, name, &loadgen_args, &[])?;
+    let (cpu_after, redis_after) = (node_cpu(), redis_cpu());
+    Ok(Measured {
+        summary,
+        node_cpu: cpu_after - cpu_before,
+        redis_cpu: redis_before.zip(redis_after).map(|(a, b)| b - a),
+        peak_rss_kib: super::proc_status_kib(nodes[0].process.id(), "VmHWM:"),
+    })
+}
+
+impl Measured {
+    /// `; redis-server N CPU s`, or nothing without Redis.
+    fn redis_note(&self) -> String {
+        self.redis_cpu
+            .map_or(String::new(), |s| format!("; redis-server {s:.2} CPU s"))
+    }
+
+    fn outcome(self, note: &str) -> anyhow::Result<Outcome> {
+        let mut outcome = self.summary.outcome(note)?;
+        outcome.cpu_seconds = Some(self.node_cpu);
+        outcome.peak_rss_kib = self.peak_rss_kib;
+        Ok(outcome)
+    }
 }
 
 /// Each partition's lease holder and epoch, from a partitioned node's `stats` line.
@@ -404,25 +439,7 @@ fn scenario(
     if clients == Clients::All || targets.is_empty() {
         targets.push(coordinator);
     }
-    let tcp = targets
-        .iter()
-        .map(SocketAddr::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-
-    let node_cpu = |nodes: &[ServeNode]| -> f64 {
-        nodes
-            .iter()
-            .filter_map(|n| super::proc_cpu_seconds(n.process.id()))
-            .sum()
-    };
-    let redis_cpu = || redis.and_then(|r| super::proc_cpu_seconds(r.process.id()));
-    let (cpu_before, redis_before) = (node_cpu(&started), redis_cpu());
-    let mut loadgen_args = vec!["--tcp", tcp.as_str()];
-    loadgen_args.extend_from_slice(args);
-    let summary = loadgen(work, name, &loadgen_args, &[])?;
-    let (cpu_after, redis_after) = (node_cpu(&started), redis_cpu());
-    let peak_rss_kib = super::proc_status_kib(started[0].process.id(), "VmHWM:");
+    let run = measured(work, name, args, &started, &targets, redis)?;
 
     // The lease must not have moved: a takeover would make this a failover run.
     let line = stats(coordinator)?;
@@ -435,21 +452,15 @@ fn scenario(
     );
     stop(started)?;
 
-    let redis_note = match (redis_before, redis_after) {
-        (Some(a), Some(b)) => format!("; redis-server {:.2} CPU s", b - a),
-        _ => String::new(),
-    };
     let whose = if nodes == 1 {
         "the node's during the run".to_owned()
     } else {
         format!("all {nodes} node processes' during the run")
     };
-    let mut outcome = summary.outcome(&format!(
+    let redis_note = run.redis_note();
+    run.outcome(&format!(
         "{note}. Node CPU: {whose}{redis_note}; peak RSS: the coordinator's"
-    ))?;
-    outcome.cpu_seconds = Some(cpu_after - cpu_before);
-    outcome.peak_rss_kib = peak_rss_kib;
-    Ok(outcome)
+    ))
 }
 
 /// A `window-node serve` process started here; killed and reaped on drop.
