@@ -1,35 +1,9 @@
-//! Error types of the core: one small enum per operation.
+//! Errors of the engine's operations: one small enum per operation. (Errors of parsing a
+//! timestamp or a window size live next to those types, in `time` and `spec`.)
 
 use crate::spec::SizeMs;
 use crate::time::Timestamp;
 use crate::window::WindowKey;
-
-/// A timestamp that could not be parsed or has no RFC 3339 form.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TimestampError {
-    /// The text is not an RFC 3339 date-time.
-    #[error("invalid timestamp {text:?}: {reason}")]
-    Invalid {
-        /// The text as given.
-        text: String,
-        /// What was wrong with it.
-        reason: &'static str,
-    },
-    /// The value is outside years 0000..=9999.
-    #[error("timestamp {ms} ms is outside years 0000..=9999")]
-    OutOfRange {
-        /// Milliseconds since the epoch.
-        ms: i64,
-    },
-}
-
-/// A window size or policy value that is not allowed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
-    /// Window sizes are positive whole milliseconds.
-    #[error("window size must be a positive number of milliseconds, got {0}")]
-    NonPositiveSize(i64),
-}
 
 /// Why a batch of events was rejected. A rejected batch changes nothing.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -42,13 +42,14 @@ pub use crate::engine::{
     Admission, Counters, Dirty, Engine, EngineSnapshot, EngineStats, LateEvent, WindowDelta,
     WindowSelector,
 };
-pub use crate::error::{BatchError, CloseError, SpecError, TimestampError};
+pub use crate::error::{BatchError, CloseError};
 pub use crate::event::{Event, EventId};
 pub use crate::group::{BatchWindow, group_by_window};
 pub use crate::spec::{
-    EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, WindowBounds, WindowId, WindowSpec,
+    EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, SpecError, WindowBounds, WindowId,
+    WindowSpec,
 };
-pub use crate::time::Timestamp;
+pub use crate::time::{Timestamp, TimestampError};
 pub use crate::window::{Aggregate, CloseReason, ClosedWindow, WindowKey, WindowSnapshot};
 
 #[cfg(test)]

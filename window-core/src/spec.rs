@@ -4,7 +4,6 @@ use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 
-use crate::error::SpecError;
 use crate::time::Timestamp;
 
 /// A window size in milliseconds. Invariant: positive.
@@ -195,6 +194,14 @@ pub struct EngineConfig {
     pub allowed_lateness_ms: Option<u64>,
     /// What happens to events behind the watermark.
     pub late: LatePolicy,
+}
+
+/// A window size or policy value that is not allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Window sizes are positive whole milliseconds.
+    #[error("window size must be a positive number of milliseconds, got {0}")]
+    NonPositiveSize(i64),
 }
 
 #[cfg(test)]

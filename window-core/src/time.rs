@@ -5,8 +5,6 @@ use std::fmt;
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::error::TimestampError;
-
 /// A point in time, in whole milliseconds since the Unix epoch (UTC).
 ///
 /// Negative values are before 1970. Every timestamp the engine sees comes in as a value of this
@@ -196,6 +194,25 @@ impl fmt::Display for Timestamp {
         }
         f.write_str("Z")
     }
+}
+
+/// A timestamp that could not be parsed or has no RFC 3339 form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// The text is not an RFC 3339 date-time.
+    #[error("invalid timestamp {text:?}: {reason}")]
+    Invalid {
+        /// The text as given.
+        text: String,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+    /// The value is outside years 0000..=9999.
+    #[error("timestamp {ms} ms is outside years 0000..=9999")]
+    OutOfRange {
+        /// Milliseconds since the epoch.
+        ms: i64,
+    },
 }
 
 #[cfg(test)]

@@ -20,11 +20,12 @@ use window_store::{
 };
 
 use crate::clock::Clock;
-use crate::error::NodeError;
 use crate::lease_redis::FireGate;
 use crate::metrics::Metrics;
-use crate::node::{batch_error, close_window, recover};
+use crate::node::{close_window, recover};
 use crate::remembered::Remembered;
+use window_proto::ProtoError;
+use window_proto::reply::IngestCounts;
 
 /// Commands a group may hold before it is committed.
 const MAX_GROUP: usize = 512;
@@ -44,14 +45,6 @@ pub struct OwnedEvent {
     pub ts: Timestamp,
     pub key: Option<Box<str>>,
     pub value: Option<f64>,
-}
-
-/// What an ingest did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IngestOk {
-    pub accepted: usize,
-    pub duplicates: usize,
-    pub late: usize,
 }
 
 /// A late event, as sent to subscribers under `--late emit`.
@@ -101,23 +94,23 @@ pub enum Command {
         events: Vec<OwnedEvent>,
         /// When given, a repeat of the request is answered from its record (see `remembered`).
         request_id: Option<String>,
-        reply: oneshot::Sender<Result<IngestOk, NodeError>>,
+        reply: oneshot::Sender<Result<IngestCounts, ProtoError>>,
     },
     Close {
         window_id: WindowId,
         size: Option<SizeMs>,
         key: Option<String>,
         request_id: Option<String>,
-        reply: oneshot::Sender<Result<OutputRecord, NodeError>>,
+        reply: oneshot::Sender<Result<OutputRecord, ProtoError>>,
     },
     Flush {
         until: Option<Timestamp>,
         request_id: Option<String>,
-        reply: oneshot::Sender<Result<Vec<OutputRecord>, NodeError>>,
+        reply: oneshot::Sender<Result<Vec<OutputRecord>, ProtoError>>,
     },
     Subscribe {
         from_seq: Option<u64>,
-        reply: oneshot::Sender<Result<Subscription, NodeError>>,
+        reply: oneshot::Sender<Result<Subscription, ProtoError>>,
     },
     Stats {
         reply: oneshot::Sender<Stats>,
@@ -138,16 +131,16 @@ pub struct DriverConfig {
 /// A reply that waits for the group's sync.
 enum Pending {
     Ingest(
-        oneshot::Sender<Result<IngestOk, NodeError>>,
-        Result<IngestOk, NodeError>,
+        oneshot::Sender<Result<IngestCounts, ProtoError>>,
+        Result<IngestCounts, ProtoError>,
     ),
     Close(
-        oneshot::Sender<Result<OutputRecord, NodeError>>,
-        Result<OutputRecord, NodeError>,
+        oneshot::Sender<Result<OutputRecord, ProtoError>>,
+        Result<OutputRecord, ProtoError>,
     ),
     Flush(
-        oneshot::Sender<Result<Vec<OutputRecord>, NodeError>>,
-        Result<Vec<OutputRecord>, NodeError>,
+        oneshot::Sender<Result<Vec<OutputRecord>, ProtoError>>,
+        Result<Vec<OutputRecord>, ProtoError>,
     ),
 }
 
@@ -157,9 +150,9 @@ impl Pending {
     fn outcome(&self) -> Option<RequestOutcome> {
         match self {
             Pending::Ingest(_, Ok(ok)) => Some(RequestOutcome::Ingest {
-                accepted: ok.accepted as u64,
-                duplicates: ok.duplicates as u64,
-                late: ok.late as u64,
+                accepted: ok.accepted,
+                duplicates: ok.duplicates,
+                late: ok.late,
             }),
             Pending::Close(_, Ok(record)) => Some(RequestOutcome::Close { seq: record.seq }),
             Pending::Flush(_, Ok(records)) => Some(RequestOutcome::Flush {
@@ -431,7 +424,7 @@ impl Driver {
         Metrics::add(&self.metrics.requests_repeated, 1);
         tracing::debug!(request_id = %id, ?outcome, "answering a repeated request from its record");
         let used_for = |what: &str| {
-            NodeError::malformed(format!(
+            ProtoError::malformed(format!(
                 "request_id {id:?} was used for {what} already; give every request its own id"
             ))
         };
@@ -445,17 +438,17 @@ impl Driver {
                 },
             ) => Pending::Ingest(
                 reply,
-                Ok(IngestOk {
-                    accepted: accepted as usize,
-                    duplicates: duplicates as usize,
-                    late: late as usize,
+                Ok(IngestCounts {
+                    accepted,
+                    duplicates,
+                    late,
                 }),
             ),
             (Command::Close { reply, .. }, RequestOutcome::Close { seq }) => Pending::Close(
                 reply,
                 self.output_records(seq, 1).and_then(|mut records| {
                     records.pop().ok_or_else(|| {
-                        NodeError::Internal(format!("output record {seq} is missing"))
+                        ProtoError::Internal(format!("output record {seq} is missing"))
                     })
                 }),
             ),
@@ -479,7 +472,7 @@ impl Driver {
 
     /// Output records `first..first + count`: from the store, and from this group's records
     /// not yet written.
-    fn output_records(&self, first: u64, count: u64) -> Result<Vec<OutputRecord>, NodeError> {
+    fn output_records(&self, first: u64, count: u64) -> Result<Vec<OutputRecord>, ProtoError> {
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -488,7 +481,7 @@ impl Driver {
         let mut records = if first < written_end {
             let limit = usize::try_from(end.min(written_end) - first).unwrap_or(usize::MAX);
             blocking(|| self.store.read_output(first, limit))
-                .map_err(|e| NodeError::Internal(format!("reading the output log: {e}")))?
+                .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?
         } else {
             Vec::new()
         };
@@ -499,7 +492,7 @@ impl Driver {
                 .cloned(),
         );
         if records.len() as u64 != count || records.first().is_some_and(|r| r.seq != first) {
-            return Err(NodeError::Internal(format!(
+            return Err(ProtoError::Internal(format!(
                 "the output log does not hold records {first}..{end} that a remembered request returned"
             )));
         }
@@ -534,7 +527,7 @@ impl Driver {
                     // A closed window is exactly one record.
                     result.and_then(|_| {
                         records.pop().ok_or_else(|| {
-                            NodeError::Internal("a closed window got no output record".to_owned())
+                            ProtoError::Internal("a closed window got no output record".to_owned())
                         })
                     }),
                 )
@@ -548,7 +541,7 @@ impl Driver {
         }
     }
 
-    fn ingest(&mut self, events: Vec<OwnedEvent>) -> Result<IngestOk, NodeError> {
+    fn ingest(&mut self, events: Vec<OwnedEvent>) -> Result<IngestCounts, ProtoError> {
         let batch: Vec<Event<'_>> = events
             .iter()
             .map(|e| Event {
@@ -560,8 +553,7 @@ impl Driver {
             .collect();
         let admission = self
             .engine
-            .handle_events(self.clock.now(), self.config.size, batch)
-            .map_err(batch_error)?;
+            .handle_events(self.clock.now(), self.config.size, batch)?;
         if admission.accepted > 0 {
             self.last_arrival = Instant::now();
             self.watermark_at_arrival = self.engine.watermark();
@@ -581,10 +573,10 @@ impl Driver {
         Metrics::add(&self.metrics.events_duplicate, admission.duplicates as u64);
         Metrics::add(&self.metrics.events_late, admission.late_count as u64);
         Metrics::add(&self.metrics.ingest_requests, 1);
-        Ok(IngestOk {
-            accepted: admission.accepted,
-            duplicates: admission.duplicates,
-            late: admission.late_count,
+        Ok(IngestCounts {
+            accepted: admission.accepted as u64,
+            duplicates: admission.duplicates as u64,
+            late: admission.late_count as u64,
         })
     }
 
@@ -664,13 +656,13 @@ impl Driver {
         }
     }
 
-    fn subscribe(&self, from_seq: Option<u64>) -> Result<Subscription, NodeError> {
+    fn subscribe(&self, from_seq: Option<u64>) -> Result<Subscription, ProtoError> {
         // Not clamped to `next_seq`: a subscriber asking for a sequence number the log has not
         // reached yet gets nothing below it (the contract is "every window with seq >= from_seq");
         // the live feed skips the records before it.
         let from = from_seq.unwrap_or(self.next_seq);
         let backlog = blocking(|| self.store.read_output(from, BACKLOG_PAGE))
-            .map_err(|e| NodeError::Internal(format!("reading the output log: {e}")))?;
+            .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?;
         let next_seq = from + backlog.len() as u64;
         let live = (next_seq >= self.next_seq).then(|| self.publish.subscribe());
         Ok(Subscription {
@@ -770,7 +762,7 @@ mod tests {
         }
     }
 
-    async fn ingest(running: &Running, events: &[(i64, i64)]) -> IngestOk {
+    async fn ingest(running: &Running, events: &[(i64, i64)]) -> IngestCounts {
         let events = events
             .iter()
             .map(|&(id, ts)| OwnedEvent {
@@ -948,7 +940,7 @@ mod fencing {
     async fn send_ingest(
         commands: &mpsc::Sender<Command>,
         id: i64,
-    ) -> oneshot::Receiver<Result<IngestOk, NodeError>> {
+    ) -> oneshot::Receiver<Result<IngestCounts, ProtoError>> {
         let (reply, rx) = oneshot::channel();
         commands
             .send(Command::Ingest {
@@ -1090,7 +1082,7 @@ mod repeats {
             &self,
             ids: &[i64],
             request_id: &str,
-        ) -> oneshot::Receiver<Result<IngestOk, NodeError>> {
+        ) -> oneshot::Receiver<Result<IngestCounts, ProtoError>> {
             let events = ids
                 .iter()
                 .map(|&id| OwnedEvent {
@@ -1117,7 +1109,7 @@ mod repeats {
             &self,
             window: i64,
             request_id: &str,
-        ) -> oneshot::Receiver<Result<OutputRecord, NodeError>> {
+        ) -> oneshot::Receiver<Result<OutputRecord, ProtoError>> {
             let (reply, rx) = oneshot::channel();
             self.commands
                 .send(Command::Close {
@@ -1146,8 +1138,8 @@ mod repeats {
         }
     }
 
-    fn ok(accepted: usize, duplicates: usize) -> IngestOk {
-        IngestOk {
+    fn ok(accepted: u64, duplicates: u64) -> IngestCounts {
+        IngestCounts {
             accepted,
             duplicates,
             late: 0,
@@ -1204,13 +1196,13 @@ mod repeats {
         let first = first.await.expect("reply").expect("closed");
         assert_eq!(repeat.await.expect("reply").expect("closed"), first);
         assert!(
-            matches!(other.await.expect("reply"), Err(NodeError::NotOpen(_))),
+            matches!(other.await.expect("reply"), Err(ProtoError::NotOpen(_))),
             "a new close of the closed window is refused"
         );
         // An id used for a close cannot be an ingest's.
         let misused = node.ingest(&[6], "c1").await.await.expect("reply");
         match misused {
-            Err(NodeError::Malformed(text)) => {
+            Err(ProtoError::Malformed(text)) => {
                 assert!(
                     text.contains("\"c1\"") && text.contains("a close"),
                     "{text}"

@@ -19,17 +19,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::error::NodeError;
 use crate::lease_file::read_coordinator;
 use crate::lease_redis::Role;
-use crate::lines::{Line, LineSplitter};
-use crate::render::{Address, Style, write_message};
 use crate::tcp::IN_FLIGHT;
+use window_proto::ProtoError;
+use window_proto::peer::{Peek, mark_request_id};
+use window_proto::reply::{self, Address, Header, Kind};
+use window_proto::{Line, LineSplitter};
+use window_proto::{Style, peek_msg_id, peek_subscribe};
 
 /// Where the coordinator's address is found.
 #[derive(Debug)]
@@ -109,28 +110,6 @@ enum Waiting {
     Resubscribe,
 }
 
-/// Just enough of a message to route it.
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    in_reply_to: Option<serde::de::IgnoredAny>,
-    code: Option<u32>,
-    seq: Option<u64>,
-    from_seq: Option<u64>,
-    body: Option<Box<Peek>>,
-}
-
-impl Peek {
-    fn of(line: &str) -> Option<Peek> {
-        let peek: Peek = serde_json::from_str(line).ok()?;
-        Some(match peek.body {
-            Some(body) => *body,
-            None => peek,
-        })
-    }
-}
-
 /// Serves one client connection by forwarding.
 pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) {
     let _ = client.set_nodelay(true);
@@ -147,23 +126,19 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
         let Some((upstream, coordinator)) = connect(&forwarding).await else {
             // No coordinator: answer what waits with error 11, then go on (a coordinator may
             // appear before the client's next request).
-            let error = NodeError::Unavailable(
+            let error = ProtoError::Unavailable(
                 "no coordinator is reachable (the lease holder died and none took over yet); retry: ingest is idempotent".to_owned(),
             );
             for item in waiting.drain(..) {
                 if let Waiting::Client(line) = item {
                     let mut out = Vec::new();
-                    write_message(
-                        &mut out,
-                        forwarding.style,
-                        Address::default(),
-                        "error",
-                        msg_id_of(&line).as_deref(),
-                        |w| {
-                            w.key("code").int(error.code());
-                            w.key("text").str(&error.to_string());
-                        },
-                    );
+                    let msg_id = peek_msg_id(&line);
+                    let header = Header {
+                        style: forwarding.style,
+                        address: Address::default(),
+                        in_reply_to: msg_id.as_deref(),
+                    };
+                    reply::error(&mut out, &header, &error);
                     if client_write.write_all(&out).await.is_err() {
                         return;
                     }
@@ -309,14 +284,11 @@ async fn relay(
     client: &mut OwnedWriteHalf,
     may_retry: bool,
 ) -> Relayed {
-    let peek = Peek::of(text.trim_end());
-    let unavailable = peek.as_ref().is_some_and(|p| {
-        p.kind.as_deref() == Some("error") && p.code == Some(NodeError::UNAVAILABLE)
-    });
+    let peek = Peek::of(text);
+    let unavailable = peek.as_ref().is_some_and(Peek::is_unavailable);
     let streamed = subscribed.is_some()
         && peek.as_ref().is_some_and(|p| {
-            p.in_reply_to.is_none()
-                && matches!(p.kind.as_deref(), Some("window_closed" | "late_event"))
+            !p.answers && matches!(p.kind, Some(Kind::WindowClosed | Kind::LateEvent))
         });
     if streamed {
         if let Some(seq) = peek.as_ref().and_then(|p| p.seq) {
@@ -324,7 +296,7 @@ async fn relay(
         }
     } else {
         if let Some(p) = &peek
-            && p.kind.as_deref() == Some("subscribe_ok")
+            && p.kind == Some(Kind::SubscribeOk)
             && let Some(from) = p.from_seq
         {
             // The coordinator says where the subscription starts (for "new windows only").
@@ -337,7 +309,7 @@ async fn relay(
             Some(Waiting::Resubscribe) => {
                 let resumed = peek
                     .as_ref()
-                    .is_some_and(|p| p.kind.as_deref() == Some("subscribe_ok"));
+                    .is_some_and(|p| p.kind == Some(Kind::SubscribeOk));
                 if resumed {
                     return Relayed::Passed { unavailable: false };
                 }
@@ -386,7 +358,7 @@ async fn resend(
         // Resume first: requests on a subscribed connection are only answered with errors.
         let client_subscribe_waiting = waiting
             .iter()
-            .any(|w| matches!(w, Waiting::Client(l) if is_subscribe(l)));
+            .any(|w| matches!(w, Waiting::Client(l) if peek_subscribe(l).is_some()));
         if !client_subscribe_waiting {
             out.extend_from_slice(
                 format!("{{\"type\":\"subscribe\",\"from_seq\":{next}}}\n").as_bytes(),
@@ -434,25 +406,9 @@ impl RequestIds {
     }
 }
 
-/// The client's line with `"request_id"` added first to its outermost object (the envelope, or a
-/// bare body), so that the coordinator can tell a resend from a new request. These lines go as
-/// they are: one that carries a request id already (or mentions the name anywhere, which a cheap
-/// check cannot tell apart), one that is not an object (the coordinator rejects it anyway), and
-/// one the id would push over `max_line_bytes` (the coordinator would reject it as too long,
-/// though the client's line was within the limit). The last two lose only the resend protection.
+/// The client's line marked with request id `id` (see [`mark_request_id`]), or as it is.
 fn mark(line: &str, id: &str, max_line_bytes: usize) -> String {
-    let Some(inside) = line.trim_start().strip_prefix('{') else {
-        return line.to_owned();
-    };
-    if line.contains("\"request_id\"") || line.len() + id.len() + 20 > max_line_bytes {
-        return line.to_owned();
-    }
-    let comma = if inside.trim_start().starts_with('}') {
-        ""
-    } else {
-        ","
-    };
-    format!("{{\"request_id\":\"{id}\"{comma}{inside}")
+    mark_request_id(line, id, max_line_bytes).unwrap_or_else(|| line.to_owned())
 }
 
 /// Finds a coordinator to talk to, waiting up to the failover timeout.
@@ -513,34 +469,11 @@ fn too_long(bytes: usize) -> String {
     )
 }
 
-fn is_subscribe(line: &str) -> bool {
-    line.contains("subscribe")
-        && Peek::of(line).is_some_and(|p| p.kind.as_deref() == Some("subscribe"))
-}
-
 /// Remembers where a client's subscription starts.
 fn note_subscribe(line: &str, subscribed: &mut Option<u64>) {
-    if is_subscribe(line) {
-        let from = Peek::of(line).and_then(|p| p.from_seq);
+    if let Some(from) = peek_subscribe(line) {
         *subscribed = from.or(*subscribed);
     }
-}
-
-/// The `msg_id` of a request line, as JSON text, for an error reply.
-fn msg_id_of(line: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Id<'a> {
-        #[serde(borrow)]
-        msg_id: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        body: Option<Box<Id<'a>>>,
-    }
-    let id: Id<'_> = serde_json::from_str(line).ok()?;
-    let id = match id.body {
-        Some(body) => *body,
-        None => id,
-    };
-    id.msg_id.map(|m| m.get().to_owned())
 }
 
 #[cfg(test)]
@@ -550,33 +483,6 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-
-    #[test]
-    fn mark_adds_the_id_first_to_the_outermost_object() {
-        assert_eq!(
-            mark(r#"{"type":"flush"}"#, "x-1", 100),
-            r#"{"request_id":"x-1","type":"flush"}"#
-        );
-        assert_eq!(
-            mark(r#" { "src":"c1","body":{"type":"flush"}}"#, "x-2", 100),
-            r#"{"request_id":"x-2", "src":"c1","body":{"type":"flush"}}"#
-        );
-        assert_eq!(mark("{ }", "x-3", 100), r#"{"request_id":"x-3" }"#);
-        // A line the id would push over the limit goes as it is.
-        let full = r#"{"type":"flush"}"#;
-        assert_eq!(mark(full, "x-7", full.len() + 10), full);
-        // The client's own id wins; what is not an object goes as it is.
-        let own = r#"{"type":"flush","request_id":"mine"}"#;
-        assert_eq!(mark(own, "x-4", 100), own);
-        assert_eq!(mark("[1]", "x-5", 100), "[1]");
-        for line in [
-            r#"{"type":"flush"}"#,
-            r#"{"src":"c","body":{"type":"flush"}}"#,
-        ] {
-            let marked: serde_json::Value = serde_json::from_str(&mark(line, "x-6", 100)).unwrap();
-            assert_eq!(marked["request_id"], "x-6", "{line}");
-        }
-    }
 
     #[test]
     fn request_ids_differ_between_connections_and_lines() {

@@ -5,19 +5,14 @@
 
 mod clock;
 mod driver;
-mod error;
 mod follower;
 mod lease;
 mod lease_file;
 mod lease_redis;
-mod lines;
 mod metrics;
 mod node;
 mod partitions;
-mod protocol;
-mod reassemble;
 mod remembered;
-mod render;
 mod router;
 mod serve;
 mod stdin;
@@ -41,7 +36,7 @@ use window_store::SledStore;
 
 use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
-use crate::render::Style;
+use window_proto::Style;
 
 const ABOUT: &str = "Tumbling windows over an endless stream of timestamped events.";
 

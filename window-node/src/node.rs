@@ -2,16 +2,17 @@
 //! fired) out. No I/O here: `stdin.rs` moves the bytes.
 
 use window_core::{
-    BatchError, CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs, Timestamp,
-    WindowBounds, WindowId, WindowSelector, WindowSpec, group_by_window,
+    CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs, WindowId,
+    WindowSelector, WindowSpec, group_by_window,
 };
+use window_proto::reply::{self, Stamp, StatsReply, WindowView};
+use window_proto::{Address, Header, Style, check_formattable, window_bounds};
 
 use window_store::{OutputRecord, StoreError, WindowStore};
 
 use crate::clock;
-use crate::error::NodeError;
-use crate::protocol::{Batch, Body, ReplyTo, Request, parse_request};
-use crate::render::{Address, JsonWriter, Style, write_message};
+use window_proto::ProtoError;
+use window_proto::{Batch, Body, ReplyTo, Request, parse_request};
 
 /// How the node answers.
 #[derive(Clone, Copy, Debug)]
@@ -142,11 +143,15 @@ impl Node {
     }
 
     /// Answers a line that could not be read as a request (too long, or not UTF-8).
-    pub fn reject_line(&mut self, error: &NodeError, out: &mut Vec<u8>) {
+    pub fn reject_line(&mut self, error: &ProtoError, out: &mut Vec<u8>) {
         self.error(out, &ReplyTo::default(), error);
     }
 
-    fn handle_request(&mut self, request: Request<'_>, out: &mut Vec<u8>) -> Result<(), NodeError> {
+    fn handle_request(
+        &mut self,
+        request: Request<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ProtoError> {
         let to = ReplyTo {
             msg_id: request.msg_id.map(str::to_owned),
             src: request.src,
@@ -156,7 +161,7 @@ impl Node {
             Body::Init { node_id } => {
                 self.node_id = Some(node_id);
                 self.envelope = true;
-                self.reply(out, &to, "init_ok", |_| {});
+                reply::init_ok(out, &self.header(&to));
             }
             Body::Assign { events, size } => self.assign(out, &to, events, size)?,
             Body::ProcessWindow { events, size } => self.process_window(out, &to, events, size)?,
@@ -172,39 +177,40 @@ impl Node {
                     size,
                     key.as_deref(),
                 )?;
-                let frame = self.config.frame;
-                self.reply(out, &to, "window_closed", |w| {
-                    window_fields(w, frame, &closed);
-                });
+                let view = WindowView {
+                    frame: self.config.frame,
+                    window: &closed,
+                    stamp: Stamp::Content,
+                };
+                reply::window_closed(out, &self.header(&to), &view);
                 self.replied.push(closed);
             }
             Body::Flush { until } => {
                 let windows = self.engine.flush(until);
                 let frame = self.config.frame;
-                self.reply(out, &to, "flushed", |w| {
-                    w.key("windows").begin_array();
-                    for closed in &windows {
-                        w.begin_object();
-                        window_fields(w, frame, closed);
-                        w.end_object();
-                    }
-                    w.end_array();
+                let views = windows.iter().map(|window| WindowView {
+                    frame,
+                    window,
+                    stamp: Stamp::Content,
                 });
+                reply::flushed(out, &self.header(&to), views);
                 self.replied.extend(windows);
             }
             Body::Stats => {
                 let stats = self.engine.stats();
-                self.reply(out, &to, "stats_ok", |w| {
-                    w.key("open_windows").int(stats.open_windows);
-                    w.key("buffered_events").int(stats.buffered_events);
-                    w.key("emitted_windows").int(stats.counters.fired);
-                    w.key("accepted").int(stats.counters.accepted);
-                    w.key("duplicates").int(stats.counters.duplicates);
-                    w.key("late").int(stats.counters.late);
-                });
+                let stats = StatsReply {
+                    open_windows: stats.open_windows as u64,
+                    buffered_events: stats.buffered_events as u64,
+                    emitted_windows: stats.counters.fired,
+                    accepted: stats.counters.accepted,
+                    duplicates: stats.counters.duplicates,
+                    late: stats.counters.late,
+                    ..StatsReply::default()
+                };
+                reply::stats_ok(out, &self.header(&to), &stats);
             }
             Body::Ingest { .. } | Body::Subscribe { .. } => {
-                return Err(NodeError::UnknownType(
+                return Err(ProtoError::UnknownType(
                     "ingest and subscribe are served by the daemon (`window-node serve`); \
                      on stdin use assign or process_window"
                         .to_owned(),
@@ -220,54 +226,15 @@ impl Node {
         to: &ReplyTo,
         mut batch: Batch<'_>,
         size: SizeMs,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), ProtoError> {
         let spec = self.spec(size);
         let events = batch.events();
         let bounds = events
             .iter()
             .enumerate()
-            .map(|(i, e)| checked_bounds(spec, i, e.ts))
+            .map(|(i, e)| window_bounds(spec, i, e.ts))
             .collect::<Result<Vec<_>, _>>()?;
-        let frame = self.config.frame;
-        self.reply(out, to, "assigned", |w| {
-            let first = bounds[0];
-            w.key("window_id")
-                .str(&frame.id_of(first.start).to_string());
-            w.key("window_start").timestamp(first.start);
-            w.key("window_end").timestamp(first.end);
-            if let Some(key) = events[0].key {
-                w.key("key").str(key);
-            }
-            if events.len() > 1 {
-                w.key("assignments").begin_array();
-                // Consecutive events mostly share a window: render its fields once.
-                let mut cached: Option<(WindowBounds, String, String, String)> = None;
-                for (event, b) in events.iter().zip(&bounds) {
-                    if cached.as_ref().is_none_or(|c| c.0 != *b) {
-                        // Ids and RFC 3339 times need no escaping: keep them as JSON text.
-                        cached = Some((
-                            *b,
-                            format!("\"{}\"", frame.id_of(b.start)),
-                            format!("\"{}\"", b.start),
-                            format!("\"{}\"", b.end),
-                        ));
-                    }
-                    let Some((_, id, start, end)) = &cached else {
-                        continue;
-                    };
-                    w.begin_object();
-                    w.key("id").event_id(&event.id);
-                    w.key("window_id").raw(id);
-                    w.key("window_start").raw(start);
-                    w.key("window_end").raw(end);
-                    if let Some(key) = event.key {
-                        w.key("key").str(key);
-                    }
-                    w.end_object();
-                }
-                w.end_array();
-            }
-        });
+        reply::assigned(out, &self.header(to), self.config.frame, &events, &bounds);
         self.admit(size, events)
     }
 
@@ -277,46 +244,20 @@ impl Node {
         to: &ReplyTo,
         mut batch: Batch<'_>,
         size: SizeMs,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), ProtoError> {
         let spec = self.spec(size);
         let events = batch.events();
-        let windows = group_by_window(spec, &events).map_err(batch_error)?;
+        let windows = group_by_window(spec, &events)?;
         for window in &windows {
             check_formattable(window.bounds, window.events[0])?;
         }
-        let frame = self.config.frame;
-        self.reply(out, to, "window_result", |w| {
-            w.key("windows").begin_array();
-            for window in &windows {
-                w.begin_object();
-                w.key("window_id")
-                    .str(&frame.id_of(window.bounds.start).to_string());
-                if let Some(key) = window.key {
-                    w.key("key").str(key);
-                }
-                w.key("count").int(window.events.len());
-                w.key("events").begin_array();
-                let mut aggregate = None;
-                for &i in &window.events {
-                    w.event_id(&events[i].id);
-                    if let Some(value) = events[i].value {
-                        window_core::Aggregate::add(&mut aggregate, value);
-                    }
-                }
-                w.end_array();
-                w.aggregate(aggregate);
-                w.end_object();
-            }
-            w.end_array();
-        });
+        reply::window_result(out, &self.header(to), self.config.frame, &windows, &events);
         self.admit(size, events)
     }
 
     /// Adds validated events to the open state.
-    fn admit(&mut self, size: SizeMs, events: Vec<Event<'_>>) -> Result<(), NodeError> {
-        self.engine
-            .handle_events(clock::now(), size, events)
-            .map_err(batch_error)?;
+    fn admit(&mut self, size: SizeMs, events: Vec<Event<'_>>) -> Result<(), ProtoError> {
+        self.engine.handle_events(clock::now(), size, events)?;
         Ok(())
     }
 
@@ -340,17 +281,17 @@ impl Node {
         while let Some(closed) = self.engine.poll_closed() {
             let seq = self.next_seq;
             self.next_seq += 1;
-            let frame = self.config.frame;
             let to = ReplyTo {
                 msg_id: None,
                 src: self.last_src.clone(),
                 dest: None,
             };
-            self.message(out, &to, "window_closed", |w| {
-                window_fields(w, frame, &closed);
-                w.key("reason").str(closed.reason.as_str());
-                w.key("seq").int(seq);
-            });
+            let view = WindowView {
+                frame: self.config.frame,
+                window: &closed,
+                stamp: Stamp::Numbered { seq },
+            };
+            reply::window_closed(out, &self.header(&to), &view);
             if keep {
                 records.push(OutputRecord {
                     seq,
@@ -369,41 +310,18 @@ impl Node {
         }
     }
 
-    fn error(&self, out: &mut Vec<u8>, to: &ReplyTo, error: &NodeError) {
+    fn error(&self, out: &mut Vec<u8>, to: &ReplyTo, error: &ProtoError) {
         tracing::debug!(code = error.code(), %error, "request rejected");
-        self.reply(out, to, "error", |w| {
-            w.key("code").int(error.code());
-            w.key("text").str(&error.to_string());
-        });
+        reply::error(out, &self.header(to), error);
     }
 
-    /// Writes a reply to `to`: `type`, `in_reply_to`, then what `fields` writes.
-    fn reply(
-        &self,
-        out: &mut Vec<u8>,
-        to: &ReplyTo,
-        kind: &str,
-        fields: impl FnOnce(&mut JsonWriter<'_>),
-    ) {
-        write_message(
-            out,
-            self.config.style,
-            self.address(to),
-            kind,
-            to.msg_id.as_deref(),
-            fields,
-        );
-    }
-
-    /// Writes one unsolicited message line.
-    fn message(
-        &self,
-        out: &mut Vec<u8>,
-        to: &ReplyTo,
-        kind: &str,
-        fields: impl FnOnce(&mut JsonWriter<'_>),
-    ) {
-        write_message(out, self.config.style, self.address(to), kind, None, fields);
+    /// How a message to `to` is written: this node's style and envelope, answering its `msg_id`.
+    fn header<'a>(&'a self, to: &'a ReplyTo) -> Header<'a> {
+        Header {
+            style: self.config.style,
+            address: self.address(to),
+            in_reply_to: to.msg_id.as_deref(),
+        }
     }
 
     /// Envelopes (after `init` or with `--envelope`) go from this node to the request's `src`.
@@ -442,25 +360,25 @@ pub(crate) fn close_window(
     window_id: WindowId,
     size: Option<SizeMs>,
     key: Option<&str>,
-) -> Result<ClosedWindow, NodeError> {
+) -> Result<ClosedWindow, ProtoError> {
     let start = match size {
         Some(size) => WindowSpec { size, frame }.start_of(window_id).ok_or_else(|| {
-            NodeError::NotOpen(format!(
+            ProtoError::NotOpen(format!(
                 "no open window {window_id} of size {size} ms: {window_id} is not a window of that size"
             ))
         })?,
         None => frame
             .start_of(window_id)
-            .ok_or_else(|| NodeError::NotOpen(format!("no open window {window_id}")))?,
+            .ok_or_else(|| ProtoError::NotOpen(format!("no open window {window_id}")))?,
     };
     let selector = WindowSelector { start, size, key };
     engine.close(selector).map_err(|e| match e {
-        CloseError::NotOpen => NodeError::NotOpen(format!(
+        CloseError::NotOpen => ProtoError::NotOpen(format!(
             "no open window {window_id}{}{}: it was never opened, or was already closed",
             size.map(|s| format!(" of size {s} ms")).unwrap_or_default(),
             key.map(|k| format!(" with key {k:?}")).unwrap_or_default(),
         )),
-        CloseError::Ambiguous(windows) => NodeError::malformed(format!(
+        CloseError::Ambiguous(windows) => ProtoError::malformed(format!(
             "{} open windows have id {window_id}: give {} to choose one of {}",
             windows.len(),
             if windows.iter().all(|w| w.size == windows[0].size) {
@@ -478,59 +396,4 @@ pub(crate) fn close_window(
                 .join(", ")
         )),
     })
-}
-
-/// The fields of a `window_closed` message or a `flushed` entry.
-pub(crate) fn window_fields(w: &mut JsonWriter<'_>, frame: IdFrame, closed: &ClosedWindow) {
-    let window = &closed.window;
-    w.key("window_id")
-        .str(&frame.id_of(window.start).to_string());
-    w.key("window_start").timestamp(window.start);
-    w.key("window_end").timestamp(window.end());
-    if let Some(key) = &window.key {
-        w.key("key").str(key);
-    }
-    w.key("count").int(closed.ids.len());
-    w.key("events").begin_array();
-    for id in &closed.ids {
-        w.event_id(id);
-    }
-    w.end_array();
-    w.aggregate(closed.aggregate);
-}
-
-pub(crate) fn checked_bounds(
-    spec: WindowSpec,
-    index: usize,
-    ts: Timestamp,
-) -> Result<WindowBounds, NodeError> {
-    let bounds = spec.bounds(ts).ok_or_else(|| {
-        batch_error(BatchError::WindowOverflow {
-            index,
-            ts,
-            size: spec.size,
-        })
-    })?;
-    check_formattable(bounds, index)?;
-    Ok(bounds)
-}
-
-fn check_formattable(bounds: WindowBounds, index: usize) -> Result<(), NodeError> {
-    if bounds.start.check_formattable().is_err() || bounds.end.check_formattable().is_err() {
-        return Err(NodeError::malformed(format!(
-            "events[{index}].timestamp: its window [{} ms, {} ms) reaches outside years 0000..=9999; use a smaller window_size_ms",
-            bounds.start.as_millis(),
-            bounds.end.as_millis()
-        )));
-    }
-    Ok(())
-}
-
-pub(crate) fn batch_error(error: BatchError) -> NodeError {
-    match error {
-        BatchError::WindowOverflow { index, ts, size } => NodeError::malformed(format!(
-            "events[{index}].timestamp: the window of size {size} ms around {} ms does not fit in 64-bit milliseconds; use a smaller window_size_ms",
-            ts.as_millis()
-        )),
-    }
 }

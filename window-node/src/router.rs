@@ -26,20 +26,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
-use crate::error::NodeError;
 use crate::follower::{
     Coordinator, RECONNECT_PAUSE, RETRY_PAUSE, Refusals, RequestIds, connect_to,
 };
-use crate::node::checked_bounds;
 use crate::partitions::PartitionTable;
-use crate::protocol::{Body, FromSeq, MAX_REQUEST_ID, ReplyTo};
-use crate::render::{JsonWriter, Style};
-use crate::tcp::{IN_FLIGHT, Shared, error_fields, message};
+use crate::tcp::{IN_FLIGHT, Shared};
+use window_proto::ProtoError;
+use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
+use window_proto::reply::{self, IngestCounts, Kind, PartitionStats, StatsReply, SubscribeStart};
+use window_proto::{Body, FromSeq, JsonWriter, MAX_REQUEST_ID, ReplyTo, Style, window_bounds};
 
 /// What the router answers a request with.
 #[derive(Debug)]
@@ -150,7 +149,7 @@ pub async fn route(
             let mut parts: Vec<Option<Vec<u8>>> = (0..count).map(|_| None).collect();
             let id = part_id(links);
             for (index, event) in events.iter().enumerate() {
-                if let Err(error) = checked_bounds(shared.spec, index, event.ts) {
+                if let Err(error) = window_bounds(shared.spec, index, event.ts) {
                     return ready_error(style, &to, &error);
                 }
                 let partition = links.table.of(event.key);
@@ -175,7 +174,7 @@ pub async fn route(
                     let mut array = parts[p as usize].take()?;
                     array.push(b']');
                     let line = line_for("ingest", p, &id, |w| {
-                        w.key("events").raw(&into_string(array));
+                        w.key("events").raw(&String::from_utf8_lossy(&array));
                     });
                     Some((p, line))
                 })
@@ -189,7 +188,7 @@ pub async fn route(
                 return ready_error(
                     style,
                     &to,
-                    &NodeError::malformed(format!(
+                    &ProtoError::malformed(format!(
                         "the part of this request for partition {p} is {} bytes as sent to its holder, over --max-line-bytes {}; split the batch",
                         line.len(),
                         shared.max_line_bytes
@@ -203,17 +202,13 @@ pub async fn route(
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut sum = IngestCounts::default();
                 for text in &texts {
-                    let counts: IngestCounts = expect_reply(text, "ingest_ok")?;
+                    let counts: IngestCounts = expect_reply(text, Kind::IngestOk)?;
                     sum.accepted += counts.accepted;
                     sum.duplicates += counts.duplicates;
                     sum.late += counts.late;
                 }
                 let mut out = Vec::new();
-                message(&mut out, style, &to, "ingest_ok", |w| {
-                    w.key("accepted").int(sum.accepted);
-                    w.key("duplicates").int(sum.duplicates);
-                    w.key("late").int(sum.late);
-                });
+                reply::ingest_ok(&mut out, &to.header(style), sum);
                 Ok(out)
             })
         }
@@ -234,9 +229,9 @@ pub async fn route(
             });
             let answer = links.ask(partition, line).await;
             reply_when_answered(vec![(partition, answer)], style, to.clone(), move |texts| {
-                let fields: OrderedFields<'_> = expect_reply(&texts[0], "window_closed")?;
+                let fields: PeerFields<'_> = expect_reply(&texts[0], Kind::WindowClosed)?;
                 let mut out = Vec::new();
-                message(&mut out, style, &to, "window_closed", |w| fields.write(w));
+                reply::window_closed(&mut out, &to.header(style), &fields);
                 Ok(out)
             })
         }
@@ -254,61 +249,49 @@ pub async fn route(
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let mut windows = Vec::new();
                 for text in &texts {
-                    let flushed: Flushed<'_> = expect_reply(text, "flushed")?;
+                    let flushed: Flushed<'_> = expect_reply(text, Kind::Flushed)?;
                     for window in flushed.windows {
                         let order: WindowOrder = serde_json::from_str(window.get())
                             .map_err(|e| unexpected(window.get(), &e))?;
-                        windows.push((order.sort_key(), window));
+                        let fields: PeerFields<'_> = serde_json::from_str(window.get())
+                            .map_err(|e| unexpected(window.get(), &e))?;
+                        windows.push((order.sort_key(), fields));
                     }
                 }
                 windows.sort_by(|a, b| a.0.cmp(&b.0));
                 let mut out = Vec::new();
-                message(&mut out, style, &to, "flushed", |w| {
-                    w.key("windows").begin_array();
-                    for (_, window) in &windows {
-                        w.raw(window.get());
-                    }
-                    w.end_array();
-                });
+                reply::flushed(&mut out, &to.header(style), windows.iter().map(|(_, w)| w));
                 Ok(out)
             })
         }
         Body::Stats => {
             let mut answers = Vec::with_capacity(count as usize);
             for p in 0..count {
-                let line = format!("{{\"type\":\"stats\",\"partition\":{p}}}");
+                let line = request_line("stats", Some(p), None, |_| {});
                 answers.push((p, links.ask(p, line).await));
             }
             reply_when_answered(answers, style, to.clone(), move |texts| {
                 let parts = texts
                     .iter()
-                    .map(|text| expect_reply::<PartStats>(text, "stats_ok"))
+                    .map(|text| expect_reply::<PartStats>(text, Kind::StatsOk))
                     .collect::<Result<Vec<_>, _>>()?;
                 let total = |f: fn(&PartStats) -> u64| parts.iter().map(f).sum::<u64>();
+                let partitions: Vec<PartitionStats> = (0..)
+                    .zip(&parts)
+                    .map(|(partition, p)| p.of(partition))
+                    .collect();
+                let stats = StatsReply {
+                    open_windows: total(|s| s.open_windows),
+                    buffered_events: total(|s| s.buffered_events),
+                    emitted_windows: total(|s| s.emitted_windows),
+                    accepted: total(|s| s.accepted),
+                    duplicates: total(|s| s.duplicates),
+                    late: total(|s| s.late),
+                    holder: None,
+                    partitions: Some(&partitions),
+                };
                 let mut out = Vec::new();
-                message(&mut out, style, &to, "stats_ok", |w| {
-                    w.key("open_windows").int(total(|s| s.open_windows));
-                    w.key("buffered_events").int(total(|s| s.buffered_events));
-                    w.key("emitted_windows").int(total(|s| s.emitted_windows));
-                    w.key("accepted").int(total(|s| s.accepted));
-                    w.key("duplicates").int(total(|s| s.duplicates));
-                    w.key("late").int(total(|s| s.late));
-                    w.key("partitions").begin_array();
-                    for (p, stats) in parts.iter().enumerate() {
-                        w.begin_object();
-                        w.key("partition").int(p);
-                        w.key("lease_holder").str(&stats.lease_holder);
-                        w.key("epoch").int(stats.epoch);
-                        w.key("open_windows").int(stats.open_windows);
-                        w.key("emitted_windows").int(stats.emitted_windows);
-                        match &stats.watermark {
-                            Some(wm) => w.key("watermark").str(wm),
-                            None => w.key("watermark").raw("null"),
-                        };
-                        w.end_object();
-                    }
-                    w.end_array();
-                });
+                reply::stats_ok(&mut out, &to.header(style), &stats);
                 Ok(out)
             })
         }
@@ -323,7 +306,7 @@ pub async fn route(
                     return ready_error(
                         style,
                         &to,
-                        &NodeError::malformed(format!(
+                        &ProtoError::malformed(format!(
                             "from_seq has {} numbers, but the namespace has {count} partitions: give one per partition, or one number for all",
                             seqs.len()
                         )),
@@ -352,38 +335,26 @@ pub async fn route(
         Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
             style,
             &to,
-            &NodeError::Internal("this request is not routed".to_owned()),
+            &ProtoError::Internal("this request is not routed".to_owned()),
         ),
     }
 }
 
-/// A request line for a partition: type, partition, request id, then what `fields` writes.
+/// A request line for a partition: type, partition, request id (`ID/pN`), then what `fields`
+/// writes.
 fn line_for(
     kind: &str,
     partition: u32,
     request_id: &str,
     fields: impl FnOnce(&mut JsonWriter<'_>),
 ) -> String {
-    let mut line = Vec::with_capacity(256);
-    let mut w = JsonWriter::new(&mut line, Style::Compact);
-    w.begin_object();
-    w.key("type").str(kind);
-    w.key("partition").int(partition);
-    w.key("request_id")
-        .str(&format!("{request_id}/p{partition}"));
-    fields(&mut w);
-    w.end_object();
-    into_string(line)
+    let id = format!("{request_id}/p{partition}");
+    request_line(kind, Some(partition), Some(&id), fields)
 }
 
-fn into_string(line: Vec<u8>) -> String {
-    // Built from strings and JSON numbers only.
-    String::from_utf8(line).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-fn ready_error(style: Style, to: &ReplyTo, error: &NodeError) -> Routed {
+fn ready_error(style: Style, to: &ReplyTo, error: &ProtoError) -> Routed {
     let mut out = Vec::new();
-    message(&mut out, style, to, "error", |w| error_fields(w, error));
+    reply::error(&mut out, &to.header(style), error);
     Routed::Ready(out)
 }
 
@@ -393,7 +364,7 @@ fn reply_when_answered(
     answers: Vec<(u32, oneshot::Receiver<String>)>,
     style: Style,
     to: ReplyTo,
-    merge: impl FnOnce(Vec<String>) -> Result<Vec<u8>, NodeError> + Send + 'static,
+    merge: impl FnOnce(Vec<String>) -> Result<Vec<u8>, ProtoError> + Send + 'static,
 ) -> Routed {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -403,7 +374,7 @@ fn reply_when_answered(
         }
         let out = merge(texts).unwrap_or_else(|error| {
             let mut out = Vec::new();
-            message(&mut out, style, &to, "error", |w| error_fields(w, &error));
+            reply::error(&mut out, &to.header(style), &error);
             out
         });
         let _ = tx.send(out);
@@ -411,49 +382,10 @@ fn reply_when_answered(
     Routed::Reply(rx)
 }
 
-/// A reply of kind `kind`, parsed as `T`; an error reply as its error.
-fn expect_reply<'a, T: Deserialize<'a>>(text: &'a str, kind: &str) -> Result<T, NodeError> {
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        code: Option<u32>,
-        text: Option<String>,
-    }
-    let head: Head<'_> = serde_json::from_str(text).map_err(|e| unexpected(text, &e))?;
-    if head.kind == "error" {
-        return Err(NodeError::from_code(
-            head.code.unwrap_or(13),
-            head.text.unwrap_or_default(),
-        ));
-    }
-    if head.kind != kind {
-        return Err(NodeError::Internal(format!(
-            "a partition answered {} where {kind} was expected",
-            head.kind
-        )));
-    }
-    serde_json::from_str(text).map_err(|e| unexpected(text, &e))
-}
-
-fn unexpected(text: &str, error: &serde_json::Error) -> NodeError {
-    let shown: String = text.chars().take(200).collect();
-    NodeError::Internal(format!(
-        "a partition's reply could not be read ({error}): {shown}"
-    ))
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct IngestCounts {
-    accepted: u64,
-    duplicates: u64,
-    late: u64,
-}
-
 #[derive(Deserialize)]
 struct Flushed<'a> {
     #[serde(borrow)]
-    windows: Vec<&'a RawValue>,
+    windows: Vec<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -489,70 +421,35 @@ struct PartStats {
     epoch: u64,
 }
 
-/// A reply's fields in their order, values as raw JSON, without `type` and `in_reply_to`: to
-/// be written again under the client's `msg_id`.
-struct OrderedFields<'a>(Vec<(&'a str, &'a RawValue)>);
-
-impl OrderedFields<'_> {
-    fn write(&self, w: &mut JsonWriter<'_>) {
-        for (key, value) in &self.0 {
-            w.key(key).raw(value.get());
+impl PartStats {
+    /// The partition's entry in the merged `stats_ok`.
+    fn of(&self, partition: u32) -> PartitionStats {
+        PartitionStats {
+            partition,
+            lease_holder: self.lease_holder.clone(),
+            epoch: self.epoch,
+            open_windows: self.open_windows,
+            emitted_windows: self.emitted_windows,
+            watermark: self
+                .watermark
+                .as_deref()
+                .and_then(|wm| Timestamp::parse_rfc3339(wm).ok()),
         }
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for OrderedFields<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = OrderedFields<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::new();
-                while let Some((key, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
-                    if key != "type" && key != "in_reply_to" {
-                        fields.push((key, value));
-                    }
-                }
-                Ok(OrderedFields(fields))
-            }
-        }
-        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 
 /// The answer for a partition no node serves within the failover timeout.
 fn unavailable_line(partition: u32) -> String {
-    let error = NodeError::Unavailable(format!(
+    let error = ProtoError::Unavailable(format!(
         "no node serves partition {partition} right now (its holder died or is handing it over, and none took over within --failover-timeout); retry: ingest is idempotent, and a request_id makes close and flush so"
     ));
     let mut out = Vec::new();
-    message(
-        &mut out,
-        Style::Compact,
-        &ReplyTo::default(),
-        "error",
-        |w| error_fields(w, &error),
-    );
-    into_string(out)
+    reply::error(&mut out, &ReplyTo::default().header(Style::Compact), &error);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_unavailable(text: &str) -> bool {
-    #[derive(Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "type", borrow)]
-        kind: std::borrow::Cow<'a, str>,
-        code: Option<u32>,
-    }
-    // Parsed, not matched as text: a holder may write the spaced style.
-    text.contains("error")
-        && serde_json::from_str::<Head<'_>>(text)
-            .is_ok_and(|h| h.kind == "error" && h.code == Some(NodeError::UNAVAILABLE))
+    Peek::of(text).is_some_and(|p| p.is_unavailable())
 }
 
 /// One link: sends a partition's lines to its holder in order and hands the replies back,
@@ -675,7 +572,7 @@ enum Feed {
     /// A window or late event, as its holder wrote it (with its `partition`).
     Line(String),
     /// The subscription cannot go on: an error line for the client.
-    Failed(NodeError),
+    Failed(ProtoError),
 }
 
 /// Follows one partition's output log from `from` (only new windows when `None`) across
@@ -696,7 +593,7 @@ async fn follow_partition(
         };
         let Some((upstream, holder)) = connected else {
             let _ = feed
-                .send(Feed::Failed(NodeError::Unavailable(format!(
+                .send(Feed::Failed(ProtoError::Unavailable(format!(
                     "no node serves partition {partition} (none took over within --failover-timeout); subscribe again with from_seq as the windows you have say"
                 ))))
                 .await;
@@ -704,12 +601,12 @@ async fn follow_partition(
         };
         let (up_read, mut up_write) = upstream.into_split();
         let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
-        let request = match next {
-            Some(seq) => {
-                format!("{{\"type\":\"subscribe\",\"partition\":{partition},\"from_seq\":{seq}}}\n")
+        let mut request = request_line("subscribe", Some(partition), None, |w| {
+            if let Some(seq) = next {
+                w.key("from_seq").int(seq);
             }
-            None => format!("{{\"type\":\"subscribe\",\"partition\":{partition}}}\n"),
-        };
+        });
+        request.push('\n');
         if up_write.write_all(request.as_bytes()).await.is_ok() {
             let mut line = String::new();
             loop {
@@ -722,11 +619,11 @@ async fn follow_partition(
                 if !matches!(read, Ok(n) if n > 0) {
                     break;
                 }
-                let Ok(peek) = serde_json::from_str::<Peek>(line.trim_end()) else {
+                let Some(peek) = Peek::of(&line) else {
                     continue;
                 };
-                match peek.kind.as_str() {
-                    "subscribe_ok" => {
+                match peek.kind {
+                    Some(Kind::SubscribeOk) => {
                         let from_seq = peek.from_seq.unwrap_or(0);
                         next = Some(next.map_or(from_seq, |n| n.max(from_seq)));
                         if !started {
@@ -743,7 +640,7 @@ async fn follow_partition(
                             }
                         }
                     }
-                    "window_closed" => {
+                    Some(Kind::WindowClosed) => {
                         let seq = peek.seq.unwrap_or(0);
                         if next.is_some_and(|n| seq < n) {
                             continue;
@@ -753,7 +650,7 @@ async fn follow_partition(
                             return;
                         }
                     }
-                    "late_event" => {
+                    Some(Kind::LateEvent) => {
                         if feed.send(Feed::Line(line.clone())).await.is_err() {
                             return;
                         }
@@ -765,14 +662,6 @@ async fn follow_partition(
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     }
-}
-
-#[derive(Deserialize)]
-struct Peek {
-    #[serde(rename = "type")]
-    kind: String,
-    seq: Option<u64>,
-    from_seq: Option<u64>,
 }
 
 /// Sends `subscribe_ok` (with every partition's start) once every partition's subscription
@@ -787,36 +676,21 @@ async fn merge_feeds(
 ) {
     // Streamed messages answer no request: no `in_reply_to`, but the envelope of the
     // subscription's, like the windows of an unpartitioned subscription.
-    let event_to = ReplyTo {
-        msg_id: None,
-        ..to.clone()
-    };
-    let failed = |error: NodeError| {
+    let event_to = to.unsolicited();
+    let streamed_header = event_to.header(style);
+    let failed = |error: ProtoError| {
         let mut line = Vec::new();
-        message(&mut line, style, &event_to, "error", |w| {
-            error_fields(w, &error)
-        });
+        reply::error(&mut line, &streamed_header, &error);
         line
     };
     let streamed = |line: String| -> Vec<u8> {
         if event_to.src.is_none() {
             return line.into_bytes();
         }
-        #[derive(Deserialize)]
-        struct Kind<'a> {
-            #[serde(rename = "type", borrow)]
-            kind: std::borrow::Cow<'a, str>,
-        }
-        let text = line.trim_end();
-        match (
-            serde_json::from_str::<Kind<'_>>(text),
-            serde_json::from_str::<OrderedFields<'_>>(text),
-        ) {
-            (Ok(kind), Ok(fields)) => {
+        match PeerFields::of(&line) {
+            Ok((Some(kind), fields)) => {
                 let mut wrapped = Vec::with_capacity(line.len() + 64);
-                message(&mut wrapped, style, &event_to, &kind.kind, |w| {
-                    fields.write(w)
-                });
+                reply::relayed(&mut wrapped, &streamed_header, kind, &fields);
                 wrapped
             }
             _ => line.into_bytes(),
@@ -844,14 +718,13 @@ async fn merge_feeds(
             None => return,
         }
     }
+    let starts: Vec<u64> = starts.into_iter().map(|s| s.unwrap_or(0)).collect();
     let mut ok = Vec::new();
-    message(&mut ok, style, &to, "subscribe_ok", |w| {
-        w.key("from_seq").begin_array();
-        for start in &starts {
-            w.int(start.unwrap_or(0));
-        }
-        w.end_array();
-    });
+    reply::subscribe_ok(
+        &mut ok,
+        &to.header(style),
+        SubscribeStart::PerPartition(&starts),
+    );
     if out.send(ok).await.is_err() {
         return;
     }
@@ -885,27 +758,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ordered_fields_keep_their_order_and_drop_type_and_reply_id() {
-        let text = r#"{"type":"window_closed","in_reply_to":4,"window_id":"window-0","window_start":"1970-01-01T00:00:00Z","count":1,"events":[1],"partition":2}"#;
-        let fields: OrderedFields<'_> = serde_json::from_str(text).unwrap();
-        let mut out = Vec::new();
-        message(
-            &mut out,
-            Style::Compact,
-            &ReplyTo {
-                msg_id: Some("9".into()),
-                ..ReplyTo::default()
-            },
-            "window_closed",
-            |w| fields.write(w),
-        );
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "{\"type\":\"window_closed\",\"in_reply_to\":9,\"window_id\":\"window-0\",\"window_start\":\"1970-01-01T00:00:00Z\",\"count\":1,\"events\":[1],\"partition\":2}\n"
-        );
-    }
-
-    #[test]
     fn windows_sort_by_time_not_by_text() {
         let order = |start: &str| WindowOrder {
             window_start: start.to_owned(),
@@ -920,7 +772,7 @@ mod tests {
     #[test]
     fn error_replies_become_errors_with_their_code() {
         let text = r#"{"type":"error","code":20,"text":"window-5 is not open"}"#;
-        let error = expect_reply::<IngestCounts>(text, "ingest_ok").unwrap_err();
+        let error = expect_reply::<IngestCounts>(text, Kind::IngestOk).unwrap_err();
         assert_eq!(error.code(), 20);
         assert_eq!(error.to_string(), "window-5 is not open");
         assert!(is_unavailable(&unavailable_line(3)));
@@ -933,7 +785,7 @@ mod tests {
         ));
         let counts: IngestCounts = expect_reply(
             r#"{"type":"ingest_ok","accepted":2,"duplicates":1,"late":0}"#,
-            "ingest_ok",
+            Kind::IngestOk,
         )
         .unwrap();
         assert_eq!((counts.accepted, counts.duplicates, counts.late), (2, 1, 0));

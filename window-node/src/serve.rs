@@ -21,10 +21,10 @@ use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role};
 use crate::metrics::{self, Metrics};
 use crate::partitions::{self, Partitions};
-use crate::render::Style;
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
 use crate::{Frame, parse_duration};
+use window_proto::Style;
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.
 #[derive(Debug, Args)]

@@ -6,10 +6,10 @@ use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
-use crate::error::NodeError;
-use crate::lines::{Line, LineSplitter};
 use crate::node::Node;
-use crate::reassemble::{Assembled, Reassembler};
+use window_proto::ProtoError;
+use window_proto::{Assembled, Reassembler};
+use window_proto::{Line, LineSplitter};
 
 /// Batches of lines the reader may run ahead of the answering thread. With `BATCH_BYTES` this
 /// bounds the memory held for unanswered input to a few MiB (or a few lines, if lines are large).
@@ -100,7 +100,7 @@ fn answer_assembled(node: &mut Node, assembled: Assembled, out: &mut Vec<u8>) {
     match assembled {
         Assembled::Request(text) => node.handle_line(&text, out),
         Assembled::Unfinished(text) => node.reject_line(
-            &NodeError::malformed(format!(
+            &ProtoError::malformed(format!(
                 "request of {} bytes ended before its JSON value was complete; send one JSON \
                  object per line",
                 text.len()
@@ -132,7 +132,7 @@ fn handle(
                 }
             }
             Err(e) => node.reject_line(
-                &NodeError::malformed(format!(
+                &ProtoError::malformed(format!(
                     "request is not valid UTF-8 (byte {}); send UTF-8 JSON",
                     e.valid_up_to()
                 )),
@@ -140,7 +140,7 @@ fn handle(
             ),
         },
         Line::TooLong { bytes } => node.reject_line(
-            &NodeError::malformed(format!(
+            &ProtoError::malformed(format!(
                 "line of {bytes} bytes or more exceeds the limit of {max_line_bytes} bytes; \
                  split the batch or raise --max-line-bytes"
             )),

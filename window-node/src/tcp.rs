@@ -17,15 +17,16 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
-use crate::driver::{Command, IngestOk, OwnedEvent, Published, Stats, Subscription};
-use crate::error::NodeError;
-use crate::lines::{Line, LineSplitter};
+use crate::driver::{Command, OwnedEvent, Published, Stats, Subscription};
 use crate::metrics::Metrics;
-use crate::node::{checked_bounds, window_fields};
 use crate::partitions::PartitionTable;
-use crate::protocol::{Body, FromSeq, ReplyTo, parse_request};
-use crate::render::{Address, JsonWriter, Style, write_message};
 use crate::router::{Links, Routed, route};
+use window_proto::ProtoError;
+use window_proto::reply::{
+    self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
+};
+use window_proto::{Body, FromSeq, ReplyTo, Style, parse_request, window_bounds};
+use window_proto::{Line, LineSplitter};
 
 /// Replies a connection may have pending before it stops reading.
 pub(crate) const PIPELINE: usize = 64;
@@ -111,34 +112,32 @@ pub async fn accept_loop(
 
 async fn refuse(mut stream: TcpStream, style: Style, max: usize) {
     let mut out = Vec::new();
-    let error = NodeError::Unavailable(format!(
+    let error = ProtoError::Unavailable(format!(
         "the node serves at most {max} connections; retry later or raise --max-connections"
     ));
-    message(&mut out, style, &ReplyTo::default(), "error", |w| {
-        error_fields(w, &error)
-    });
+    reply::error(&mut out, &ReplyTo::default().header(style), &error);
     let _ = stream.write_all(&out).await;
 }
 
 /// A reply the writer must produce, in order.
 enum Outgoing {
     Ready(Vec<u8>),
-    Ingest(ReplyTo, oneshot::Receiver<Result<IngestOk, NodeError>>),
+    Ingest(ReplyTo, oneshot::Receiver<Result<IngestCounts, ProtoError>>),
     Close(
         ReplyTo,
         Part,
-        oneshot::Receiver<Result<OutputRecord, NodeError>>,
+        oneshot::Receiver<Result<OutputRecord, ProtoError>>,
     ),
     Flush(
         ReplyTo,
         Part,
-        oneshot::Receiver<Result<Vec<OutputRecord>, NodeError>>,
+        oneshot::Receiver<Result<Vec<OutputRecord>, ProtoError>>,
     ),
     Stats(ReplyTo, oneshot::Receiver<Stats>),
     Subscribe(
         ReplyTo,
         Part,
-        oneshot::Receiver<Result<Subscription, NodeError>>,
+        oneshot::Receiver<Result<Subscription, ProtoError>>,
     ),
     /// The router's reply, whole.
     Routed(oneshot::Receiver<Vec<u8>>),
@@ -179,7 +178,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         let outgoing = match read {
             Ok(None) | Err(_) => break,
             Ok(Some(Line::TooLong { bytes })) => {
-                let error = NodeError::malformed(format!(
+                let error = ProtoError::malformed(format!(
                     "line of {bytes} bytes or more exceeds the limit of {} bytes; split the batch or raise --max-line-bytes",
                     shared.max_line_bytes
                 ));
@@ -190,7 +189,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 Ok(_) if subscribed => ready_error(
                     &shared,
                     &ReplyTo::default(),
-                    &NodeError::malformed(
+                    &ProtoError::malformed(
                         "this connection is subscribed and only streams windows; send requests on another connection",
                     ),
                 ),
@@ -205,7 +204,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 Err(e) => ready_error(
                     &shared,
                     &ReplyTo::default(),
-                    &NodeError::malformed(format!(
+                    &ProtoError::malformed(format!(
                         "request is not valid UTF-8 (byte {}); send UTF-8 JSON",
                         e.valid_up_to()
                     )),
@@ -249,19 +248,19 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
         dest: request.dest.clone(),
     };
     let unavailable = || {
-        NodeError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
+        ProtoError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
     };
     match request.body {
         Body::Init { .. } => {
             let mut out = Vec::new();
-            message(&mut out, shared.style, &to, "init_ok", |_| {});
+            reply::init_ok(&mut out, &to.header(shared.style));
             return Outgoing::Ready(out);
         }
         Body::Assign { .. } | Body::ProcessWindow { .. } => {
             return ready_error(
                 shared,
                 &to,
-                &NodeError::UnknownType(
+                &ProtoError::UnknownType(
                     "assign and process_window are stdin requests; the daemon takes ingest (the window size comes from --window-size)".to_owned(),
                 ),
             );
@@ -277,7 +276,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
             return ready_error(
                 shared,
                 &to,
-                &NodeError::malformed(format!(
+                &ProtoError::malformed(format!(
                     "partition {partition} was given, but this namespace has no partitions (--partitions 1); leave partition out"
                 )),
             );
@@ -291,7 +290,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                 return ready_error(
                     shared,
                     &to,
-                    &NodeError::malformed(format!(
+                    &ProtoError::malformed(format!(
                         "partition {partition} does not exist: the namespace has {} partitions (0 to {})",
                         table.count(),
                         table.count() - 1
@@ -302,7 +301,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                 return ready_error(
                     shared,
                     &to,
-                    &NodeError::Unavailable(format!(
+                    &ProtoError::Unavailable(format!(
                         "this node does not serve partition {partition} (its lease is elsewhere, or being handed over); send it to the partition's holder, or leave partition out and any node routes it"
                     )),
                 );
@@ -324,7 +323,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
         (Route::Partitioned { table, .. }, Some(partition)) => {
             let home = table.of(key);
             (home != partition).then(|| {
-                NodeError::malformed(format!(
+                ProtoError::malformed(format!(
                     "key {key:?} belongs to partition {home}, not {partition}: leave partition out and any node routes the request"
                 ))
             })
@@ -336,7 +335,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
             let events = events.events();
             let mut owned = Vec::with_capacity(events.len());
             for (index, event) in events.into_iter().enumerate() {
-                if let Err(error) = checked_bounds(shared.spec, index, event.ts) {
+                if let Err(error) = window_bounds(shared.spec, index, event.ts) {
                     return ready_error(shared, &to, &error);
                 }
                 if let Some(error) = foreign(event.key) {
@@ -417,7 +416,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                     return ready_error(
                         shared,
                         &to,
-                        &NodeError::malformed(
+                        &ProtoError::malformed(
                             "from_seq is an array, but this request is for one log (no partitions, or one partition): give one number",
                         ),
                     );
@@ -442,11 +441,9 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
     }
 }
 
-fn ready_error(shared: &Shared, to: &ReplyTo, error: &NodeError) -> Outgoing {
+fn ready_error(shared: &Shared, to: &ReplyTo, error: &ProtoError) -> Outgoing {
     let mut out = Vec::new();
-    message(&mut out, shared.style, to, "error", |w| {
-        error_fields(w, error)
-    });
+    reply::error(&mut out, &to.header(shared.style), error);
     Outgoing::Ready(out)
 }
 
@@ -460,7 +457,7 @@ async fn write_replies(
     // The driver stops unasked only when this process may no longer coordinate (the lease
     // lapsed, or the store failed): the request may be run by the next coordinator.
     let lost = || {
-        NodeError::Unavailable(
+        ProtoError::Unavailable(
             "this node stopped coordinating before answering; retry against another node (ingest is idempotent; give close and flush a request_id to make them so)"
                 .to_owned(),
         )
@@ -471,56 +468,53 @@ async fn write_replies(
         match item {
             Outgoing::Ready(bytes) => out = bytes,
             Outgoing::Ingest(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(ok) => message(&mut out, style, &to, "ingest_ok", |w| {
-                    w.key("accepted").int(ok.accepted);
-                    w.key("duplicates").int(ok.duplicates);
-                    w.key("late").int(ok.late);
-                }),
-                Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
+                Ok(ok) => reply::ingest_ok(&mut out, &to.header(style), ok),
+                Err(error) => reply::error(&mut out, &to.header(style), &error),
             },
             Outgoing::Close(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(record) => message(&mut out, style, &to, "window_closed", |w| {
-                    record_fields(w, shared.frame, &record, part.partition);
-                }),
-                Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
+                Ok(record) => reply::window_closed(
+                    &mut out,
+                    &to.header(style),
+                    &logged(shared.frame, &record, part.partition),
+                ),
+                Err(error) => reply::error(&mut out, &to.header(style), &error),
             },
             Outgoing::Flush(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(records) => message(&mut out, style, &to, "flushed", |w| {
-                    w.key("windows").begin_array();
-                    for record in &records {
-                        w.begin_object();
-                        record_fields(w, shared.frame, record, part.partition);
-                        w.end_object();
-                    }
-                    w.end_array();
-                }),
-                Err(error) => message(&mut out, style, &to, "error", |w| error_fields(w, &error)),
+                Ok(records) => reply::flushed(
+                    &mut out,
+                    &to.header(style),
+                    records
+                        .iter()
+                        .map(|record| logged(shared.frame, record, part.partition)),
+                ),
+                Err(error) => reply::error(&mut out, &to.header(style), &error),
             },
             Outgoing::Stats(to, rx) => match rx.await {
-                Ok(stats) => message(&mut out, style, &to, "stats_ok", |w| {
-                    w.key("open_windows").int(stats.open_windows);
-                    w.key("buffered_events").int(stats.buffered_events);
-                    w.key("emitted_windows").int(stats.emitted_windows);
-                    w.key("accepted").int(stats.accepted);
-                    w.key("duplicates").int(stats.duplicates);
-                    w.key("late").int(stats.late);
-                    match stats.watermark {
-                        Some(wm) => w.key("watermark").timestamp(wm),
-                        None => w.key("watermark").raw("null"),
+                Ok(stats) => {
+                    let holder = HolderStats {
+                        watermark: stats.watermark,
+                        lease_holder: &shared.holder,
+                        epoch: stats.epoch,
+                        connections: shared.metrics.connections_open.load(Ordering::Relaxed),
                     };
-                    w.key("lease_holder").str(&shared.holder);
-                    w.key("epoch").int(stats.epoch);
-                    w.key("connections")
-                        .int(shared.metrics.connections_open.load(Ordering::Relaxed));
-                }),
-                Err(_) => message(&mut out, style, &to, "error", |w| error_fields(w, &lost())),
+                    let stats = StatsReply {
+                        open_windows: stats.open_windows as u64,
+                        buffered_events: stats.buffered_events as u64,
+                        emitted_windows: stats.emitted_windows,
+                        accepted: stats.accepted,
+                        duplicates: stats.duplicates,
+                        late: stats.late,
+                        holder: Some(holder),
+                        partitions: None,
+                    };
+                    reply::stats_ok(&mut out, &to.header(style), &stats);
+                }
+                Err(_) => reply::error(&mut out, &to.header(style), &lost()),
             },
             Outgoing::Routed(rx) => {
                 out = rx.await.unwrap_or_else(|_| {
                     let mut out = Vec::new();
-                    message(&mut out, style, &ReplyTo::default(), "error", |w| {
-                        error_fields(w, &lost())
-                    });
+                    reply::error(&mut out, &ReplyTo::default().header(style), &lost());
                     out
                 });
             }
@@ -543,7 +537,7 @@ async fn write_replies(
                         .await;
                     }
                     Err(error) => {
-                        message(&mut out, style, &to, "error", |w| error_fields(w, &error));
+                        reply::error(&mut out, &to.header(style), &error);
                     }
                 }
                 // A subscriber's connection ends with its subscription.
@@ -577,21 +571,19 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     mut subscription: Subscription,
 ) {
     let mut out = Vec::new();
-    message(&mut out, shared.style, &to, "subscribe_ok", |w| {
-        w.key("from_seq")
-            .int(subscription.next_seq - subscription.backlog.len() as u64);
-    });
-    let event_to = ReplyTo {
-        msg_id: None,
-        src: to.src.clone(),
-        dest: to.dest.clone(),
-    };
+    let start = subscription.next_seq - subscription.backlog.len() as u64;
+    reply::subscribe_ok(
+        &mut out,
+        &to.header(shared.style),
+        SubscribeStart::One(start),
+    );
+    let event_to = to.unsolicited();
+    let streamed = event_to.header(shared.style);
     let mut next = subscription.next_seq;
     let mut live: broadcast::Receiver<Published> = loop {
         for record in &subscription.backlog {
-            message(&mut out, shared.style, &event_to, "window_closed", |w| {
-                record_fields(w, shared.frame, record, part.partition)
-            });
+            let view = logged(shared.frame, record, part.partition);
+            reply::window_closed(&mut out, &streamed, &view);
         }
         if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
             return;
@@ -638,12 +630,10 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
             Ok(published) => published,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 Metrics::add(&shared.metrics.subscribers_dropped, 1);
-                let error = NodeError::Unavailable(format!(
+                let error = ProtoError::Unavailable(format!(
                     "this subscriber fell too far behind and was disconnected; subscribe again with from_seq {next} (the log is durable, nothing is lost)"
                 ));
-                message(&mut out, shared.style, &event_to, "error", |w| {
-                    error_fields(w, &error)
-                });
+                reply::error(&mut out, &streamed, &error);
                 let _ = write.write_all(&out).await;
                 let _ = write.flush().await;
                 return;
@@ -656,20 +646,18 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
                     continue;
                 }
                 next = record.seq + 1;
-                message(&mut out, shared.style, &event_to, "window_closed", |w| {
-                    record_fields(w, shared.frame, record, part.partition)
-                });
+                let view = logged(shared.frame, record, part.partition);
+                reply::window_closed(&mut out, &streamed, &view);
             }
             Published::Late(late) => {
-                message(&mut out, shared.style, &event_to, "late_event", |w| {
-                    w.key("id").event_id(&late.event.id);
-                    w.key("timestamp").timestamp(late.event.ts);
-                    if let Some(key) = &late.event.key {
-                        w.key("key").str(key);
-                    }
-                    w.key("window_id")
-                        .str(&shared.frame.id_of(late.bounds.start).to_string());
-                })
+                let view = LateView {
+                    frame: shared.frame,
+                    id: &late.event.id,
+                    ts: late.event.ts,
+                    key: late.event.key.as_deref(),
+                    window_start: late.bounds.start,
+                };
+                reply::late_event(&mut out, &streamed, &view);
             }
         }
         // Batch what is already waiting into one write.
@@ -682,18 +670,16 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     }
 }
 
-fn record_fields(
-    w: &mut JsonWriter<'_>,
-    frame: IdFrame,
-    record: &OutputRecord,
-    partition: Option<u32>,
-) {
-    window_fields(w, frame, &record.window);
-    w.key("reason").str(record.window.reason.as_str());
-    w.key("seq").int(record.seq);
-    w.key("epoch").int(record.epoch);
-    if let Some(partition) = partition {
-        w.key("partition").int(partition);
+/// A logged window as the daemon shows it.
+fn logged(frame: IdFrame, record: &OutputRecord, partition: Option<u32>) -> WindowView<'_> {
+    WindowView {
+        frame,
+        window: &record.window,
+        stamp: Stamp::Logged {
+            seq: record.seq,
+            epoch: record.epoch,
+            partition,
+        },
     }
 }
 
@@ -727,26 +713,4 @@ async fn stream_routed<W: AsyncWriteExt + Unpin>(
             out.clear();
         }
     }
-}
-
-pub(crate) fn error_fields(w: &mut JsonWriter<'_>, error: &NodeError) {
-    w.key("code").int(error.code());
-    w.key("text").str(&error.to_string());
-}
-
-/// Writes one message: a bare body, or an envelope back to the sender when the request came in
-/// one.
-pub(crate) fn message(
-    out: &mut Vec<u8>,
-    style: Style,
-    to: &ReplyTo,
-    kind: &str,
-    fields: impl FnOnce(&mut JsonWriter<'_>),
-) {
-    let address = Address {
-        envelope: to.src.is_some(),
-        src: to.dest.as_deref(),
-        dest: to.src.as_deref(),
-    };
-    write_message(out, style, address, kind, to.msg_id.as_deref(), fields);
 }

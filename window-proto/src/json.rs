@@ -1,8 +1,8 @@
-//! Writing replies: a small JSON writer that produces the protocol's exact text style.
+//! A small JSON writer that produces the protocol's exact text style.
 //!
 //! The published samples separate with `", "` and `": "`; `--compact` drops the spaces. Keys
-//! are written in the order the protocol lists them, so replies are assembled by hand here rather
-//! than by serde.
+//! are written in the order the protocol lists them, so messages are assembled by hand here
+//! rather than by serde (see `reply` for the messages themselves).
 
 use std::io::Write;
 
@@ -166,51 +166,6 @@ impl<'o> JsonWriter<'o> {
             *has = true;
         }
     }
-}
-
-/// Where a message goes: a bare body, or an envelope from `src` to `dest` (either may be unknown).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Address<'a> {
-    /// Wrap the body in an envelope.
-    pub envelope: bool,
-    /// The envelope's `src`.
-    pub src: Option<&'a str>,
-    /// The envelope's `dest`.
-    pub dest: Option<&'a str>,
-}
-
-/// Writes one message line: `type`, `in_reply_to` (when answering a request with a `msg_id`),
-/// then what `fields` writes, in an envelope when `address` says so.
-pub fn write_message(
-    out: &mut Vec<u8>,
-    style: Style,
-    address: Address<'_>,
-    kind: &str,
-    in_reply_to: Option<&str>,
-    fields: impl FnOnce(&mut JsonWriter<'_>),
-) {
-    let mut w = JsonWriter::new(out, style);
-    if address.envelope {
-        w.begin_object();
-        if let Some(src) = address.src {
-            w.key("src").str(src);
-        }
-        if let Some(dest) = address.dest {
-            w.key("dest").str(dest);
-        }
-        w.key("body");
-    }
-    w.begin_object();
-    w.key("type").str(kind);
-    if let Some(msg_id) = in_reply_to {
-        w.key("in_reply_to").raw(msg_id);
-    }
-    fields(&mut w);
-    w.end_object();
-    if address.envelope {
-        w.end_object();
-    }
-    out.push(b'\n');
 }
 
 /// Appends `value` as a JSON string.

@@ -12,7 +12,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use window_core::{Event, EventId, SizeMs, Timestamp, WindowId};
 
-use crate::error::NodeError;
+use crate::error::ProtoError;
+use crate::json::Style;
+use crate::reply::{Address, Header};
 
 /// What `events` must be, for error texts.
 const EVENTS: &str = "an array of {\"id\", \"timestamp\", \"key\"?, \"value\"?} objects";
@@ -159,7 +161,7 @@ struct IgnoredBody(serde::de::IgnoredAny);
 ///
 /// Valid requests are parsed in a single pass. Only when that fails is the line parsed again,
 /// field by field, to say precisely which field is wrong and to recover `msg_id` for the reply.
-pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, NodeError)> {
+pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
     match serde_json::from_str::<Typed<'_>>(line) {
         Ok(outer) => match outer.body {
             Some(body) => {
@@ -188,13 +190,13 @@ pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, NodeError)> {
 }
 
 /// The careful path: finds what is wrong with a line the fast path could not parse.
-fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
+fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, ProtoError) {
     let outer: Loose<'_> = match serde_json::from_str(line) {
         Ok(outer) => outer,
         Err(e) => {
             return (
                 ReplyTo::default(),
-                NodeError::malformed(not_an_object("request", line, &e)),
+                ProtoError::malformed(not_an_object("request", line, &e)),
             );
         }
     };
@@ -212,7 +214,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
                     };
                     return (
                         to,
-                        NodeError::malformed(not_an_object("body", body.get(), &e)),
+                        ProtoError::malformed(not_an_object("body", body.get(), &e)),
                     );
                 }
             }
@@ -247,7 +249,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, NodeError) {
                 src: request.src,
                 dest: request.dest,
             };
-            (to, NodeError::malformed(json_error("request", fast_error)))
+            (to, ProtoError::malformed(json_error("request", fast_error)))
         }
     }
 }
@@ -295,7 +297,7 @@ fn typed_request<'a>(
     kind: Option<&'a RawValue>,
     events: Option<&[RawEvent<'a>]>,
     rest: &Rest<'a>,
-) -> Result<Request<'a>, (ReplyTo, NodeError)> {
+) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
     let msg_id = msg_id.filter(|m| m.get() != "null");
     let reply_to = |msg_id: Option<&RawValue>| ReplyTo {
         msg_id: msg_id.map(|m| m.get().to_owned()),
@@ -305,7 +307,7 @@ fn typed_request<'a>(
     if let Some(raw) = msg_id
         && raw.get().parse::<i64>().is_err()
     {
-        let err = NodeError::malformed(format!(
+        let err = ProtoError::malformed(format!(
             "msg_id must be an integer, got {}",
             shorten(raw.get())
         ));
@@ -342,7 +344,7 @@ fn typed_request<'a>(
     })
 }
 
-fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, NodeError> {
+fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, ProtoError> {
     const WHAT: &str = "a non-negative integer, or with --partitions an array of one per partition";
     if let Ok(seq) = raw.get().parse::<u64>() {
         return Ok(FromSeq::All(seq));
@@ -355,7 +357,7 @@ fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, NodeError> {
 /// The longest request id taken, in bytes.
 pub const MAX_REQUEST_ID: usize = 256;
 
-fn parse_request_id(raw: &RawValue) -> Result<String, NodeError> {
+fn parse_request_id(raw: &RawValue) -> Result<String, ProtoError> {
     const WHAT: &str = "a non-empty string of at most 256 bytes, unique per request (e.g. a UUID)";
     let id = decode_str(raw).map_err(|v| invalid("request_id", v, WHAT))?;
     if id.is_empty() || id.len() > MAX_REQUEST_ID {
@@ -369,6 +371,47 @@ fn decode_opt(raw: Option<&RawValue>) -> Option<String> {
         .map(Cow::into_owned)
 }
 
+/// Without a full parse: when `line` is a `subscribe` request, its `from_seq` (`Some(None)` for
+/// "new windows only"); `None` for any other line. For a node that forwards lines it does not
+/// otherwise read.
+pub fn peek_subscribe(line: &str) -> Option<Option<u64>> {
+    if !line.contains("subscribe") {
+        return None;
+    }
+    let head = RequestHead::of(line)?;
+    (head.kind.as_deref() == Some("subscribe"))
+        .then(|| head.from_seq.and_then(|raw| raw.get().parse().ok()))
+}
+
+/// Without a full parse: the `msg_id` of a request line, as JSON text, for an error reply to a
+/// line a node forwards rather than reads.
+pub fn peek_msg_id(line: &str) -> Option<String> {
+    RequestHead::of(line)?.msg_id.map(|m| m.get().to_owned())
+}
+
+/// The routing fields of a request, in its body when it is an envelope.
+#[derive(Deserialize)]
+struct RequestHead<'a> {
+    #[serde(default, rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    msg_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    from_seq: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
+}
+
+impl<'a> RequestHead<'a> {
+    fn of(line: &'a str) -> Option<RequestHead<'a>> {
+        let head: RequestHead<'a> = serde_json::from_str(line.trim_end()).ok()?;
+        match head.body {
+            Some(body) => serde_json::from_str(body.get()).ok(),
+            None => Some(head),
+        }
+    }
+}
+
 /// What an error reply needs to know about the request it answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplyTo {
@@ -378,6 +421,30 @@ pub struct ReplyTo {
     pub src: Option<String>,
     /// The envelope's `dest`.
     pub dest: Option<String>,
+}
+
+impl ReplyTo {
+    /// A reply back to the sender, in `style`: in an envelope (from the request's `dest` to its
+    /// `src`) when the request came in one, answering its `msg_id`.
+    pub fn header(&self, style: Style) -> Header<'_> {
+        Header {
+            style,
+            address: Address {
+                envelope: self.src.is_some(),
+                src: self.dest.as_deref(),
+                dest: self.src.as_deref(),
+            },
+            in_reply_to: self.msg_id.as_deref(),
+        }
+    }
+
+    /// The same sender, for messages that answer no request (streamed windows).
+    pub fn unsolicited(&self) -> ReplyTo {
+        ReplyTo {
+            msg_id: None,
+            ..self.clone()
+        }
+    }
 }
 
 /// Every field any request may carry, borrowed from the line. `B` is how the envelope's body
@@ -432,17 +499,17 @@ fn parse_body<'a>(
     kind: Option<&'a RawValue>,
     events: Option<&[RawEvent<'a>]>,
     fields: &Rest<'a>,
-) -> Result<Body<'a>, NodeError> {
+) -> Result<Body<'a>, ProtoError> {
     let events = || {
-        events.ok_or_else(|| NodeError::malformed(format!("missing field events: give {EVENTS}")))
+        events.ok_or_else(|| ProtoError::malformed(format!("missing field events: give {EVENTS}")))
     };
     let kind = kind.ok_or_else(|| {
-        NodeError::malformed(format!(
+        ProtoError::malformed(format!(
             "missing field type: this node serves {REQUEST_TYPES}"
         ))
     })?;
     let kind = decode_str(kind).map_err(|_| {
-        NodeError::malformed(format!(
+        ProtoError::malformed(format!(
             "type must be a string, got {}: this node serves {REQUEST_TYPES}",
             shorten(kind.get())
         ))
@@ -460,7 +527,7 @@ fn parse_body<'a>(
         "assign" => {
             let events = parse_events(events()?)?;
             if events.is_empty() {
-                return Err(NodeError::malformed(
+                return Err(ProtoError::malformed(
                     "events must hold at least one event for assign, got []",
                 ));
             }
@@ -510,7 +577,7 @@ fn parse_body<'a>(
         },
         "stats" => Body::Stats,
         other => {
-            return Err(NodeError::UnknownType(format!(
+            return Err(ProtoError::UnknownType(format!(
                 "unknown request type {other:?}: this node serves {REQUEST_TYPES}"
             )));
         }
@@ -518,9 +585,9 @@ fn parse_body<'a>(
 }
 
 /// Parses the raw `events` field, explaining what is wrong with it.
-fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, NodeError> {
+fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoError> {
     let elements: Vec<&'a RawValue> = serde_json::from_str(raw.get()).map_err(|_| {
-        NodeError::malformed(format!(
+        ProtoError::malformed(format!(
             "events must be {EVENTS}, got {}",
             shorten(raw.get())
         ))
@@ -532,7 +599,7 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, NodeEr
             serde_json::from_str(element.get()).map_err(|e| {
                 let shape = "an {\"id\", \"timestamp\", \"key\"?, \"value\"?} object";
                 let got = shorten(element.get());
-                NodeError::malformed(if element.get().starts_with('{') {
+                ProtoError::malformed(if element.get().starts_with('{') {
                     format!("events[{index}] must be {shape}: {e}, got {got}")
                 } else {
                     format!("events[{index}] must be {shape}, got {got}")
@@ -542,7 +609,7 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, NodeEr
         .collect()
 }
 
-fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, NodeError> {
+fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError> {
     let mut batch = Batch {
         items: Vec::with_capacity(raw_events.len()),
         keys: Vec::with_capacity(raw_events.len()),
@@ -580,7 +647,7 @@ impl fmt::Display for EventField {
     }
 }
 
-fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, NodeError> {
+fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, ProtoError> {
     let text = raw.get();
     match text.as_bytes().first() {
         Some(b'"') => Ok(EventId::Text(
@@ -601,17 +668,17 @@ fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, NodeErro
 fn parse_timestamp(
     raw: &RawValue,
     field: impl fmt::Display + Copy,
-) -> Result<Timestamp, NodeError> {
+) -> Result<Timestamp, ProtoError> {
     let text = raw.get();
     let ts = if text.starts_with('"') {
         let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
-        Timestamp::parse_rfc3339(&s).map_err(|e| NodeError::malformed(format!("{field}: {e}")))?
+        Timestamp::parse_rfc3339(&s).map_err(|e| ProtoError::malformed(format!("{field}: {e}")))?
     } else {
         let integer = text.strip_prefix('-').unwrap_or(text);
         match text.parse::<i64>() {
             Ok(ms) => Timestamp::from_millis(ms),
             Err(_) if !integer.is_empty() && integer.bytes().all(|b| b.is_ascii_digit()) => {
-                return Err(NodeError::malformed(format!(
+                return Err(ProtoError::malformed(format!(
                     "{field}: timestamp {text} ms is outside years 0000..=9999"
                 )));
             }
@@ -619,17 +686,17 @@ fn parse_timestamp(
         }
     };
     ts.check_formattable()
-        .map_err(|e| NodeError::malformed(format!("{field}: {e}")))
+        .map_err(|e| ProtoError::malformed(format!("{field}: {e}")))
 }
 
-fn parse_value(raw: &RawValue, field: EventField) -> Result<f64, NodeError> {
+fn parse_value(raw: &RawValue, field: EventField) -> Result<f64, ProtoError> {
     match raw.get().parse::<f64>() {
         Ok(v) if v.is_finite() && !raw.get().starts_with('"') => Ok(v),
         _ => Err(invalid(field, raw, "a finite number")),
     }
 }
 
-fn parse_size(raw: &RawValue) -> Result<SizeMs, NodeError> {
+fn parse_size(raw: &RawValue) -> Result<SizeMs, ProtoError> {
     raw.get()
         .parse::<i64>()
         .ok()
@@ -637,7 +704,7 @@ fn parse_size(raw: &RawValue) -> Result<SizeMs, NodeError> {
         .ok_or_else(|| invalid("window_size_ms", raw, WINDOW_SIZE))
 }
 
-fn parse_window_id(raw: &RawValue) -> Result<WindowId, NodeError> {
+fn parse_window_id(raw: &RawValue) -> Result<WindowId, ProtoError> {
     let expected = WINDOW_ID;
     if let Ok(n) = raw.get().parse::<i64>() {
         return Ok(WindowId(n));
@@ -652,13 +719,13 @@ fn required<'a>(
     raw: Option<&'a RawValue>,
     name: impl fmt::Display,
     expected: &str,
-) -> Result<&'a RawValue, NodeError> {
+) -> Result<&'a RawValue, ProtoError> {
     match raw {
         Some(raw) if raw.get() != "null" => Ok(raw),
-        Some(_) => Err(NodeError::malformed(format!(
+        Some(_) => Err(ProtoError::malformed(format!(
             "{name} must be {expected}, got null"
         ))),
-        None => Err(NodeError::malformed(format!(
+        None => Err(ProtoError::malformed(format!(
             "missing field {name}: give {expected}"
         ))),
     }
@@ -680,8 +747,8 @@ fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, &RawValue> {
         .map_err(|_| raw)
 }
 
-fn invalid(field: impl fmt::Display, raw: &RawValue, expected: &str) -> NodeError {
-    NodeError::malformed(format!(
+fn invalid(field: impl fmt::Display, raw: &RawValue, expected: &str) -> ProtoError {
+    ProtoError::malformed(format!(
         "{field} must be {expected}, got {}",
         shorten(raw.get())
     ))
