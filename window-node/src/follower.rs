@@ -26,9 +26,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use crate::lease_file::read_coordinator;
 use crate::lease_redis::Role;
 use crate::tcp::IN_FLIGHT;
+use window_proto::Kind;
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, mark_request_id};
-use window_proto::reply::{self, Address, Header, Kind};
+use window_proto::reply::{self, Address, Header};
 use window_proto::{Line, LineSplitter};
 use window_proto::{Style, peek_msg_id, peek_subscribe};
 

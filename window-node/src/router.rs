@@ -37,8 +37,10 @@ use crate::partitions::PartitionTable;
 use crate::tcp::{IN_FLIGHT, Shared};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
-use window_proto::reply::{self, IngestCounts, Kind, PartitionStats, StatsReply, SubscribeStart};
-use window_proto::{Body, FromSeq, JsonWriter, MAX_REQUEST_ID, ReplyTo, Style, window_bounds};
+use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply, SubscribeStart};
+use window_proto::{
+    Body, FromSeq, JsonWriter, Kind, MAX_REQUEST_ID, ReplyTo, Style, window_bounds,
+};
 
 /// What the router answers a request with.
 #[derive(Debug)]

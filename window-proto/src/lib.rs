@@ -23,6 +23,7 @@
 
 mod error;
 mod json;
+mod kind;
 mod lines;
 pub mod peer;
 mod reassemble;
@@ -31,9 +32,10 @@ mod request;
 
 pub use crate::error::{Class, ProtoError, check_formattable, window_bounds};
 pub use crate::json::{JsonWriter, Style};
+pub use crate::kind::Kind;
 pub use crate::lines::{Line, LineSplitter};
 pub use crate::reassemble::{Assembled, Reassembler};
-pub use crate::reply::{Address, Header, Kind};
+pub use crate::reply::{Address, Header};
 pub use crate::request::{
     Batch, Body, FromSeq, MAX_REQUEST_ID, REQUEST_TYPES, ReplyTo, Request, parse_request,
     peek_msg_id, peek_subscribe,

@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 
 use crate::error::ProtoError;
 use crate::json::{JsonWriter, Style};
-use crate::reply::Kind;
+use crate::kind::Kind;
+use crate::reply::Fields;
 
 /// The head of a peer's message: enough to route it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -142,6 +143,14 @@ impl<'a> PeerFields<'a> {
         self.0
             .iter()
             .find_map(|(key, value)| (*key == name).then_some(*value))
+    }
+}
+
+impl Fields for PeerFields<'_> {
+    fn write_fields(&self, w: &mut JsonWriter<'_>) {
+        for (key, value) in self.iter() {
+            w.key(key).raw(value);
+        }
     }
 }
 

@@ -10,69 +10,7 @@ use window_core::{
 
 use crate::error::ProtoError;
 use crate::json::{JsonWriter, Style};
-use crate::peer::PeerFields;
-
-/// The kinds of message a node writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// Answers `init`.
-    InitOk,
-    /// Answers `assign`.
-    Assigned,
-    /// Answers `process_window`.
-    WindowResult,
-    /// Answers `close`; also a fired window, unsolicited or streamed to a subscriber.
-    WindowClosed,
-    /// Answers `flush`.
-    Flushed,
-    /// Answers `stats`.
-    StatsOk,
-    /// Answers `ingest`.
-    IngestOk,
-    /// Answers `subscribe`; the windows follow.
-    SubscribeOk,
-    /// A late event, streamed to subscribers under `--late emit`.
-    LateEvent,
-    /// Answers a request that failed.
-    Error,
-}
-
-impl Kind {
-    /// Every kind, for [`Kind::parse`].
-    const ALL: [Kind; 10] = [
-        Kind::InitOk,
-        Kind::Assigned,
-        Kind::WindowResult,
-        Kind::WindowClosed,
-        Kind::Flushed,
-        Kind::StatsOk,
-        Kind::IngestOk,
-        Kind::SubscribeOk,
-        Kind::LateEvent,
-        Kind::Error,
-    ];
-
-    /// The `type` the wire uses: the one place each is spelled.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::InitOk => "init_ok",
-            Kind::Assigned => "assigned",
-            Kind::WindowResult => "window_result",
-            Kind::WindowClosed => "window_closed",
-            Kind::Flushed => "flushed",
-            Kind::StatsOk => "stats_ok",
-            Kind::IngestOk => "ingest_ok",
-            Kind::SubscribeOk => "subscribe_ok",
-            Kind::LateEvent => "late_event",
-            Kind::Error => "error",
-        }
-    }
-
-    /// The kind a `type` names, if it is one a node writes.
-    pub fn parse(text: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|kind| kind.as_str() == text)
-    }
-}
+use crate::kind::Kind;
 
 /// Where a message goes: a bare body, or an envelope from `src` to `dest` (either may be unknown).
 #[derive(Clone, Copy, Debug, Default)]
@@ -188,14 +126,6 @@ impl Fields for WindowView<'_> {
 impl<F: Fields> Fields for &F {
     fn write_fields(&self, w: &mut JsonWriter<'_>) {
         (**self).write_fields(w);
-    }
-}
-
-impl Fields for PeerFields<'_> {
-    fn write_fields(&self, w: &mut JsonWriter<'_>) {
-        for (key, value) in self.iter() {
-            w.key(key).raw(value);
-        }
     }
 }
 
@@ -376,7 +306,7 @@ pub fn window_result(
     });
 }
 
-/// `window_closed`: one window, ours ([`WindowView`]) or a peer's ([`PeerFields`]).
+/// `window_closed`: one window, ours ([`WindowView`]) or a peer's (`peer::PeerFields`).
 pub fn window_closed(out: &mut Vec<u8>, h: &Header<'_>, window: &impl Fields) {
     message(out, h, Kind::WindowClosed, |w| window.write_fields(w));
 }
@@ -477,7 +407,7 @@ pub fn error(out: &mut Vec<u8>, h: &Header<'_>, error: &ProtoError) {
 
 /// A peer's message of `kind` written again under `h` (a router passing a partition's streamed
 /// window or late event on, in its client's envelope).
-pub fn relayed(out: &mut Vec<u8>, h: &Header<'_>, kind: Kind, fields: &PeerFields<'_>) {
+pub fn relayed(out: &mut Vec<u8>, h: &Header<'_>, kind: Kind, fields: &impl Fields) {
     message(out, h, kind, |w| fields.write_fields(w));
 }
 
@@ -523,14 +453,6 @@ fn message(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_kind_reads_back() {
-        for kind in Kind::ALL {
-            assert_eq!(Kind::parse(kind.as_str()), Some(kind));
-        }
-        assert_eq!(Kind::parse("ingest"), None);
-    }
 
     #[test]
     fn an_error_in_an_envelope_in_both_styles() {
