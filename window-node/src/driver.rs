@@ -1,58 +1,34 @@
-//! The driver: the one task that owns the engine and the store.
+//! The driver shell: the one task that owns the service and the store.
 //!
 //! Connections send it commands over a bounded channel. It takes whatever commands are waiting
-//! (up to a bound), runs each as one engine step committed to the store, then makes the whole
-//! group durable with one `sync` (group commit), and only then answers the commands and publishes
-//! the fired windows to subscribers. Timers (the time purge and the idle watermark) are steps of
-//! their own. Nothing else touches the engine or the store, so there are no locks.
+//! (up to a bound), runs each through the service (`window-service`: the engine, the numbering
+//! of fired windows, remembered requests), commits the group's batch, makes it durable with one
+//! `sync` (group commit), and only then answers the commands and publishes the fired windows to
+//! subscribers. Timers (the time purge and the idle watermark) are the service's; the driver
+//! only sleeps until the service says and reads the clock. Nothing else touches the service or
+//! the store, so there are no locks.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
-use window_core::{
-    ClosedWindow, Engine, EngineConfig, Event, EventId, SizeMs, Timestamp, WindowBounds, WindowId,
-};
-use window_store::{
-    Batch, OutputRecord, RememberedRequest, RequestOutcome, StoreError, WindowStore,
-};
-
-use crate::clock::Clock;
-use crate::lease_redis::FireGate;
-use crate::metrics::Metrics;
-use crate::node::{close_window, recover};
-use crate::remembered::Remembered;
+use tokio::time::Instant;
+use window_core::{EngineConfig, SizeMs, Timestamp, WindowId};
 use window_proto::ProtoError;
 use window_proto::reply::IngestCounts;
+use window_service::{Answer, Config, OutputLog, Service};
+use window_store::{OutputRecord, StoreError, WindowStore};
+
+pub use window_service::{LateNotice, OwnedEvent, Stats};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::node::recover;
 
 /// Commands a group may hold before it is committed.
 const MAX_GROUP: usize = 512;
 /// Output records a subscription's backlog page holds.
 pub const BACKLOG_PAGE: usize = 4096;
-/// How often the idle watermark is advanced while no events arrive.
-const IDLE_TICK: Duration = Duration::from_millis(50);
-/// How often a group that only moved the watermark (an idle tick) is written: not every tick,
-/// which would sync 20 times a second while windows wait. A takeover may turn such a watermark
-/// back by at most this much; a group that fires or accepts anything is always written.
-const WATERMARK_WRITE_EVERY: Duration = Duration::from_secs(1);
-
-/// An event owned by a command (it crosses from a connection to the driver).
-#[derive(Debug, Clone)]
-pub struct OwnedEvent {
-    pub id: EventId,
-    pub ts: Timestamp,
-    pub key: Option<Box<str>>,
-    pub value: Option<f64>,
-}
-
-/// A late event, as sent to subscribers under `--late emit`.
-#[derive(Debug, Clone)]
-pub struct LateNotice {
-    pub event: OwnedEvent,
-    pub bounds: WindowBounds,
-}
 
 /// What subscribers receive live.
 #[derive(Debug, Clone)]
@@ -74,25 +50,12 @@ pub struct Subscription {
     pub live: Option<broadcast::Receiver<Published>>,
 }
 
-/// Counters for `stats`.
-#[derive(Debug, Clone, Copy)]
-pub struct Stats {
-    pub open_windows: usize,
-    pub buffered_events: usize,
-    pub emitted_windows: u64,
-    pub accepted: u64,
-    pub duplicates: u64,
-    pub late: u64,
-    pub watermark: Option<Timestamp>,
-    pub epoch: u64,
-}
-
 /// A request to the driver.
 #[derive(Debug)]
 pub enum Command {
     Ingest {
         events: Vec<OwnedEvent>,
-        /// When given, a repeat of the request is answered from its record (see `remembered`).
+        /// When given, a repeat of the request is answered from its record.
         request_id: Option<String>,
         reply: oneshot::Sender<Result<IngestCounts, ProtoError>>,
     },
@@ -128,6 +91,14 @@ pub struct DriverConfig {
     pub epoch: u64,
 }
 
+/// May this process fire now? Asked before every group; once it says no, the driver stops
+/// without stepping or committing anything more (the Redis lease keeper's gate says no once
+/// the lease may have lapsed).
+pub trait Gate: Send + Sync + std::fmt::Debug {
+    /// True while this process holds the lease.
+    fn may_fire(&self) -> bool;
+}
+
 /// A reply that waits for the group's sync.
 enum Pending {
     Ingest(
@@ -145,79 +116,33 @@ enum Pending {
 }
 
 impl Pending {
-    /// What a successful request did, to remember under its id. Errors are not remembered: a
-    /// request answered with an error changed nothing, so running it again is safe.
-    fn outcome(&self) -> Option<RequestOutcome> {
-        match self {
-            Pending::Ingest(_, Ok(ok)) => Some(RequestOutcome::Ingest {
-                accepted: ok.accepted,
-                duplicates: ok.duplicates,
-                late: ok.late,
-            }),
-            Pending::Close(_, Ok(record)) => Some(RequestOutcome::Close { seq: record.seq }),
-            Pending::Flush(_, Ok(records)) => Some(RequestOutcome::Flush {
-                first_seq: records.first().map_or(0, |r| r.seq),
-                count: records.len() as u64,
-            }),
-            Pending::Ingest(_, Err(_)) | Pending::Close(_, Err(_)) | Pending::Flush(_, Err(_)) => {
-                None
-            }
-        }
+    fn send(self) {
+        // A client that went away is not the driver's error.
+        let _ = match self {
+            Pending::Ingest(tx, r) => tx.send(r).map_err(drop),
+            Pending::Close(tx, r) => tx.send(r).map_err(drop),
+            Pending::Flush(tx, r) => tx.send(r).map_err(drop),
+        };
     }
-}
-
-/// The request a remembered outcome belongs to, for error texts.
-fn outcome_kind(outcome: RequestOutcome) -> &'static str {
-    match outcome {
-        RequestOutcome::Ingest { .. } => "an ingest",
-        RequestOutcome::Close { .. } => "a close",
-        RequestOutcome::Flush { .. } => "a flush",
-    }
-}
-
-/// The part of the engine's state the store's meta record holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct MetaState {
-    counters: window_core::Counters,
-    watermark: Option<Timestamp>,
-    max_event_time: Option<Timestamp>,
 }
 
 /// The driver's state.
 pub struct Driver {
     config: DriverConfig,
-    engine: Engine,
+    service: Service,
     store: Box<dyn WindowStore>,
-    next_seq: u64,
     publish: broadcast::Sender<Published>,
     metrics: Arc<Metrics>,
     /// Processing time: wall time at start plus monotonic time since.
     clock: Clock,
-    /// Processing time of the last ingest that admitted events, and the watermark after it.
-    last_arrival: Instant,
-    watermark_at_arrival: Option<Timestamp>,
-    /// Fired in this group and not yet written to the store.
-    unwritten: Vec<OutputRecord>,
-    /// Fired in this group and written, published after the sync.
-    fired: Vec<Arc<OutputRecord>>,
-    late: Vec<Arc<LateNotice>>,
-    /// Outcomes of requests with ids, by id; and those of this group, not yet written.
-    remembered: Remembered,
-    unwritten_requests: Vec<RememberedRequest>,
-    /// What the store's meta record holds (counters, watermark, max event time): a group that
-    /// changes only these is written too, so a takeover does not turn them back. `None` until
-    /// the first write.
-    written_meta: Option<MetaState>,
-    /// When a batch was last written.
-    written_at: Instant,
     /// With a lease that can lapse (Redis): asked before every group.
-    gate: Option<Arc<FireGate>>,
+    gate: Option<Arc<dyn Gate>>,
 }
 
 /// Why the driver stopped before it was told to.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// The store failed: the engine and the store no longer agree.
+    /// The store failed: the service and the store no longer agree.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The lease ran out (not renewed in time, e.g. after a pause or while Redis did not answer):
@@ -229,7 +154,7 @@ pub enum DriverError {
 }
 
 impl Driver {
-    /// Restores the engine from `store`.
+    /// Restores the service from `store`.
     pub fn new(
         config: DriverConfig,
         mut store: Box<dyn WindowStore>,
@@ -237,37 +162,35 @@ impl Driver {
         metrics: Arc<Metrics>,
     ) -> Result<Driver, StoreError> {
         let opened = recover(&mut *store, config.engine)?;
-        let (engine, next_seq) = (opened.engine, opened.next_seq);
+        let clock = Clock::start();
+        let service_config = Config {
+            engine: config.engine,
+            epoch: config.epoch,
+            idle_timeout_ms: config
+                .idle_timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        };
         Ok(Driver {
-            written_meta: None,
-            written_at: Instant::now(),
-            remembered: Remembered::restore(opened.requests),
-            unwritten_requests: Vec::new(),
-            watermark_at_arrival: engine.watermark(),
+            service: Service::restore(service_config, opened, clock.now()),
             config,
-            engine,
             store,
-            next_seq,
             publish,
             metrics,
-            last_arrival: Instant::now(),
-            clock: Clock::start(),
-            unwritten: Vec::new(),
-            fired: Vec::new(),
-            late: Vec::new(),
+            clock,
             gate: None,
         })
     }
 
     /// Makes the driver ask `gate` before every group, and stop with
     /// [`DriverError::LeaseLapsed`] once it says no.
-    pub fn with_gate(mut self, gate: Arc<FireGate>) -> Driver {
+    pub fn with_gate(mut self, gate: Arc<dyn Gate>) -> Driver {
         self.gate = Some(gate);
         self
     }
 
     /// Serves commands until every sender is gone; then makes everything durable and returns.
-    /// A store failure stops the driver with the error: the engine and the store no longer agree.
+    /// A store failure stops the driver with the error: the service and the store no longer
+    /// agree.
     ///
     /// When `stop` turns true the driver takes no new commands, answers those already queued,
     /// syncs, and returns.
@@ -282,7 +205,10 @@ impl Driver {
         // would go on taking commands until `serve` gave up on it.
         let mut stopping = false;
         loop {
-            let wake = self.next_wake();
+            let wake = self
+                .service
+                .next_timeout(self.clock.now())
+                .map(|at| self.clock.instant_at(at));
             let first = tokio::select! {
                 command = commands.recv() => match command {
                     Some(command) => Some(command),
@@ -303,7 +229,6 @@ impl Driver {
             if self.gate.as_ref().is_some_and(|gate| !gate.may_fire()) {
                 return Err(DriverError::LeaseLapsed);
             }
-            let trigger = Instant::now();
             let mut group = Vec::new();
             group.extend(first);
             while group.len() < MAX_GROUP {
@@ -312,46 +237,48 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            self.on_timers();
-            let mut pending = Vec::new();
-            let mut subscribes = Vec::new();
-            let mut stats = Vec::new();
-            for command in group {
-                match command {
-                    Command::Subscribe { from_seq, reply } => subscribes.push((from_seq, reply)),
-                    Command::Stats { reply } => stats.push(reply),
-                    other => pending.push(self.step(other)),
-                }
-            }
-            self.write_group()?;
-            self.sync()?;
-            // Stats too are answered only once the group is known to be this holder's.
-            for reply in stats {
-                let _ = reply.send(self.stats());
-            }
-            for reply in pending {
-                match reply {
-                    Pending::Ingest(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                    Pending::Close(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                    Pending::Flush(tx, r) => {
-                        let _ = tx.send(r);
-                    }
-                }
-            }
-            self.publish_group(trigger);
-            for (from_seq, reply) in subscribes {
-                let _ = reply.send(self.subscribe(from_seq));
-            }
+            self.run_group(group)?;
         }
         self.store.sync()?;
         tracing::info!(
-            next_seq = self.next_seq,
+            next_seq = self.service.next_seq(),
             "driver stopped; everything acknowledged is durable"
         );
+        Ok(())
+    }
+
+    /// One group: the timers, every command as a service step, one batch, one sync, then the
+    /// answers and the publication.
+    fn run_group(&mut self, group: Vec<Command>) -> Result<(), DriverError> {
+        let trigger = Instant::now();
+        let now = self.clock.now();
+        let fired = self.service.handle_timeout(now);
+        if !fired.is_empty() {
+            tracing::debug!(fired = fired.end - fired.start, "timers fired windows");
+        }
+        let mut pending = Vec::new();
+        let mut subscribes = Vec::new();
+        let mut stats = Vec::new();
+        for command in group {
+            match command {
+                Command::Subscribe { from_seq, reply } => subscribes.push((from_seq, reply)),
+                Command::Stats { reply } => stats.push(reply),
+                other => pending.extend(self.step(now, other)),
+            }
+        }
+        let fired = self.write_group(now)?;
+        self.sync()?;
+        // Stats too are answered only once the group is known to be this holder's.
+        for reply in stats {
+            let _ = reply.send(self.service.stats());
+        }
+        for reply in pending {
+            reply.send();
+        }
+        self.publish_group(fired, trigger);
+        for (from_seq, reply) in subscribes {
+            let _ = reply.send(self.subscribe(from_seq));
+        }
         Ok(())
     }
 
@@ -361,298 +288,87 @@ impl Driver {
         blocking(|| self.store.sync())
     }
 
-    /// When the driver must wake without a command: the next time-purge deadline, or the next
-    /// idle tick while windows are open.
-    fn next_wake(&self) -> Option<Instant> {
-        let deadline = self
-            .engine
-            .next_deadline()
-            .map(|at| self.clock.instant_at(at));
-        let idle = self
-            .config
-            .idle_timeout
-            .filter(|_| self.engine.has_open_windows())
-            .map(|timeout| (self.last_arrival + timeout).max(Instant::now() + IDLE_TICK));
-        match (deadline, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Runs the time purge and the idle watermark; what they fire joins the group's batch.
-    fn on_timers(&mut self) {
-        let now = self.clock.now();
-        let before = self.next_seq;
-        if self.engine.next_deadline().is_some_and(|at| at <= now) {
-            self.engine.handle_deadline(now);
-        }
-        if let (Some(timeout), Some(wm)) = (self.config.idle_timeout, self.watermark_at_arrival) {
-            let idle = self.last_arrival.elapsed();
-            if idle >= timeout && self.engine.has_open_windows() {
-                let advanced = wm.as_millis().saturating_add(idle.as_millis() as i64);
-                self.engine
-                    .handle_watermark(Timestamp::from_millis(advanced));
-            }
-        }
-        self.number_fired(Vec::new());
-        if self.next_seq > before {
-            tracing::debug!(fired = self.next_seq - before, "timers fired windows");
-        }
-    }
-
-    /// One command as one engine step.
-    /// One command: answered from its record when its request id is remembered, else run as one
-    /// engine step, its outcome remembered when it has an id.
-    fn step(&mut self, command: Command) -> Pending {
-        let id = match &command {
-            Command::Ingest { request_id, .. }
-            | Command::Close { request_id, .. }
-            | Command::Flush { request_id, .. } => request_id.clone(),
-            Command::Subscribe { .. } | Command::Stats { .. } => None,
-        };
-        let Some(id) = id else {
-            return self.run_step(command);
-        };
-        let Some(outcome) = self.remembered.get(&id) else {
-            let pending = self.run_step(command);
-            if let Some(outcome) = pending.outcome() {
-                let record = self.remembered.remember(id, outcome);
-                self.unwritten_requests.push(record);
-            }
-            return pending;
-        };
-        Metrics::add(&self.metrics.requests_repeated, 1);
-        tracing::debug!(request_id = %id, ?outcome, "answering a repeated request from its record");
-        let used_for = |what: &str| {
-            ProtoError::malformed(format!(
-                "request_id {id:?} was used for {what} already; give every request its own id"
-            ))
-        };
-        match (command, outcome) {
-            (
-                Command::Ingest { reply, .. },
-                RequestOutcome::Ingest {
-                    accepted,
-                    duplicates,
-                    late,
-                },
-            ) => Pending::Ingest(
+    /// One command as one service step; its reply waits for the group's sync.
+    fn step(&mut self, now: Timestamp, command: Command) -> Option<Pending> {
+        let log = BlockingLog(&*self.store);
+        Some(match command {
+            Command::Ingest {
+                events,
+                request_id,
                 reply,
-                Ok(IngestCounts {
-                    accepted,
-                    duplicates,
-                    late,
-                }),
-            ),
-            (Command::Close { reply, .. }, RequestOutcome::Close { seq }) => Pending::Close(
-                reply,
-                self.output_records(seq, 1).and_then(|mut records| {
-                    records.pop().ok_or_else(|| {
-                        ProtoError::Internal(format!("output record {seq} is missing"))
-                    })
-                }),
-            ),
-            (Command::Flush { reply, .. }, RequestOutcome::Flush { first_seq, count }) => {
-                Pending::Flush(reply, self.output_records(first_seq, count))
-            }
-            (Command::Ingest { reply, .. }, other) => {
-                Pending::Ingest(reply, Err(used_for(outcome_kind(other))))
-            }
-            (Command::Close { reply, .. }, other) => {
-                Pending::Close(reply, Err(used_for(outcome_kind(other))))
-            }
-            (Command::Flush { reply, .. }, other) => {
-                Pending::Flush(reply, Err(used_for(outcome_kind(other))))
-            }
-            (Command::Subscribe { .. } | Command::Stats { .. }, _) => {
-                unreachable!("handled by run")
-            }
-        }
-    }
-
-    /// Output records `first..first + count`: from the store, and from this group's records
-    /// not yet written.
-    fn output_records(&self, first: u64, count: u64) -> Result<Vec<OutputRecord>, ProtoError> {
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let written_end = self.next_seq - self.unwritten.len() as u64;
-        let end = first.saturating_add(count);
-        let mut records = if first < written_end {
-            let limit = usize::try_from(end.min(written_end) - first).unwrap_or(usize::MAX);
-            blocking(|| self.store.read_output(first, limit))
-                .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?
-        } else {
-            Vec::new()
-        };
-        records.extend(
-            self.unwritten
-                .iter()
-                .filter(|r| r.seq >= first && r.seq < end)
-                .cloned(),
-        );
-        if records.len() as u64 != count || records.first().is_some_and(|r| r.seq != first) {
-            return Err(ProtoError::Internal(format!(
-                "the output log does not hold records {first}..{end} that a remembered request returned"
-            )));
-        }
-        Ok(records)
-    }
-
-    /// One command as one engine step.
-    fn run_step(&mut self, command: Command) -> Pending {
-        match command {
-            Command::Ingest { events, reply, .. } => {
-                let result = self.ingest(events);
-                self.number_fired(Vec::new());
-                Pending::Ingest(reply, result)
+            } => {
+                let batch = events.iter().map(OwnedEvent::as_event).collect();
+                let answer = self
+                    .service
+                    .ingest(now, self.config.size, batch, request_id);
+                if let (false, Ok(counts)) = (answer.repeated, &answer.result) {
+                    Metrics::add(&self.metrics.events_accepted, counts.accepted);
+                    Metrics::add(&self.metrics.events_duplicate, counts.duplicates);
+                    Metrics::add(&self.metrics.events_late, counts.late);
+                    Metrics::add(&self.metrics.ingest_requests, 1);
+                }
+                Pending::Ingest(reply, self.counted(answer))
             }
             Command::Close {
                 window_id,
                 size,
                 key,
+                request_id,
                 reply,
-                ..
             } => {
-                let result = close_window(
-                    &mut self.engine,
-                    self.config.engine.frame,
-                    window_id,
-                    size,
-                    key.as_deref(),
-                );
-                let mut records = self.number_fired(result.iter().cloned().collect());
-                Pending::Close(
-                    reply,
-                    // A closed window is exactly one record.
-                    result.and_then(|_| {
-                        records.pop().ok_or_else(|| {
-                            ProtoError::Internal("a closed window got no output record".to_owned())
-                        })
-                    }),
-                )
+                let answer = self
+                    .service
+                    .close(&log, window_id, size, key.as_deref(), request_id);
+                Pending::Close(reply, self.counted(answer))
             }
-            Command::Flush { until, reply, .. } => {
-                let windows = self.engine.flush(until);
-                let records = self.number_fired(windows);
-                Pending::Flush(reply, Ok(records))
+            Command::Flush {
+                until,
+                request_id,
+                reply,
+            } => {
+                let answer = self.service.flush(&log, until, request_id);
+                Pending::Flush(reply, self.counted(answer))
             }
-            Command::Subscribe { .. } | Command::Stats { .. } => unreachable!("handled by run"),
-        }
-    }
-
-    fn ingest(&mut self, events: Vec<OwnedEvent>) -> Result<IngestCounts, ProtoError> {
-        let batch: Vec<Event<'_>> = events
-            .iter()
-            .map(|e| Event {
-                id: e.id.clone(),
-                ts: e.ts,
-                key: e.key.as_deref(),
-                value: e.value,
-            })
-            .collect();
-        let admission = self
-            .engine
-            .handle_events(self.clock.now(), self.config.size, batch)?;
-        if admission.accepted > 0 {
-            self.last_arrival = Instant::now();
-            self.watermark_at_arrival = self.engine.watermark();
-        }
-        for late in admission.late {
-            self.late.push(Arc::new(LateNotice {
-                event: OwnedEvent {
-                    id: late.event.id,
-                    ts: late.event.ts,
-                    key: late.event.key.map(Box::from),
-                    value: late.event.value,
-                },
-                bounds: late.bounds,
-            }));
-        }
-        Metrics::add(&self.metrics.events_accepted, admission.accepted as u64);
-        Metrics::add(&self.metrics.events_duplicate, admission.duplicates as u64);
-        Metrics::add(&self.metrics.events_late, admission.late_count as u64);
-        Metrics::add(&self.metrics.ingest_requests, 1);
-        Ok(IngestCounts {
-            accepted: admission.accepted as u64,
-            duplicates: admission.duplicates as u64,
-            late: admission.late_count as u64,
+            Command::Subscribe { .. } | Command::Stats { .. } => return None,
         })
     }
 
-    /// Gives the step's fired windows (`returned` first: those a reply returns) their sequence
-    /// numbers and keeps them for the group's batch (`write_group`). Returns the records of
-    /// `returned`.
-    fn number_fired(&mut self, returned: Vec<ClosedWindow>) -> Vec<OutputRecord> {
-        let returned_count = returned.len();
-        let first = self.unwritten.len();
-        for window in returned
-            .into_iter()
-            .chain(std::iter::from_fn(|| self.engine.poll_closed()))
-        {
-            self.unwritten.push(OutputRecord {
-                seq: self.next_seq,
-                epoch: self.config.epoch,
-                window,
-            });
-            self.next_seq += 1;
+    /// The answer's result, counting a repeat answered from its record.
+    fn counted<T>(&self, answer: Answer<T>) -> Result<T, ProtoError> {
+        if answer.repeated {
+            Metrics::add(&self.metrics.requests_repeated, 1);
+            tracing::debug!("answered a repeated request from its record");
         }
-        self.unwritten[first..first + returned_count].to_vec()
+        answer.result
     }
 
-    /// Writes the group's steps as one atomic batch: the engine's change since the last write
-    /// and every window fired since. One batch per group rather than per step: a window touched
-    /// by many requests of the group is written once.
-    fn write_group(&mut self) -> Result<(), StoreError> {
-        let dirty = self.engine.take_dirty();
-        let meta = MetaState {
-            counters: dirty.counters,
-            watermark: dirty.watermark,
-            max_event_time: dirty.max_event_time,
-        };
-        let meta_unchanged = match self.written_meta {
-            Some(written) if written == meta => true,
-            Some(written) if written.counters == meta.counters => {
-                self.written_at.elapsed() < WATERMARK_WRITE_EVERY
-            }
-            _ => false,
-        };
-        if self.unwritten.is_empty()
-            && self.unwritten_requests.is_empty()
-            && dirty.windows.is_empty()
-            && dirty.removed.is_empty()
-            && meta_unchanged
-        {
-            // Nothing to write, so no batch meets the fence: with a lease that can be lost, ask
-            // the store before answering (a read-only check, one round trip).
+    /// Writes the group's batch (one atomic batch for every step of the group), or, when the
+    /// group wrote nothing, asks a store whose writer can be fenced whether this one still may
+    /// write (a read-only check), so it never answers from a state it no longer owns. Returns
+    /// the fired windows to publish after the sync.
+    fn write_group(&mut self, now: Timestamp) -> Result<Vec<OutputRecord>, StoreError> {
+        let Some(batch) = self.service.poll_batch(now) else {
             if self.gate.is_some() {
                 blocking(|| self.store.check_writer())?;
             }
-            return Ok(());
-        }
-        let batch = Batch {
-            dirty,
-            fired: std::mem::take(&mut self.unwritten),
-            requests: std::mem::take(&mut self.unwritten_requests),
+            return Ok(Vec::new());
         };
         // A network store (Redis) blocks for a round trip: as for `sync`, tell tokio.
         blocking(|| self.store.commit(&batch))?;
-        self.written_meta = Some(meta);
-        self.written_at = Instant::now();
-        Metrics::add(&self.metrics.windows_fired, batch.fired.len() as u64);
-        self.fired.extend(batch.fired.into_iter().map(Arc::new));
-        Ok(())
+        let fired = self.service.on_committed(now, batch);
+        Metrics::add(&self.metrics.windows_fired, fired.len() as u64);
+        Ok(fired)
     }
 
-    fn publish_group(&mut self, trigger: Instant) {
+    fn publish_group(&mut self, fired: Vec<OutputRecord>, trigger: Instant) {
         let latency = trigger.elapsed().as_micros() as u64;
-        for record in self.fired.drain(..) {
+        for record in fired {
             self.metrics.observe_fire_latency(latency);
             // No subscriber is not an error: the log keeps everything.
-            let _ = self.publish.send(Published::Window(record));
+            let _ = self.publish.send(Published::Window(Arc::new(record)));
         }
-        for late in self.late.drain(..) {
-            let _ = self.publish.send(Published::Late(late));
+        for late in self.service.take_late() {
+            let _ = self.publish.send(Published::Late(Arc::new(late)));
         }
     }
 
@@ -660,30 +376,26 @@ impl Driver {
         // Not clamped to `next_seq`: a subscriber asking for a sequence number the log has not
         // reached yet gets nothing below it (the contract is "every window with seq >= from_seq");
         // the live feed skips the records before it.
-        let from = from_seq.unwrap_or(self.next_seq);
+        let end = self.service.next_seq();
+        let from = from_seq.unwrap_or(end);
         let backlog = blocking(|| self.store.read_output(from, BACKLOG_PAGE))
             .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?;
         let next_seq = from + backlog.len() as u64;
-        let live = (next_seq >= self.next_seq).then(|| self.publish.subscribe());
+        let live = (next_seq >= end).then(|| self.publish.subscribe());
         Ok(Subscription {
             backlog,
             next_seq,
             live,
         })
     }
+}
 
-    fn stats(&self) -> Stats {
-        let s = self.engine.stats();
-        Stats {
-            open_windows: s.open_windows,
-            buffered_events: s.buffered_events,
-            emitted_windows: self.next_seq,
-            accepted: s.counters.accepted,
-            duplicates: s.counters.duplicates,
-            late: s.counters.late,
-            watermark: s.watermark,
-            epoch: self.config.epoch,
-        }
+/// The store's output log, read without stalling the runtime (see [`blocking`]).
+struct BlockingLog<'a>(&'a dyn WindowStore);
+
+impl OutputLog for BlockingLog<'_> {
+    fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
+        blocking(|| self.0.read_output(from, limit))
     }
 }
 
@@ -725,7 +437,7 @@ mod tests {
 
     use std::num::NonZeroU32;
 
-    use window_core::{CloseReason, IdFrame, LatePolicy, PurgePolicy};
+    use window_core::{CloseReason, EventId, IdFrame, LatePolicy, PurgePolicy};
     use window_store::MemoryStore;
 
     use super::*;
@@ -873,6 +585,7 @@ mod fencing {
 
     use super::*;
 
+    use crate::lease_redis::FireGate;
     use crate::redis_support as support;
 
     fn events(ids: &[i64]) -> Vec<OwnedEvent> {

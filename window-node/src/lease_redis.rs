@@ -87,6 +87,12 @@ impl FireGate {
     }
 }
 
+impl crate::driver::Gate for FireGate {
+    fn may_fire(&self) -> bool {
+        FireGate::may_fire(self)
+    }
+}
+
 /// With `--partitions`: how many partition leases this process may hold at once (its fair share,
 /// [`crate::lease::fair_share`]), shared by its keepers. A keeper takes a free lease only after
 /// reserving a place here, so that a node that starts first does not keep every partition.

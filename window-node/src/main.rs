@@ -12,7 +12,6 @@ mod lease_redis;
 mod metrics;
 mod node;
 mod partitions;
-mod remembered;
 mod router;
 mod serve;
 mod stdin;
@@ -192,7 +191,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     tracing::info!(?config, "window-node reading requests on stdin");
     let mut held_lease = None;
     let node = match &cli.data_dir {
-        None => Node::new(config),
+        None => Node::new(config, clock::now()),
         Some(dir) => {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the data directory {}", dir.display()))?;
@@ -210,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })?;
             let store = SledStore::open_waiting(dir, std::time::Duration::from_secs(2))
                 .with_context(|| format!("opening the store in {}", dir.display()))?;
-            let node = Node::with_store(config, Box::new(store), lease.epoch())
+            let node = Node::with_store(config, Box::new(store), lease.epoch(), clock::now())
                 .with_context(|| format!("recovering the open state from {}", dir.display()))?;
             // Held until `run` returns.
             held_lease = Some(lease);

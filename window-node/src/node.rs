@@ -1,18 +1,16 @@
 //! The request handler of the stdin node: one request line in, its reply (and any windows that
 //! fired) out. No I/O here: `stdin.rs` moves the bytes.
 
-use window_core::{
-    CloseError, ClosedWindow, Engine, EngineConfig, Event, IdFrame, SizeMs, WindowId,
-    WindowSelector, WindowSpec, group_by_window,
-};
+use std::ops::Range;
+
+use window_core::{EngineConfig, IdFrame, SizeMs, Timestamp, WindowSpec, group_by_window};
 use window_proto::reply::{self, Stamp, StatsReply, WindowView};
-use window_proto::{Address, Header, Style, check_formattable, window_bounds};
-
-use window_store::{OutputRecord, StoreError, WindowStore};
-
-use crate::clock;
-use window_proto::ProtoError;
-use window_proto::{Batch, Body, ReplyTo, Request, parse_request};
+use window_proto::{
+    Address, Batch, Body, Header, ProtoError, ReplyTo, Request, Style, check_formattable,
+    parse_request, window_bounds,
+};
+use window_service::{Answer, Config, NoLog, OutputLog, Service};
+use window_store::{StoreError, WindowStore};
 
 /// How the node answers.
 #[derive(Clone, Copy, Debug)]
@@ -27,25 +25,16 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
 }
 
-/// The stdin node's state: the engine, its store (with `--data-dir`) and what `init` told it.
+/// The stdin node's state: the service, its store (with `--data-dir`) and what `init` told it.
 pub struct Node {
     config: NodeConfig,
-    engine: Engine,
-    /// Where every step is committed; `None` keeps everything in memory.
+    service: Service,
+    /// Where every group is committed; `None` keeps everything in memory.
     store: Option<Box<dyn WindowStore>>,
     node_id: Option<String>,
     envelope: bool,
-    /// Sequence number of the next fired window (every fired window takes one, also those
-    /// returned by `close` and `flush`): the position in the output log.
-    next_seq: u64,
-    /// Windows the current request's reply returned (`close`, `flush`), for the output log.
-    replied: Vec<ClosedWindow>,
     /// Where emitted windows go: the `src` of the latest request.
     last_src: Option<String>,
-    /// The lease epoch stamped on fired windows (0 without a data directory).
-    epoch: u64,
-    /// Windows fired since the last sync, not yet written to the store.
-    unwritten: Vec<OutputRecord>,
 }
 
 impl std::fmt::Debug for Node {
@@ -53,77 +42,69 @@ impl std::fmt::Debug for Node {
         f.debug_struct("Node")
             .field("config", &self.config)
             .field("durable", &self.store.is_some())
-            .field("next_seq", &self.next_seq)
+            .field("next_seq", &self.service.next_seq())
             .finish_non_exhaustive()
     }
 }
 
 impl Node {
     /// A node with no open windows.
-    pub fn new(config: NodeConfig) -> Node {
-        let engine_config = EngineConfig {
-            frame: config.frame,
-            ..config.engine
-        };
-        Node {
-            engine: Engine::new(engine_config),
-            store: None,
-            envelope: config.envelope,
-            config,
-            node_id: None,
-            next_seq: 0,
-            replied: Vec::new(),
-            last_src: None,
-            unwritten: Vec::new(),
-            epoch: 0,
-        }
+    pub fn new(config: NodeConfig, now: Timestamp) -> Node {
+        let service = Service::new(service_config(&config, 0), now);
+        Node::with_service(config, service, None)
     }
 
-    /// A node that restores its open state from `store` and commits every step to it.
+    /// A node that restores its open state from `store` and commits every group to it.
     pub fn with_store(
         config: NodeConfig,
         mut store: Box<dyn WindowStore>,
         epoch: u64,
+        now: Timestamp,
     ) -> Result<Node, StoreError> {
-        let engine_config = EngineConfig {
-            frame: config.frame,
-            ..config.engine
-        };
-        // The stdin node answers each line once, in order: nothing resends, so it keeps no
-        // remembered requests.
-        let window_store::Opened {
-            engine, next_seq, ..
-        } = recover(&mut *store, engine_config)?;
-        let mut node = Node::new(config);
-        node.engine = engine;
-        node.next_seq = next_seq;
-        node.store = Some(store);
-        node.epoch = epoch;
-        Ok(node)
+        let service_config = service_config(&config, epoch);
+        let opened = recover(&mut *store, service_config.engine)?;
+        let service = Service::restore(service_config, opened, now);
+        Ok(Node::with_service(config, service, Some(store)))
     }
 
-    /// Makes every committed step durable. Replies may be written only after this succeeds.
+    fn with_service(
+        config: NodeConfig,
+        service: Service,
+        store: Option<Box<dyn WindowStore>>,
+    ) -> Node {
+        Node {
+            envelope: config.envelope,
+            config,
+            service,
+            store,
+            node_id: None,
+            last_src: None,
+        }
+    }
+
+    /// Makes every answered request durable. Replies may be written only after this succeeds.
     ///
-    /// The requests answered since the last sync are written as one atomic batch (the engine's
-    /// change since then and every window they fired), then synced: group commit.
-    pub fn sync(&mut self) -> Result<(), StoreError> {
-        let Some(store) = &mut self.store else {
+    /// The requests answered since the last sync are written as one atomic batch (the change
+    /// since then and every window they fired), then synced: group commit.
+    pub fn sync(&mut self, now: Timestamp) -> Result<(), StoreError> {
+        let Some(batch) = self.service.poll_batch(now) else {
             return Ok(());
         };
-        let batch = window_store::Batch {
-            dirty: self.engine.take_dirty(),
-            fired: std::mem::take(&mut self.unwritten),
-            requests: Vec::new(),
+        let Some(store) = &mut self.store else {
+            // Nothing keeps it: without a store the node is in memory only.
+            return Ok(());
         };
         store.commit(&batch)?;
+        self.service.on_committed(now, batch);
         store.sync()
     }
 
-    /// Answers one request line, appending the reply (and any fired windows) to `out`.
-    pub fn handle_line(&mut self, line: &str, out: &mut Vec<u8>) {
-        match parse_request(line) {
+    /// Answers one request line at processing time `now`, appending the reply (and any windows
+    /// that fired on their own) to `out`.
+    pub fn handle_line(&mut self, now: Timestamp, line: &str, out: &mut Vec<u8>) {
+        let fired = match parse_request(line) {
             Ok(request) => {
-                let reply_to = ReplyTo {
+                let to = ReplyTo {
                     msg_id: request.msg_id.map(str::to_owned),
                     src: request.src.clone(),
                     dest: request.dest.clone(),
@@ -131,15 +112,20 @@ impl Node {
                 if request.src.is_some() {
                     self.last_src.clone_from(&request.src);
                 }
-                if let Err(error) = self.handle_request(request, out) {
-                    self.error(out, &reply_to, &error);
+                match self.handle_request(now, request, &to, out) {
+                    Ok(fired) => fired,
+                    Err(error) => {
+                        self.error(out, &to, &error);
+                        return;
+                    }
                 }
             }
-            Err((reply_to, error)) => self.error(out, &reply_to, &error),
-        }
-        // Kept for the group's batch (see [`Node::sync`]).
-        let fired = self.emit_fired(out);
-        self.unwritten.extend(fired);
+            Err((to, error)) => {
+                self.error(out, &to, &error);
+                return;
+            }
+        };
+        self.emit_fired(fired, out);
     }
 
     /// Answers a line that could not be read as a request (too long, or not UTF-8).
@@ -147,57 +133,53 @@ impl Node {
         self.error(out, &ReplyTo::default(), error);
     }
 
+    /// Runs one request, writing its reply; returns the windows it fired on their own.
     fn handle_request(
         &mut self,
+        now: Timestamp,
         request: Request<'_>,
+        to: &ReplyTo,
         out: &mut Vec<u8>,
-    ) -> Result<(), ProtoError> {
-        let to = ReplyTo {
-            msg_id: request.msg_id.map(str::to_owned),
-            src: request.src,
-            dest: request.dest,
+    ) -> Result<Range<u64>, ProtoError> {
+        let frame = self.config.frame;
+        let content = |window| WindowView {
+            frame,
+            window,
+            stamp: Stamp::Content,
         };
+        // The stdin node answers each line once, in order: nothing resends, so it keeps no
+        // remembered requests (a `request_id` is ignored).
+        let log: &dyn OutputLog = &NoLog;
         match request.body {
             Body::Init { node_id } => {
                 self.node_id = Some(node_id);
                 self.envelope = true;
-                reply::init_ok(out, &self.header(&to));
+                reply::init_ok(out, &self.header(to));
+                Ok(self.no_windows())
             }
-            Body::Assign { events, size } => self.assign(out, &to, events, size)?,
-            Body::ProcessWindow { events, size } => self.process_window(out, &to, events, size)?,
+            Body::Assign { events, size } => self.assign(now, out, to, events, size),
+            Body::ProcessWindow { events, size } => self.process_window(now, out, to, events, size),
             Body::Close {
                 window_id,
                 size,
                 key,
             } => {
-                let closed = close_window(
-                    &mut self.engine,
-                    self.config.frame,
-                    window_id,
-                    size,
-                    key.as_deref(),
-                )?;
-                let view = WindowView {
-                    frame: self.config.frame,
-                    window: &closed,
-                    stamp: Stamp::Content,
-                };
-                reply::window_closed(out, &self.header(&to), &view);
-                self.replied.push(closed);
+                let answer = self
+                    .service
+                    .close(log, window_id, size, key.as_deref(), None);
+                let record = answer.result?;
+                reply::window_closed(out, &self.header(to), &content(&record.window));
+                Ok(answer.fired)
             }
             Body::Flush { until } => {
-                let windows = self.engine.flush(until);
-                let frame = self.config.frame;
-                let views = windows.iter().map(|window| WindowView {
-                    frame,
-                    window,
-                    stamp: Stamp::Content,
-                });
-                reply::flushed(out, &self.header(&to), views);
-                self.replied.extend(windows);
+                let answer = self.service.flush(log, until, None);
+                let records = answer.result?;
+                let views = records.iter().map(|record| content(&record.window));
+                reply::flushed(out, &self.header(to), views);
+                Ok(answer.fired)
             }
             Body::Stats => {
-                let stats = self.engine.stats();
+                let stats = self.service.stats();
                 let stats = StatsReply {
                     open_windows: stats.open_windows as u64,
                     buffered_events: stats.buffered_events as u64,
@@ -207,26 +189,25 @@ impl Node {
                     late: stats.counters.late,
                     ..StatsReply::default()
                 };
-                reply::stats_ok(out, &self.header(&to), &stats);
+                reply::stats_ok(out, &self.header(to), &stats);
+                Ok(self.no_windows())
             }
-            Body::Ingest { .. } | Body::Subscribe { .. } => {
-                return Err(ProtoError::UnknownType(
-                    "ingest and subscribe are served by the daemon (`window-node serve`); \
-                     on stdin use assign or process_window"
-                        .to_owned(),
-                ));
-            }
+            Body::Ingest { .. } | Body::Subscribe { .. } => Err(ProtoError::UnknownType(
+                "ingest and subscribe are served by the daemon (`window-node serve`); \
+                 on stdin use assign or process_window"
+                    .to_owned(),
+            )),
         }
-        Ok(())
     }
 
     fn assign(
         &mut self,
+        now: Timestamp,
         out: &mut Vec<u8>,
         to: &ReplyTo,
         mut batch: Batch<'_>,
         size: SizeMs,
-    ) -> Result<(), ProtoError> {
+    ) -> Result<Range<u64>, ProtoError> {
         let spec = self.spec(size);
         let events = batch.events();
         let bounds = events
@@ -235,16 +216,17 @@ impl Node {
             .map(|(i, e)| window_bounds(spec, i, e.ts))
             .collect::<Result<Vec<_>, _>>()?;
         reply::assigned(out, &self.header(to), self.config.frame, &events, &bounds);
-        self.admit(size, events)
+        fired(self.service.ingest(now, size, events, None))
     }
 
     fn process_window(
         &mut self,
+        now: Timestamp,
         out: &mut Vec<u8>,
         to: &ReplyTo,
         mut batch: Batch<'_>,
         size: SizeMs,
-    ) -> Result<(), ProtoError> {
+    ) -> Result<Range<u64>, ProtoError> {
         let spec = self.spec(size);
         let events = batch.events();
         let windows = group_by_window(spec, &events)?;
@@ -252,55 +234,31 @@ impl Node {
             check_formattable(window.bounds, window.events[0])?;
         }
         reply::window_result(out, &self.header(to), self.config.frame, &windows, &events);
-        self.admit(size, events)
+        fired(self.service.ingest(now, size, events, None))
     }
 
-    /// Adds validated events to the open state.
-    fn admit(&mut self, size: SizeMs, events: Vec<Event<'_>>) -> Result<(), ProtoError> {
-        self.engine.handle_events(clock::now(), size, events)?;
-        Ok(())
-    }
-
-    /// Numbers the windows this request fired: those its reply returned, then those that fired
-    /// on their own, each written as an unsolicited `window_closed`. Returns the output records
-    /// (only with a store: without one nothing keeps them).
-    fn emit_fired(&mut self, out: &mut Vec<u8>) -> Vec<OutputRecord> {
-        let mut records = Vec::new();
-        let keep = self.store.is_some();
-        for window in std::mem::take(&mut self.replied) {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            if keep {
-                records.push(OutputRecord {
-                    seq,
-                    epoch: self.epoch,
-                    window,
-                });
-            }
-        }
-        while let Some(closed) = self.engine.poll_closed() {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let to = ReplyTo {
-                msg_id: None,
-                src: self.last_src.clone(),
-                dest: None,
-            };
+    /// Writes the windows a request fired on their own, each as an unsolicited `window_closed`
+    /// to the latest request's sender.
+    fn emit_fired(&self, fired: Range<u64>, out: &mut Vec<u8>) {
+        let to = ReplyTo {
+            msg_id: None,
+            src: self.last_src.clone(),
+            dest: None,
+        };
+        let header = self.header(&to);
+        for record in self.service.fired(fired) {
             let view = WindowView {
                 frame: self.config.frame,
-                window: &closed,
-                stamp: Stamp::Numbered { seq },
+                window: &record.window,
+                stamp: Stamp::Numbered { seq: record.seq },
             };
-            reply::window_closed(out, &self.header(&to), &view);
-            if keep {
-                records.push(OutputRecord {
-                    seq,
-                    epoch: self.epoch,
-                    window: closed,
-                });
-            }
+            reply::window_closed(out, &header, &view);
         }
-        records
+    }
+
+    fn no_windows(&self) -> Range<u64> {
+        let next = self.service.next_seq();
+        next..next
     }
 
     fn spec(&self, size: SizeMs) -> WindowSpec {
@@ -353,47 +311,19 @@ pub(crate) fn recover(
     Ok(opened)
 }
 
-/// Closes the window `window_id` (of `size` and `key`, when given), with the protocol's errors.
-pub(crate) fn close_window(
-    engine: &mut Engine,
-    frame: IdFrame,
-    window_id: WindowId,
-    size: Option<SizeMs>,
-    key: Option<&str>,
-) -> Result<ClosedWindow, ProtoError> {
-    let start = match size {
-        Some(size) => WindowSpec { size, frame }.start_of(window_id).ok_or_else(|| {
-            ProtoError::NotOpen(format!(
-                "no open window {window_id} of size {size} ms: {window_id} is not a window of that size"
-            ))
-        })?,
-        None => frame
-            .start_of(window_id)
-            .ok_or_else(|| ProtoError::NotOpen(format!("no open window {window_id}")))?,
-    };
-    let selector = WindowSelector { start, size, key };
-    engine.close(selector).map_err(|e| match e {
-        CloseError::NotOpen => ProtoError::NotOpen(format!(
-            "no open window {window_id}{}{}: it was never opened, or was already closed",
-            size.map(|s| format!(" of size {s} ms")).unwrap_or_default(),
-            key.map(|k| format!(" with key {k:?}")).unwrap_or_default(),
-        )),
-        CloseError::Ambiguous(windows) => ProtoError::malformed(format!(
-            "{} open windows have id {window_id}: give {} to choose one of {}",
-            windows.len(),
-            if windows.iter().all(|w| w.size == windows[0].size) {
-                "key"
-            } else {
-                "window_size_ms (and key)"
-            },
-            windows
-                .iter()
-                .map(|w| match &w.key {
-                    Some(k) => format!("size {} key {k:?}", w.size),
-                    None => format!("size {} no key", w.size),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    })
+/// The service's configuration for the stdin node: no idle watermark.
+fn service_config(config: &NodeConfig, epoch: u64) -> Config {
+    Config {
+        engine: EngineConfig {
+            frame: config.frame,
+            ..config.engine
+        },
+        epoch,
+        idle_timeout_ms: None,
+    }
+}
+
+/// The windows an ingest fired on its own, or the error that rejected it.
+fn fired<T>(answer: Answer<T>) -> Result<Range<u64>, ProtoError> {
+    answer.result.map(|_| answer.fired)
 }

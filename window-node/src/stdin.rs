@@ -6,6 +6,7 @@ use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
 
+use crate::clock;
 use crate::node::Node;
 use window_proto::ProtoError;
 use window_proto::{Assembled, Reassembler};
@@ -82,7 +83,7 @@ fn write_durably<W: Write>(
     out: &mut Vec<u8>,
     flush: bool,
 ) -> io::Result<()> {
-    node.sync().map_err(|e| {
+    node.sync(clock::now()).map_err(|e| {
         io::Error::other(format!(
             "the store failed, so {} bytes of replies were withheld (their requests are not durable; retrying them is safe): {e}",
             out.len()
@@ -98,7 +99,7 @@ fn write_durably<W: Write>(
 
 fn answer_assembled(node: &mut Node, assembled: Assembled, out: &mut Vec<u8>) {
     match assembled {
-        Assembled::Request(text) => node.handle_line(&text, out),
+        Assembled::Request(text) => node.handle_line(clock::now(), &text, out),
         Assembled::Unfinished(text) => node.reject_line(
             &ProtoError::malformed(format!(
                 "request of {} bytes ended before its JSON value was complete; send one JSON \
@@ -124,7 +125,7 @@ fn handle(
             Ok(text)
                 if !joiner.is_pending() && !text.trim_end().ends_with(['{', '[', ',', ':']) =>
             {
-                node.handle_line(text, out);
+                node.handle_line(clock::now(), text, out);
             }
             Ok(text) => {
                 for assembled in joiner.push(text, max_line_bytes) {

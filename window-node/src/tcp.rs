@@ -500,10 +500,10 @@ async fn write_replies(
                     let stats = StatsReply {
                         open_windows: stats.open_windows as u64,
                         buffered_events: stats.buffered_events as u64,
-                        emitted_windows: stats.emitted_windows,
-                        accepted: stats.accepted,
-                        duplicates: stats.duplicates,
-                        late: stats.late,
+                        emitted_windows: stats.next_seq,
+                        accepted: stats.counters.accepted,
+                        duplicates: stats.counters.duplicates,
+                        late: stats.counters.late,
                         holder: Some(holder),
                         partitions: None,
                     };

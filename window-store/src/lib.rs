@@ -31,6 +31,11 @@
 //! that finds a record it cannot read refuses to start and names the record; it never drops data
 //! silently.
 //!
+//! # Features
+//! `sled` and `redis` (both on by default) bring the two durable backends. Without them the
+//! crate is the trait, the records and the memory store, with no I/O crate: what
+//! `window-service` builds on.
+//!
 //! # What it does not do
 //! It does not decide anything: what fires and when is the engine's business. It holds one
 //! writer per directory (sled locks it). It decides no lease: with Redis, who may write is the
@@ -44,18 +49,26 @@ mod codec;
 mod error;
 mod kv;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
 mod redis_lease;
+#[cfg(feature = "redis")]
 mod redis_members;
+#[cfg(feature = "sled")]
 mod sled;
 mod store;
 
 pub use crate::error::StoreError;
 pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
 pub use crate::memory::{MemoryBackend, MemoryStore};
+#[cfg(feature = "redis")]
 pub use crate::redis::{RedisBackend, RedisStore};
+#[cfg(feature = "redis")]
 pub use crate::redis_lease::{Holding, LeaseView, RedisLease};
+#[cfg(feature = "redis")]
 pub use crate::redis_members::RedisMembership;
+#[cfg(feature = "sled")]
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{
     Batch, OutputRecord, REMEMBERED_REQUESTS, Recovered, RememberedRequest, RequestOutcome,

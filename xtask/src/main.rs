@@ -59,18 +59,20 @@ fn ci() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The core stays free of I/O crates: no tokio, sled, serde_json, redis or tracing.
+/// The crates below the binary stay free of I/O: the core knows no JSON either; the wire
+/// crate and the sans-I/O service know no runtime, store backend or clock.
 fn check_core_dependencies() -> anyhow::Result<()> {
+    const IO: [&str; 5] = ["tokio", "sled", "redis", "tracing", "chrono"];
+    check_dependencies("window-core", &[&IO[..], &["serde_json"]].concat())?;
+    check_dependencies("window-proto", &IO)?;
+    check_dependencies("window-service", &IO)?;
+    Ok(())
+}
+
+/// Fails when `package`'s normal dependency tree holds a crate named in `forbidden`.
+fn check_dependencies(package: &str, forbidden: &[&str]) -> anyhow::Result<()> {
     let output = Command::new(cargo_bin())
-        .args([
-            "tree",
-            "-p",
-            "window-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
         .output()
         .context("running cargo tree")?;
     if !output.status.success() {
@@ -80,14 +82,16 @@ fn check_core_dependencies() -> anyhow::Result<()> {
         );
     }
     let tree = String::from_utf8_lossy(&output.stdout);
-    let forbidden = ["tokio", "sled", "serde_json", "redis", "tracing"];
     for line in tree.lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
         if forbidden.contains(&name) {
-            bail!("window-core depends on {name}: the core must stay free of I/O and JSON");
+            bail!("{package} depends on {name}: it must stay free of I/O (see ARCHITECTURE.md)");
         }
     }
-    eprintln!("xtask: window-core depends on no I/O crate");
+    eprintln!(
+        "xtask: {package} depends on none of {}",
+        forbidden.join(", ")
+    );
     Ok(())
 }
 

@@ -1,0 +1,579 @@
+//! Service scenarios: a script of requests, timers, commits and restarts in, the answers and the
+//! store batches out, compared with an inline snapshot. Only `check` (through `Harness`) calls
+//! the service's API, so a change to it is made in one place.
+//!
+//! Script lines (times are milliseconds of processing time; window size 1000 ms, UTC frame):
+//! - `config lateness=MS max_events=N idle=MS`: the firing rules (first line, optional)
+//! - `at T ingest ID@TS[/KEY] ... [rid=R]`: one ingest request
+//! - `close START [key=K] [rid=R]`, `flush [until=TS] [rid=R]`: close and flush
+//! - `timeout at T`: the timer fired
+//! - `commit at T`: the group's batch is committed and synced
+//! - `restart at T`: the process dies and a new service recovers from the store (what was not
+//!   committed is lost, as it was never acknowledged)
+//! - `stats`, `log`: the counters, and the whole output log
+
+use std::num::NonZeroU32;
+
+use expect_test::{Expect, expect};
+use window_core::{
+    ClosedWindow, EngineConfig, Event, EventId, IdFrame, LatePolicy, PurgePolicy, SizeMs,
+    Timestamp, WindowId,
+};
+use window_proto::ProtoError;
+use window_service::{Answer, Config, NoLog, OutputLog, Service};
+use window_store::{MemoryStore, OutputRecord, StoreError, WindowStore};
+
+const SIZE: i64 = 1000;
+
+struct Harness {
+    config: Config,
+    store: MemoryStore,
+    service: Service,
+    out: String,
+}
+
+/// The store's output log, as the service reads it for a repeat.
+struct Log<'a>(&'a MemoryStore);
+
+impl OutputLog for Log<'_> {
+    fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
+        self.0.read_output(from, limit)
+    }
+}
+
+fn check(script: &str, expect: Expect) {
+    expect.assert_eq(&run(script));
+}
+
+fn run(script: &str) -> String {
+    let mut lines = script.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut config = Config {
+        engine: EngineConfig {
+            frame: IdFrame::Utc,
+            purge: PurgePolicy::default(),
+            allowed_lateness_ms: None,
+            late: LatePolicy::Drop,
+        },
+        epoch: 7,
+        idle_timeout_ms: None,
+    };
+    let mut peeked = lines.next();
+    if let Some(line) = peeked
+        && let Some(options) = line.strip_prefix("config ")
+    {
+        for option in options.split_whitespace() {
+            let (name, value) = option.split_once('=').expect("name=value");
+            let n: u64 = value.parse().expect("a number");
+            match name {
+                "lateness" => config.engine.allowed_lateness_ms = Some(n),
+                "max_events" => config.engine.purge.max_events = NonZeroU32::new(n as u32),
+                "max_age" => config.engine.purge.max_age_ms = Some(n),
+                "idle" => config.idle_timeout_ms = Some(n),
+                other => panic!("unknown option {other}"),
+            }
+        }
+        peeked = lines.next();
+    }
+    let mut harness = Harness::open(config, MemoryStore::in_memory(), Timestamp::from_millis(0));
+    for line in peeked.into_iter().chain(lines) {
+        harness.out.push_str(&format!("> {line}\n"));
+        harness.step(line);
+    }
+    harness.out
+}
+
+impl Harness {
+    fn open(config: Config, mut store: MemoryStore, now: Timestamp) -> Harness {
+        let opened = window_store::open(&mut store, config.engine).expect("recover");
+        Harness {
+            service: Service::restore(config, opened, now),
+            config,
+            store,
+            out: String::new(),
+        }
+    }
+
+    fn step(&mut self, line: &str) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let rid = words
+            .iter()
+            .find_map(|w| w.strip_prefix("rid="))
+            .map(str::to_owned);
+        let option = |name: &str| {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        };
+        match words.as_slice() {
+            ["at", t, "ingest", events @ ..] => {
+                let events: Vec<(EventId, i64, Option<String>)> = events
+                    .iter()
+                    .filter(|w| !w.starts_with("rid="))
+                    .map(|w| parse_event(w))
+                    .collect();
+                let events = events
+                    .iter()
+                    .map(|(id, ts, key)| Event {
+                        id: id.clone(),
+                        ts: Timestamp::from_millis(*ts),
+                        key: key.as_deref(),
+                        value: None,
+                    })
+                    .collect();
+                let answer = self.service.ingest(ms(t), size(), events, rid);
+                self.answer(answer, |out, counts| {
+                    out.push_str(&format!(
+                        "ingest_ok accepted={} duplicates={} late={}\n",
+                        counts.accepted, counts.duplicates, counts.late
+                    ));
+                });
+            }
+            ["close", start, ..] => {
+                let log = Log(&self.store);
+                let id = WindowId(start.parse().expect("a window start"));
+                let answer = self.service.close(&log, id, None, option("key"), rid);
+                self.answer(answer, |out, record| show_record(out, &record));
+            }
+            ["flush", ..] => {
+                let log = Log(&self.store);
+                let until = option("until").map(ms);
+                let answer = self.service.flush(&log, until, rid);
+                self.answer(answer, |out, records| {
+                    out.push_str(&format!("flushed {}\n", records.len()));
+                    records.iter().for_each(|r| show_record(out, r));
+                });
+            }
+            ["timeout", "at", t] => {
+                let fired = self.service.handle_timeout(ms(t));
+                self.show_fired(fired);
+            }
+            ["next", "timeout", "at", t] => {
+                let next = self.service.next_timeout(ms(t));
+                let text = next.map_or("none".to_owned(), |t| t.as_millis().to_string());
+                self.out.push_str(&format!("next timeout {text}\n"));
+            }
+            ["commit", "at", t] => self.commit(ms(t)),
+            ["restart", "at", t] => {
+                let store = std::mem::replace(&mut self.store, MemoryStore::in_memory());
+                let out = std::mem::take(&mut self.out);
+                *self = Harness::open(self.config, store, ms(t));
+                self.out = out;
+                self.out
+                    .push_str(&format!("recovered next_seq={}\n", self.service.next_seq()));
+            }
+            ["stats"] => {
+                let s = self.service.stats();
+                self.out.push_str(&format!(
+                    "open={} buffered={} next_seq={} accepted={} duplicates={} late={} watermark={}\n",
+                    s.open_windows,
+                    s.buffered_events,
+                    s.next_seq,
+                    s.counters.accepted,
+                    s.counters.duplicates,
+                    s.counters.late,
+                    s.watermark.map_or("none".to_owned(), |w| w.as_millis().to_string()),
+                ));
+            }
+            ["log"] => {
+                let records = self.store.read_output(0, usize::MAX).expect("log");
+                records.iter().for_each(|r| show_record(&mut self.out, r));
+            }
+            _ => panic!("unknown script line {line:?}"),
+        }
+    }
+
+    fn answer<T>(&mut self, answer: Answer<T>, show: impl FnOnce(&mut String, T)) {
+        match answer.result {
+            Ok(value) => {
+                if answer.repeated {
+                    self.out.push_str("(repeated) ");
+                }
+                show(&mut self.out, value);
+            }
+            Err(error) => show_error(&mut self.out, &error),
+        }
+        self.show_fired(answer.fired);
+    }
+
+    fn show_fired(&mut self, fired: std::ops::Range<u64>) {
+        let records = self.service.fired(fired).to_vec();
+        for record in &records {
+            self.out.push_str("fired ");
+            show_record(&mut self.out, record);
+        }
+    }
+
+    fn commit(&mut self, now: Timestamp) {
+        match self.service.poll_batch(now) {
+            None => self.out.push_str("nothing to write\n"),
+            Some(batch) => {
+                self.out.push_str(&format!(
+                    "batch: {} windows, {} removed, fired {:?}, {} requests, watermark {}\n",
+                    batch.dirty.windows.len(),
+                    batch.dirty.removed.len(),
+                    batch.fired.iter().map(|r| r.seq).collect::<Vec<_>>(),
+                    batch.requests.len(),
+                    batch
+                        .dirty
+                        .watermark
+                        .map_or("none".to_owned(), |w| w.as_millis().to_string()),
+                ));
+                self.store.commit(&batch).expect("commit");
+                self.store.sync().expect("sync");
+                self.service.on_committed(now, batch);
+            }
+        }
+    }
+}
+
+fn show_record(out: &mut String, record: &OutputRecord) {
+    out.push_str(&format!("#{} epoch {} ", record.seq, record.epoch));
+    show_window(out, &record.window);
+}
+
+fn show_window(out: &mut String, window: &ClosedWindow) {
+    let ids: Vec<String> = window.ids.iter().map(ToString::to_string).collect();
+    let key = window
+        .window
+        .key
+        .as_deref()
+        .map_or(String::new(), |k| format!("/{k}"));
+    out.push_str(&format!(
+        "[{}{key}) [{}] {}\n",
+        window.window.start.as_millis(),
+        ids.join(" "),
+        window.reason.as_str()
+    ));
+}
+
+fn show_error(out: &mut String, error: &ProtoError) {
+    out.push_str(&format!("error {}: {error}\n", error.code()));
+}
+
+fn parse_event(word: &str) -> (EventId, i64, Option<String>) {
+    let (id, rest) = word.split_once('@').expect("ID@TS");
+    let (ts, key) = match rest.split_once('/') {
+        Some((ts, key)) => (ts, Some(key.to_owned())),
+        None => (rest, None),
+    };
+    (
+        EventId::Int(id.parse().expect("an integer id")),
+        ts.parse().expect("a millisecond timestamp"),
+        key,
+    )
+}
+
+fn ms(text: &str) -> Timestamp {
+    Timestamp::from_millis(text.parse().expect("milliseconds"))
+}
+
+fn size() -> SizeMs {
+    SizeMs::new(SIZE).expect("size")
+}
+
+#[test]
+fn ingest_close_and_flush_number_every_window_once() {
+    check(
+        r"
+        at 10 ingest 1@100 2@200 3@1100
+        at 11 ingest 2@250 4@2100
+        close 0
+        close 0
+        flush until=2000
+        flush
+        stats
+        ",
+        expect![[r#"
+            > at 10 ingest 1@100 2@200 3@1100
+            ingest_ok accepted=3 duplicates=0 late=0
+            > at 11 ingest 2@250 4@2100
+            ingest_ok accepted=1 duplicates=1 late=0
+            > close 0
+            #0 epoch 7 [0) [1 2] close
+            > close 0
+            error 20: no open window window-0: it was never opened, or was already closed
+            > flush until=2000
+            flushed 1
+            #1 epoch 7 [1000) [3] flush
+            > flush
+            flushed 1
+            #2 epoch 7 [2000) [4] flush
+            > stats
+            open=0 buffered=0 next_seq=3 accepted=4 duplicates=1 late=0 watermark=none
+        "#]],
+    );
+}
+
+#[test]
+fn the_rules_fire_windows_on_their_own_after_the_reply() {
+    check(
+        r"
+        config lateness=500 max_events=2
+        at 0 ingest 1@100 2@150 3@160
+        at 1 ingest 4@1700
+        at 2 ingest 5@300
+        stats
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100 2@150 3@160
+            ingest_ok accepted=3 duplicates=0 late=0
+            fired #0 epoch 7 [0) [1 2] length
+            > at 1 ingest 4@1700
+            ingest_ok accepted=1 duplicates=0 late=0
+            fired #1 epoch 7 [0) [3] watermark
+            > at 2 ingest 5@300
+            ingest_ok accepted=0 duplicates=0 late=1
+            > stats
+            open=1 buffered=1 next_seq=2 accepted=4 duplicates=0 late=1 watermark=1200
+        "#]],
+    );
+}
+
+#[test]
+fn one_group_commits_several_requests_in_one_batch() {
+    check(
+        r"
+        at 0 ingest 1@100
+        at 0 ingest 2@1100
+        close 0
+        commit at 5
+        commit at 6
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100
+            ingest_ok accepted=1 duplicates=0 late=0
+            > at 0 ingest 2@1100
+            ingest_ok accepted=1 duplicates=0 late=0
+            > close 0
+            #0 epoch 7 [0) [1] close
+            > commit at 5
+            batch: 1 windows, 1 removed, fired [0], 0 requests, watermark none
+            > commit at 6
+            nothing to write
+        "#]],
+    );
+}
+
+#[test]
+fn a_repeated_request_id_is_answered_from_its_record() {
+    check(
+        r"
+        at 0 ingest 1@100 2@200 rid=a
+        close 0 rid=c
+        commit at 1
+        at 2 ingest 1@100 2@200 rid=a
+        close 0 rid=c
+        flush rid=a
+        at 3 ingest 3@300 rid=c
+        commit at 4
+        restart at 5
+        close 0 rid=c
+        at 6 ingest 1@100 2@200 rid=a
+        log
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100 2@200 rid=a
+            ingest_ok accepted=2 duplicates=0 late=0
+            > close 0 rid=c
+            #0 epoch 7 [0) [1 2] close
+            > commit at 1
+            batch: 0 windows, 1 removed, fired [0], 2 requests, watermark none
+            > at 2 ingest 1@100 2@200 rid=a
+            (repeated) ingest_ok accepted=2 duplicates=0 late=0
+            > close 0 rid=c
+            (repeated) #0 epoch 7 [0) [1 2] close
+            > flush rid=a
+            error 12: request_id "a" was used for an ingest already; give every request its own id
+            > at 3 ingest 3@300 rid=c
+            error 12: request_id "c" was used for a close already; give every request its own id
+            > commit at 4
+            nothing to write
+            > restart at 5
+            recovered next_seq=1
+            > close 0 rid=c
+            (repeated) #0 epoch 7 [0) [1 2] close
+            > at 6 ingest 1@100 2@200 rid=a
+            (repeated) ingest_ok accepted=2 duplicates=0 late=0
+            > log
+            #0 epoch 7 [0) [1 2] close
+        "#]],
+    );
+}
+
+#[test]
+fn a_repeat_within_its_group_reads_the_records_not_yet_written() {
+    check(
+        r"
+        at 0 ingest 1@100 2@1200
+        flush rid=f
+        flush rid=f
+        commit at 1
+        flush rid=f
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100 2@1200
+            ingest_ok accepted=2 duplicates=0 late=0
+            > flush rid=f
+            flushed 2
+            #0 epoch 7 [0) [1] flush
+            #1 epoch 7 [1000) [2] flush
+            > flush rid=f
+            (repeated) flushed 2
+            #0 epoch 7 [0) [1] flush
+            #1 epoch 7 [1000) [2] flush
+            > commit at 1
+            batch: 0 windows, 2 removed, fired [0, 1], 1 requests, watermark none
+            > flush rid=f
+            (repeated) flushed 2
+            #0 epoch 7 [0) [1] flush
+            #1 epoch 7 [1000) [2] flush
+        "#]],
+    );
+}
+
+#[test]
+fn a_rejected_request_changes_nothing() {
+    check(
+        r"
+        at 0 ingest 1@100
+        commit at 0
+        at 1 ingest 2@200 3@9223372036854775807
+        close 5000
+        commit at 2
+        stats
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100
+            ingest_ok accepted=1 duplicates=0 late=0
+            > commit at 0
+            batch: 1 windows, 0 removed, fired [], 0 requests, watermark none
+            > at 1 ingest 2@200 3@9223372036854775807
+            error 12: events[1].timestamp: the window of size 1000 ms around 9223372036854775807 ms does not fit in 64-bit milliseconds; use a smaller window_size_ms
+            > close 5000
+            error 20: no open window window-5000: it was never opened, or was already closed
+            > commit at 2
+            nothing to write
+            > stats
+            open=1 buffered=1 next_seq=0 accepted=1 duplicates=0 late=0 watermark=none
+        "#]],
+    );
+}
+
+#[test]
+fn the_idle_watermark_moves_with_processing_time_and_its_writes_are_throttled() {
+    check(
+        r"
+        config lateness=5000 idle=1000
+        at 0 ingest 1@50100
+        commit at 0
+        next timeout at 0
+        timeout at 999
+        next timeout at 999
+        timeout at 1000
+        commit at 1000
+        timeout at 1500
+        commit at 1500
+        timeout at 2000
+        commit at 2000
+        timeout at 7000
+        commit at 7000
+        next timeout at 7000
+        ",
+        expect![[r#"
+            > at 0 ingest 1@50100
+            ingest_ok accepted=1 duplicates=0 late=0
+            > commit at 0
+            batch: 1 windows, 0 removed, fired [], 0 requests, watermark 45100
+            > next timeout at 0
+            next timeout 1000
+            > timeout at 999
+            > next timeout at 999
+            next timeout 1049
+            > timeout at 1000
+            > commit at 1000
+            batch: 0 windows, 0 removed, fired [], 0 requests, watermark 46100
+            > timeout at 1500
+            > commit at 1500
+            nothing to write
+            > timeout at 2000
+            > commit at 2000
+            batch: 0 windows, 0 removed, fired [], 0 requests, watermark 47100
+            > timeout at 7000
+            fired #0 epoch 7 [50000) [1] watermark
+            > commit at 7000
+            batch: 0 windows, 1 removed, fired [0], 0 requests, watermark 52100
+            > next timeout at 7000
+            next timeout none
+        "#]],
+    );
+}
+
+/// The log of `script` with and without a restart after every commit: a restart from the store
+/// continues exactly as an uninterrupted service.
+#[test]
+fn a_restart_after_a_commit_gives_the_same_log() {
+    let script = "
+        config lateness=200 max_events=3
+        at 0 ingest 1@100 2@150 3@170 4@180
+        commit at 0
+        at 1 ingest 5@1100/a 6@1150/b 4@190
+        commit at 1
+        close 1000 key=a rid=x
+        commit at 2
+        at 3 ingest 7@2500 8@120
+        commit at 3
+        close 1000 key=a rid=x
+        flush rid=y
+        commit at 4
+        log
+    ";
+    let with_restarts = script.replace("commit at 1\n", "commit at 1\nrestart at 1\n");
+    let with_restarts = with_restarts.replace("commit at 3\n", "commit at 3\nrestart at 3\n");
+    let log = |out: &str| out.split("> log\n").nth(1).expect("a log").to_owned();
+    let plain = run(script);
+    assert!(with_restarts.matches("restart").count() == 2);
+    assert_eq!(log(&run(&with_restarts)), log(&plain));
+    expect![[r#"
+        #0 epoch 7 [0) [1 2 3] length
+        #1 epoch 7 [1000/a) [5] close
+        #2 epoch 7 [0) [4 8] watermark
+        #3 epoch 7 [1000/b) [6] watermark
+        #4 epoch 7 [2000) [7] flush
+    "#]]
+    .assert_eq(&log(&plain));
+}
+
+/// A service without a store answers the same; its batches are simply not kept.
+#[test]
+fn a_service_without_a_store_answers_alike() {
+    let config = Config {
+        engine: EngineConfig {
+            frame: IdFrame::Utc,
+            purge: PurgePolicy::default(),
+            allowed_lateness_ms: None,
+            late: LatePolicy::Drop,
+        },
+        epoch: 0,
+        idle_timeout_ms: None,
+    };
+    let mut service = Service::new(config, Timestamp::from_millis(0));
+    let event = Event {
+        id: EventId::Int(1),
+        ts: Timestamp::from_millis(5),
+        key: None,
+        value: None,
+    };
+    let answer = service.ingest(Timestamp::from_millis(0), size(), vec![event], None);
+    assert_eq!(answer.result.expect("accepted").accepted, 1);
+    let closed = service.close(&NoLog, WindowId(0), None, None, None);
+    assert_eq!(closed.result.expect("closed").seq, 0);
+    let batch = service
+        .poll_batch(Timestamp::from_millis(1))
+        .expect("a batch");
+    assert_eq!(batch.fired.len(), 1);
+    assert_eq!(
+        batch.dirty.windows.len(),
+        0,
+        "an untracked engine lists no change"
+    );
+}
