@@ -23,7 +23,7 @@ pub use window_service::{LateNotice, OwnedEvent, Stats};
 
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::node::recover;
+use crate::recovery::recover;
 
 /// Commands a group may hold before it is committed.
 const MAX_GROUP: usize = 512;

@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::lease_file::read_coordinator;
 use crate::lease_redis::Role;
-use crate::tcp::IN_FLIGHT;
+use crate::limits::IN_FLIGHT;
 use window_proto::Kind;
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, mark_request_id};

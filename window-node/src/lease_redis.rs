@@ -482,6 +482,23 @@ fn observation(view: &LeaseView, now: Timestamp) -> Observation {
     }
 }
 
+/// Resolves when the Redis lease is lost, with the reason; never without a Redis lease.
+pub async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
+    let Some(role) = role else {
+        return std::future::pending().await;
+    };
+    match role
+        .wait_for(|role| matches!(role, Role::Lost { .. }))
+        .await
+    {
+        Ok(role) => match &*role {
+            Role::Lost { reason } => format!("lost the Redis lease: {reason}"),
+            other => format!("lost the Redis lease ({other:?})"),
+        },
+        Err(_) => "the Redis lease thread stopped".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The keeper with a quota, against a real `redis-server` (see `redis_support`).

@@ -9,9 +9,12 @@ mod follower;
 mod lease;
 mod lease_file;
 mod lease_redis;
+mod limits;
 mod metrics;
 mod node;
+mod options;
 mod partitions;
+mod recovery;
 mod router;
 mod serve;
 mod stdin;
@@ -28,13 +31,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tracing_subscriber::EnvFilter;
-use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy};
+use window_core::{EngineConfig, LatePolicy, PurgePolicy};
 use window_store::SledStore;
 
 use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
+use crate::options::{Frame, parse_duration};
 use window_proto::Style;
 
 const ABOUT: &str = "Tumbling windows over an endless stream of timestamped events.";
@@ -121,30 +125,6 @@ enum Command {
     /// fire on their own by event time (watermark), idle timeout, length or age; everything is
     /// durable in --data-dir before it is acknowledged.
     Serve(serve::ServeArgs),
-}
-
-/// The `--ids` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Frame {
-    /// id = floor((t - 7200000) / size) * size, as the published exercise expects.
-    Grader,
-    /// id = floor(t / size) * size: the window's UTC start.
-    Utc,
-}
-
-impl From<Frame> for IdFrame {
-    fn from(frame: Frame) -> IdFrame {
-        match frame {
-            Frame::Grader => IdFrame::Grader,
-            Frame::Utc => IdFrame::Utc,
-        }
-    }
-}
-
-/// Parses `500ms`, `10s`, `5m`, `1h` (and combinations such as `1m30s`).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e}: expected a duration such as 500ms, 10s, 5m or 1h"))
 }
 
 fn main() -> ExitCode {

@@ -10,6 +10,8 @@ use window_proto::{
     parse_request, window_bounds,
 };
 use window_service::{Answer, Config, NoLog, OutputLog, Service};
+
+use crate::recovery::recover;
 use window_store::{StoreError, WindowStore};
 
 /// How the node answers.
@@ -290,25 +292,6 @@ impl Node {
             dest: to.src.as_deref(),
         }
     }
-}
-
-/// Restores the engine from `store` (or starts an empty one) and logs what was recovered.
-pub(crate) fn recover(
-    store: &mut dyn WindowStore,
-    config: EngineConfig,
-) -> Result<window_store::Opened, StoreError> {
-    let started = std::time::Instant::now();
-    let opened = window_store::open(store, config)?;
-    let stats = opened.engine.stats();
-    tracing::info!(
-        open_windows = stats.open_windows,
-        buffered_events = stats.buffered_events,
-        next_seq = opened.next_seq,
-        remembered_requests = opened.requests.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "recovered the open state from the store"
-    );
-    Ok(opened)
 }
 
 /// The service's configuration for the stdin node: no idle watermark.

@@ -35,9 +35,8 @@ use window_store::{RedisMembership, RedisStore};
 use crate::driver::{Command, Driver, DriverConfig, blocking};
 use crate::follower::Coordinator;
 use crate::lease::{LeaseConfig, fair_share, hand_over};
-use crate::lease_redis::{LeaseKeeper, Quota, Role};
+use crate::lease_redis::{LeaseKeeper, Quota, Role, lease_lost};
 use crate::metrics::Metrics;
-use crate::serve::lease_lost;
 
 /// The partition of a window with `key`, out of `count`.
 ///

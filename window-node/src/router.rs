@@ -33,8 +33,8 @@ use window_core::Timestamp;
 use crate::follower::{
     Coordinator, RECONNECT_PAUSE, RETRY_PAUSE, Refusals, RequestIds, connect_to,
 };
+use crate::limits::IN_FLIGHT;
 use crate::partitions::PartitionTable;
-use crate::tcp::{IN_FLIGHT, Shared};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
 use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply, SubscribeStart};
@@ -126,12 +126,23 @@ impl Links {
 /// Asks waiting for a link to take them.
 const PIPELINE: usize = 256;
 
+/// What the router needs of the node's settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLimits {
+    /// The daemon's windows, to check each event's before any part is sent.
+    pub spec: window_core::WindowSpec,
+    /// The reply style.
+    pub style: Style,
+    /// The longest line a holder takes.
+    pub max_line_bytes: usize,
+}
+
 /// Routes one client request (`init`, `assign` and `process_window` are answered by the caller).
 pub async fn route(
     body: Body<'_>,
     request_id: Option<String>,
     to: ReplyTo,
-    shared: &Shared,
+    shared: RouteLimits,
     links: &Links,
 ) -> Routed {
     let style = shared.style;

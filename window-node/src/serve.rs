@@ -18,12 +18,12 @@ use crate::driver::{Driver, DriverConfig, blocking, describe};
 use crate::follower::{Coordinator, Forwarding, forward_connection};
 use crate::lease::LeaseConfig;
 use crate::lease_file::FileLease;
-use crate::lease_redis::{LeaseKeeper, Role};
+use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
+use crate::options::{Frame, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
-use crate::{Frame, parse_duration};
 use window_proto::Style;
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.
@@ -493,23 +493,6 @@ enum Tenure {
     File(FileLease),
     /// The Redis lease, kept by its thread.
     Redis(LeaseKeeper),
-}
-
-/// Resolves when the Redis lease is lost, with the reason; never without a Redis lease.
-pub(crate) async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
-    let Some(role) = role else {
-        return std::future::pending().await;
-    };
-    match role
-        .wait_for(|role| matches!(role, Role::Lost { .. }))
-        .await
-    {
-        Ok(role) => match &*role {
-            Role::Lost { reason } => format!("lost the Redis lease: {reason}"),
-            other => format!("lost the Redis lease ({other:?})"),
-        },
-        Err(_) => "the Redis lease thread stopped".to_owned(),
-    }
 }
 
 /// The address this node is reached at by the others.

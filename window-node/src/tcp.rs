@@ -18,23 +18,16 @@ use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
 use crate::driver::{Command, OwnedEvent, Published, Stats, Subscription};
+use crate::limits::PIPELINE;
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
-use crate::router::{Links, Routed, route};
+use crate::router::{Links, RouteLimits, Routed, route};
 use window_proto::ProtoError;
 use window_proto::reply::{
     self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
 };
 use window_proto::{Body, FromSeq, ReplyTo, Style, parse_request, window_bounds};
 use window_proto::{Line, LineSplitter};
-
-/// Replies a connection may have pending before it stops reading.
-pub(crate) const PIPELINE: usize = 64;
-
-/// Lines a node forwarding to another (a follower, a router's link) keeps in flight on one
-/// connection: fewer than the other's [`PIPELINE`], so the other's reader never stops, and a
-/// forwarder busy writing (not reading replies) cannot deadlock with it.
-pub(crate) const IN_FLIGHT: usize = PIPELINE - 16;
 
 /// Where a connection's requests go.
 #[derive(Debug)]
@@ -62,6 +55,17 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The coordinator's address, reported by `stats`.
     pub holder: String,
+}
+
+impl Shared {
+    /// What the router needs of the connection's settings.
+    fn route_limits(&self) -> RouteLimits {
+        RouteLimits {
+            spec: self.spec,
+            style: self.style,
+            max_line_bytes: self.max_line_bytes,
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` resolves.
@@ -247,9 +251,6 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
         src: request.src.clone(),
         dest: request.dest.clone(),
     };
-    let unavailable = || {
-        ProtoError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
-    };
     match request.body {
         Body::Init { .. } => {
             let mut out = Vec::new();
@@ -267,59 +268,60 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
         }
         _ => {}
     }
-    let part = match (&shared.route, request.partition) {
-        (Route::Single(commands), None) => Part {
-            partition: None,
-            commands: commands.clone(),
-        },
-        (Route::Single(_), Some(partition)) => {
-            return ready_error(
-                shared,
-                &to,
-                &ProtoError::malformed(format!(
-                    "partition {partition} was given, but this namespace has no partitions (--partitions 1); leave partition out"
-                )),
-            );
-        }
-        (Route::Partitioned { table, .. }, Some(partition)) => match table.local(partition) {
-            Some(commands) => Part {
-                partition: Some(partition),
-                commands,
-            },
-            None if partition >= table.count() => {
-                return ready_error(
-                    shared,
-                    &to,
-                    &ProtoError::malformed(format!(
-                        "partition {partition} does not exist: the namespace has {} partitions (0 to {})",
-                        table.count(),
-                        table.count() - 1
-                    )),
-                );
-            }
-            None => {
-                return ready_error(
-                    shared,
-                    &to,
-                    &ProtoError::Unavailable(format!(
-                        "this node does not serve partition {partition} (its lease is elsewhere, or being handed over); send it to the partition's holder, or leave partition out and any node routes it"
-                    )),
-                );
-            }
-        },
-        (Route::Partitioned { links, .. }, None) => {
-            return match route(request.body, request.request_id, to, shared, links).await {
+    let part = match target(shared, request.partition) {
+        Target::Local(part) => part,
+        Target::Refused(error) => return ready_error(shared, &to, &error),
+        Target::Router(links) => {
+            let limits = shared.route_limits();
+            return match route(request.body, request.request_id, to, limits, links).await {
                 Routed::Ready(out) => Outgoing::Ready(out),
                 Routed::Reply(rx) => Outgoing::Routed(rx),
                 Routed::Stream(rx) => Outgoing::RoutedStream(rx),
             };
         }
     };
-    let commands = &part.commands;
-    let request_id = request.request_id;
-    // A request for one partition must hold only that partition's keys: a key's windows in two
-    // partitions would fire twice, with ids counted apart.
-    let foreign = |key: Option<&str>| match (&shared.route, part.partition) {
+    command(request.body, request.request_id, to, part, shared).await
+}
+
+/// Where a request goes: a driver of this process, the router, or nowhere (an error).
+enum Target<'a> {
+    Local(Part),
+    Router(&'a Links),
+    Refused(ProtoError),
+}
+
+/// Where a request for `partition` (or, without it, for any key) goes.
+fn target(shared: &Shared, partition: Option<u32>) -> Target<'_> {
+    match (&shared.route, partition) {
+        (Route::Single(commands), None) => Target::Local(Part {
+            partition: None,
+            commands: commands.clone(),
+        }),
+        (Route::Single(_), Some(partition)) => Target::Refused(ProtoError::malformed(format!(
+            "partition {partition} was given, but this namespace has no partitions (--partitions 1); leave partition out"
+        ))),
+        (Route::Partitioned { table, .. }, Some(partition)) => match table.local(partition) {
+            Some(commands) => Target::Local(Part {
+                partition: Some(partition),
+                commands,
+            }),
+            None if partition >= table.count() => Target::Refused(ProtoError::malformed(format!(
+                "partition {partition} does not exist: the namespace has {} partitions (0 to {})",
+                table.count(),
+                table.count() - 1
+            ))),
+            None => Target::Refused(ProtoError::Unavailable(format!(
+                "this node does not serve partition {partition} (its lease is elsewhere, or being handed over); send it to the partition's holder, or leave partition out and any node routes it"
+            ))),
+        },
+        (Route::Partitioned { links, .. }, None) => Target::Router(links),
+    }
+}
+
+/// A request for one partition must hold only that partition's keys: a key's windows in two
+/// partitions would fire twice, with ids counted apart.
+fn foreign_key(shared: &Shared, part: &Part, key: Option<&str>) -> Option<ProtoError> {
+    match (&shared.route, part.partition) {
         (Route::Partitioned { table, .. }, Some(partition)) => {
             let home = table.of(key);
             (home != partition).then(|| {
@@ -329,25 +331,51 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
             })
         }
         _ => None,
+    }
+}
+
+/// The events of an ingest, owned for the driver, each checked: its window fits, and its key
+/// belongs to the request's partition.
+fn owned_events(
+    events: Vec<window_core::Event<'_>>,
+    shared: &Shared,
+    part: &Part,
+) -> Result<Vec<OwnedEvent>, ProtoError> {
+    let mut owned = Vec::with_capacity(events.len());
+    for (index, event) in events.into_iter().enumerate() {
+        window_bounds(shared.spec, index, event.ts)?;
+        if let Some(error) = foreign_key(shared, part, event.key) {
+            return Err(error);
+        }
+        owned.push(OwnedEvent {
+            id: event.id,
+            ts: event.ts,
+            key: event.key.map(Box::from),
+            value: event.value,
+        });
+    }
+    Ok(owned)
+}
+
+/// Sends the request's command to its partition's driver; the reply waits in the queue.
+async fn command(
+    body: Body<'_>,
+    request_id: Option<String>,
+    to: ReplyTo,
+    part: Part,
+    shared: &Shared,
+) -> Outgoing {
+    let commands = &part.commands;
+    let unavailable = || {
+        ProtoError::Unavailable("the node is shutting down; retry against another node or after restart (ingest is idempotent)".to_owned())
     };
-    match request.body {
+    let foreign = |key: Option<&str>| foreign_key(shared, &part, key);
+    match body {
         Body::Ingest { mut events } => {
-            let events = events.events();
-            let mut owned = Vec::with_capacity(events.len());
-            for (index, event) in events.into_iter().enumerate() {
-                if let Err(error) = window_bounds(shared.spec, index, event.ts) {
-                    return ready_error(shared, &to, &error);
-                }
-                if let Some(error) = foreign(event.key) {
-                    return ready_error(shared, &to, &error);
-                }
-                owned.push(OwnedEvent {
-                    id: event.id,
-                    ts: event.ts,
-                    key: event.key.map(Box::from),
-                    value: event.value,
-                });
-            }
+            let owned = match owned_events(events.events(), shared, &part) {
+                Ok(owned) => owned,
+                Err(error) => return ready_error(shared, &to, &error),
+            };
             let (tx, rx) = oneshot::channel();
             if commands
                 .send(Command::Ingest {
