@@ -29,7 +29,9 @@ use tokio::sync::watch;
 use window_core::Timestamp;
 use window_store::{LeaseView, RedisLease, StoreError};
 
-use crate::lease::{Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, decide, may_fire};
+use window_cluster::lease::{
+    Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, decide, may_fire,
+};
 
 /// What this process is, as far as the lease goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,7 +96,7 @@ impl crate::driver::Gate for FireGate {
 }
 
 /// With `--partitions`: how many partition leases this process may hold at once (its fair share,
-/// [`crate::lease::fair_share`]), shared by its keepers. A keeper takes a free lease only after
+/// [`window_cluster::lease::fair_share`]), shared by its keepers. A keeper takes a free lease only after
 /// reserving a place here, so that a node that starts first does not keep every partition.
 #[derive(Debug)]
 pub struct Quota {

@@ -6,7 +6,6 @@
 mod clock;
 mod driver;
 mod follower;
-mod lease;
 mod lease_file;
 mod lease_redis;
 mod limits;

@@ -1,7 +1,7 @@
 //! `--partitions N`: one Redis namespace split into N partitions that fire in parallel on
 //! several nodes.
 //!
-//! A window belongs to the partition of its key ([`partition_of`]: xxh3 of the key's bytes
+//! A window belongs to the partition of its key (`window_cluster::partition::partition_of`: xxh3 of the key's bytes
 //! modulo N; unkeyed events share the partition of the empty key). Partition `i` of namespace
 //! `NS` is the namespace `NS.i`, with its own hash tag (so Redis Cluster may put partitions on
 //! different shards), lease, fencing epoch, open state and output log with its own dense `seq`.
@@ -34,23 +34,10 @@ use window_store::{RedisMembership, RedisStore};
 
 use crate::driver::{Command, Driver, DriverConfig, blocking};
 use crate::follower::Coordinator;
-use crate::lease::{LeaseConfig, fair_share, hand_over};
 use crate::lease_redis::{LeaseKeeper, Quota, Role, lease_lost};
 use crate::metrics::Metrics;
-
-/// The partition of a window with `key`, out of `count`.
-///
-/// xxh3 is fixed by its specification, so every node and every release agrees on it (std's
-/// hasher may change between Rust versions and is seeded per process).
-pub fn partition_of(key: Option<&str>, count: u32) -> u32 {
-    let hash = xxhash_rust::xxh3::xxh3_64(key.unwrap_or("").as_bytes());
-    u32::try_from(hash % u64::from(count.max(1))).unwrap_or(0)
-}
-
-/// The namespace partition `partition` of `namespace` keeps its keys in.
-pub fn namespace_of(namespace: &str, partition: u32) -> String {
-    format!("{namespace}.{partition}")
-}
+use window_cluster::lease::{LeaseConfig, fair_share, hand_over};
+use window_cluster::partition::{namespace_of, partition_of};
 
 /// Checks that `namespace` is (or now becomes) a namespace of `count` partitions; a node started
 /// with another count is refused, since keys would hash to other partitions.
@@ -436,45 +423,5 @@ impl Membership {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partitions_are_stable_and_spread() {
-        // Pinned values, from Python's `xxhash` package (an independent implementation of
-        // xxh3-64): a change of the hash would move every key of a running namespace.
-        let pinned: Vec<u32> = ["k0", "k1", "k2", "k3", "user-42"]
-            .iter()
-            .map(|k| partition_of(Some(k), 8))
-            .collect();
-        assert_eq!(pinned, [3, 5, 1, 2, 5]);
-        assert_eq!(
-            partition_of(None, 4),
-            2,
-            "unkeyed events: the empty key's partition"
-        );
-        let mut counts = [0u32; 4];
-        for i in 0..4000 {
-            counts[partition_of(Some(&format!("key-{i}")), 4) as usize] += 1;
-        }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "4000 keys spread over 4 partitions: {counts:?}"
-        );
-        assert_eq!(partition_of(Some("any"), 1), 0);
-        assert_eq!(
-            partition_of(Some("any"), 0),
-            0,
-            "no partitions is read as one"
-        );
-    }
-
-    #[test]
-    fn partition_i_of_namespace_ns_is_namespace_ns_dot_i() {
-        assert_eq!(namespace_of("orders", 3), "orders.3");
     }
 }

@@ -16,7 +16,6 @@ use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
 
 use crate::driver::{Driver, DriverConfig, blocking, describe};
 use crate::follower::{Coordinator, Forwarding, forward_connection};
-use crate::lease::LeaseConfig;
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
@@ -24,6 +23,7 @@ use crate::options::{Frame, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
+use window_cluster::lease::LeaseConfig;
 use window_proto::Style;
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.

@@ -60,12 +60,13 @@ fn ci() -> anyhow::Result<()> {
 }
 
 /// The crates below the binary stay free of I/O: the core knows no JSON either; the wire
-/// crate and the sans-I/O service know no runtime, store backend or clock.
+/// crate, the sans-I/O service and the cluster decisions know no runtime, store backend or clock.
 fn check_core_dependencies() -> anyhow::Result<()> {
     const IO: [&str; 5] = ["tokio", "sled", "redis", "tracing", "chrono"];
     check_dependencies("window-core", &[&IO[..], &["serde_json"]].concat())?;
     check_dependencies("window-proto", &IO)?;
     check_dependencies("window-service", &IO)?;
+    check_dependencies("window-cluster", &IO)?;
     Ok(())
 }
 

@@ -84,7 +84,7 @@
 //! still has in flight. Only the held lease tells these apart. Node ids must be unique among live
 //! processes (the advertised address is): two live processes with one id would unseat each other.
 //!
-//! Times are [`Timestamp`]s (what [`crate::clock::Clock`] hands out) and intervals
+//! Times are [`Timestamp`]s (what the binary's clock hands out) and intervals
 //! [`Duration`]s, as elsewhere in the node. Arithmetic saturates rather than panics; that only
 //! matters at the ends of `i64` milliseconds, far from any real clock.
 
