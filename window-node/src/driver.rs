@@ -390,6 +390,90 @@ impl Driver {
     }
 }
 
+/// A driver running on its own task: the one lifecycle every holding uses (one lease, or one
+/// partition's): recover and start, hand out its command sender, notice when it stops by itself
+/// (the store failed or the lease lapsed), and stop it cleanly (answer what is queued, sync).
+#[derive(Debug)]
+pub struct RunningDriver {
+    commands: mpsc::Sender<Command>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), DriverError>>,
+}
+
+/// How long a stopping driver may take to answer what is queued and sync.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
+impl RunningDriver {
+    /// Recovers the open state from `store` and starts the driver; with a `gate` it asks it
+    /// before every group.
+    pub fn start(
+        config: DriverConfig,
+        store: Box<dyn WindowStore>,
+        subscriber_buffer: usize,
+        metrics: Arc<Metrics>,
+        gate: Option<Arc<dyn Gate>>,
+    ) -> Result<RunningDriver, StoreError> {
+        let (publish, _) = broadcast::channel(subscriber_buffer.max(16));
+        let mut driver = blocking(|| Driver::new(config, store, publish, metrics))?;
+        if let Some(gate) = gate {
+            driver = driver.with_gate(gate);
+        }
+        let (commands, rx) = mpsc::channel(1024);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(driver.run(rx, stopped));
+        Ok(RunningDriver {
+            commands,
+            stop,
+            task,
+        })
+    }
+
+    /// Where connections send their commands.
+    pub fn commands(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+
+    /// Resolves when the driver stopped by itself, with why: it does so only when the store
+    /// failed or the lease lapsed, and this process must then stop coordinating.
+    pub async fn stopped_by_itself(&mut self) -> DriverStopped {
+        match (&mut self.task).await {
+            Ok(Ok(())) => DriverStopped::Unexpectedly,
+            Ok(Err(error)) => DriverStopped::Failed(error),
+            Err(join) => DriverStopped::Panicked(join.to_string()),
+        }
+    }
+
+    /// Stops the driver: it takes no new commands (later ones get error 11), answers those
+    /// queued, syncs and returns.
+    pub async fn stop(self) -> Result<(), DriverStopped> {
+        let _ = self.stop.send(true);
+        drop(self.commands);
+        match tokio::time::timeout(STOP_WITHIN, self.task).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(DriverStopped::Failed(error)),
+            Ok(Err(join)) => Err(DriverStopped::Panicked(join.to_string())),
+            Err(_) => Err(DriverStopped::TooSlow),
+        }
+    }
+}
+
+/// Why a driver stopped, when it was not asked to (or did not stop cleanly when asked).
+#[derive(Debug, thiserror::Error)]
+pub enum DriverStopped {
+    /// The store failed or the lease lapsed.
+    #[error(transparent)]
+    Failed(DriverError),
+    /// It returned without an error although nobody asked it to (a bug).
+    #[error("the driver stopped unexpectedly")]
+    Unexpectedly,
+    /// Its task panicked.
+    #[error("the driver task failed: {0}")]
+    Panicked(String),
+    /// It did not answer what was queued and sync within the time allowed.
+    #[error("the driver did not stop within 30 s of being asked")]
+    TooSlow,
+}
+
 /// The store's output log, read without stalling the runtime (see [`blocking`]).
 struct BlockingLog<'a>(&'a dyn WindowStore);
 

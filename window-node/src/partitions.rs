@@ -28,11 +28,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use window_store::{RedisMembership, RedisStore};
 
-use crate::driver::{Command, Driver, DriverConfig, blocking};
+use crate::driver::{Command, DriverConfig, RunningDriver, blocking};
 use crate::follower::Coordinator;
 use crate::lease_redis::{LeaseKeeper, Quota, Role, lease_lost};
 use crate::metrics::Metrics;
@@ -286,15 +286,15 @@ async fn keep_partition(
             epoch,
             ..setup.driver
         };
-        let (publish, _) = broadcast::channel(setup.subscriber_buffer.max(16));
-        let driver =
-            blocking(|| Driver::new(config, Box::new(store), publish, Arc::clone(&setup.metrics)))
-                .with_context(|| format!("recovering partition {partition}"))?
-                .with_gate(keeper.gate());
-        let (commands, rx) = mpsc::channel(1024);
-        let (stop_driver, driver_stopped) = watch::channel(false);
-        let mut running = tokio::spawn(driver.run(rx, driver_stopped));
-        table.set_local(partition, Some(commands));
+        let mut running = RunningDriver::start(
+            config,
+            Box::new(store),
+            setup.subscriber_buffer,
+            Arc::clone(&setup.metrics),
+            Some(keeper.gate()),
+        )
+        .with_context(|| format!("recovering partition {partition}"))?;
+        table.set_local(partition, Some(running.commands()));
         setup.metrics.coordinating.fetch_add(1, Ordering::Relaxed);
         tracing::info!(partition, epoch, "coordinating partition {partition}");
         enum Next {
@@ -302,14 +302,9 @@ async fn keep_partition(
             Stop,
         }
         let next = tokio::select! {
-            result = &mut running => {
+            stopped = running.stopped_by_itself() => {
                 table.set_local(partition, None);
-                return Err(match result {
-                    Ok(Ok(())) => anyhow::anyhow!("the driver stopped unexpectedly"),
-                    Ok(Err(error)) => anyhow::Error::new(error),
-                    Err(join) => anyhow::anyhow!("the driver task failed: {join}"),
-                }
-                .context(format!("partition {partition} stopped")));
+                return Err(anyhow::Error::new(stopped).context(format!("partition {partition} stopped")));
             }
             reason = lease_lost(Some(&mut role)) => {
                 table.set_local(partition, None);
@@ -322,16 +317,10 @@ async fn keep_partition(
         // driver answers what it has, syncs, and stops; only then does the lease go.
         table.set_local(partition, None);
         setup.metrics.coordinating.fetch_sub(1, Ordering::Relaxed);
-        let _ = stop_driver.send(true);
-        match tokio::time::timeout(Duration::from_secs(30), running).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => {
-                return Err(anyhow::Error::new(error)
-                    .context(format!("partition {partition} failed while stopping")));
-            }
-            Ok(Err(join)) => anyhow::bail!("partition {partition}: the driver task failed: {join}"),
-            Err(_) => anyhow::bail!("partition {partition}: the driver did not stop within 30 s"),
-        }
+        running
+            .stop()
+            .await
+            .with_context(|| format!("partition {partition} failed while stopping"))?;
         match next {
             Next::HandOver => {
                 keeper.hand_over();

@@ -145,212 +145,250 @@ pub async fn route(
     shared: RouteLimits,
     links: &Links,
 ) -> Routed {
-    let style = shared.style;
-    let count = links.table.count();
-    let part_id = |links: &Links| -> String {
-        match &request_id {
-            Some(id) if id.len() + 12 <= MAX_REQUEST_ID => id.clone(),
-            // Too long to extend: its hash stands for it (the same for a resend of the same id).
-            Some(id) => format!("h{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
-            None => links.next_id(),
-        }
-    };
+    let id = || part_id(links, request_id.as_deref());
     match body {
-        Body::Ingest { mut events } => {
-            let events = events.events();
-            // Each partition's events, as the text of a JSON array.
-            let mut parts: Vec<Option<Vec<u8>>> = (0..count).map(|_| None).collect();
-            let id = part_id(links);
-            for (index, event) in events.iter().enumerate() {
-                if let Err(error) = window_bounds(shared.spec, index, event.ts) {
-                    return ready_error(style, &to, &error);
-                }
-                let partition = links.table.of(event.key);
-                let array = parts[partition as usize].get_or_insert_with(|| b"[".to_vec());
-                if array.len() > 1 {
-                    array.push(b',');
-                }
-                let mut w = JsonWriter::new(array, Style::Compact);
-                w.begin_object();
-                w.key("id").event_id(&event.id);
-                w.key("timestamp").int(event.ts.as_millis());
-                if let Some(key) = event.key {
-                    w.key("key").str(key);
-                }
-                if let Some(value) = event.value {
-                    w.key("value").float(value);
-                }
-                w.end_object();
-            }
-            let lines: Vec<(u32, String)> = (0..count)
-                .filter_map(|p| {
-                    let mut array = parts[p as usize].take()?;
-                    array.push(b']');
-                    let line = line_for("ingest", p, &id, |w| {
-                        w.key("events").raw(&String::from_utf8_lossy(&array));
-                    });
-                    Some((p, line))
-                })
-                .collect();
-            // Checked before any part is sent, so that no part is applied when one would be
-            // refused as too long by its holder.
-            if let Some((p, line)) = lines
-                .iter()
-                .find(|(_, line)| line.len() >= shared.max_line_bytes)
-            {
-                return ready_error(
-                    style,
-                    &to,
-                    &ProtoError::malformed(format!(
-                        "the part of this request for partition {p} is {} bytes as sent to its holder, over --max-line-bytes {}; split the batch",
-                        line.len(),
-                        shared.max_line_bytes
-                    )),
-                );
-            }
-            let mut answers = Vec::with_capacity(lines.len());
-            for (p, line) in lines {
-                answers.push((p, links.ask(p, line).await));
-            }
-            reply_when_answered(answers, style, to.clone(), move |texts| {
-                let mut sum = IngestCounts::default();
-                for text in &texts {
-                    let counts: IngestCounts = expect_reply(text, Kind::IngestOk)?;
-                    sum.accepted += counts.accepted;
-                    sum.duplicates += counts.duplicates;
-                    sum.late += counts.late;
-                }
-                let mut out = Vec::new();
-                reply::ingest_ok(&mut out, &to.header(style), sum);
-                Ok(out)
-            })
-        }
+        Body::Ingest { mut events } => route_ingest(events.events(), id(), to, shared, links).await,
         Body::Close {
             window_id,
             size,
             key,
-        } => {
-            let partition = links.table.of(key.as_deref());
-            let line = line_for("close", partition, &part_id(links), |w| {
-                w.key("window_id").str(&window_id.to_string());
-                if let Some(size) = size {
-                    w.key("window_size_ms").raw(&size.to_string());
-                }
-                if let Some(key) = &key {
-                    w.key("key").str(key);
-                }
-            });
-            let answer = links.ask(partition, line).await;
-            reply_when_answered(vec![(partition, answer)], style, to.clone(), move |texts| {
-                let fields: PeerFields<'_> = expect_reply(&texts[0], Kind::WindowClosed)?;
-                let mut out = Vec::new();
-                reply::window_closed(&mut out, &to.header(style), &fields);
-                Ok(out)
-            })
-        }
-        Body::Flush { until } => {
-            let id = part_id(links);
-            let mut answers = Vec::with_capacity(count as usize);
-            for p in 0..count {
-                let line = line_for("flush", p, &id, |w| {
-                    if let Some(until) = until {
-                        w.key("until").int(until.as_millis());
-                    }
-                });
-                answers.push((p, links.ask(p, line).await));
-            }
-            reply_when_answered(answers, style, to.clone(), move |texts| {
-                let mut windows = Vec::new();
-                for text in &texts {
-                    let flushed: Flushed<'_> = expect_reply(text, Kind::Flushed)?;
-                    for window in flushed.windows {
-                        let order: WindowOrder = serde_json::from_str(window.get())
-                            .map_err(|e| unexpected(window.get(), &e))?;
-                        let fields: PeerFields<'_> = serde_json::from_str(window.get())
-                            .map_err(|e| unexpected(window.get(), &e))?;
-                        windows.push((order.sort_key(), fields));
-                    }
-                }
-                windows.sort_by(|a, b| a.0.cmp(&b.0));
-                let mut out = Vec::new();
-                reply::flushed(&mut out, &to.header(style), windows.iter().map(|(_, w)| w));
-                Ok(out)
-            })
-        }
-        Body::Stats => {
-            let mut answers = Vec::with_capacity(count as usize);
-            for p in 0..count {
-                let line = request_line("stats", Some(p), None, |_| {});
-                answers.push((p, links.ask(p, line).await));
-            }
-            reply_when_answered(answers, style, to.clone(), move |texts| {
-                let parts = texts
-                    .iter()
-                    .map(|text| expect_reply::<PartStats>(text, Kind::StatsOk))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let total = |f: fn(&PartStats) -> u64| parts.iter().map(f).sum::<u64>();
-                let partitions: Vec<PartitionStats> = (0..)
-                    .zip(&parts)
-                    .map(|(partition, p)| p.of(partition))
-                    .collect();
-                let stats = StatsReply {
-                    open_windows: total(|s| s.open_windows),
-                    buffered_events: total(|s| s.buffered_events),
-                    emitted_windows: total(|s| s.emitted_windows),
-                    accepted: total(|s| s.accepted),
-                    duplicates: total(|s| s.duplicates),
-                    late: total(|s| s.late),
-                    holder: None,
-                    partitions: Some(&partitions),
-                };
-                let mut out = Vec::new();
-                reply::stats_ok(&mut out, &to.header(style), &stats);
-                Ok(out)
-            })
-        }
-        Body::Subscribe { from_seq } => {
-            let starts: Vec<Option<u64>> = match from_seq {
-                None => vec![None; count as usize],
-                Some(FromSeq::All(seq)) => vec![Some(seq); count as usize],
-                Some(FromSeq::PerPartition(seqs)) if seqs.len() == count as usize => {
-                    seqs.into_iter().map(Some).collect()
-                }
-                Some(FromSeq::PerPartition(seqs)) => {
-                    return ready_error(
-                        style,
-                        &to,
-                        &ProtoError::malformed(format!(
-                            "from_seq has {} numbers, but the namespace has {count} partitions: give one per partition, or one number for all",
-                            seqs.len()
-                        )),
-                    );
-                }
-            };
-            let (feed_tx, feed) = mpsc::channel(1024);
-            for (p, start) in (0..count).zip(starts) {
-                let coordinator = links
-                    .table
-                    .coordinator(p)
-                    .map(Arc::clone)
-                    .expect("a partition below the count");
-                tokio::spawn(follow_partition(
-                    coordinator,
-                    p,
-                    start,
-                    feed_tx.clone(),
-                    links.failover_timeout,
-                ));
-            }
-            let (out, lines) = mpsc::channel(1024);
-            tokio::spawn(merge_feeds(feed, count, to, style, out));
-            Routed::Stream(lines)
-        }
+        } => route_close(window_id, size, key, id(), to, shared.style, links).await,
+        Body::Flush { until } => route_flush(until, id(), to, shared.style, links).await,
+        Body::Stats => route_stats(to, shared.style, links).await,
+        Body::Subscribe { from_seq } => route_subscribe(from_seq, to, shared.style, links),
         Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
-            style,
+            shared.style,
             &to,
             &ProtoError::Internal("this request is not routed".to_owned()),
         ),
     }
+}
+
+/// The request id of a request's parts (each part adds `/pN`): the client's, a hash standing
+/// for it when it is too long to extend (the same for a resend of the same id), or a fresh one.
+fn part_id(links: &Links, request_id: Option<&str>) -> String {
+    match request_id {
+        Some(id) if id.len() + 12 <= MAX_REQUEST_ID => id.to_owned(),
+        Some(id) => format!("h{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
+        None => links.next_id(),
+    }
+}
+
+/// `ingest`: one part per partition touched; the counts summed.
+async fn route_ingest(
+    events: Vec<window_core::Event<'_>>,
+    id: String,
+    to: ReplyTo,
+    shared: RouteLimits,
+    links: &Links,
+) -> Routed {
+    let style = shared.style;
+    let count = links.table.count();
+    // Each partition's events, as the text of a JSON array.
+    let mut parts: Vec<Option<Vec<u8>>> = (0..count).map(|_| None).collect();
+    for (index, event) in events.iter().enumerate() {
+        if let Err(error) = window_bounds(shared.spec, index, event.ts) {
+            return ready_error(style, &to, &error);
+        }
+        let partition = links.table.of(event.key);
+        let array = parts[partition as usize].get_or_insert_with(|| b"[".to_vec());
+        if array.len() > 1 {
+            array.push(b',');
+        }
+        let mut w = JsonWriter::new(array, Style::Compact);
+        w.begin_object();
+        w.key("id").event_id(&event.id);
+        w.key("timestamp").int(event.ts.as_millis());
+        if let Some(key) = event.key {
+            w.key("key").str(key);
+        }
+        if let Some(value) = event.value {
+            w.key("value").float(value);
+        }
+        w.end_object();
+    }
+    let lines: Vec<(u32, String)> = (0..count)
+        .filter_map(|p| {
+            let mut array = parts[p as usize].take()?;
+            array.push(b']');
+            let line = line_for("ingest", p, &id, |w| {
+                w.key("events").raw(&String::from_utf8_lossy(&array));
+            });
+            Some((p, line))
+        })
+        .collect();
+    // Checked before any part is sent, so that no part is applied when one would be
+    // refused as too long by its holder.
+    if let Some((p, line)) = lines
+        .iter()
+        .find(|(_, line)| line.len() >= shared.max_line_bytes)
+    {
+        return ready_error(
+            style,
+            &to,
+            &ProtoError::malformed(format!(
+                "the part of this request for partition {p} is {} bytes as sent to its holder, over --max-line-bytes {}; split the batch",
+                line.len(),
+                shared.max_line_bytes
+            )),
+        );
+    }
+    let mut answers = Vec::with_capacity(lines.len());
+    for (p, line) in lines {
+        answers.push((p, links.ask(p, line).await));
+    }
+    reply_when_answered(answers, style, to.clone(), move |texts| {
+        let mut sum = IngestCounts::default();
+        for text in &texts {
+            let counts: IngestCounts = expect_reply(text, Kind::IngestOk)?;
+            sum.accepted += counts.accepted;
+            sum.duplicates += counts.duplicates;
+            sum.late += counts.late;
+        }
+        let mut out = Vec::new();
+        reply::ingest_ok(&mut out, &to.header(style), sum);
+        Ok(out)
+    })
+}
+
+/// `close`: to its key's partition.
+async fn route_close(
+    window_id: window_core::WindowId,
+    size: Option<window_core::SizeMs>,
+    key: Option<String>,
+    id: String,
+    to: ReplyTo,
+    style: Style,
+    links: &Links,
+) -> Routed {
+    let partition = links.table.of(key.as_deref());
+    let line = line_for("close", partition, &id, |w| {
+        w.key("window_id").str(&window_id.to_string());
+        if let Some(size) = size {
+            w.key("window_size_ms").raw(&size.to_string());
+        }
+        if let Some(key) = &key {
+            w.key("key").str(key);
+        }
+    });
+    let answer = links.ask(partition, line).await;
+    reply_when_answered(vec![(partition, answer)], style, to.clone(), move |texts| {
+        let fields: PeerFields<'_> = expect_reply(&texts[0], Kind::WindowClosed)?;
+        let mut out = Vec::new();
+        reply::window_closed(&mut out, &to.header(style), &fields);
+        Ok(out)
+    })
+}
+
+/// `flush`: to every partition; the windows merged by (start, end, key).
+async fn route_flush(
+    until: Option<Timestamp>,
+    id: String,
+    to: ReplyTo,
+    style: Style,
+    links: &Links,
+) -> Routed {
+    let count = links.table.count();
+    let mut answers = Vec::with_capacity(count as usize);
+    for p in 0..count {
+        let line = line_for("flush", p, &id, |w| {
+            if let Some(until) = until {
+                w.key("until").int(until.as_millis());
+            }
+        });
+        answers.push((p, links.ask(p, line).await));
+    }
+    reply_when_answered(answers, style, to.clone(), move |texts| {
+        let mut windows = Vec::new();
+        for text in &texts {
+            let flushed: Flushed<'_> = expect_reply(text, Kind::Flushed)?;
+            for window in flushed.windows {
+                let order: WindowOrder =
+                    serde_json::from_str(window.get()).map_err(|e| unexpected(window.get(), &e))?;
+                let fields: PeerFields<'_> =
+                    serde_json::from_str(window.get()).map_err(|e| unexpected(window.get(), &e))?;
+                windows.push((order.sort_key(), fields));
+            }
+        }
+        windows.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out = Vec::new();
+        reply::flushed(&mut out, &to.header(style), windows.iter().map(|(_, w)| w));
+        Ok(out)
+    })
+}
+
+/// `stats`: from every partition; the counts summed beside a `partitions` list.
+async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
+    let count = links.table.count();
+    let mut answers = Vec::with_capacity(count as usize);
+    for p in 0..count {
+        let line = request_line("stats", Some(p), None, |_| {});
+        answers.push((p, links.ask(p, line).await));
+    }
+    reply_when_answered(answers, style, to.clone(), move |texts| {
+        let parts = texts
+            .iter()
+            .map(|text| expect_reply::<PartStats>(text, Kind::StatsOk))
+            .collect::<Result<Vec<_>, _>>()?;
+        let total = |f: fn(&PartStats) -> u64| parts.iter().map(f).sum::<u64>();
+        let partitions: Vec<PartitionStats> = (0..)
+            .zip(&parts)
+            .map(|(partition, p)| p.of(partition))
+            .collect();
+        let stats = StatsReply {
+            open_windows: total(|s| s.open_windows),
+            buffered_events: total(|s| s.buffered_events),
+            emitted_windows: total(|s| s.emitted_windows),
+            accepted: total(|s| s.accepted),
+            duplicates: total(|s| s.duplicates),
+            late: total(|s| s.late),
+            holder: None,
+            partitions: Some(&partitions),
+        };
+        let mut out = Vec::new();
+        reply::stats_ok(&mut out, &to.header(style), &stats);
+        Ok(out)
+    })
+}
+
+/// `subscribe`: one subscription per partition, merged into one stream.
+fn route_subscribe(from_seq: Option<FromSeq>, to: ReplyTo, style: Style, links: &Links) -> Routed {
+    let count = links.table.count();
+    let starts: Vec<Option<u64>> = match from_seq {
+        None => vec![None; count as usize],
+        Some(FromSeq::All(seq)) => vec![Some(seq); count as usize],
+        Some(FromSeq::PerPartition(seqs)) if seqs.len() == count as usize => {
+            seqs.into_iter().map(Some).collect()
+        }
+        Some(FromSeq::PerPartition(seqs)) => {
+            return ready_error(
+                style,
+                &to,
+                &ProtoError::malformed(format!(
+                    "from_seq has {} numbers, but the namespace has {count} partitions: give one per partition, or one number for all",
+                    seqs.len()
+                )),
+            );
+        }
+    };
+    let (feed_tx, feed) = mpsc::channel(1024);
+    for (p, start) in (0..count).zip(starts) {
+        let coordinator = links
+            .table
+            .coordinator(p)
+            .map(Arc::clone)
+            .expect("a partition below the count");
+        tokio::spawn(follow_partition(
+            coordinator,
+            p,
+            start,
+            feed_tx.clone(),
+            links.failover_timeout,
+        ));
+    }
+    let (out, lines) = mpsc::channel(1024);
+    tokio::spawn(merge_feeds(feed, count, to, style, out));
+    Routed::Stream(lines)
 }
 
 /// A request line for a partition: type, partition, request id (`ID/pN`), then what `fields`

@@ -10,11 +10,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::watch;
 use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, WindowSpec};
 use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
 
-use crate::driver::{Driver, DriverConfig, blocking, describe};
+use crate::driver::{DriverConfig, Gate, RunningDriver, blocking, describe};
 use crate::follower::{Coordinator, Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
@@ -175,26 +175,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let frame: IdFrame = args.ids.into();
-    let size = SizeMs::new(i64::try_from(args.window_size.as_millis()).unwrap_or(i64::MAX))
-        .map_err(|e| anyhow::anyhow!("--window-size: {e}"))?;
-    let config = DriverConfig {
-        engine: EngineConfig {
-            frame,
-            purge: PurgePolicy {
-                max_events: args.max_events,
-                max_age_ms: args.max_age.map(millis),
-            },
-            allowed_lateness_ms: Some(millis(args.allowed_lateness)),
-            late: match args.late {
-                Late::Drop => LatePolicy::Drop,
-                Late::Emit => LatePolicy::Emit,
-            },
-        },
-        size,
-        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
-        epoch: 0,
-    };
+    let config = driver_config(&args)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -218,17 +199,127 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
     // With a data directory or Redis, several processes share the state: the lease holder
     // coordinates, the others forward their clients to it until they take over.
-    let style = style(&args);
     let mut config = config;
     let mut holder = local;
     if args.partitions.get() > 1 {
         return serve_partitions(&args, config, listener, local, metrics, stopped).await;
     }
-    let (tenure, store): (Tenure, Box<dyn WindowStore>) = if args.memory {
-        (Tenure::Alone, Box::new(MemoryStore::in_memory()))
+    let Some((tenure, store, epoch)) =
+        take_tenure(&args, &listener, local, &mut stopped, &mut holder).await?
+    else {
+        tracing::info!("stopped while following");
+        return Ok(());
+    };
+    config.epoch = epoch;
+    let gate: Option<Arc<dyn Gate>> = match &tenure {
+        Tenure::Redis(keeper) => Some(keeper.gate()),
+        _ => None,
+    };
+    let mut driver = RunningDriver::start(
+        config,
+        store,
+        args.subscriber_buffer,
+        Arc::clone(&metrics),
+        gate,
+    )
+    .context("recovering the open state")?;
+    if let Tenure::File(lease) = &tenure {
+        lease
+            .publish(local)
+            .context("publishing the coordinator's address in the data directory")?;
+    }
+    metrics.lease_epoch.store(config.epoch, Ordering::Relaxed);
+    metrics.coordinating.store(1, Ordering::Relaxed);
+    if !matches!(tenure, Tenure::Alone) {
+        tracing::info!(
+            epoch = config.epoch,
+            "coordinating: this process holds the lease"
+        );
+    }
+    let shared = shared(
+        &args,
+        &config,
+        Route::Single(driver.commands()),
+        metrics,
+        holder,
+    );
+    let mut stopping = stopped.clone();
+    let mut lost = match &tenure {
+        Tenure::Redis(keeper) => Some(keeper.role()),
+        _ => None,
+    };
+    let accepting = tcp::accept_loop(
+        &listener,
+        Arc::clone(&shared),
+        args.max_connections,
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        },
+    );
+    tokio::select! {
+        () = accepting => {}
+        // The driver stops early only when the store failed or the lease lapsed: stop serving and
+        // say why.
+        stopped = driver.stopped_by_itself() => {
+            return Err(anyhow::Error::new(stopped).context(STOPPED_EARLY));
+        }
+        reason = lease_lost(lost.as_mut()) => {
+            return Err(anyhow::anyhow!("{reason}").context(STOPPED_EARLY));
+        }
+    }
+    tracing::info!("stopping: no new connections; finishing what was received");
+    // The driver answers what is queued, syncs, and stops; later requests get error 11.
+    driver
+        .stop()
+        .await
+        .context("the driver failed while stopping")?;
+    if let Tenure::Redis(keeper) = tenure {
+        // Everything acknowledged is in Redis: let a follower take over at once.
+        blocking(|| keeper.release());
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The daemon's windows and firing rules, from its options (epoch 0 until a lease is held).
+fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
+    let frame: IdFrame = args.ids.into();
+    let size = SizeMs::new(i64::try_from(args.window_size.as_millis()).unwrap_or(i64::MAX))
+        .map_err(|e| anyhow::anyhow!("--window-size: {e}"))?;
+    Ok(DriverConfig {
+        engine: EngineConfig {
+            frame,
+            purge: PurgePolicy {
+                max_events: args.max_events,
+                max_age_ms: args.max_age.map(millis),
+            },
+            allowed_lateness_ms: Some(millis(args.allowed_lateness)),
+            late: match args.late {
+                Late::Drop => LatePolicy::Drop,
+                Late::Emit => LatePolicy::Emit,
+            },
+        },
+        size,
+        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        epoch: 0,
+    })
+}
+
+/// The lease this process coordinates under, its store and its epoch: at once in memory;
+/// otherwise after following the holder until this process takes the lease (`None` when the
+/// process was stopped first). `holder` becomes the address the others reach it at.
+async fn take_tenure(
+    args: &ServeArgs,
+    listener: &TcpListener,
+    local: SocketAddr,
+    stopped: &mut watch::Receiver<bool>,
+    holder: &mut SocketAddr,
+) -> anyhow::Result<Option<Held>> {
+    let held: Held = if args.memory {
+        (Tenure::Alone, Box::new(MemoryStore::in_memory()), 0)
     } else if let Some(url) = &args.store {
         let me = advertised(local, args.advertise)?;
-        holder = me;
+        *holder = me;
         let lease_config =
             LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
                 .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
@@ -252,7 +343,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             max_line_bytes: args.max_line_bytes,
             failover_timeout: args.failover_timeout,
-            style,
+            style: style(args),
         });
         let mut role = keeper.role();
         let held = async move {
@@ -267,19 +358,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 )),
             }
         };
-        let Some(epoch) = follow_until(&listener, forwarding, &mut stopped, held).await? else {
+        let Some(epoch) = follow_until(listener, forwarding, stopped, held).await? else {
             keeper.release();
-            tracing::info!("stopped while following");
-            return Ok(());
+            return Ok(None);
         };
-        config.epoch = epoch;
         let store = blocking(|| -> anyhow::Result<RedisStore> {
             let mut store = RedisStore::connect(url, &args.namespace)?;
             store.backend_mut().set_epoch(epoch);
             Ok(store)
         })
         .with_context(|| format!("opening the Redis store in namespace {:?}", args.namespace))?;
-        (Tenure::Redis(keeper), Box::new(store))
+        (Tenure::Redis(keeper), Box::new(store), epoch)
     } else {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
@@ -287,7 +376,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             coordinator: Coordinator::Dir(args.data_dir.clone()),
             max_line_bytes: args.max_line_bytes,
             failover_timeout: args.failover_timeout,
-            style,
+            style: style(args),
         });
         let dir = args.data_dir.clone();
         let held = async move {
@@ -301,83 +390,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
         };
-        let Some(lease) = follow_until(&listener, forwarding, &mut stopped, held).await? else {
-            tracing::info!("stopped while following");
-            return Ok(());
+        let Some(lease) = follow_until(listener, forwarding, stopped, held).await? else {
+            return Ok(None);
         };
-        config.epoch = lease.epoch();
+        let epoch = lease.epoch();
         let store = SledStore::open_waiting(&args.data_dir, Duration::from_secs(5))
             .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
-        (Tenure::File(lease), Box::new(store))
+        (Tenure::File(lease), Box::new(store), epoch)
     };
-    let (publish, _) = broadcast::channel(args.subscriber_buffer.max(16));
-    let mut driver = blocking(|| Driver::new(config, store, publish, Arc::clone(&metrics)))
-        .context("recovering the open state")?;
-    if let Tenure::Redis(keeper) = &tenure {
-        driver = driver.with_gate(keeper.gate());
-    }
-    let (commands, rx) = mpsc::channel(1024);
-    let (stop_driver, driver_stopped) = watch::channel(false);
-    let driver = tokio::spawn(driver.run(rx, driver_stopped));
-    if let Tenure::File(lease) = &tenure {
-        lease
-            .publish(local)
-            .context("publishing the coordinator's address in the data directory")?;
-    }
-    metrics.lease_epoch.store(config.epoch, Ordering::Relaxed);
-    metrics.coordinating.store(1, Ordering::Relaxed);
-    if !matches!(tenure, Tenure::Alone) {
-        tracing::info!(
-            epoch = config.epoch,
-            "coordinating: this process holds the lease"
-        );
-    }
-    let shared = shared(&args, &config, Route::Single(commands), metrics, holder);
-    let mut driver = driver;
-    let mut stopping = stopped.clone();
-    let mut lost = match &tenure {
-        Tenure::Redis(keeper) => Some(keeper.role()),
-        _ => None,
-    };
-    let accepting = tcp::accept_loop(
-        &listener,
-        Arc::clone(&shared),
-        args.max_connections,
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        },
-    );
-    tokio::select! {
-        () = accepting => {}
-        // The driver stops early only when the store failed or the lease lapsed: stop serving and
-        // say why.
-        result = &mut driver => {
-            return match result {
-                Ok(Ok(())) => Err(anyhow::anyhow!("the driver stopped unexpectedly")),
-                Ok(Err(error)) => Err(anyhow::Error::new(error)
-                    .context(STOPPED_EARLY)),
-                Err(join) => Err(anyhow::anyhow!("the driver task failed: {join}")),
-            };
-        }
-        reason = lease_lost(lost.as_mut()) => {
-            return Err(anyhow::anyhow!("{reason}").context(STOPPED_EARLY));
-        }
-    }
-    tracing::info!("stopping: no new connections; finishing what was received");
-    // The driver answers what is queued, syncs, and stops; later requests get error 11.
-    let _ = stop_driver.send(true);
-    match tokio::time::timeout(Duration::from_secs(30), driver).await {
-        Ok(Ok(result)) => result.context("the driver failed")?,
-        Ok(Err(join)) => anyhow::bail!("the driver task failed: {join}"),
-        Err(_) => anyhow::bail!("the driver did not finish within 30 s of the shutdown signal"),
-    }
-    if let Tenure::Redis(keeper) = tenure {
-        // Everything acknowledged is in Redis: let a follower take over at once.
-        blocking(|| keeper.release());
-    }
-    tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(Some(held))
 }
+
+/// A tenure, its store, and the epoch it fires under.
+type Held = (Tenure, Box<dyn WindowStore>, u64);
 
 /// `serve --partitions N` (N > 1, with --store): every node routes clients, and serves the
 /// partitions whose leases it holds.
