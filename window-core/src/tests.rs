@@ -101,96 +101,11 @@ fn run(script: &str) -> String {
                 }
                 engine = Engine::new(config);
             }
-            "at" => {
-                let mut events = Vec::new();
-                // The size belongs to the batch: with `size=` on one event of a batch, every
-                // event of it must say the same, so that a script cannot mean something else.
-                let mut sizes = Vec::new();
-                for part in line.split(';') {
-                    let words: Vec<&str> = part.split_whitespace().collect();
-                    assert!(
-                        words.len() >= 4 && words[0] == "at" && words[2] == "put",
-                        "expected `at T put ID ...`: {part}"
-                    );
-                    let mut event = Event {
-                        id: event_id(words[3]),
-                        ts: time(words[1]),
-                        key: None,
-                        value: None,
-                    };
-                    let mut event_size = None;
-                    for (name, value) in options(&words[4..]) {
-                        match name {
-                            "key" => event.key = Some(value),
-                            "value" => event.value = Some(value.parse().unwrap()),
-                            "size" => event_size = Some(size(value)),
-                            _ => panic!("unknown event option {name}: {line}"),
-                        }
-                    }
-                    sizes.push(event_size);
-                    events.push(event);
-                }
-                assert!(
-                    sizes.windows(2).all(|pair| pair[0] == pair[1]),
-                    "one batch, one size: {line}"
-                );
-                let batch_size = sizes[0].unwrap_or(default_size);
-                match engine.handle_events(now, batch_size, events) {
-                    Ok(admission) => {
-                        writeln!(
-                            out,
-                            "put: accepted={} duplicates={} late={}",
-                            admission.accepted, admission.duplicates, admission.late_count
-                        )
-                        .unwrap();
-                        for late in admission.late {
-                            write!(
-                                out,
-                                "late: id={} at {} in [{}, {})",
-                                late.event.id,
-                                show(late.event.ts),
-                                show(late.bounds.start),
-                                show(late.bounds.end)
-                            )
-                            .unwrap();
-                            if let Some(key) = late.event.key {
-                                write!(out, " key={key}").unwrap();
-                            }
-                            out.push('\n');
-                        }
-                    }
-                    Err(error) => writeln!(out, "put: rejected: {error}").unwrap(),
-                }
-            }
+            "at" => put(&mut engine, now, default_size, line, &mut out),
             "now" => now = time(words[1]),
             "deadline" => engine.handle_deadline(words.get(1).map_or(now, |t| time(t))),
             "watermark" => engine.handle_watermark(time(words[1])),
-            "close" => {
-                let id = words[1].parse().expect("close window-<id>");
-                let mut selector = WindowSelector {
-                    start: config.frame.start_of(id).unwrap(),
-                    size: None,
-                    key: None,
-                };
-                for (name, value) in options(&words[2..]) {
-                    match name {
-                        "size" => selector.size = Some(size(value)),
-                        "key" => selector.key = Some(value),
-                        _ => panic!("unknown close option {name}: {line}"),
-                    }
-                }
-                match engine.close(selector) {
-                    Ok(window) => render(&mut out, config.frame, &window),
-                    Err(CloseError::NotOpen) => writeln!(out, "close: not open").unwrap(),
-                    Err(CloseError::Ambiguous(keys)) => {
-                        let keys: Vec<String> = keys
-                            .iter()
-                            .map(|key| window_label(config.frame, key))
-                            .collect();
-                        writeln!(out, "close: ambiguous: {}", keys.join(" | ")).unwrap();
-                    }
-                }
-            }
+            "close" => close(&mut engine, config.frame, &words, line, &mut out),
             "flush" => {
                 let windows = engine.flush(words.get(1).map(|t| time(t)));
                 if windows.is_empty() {
@@ -242,6 +157,94 @@ fn run(script: &str) -> String {
     )
     .unwrap();
     out
+}
+
+/// `at T put ID [key=K] [value=V] [size=S]; at ...`: one batch of events.
+fn put(engine: &mut Engine, now: Timestamp, default_size: SizeMs, line: &str, out: &mut String) {
+    let mut events = Vec::new();
+    // The size belongs to the batch: with `size=` on one event of a batch, every
+    // event of it must say the same, so that a script cannot mean something else.
+    let mut sizes = Vec::new();
+    for part in line.split(';') {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        assert!(
+            words.len() >= 4 && words[0] == "at" && words[2] == "put",
+            "expected `at T put ID ...`: {part}"
+        );
+        let mut event = Event {
+            id: event_id(words[3]),
+            ts: time(words[1]),
+            key: None,
+            value: None,
+        };
+        let mut event_size = None;
+        for (name, value) in options(&words[4..]) {
+            match name {
+                "key" => event.key = Some(value),
+                "value" => event.value = Some(value.parse().unwrap()),
+                "size" => event_size = Some(size(value)),
+                _ => panic!("unknown event option {name}: {line}"),
+            }
+        }
+        sizes.push(event_size);
+        events.push(event);
+    }
+    assert!(
+        sizes.windows(2).all(|pair| pair[0] == pair[1]),
+        "one batch, one size: {line}"
+    );
+    let batch_size = sizes[0].unwrap_or(default_size);
+    match engine.handle_events(now, batch_size, events) {
+        Ok(admission) => {
+            writeln!(
+                out,
+                "put: accepted={} duplicates={} late={}",
+                admission.accepted, admission.duplicates, admission.late_count
+            )
+            .unwrap();
+            for late in admission.late {
+                write!(
+                    out,
+                    "late: id={} at {} in [{}, {})",
+                    late.event.id,
+                    show(late.event.ts),
+                    show(late.bounds.start),
+                    show(late.bounds.end)
+                )
+                .unwrap();
+                if let Some(key) = late.event.key {
+                    write!(out, " key={key}").unwrap();
+                }
+                out.push('\n');
+            }
+        }
+        Err(error) => writeln!(out, "put: rejected: {error}").unwrap(),
+    }
+}
+
+/// `close window-ID [size=S] [key=K]`.
+fn close(engine: &mut Engine, frame: IdFrame, words: &[&str], line: &str, out: &mut String) {
+    let id = words[1].parse().expect("close window-<id>");
+    let mut selector = WindowSelector {
+        start: frame.start_of(id).unwrap(),
+        size: None,
+        key: None,
+    };
+    for (name, value) in options(&words[2..]) {
+        match name {
+            "size" => selector.size = Some(size(value)),
+            "key" => selector.key = Some(value),
+            _ => panic!("unknown close option {name}: {line}"),
+        }
+    }
+    match engine.close(selector) {
+        Ok(window) => render(out, frame, &window),
+        Err(CloseError::NotOpen) => writeln!(out, "close: not open").unwrap(),
+        Err(CloseError::Ambiguous(keys)) => {
+            let keys: Vec<String> = keys.iter().map(|key| window_label(frame, key)).collect();
+            writeln!(out, "close: ambiguous: {}", keys.join(" | ")).unwrap();
+        }
+    }
 }
 
 fn render(out: &mut String, frame: IdFrame, window: &ClosedWindow) {
