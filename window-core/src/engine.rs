@@ -185,11 +185,7 @@ impl Engine {
         };
         dirty.removed = std::mem::take(&mut log.removed);
         for key in std::mem::take(&mut log.touched) {
-            let Some(window) = self
-                .slots
-                .get_mut(&(key.start, key.size))
-                .and_then(|slot| slot.get_mut(key.key.as_deref()))
-            else {
+            let Some(window) = open_window(&mut self.slots, &key) else {
                 continue;
             };
             if !window.dirty {
@@ -351,11 +347,7 @@ impl Engine {
             let Some((_, key)) = self.deadlines.pop_first() else {
                 break;
             };
-            let Some(window) = self
-                .slots
-                .get_mut(&(key.start, key.size))
-                .and_then(|slot| slot.get_mut(key.key.as_deref()))
-            else {
+            let Some(window) = open_window(&mut self.slots, &key) else {
                 continue;
             };
             if window.pane_len() > 0 {
@@ -576,6 +568,16 @@ fn touch(
 fn deadline(opened: Timestamp, age_ms: u64) -> Timestamp {
     let age = i64::try_from(age_ms).unwrap_or(i64::MAX);
     Timestamp::from_millis(opened.as_millis().saturating_add(age))
+}
+
+/// The open window `key` names, if it is open.
+fn open_window<'a>(
+    slots: &'a mut BTreeMap<(Timestamp, SizeMs), Slot>,
+    key: &WindowKey,
+) -> Option<&'a mut OpenWindow> {
+    slots
+        .get_mut(&(key.start, key.size))
+        .and_then(|slot| slot.get_mut(key.key.as_deref()))
 }
 
 fn window_key(start: Timestamp, size: SizeMs, key: Option<&str>) -> WindowKey {
