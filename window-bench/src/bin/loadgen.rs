@@ -35,11 +35,11 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 use window_bench::panes::{EmittedPane, Expected, WindowOf, check_panes};
-use window_bench::proc::{self, Pid};
 use window_bench::{
     GRADER_OFFSET_MS, GenEvent, IdKind, RefClosed, RefConfig, RefEvent, RefWindow, Reference,
     Render, TimestampForm, Values, Workload,
 };
+use window_testkit::procfs::{self as proc, Pid};
 
 /// Drives a window-node over stdin or over TCP (the daemon, `window-node serve`) and reports events/s,
 /// ack and fire latency, CPU seconds and peak memory, after checking every answer.
