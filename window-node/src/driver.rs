@@ -881,7 +881,7 @@ mod fencing {
 
     use super::*;
 
-    use crate::redis_support as support;
+    use window_testkit as support;
 
     fn events(ids: &[i64]) -> Vec<OwnedEvent> {
         ids.iter()

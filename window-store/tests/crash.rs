@@ -17,7 +17,7 @@ use window_core::{
     WindowKey,
 };
 use window_store::{Batch, OutputRecord, SledStore, WindowStore, open_engine};
-use window_testkit::{Process, Stderr, temp_dir};
+use window_testkit::{Process, Stderr, count_from_env, temp_dir};
 
 const CHILD_DIR: &str = "WINDOW_STORE_CRASH_DIR";
 const CHILD_START: &str = "WINDOW_STORE_CRASH_START";
@@ -142,10 +142,7 @@ fn main() {
         child(Path::new(&dir), start.parse().expect("start"));
         return;
     }
-    let cycles: u64 = std::env::var("CRASH_CYCLES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(5);
+    let cycles = count_from_env("CRASH_CYCLES", 5) as u64;
     let dir = temp_dir();
     let started = Instant::now();
     let mut acked = 0u64;

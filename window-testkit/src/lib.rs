@@ -60,6 +60,15 @@ pub use tempfile::TempDir;
 /// for that long before answering is not mistaken for a dead one.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// A count the slow runs raise through the environment: `name`'s value, or `default` when it is
+/// unset or not a number (`cargo xtask crash` sets `FAILOVER_KILLS=20`, `CRASH_CYCLES=50`).
+pub fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A fresh temporary directory, removed when dropped. Panics if none can be made (tests only).
 pub fn temp_dir() -> TempDir {
     tempfile::tempdir().expect("a temporary directory")
