@@ -21,9 +21,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -39,7 +39,8 @@ use window_bench::{
     GRADER_OFFSET_MS, GenEvent, IdKind, RefClosed, RefConfig, RefEvent, RefWindow, Reference,
     Render, TimestampForm, Values, Workload,
 };
-use window_testkit::procfs::{self as proc, Pid};
+use window_testkit::procfs;
+use window_testkit::{Node, Process, Signal, Stderr};
 
 /// Drives a window-node over stdin or over TCP (the daemon, `window-node serve`) and reports events/s,
 /// ack and fire latency, CPU seconds and peak memory, after checking every answer.
@@ -371,7 +372,7 @@ fn normalize_id(id: &Value) -> String {
 struct Connection {
     writer: Box<dyn Write + Send>,
     reader: Box<dyn BufRead + Send>,
-    child: Option<Child>,
+    child: Option<Process>,
     tcp: Vec<SocketAddr>,
 }
 
@@ -414,50 +415,47 @@ fn connect(cli: &Cli) -> anyhow::Result<Connection> {
             .collect::<anyhow::Result<Vec<SocketAddr>>>()?;
         return tcp_connection(addrs, None, Duration::from_secs(5));
     }
-    let mut command = Command::new(&cli.node);
+    let mut args: Vec<String> = Vec::new();
     if cli.serve {
-        // A free loopback port: bind, read it, let it go (the daemon binds it a moment later).
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        command.arg("serve").arg("--listen").arg(addr.to_string());
-        command.args(["--window-size", &format!("{}ms", cli.window_size_ms)]);
+        args.extend([
+            "--window-size".to_owned(),
+            format!("{}ms", cli.window_size_ms),
+        ]);
         // Wall time must not move event time, or the reference could not know what fires.
-        command.args(["--idle-timeout", "0s"]);
+        args.extend(["--idle-timeout", "0s"].map(str::to_owned));
         let named = |flag: &str| {
             cli.node_args
                 .iter()
                 .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
         };
         if !named("--data-dir") && !named("--memory") {
-            command.arg("--memory");
+            args.push("--memory".to_owned());
         }
     }
-    command.args(["--ids", cli.frame.as_str()]);
+    args.extend(["--ids", cli.frame.as_str()].map(str::to_owned));
     if let Some(ms) = cli.lateness_ms() {
-        command.arg("--allowed-lateness").arg(format!("{ms}ms"));
+        args.extend(["--allowed-lateness".to_owned(), format!("{ms}ms")]);
     }
     if let Some(n) = cli.max_events {
-        command.arg("--max-events").arg(n.to_string());
+        args.extend(["--max-events".to_owned(), n.to_string()]);
     }
-    command.args(&cli.node_args);
-    command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", cli.node.display()))?;
+    args.extend(cli.node_args.iter().cloned());
     if cli.serve {
-        let addr = command
-            .get_args()
-            .skip_while(|a| *a != "--listen")
-            .nth(1)
-            .and_then(|a| a.to_str()?.parse::<SocketAddr>().ok())
-            .context("listen address")?;
-        return tcp_connection(vec![addr], Some(child), Duration::from_secs(30));
+        // `serve --listen 127.0.0.1:0`: ready once it logged the address it listens on.
+        let node = Node::start(&cli.node, &args)
+            .with_context(|| format!("starting {} serve", cli.node.display()))?;
+        return tcp_connection(vec![node.addr], Some(node.process), Duration::from_secs(30));
     }
-    let stdin = child.stdin.take().context("child stdin")?;
-    let stdout = child.stdout.take().context("child stdout")?;
+    let mut child = Process::spawn(
+        Command::new(&cli.node)
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+        Stderr::Capture,
+    )
+    .with_context(|| format!("starting {}", cli.node.display()))?;
+    let stdin = child.take_stdin().context("child stdin")?;
+    let stdout = child.take_stdout().context("child stdout")?;
     Ok(Connection {
         writer: Box::new(stdin),
         reader: Box::new(BufReader::with_capacity(1 << 20, stdout)),
@@ -469,7 +467,7 @@ fn connect(cli: &Cli) -> anyhow::Result<Connection> {
 /// Connects to the first of `addrs`, retrying while it starts (or until `child` exits).
 fn tcp_connection(
     addrs: Vec<SocketAddr>,
-    mut child: Option<Child>,
+    mut child: Option<Process>,
     patience: Duration,
 ) -> anyhow::Result<Connection> {
     let addr = *addrs.first().context("no address to connect to")?;
@@ -484,7 +482,7 @@ fn tcp_connection(
 
 fn connect_retrying(
     addr: SocketAddr,
-    mut child: Option<&mut Child>,
+    mut child: Option<&mut Process>,
     patience: Duration,
 ) -> anyhow::Result<TcpStream> {
     let start = Instant::now();
@@ -496,9 +494,11 @@ fn connect_retrying(
             }
             Err(e) if start.elapsed() < patience => {
                 if let Some(child) = child.as_mut()
-                    && let Some(status) = child.try_wait()?
+                    && let Some(status) = child.exited()?
                 {
-                    bail!("the daemon exited with {status} before it listened on {addr}");
+                    bail!(child.failure(&format!(
+                        "exited with {status} before it listened on {addr}"
+                    )));
                 }
                 let _ = e;
                 thread::sleep(Duration::from_millis(10));
@@ -696,7 +696,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
 
     let spawned = Instant::now();
     let mut conn = connect(cli)?;
-    let pid = conn.child.as_ref().map(|c| Pid::Other(c.id()));
+    let pid = conn.child.as_ref().map(Process::pid);
     let subscriber = conn
         .tcp
         .first()
@@ -715,7 +715,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         "the node emitted windows before any event"
     );
     let ready = baseline.at - spawned;
-    let baseline_rss_kib = pid.and_then(proc::rss_kib);
+    let baseline_rss_kib = pid.and_then(procfs::rss_kib);
 
     let progress = if cli.no_progress {
         ProgressBar::hidden()
@@ -758,7 +758,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         &format!("{{\"type\":\"stats\",\"msg_id\":{next}}}\n"),
         &mut fired_lines,
     )?;
-    let rss_buffered_kib = pid.and_then(proc::rss_kib);
+    let rss_buffered_kib = pid.and_then(procfs::rss_kib);
     let flushed = if cli.no_flush {
         None
     } else {
@@ -785,23 +785,23 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         };
         fired_lines = subscriber.stop(emitted + flushed_count, Duration::from_secs(60))?;
     }
-    let cpu_seconds = pid.and_then(proc::cpu_seconds);
-    let peak_rss_kib = pid.and_then(proc::peak_rss_kib);
+    let cpu_seconds = pid.and_then(procfs::cpu_seconds);
+    let peak_rss_kib = pid.and_then(procfs::peak_rss_kib);
     drop(conn.writer);
     if let Some(mut child) = conn.child.take() {
         if transport == Transport::Tcp {
             // The daemon drains and exits on SIGTERM.
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .context("running kill -TERM")?;
-            ensure!(status.success(), "kill -TERM failed");
+            child.signal(Signal::Term)?;
         }
         // Anything after the last reply is a protocol violation.
         let mut rest = String::new();
         conn.reader.read_to_string(&mut rest)?;
-        let status = child.wait()?;
-        ensure!(status.success(), "the node exited with {status}");
+        let status = child.wait_exit(Duration::from_secs(60))?;
+        ensure!(
+            status.success(),
+            "{}",
+            child.failure(&format!("exited with {status}"))
+        );
         ensure!(
             rest.trim().is_empty(),
             "the node wrote after its last reply: {rest:.200}"
