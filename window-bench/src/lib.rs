@@ -6,7 +6,8 @@
 //! This crate is where everything that measures lives, so the measured crates carry none of it:
 //! - `benches/core.rs` and `benches/store.rs` (criterion): the engine and the stores through
 //!   their public APIs only;
-//! - `src/bin/loadgen.rs`: drives a real `window-node` process and writes a JSON summary;
+//! - `src/bin/loadgen/`: drives a real `window-node` process and writes a JSON summary (split
+//!   by concern: options, workload, client, timed phase, verify, report, scenario);
 //! - `src/bin/probe.rs`: single-shot measurements for the report (memory per buffered event,
 //!   restart time) and the report's SVG chart;
 //! - `cargo xtask bench` runs all of them and writes `bench/report.md`.
