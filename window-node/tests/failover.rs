@@ -1,9 +1,9 @@
 //! Several `serve` processes sharing one state, on one data directory (the file lease) or on one
 //! Redis server (`--store redis://`, a real `redis-server` started on a free loopback port; see
-//! `window_testkit::RedisServer`): the coordinator is SIGKILLed again and again under load from a client connected
-//! to the others. Every acknowledged event must appear in exactly one fired window, no window may
-//! fire twice, `seq` stays dense, and every takeover raises the epoch. `FAILOVER_KILLS` sets the
-//! number of kills (default 3; `cargo xtask crash` runs 20).
+//! `window_testkit::RedisServer`): the coordinator is SIGKILLed again and again under load from
+//! a client connected to the others. Every acknowledged event must appear in exactly one fired
+//! window, no window may fire twice, `seq` stays dense, and every takeover raises the epoch.
+//! `FAILOVER_KILLS` sets the number of kills (default 3; `cargo xtask crash` runs 20).
 //!
 //! With Redis, a holder can also be paused (SIGSTOP) past its lease while the others go on: a
 //! follower takes over, and when the old holder resumes it must not fire anything. It stops

@@ -4,11 +4,11 @@
 //! routes its requests to the partitions' holders.
 //!
 //! The tests run the real binary against a real `redis-server` on a free loopback port (see
-//! `window_testkit::RedisServer`; without it they return early outside CI). They check that the partitions spread
-//! over the nodes and move to the survivors when a holder is SIGKILLed, that under load through
-//! one node every acknowledged event still appears in exactly one fired window while holders
-//! die again and again (`FAILOVER_KILLS`, default 3), and that mistakes in the option are
-//! explained.
+//! `window_testkit::RedisServer`; without it they return early outside CI). They check that the
+//! partitions spread over the nodes and move to the survivors when a holder is SIGKILLed, that
+//! under load through one node every acknowledged event still appears in exactly one fired
+//! window while holders die again and again (`FAILOVER_KILLS`, default 3), and that mistakes in
+//! the option are explained.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

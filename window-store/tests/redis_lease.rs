@@ -1,6 +1,6 @@
-//! The Redis lease against a real `redis-server` (see `window_testkit::RedisServer`): compare-and-set acquisition,
-//! renewal and release only by the holder, expiry by Redis's clock, and the fence an acquisition
-//! raises before the new holder has written anything.
+//! The Redis lease against a real `redis-server` (see `window_testkit::RedisServer`):
+//! compare-and-set acquisition, renewal and release only by the holder, expiry by Redis's clock,
+//! and the fence an acquisition raises before the new holder has written anything.
 
 use std::time::Duration;
 

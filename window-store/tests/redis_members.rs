@@ -1,6 +1,7 @@
-//! The members of a partitioned namespace against a real `redis-server` (see `window_testkit::RedisServer`): the
-//! number of partitions is recorded once, an unpartitioned store counts as one partition,
-//! announcements expire by Redis's clock, and a node that leaves is gone at once.
+//! The members of a partitioned namespace against a real `redis-server` (see
+//! `window_testkit::RedisServer`): the number of partitions is recorded once, an unpartitioned
+//! store counts as one partition, announcements expire by Redis's clock, and a node that leaves
+//! is gone at once.
 
 use std::time::Duration;
 
