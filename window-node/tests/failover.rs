@@ -194,14 +194,7 @@ enum Disruption {
 fn run(shared: &Shared, disruption: Disruption) -> String {
     let nodes: Arc<Mutex<Vec<Node>>> =
         Arc::new(Mutex::new((0..3).map(|_| start(shared)).collect()));
-    let addrs = || {
-        nodes
-            .lock()
-            .expect("nodes")
-            .iter()
-            .map(|n| n.addr)
-            .collect::<Vec<_>>()
-    };
+    let addrs = || live(&nodes);
     let first = wait_for_coordinator(addrs()[0], |_| true);
     assert_eq!(first.1, 1, "the first holder's epoch");
     // The client ingests through followers, one request in flight, retrying on errors.
@@ -239,12 +232,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                         // Reconnect to any live node (the list changes as nodes die) and resend.
                         retries += 1;
                         std::thread::sleep(Duration::from_millis(20));
-                        let candidates: Vec<SocketAddr> = nodes
-                            .lock()
-                            .expect("nodes")
-                            .iter()
-                            .map(|n| n.addr)
-                            .collect();
+                        let candidates = live(&nodes);
                         conn = candidates.iter().rev().find_map(|a| Conn::open(*a).ok());
                     }
                 }
@@ -272,13 +260,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                         flushed += reply["windows"].as_array().map_or(0, |w| w.len() as u64);
                     }
                     _ => {
-                        let candidates: Vec<SocketAddr> = nodes
-                            .lock()
-                            .expect("nodes")
-                            .iter()
-                            .map(|n| n.addr)
-                            .collect();
-                        conn = candidates.iter().find_map(|a| Conn::open(*a).ok());
+                        conn = live(&nodes).iter().find_map(|a| Conn::open(*a).ok());
                     }
                 }
             }
@@ -369,6 +351,16 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
         "{} acknowledged events all emitted exactly once in {emitted} windows ({flushed} of them by flushes during the run; per epoch {by_epoch:?}); takeover (disruption to new holder) max {slowest:?}, each {takeovers:?}{woke}",
         acked.len()
     )
+}
+
+/// The addresses of the nodes alive now (the list changes as nodes die and join).
+fn live(nodes: &Mutex<Vec<Node>>) -> Vec<SocketAddr> {
+    nodes
+        .lock()
+        .expect("nodes")
+        .iter()
+        .map(|n| n.addr)
+        .collect()
 }
 
 /// Removes the node listening at `holder` from the list.
