@@ -10,11 +10,12 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use window_bench::{IdKind, Scale, Workload, write_rfc3339};
+use window_bench::{IdKind, Scale, Workload};
 use window_core::{
     Engine, EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, Timestamp, WindowSpec,
     group_by_window,
 };
+use window_testkit::calendar::write_rfc3339;
 
 fn config() -> Criterion {
     let scale = Scale::from_env();

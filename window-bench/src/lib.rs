@@ -1,9 +1,13 @@
 //! Benchmarks of window-node: seeded workloads, an independent reference, and process probes.
 //!
+//! Processes, Redis and timestamps written independently of the core come from
+//! `window-testkit` (its child-process harness, `procfs` readers and `calendar`).
+//!
 //! This crate is where everything that measures lives, so the measured crates carry none of it:
 //! - `benches/core.rs` and `benches/store.rs` (criterion): the engine and the stores through
 //!   their public APIs only;
-//! - `src/bin/loadgen.rs`: drives a real `window-node` process and writes a JSON summary;
+//! - `src/bin/loadgen/`: drives a real `window-node` process and writes a JSON summary (split
+//!   by concern: options, workload, client, timed phase, verify, report, scenario);
 //! - `src/bin/probe.rs`: single-shot measurements for the report (memory per buffered event,
 //!   restart time) and the report's SVG chart;
 //! - `cargo xtask bench` runs all of them and writes `bench/report.md`.
@@ -16,21 +20,19 @@
 //!   `BTreeMap<(window start, key), ids>`, used to check every scenario before its speed counts.
 //! - [`panes`]: the order-independent check of each window's panes (their sizes under a length
 //!   purge, their order and their ids), for runs where the node's order of requests is unknown.
-//! - [`proc`]: CPU time and memory of a process, from `/proc`.
 //!
 //! # What it does not do
 //! No speed thresholds anywhere: figures are reported, compared as ratios measured in the same
 //! run, and never asserted. It changes nothing in the crates it measures.
 
 pub mod panes;
-pub mod proc;
 mod reference;
 mod workload;
 
 pub use crate::reference::{RefAdmission, RefClosed, RefConfig, RefEvent, RefWindow, Reference};
 pub use crate::workload::{
     DEFAULT_START_MS, GenEvent, Generator, IdKind, Origin, RECENT, Render, TimestampForm, Values,
-    Workload, write_rfc3339,
+    Workload,
 };
 
 /// The offset of the `grader` id frame (see the wire protocol): 2 h.

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use window_core::{Event, EventId, Timestamp};
+use window_testkit::calendar::write_rfc3339;
 
 use crate::reference::RefEvent;
 
@@ -371,47 +372,4 @@ impl Render {
 
 fn text_id(id: u64) -> String {
     format!("e{id:09}")
-}
-
-/// Appends `ms` as RFC 3339 in a fixed offset of `offset_min` minutes (`Z` for 0), with
-/// milliseconds when they are not zero. Written here, not borrowed from the core, so generated
-/// input does not depend on the code it measures.
-pub fn write_rfc3339(out: &mut String, ms: i64, offset_min: i64) {
-    let local = ms + offset_min * 60_000;
-    let secs = local.div_euclid(1000);
-    let millis = local.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    );
-    if millis != 0 {
-        let _ = write!(out, ".{millis:03}");
-    }
-    if offset_min == 0 {
-        out.push('Z');
-    } else {
-        let sign = if offset_min < 0 { '-' } else { '+' };
-        let abs = offset_min.abs();
-        let _ = write!(out, "{sign}{:02}:{:02}", abs / 60, abs % 60);
-    }
-}
-
-/// Howard Hinnant's `civil_from_days`: (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }

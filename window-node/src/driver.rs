@@ -669,8 +669,9 @@ mod fencing {
 
     use super::*;
 
+    use window_testkit as support;
+
     use crate::lease_redis::FireGate;
-    use crate::redis_support as support;
 
     fn events(ids: &[i64]) -> Vec<OwnedEvent> {
         ids.iter()

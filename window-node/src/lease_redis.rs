@@ -506,7 +506,7 @@ mod tests {
     //! The keeper with a quota, against a real `redis-server` (see `redis_support`).
 
     use super::*;
-    use crate::redis_support::RedisServer;
+    use window_testkit::RedisServer;
 
     #[test]
     fn a_quota_counts_places_taken_and_given_back() {

@@ -19,11 +19,6 @@ mod serve;
 mod stdin;
 mod tcp;
 
-/// A real `redis-server` for the unit tests that need one (shared with window-store's tests).
-#[cfg(test)]
-#[path = "../../window-store/tests/support/mod.rs"]
-mod redis_support;
-
 use std::io::{self, BufReader};
 use std::num::NonZeroU32;
 use std::process::ExitCode;

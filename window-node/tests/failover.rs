@@ -1,9 +1,9 @@
 //! Several `serve` processes sharing one state, on one data directory (the file lease) or on one
 //! Redis server (`--store redis://`, a real `redis-server` started on a free loopback port; see
-//! `support`): the coordinator is SIGKILLed again and again under load from a client connected
-//! to the others. Every acknowledged event must appear in exactly one fired window, no window may
-//! fire twice, `seq` stays dense, and every takeover raises the epoch. `FAILOVER_KILLS` sets the
-//! number of kills (default 3; `cargo xtask crash` runs 20).
+//! `window_testkit::RedisServer`): the coordinator is SIGKILLed again and again under load from
+//! a client connected to the others. Every acknowledged event must appear in exactly one fired
+//! window, no window may fire twice, `seq` stays dense, and every takeover raises the epoch.
+//! `FAILOVER_KILLS` sets the number of kills (default 3; `cargo xtask crash` runs 20).
 //!
 //! With Redis, a holder can also be paused (SIGSTOP) past its lease while the others go on: a
 //! follower takes over, and when the old holder resumes it must not fire anything. It stops
@@ -12,17 +12,20 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "../../window-store/tests/support/mod.rs"]
-mod support;
+use window_testkit::{
+    Conn, Node, RedisServer, Signal, WAIT, count_from_env, run as run_to_end, temp_dir, wait_for,
+    wait_until,
+};
 
-mod nodes;
-
-use nodes::{Conn, Node, WAIT, kills};
+/// How many times the kill tests kill a coordinator: `FAILOVER_KILLS`, 3 by default.
+fn kills() -> usize {
+    count_from_env("FAILOVER_KILLS", 3)
+}
 
 /// Where the nodes keep their shared state.
 #[derive(Clone, Debug)]
@@ -40,9 +43,6 @@ fn start(shared: &Shared) -> Node {
 /// Starts a node on `shared` with `extra` options too (a `--lease-ttl` there replaces the 1 s).
 fn start_with(shared: &Shared, extra: &[&str]) -> Node {
     let mut args: Vec<String> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
         "--window-size",
         "1s",
         "--allowed-lateness",
@@ -62,12 +62,14 @@ fn start_with(shared: &Shared, extra: &[&str]) -> Node {
         Shared::Redis(url) => args.extend(["--store", url, "--lease-ttl", "1s"].map(str::to_owned)),
     }
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    Node::spawn(&args)
+    Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("a node starts")
 }
 
 /// Asks `addr` who coordinates, and with which epoch.
 fn coordinator(addr: SocketAddr) -> Option<(String, u64)> {
-    let stats = Conn::open(addr)?.call(r#"{"type":"stats","msg_id":1}"#)?;
+    let stats = Conn::open(addr)
+        .ok()?
+        .call(r#"{"type":"stats","msg_id":1}"#)?;
     Some((
         stats["lease_holder"].as_str()?.to_owned(),
         stats["epoch"].as_u64()?,
@@ -76,7 +78,7 @@ fn coordinator(addr: SocketAddr) -> Option<(String, u64)> {
 
 #[test]
 fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = temp_dir();
     let report = run(
         &Shared::Dir(dir.path().to_owned()),
         Disruption::Kills(kills()),
@@ -86,7 +88,7 @@ fn the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
 
 #[test]
 fn with_redis_the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_lost() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let report = run(&Shared::Redis(server.url()), Disruption::Kills(kills()));
@@ -95,7 +97,7 @@ fn with_redis_the_coordinator_dies_again_and_again_and_nothing_acknowledged_is_l
 
 #[test]
 fn with_redis_a_holder_paused_past_its_lease_fires_nothing_when_it_wakes() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let report = run(&Shared::Redis(server.url()), Disruption::Pause);
@@ -106,23 +108,29 @@ fn with_redis_a_holder_paused_past_its_lease_fires_nothing_when_it_wakes() {
 /// rather than after the ttl (30 s here, longer than the test waits).
 #[test]
 fn with_redis_a_clean_shutdown_hands_the_lease_over_at_once() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let shared = Shared::Redis(server.url());
-    let mut holder = start_with(&shared, &["--lease-ttl", "30s"]);
-    let follower = start_with(&shared, &["--lease-ttl", "30s"]);
-    let (first, epoch) = wait_for_coordinator(follower.addr, |_| true);
-    assert_eq!(first, holder.addr.to_string());
+    let a = start_with(&shared, &["--lease-ttl", "30s"]);
+    let b = start_with(&shared, &["--lease-ttl", "30s"]);
+    // Either may take the lease first (the second started can win the race): whichever holds
+    // it is the one to stop, and the other the follower that must take over.
+    let (first, epoch) = wait_for_coordinator(b.addr, |h| h == a.name() || h == b.name());
+    let (mut holder, follower) = if first == a.name() { (a, b) } else { (b, a) };
     let mut conn = Conn::open(follower.addr).expect("connect");
     let ok = conn
         .call(r#"{"type":"ingest","msg_id":1,"events":[{"id":1,"timestamp":5}]}"#)
         .expect("reply");
     assert_eq!(ok["type"], "ingest_ok", "{ok}");
-    holder.signal("TERM");
-    let status = holder.child.wait().expect("wait");
+    holder.process.signal(Signal::Term).expect("SIGTERM");
+    let status = holder.process.wait_exit(WAIT).expect("the holder stops");
     assert!(status.success(), "a clean shutdown exits 0: {status}");
-    assert!(holder.log_has("released the lease"));
+    assert!(
+        holder.process.log_has("released the lease"),
+        "{}",
+        holder.process.log_text()
+    );
     let started = Instant::now();
     let (new, new_epoch) = wait_for_coordinator(follower.addr, |h| h != first);
     assert_eq!(new, follower.addr.to_string());
@@ -147,14 +155,16 @@ fn with_redis_a_clean_shutdown_hands_the_lease_over_at_once() {
 #[test]
 fn redis_option_mistakes_are_explained() {
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_window-node"))
-            .arg("serve")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run window-node");
+        let out = run_to_end(
+            Command::new(env!("CARGO_BIN_EXE_window-node"))
+                .arg("serve")
+                .args(args),
+            b"",
+            WAIT,
+        )
+        .expect("window-node stops");
         assert!(!out.status.success(), "{args:?} must fail");
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        out.stderr
     };
     // Port 1 on loopback: nothing listens there.
     let unreachable = run(&["--store", "redis://127.0.0.1:1/", "--listen", "127.0.0.1:0"]);
@@ -184,14 +194,7 @@ enum Disruption {
 fn run(shared: &Shared, disruption: Disruption) -> String {
     let nodes: Arc<Mutex<Vec<Node>>> =
         Arc::new(Mutex::new((0..3).map(|_| start(shared)).collect()));
-    let addrs = || {
-        nodes
-            .lock()
-            .expect("nodes")
-            .iter()
-            .map(|n| n.addr)
-            .collect::<Vec<_>>()
-    };
+    let addrs = || live(&nodes);
     let first = wait_for_coordinator(addrs()[0], |_| true);
     assert_eq!(first.1, 1, "the first holder's epoch");
     // The client ingests through followers, one request in flight, retrying on errors.
@@ -229,13 +232,8 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                         // Reconnect to any live node (the list changes as nodes die) and resend.
                         retries += 1;
                         std::thread::sleep(Duration::from_millis(20));
-                        let candidates: Vec<SocketAddr> = nodes
-                            .lock()
-                            .expect("nodes")
-                            .iter()
-                            .map(|n| n.addr)
-                            .collect();
-                        conn = candidates.iter().rev().find_map(|a| Conn::open(*a));
+                        let candidates = live(&nodes);
+                        conn = candidates.iter().rev().find_map(|a| Conn::open(*a).ok());
                     }
                 }
             }
@@ -262,13 +260,7 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
                         flushed += reply["windows"].as_array().map_or(0, |w| w.len() as u64);
                     }
                     _ => {
-                        let candidates: Vec<SocketAddr> = nodes
-                            .lock()
-                            .expect("nodes")
-                            .iter()
-                            .map(|n| n.addr)
-                            .collect();
-                        conn = candidates.iter().find_map(|a| Conn::open(*a));
+                        conn = live(&nodes).iter().find_map(|a| Conn::open(*a).ok());
                     }
                 }
             }
@@ -301,34 +293,36 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
             std::thread::sleep(Duration::from_millis(300));
             let (holder, epoch) = coordinator(addrs()[0]).expect("stats before the pause");
             let mut sleeper = take_node(&nodes, &holder);
-            sleeper.signal("STOP");
+            sleeper.process.signal(Signal::Stop).expect("SIGSTOP");
             let stopped_at = Instant::now();
             let survivor = addrs()[0];
             let (new_holder, new_epoch) = wait_for_coordinator(survivor, |h| h != holder);
             assert_eq!(new_epoch, epoch + 1, "the takeover raises the epoch by one");
             takeovers.push(stopped_at.elapsed());
             // The new holder fires windows of its own before the old one wakes.
-            let deadline = Instant::now() + WAIT;
-            while fired_by(&new_holder) == 0 {
-                assert!(Instant::now() < deadline, "the new holder fired nothing");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            sleeper.signal("CONT");
+            wait_until(WAIT, "the new holder firing a window", || {
+                fired_by(&new_holder) > 0
+            })
+            .expect("the new holder fires");
+            sleeper.process.signal(Signal::Cont).expect("SIGCONT");
             // It wakes with windows and requests it still holds, sees it lost the lease, and
             // stops without committing anything.
-            let status = sleeper.wait_exit("the old holder, woken");
+            let status = sleeper
+                .process
+                .wait_exit(WAIT)
+                .expect("the old holder, woken, stops");
             assert!(
                 !status.success(),
                 "the old holder exits with an error: {status}"
             );
             let refused_by = ["lost the Redis lease", "lease lapsed", "batch refused"]
                 .into_iter()
-                .filter(|why| sleeper.log_has(why))
+                .filter(|why| sleeper.process.log_has(why))
                 .collect::<Vec<_>>();
             assert!(
                 !refused_by.is_empty(),
                 "the old holder says why it stopped: {:?}",
-                sleeper.log_tail()
+                sleeper.process.log_tail(10)
             );
             woke = format!(
                 "; the old holder woke and stopped ({})",
@@ -359,6 +353,16 @@ fn run(shared: &Shared, disruption: Disruption) -> String {
     )
 }
 
+/// The addresses of the nodes alive now (the list changes as nodes die and join).
+fn live(nodes: &Mutex<Vec<Node>>) -> Vec<SocketAddr> {
+    nodes
+        .lock()
+        .expect("nodes")
+        .iter()
+        .map(|n| n.addr)
+        .collect()
+}
+
 /// Removes the node listening at `holder` from the list.
 fn take_node(nodes: &Mutex<Vec<Node>>, holder: &str) -> Node {
     let mut nodes = nodes.lock().expect("nodes");
@@ -371,22 +375,19 @@ fn take_node(nodes: &Mutex<Vec<Node>>, holder: &str) -> Node {
 
 /// Waits until `addr` names a coordinator that `accept` takes; returns it and its epoch.
 fn wait_for_coordinator(addr: SocketAddr, accept: impl Fn(&str) -> bool) -> (String, u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some((holder, epoch)) = coordinator(addr)
-            && accept(&holder)
-        {
-            return (holder, epoch);
-        }
-        assert!(Instant::now() < deadline, "no (new) coordinator at {addr}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(
+        WAIT,
+        &format!("a (new) coordinator named by {addr}"),
+        || coordinator(addr).filter(|(holder, _)| accept(holder)),
+    )
+    .expect("a coordinator")
 }
 
 /// How many windows the coordinator at `holder` has emitted (0 if it cannot be asked).
 fn fired_by(holder: &str) -> u64 {
     let Ok(addr) = holder.parse() else { return 0 };
     Conn::open(addr)
+        .ok()
         .and_then(|mut c| c.call(r#"{"type":"stats","msg_id":1}"#))
         .and_then(|stats| stats["emitted_windows"].as_u64())
         .unwrap_or(0)

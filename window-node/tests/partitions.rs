@@ -4,30 +4,28 @@
 //! routes its requests to the partitions' holders.
 //!
 //! The tests run the real binary against a real `redis-server` on a free loopback port (see
-//! `support`; without it they return early outside CI). They check that the partitions spread
-//! over the nodes and move to the survivors when a holder is SIGKILLed, that under load through
-//! one node every acknowledged event still appears in exactly one fired window while holders
-//! die again and again (`FAILOVER_KILLS`, default 3), and that mistakes in the option are
-//! explained.
+//! `window_testkit::RedisServer`; without it they return early outside CI). They check that the
+//! partitions spread over the nodes and move to the survivors when a holder is SIGKILLed, that
+//! under load through one node every acknowledged event still appears in exactly one fired
+//! window while holders die again and again (`FAILOVER_KILLS`, default 3), and that mistakes in
+//! the option are explained.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-
-#[path = "../../window-store/tests/support/mod.rs"]
-mod support;
-
-mod nodes;
-
 // `WAIT` (20 s) is longer than `--failover-timeout` (15 s), so a node that retries a request for
 // that long before answering error 11 is not mistaken for a dead one.
-use nodes::{Conn, Node, WAIT, kills};
+use window_testkit::{Conn, Node, RedisServer, Signal, WAIT, count_from_env, run, temp_dir};
+
+/// How many times the kill test kills a holder: `FAILOVER_KILLS`, 3 by default.
+fn kills() -> usize {
+    count_from_env("FAILOVER_KILLS", 3)
+}
 
 /// How long the leases may take to settle: a takeover waits for the dead holder's ttl (1 s),
 /// and balancing hands partitions over one by one, so this is generous on purpose.
@@ -52,7 +50,7 @@ struct Place {
 }
 
 impl Place {
-    fn new(server: &support::RedisServer, partitions: usize) -> Place {
+    fn new(server: &RedisServer, partitions: usize) -> Place {
         Place {
             url: server.url(),
             namespace: server.fresh_namespace(),
@@ -60,13 +58,11 @@ impl Place {
         }
     }
 
-    /// The `serve` arguments of a node of this place, with `partitions` instead of the place's
-    /// own count (to try a node that disagrees with the namespace).
+    /// The arguments after `serve --listen 127.0.0.1:0` of a node of this place, with
+    /// `partitions` instead of the place's own count (to try a node that disagrees with the
+    /// namespace).
     fn serve_args(&self, partitions: usize) -> Vec<String> {
         [
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
             "--store",
             &self.url,
             "--namespace",
@@ -91,21 +87,29 @@ impl Place {
 
 /// Starts a node of `place` (see [`Place::serve_args`]).
 fn start(place: &Place) -> Node {
-    Node::spawn(&place.serve_args(place.partitions))
+    Node::start(
+        env!("CARGO_BIN_EXE_window-node"),
+        place.serve_args(place.partitions),
+    )
+    .expect("a node starts")
 }
 
-/// One partition's entry in `stats`: who holds its lease (if anyone), and its epoch.
+/// One partition's entry in `stats`: who holds its lease (if anyone), its epoch, and how many
+/// windows it has fired.
 #[derive(Clone, Debug)]
 struct Lease {
     holder: Option<String>,
     epoch: u64,
+    emitted: u64,
 }
 
 /// Asks `addr` for `stats` and returns its partition entries, or `None` if it cannot answer
 /// right now. A reply of the wrong shape is a failure, not a "not yet": the entries must be one
 /// per partition, in partition order.
 fn leases(addr: SocketAddr, partitions: usize) -> Option<Vec<Lease>> {
-    let stats = Conn::open(addr)?.call(r#"{"type":"stats","msg_id":3}"#)?;
+    let stats = Conn::open(addr)
+        .ok()?
+        .call(r#"{"type":"stats","msg_id":3}"#)?;
     if stats["type"] != "stats_ok" {
         return None;
     }
@@ -128,6 +132,7 @@ fn leases(addr: SocketAddr, partitions: usize) -> Option<Vec<Lease>> {
                     .filter(|h| !h.is_empty())
                     .map(str::to_owned),
                 epoch: entry["epoch"].as_u64().unwrap_or(0),
+                emitted: entry["emitted_windows"].as_u64().unwrap_or(0),
             }
         })
         .collect();
@@ -168,24 +173,22 @@ fn wait_for(
     accept: impl Fn(&[Lease], &[String]) -> bool,
 ) -> Vec<Lease> {
     let live: Vec<String> = nodes.iter().map(Node::name).collect();
-    let deadline = Instant::now() + SETTLE;
     let mut last = None;
-    loop {
-        if let Some(leases) = leases(nodes[0].addr, partitions) {
-            if accept(&leases, &live) {
-                return leases;
-            }
-            last = Some(leases);
+    window_testkit::wait_for(SETTLE, what, || {
+        let leases = leases(nodes[0].addr, partitions)?;
+        if accept(&leases, &live) {
+            return Some(leases);
         }
-        if Instant::now() >= deadline {
-            let logs: Vec<(String, Vec<String>)> =
-                nodes.iter().map(|n| (n.name(), n.log_tail())).collect();
-            panic!(
-                "not within {SETTLE:?}: {what}; live nodes {live:?}; last partitions seen {last:#?}; logs {logs:#?}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        last = Some(leases);
+        None
+    })
+    .unwrap_or_else(|e| {
+        let logs: Vec<(String, Vec<String>)> = nodes
+            .iter()
+            .map(|n| (n.name(), n.process.log_tail(10)))
+            .collect();
+        panic!("{e}; live nodes {live:?}; last partitions seen {last:#?}; logs {logs:#?}");
+    })
 }
 
 /// The partitions `holder` holds.
@@ -200,7 +203,7 @@ fn held_by(leases: &[Lease], holder: &str) -> Vec<usize> {
 /// (so the dead holder's late writes, if any, would be fenced).
 #[test]
 fn partitions_spread_over_the_nodes() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let place = Place::new(&server, 6);
@@ -289,7 +292,7 @@ fn ingest(addr: SocketAddr, stop: &AtomicBool) -> Result<Load, String> {
         let give_up = Instant::now() + Duration::from_secs(60);
         loop {
             if conn.is_none() {
-                conn = Conn::open(addr);
+                conn = Conn::open(addr).ok();
             }
             match conn.as_mut().and_then(|c| c.call(&line)) {
                 Some(reply) if reply["type"] == "ingest_ok" => {
@@ -398,7 +401,7 @@ impl Drop for StopOnDrop {
 /// never going back, and every key in one partition only.
 #[test]
 fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_lost() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     // Six over three: after a kill the two survivors hold three each, so every replacement
@@ -465,18 +468,18 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
 /// request can meet a partition in the middle of a handover and get error 11, which is safe to
 /// retry. A flush sent twice is harmless: the second finds nothing open.
 fn call_until(addr: SocketAddr, line: &str, wanted: &str) -> Value {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let reply = Conn::open(addr).and_then(|mut c| c.call(line));
+    let mut last = None;
+    window_testkit::wait_for(SETTLE, &format!("a {wanted} reply to {line}"), || {
+        let reply = Conn::open(addr).ok().and_then(|mut c| c.call(line));
         match reply {
-            Some(reply) if reply["type"] == wanted => return reply,
-            reply => assert!(
-                Instant::now() < deadline,
-                "no {wanted} reply to {line} within {SETTLE:?}; last {reply:?}"
-            ),
+            Some(reply) if reply["type"] == wanted => Some(reply),
+            reply => {
+                last = reply;
+                None
+            }
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    })
+    .unwrap_or_else(|e| panic!("{e}; last {last:?}"))
 }
 
 /// Flushes every open window through `addr`, then reads the whole output log back from it:
@@ -585,37 +588,20 @@ fn check_log(windows: &[Value], acked: &[i64], partitions: usize) -> Vec<u64> {
     next_seq
 }
 
-/// Runs `window-node` with `args` to its end, bounded by `WAIT` (a node that should have refused
-/// to start but serves instead is killed and reported), and returns how it exited and its stderr.
+/// Runs `window-node serve --listen 127.0.0.1:0 ARGS` to its end, bounded by `WAIT` (a node
+/// that should have refused to start but serves instead is killed and reported), and returns how
+/// it exited and its stderr.
 fn run_to_exit(args: &[String]) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_window-node"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run window-node");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = reader.join().expect("stderr reader");
-            panic!("{args:?} did not exit within {WAIT:?}; stderr: {text}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status, reader.join().expect("stderr reader"))
+    let finished = run(
+        Command::new(env!("CARGO_BIN_EXE_window-node"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info"),
+        b"",
+        WAIT,
+    )
+    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (finished.status, finished.stderr)
 }
 
 /// Mistakes in `--partitions` stop the node at once with a message that names what is wrong:
@@ -624,13 +610,7 @@ fn run_to_exit(args: &[String]) -> (ExitStatus, String) {
 /// hash would send a key's events to another partition than before).
 #[test]
 fn partition_options_are_explained() {
-    let args = |extra: &[&str]| -> Vec<String> {
-        ["serve", "--listen", "127.0.0.1:0"]
-            .iter()
-            .chain(extra)
-            .map(|a| (*a).to_owned())
-            .collect()
-    };
+    let args = |extra: &[&str]| -> Vec<String> { extra.iter().map(|a| (*a).to_owned()).collect() };
     // Port 1 on loopback: nothing listens there, so a node that got past its options would fail
     // to connect instead; the options must be checked first.
     let (status, zero) = run_to_exit(&args(&[
@@ -642,13 +622,13 @@ fn partition_options_are_explained() {
     assert!(!status.success(), "--partitions 0 must fail");
     assert!(zero.contains("--partitions"), "{zero}");
 
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = temp_dir();
     let dir_arg = dir.path().to_str().expect("a UTF-8 temp dir").to_owned();
     let (status, no_store) = run_to_exit(&args(&["--data-dir", &dir_arg, "--partitions", "4"]));
     assert!(!status.success(), "--partitions without --store must fail");
     assert!(no_store.contains("--store"), "{no_store}");
 
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let place = Place::new(&server, 4);
@@ -686,7 +666,7 @@ fn partition_options_are_explained() {
 /// subscription's windows in envelopes too, each with its partition.
 #[test]
 fn requests_for_one_partition_are_checked_and_envelopes_kept() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let place = Place::new(&server, 4);
@@ -782,7 +762,7 @@ fn requests_for_one_partition_are_checked_and_envelopes_kept() {
 /// holds every acknowledged event exactly once, each partition's epochs never going back.
 #[test]
 fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     let place = Place::new(&server, 6);
@@ -801,7 +781,7 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
         !orphans.is_empty(),
         "balanced, so node 1 holds some: {before:#?}"
     );
-    paused.signal("STOP");
+    paused.process.signal(Signal::Stop).expect("SIGSTOP");
     let paused_at = Instant::now();
     let after = wait_for(
         &nodes,
@@ -816,14 +796,28 @@ fn with_partitions_a_holder_paused_past_its_leases_fires_nothing_when_it_wakes()
             "the takeover of partition {p} raises its epoch: {before:#?} then {after:#?}"
         );
     }
-    // Let the new holders fire under their epochs before the old one wakes.
-    std::thread::sleep(Duration::from_millis(500));
-    paused.signal("CONT");
-    let status = paused.wait_exit("the resumed node");
+    // The new holders fire windows of the taken partitions under their epochs before the old
+    // one wakes.
+    wait_for(
+        &nodes,
+        place.partitions,
+        "every taken partition firing windows under its new holder",
+        |leases, live| {
+            all_held_by(leases, live)
+                && orphans
+                    .iter()
+                    .all(|&p| leases[p].emitted > after[p].emitted)
+        },
+    );
+    paused.process.signal(Signal::Cont).expect("SIGCONT");
+    let status = paused
+        .process
+        .wait_exit(WAIT)
+        .expect("the resumed node stops");
     assert!(
         !status.success(),
         "a holder that lost its leases exits non-zero (fail-stop): {status}; {:#?}",
-        paused.log_tail()
+        paused.process.log_tail(10)
     );
     nodes.push(start(&place));
     let (load, windows, per_partition, _) = client.finish(&nodes, &place);

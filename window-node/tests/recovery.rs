@@ -2,20 +2,21 @@
 //! run straight through, and run with SIGKILLs and restarts in the middle, must leave the same
 //! durable output log; and every request that was answered before a kill is still there after.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use window_store::{OutputRecord, SledStore, WindowStore};
+use window_testkit::{Lines, Process, Stderr, WAIT, run as run_to_end, temp_dir};
 
 fn node() -> &'static str {
     env!("CARGO_BIN_EXE_window-node")
 }
 
-fn spawn(dir: &Path) -> Child {
-    Command::new(node())
+fn spawn(dir: &Path) -> Process {
+    let mut command = Command::new(node());
+    command
         .args([
             "--ids",
             "utc",
@@ -29,10 +30,19 @@ fn spawn(dir: &Path) -> Child {
         .arg(dir)
         .env("RUST_LOG", "off")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start window-node")
+        .stdout(Stdio::piped());
+    Process::spawn(&mut command, Stderr::Capture).expect("start window-node")
+}
+
+/// The next reply line (skipping the `window_closed` lines pushed before it), each line bounded
+/// by `WAIT`.
+fn next_reply(lines: &Lines) -> String {
+    loop {
+        let line = lines.next(WAIT).expect("a reply");
+        if line.contains("\"in_reply_to\"") {
+            return line;
+        }
+    }
 }
 
 /// Request `r`: 20 events with ids unique across requests, keys, and a little disorder.
@@ -68,25 +78,14 @@ fn read_log(dir: &Path) -> Vec<OutputRecord> {
 /// and flushes). Returns the number of the first request that was not answered.
 fn run(dir: &Path, first: usize, kill_after: Option<usize>) -> usize {
     let mut child = spawn(dir);
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if line.contains("\"in_reply_to\"") && tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut stdin = child.take_stdin().expect("stdin");
+    let replies = child.stdout_lines().expect("stdout");
     let mut answered = first;
     for r in first..REQUESTS {
         writeln!(stdin, "{}", request(r)).expect("send");
         stdin.flush().expect("send");
         // One request in flight at a time, so "answered" is exact.
-        let reply = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a reply within 10 s");
+        let reply = next_reply(&replies);
         assert!(
             reply.contains(&format!("\"in_reply_to\":{r}")),
             "reply out of order: {reply}"
@@ -94,24 +93,23 @@ fn run(dir: &Path, first: usize, kill_after: Option<usize>) -> usize {
         answered = r + 1;
         if kill_after == Some(answered - first) {
             child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
-            drop(stdin);
-            reader.join().expect("reader");
             return answered;
         }
     }
     writeln!(stdin, r#"{{"type":"flush","msg_id":999}}"#).expect("send flush");
     drop(stdin);
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("flush reply");
-    assert!(child.wait().expect("wait").success(), "the node failed");
-    reader.join().expect("reader");
+    let flushed = next_reply(&replies);
+    assert!(flushed.contains("\"in_reply_to\":999"), "{flushed}");
+    let status = child
+        .wait_exit(WAIT)
+        .expect("the node stops at the end of its input");
+    assert!(status.success(), "{}", child.failure("failed"));
     answered
 }
 
 #[test]
 fn a_killed_node_restarts_with_the_same_output_log() {
-    let straight = tempfile::tempdir().expect("temp dir");
+    let straight = temp_dir();
     assert_eq!(run(straight.path(), 0, None), REQUESTS);
     let expected = read_log(straight.path());
     assert!(
@@ -120,7 +118,7 @@ fn a_killed_node_restarts_with_the_same_output_log() {
         expected.len()
     );
 
-    let crashed = tempfile::tempdir().expect("temp dir");
+    let crashed = temp_dir();
     let mut next = 0;
     for kill_after in [7, 1, 13, 2] {
         next = run(crashed.path(), next, Some(kill_after));
@@ -159,26 +157,29 @@ fn windows(log: &[OutputRecord]) -> Vec<(u64, &window_core::ClosedWindow)> {
 
 #[test]
 fn a_second_node_on_the_same_directory_is_refused_clearly() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = temp_dir();
     let mut first = spawn(dir.path());
     // Wait until the first node has opened the store: it answers a request.
-    let mut stdin = first.stdin.take().expect("stdin");
+    let mut stdin = first.take_stdin().expect("stdin");
     writeln!(stdin, r#"{{"type":"stats","msg_id":1}}"#).expect("send");
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().expect("stdout"))
-        .read_line(&mut line)
+    let line = first
+        .stdout_lines()
+        .expect("stdout")
+        .next(WAIT)
         .expect("reply");
     assert!(line.contains("stats_ok"), "{line}");
-    let second = Command::new(node())
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run a second node");
+    let second = run_to_end(
+        Command::new(node()).arg("--data-dir").arg(dir.path()),
+        b"",
+        WAIT,
+    )
+    .expect("a second node stops");
     drop(stdin);
-    first.wait().expect("first node exits at end of input");
+    first
+        .wait_exit(WAIT)
+        .expect("first node exits at end of input");
     assert!(!second.status.success(), "the second node must not start");
-    let stderr = String::from_utf8_lossy(&second.stderr);
+    let stderr = second.stderr;
     assert!(
         stderr.contains("in use by another process")
             && stderr.contains(&dir.path().display().to_string()),

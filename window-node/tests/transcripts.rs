@@ -11,9 +11,10 @@
 //! (review the diff before committing it).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
+
+use window_testkit::{WAIT, run as run_to_end};
 
 fn node() -> &'static str {
     env!("CARGO_BIN_EXE_window-node")
@@ -46,26 +47,20 @@ fn read(path: &Path) -> Transcript {
     t
 }
 
+/// Runs the node on the transcript's requests to its end (bounded by `WAIT`); its stdout lines.
 fn run(t: &Transcript) -> Vec<String> {
-    let mut child = Command::new(node())
-        .args(&t.args)
-        .env("RUST_LOG", "off")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start window-node");
-    let mut stdin = child.stdin.take().expect("stdin");
     let input: String = t.requests.iter().map(|r| format!("{r}\n")).collect();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(input.as_bytes());
-    });
-    let output = child.wait_with_output().expect("wait for window-node");
-    writer.join().expect("writer");
+    let output = run_to_end(
+        Command::new(node()).args(&t.args).env("RUST_LOG", "off"),
+        input.as_bytes(),
+        WAIT,
+    )
+    .expect("window-node runs the transcript");
     assert!(
         output.status.success(),
-        "window-node exited with {}",
-        output.status
+        "window-node exited with {}; stderr:\n{}",
+        output.status,
+        output.stderr
     );
     String::from_utf8(output.stdout)
         .expect("stdout is UTF-8")

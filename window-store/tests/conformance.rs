@@ -1,5 +1,5 @@
 //! One conformance suite for every `WindowStore`: memory, sled (in a temp dir) and Redis (a real
-//! `redis-server` the test starts on a free loopback port; see `support`).
+//! `redis-server` the test starts on a free loopback port; see `window_testkit::RedisServer`).
 //!
 //! The central property: drive an engine with random steps, commit each step's batch, and at any
 //! point a store reopened from what was committed restores the engine's exact open state, the
@@ -7,6 +7,7 @@
 
 use std::num::NonZeroU32;
 use std::path::Path;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -17,8 +18,7 @@ use window_core::{
 use window_store::{
     Batch, MemoryStore, OutputRecord, RedisStore, SledStore, StoreError, WindowStore, open_engine,
 };
-
-mod support;
+use window_testkit::{RedisServer, TempDir, temp_dir, wait_for};
 
 /// Makes stores of one kind; `reopen` gives a store over what the previous one committed.
 trait Harness {
@@ -40,20 +40,18 @@ impl Harness for Memory {
 }
 
 struct Sled {
-    dir: tempfile::TempDir,
+    dir: TempDir,
 }
 
 impl Sled {
     fn new() -> Sled {
-        Sled {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
+        Sled { dir: temp_dir() }
     }
 }
 
 impl Harness for Sled {
     fn fresh(&mut self) -> Box<dyn WindowStore> {
-        self.dir = tempfile::tempdir().expect("temp dir");
+        self.dir = temp_dir();
         Box::new(SledStore::open(self.dir.path()).expect("open sled"))
     }
 
@@ -65,7 +63,7 @@ impl Harness for Sled {
 
 /// One server for the whole property test, a fresh namespace per case.
 struct Redis {
-    server: support::RedisServer,
+    server: RedisServer,
     namespace: String,
 }
 
@@ -264,7 +262,7 @@ fn sled_store_restores_exactly_what_was_committed() {
 
 #[test]
 fn redis_store_restores_exactly_what_was_committed() {
-    let Some(server) = support::RedisServer::start() else {
+    let Some(server) = RedisServer::start() else {
         return;
     };
     check_store(
@@ -285,14 +283,10 @@ fn open_sled(dir: &Path) -> SledStore {
 
 fn retry_while_locked<T, E: std::fmt::Debug>(mut open: impl FnMut() -> Result<T, E>) -> T {
     let mut last = None;
-    for _ in 0..300 {
-        match open() {
-            Ok(opened) => return opened,
-            Err(error) => last = Some(error),
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("the directory stayed locked for 3 s: {last:?}");
+    wait_for(Duration::from_secs(3), "the directory unlocked", || {
+        open().map_err(|error| last = Some(error)).ok()
+    })
+    .unwrap_or_else(|e| panic!("{e}: {last:?}"))
 }
 
 fn first_window_key(dir: &Path) -> Vec<u8> {
@@ -307,7 +301,7 @@ fn first_window_key(dir: &Path) -> Vec<u8> {
 
 #[test]
 fn corrupt_and_unknown_version_records_refuse_to_start() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     {
         let mut store = SledStore::open(dir.path()).unwrap();
         let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
@@ -354,7 +348,7 @@ fn corrupt_and_unknown_version_records_refuse_to_start() {
 
 #[test]
 fn a_second_open_of_the_same_directory_is_refused_by_name() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = temp_dir();
     let _first = SledStore::open(dir.path()).unwrap();
     // sled's lock is per process (an OS file lock): a second process is refused. Within one
     // process sled refuses too, which is what this checks.
@@ -434,9 +428,9 @@ fn a_batch_that_would_overwrite_a_log_record_is_refused_whole() {
     }
 
     check(MemoryStore::in_memory().backend_mut(), "memory");
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = temp_dir();
     check(open_sled(dir.path()).backend_mut(), "sled");
-    if let Some(server) = support::RedisServer::start() {
+    if let Some(server) = RedisServer::start() {
         let mut store =
             RedisStore::connect(&server.url(), &server.fresh_namespace()).expect("connect");
         check(store.backend_mut(), "redis");
@@ -528,7 +522,7 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
 
     check(&mut Memory, "memory");
     check(&mut Sled::new(), "sled");
-    if let Some(server) = support::RedisServer::start() {
+    if let Some(server) = RedisServer::start() {
         check(
             &mut Redis {
                 server,

@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use window_core::{
@@ -18,6 +17,7 @@ use window_core::{
     WindowKey,
 };
 use window_store::{Batch, OutputRecord, SledStore, WindowStore, open_engine};
+use window_testkit::{Process, Stderr, count_from_env, temp_dir};
 
 const CHILD_DIR: &str = "WINDOW_STORE_CRASH_DIR";
 const CHILD_START: &str = "WINDOW_STORE_CRASH_START";
@@ -108,31 +108,33 @@ fn child(dir: &Path, start: u64) {
 
 /// Runs the child until a SIGKILL after `lifetime`; returns the highest acknowledged bound.
 fn run_child(dir: &Path, start: u64, lifetime: Duration) -> u64 {
-    let mut child = Command::new(std::env::current_exe().expect("own path"))
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command
         .env(CHILD_DIR, dir)
         .env(CHILD_START, start.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut child = Process::spawn(&mut command, Stderr::Capture).expect("spawn the child");
+    let stdout = child.take_stdout().expect("stdout");
+    // Reads to the end of the child's output, which the kill brings.
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(n) = line
-                .strip_prefix("acked ")
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                let _ = tx.send(n);
-            }
-        }
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| line.strip_prefix("acked ")?.parse::<u64>().ok())
+            .max()
     });
+    // The moment of the kill is the point of the test, not a wait for anything.
     std::thread::sleep(lifetime);
+    // The child never stops by itself: one that did failed, and its stderr says why.
+    if let Some(status) = child.exited().expect("poll the child") {
+        panic!(
+            "{}",
+            child.failure(&format!("stopped by itself with {status}"))
+        );
+    }
     child.kill().expect("SIGKILL the child");
-    child.wait().expect("reap the child");
-    reader.join().expect("reader");
-    rx.try_iter().max().unwrap_or(start)
+    reader.join().expect("reader").unwrap_or(start)
 }
 
 fn main() {
@@ -140,11 +142,8 @@ fn main() {
         child(Path::new(&dir), start.parse().expect("start"));
         return;
     }
-    let cycles: u64 = std::env::var("CRASH_CYCLES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(5);
-    let dir = tempfile::tempdir().expect("temp dir");
+    let cycles = count_from_env("CRASH_CYCLES", 5) as u64;
+    let dir = temp_dir();
     let started = Instant::now();
     let mut acked = 0u64;
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;

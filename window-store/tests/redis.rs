@@ -1,6 +1,7 @@
-//! The Redis backend against a real `redis-server` (see `support`): it behaves as the memory
-//! backend does on any sequence of batches, fences old epochs, deletes exactly a prefix, survives
-//! a lost script cache, and explains what went wrong when it cannot connect.
+//! The Redis backend against a real `redis-server` (see `window_testkit::RedisServer`): it
+//! behaves as the memory backend does on any sequence of batches, fences old epochs, deletes
+//! exactly a prefix, survives a lost script cache, and explains what went wrong when it cannot
+//! connect.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -11,10 +12,7 @@ use window_store::{
     Batch, KvBackend, KvOp, MemoryBackend, OutputRecord, RedisBackend, RedisStore, StoreError,
     WindowStore, open_engine,
 };
-
-mod support;
-
-use support::RedisServer;
+use window_testkit::RedisServer;
 
 fn backend(server: &RedisServer, namespace: &str) -> RedisBackend {
     RedisBackend::connect(&server.url(), namespace).expect("connect to redis")

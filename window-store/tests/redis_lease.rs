@@ -1,15 +1,12 @@
-//! The Redis lease against a real `redis-server` (see `support`): compare-and-set acquisition,
-//! renewal and release only by the holder, expiry by Redis's clock, and the fence an acquisition
-//! raises before the new holder has written anything.
+//! The Redis lease against a real `redis-server` (see `window_testkit::RedisServer`):
+//! compare-and-set acquisition, renewal and release only by the holder, expiry by Redis's clock,
+//! and the fence an acquisition raises before the new holder has written anything.
 
 use std::time::Duration;
 
 use window_core::{Engine, EngineConfig, Event, EventId, SizeMs, Timestamp};
 use window_store::{Batch, RedisLease, RedisStore, StoreError, WindowStore, open_engine};
-
-mod support;
-
-use support::RedisServer;
+use window_testkit::{RedisServer, wait_until};
 
 const TTL: Duration = Duration::from_secs(30);
 
@@ -81,16 +78,13 @@ fn redis_removes_a_lease_that_is_not_renewed() {
         a.try_acquire(&seen, "a:1", 1, Duration::from_millis(100))
             .unwrap()
     );
-    // Bounded wait: a few times the ttl.
-    let mut gone = false;
-    for _ in 0..100 {
-        if a.observe().unwrap().holding.is_none() {
-            gone = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(gone, "the lease outlived its ttl");
+    // Bounded wait: ten times the ttl.
+    wait_until(
+        Duration::from_secs(1),
+        "the lease gone after its ttl",
+        || a.observe().unwrap().holding.is_none(),
+    )
+    .expect("the lease outlived its ttl");
     assert!(
         !a.renew("a:1", 1, TTL).unwrap(),
         "an expired lease is not renewed"

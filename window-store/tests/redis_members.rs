@@ -1,14 +1,12 @@
-//! The members of a partitioned namespace against a real `redis-server` (see `support`): the
-//! number of partitions is recorded once, an unpartitioned store counts as one partition,
-//! announcements expire by Redis's clock, and a node that leaves is gone at once.
+//! The members of a partitioned namespace against a real `redis-server` (see
+//! `window_testkit::RedisServer`): the number of partitions is recorded once, an unpartitioned
+//! store counts as one partition, announcements expire by Redis's clock, and a node that leaves
+//! is gone at once.
 
 use std::time::Duration;
 
 use window_store::{Batch, RedisMembership, RedisStore, WindowStore};
-
-mod support;
-
-use support::RedisServer;
+use window_testkit::RedisServer;
 
 fn members(server: &RedisServer, namespace: &str) -> RedisMembership {
     RedisMembership::connect(&server.url(), namespace).expect("connect to redis")

@@ -18,19 +18,23 @@
 //! everything runs and is correct, in well under two minutes once built. Its report goes to
 //! `target/bench-quick/`, leaving the committed one alone.
 //!
-//! xtask depends on no workspace crate: it shells out to cargo and to the built tools, and reads
-//! their JSON with the small field readers at the end of this file.
+//! Of the workspace crates xtask uses `window-testkit` alone (its child-process harness, the
+//! redis-server fixture, `/proc` readers and the independent RFC 3339 writer): it shells out to
+//! cargo and to the built tools, and reads their JSON with the small field readers at the end of
+//! this file.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use window_testkit::calendar::utc;
+use window_testkit::{Process, Stderr, procfs};
 
 mod cluster;
 
@@ -448,24 +452,30 @@ fn supports_data_dir() -> anyhow::Result<bool> {
 /// the open state came back whole.
 fn restart_node(dir: &Path, open_events: u64) -> anyhow::Result<(f64, u64)> {
     let start = Instant::now();
-    let mut child = Command::new(NODE)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("restarting window-node")?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    let mut child = Process::spawn(
+        Command::new(NODE)
+            .arg("--data-dir")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+        Stderr::Capture,
+    )
+    .context("restarting window-node")?;
+    let mut stdin = child.take_stdin().context("stdin")?;
+    let stdout = child.stdout_lines().context("stdout")?;
     stdin.write_all(b"{\"type\": \"stats\", \"msg_id\": 1}\n")?;
     stdin.flush()?;
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
+    let line = stdout
+        .next(RUN_LIMIT)
+        .map_err(|e| child.failure(&e.to_string()))?;
     let seconds = start.elapsed().as_secs_f64();
     drop(stdin);
-    let status = child.wait()?;
-    ensure!(status.success(), "the restarted node exited with {status}");
+    let status = child.wait_exit(RUN_LIMIT)?;
+    ensure!(
+        status.success(),
+        "{}",
+        child.failure(&format!("exited with {status} after the restart"))
+    );
     let buffered = json_num(&line, "buffered_events").context("stats after restart")? as u64;
     ensure!(
         buffered == open_events,
@@ -515,18 +525,24 @@ fn loadgen(work: &Path, name: &str, args: &[&str], node_args: &[&str]) -> anyhow
         name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
     ));
     eprintln!("xtask: loadgen: {name}");
-    let child = Command::new(LOADGEN)
-        .args(["--node", NODE, "--name", name, "--output"])
-        .arg(&file)
-        .args(args)
-        .arg("--")
-        .args(node_args)
-        .spawn()
-        .context("running loadgen")?;
-    // A hung node must not hang the bench: loadgen is killed past the limit.
-    let status = Reaped::new(child)
-        .wait_for(LOADGEN_LIMIT)?
-        .with_context(|| format!("loadgen {name:?} did not finish within {LOADGEN_LIMIT:?}"))?;
+    // Loadgen's progress and its errors go to our stderr, where the person running the bench
+    // sees them.
+    let mut child = Process::spawn(
+        Command::new(LOADGEN)
+            .args(["--node", NODE, "--name", name, "--output"])
+            .arg(&file)
+            .args(args)
+            .arg("--")
+            .args(node_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit()),
+        Stderr::Inherit,
+    )
+    .context("running loadgen")?;
+    // A hung node must not hang the bench: loadgen is killed (on drop) past the limit.
+    let status = child
+        .wait_exit(RUN_LIMIT)
+        .with_context(|| format!("loadgen {name:?}"))?;
     ensure!(status.success(), "loadgen {name:?} failed ({status})");
     let json = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     Ok(Summary {
@@ -535,84 +551,8 @@ fn loadgen(work: &Path, name: &str, args: &[&str], node_args: &[&str]) -> anyhow
     })
 }
 
-/// The longest a loadgen run may take.
-const LOADGEN_LIMIT: Duration = Duration::from_secs(30 * 60);
-
-/// A child process that is killed (if it still runs) and reaped when dropped, so that no error
-/// path leaves it behind.
-struct Reaped(Child);
-
-impl Reaped {
-    fn new(child: Child) -> Reaped {
-        Reaped(child)
-    }
-
-    fn id(&self) -> u32 {
-        self.0.id()
-    }
-
-    fn stderr(&mut self) -> Option<ChildStderr> {
-        self.0.stderr.take()
-    }
-
-    /// Its exit status, if it has exited.
-    fn exited(&mut self) -> anyhow::Result<Option<ExitStatus>> {
-        self.0.try_wait().context("checking a child process")
-    }
-
-    /// Waits at most `limit` for it to exit.
-    fn wait_for(&mut self, limit: Duration) -> anyhow::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.exited()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Timestamp text of a millisecond instant, written here so the expected output does not
-/// depend on the code it checks.
-fn timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Howard Hinnant's `civil_from_days`.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+/// The longest a loadgen run (or a node run on its own) may take.
+const RUN_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// `lines` requests of `per_line` events each; every reply is compared with the expected text.
 fn process_window_batches(lines: usize, per_line: usize) -> anyhow::Result<Outcome> {
@@ -627,11 +567,7 @@ fn process_window_batches(lines: usize, per_line: usize) -> anyhow::Result<Outco
             if i > 0 {
                 events.push_str(", ");
             }
-            write!(
-                events,
-                "{{\"id\": {id}, \"timestamp\": \"{}\"}}",
-                timestamp(ms)
-            )?;
+            write!(events, "{{\"id\": {id}, \"timestamp\": \"{}\"}}", utc(ms))?;
             let window = (ms - GRADER_OFFSET_MS).div_euclid(SIZE_MS) * SIZE_MS;
             match windows.last_mut() {
                 Some((w, ids)) if *w == window => ids.push(id),
@@ -738,16 +674,16 @@ struct Run {
 /// just before the node exits: it waits for end of input, which we send last).
 fn run_node(args: &[&str], input: Vec<u8>) -> anyhow::Result<Run> {
     let start = Instant::now();
-    let mut child = Command::new(NODE)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {NODE}"))?;
-    let pid = child.id();
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let mut stdout = child.stdout.take().context("stdout")?;
+    let mut child = Process::spawn(
+        Command::new(NODE)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped()),
+        Stderr::Capture,
+    )?;
+    let pid = child.pid();
+    let mut stdin = child.take_stdin().context("stdin")?;
+    let mut stdout = child.take_stdout().context("stdout")?;
     let reader = thread::spawn(move || {
         let mut out = String::new();
         stdout.read_to_string(&mut out).map(|_| out)
@@ -756,16 +692,16 @@ fn run_node(args: &[&str], input: Vec<u8>) -> anyhow::Result<Run> {
     stdin.flush()?;
     // Give the node a moment to answer the last line before sampling it.
     thread::sleep(Duration::from_millis(50));
-    let peak_rss_kib = proc_status_kib(pid, "VmHWM:");
-    let cpu_seconds = proc_cpu_seconds(pid);
+    let peak_rss_kib = procfs::peak_rss_kib(pid);
+    let cpu_seconds = procfs::cpu_seconds(pid);
     drop(stdin);
-    let status = child.wait()?;
+    let status = child.wait_exit(RUN_LIMIT)?;
     let elapsed = start.elapsed();
     let stdout = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
     if !status.success() {
-        bail!("{NODE} exited with {status}");
+        bail!(child.failure(&format!("exited with {status}")));
     }
     Ok(Run {
         stdout,
@@ -773,20 +709,6 @@ fn run_node(args: &[&str], input: Vec<u8>) -> anyhow::Result<Run> {
         peak_rss_kib,
         cpu_seconds,
     })
-}
-
-fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// utime + stime of a live process, assuming the usual 100 ticks per second.
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks as f64 / 100.0)
 }
 
 // ---- memory ----

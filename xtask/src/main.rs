@@ -3,7 +3,8 @@
 //! - `ci`: the checks CI runs: formatting, clippy with warnings as errors, the dependency
 //!   direction of the crates, and every test.
 //!
-//! xtask depends on none of the workspace crates: it shells out to cargo.
+//! xtask shells out to cargo; of the workspace crates it uses `window-testkit` alone (processes,
+//! Redis, `/proc`), never a product crate.
 
 use std::env;
 use std::process::{Command, ExitCode};

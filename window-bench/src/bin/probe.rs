@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use anyhow::{Context, ensure};
 use clap::{Parser, Subcommand, ValueEnum};
 use plotters::prelude::*;
-use window_bench::proc::{self, Pid};
 use window_bench::{IdKind, Workload};
 use window_core::{Engine, EngineConfig, IdFrame, SizeMs, Timestamp};
+use window_testkit::procfs::{self as proc, Pid};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -13,26 +13,21 @@
 //! Every process started here is killed and reaped on drop, so an error anywhere leaves none
 //! behind, and every wait has a deadline.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
+use serde_json::Value;
+use window_testkit::{Conn, Node, Persistence, RedisServer, Signal, StartError, procfs, wait_for};
 
-use super::{NODE, Outcome, Reaped, Results, human, json_num, json_str, loadgen, ratio};
+use super::{NODE, Outcome, Results, human, loadgen, ratio};
 
-/// How long a node may take to listen, to settle its role, or to stop after SIGTERM.
+/// How long a node may take to settle its role or the partitions, or to stop after SIGTERM
+/// (and, as `Node::START`, to listen).
 const PATIENCE: Duration = Duration::from_secs(30);
-/// Lines of a node's stderr kept for error messages.
-const LOG_LINES: usize = 40;
 /// The project's aim for ingest through Redis on the benchmark machine, in events/s.
 pub(super) const REDIS_AIM: f64 = 200_000.0;
 /// node-apparatus `DistributedTimeWindow` (JavaScript, windows shared through Redis): the
@@ -83,14 +78,12 @@ pub(super) fn require_redis_in_ci() -> anyhow::Result<()> {
     if std::env::var_os("CI").is_none() {
         return Ok(());
     }
-    match Command::new("redis-server").arg("--version").output() {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "redis-server is not installed (not found on PATH), and CI must run the Redis \
-             benchmarks; install it with `apt-get install -y redis-server`"
-        ),
-        Err(e) => Err(e).context("running redis-server --version"),
-    }
+    ensure!(
+        RedisServer::installed(),
+        "redis-server is not installed (not found on PATH), and CI must run the Redis \
+         benchmarks; install it with `apt-get install -y redis-server`"
+    );
+    Ok(())
 }
 
 /// Runs the multi-process scenarios into `results`. `workload` is the single-daemon scenarios'
@@ -138,7 +131,7 @@ pub(super) fn run(
         results.redis = RedisStatus::Skipped(why);
         return Ok(());
     }
-    let Some(server) = RedisServer::start(work)? else {
+    let Some(server) = Redis::start(work)? else {
         let why = "redis-server is not installed (not found on PATH); install it with \
                    `apt-get install -y redis-server` and run the bench again"
             .to_owned();
@@ -239,44 +232,33 @@ fn partitioned_scenario(
     options: &[String],
     store: &[String],
     nodes: usize,
-    redis: &RedisServer,
+    redis: &Redis,
 ) -> anyhow::Result<Outcome> {
     eprintln!("xtask: starting {nodes} window-node serve process(es) for {name:?}");
-    let mut started: Vec<ServeNode> = Vec::with_capacity(nodes);
+    let mut started: Vec<Node> = Vec::with_capacity(nodes);
     for _ in 0..nodes {
-        started.push(ServeNode::start(options, store)?);
+        started.push(start_node(options, store)?);
     }
     let share = PARTITIONS.div_ceil(nodes as u32) as usize;
-    let deadline = Instant::now() + PATIENCE;
-    let before = loop {
-        let holders = partition_holders(&stats(started[0].addr)?);
+    let mut holders = Vec::new();
+    let spread = wait_for(PATIENCE, "the partitions spread over the nodes", || {
+        if let Some(exited) = exited_early(&mut started, "while the partitions spread") {
+            return Some(Err(exited));
+        }
+        holders = stats(started[0].addr).map_or_else(|_| Vec::new(), |s| partition_holders(&s));
         let spread = holders.len() == PARTITIONS as usize
             && started.iter().all(|node| {
-                let held = holders
-                    .iter()
-                    .filter(|(h, _)| *h == node.addr.to_string())
-                    .count();
+                let held = holders.iter().filter(|(h, _)| *h == node.name()).count();
                 held > 0 && held <= share
             });
-        if spread {
-            break holders;
-        }
-        for node in &mut started {
-            if let Some(status) = node.process.exited()? {
-                bail!(
-                    "node {} exited with {status} while the partitions spread:
-{}",
-                    node.addr,
-                    tail(&node.log)
-                );
-            }
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "{name}: the partitions did not spread over the {nodes} nodes within {PATIENCE:?} (holders: {holders:?})"
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
+        spread.then_some(Ok(()))
+    });
+    match spread {
+        Ok(Ok(())) => {}
+        Ok(Err(exited)) => bail!(exited),
+        Err(timeout) => bail!("{name}: {timeout} (last holders {holders:?})"),
+    }
+    let before = holders;
     let targets: Vec<SocketAddr> = started.iter().map(|n| n.addr).collect();
     let run = measured(work, name, args, &started, &targets, Some(redis))?;
     let after = partition_holders(&stats(started[0].addr)?);
@@ -305,9 +287,9 @@ fn measured(
     work: &Path,
     name: &str,
     args: &[&str],
-    nodes: &[ServeNode],
+    nodes: &[Node],
     targets: &[SocketAddr],
-    redis: Option<&RedisServer>,
+    redis: Option<&Redis>,
 ) -> anyhow::Result<Measured> {
     let tcp = targets
         .iter()
@@ -317,10 +299,10 @@ fn measured(
     let node_cpu = || -> f64 {
         nodes
             .iter()
-            .filter_map(|n| super::proc_cpu_seconds(n.process.id()))
+            .filter_map(|n| procfs::cpu_seconds(n.process.pid()))
             .sum()
     };
-    let redis_cpu = || redis.and_then(|r| super::proc_cpu_seconds(r.process.id()));
+    let redis_cpu = || redis.and_then(|r| procfs::cpu_seconds(r.server.process().pid()));
     let (cpu_before, redis_before) = (node_cpu(), redis_cpu());
     let mut loadgen_args = vec!["--tcp", tcp.as_str()];
     loadgen_args.extend_from_slice(args);
@@ -330,7 +312,7 @@ fn measured(
         summary,
         node_cpu: cpu_after - cpu_before,
         redis_cpu: redis_before.zip(redis_after).map(|(a, b)| b - a),
-        peak_rss_kib: super::proc_status_kib(nodes[0].process.id(), "VmHWM:"),
+        peak_rss_kib: procfs::peak_rss_kib(nodes[0].process.pid()),
     })
 }
 
@@ -349,18 +331,17 @@ impl Measured {
     }
 }
 
-/// Each partition's lease holder and epoch, from a partitioned node's `stats` line.
-fn partition_holders(stats: &str) -> Vec<(String, u64)> {
-    let Some(at) = stats.find("\"partitions\":[") else {
+/// Each partition's lease holder and epoch, from a partitioned node's `stats_ok`.
+fn partition_holders(stats: &Value) -> Vec<(String, u64)> {
+    let Some(entries) = stats["partitions"].as_array() else {
         return Vec::new();
     };
-    stats[at..]
-        .split("{\"partition\":")
-        .skip(1)
+    entries
+        .iter()
         .filter_map(|entry| {
             Some((
-                json_str(entry, "lease_holder")?,
-                json_num(entry, "epoch")? as u64,
+                entry["lease_holder"].as_str()?.to_owned(),
+                entry["epoch"].as_u64()?,
             ))
         })
         .collect()
@@ -419,21 +400,21 @@ fn scenario(
     store: &[String],
     nodes: usize,
     clients: Clients,
-    redis: Option<&RedisServer>,
+    redis: Option<&Redis>,
     note: &str,
 ) -> anyhow::Result<Outcome> {
     eprintln!("xtask: starting {nodes} window-node serve process(es) for {name:?}");
-    let mut started: Vec<ServeNode> = Vec::with_capacity(nodes);
-    let mut first = ServeNode::start(options, store)?;
-    let epoch = first.wait_for_holder(first.addr)?;
+    let mut started: Vec<Node> = Vec::with_capacity(nodes);
+    let mut first = start_node(options, store)?;
     let coordinator = first.addr;
+    let epoch = wait_for_holder(&mut first, coordinator)?;
     started.push(first);
+    // One at a time: each later node must name the first as holder before the next starts, so
+    // the first stays the coordinator.
     for _ in 1..nodes {
-        let node = ServeNode::start(options, store)?;
+        let mut node = start_node(options, store)?;
+        wait_for_holder(&mut node, coordinator)?;
         started.push(node);
-        if let Some(node) = started.last_mut() {
-            node.wait_for_holder(coordinator)?;
-        }
     }
     let mut targets: Vec<SocketAddr> = started[1..].iter().map(|n| n.addr).collect();
     if clients == Clients::All || targets.is_empty() {
@@ -443,10 +424,10 @@ fn scenario(
 
     // The lease must not have moved: a takeover would make this a failover run.
     let line = stats(coordinator)?;
-    let holder = json_str(&line, "lease_holder");
-    let after = json_num(&line, "epoch").map(|e| e as u64);
+    let holder = line["lease_holder"].as_str();
+    let after = line["epoch"].as_u64();
     ensure!(
-        holder.as_deref() == Some(coordinator.to_string().as_str()) && after == Some(epoch),
+        holder == Some(coordinator.to_string().as_str()) && after == Some(epoch),
         "{name}: the lease moved during the run (before: {coordinator}, epoch {epoch}; after: \
          {holder:?}, epoch {after:?})"
     );
@@ -463,328 +444,143 @@ fn scenario(
     ))
 }
 
-/// A `window-node serve` process started here; killed and reaped on drop.
-struct ServeNode {
-    process: Reaped,
-    addr: SocketAddr,
-    /// The last lines it wrote on stderr.
-    log: Arc<Mutex<VecDeque<String>>>,
+/// Starts `window-node serve` with `options` and `store` (killed and reaped on drop).
+fn start_node(options: &[String], store: &[String]) -> anyhow::Result<Node> {
+    Ok(Node::start(NODE, options.iter().chain(store))?)
 }
 
-impl ServeNode {
-    fn start(options: &[String], store: &[String]) -> anyhow::Result<ServeNode> {
-        let child = Command::new(NODE)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(options)
-            .args(store)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {NODE} serve"))?;
-        let mut process = Reaped::new(child);
-        let stderr = process.stderr().context("the node's stderr")?;
-        let log: Arc<Mutex<VecDeque<String>>> = Arc::default();
-        let (tx, rx) = mpsc::channel();
-        let lines = Arc::clone(&log);
-        // Reads stderr to its end (the node's exit), so the pipe never fills.
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("address="))
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-                {
-                    let _ = tx.send(addr);
-                }
-                let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
-                if lines.len() == LOG_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        let addr = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(addr) => break addr,
-                Err(RecvTimeoutError::Disconnected) => {
-                    // Give it a moment to be reaped, for the status.
-                    let status = process
-                        .wait_for(Duration::from_secs(5))?
-                        .map_or("closed its stderr".to_owned(), |s| {
-                            format!("exited with {s}")
-                        });
-                    bail!(
-                        "window-node serve {status} before it listened:\n{}",
-                        tail(&log)
-                    );
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    ensure!(
-                        Instant::now() < deadline,
-                        "window-node serve did not log its address within {PATIENCE:?}:\n{}",
-                        tail(&log)
-                    );
-                }
-            }
-        };
-        Ok(ServeNode { process, addr, log })
-    }
-
-    /// Waits until this node's `stats` names `holder` as the lease holder; returns the epoch.
-    fn wait_for_holder(&mut self, holder: SocketAddr) -> anyhow::Result<u64> {
-        let deadline = Instant::now() + PATIENCE;
-        let want = holder.to_string();
-        loop {
-            let last = match stats(self.addr) {
-                Ok(line) => {
-                    if json_str(&line, "lease_holder").as_deref() == Some(want.as_str())
-                        && let Some(epoch) = json_num(&line, "epoch")
-                    {
-                        return Ok(epoch as u64);
-                    }
-                    line
-                }
-                Err(e) => format!("{e:#}"),
-            };
-            if let Some(status) = self.process.exited()? {
-                bail!(
-                    "node {} exited with {status} while settling its role:\n{}",
-                    self.addr,
-                    tail(&self.log)
-                );
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "node {} did not name {holder} as its lease holder within {PATIENCE:?} (last \
-                 stats: {}):\n{}",
-                self.addr,
-                last.trim(),
-                tail(&self.log)
-            );
-            thread::sleep(Duration::from_millis(50));
+/// Waits until `node`'s `stats` names `holder` as the lease holder; returns the epoch.
+fn wait_for_holder(node: &mut Node, holder: SocketAddr) -> anyhow::Result<u64> {
+    let (addr, want) = (node.addr, holder.to_string());
+    let mut last = String::new();
+    let what = format!("{want} named as the lease holder");
+    let settled = wait_for(PATIENCE, &what, || {
+        if let Some(exited) = exited_early(std::slice::from_mut(node), "while settling its role") {
+            return Some(Err(exited));
         }
+        match stats(addr) {
+            Ok(stats) if stats["lease_holder"] == want.as_str() => stats["epoch"].as_u64().map(Ok),
+            Ok(stats) => {
+                last = stats.to_string();
+                None
+            }
+            Err(e) => {
+                last = format!("{e:#}");
+                None
+            }
+        }
+    });
+    match settled {
+        Ok(Ok(epoch)) => Ok(epoch),
+        Ok(Err(exited)) => bail!(exited),
+        Err(timeout) => bail!(node.process.failure(&format!(
+            "did not settle its role: {timeout} (last stats: {last})"
+        ))),
     }
 }
 
-fn tail(log: &Mutex<VecDeque<String>>) -> String {
-    let lines = log.lock().unwrap_or_else(PoisonError::into_inner);
-    lines
-        .iter()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// The failure of the first of `nodes` that has exited, `what` saying while doing what.
+fn exited_early(nodes: &mut [Node], what: &str) -> Option<window_testkit::Error> {
+    nodes
+        .iter_mut()
+        .find_map(|node| match node.process.exited() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(
+                node.process
+                    .failure(&format!("exited with {status} {what}")),
+            ),
+            Err(e) => Some(e),
+        })
 }
 
 /// Stops the nodes with SIGTERM, the last started first: the coordinator (the first) goes last,
 /// so the lease never moves. Each must exit cleanly within the patience.
-fn stop(mut nodes: Vec<ServeNode>) -> anyhow::Result<()> {
+fn stop(mut nodes: Vec<Node>) -> anyhow::Result<()> {
     while let Some(mut node) = nodes.pop() {
-        let pid = node.process.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .context("running kill -TERM")?;
-        ensure!(status.success(), "kill -TERM {pid} failed");
-        let status = node.process.wait_for(PATIENCE)?;
-        let Some(status) = status else {
-            bail!(
-                "node {} did not stop within {PATIENCE:?} of SIGTERM:\n{}",
-                node.addr,
-                tail(&node.log)
-            );
-        };
+        node.process.signal(Signal::Term)?;
+        let status = node.process.wait_exit(PATIENCE)?;
         ensure!(
             status.success(),
-            "node {} exited with {status} after SIGTERM:\n{}",
-            node.addr,
-            tail(&node.log)
+            node.process
+                .failure(&format!("exited with {status} after SIGTERM"))
         );
     }
     Ok(())
 }
 
-/// One `stats` request on a connection of its own; the reply line.
-fn stats(addr: SocketAddr) -> anyhow::Result<String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    (&stream).write_all(b"{\"type\":\"stats\",\"msg_id\":1}\n")?;
-    let mut line = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut line)
-        .with_context(|| format!("reading stats from {addr}"))?;
-    ensure!(!line.is_empty(), "{addr} closed the connection");
-    Ok(line)
+/// One `stats` request on a connection of its own; the reply.
+fn stats(addr: SocketAddr) -> anyhow::Result<Value> {
+    let mut conn = Conn::open(addr)
+        .with_context(|| format!("connecting to {addr}"))?
+        .with_wait(Duration::from_secs(5));
+    conn.call(r#"{"type":"stats","msg_id":1}"#)
+        .with_context(|| format!("no stats reply from {addr}"))
 }
 
-/// A `redis-server` started here on a free loopback port; killed and reaped on drop.
-struct RedisServer {
-    process: Reaped,
-    port: u16,
+/// The benchmarks' `redis-server` (window-testkit's, in the work directory), with what the
+/// report says of it.
+struct Redis {
+    server: RedisServer,
     version: String,
     /// The durability setting it runs with, as the report says it.
     durability: String,
 }
 
-impl RedisServer {
+impl Redis {
     /// Starts one with an append-only file fsynced every second; without the append-only file
     /// if that cannot start (the report then says so). `None` when redis-server is missing.
-    fn start(work: &Path) -> anyhow::Result<Option<RedisServer>> {
-        let version = match Command::new("redis-server").arg("--version").output() {
-            Ok(output) => String::from_utf8_lossy(&output.stdout)
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix("v="))
-                .unwrap_or("unknown")
-                .to_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).context("running redis-server --version"),
-        };
+    fn start(work: &Path) -> anyhow::Result<Option<Redis>> {
         let dir = work.join("redis");
-        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let mut failures = Vec::new();
-        for aof in [true, false] {
-            // A port found free can be taken before the server binds it: try a few.
-            for _ in 0..3 {
-                match RedisServer::try_start(&dir, aof, &version) {
-                    Ok(server) => {
-                        if !aof {
-                            eprintln!(
-                                "xtask: note: redis-server would not run with --appendonly yes \
-                                 ({}); the Redis scenarios run without persistence",
-                                failures.join("; ")
-                            );
-                        }
-                        return Ok(Some(server));
+        for persistence in [Persistence::AppendOnlyEverySec, Persistence::Off] {
+            match RedisServer::launch(persistence, Some(&dir)) {
+                Ok(server) => {
+                    if persistence == Persistence::Off {
+                        eprintln!(
+                            "xtask: note: redis-server would not run with --appendonly yes \
+                             ({}); the Redis scenarios run without persistence",
+                            failures.join("; ")
+                        );
                     }
-                    Err(e) => failures.push(format!("{e:#}")),
+                    return Redis::describe(server, persistence).map(Some);
                 }
+                Err(StartError::NotInstalled) => return Ok(None),
+                Err(StartError::Failed(e)) => failures.push(e.to_string()),
             }
         }
         bail!("could not start redis-server: {}", failures.join("; "))
     }
 
-    fn try_start(dir: &Path, aof: bool, version: &str) -> anyhow::Result<RedisServer> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let log = fs::File::create(dir.join(format!("redis-{port}.log")))?;
-        let persistence: &[&str] = if aof {
-            &["--appendonly", "yes", "--appendfsync", "everysec"]
-        } else {
-            &["--appendonly", "no"]
-        };
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--daemonize", "no"])
-            .args(persistence)
-            .arg("--dir")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .context("starting redis-server")?;
-        let mut process = Reaped::new(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = process.exited()? {
-                bail!("redis-server on port {port} exited with {status}");
-            }
-            if redis_call(port, &["PING"]).is_ok_and(|r| r == ["PONG"]) {
-                break;
-            }
-            ensure!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer PING within 10 s"
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        let setting = |name: &str| -> anyhow::Result<String> {
-            let reply = redis_call(port, &["CONFIG", "GET", name])?;
-            reply
-                .get(1)
-                .cloned()
-                .with_context(|| format!("CONFIG GET {name} answered {reply:?}"))
-        };
-        let (appendonly, appendfsync) = (setting("appendonly")?, setting("appendfsync")?);
+    fn describe(server: RedisServer, persistence: Persistence) -> anyhow::Result<Redis> {
+        let (appendonly, appendfsync) = (
+            server.setting("appendonly")?,
+            server.setting("appendfsync")?,
+        );
         let durability = if appendonly == "yes" {
             format!("appendonly yes, appendfsync {appendfsync}")
         } else {
             "appendonly no, save \"\": no persistence at all".to_owned()
         };
         ensure!(
-            !aof || (appendonly == "yes" && appendfsync == "everysec"),
+            persistence == Persistence::Off || (appendonly == "yes" && appendfsync == "everysec"),
             "redis-server runs with {durability}, not the append-only file asked for"
         );
-        Ok(RedisServer {
-            process,
-            port,
-            version: version.to_owned(),
+        Ok(Redis {
+            version: server.version()?,
+            server,
             durability,
         })
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// The `serve` options for a node on this server, in a namespace of this run's own.
     fn store_options(&self, scenario: &str) -> Vec<String> {
         vec![
             "--store".to_owned(),
-            self.url(),
+            self.server.url(),
             "--namespace".to_owned(),
             format!("bench-{}-{scenario}", std::process::id()),
         ]
     }
-}
-
-/// One Redis command over a connection of its own; the reply flattened to strings.
-fn redis_call(port: u16, args: &[&str]) -> anyhow::Result<Vec<String>> {
-    let stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        let _ = write!(request, "${}\r\n{arg}\r\n", arg.len());
-    }
-    (&stream).write_all(request.as_bytes())?;
-    let mut reader = BufReader::new(&stream);
-    let mut reply = Vec::new();
-    read_resp(&mut reader, &mut reply, 0)?;
-    Ok(reply)
-}
-
-/// Reads one RESP2 value, appending its strings to `out`.
-fn read_resp(reader: &mut impl BufRead, out: &mut Vec<String>, depth: usize) -> anyhow::Result<()> {
-    ensure!(depth < 8, "Redis reply nested too deep");
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let line = line.trim_end_matches(['\r', '\n']);
-    let rest = line.get(1..).unwrap_or_default();
-    match line.as_bytes().first() {
-        Some(b'+' | b':') => out.push(rest.to_owned()),
-        Some(b'-') => bail!("Redis answered an error: {rest}"),
-        Some(b'$') => {
-            let len: i64 = rest.parse().context("bulk string length")?;
-            if let Ok(len) = usize::try_from(len) {
-                let mut buf = vec![0; len + 2];
-                reader.read_exact(&mut buf)?;
-                out.push(String::from_utf8_lossy(&buf[..len]).into_owned());
-            }
-        }
-        Some(b'*') => {
-            let n: i64 = rest.parse().context("array length")?;
-            for _ in 0..n.max(0) {
-                read_resp(reader, out, depth + 1)?;
-            }
-        }
-        _ => bail!("unexpected Redis reply {line:?}"),
-    }
-    Ok(())
 }
 
 /// The report's section on these scenarios.
