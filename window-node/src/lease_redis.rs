@@ -503,7 +503,7 @@ pub async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
 
 #[cfg(test)]
 mod tests {
-    //! The keeper with a quota, against a real `redis-server` (see `redis_support`).
+    //! The keeper with a quota, against a real `redis-server` (`window_testkit::RedisServer`).
 
     use super::*;
     use window_testkit::RedisServer;
