@@ -19,6 +19,7 @@ usage: cargo xtask <task>
 
 tasks:
   ci              cargo fmt --check, clippy -D warnings, dependency direction, all tests
+  deps            the dependency direction alone: core, proto, service and cluster know no I/O crate
   crash           SIGKILL runs: the store crash test (50 kills), failover (20 coordinator kills), partitions (20 holder kills)
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, a smoke check of every
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("deps") => check_core_dependencies(),
         Some("crash") => crash::run(),
         Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
         Some("-h" | "--help" | "help") | None => {
