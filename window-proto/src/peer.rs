@@ -294,7 +294,11 @@ mod tests {
                 .unwrap();
         assert!(peek.is_unavailable());
         assert!(peek.answers);
-        let peek = Peek::of(r#"{"type":"window_closed","seq":9,"window_id":"window-0"}"#).unwrap();
+        let closed = format!(
+            r#"{{"type":"{}","seq":9,"window_id":"window-0"}}"#,
+            Kind::WindowClosed.as_str()
+        );
+        let peek = Peek::of(&closed).unwrap();
         assert_eq!(peek.kind, Some(Kind::WindowClosed));
         assert_eq!(peek.seq, Some(9));
         assert!(!peek.answers);
@@ -326,10 +330,11 @@ mod tests {
 
     #[test]
     fn fields_keep_their_order_and_raw_values_without_type_and_reply() {
-        let (kind, fields) = PeerFields::of(
-            r#"{"type":"window_closed","in_reply_to":4,"window_id":"window-0","events":[1, 2],"partition":2}"#,
-        )
-        .unwrap();
+        let text = format!(
+            r#"{{"type":"{}","in_reply_to":4,"window_id":"window-0","events":[1, 2],"partition":2}}"#,
+            Kind::WindowClosed.as_str()
+        );
+        let (kind, fields) = PeerFields::of(&text).unwrap();
         assert_eq!(kind, Some(Kind::WindowClosed));
         let fields: Vec<_> = fields.iter().collect();
         assert_eq!(

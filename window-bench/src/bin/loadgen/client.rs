@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+use window_proto::Kind;
 
 use anyhow::{Context, anyhow, bail, ensure};
 use hdrhistogram::Histogram;
@@ -148,7 +149,7 @@ impl Subscriber {
         let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
         let ok = read_line(&mut reader, "before subscribe_ok")?;
         ensure!(
-            message_type(&ok.text) == "subscribe_ok",
+            message_type(&ok.text) == Kind::SubscribeOk.as_str(),
             "subscribe answered {:.300}",
             ok.text
         );
@@ -165,7 +166,7 @@ impl Subscriber {
                 let at = Instant::now();
                 let kind = message_type(&text);
                 ensure!(
-                    kind == "window_closed",
+                    kind == Kind::WindowClosed.as_str(),
                     "the subscription sent {kind}: {text:.300}"
                 );
                 got.push(Received { text, at });
@@ -235,7 +236,7 @@ pub(crate) fn request(
     conn.writer.flush()?;
     loop {
         let got = read_line(conn.reader.as_mut(), "before answering a control request")?;
-        if message_type(&got.text) == "window_closed" {
+        if message_type(&got.text) == Kind::WindowClosed.as_str() {
             unsolicited.push(got);
         } else {
             let latency = got.at - sent;

@@ -6,6 +6,7 @@ use std::io::{self, BufRead, Write};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Instant;
+use window_proto::Kind;
 
 use anyhow::{Context, anyhow};
 use hdrhistogram::Histogram;
@@ -77,7 +78,7 @@ fn timed_phase(
         while replies.len() < requests {
             let context = format!("after {} of {requests} replies", replies.len());
             let got = read_line(reader.as_mut(), &context)?;
-            if message_type(&got.text) == "window_closed" {
+            if message_type(&got.text) == Kind::WindowClosed.as_str() {
                 fired.push(got);
                 continue;
             }

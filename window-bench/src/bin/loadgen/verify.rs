@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Instant;
+use window_proto::Kind;
 
 use anyhow::{Context, bail, ensure};
 use hdrhistogram::Histogram;
@@ -158,18 +159,21 @@ fn check_replies(
         );
         match kind {
             RequestKind::ProcessWindow => {
-                ensure!(what == "window_result", "reply {msg_id} is {what}");
+                ensure!(
+                    what == Kind::WindowResult.as_str(),
+                    "reply {msg_id} is {what}"
+                );
                 let got = windows_of(&body, "windows", reference)?;
                 let want = reference.group(&batch);
                 let context = format!("window_result of request {msg_id}");
                 compare_windows(&got, &want, reference, &context)?;
             }
             RequestKind::Assign => {
-                ensure!(what == "assigned", "reply {msg_id} is {what}");
+                ensure!(what == Kind::Assigned.as_str(), "reply {msg_id} is {what}");
                 check_assigned(&body, &batch, reference, msg_id)?;
             }
             RequestKind::Ingest => {
-                ensure!(what == "ingest_ok", "reply {msg_id} is {what}");
+                ensure!(what == Kind::IngestOk.as_str(), "reply {msg_id} is {what}");
             }
         }
         let admitted = reference.admit(&batch);
@@ -216,7 +220,7 @@ pub(crate) fn verify_unordered(
     for (i, reply) in seen.replies.iter().enumerate() {
         let (body, what) = reply_body(reply, i)?;
         ensure!(
-            what == "ingest_ok",
+            what == Kind::IngestOk.as_str(),
             "request {} answered {:.500}",
             i + 1,
             reply.text
