@@ -132,9 +132,33 @@ pub fn check_window(
     let count = want.ids.len();
     let (full, rest) = split(count, max_events);
 
-    // Every id is the window's, and in one pane only.
+    let owner = owners(want, &panes)?;
+    check_reasons(max_events, full, count, &panes)?;
+    check_last(want, rest, &panes)?;
+
+    // All of the window's ids came out, unless some are still buffered.
+    let emitted = owner.len();
+    let buffered = if want.last.is_none() { rest } else { 0 };
+    if emitted + buffered != count {
+        let missing = want
+            .ids
+            .iter()
+            .find(|id| !owner.contains_key(id.as_str()))
+            .map_or_else(String::new, |id| format!("; e.g. {id} is missing"));
+        return Err(format!(
+            "the panes hold {emitted} of the window's {count} ids ({buffered} buffered){missing}"
+        ));
+    }
+    Ok(())
+}
+
+/// Which pane each emitted id is in: every id is the window's, and in one pane only.
+fn owners<'a>(
+    want: &ExpectedWindow,
+    panes: &[&'a EmittedPane],
+) -> Result<HashMap<&'a str, u64>, String> {
     let mut owner: HashMap<&str, u64> = HashMap::new();
-    for pane in &panes {
+    for pane in panes {
         for id in &pane.ids {
             if !want.ids.contains(id) {
                 return Err(format!(
@@ -156,7 +180,17 @@ pub fn check_window(
         }
     }
 
-    // Reasons, sizes and order.
+    Ok(owner)
+}
+
+/// Reasons, sizes and order: length panes hold exactly `max_events`, a watermark or flush pane
+/// comes last, and there are `full` length panes.
+fn check_reasons(
+    max_events: Option<u32>,
+    full: usize,
+    count: usize,
+    panes: &[&EmittedPane],
+) -> Result<(), String> {
     let mut length = 0;
     for (at, pane) in panes.iter().enumerate() {
         match pane.reason.as_str() {
@@ -218,7 +252,11 @@ pub fn check_window(
         ));
     }
 
-    // The last pane: there exactly when the reference emitted one, with its reason and size.
+    Ok(())
+}
+
+/// The last pane: there exactly when the reference emitted one, with its reason and size.
+fn check_last(want: &ExpectedWindow, rest: usize, panes: &[&EmittedPane]) -> Result<(), String> {
     let last = panes.last().filter(|p| p.reason != "length");
     match (want.last, last) {
         (Some(reason), Some(pane)) => {
@@ -257,19 +295,6 @@ pub fn check_window(
         (None, None) => {}
     }
 
-    // All of the window's ids came out, unless some are still buffered.
-    let emitted = owner.len();
-    let buffered = if want.last.is_none() { rest } else { 0 };
-    if emitted + buffered != count {
-        let missing = want
-            .ids
-            .iter()
-            .find(|id| !owner.contains_key(id.as_str()))
-            .map_or_else(String::new, |id| format!("; e.g. {id} is missing"));
-        return Err(format!(
-            "the panes hold {emitted} of the window's {count} ids ({buffered} buffered){missing}"
-        ));
-    }
     Ok(())
 }
 

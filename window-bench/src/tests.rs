@@ -323,8 +323,13 @@ fn the_pane_check_fails_a_pane_of_the_wrong_size() {
             && error.contains("exactly 4"),
         "{error}"
     );
+}
 
-    // Every other way a window can break the rule is named too.
+/// Every other way a window can break the pane rule is named too.
+#[test]
+fn the_pane_check_names_every_other_broken_rule() {
+    let reference = four_per_pane();
+    let want = three_windows();
     let broken: [(WindowOf, Vec<EmittedPane>, &str); 10] = [
         // A smaller length pane, the rest in the last one.
         (
