@@ -386,12 +386,11 @@ impl RequestIds {
     pub(crate) fn new() -> RequestIds {
         let mut bytes = [0u8; 16];
         if let Err(error) = getrandom::fill(&mut bytes) {
-            // Unique enough without the OS's randomness: this process, this instant, a counter.
+            // Unique enough without the OS's randomness: this process, this instant (from the one
+            // place that reads wall time), a counter.
             tracing::warn!(%error, "no random bytes from the OS; request ids fall back to time and process id");
             static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
+            let nanos = crate::clock::now().as_millis() as u64;
             let count = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             bytes[..8].copy_from_slice(&nanos.to_be_bytes());
             bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
