@@ -499,8 +499,10 @@ fn unavailable_line(partition: u32) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// True for a holder's error 11. Every reply on a link is asked, so a reply that cannot be an
+/// error (most are, and some are large `flushed` lists) is let through without a parse.
 fn is_unavailable(text: &str) -> bool {
-    Peek::of(text).is_some_and(|p| p.is_unavailable())
+    text.contains("error") && Peek::of(text).is_some_and(|p| p.is_unavailable())
 }
 
 /// One link: sends a partition's lines to its holder in order and hands the replies back,

@@ -442,6 +442,7 @@ impl Service {
     fn number_fired(&mut self, returned: Vec<ClosedWindow>) -> (Vec<OutputRecord>, Range<u64>) {
         let returned_count = returned.len();
         let first = self.unwritten.len();
+        let spontaneous_from = self.next_seq + returned_count as u64;
         for window in returned
             .into_iter()
             .chain(std::iter::from_fn(|| self.engine.poll_closed()))
@@ -454,8 +455,6 @@ impl Service {
             self.next_seq += 1;
         }
         let returned = self.unwritten[first..first + returned_count].to_vec();
-        let spontaneous_from =
-            self.next_seq - (self.unwritten.len() - first - returned_count) as u64;
         (returned, spontaneous_from..self.next_seq)
     }
 
@@ -538,6 +537,7 @@ impl Op {
                 first_seq: records.first().map_or(0, |r| r.seq),
                 count: records.len() as u64,
             },
+            (Op::Close, Done::Recalled { first, .. }) => RequestOutcome::Close { seq: *first },
             (_, Done::Recalled { first, count }) => RequestOutcome::Flush {
                 first_seq: *first,
                 count: *count,

@@ -47,16 +47,7 @@ fn check(script: &str, expect: Expect) {
 
 fn run(script: &str) -> String {
     let mut lines = script.lines().map(str::trim).filter(|l| !l.is_empty());
-    let mut config = Config {
-        engine: EngineConfig {
-            frame: IdFrame::Utc,
-            purge: PurgePolicy::default(),
-            allowed_lateness_ms: None,
-            late: LatePolicy::Drop,
-        },
-        epoch: 7,
-        idle_timeout_ms: None,
-    };
+    let mut config = plain_config(7);
     let mut peeked = lines.next();
     if let Some(line) = peeked
         && let Some(options) = line.strip_prefix("config ")
@@ -223,6 +214,20 @@ impl Harness {
                 self.service.on_committed(now, batch);
             }
         }
+    }
+}
+
+/// UTC windows, no watermark, no purge, no idle timeout: what a script's `config` line changes.
+fn plain_config(epoch: u64) -> Config {
+    Config {
+        engine: EngineConfig {
+            frame: IdFrame::Utc,
+            purge: PurgePolicy::default(),
+            allowed_lateness_ms: None,
+            late: LatePolicy::Drop,
+        },
+        epoch,
+        idle_timeout_ms: None,
     }
 }
 
@@ -546,16 +551,7 @@ fn a_restart_after_a_commit_gives_the_same_log() {
 /// A service without a store answers the same; its batches are simply not kept.
 #[test]
 fn a_service_without_a_store_answers_alike() {
-    let config = Config {
-        engine: EngineConfig {
-            frame: IdFrame::Utc,
-            purge: PurgePolicy::default(),
-            allowed_lateness_ms: None,
-            late: LatePolicy::Drop,
-        },
-        epoch: 0,
-        idle_timeout_ms: None,
-    };
+    let config = plain_config(0);
     let mut service = Service::new(config, Timestamp::from_millis(0));
     let event = Event {
         id: EventId::Int(1),
