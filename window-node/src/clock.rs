@@ -1,4 +1,4 @@
-//! The only place that reads wall time.
+//! The only place that reads a clock: wall time, and the monotonic time links decide on.
 //!
 //! The stdin node reads the wall clock per request. The daemon uses a [`Clock`]: the wall time at
 //! start plus tokio's monotonic time since, so its timers cannot be fooled by a wall-clock jump
@@ -44,4 +44,9 @@ impl Clock {
         let wait = at.as_millis().saturating_sub(self.now().as_millis()).max(0);
         tokio::time::Instant::now() + std::time::Duration::from_millis(wait.unsigned_abs())
     }
+}
+
+/// The monotonic time a link decides on: tokio's, so tests can drive it with paused time.
+pub fn monotonic() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
 }

@@ -11,86 +11,25 @@
 //! than run a second time. A coordinator that answers error 11 (it is stopping) is treated like
 //! one that went away: the request is sent again to the next one. A subscription is resumed from
 //! the next sequence number it had not yet seen. Only when no coordinator appears within the
-//! failover timeout are the waiting requests answered with error 11 (safe to retry).
+//! failover timeout are the waiting requests answered with error 11 (safe to retry). Those rules
+//! are `window_cluster::link::Link`'s; this is its shell for one client connection.
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use window_cluster::link::{Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 
-use crate::lease_file::read_coordinator;
-use crate::lease_redis::Role;
-use crate::limits::IN_FLIGHT;
+use crate::clock::monotonic;
+use crate::upstream::{Coordinator, RequestIds, connect_to, lines_out};
 use window_proto::Kind;
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, mark_request_id};
 use window_proto::reply::{self, Address, Header};
 use window_proto::{Line, LineSplitter};
 use window_proto::{Style, peek_msg_id, peek_subscribe};
-
-/// Where the coordinator's address is found.
-#[derive(Debug)]
-pub enum Coordinator {
-    /// Published in this data directory by the file lease's holder.
-    Dir(PathBuf),
-    /// The Redis lease's holder, as this process's lease keeper last saw it; `me` is this
-    /// process's own address, for when it holds the lease itself.
-    Redis {
-        role: tokio::sync::watch::Receiver<Role>,
-        me: SocketAddr,
-    },
-}
-
-/// A coordinator: its address and the lease epoch it holds (a process that takes over under the
-/// same address is another coordinator).
-pub type Holder = (SocketAddr, u64);
-
-impl Coordinator {
-    /// The coordinator, if one is known.
-    pub fn holder(&self) -> Option<Holder> {
-        match self {
-            Coordinator::Dir(dir) => read_coordinator(dir),
-            Coordinator::Redis { role, me } => holder_of(&role.borrow(), *me),
-        }
-    }
-
-    /// Resolves once the coordinator is known to be another than `current` (a takeover while
-    /// `current` is paused or cut off, which a connection to it would not show, or a takeover
-    /// under the same address). Only the Redis lease can move while its old holder lives; a file
-    /// lease never resolves this.
-    pub(crate) async fn moved_from(&self, current: Holder) {
-        match self {
-            Coordinator::Dir(_) => std::future::pending().await,
-            Coordinator::Redis { role, me } => {
-                let mut role = role.clone();
-                let moved = role
-                    .wait_for(|role| holder_of(role, *me).is_some_and(|h| h != current))
-                    .await
-                    .map(drop);
-                if moved.is_err() {
-                    // The keeper is gone (the process is stopping): nothing will move.
-                    std::future::pending::<()>().await;
-                }
-            }
-        }
-    }
-}
-
-/// The lease holder as `role` knows it (`me` when this process holds it).
-fn holder_of(role: &Role, me: SocketAddr) -> Option<Holder> {
-    match role {
-        Role::Following {
-            holder: Some((address, epoch)),
-        } => Some((address.parse().ok()?, *epoch)),
-        Role::Holding { epoch } => Some((me, *epoch)),
-        Role::Starting | Role::Following { holder: None } | Role::Lost { .. } => None,
-    }
-}
 
 /// What forwarding needs to know.
 #[derive(Debug)]
@@ -103,56 +42,56 @@ pub struct Forwarding {
     pub style: Style,
 }
 
-/// A request sent upstream and not yet answered.
+/// Whose a forwarded line is (the line itself is kept by the link).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiting {
     /// The client's line: its reply goes back to the client.
-    Client(String),
+    Client,
     /// A resubscription the follower made itself: its `subscribe_ok` is not the client's.
     Resubscribe,
+}
+
+/// One client connection being forwarded.
+struct Forwarded {
+    client_read: BufReader<OwnedReadHalf>,
+    client_write: OwnedWriteHalf,
+    splitter: LineSplitter,
+    link: Link<Waiting>,
+    ids: RequestIds,
+    /// With a subscription: the next sequence number the client has not seen.
+    subscribed: Option<u64>,
+    client_done: bool,
 }
 
 /// Serves one client connection by forwarding.
 pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) {
     let _ = client.set_nodelay(true);
-    let (client_read, mut client_write) = client.into_split();
-    let mut client_read = BufReader::with_capacity(64 * 1024, client_read);
-    let mut splitter = LineSplitter::new(forwarding.max_line_bytes);
-    let mut waiting: VecDeque<Waiting> = VecDeque::new();
-    // With a subscription: the next sequence number the client has not seen.
-    let mut subscribed: Option<u64> = None;
-    let mut client_done = false;
-    let mut ids = RequestIds::new();
-    let mut refusals = Refusals::default();
+    let (client_read, client_write) = client.into_split();
+    let mut this = Forwarded {
+        client_read: BufReader::with_capacity(64 * 1024, client_read),
+        client_write,
+        splitter: LineSplitter::new(forwarding.max_line_bytes),
+        link: Link::new(LinkConfig::new(forwarding.failover_timeout), monotonic()),
+        ids: RequestIds::new(),
+        subscribed: None,
+        client_done: false,
+    };
     loop {
-        let Some((upstream, coordinator)) = connect(&forwarding).await else {
+        let deadline = this.link.give_up_at().unwrap_or_else(monotonic);
+        let Some((upstream, coordinator)) = connect_to(&forwarding.coordinator, deadline).await
+        else {
             // No coordinator: answer what waits with error 11, then go on (a coordinator may
             // appear before the client's next request).
-            let error = ProtoError::Unavailable(
-                "no coordinator is reachable (the lease holder died and none took over yet); retry: ingest is idempotent".to_owned(),
-            );
-            for item in waiting.drain(..) {
-                if let Waiting::Client(line) = item {
-                    let mut out = Vec::new();
-                    let msg_id = peek_msg_id(&line);
-                    let header = Header {
-                        style: forwarding.style,
-                        address: Address::default(),
-                        in_reply_to: msg_id.as_deref(),
-                    };
-                    reply::error(&mut out, &header, &error);
-                    if client_write.write_all(&out).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            if client_done || subscribed.is_some() {
+            if this.give_up(&forwarding).await.is_err()
+                || this.client_done
+                || this.subscribed.is_some()
+            {
                 return;
             }
-            match read_client(&mut client_read, &mut splitter).await {
+            match read_client(&mut this.client_read, &mut this.splitter).await {
                 Some(line) => {
-                    note_subscribe(&line, &mut subscribed);
-                    let line = mark(&line, &ids.next(), forwarding.max_line_bytes);
-                    waiting.push_back(Waiting::Client(line));
+                    let line = this.take(line, forwarding.max_line_bytes);
+                    this.link.push(monotonic(), line, Waiting::Client);
                 }
                 None => return,
             }
@@ -160,34 +99,36 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
         };
         let (up_read, mut up_write) = upstream.into_split();
         let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
-        if resend(&mut up_write, &mut waiting, subscribed)
+        this.resubscribe();
+        if up_write
+            .write_all(&lines_out(this.link.connected()))
             .await
             .is_err()
         {
+            this.link.lost(monotonic());
             continue;
         }
         let mut up_line = Vec::new();
         loop {
-            if client_done && waiting.is_empty() && subscribed.is_none() {
-                let _ = client_write.flush().await;
+            if this.client_done && this.link.is_idle() && this.subscribed.is_none() {
+                let _ = this.client_write.flush().await;
                 return;
             }
             tokio::select! {
                 // Fewer in flight than the coordinator queues replies for (see `IN_FLIGHT`).
-                line = read_client(&mut client_read, &mut splitter), if !client_done && waiting.len() < IN_FLIGHT => {
+                line = read_client(&mut this.client_read, &mut this.splitter), if !this.client_done && this.link.may_take() => {
                     match line {
                         Some(line) => {
-                            note_subscribe(&line, &mut subscribed);
-                            let line = mark(&line, &ids.next(), forwarding.max_line_bytes);
-                            let sent = up_write.write_all(format!("{line}\n").as_bytes()).await;
-                            waiting.push_back(Waiting::Client(line));
-                            if sent.is_err() {
+                            let line = this.take(line, forwarding.max_line_bytes);
+                            if let Some(line) = this.link.push(monotonic(), line, Waiting::Client)
+                                && up_write.write_all(format!("{line}\n").as_bytes()).await.is_err()
+                            {
                                 break;
                             }
                         }
                         None => {
-                            client_done = true;
-                            if subscribed.is_some() {
+                            this.client_done = true;
+                            if this.subscribed.is_some() {
                                 return;
                             }
                         }
@@ -204,12 +145,10 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     }
                     let text = String::from_utf8_lossy(&up_line).into_owned();
                     up_line.clear();
-                    let may_retry = refusals.may_retry(forwarding.failover_timeout);
-                    match relay(&text, &mut waiting, &mut subscribed, &mut client_write, may_retry).await {
-                        Relayed::Passed { unavailable } => refusals.note(unavailable),
+                    match this.relay(&text).await {
+                        Relayed::Passed => {}
                         Relayed::Done => return,
                         Relayed::Retry => {
-                            refusals.note(true);
                             tracing::info!("the coordinator is stopping; sending its waiting requests to the next one");
                             tokio::time::sleep(RETRY_PAUSE).await;
                             break;
@@ -218,21 +157,20 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                 }
             }
         }
+        this.link.lost(monotonic());
         tracing::info!(
-            waiting = waiting.len(),
+            waiting = this.link.waiting(),
             "the coordinator went away; reconnecting"
         );
-        // Not at once: a coordinator that closes every connection (at its connection limit, or
-        // stopping) must not make this loop spin.
         tokio::time::sleep(RECONNECT_PAUSE).await;
     }
 }
 
 /// What became of an upstream line.
 enum Relayed {
-    /// Passed to the client (or, for the follower's own resubscription, taken); `unavailable`
-    /// when it was an error 11 passed on because retrying took too long.
-    Passed { unavailable: bool },
+    /// Passed to the client, or taken (the follower's own resubscription), or dropped (nothing
+    /// asked for it).
+    Passed,
     /// Nothing more to do for this client: it is gone, or its subscription could not be resumed
     /// (the error was passed on, and closing tells the client to subscribe again).
     Done,
@@ -241,199 +179,107 @@ enum Relayed {
     Retry,
 }
 
-/// How long a follower waits before sending again what a stopping coordinator refused.
-pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// How long a follower waits before connecting again after its coordinator connection closed.
-pub(crate) const RECONNECT_PAUSE: Duration = Duration::from_millis(20);
-
-/// A run of refusals (error 11) from coordinators. Waiting requests are sent again while the run
-/// is younger than the failover timeout, and reach the client as errors after that. A run ends
-/// with any other reply, or when no refusal came for a failover timeout.
-#[derive(Default)]
-pub(crate) struct Refusals {
-    /// When the run began and when its latest refusal came.
-    run: Option<(tokio::time::Instant, tokio::time::Instant)>,
-}
-
-impl Refusals {
-    pub(crate) fn may_retry(&mut self, timeout: Duration) -> bool {
-        let now = tokio::time::Instant::now();
-        if self.run.is_some_and(|(_, last)| now - last > timeout) {
-            self.run = None;
+impl Forwarded {
+    /// A client line, noted (a subscription) and marked with a request id, for the link.
+    fn take(&mut self, line: String, max_line_bytes: usize) -> String {
+        if let Some(from) = peek_subscribe(&line) {
+            self.subscribed = from.or(self.subscribed);
         }
-        self.run.is_none_or(|(first, _)| now - first < timeout)
+        mark(&line, &self.ids.next(), max_line_bytes)
     }
 
-    /// Notes a reply: a refusal or not.
-    pub(crate) fn note(&mut self, refused: bool) {
-        let now = tokio::time::Instant::now();
-        self.run = match (refused, self.run) {
-            (false, _) => None,
-            (true, Some((first, _))) => Some((first, now)),
-            (true, None) => Some((now, now)),
-        };
-    }
-}
-
-/// Routes one upstream line: a reply answers the oldest waiting request; a streamed window or
-/// late event of a subscription goes straight to the client. An error 11 reply leaves its request
-/// waiting when `may_retry`.
-async fn relay(
-    text: &str,
-    waiting: &mut VecDeque<Waiting>,
-    subscribed: &mut Option<u64>,
-    client: &mut OwnedWriteHalf,
-    may_retry: bool,
-) -> Relayed {
-    let peek = Peek::of(text);
-    let unavailable = peek.as_ref().is_some_and(Peek::is_unavailable);
-    let streamed = subscribed.is_some()
-        && peek.as_ref().is_some_and(|p| {
-            !p.answers && matches!(p.kind, Some(Kind::WindowClosed | Kind::LateEvent))
-        });
-    if streamed {
-        if let Some(seq) = peek.as_ref().and_then(|p| p.seq) {
-            *subscribed = Some(seq + 1);
+    /// Answers every waiting client line with error 11; `Err` when the client is gone.
+    async fn give_up(&mut self, forwarding: &Forwarding) -> std::io::Result<()> {
+        let error = ProtoError::Unavailable(
+            "no coordinator is reachable (the lease holder died and none took over yet); retry: ingest is idempotent".to_owned(),
+        );
+        let mut out = Vec::new();
+        for (line, waiting) in self.link.give_up(monotonic()) {
+            if waiting == Waiting::Client {
+                let msg_id = peek_msg_id(&line);
+                let header = Header {
+                    style: forwarding.style,
+                    address: Address::default(),
+                    in_reply_to: msg_id.as_deref(),
+                };
+                reply::error(&mut out, &header, &error);
+            }
         }
-    } else {
-        if let Some(p) = &peek
-            && p.kind == Some(Kind::SubscribeOk)
-            && let Some(from) = p.from_seq
+        self.client_write.write_all(&out).await
+    }
+
+    /// Before a new connection's resend: a subscription is resumed first (requests on a
+    /// subscribed connection are only answered with errors), unless the client's own subscribe
+    /// still waits; a resubscription made earlier and not answered is made again.
+    fn resubscribe(&mut self) {
+        self.link.retain(|_, w| *w == Waiting::Client);
+        if let Some(next) = self.subscribed
+            && !self.link.any(|line, _| peek_subscribe(line).is_some())
         {
-            // The coordinator says where the subscription starts (for "new windows only").
-            subscribed.get_or_insert(from);
-            if subscribed.is_some_and(|next| next < from) {
-                *subscribed = Some(from);
-            }
+            let line = format!("{{\"type\":\"subscribe\",\"from_seq\":{next}}}");
+            self.link.push_front(line, Waiting::Resubscribe);
         }
-        match waiting.pop_front() {
-            Some(Waiting::Resubscribe) => {
-                let resumed = peek
-                    .as_ref()
-                    .is_some_and(|p| p.kind == Some(Kind::SubscribeOk));
-                if resumed {
-                    return Relayed::Passed { unavailable: false };
+    }
+
+    /// Routes one upstream line: a reply answers the oldest waiting request; a streamed window
+    /// or late event of a subscription goes straight to the client.
+    async fn relay(&mut self, text: &str) -> Relayed {
+        let peek = Peek::of(text);
+        let streamed = self.subscribed.is_some()
+            && peek.as_ref().is_some_and(|p| {
+                !p.answers && matches!(p.kind, Some(Kind::WindowClosed | Kind::LateEvent))
+            });
+        if streamed {
+            if let Some(seq) = peek.as_ref().and_then(|p| p.seq) {
+                self.subscribed = Some(seq + 1);
+            }
+        } else {
+            if let Some(p) = &peek
+                && p.kind == Some(Kind::SubscribeOk)
+                && let Some(from) = p.from_seq
+            {
+                // The coordinator says where the subscription starts (for "new windows only").
+                let next = self.subscribed.get_or_insert(from);
+                *next = (*next).max(from);
+            }
+            let unavailable = peek.as_ref().is_some_and(Peek::is_unavailable);
+            match self.link.reply(monotonic(), unavailable) {
+                Reply::Retry => return Relayed::Retry,
+                Reply::Answer(Waiting::Client) => {}
+                Reply::Answer(Waiting::Resubscribe) => {
+                    if peek
+                        .as_ref()
+                        .is_some_and(|p| p.kind == Some(Kind::SubscribeOk))
+                    {
+                        return Relayed::Passed;
+                    }
+                    // The subscription cannot go on: the client gets the error, then the end of
+                    // the connection, and subscribes again.
+                    let _ = self.client_write.write_all(text.as_bytes()).await;
+                    return Relayed::Done;
                 }
-                if may_retry && unavailable {
-                    // `resend` subscribes again on the next connection.
-                    return Relayed::Retry;
+                Reply::Unsolicited => {
+                    // Nothing was asked: an unsolicited refusal (a coordinator at its
+                    // connection limit) is not the client's business.
+                    tracing::debug!(
+                        line = text.trim_end(),
+                        "dropping an unsolicited upstream line"
+                    );
+                    return Relayed::Passed;
                 }
-                // The subscription cannot go on: the client gets the error, then the end of
-                // the connection, and subscribes again.
-                let _ = client.write_all(text.as_bytes()).await;
-                return Relayed::Done;
-            }
-            Some(Waiting::Client(line)) if may_retry && unavailable => {
-                waiting.push_front(Waiting::Client(line));
-                return Relayed::Retry;
-            }
-            Some(Waiting::Client(_)) => {}
-            None => {
-                // Nothing was asked: an unsolicited refusal (a coordinator at its connection
-                // limit) is not the client's business.
-                tracing::debug!(
-                    line = text.trim_end(),
-                    "dropping an unsolicited upstream line"
-                );
-                return Relayed::Passed { unavailable };
             }
         }
-    }
-    if client.write_all(text.as_bytes()).await.is_ok() {
-        Relayed::Passed { unavailable }
-    } else {
-        Relayed::Done
-    }
-}
-
-/// Sends every waiting request again (and resumes a subscription) on a new upstream.
-async fn resend(
-    up: &mut OwnedWriteHalf,
-    waiting: &mut VecDeque<Waiting>,
-    subscribed: Option<u64>,
-) -> std::io::Result<()> {
-    // A resubscription made earlier and not answered is made again below.
-    waiting.retain(|w| matches!(w, Waiting::Client(_)));
-    let mut out = Vec::new();
-    if let Some(next) = subscribed {
-        // Resume first: requests on a subscribed connection are only answered with errors.
-        let client_subscribe_waiting = waiting
-            .iter()
-            .any(|w| matches!(w, Waiting::Client(l) if peek_subscribe(l).is_some()));
-        if !client_subscribe_waiting {
-            out.extend_from_slice(
-                format!("{{\"type\":\"subscribe\",\"from_seq\":{next}}}\n").as_bytes(),
-            );
-            waiting.push_front(Waiting::Resubscribe);
+        if self.client_write.write_all(text.as_bytes()).await.is_ok() {
+            Relayed::Passed
+        } else {
+            Relayed::Done
         }
-    }
-    for item in waiting.iter() {
-        if let Waiting::Client(line) = item {
-            out.extend_from_slice(line.as_bytes());
-            out.push(b'\n');
-        }
-    }
-    up.write_all(&out).await
-}
-
-/// Request ids for one client connection's lines: 128 random bits, then the line's number.
-pub(crate) struct RequestIds {
-    prefix: String,
-    next: u64,
-}
-
-impl RequestIds {
-    pub(crate) fn new() -> RequestIds {
-        let mut bytes = [0u8; 16];
-        if let Err(error) = getrandom::fill(&mut bytes) {
-            // Unique enough without the OS's randomness: this process, this instant (from the one
-            // place that reads wall time), a counter.
-            tracing::warn!(%error, "no random bytes from the OS; request ids fall back to time and process id");
-            static FALLBACK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let nanos = crate::clock::now().as_millis() as u64;
-            let count = FALLBACK.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            bytes[..8].copy_from_slice(&nanos.to_be_bytes());
-            bytes[8..12].copy_from_slice(&std::process::id().to_be_bytes());
-            bytes[12..].copy_from_slice(&(count as u32).to_be_bytes());
-        }
-        let prefix = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        RequestIds { prefix, next: 0 }
-    }
-
-    pub(crate) fn next(&mut self) -> String {
-        self.next += 1;
-        format!("fw-{}-{}", self.prefix, self.next)
     }
 }
 
 /// The client's line marked with request id `id` (see [`mark_request_id`]), or as it is.
 fn mark(line: &str, id: &str, max_line_bytes: usize) -> String {
     mark_request_id(line, id, max_line_bytes).unwrap_or_else(|| line.to_owned())
-}
-
-/// Finds a coordinator to talk to, waiting up to the failover timeout.
-async fn connect(forwarding: &Forwarding) -> Option<(TcpStream, Holder)> {
-    connect_to(&forwarding.coordinator, forwarding.failover_timeout).await
-}
-
-/// Connects to `coordinator`'s holder, waiting up to `timeout` for one to be known and to answer.
-pub(crate) async fn connect_to(
-    coordinator: &Coordinator,
-    timeout: Duration,
-) -> Option<(TcpStream, Holder)> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(holder) = coordinator.holder()
-            && let Ok(stream) = TcpStream::connect(holder.0).await
-        {
-            let _ = stream.set_nodelay(true);
-            return Some((stream, holder));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The client's next request line; `None` at the end of its input. A line over the limit is
@@ -469,13 +315,6 @@ fn too_long(bytes: usize) -> String {
     )
 }
 
-/// Remembers where a client's subscription starts.
-fn note_subscribe(line: &str, subscribed: &mut Option<u64>) {
-    if let Some(from) = peek_subscribe(line) {
-        *subscribed = from.or(*subscribed);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! The follower against a scripted coordinator on loopback: what it sends again, and how.
@@ -483,15 +322,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-
-    #[test]
-    fn request_ids_differ_between_connections_and_lines() {
-        let (mut a, mut b) = (RequestIds::new(), RequestIds::new());
-        let ids = [a.next(), a.next(), b.next()];
-        assert_ne!(ids[0], ids[1]);
-        assert_ne!(ids[0], ids[2]);
-        assert!(ids[0].len() > 32, "128 random bits: {}", ids[0]);
-    }
+    use crate::lease_redis::Role;
 
     /// A follower in front of `dir`'s coordinator, with one client connected to it.
     async fn follower(dir: &std::path::Path) -> BufReader<TcpStream> {
@@ -645,32 +476,5 @@ mod tests {
         let mut second = accept(&upstream).await;
         assert_eq!(next_line(&mut second).await, sent, "sent again to epoch 2");
         drop(stalled);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refusals_are_retried_for_one_failover_timeout_per_run() {
-        let timeout = Duration::from_secs(5);
-        let mut refusals = Refusals::default();
-        assert!(refusals.may_retry(timeout));
-        // A run of refusals a second apart: retried while it is younger than the timeout.
-        for second in 0..5 {
-            assert!(refusals.may_retry(timeout), "second {second}");
-            refusals.note(true);
-            tokio::time::advance(Duration::from_secs(1)).await;
-        }
-        assert!(!refusals.may_retry(timeout), "the run is 5 s old");
-        refusals.note(true);
-        // Quiet for longer than the timeout: the next refusal starts a new run.
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(refusals.may_retry(timeout));
-        refusals.note(true);
-        tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(refusals.may_retry(timeout));
-        refusals.note(true);
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!refusals.may_retry(timeout), "the new run is 6 s old");
-        // Any other reply ends the run.
-        refusals.note(false);
-        assert!(refusals.may_retry(timeout));
     }
 }

@@ -8,7 +8,6 @@ mod driver;
 mod follower;
 mod lease_file;
 mod lease_redis;
-mod limits;
 mod metrics;
 mod node;
 mod options;
@@ -18,6 +17,7 @@ mod router;
 mod serve;
 mod stdin;
 mod tcp;
+mod upstream;
 
 use std::io::{self, BufReader};
 use std::num::NonZeroU32;

@@ -33,9 +33,9 @@ use tokio::task::JoinSet;
 use window_store::{RedisMembership, RedisStore};
 
 use crate::driver::{Command, DriverConfig, RunningDriver, blocking};
-use crate::follower::Coordinator;
 use crate::lease_redis::{LeaseKeeper, Quota, Role, lease_lost};
 use crate::metrics::Metrics;
+use crate::upstream::Coordinator;
 use window_cluster::lease::{LeaseConfig, fair_share, hand_over};
 use window_cluster::partition::{namespace_of, partition_of};
 

@@ -21,7 +21,6 @@
 //! pipelined on it make large group commits. A subscription has connections of its own (one
 //! per partition), since it streams.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,11 +29,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
-use crate::follower::{
-    Coordinator, RECONNECT_PAUSE, RETRY_PAUSE, Refusals, RequestIds, connect_to,
-};
-use crate::limits::IN_FLIGHT;
+use crate::clock::monotonic;
 use crate::partitions::PartitionTable;
+use crate::upstream::{Coordinator, RequestIds, connect_to, lines_out};
+use window_cluster::link::{IN_FLIGHT, Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
 use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply, SubscribeStart};
@@ -98,13 +96,18 @@ impl Links {
         match slot {
             Some(link) if !link.is_closed() => link.clone(),
             _ => {
-                let (tx, rx) = mpsc::channel(PIPELINE);
+                let (tx, rx) = mpsc::channel(ASK_QUEUE);
                 let coordinator = self
                     .table
                     .coordinator(partition)
                     .map(Arc::clone)
                     .expect("a partition below the count");
-                tokio::spawn(run_link(coordinator, partition, rx, self.failover_timeout));
+                let config = LinkConfig {
+                    in_flight: IN_FLIGHT,
+                    failover_timeout: self.failover_timeout,
+                    unreachable_patience: UNREACHABLE_PATIENCE,
+                };
+                tokio::spawn(run_link(coordinator, partition, rx, config));
                 slot.insert(tx).clone()
             }
         }
@@ -124,7 +127,7 @@ impl Links {
 }
 
 /// Asks waiting for a link to take them.
-const PIPELINE: usize = 256;
+const ASK_QUEUE: usize = 256;
 
 /// What the router needs of the node's settings.
 #[derive(Clone, Copy, Debug)]
@@ -505,59 +508,48 @@ fn is_unavailable(text: &str) -> bool {
     text.contains("error") && Peek::of(text).is_some_and(|p| p.is_unavailable())
 }
 
-/// One link: sends a partition's lines to its holder in order and hands the replies back,
-/// sending the unanswered ones again to the next holder. Ends when the connection's asks end
-/// and every one was answered.
+/// One link's shell: takes a partition's asks, lets the [`Link`] say what to send and whom a
+/// reply answers, and carries that out on a connection to the partition's holder. Ends when the
+/// asks end and every one was answered.
 async fn run_link(
     coordinator: Arc<Coordinator>,
     partition: u32,
     mut asks: mpsc::Receiver<Ask>,
-    failover_timeout: Duration,
+    config: LinkConfig,
 ) {
-    let mut waiting: VecDeque<Ask> = VecDeque::new();
+    let mut link: Link<oneshot::Sender<String>> = Link::new(config, monotonic());
     let mut asks_done = false;
-    let mut refusals = Refusals::default();
-    // Set when no holder answered within the failover timeout: until one does, later asks wait
-    // only briefly, so that the clients queued behind a dead partition get error 11 soon
-    // rather than one failover timeout each.
-    let mut unreachable = false;
     loop {
         // Connected once there is something to send; a connection the holder closed (its idle
         // timeout, say) is opened again only for the next line.
-        if waiting.is_empty() {
+        if link.is_idle() {
             if asks_done {
                 return;
             }
             match asks.recv().await {
-                Some(ask) => waiting.push_back(ask),
+                Some(ask) => link.push(monotonic(), ask.line, ask.reply),
                 None => return,
-            }
+            };
         }
-        let patience = if unreachable {
-            UNREACHABLE_PATIENCE
-        } else {
-            failover_timeout
-        };
-        let Some((upstream, holder)) = connect_to(&coordinator, patience).await else {
-            unreachable = true;
+        let deadline = link.give_up_at().unwrap_or_else(monotonic);
+        let Some((upstream, holder)) = connect_to(&coordinator, deadline).await else {
             // Everything asked so far, queued or not, gets its error now.
             while let Ok(ask) = asks.try_recv() {
-                waiting.push_back(ask);
+                link.push(monotonic(), ask.line, ask.reply);
             }
-            for ask in waiting.drain(..) {
-                let _ = ask.reply.send(unavailable_line(partition));
+            for (_, reply) in link.give_up(monotonic()) {
+                let _ = reply.send(unavailable_line(partition));
             }
             continue;
         };
-        unreachable = false;
         let (up_read, mut up_write) = upstream.into_split();
         let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
-        let mut out = Vec::new();
-        for ask in &waiting {
-            out.extend_from_slice(ask.line.as_bytes());
-            out.push(b'\n');
-        }
-        if up_write.write_all(&out).await.is_err() {
+        if up_write
+            .write_all(&lines_out(link.connected()))
+            .await
+            .is_err()
+        {
+            link.lost(monotonic());
             tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         }
@@ -565,17 +557,16 @@ async fn run_link(
         // the select wins, which `read_line` does not promise.
         let mut line = Vec::new();
         loop {
-            if asks_done && waiting.is_empty() {
+            if asks_done && link.is_idle() {
                 return;
             }
             tokio::select! {
-                // Fewer lines in flight than the holder queues replies for: its reader never
-                // stops, so this link's writes always complete even while it is not reading.
-                ask = asks.recv(), if !asks_done && waiting.len() < IN_FLIGHT => match ask {
+                // Fewer lines in flight than the holder queues replies for (see `IN_FLIGHT`).
+                ask = asks.recv(), if !asks_done && link.may_take() => match ask {
                     Some(ask) => {
-                        let sent = up_write.write_all(format!("{}\n", ask.line).as_bytes()).await;
-                        waiting.push_back(ask);
-                        if sent.is_err() {
+                        if let Some(line) = link.push(monotonic(), ask.line, ask.reply)
+                            && up_write.write_all(format!("{line}\n").as_bytes()).await.is_err()
+                        {
                             break;
                         }
                     }
@@ -590,26 +581,24 @@ async fn run_link(
                     let text = String::from_utf8_lossy(&line).into_owned();
                     line.clear();
                     let text = text.trim_end();
-                    let refused = is_unavailable(text);
-                    if refused && refusals.may_retry(failover_timeout) && !waiting.is_empty() {
-                        // A handover or a stop: the next holder gets everything unanswered (the
-                        // request ids make the resends safe).
-                        refusals.note(true);
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                        break;
-                    }
-                    refusals.note(refused);
-                    match waiting.pop_front() {
-                        Some(ask) => {
-                            let _ = ask.reply.send(text.to_owned());
+                    match link.reply(monotonic(), is_unavailable(text)) {
+                        Reply::Answer(reply) => {
+                            let _ = reply.send(text.to_owned());
+                        }
+                        Reply::Retry => {
+                            // A handover or a stop: the next holder gets everything unanswered
+                            // (the request ids make the resends safe).
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                            break;
                         }
                         // Nothing was asked: a refusal at the connection limit, say.
-                        None => tracing::debug!(partition, text, "an unsolicited line from a partition's holder"),
+                        Reply::Unsolicited => tracing::debug!(partition, text, "an unsolicited line from a partition's holder"),
                     }
                 }
             }
         }
-        if !waiting.is_empty() {
+        link.lost(monotonic());
+        if !link.is_idle() {
             tokio::time::sleep(RECONNECT_PAUSE).await;
         }
     }
@@ -641,7 +630,7 @@ async fn follow_partition(
     let mut started = false;
     loop {
         let connected = tokio::select! {
-            connected = connect_to(&coordinator, failover_timeout) => connected,
+            connected = connect_to(&coordinator, monotonic() + failover_timeout) => connected,
             () = feed.closed() => return,
         };
         let Some((upstream, holder)) = connected else {

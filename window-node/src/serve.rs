@@ -15,7 +15,7 @@ use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, Window
 use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
 
 use crate::driver::{DriverConfig, Gate, RunningDriver, blocking, describe};
-use crate::follower::{Coordinator, Forwarding, forward_connection};
+use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
@@ -23,6 +23,7 @@ use crate::options::{Frame, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
+use crate::upstream::Coordinator;
 use window_cluster::lease::LeaseConfig;
 use window_proto::Style;
 

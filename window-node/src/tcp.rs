@@ -18,10 +18,10 @@ use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
 use crate::driver::{Command, OwnedEvent, Published, Stats, Subscription};
-use crate::limits::PIPELINE;
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
 use crate::router::{Links, RouteLimits, Routed, route};
+use window_cluster::link::PIPELINE;
 use window_proto::ProtoError;
 use window_proto::reply::{
     self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
