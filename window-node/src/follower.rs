@@ -23,7 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use window_cluster::link::{Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 
 use crate::clock::monotonic;
-use crate::upstream::{Coordinator, RequestIds, connect_to, lines_out};
+use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_proto::Kind;
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, mark_request_id};
@@ -98,7 +98,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             continue;
         };
         let (up_read, mut up_write) = upstream.into_split();
-        let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
+        let mut replies = Replies::new(up_read);
         this.resubscribe();
         if up_write
             .write_all(&lines_out(this.link.connected()))
@@ -108,7 +108,6 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             this.link.lost(monotonic());
             continue;
         }
-        let mut up_line = Vec::new();
         loop {
             if this.client_done && this.link.is_idle() && this.subscribed.is_none() {
                 let _ = this.client_write.flush().await;
@@ -138,13 +137,8 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
                     tracing::info!(old = %coordinator.0, old_epoch = coordinator.1, "the lease moved to another coordinator");
                     break;
                 }
-                read = up_read.read_until(b'\n', &mut up_line) => {
-                    match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let text = String::from_utf8_lossy(&up_line).into_owned();
-                    up_line.clear();
+                text = replies.next() => {
+                    let Some(text) = text else { break };
                     match this.relay(&text).await {
                         Relayed::Passed => {}
                         Relayed::Done => return,
@@ -327,9 +321,14 @@ mod tests {
     /// A follower in front of `dir`'s coordinator, with one client connected to it.
     async fn follower(dir: &std::path::Path) -> BufReader<TcpStream> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        forward_on(listener, Coordinator::Dir(dir.to_owned())).await
+    }
+
+    /// A follower of `coordinator` that serves `listener`, with one client connected to it.
+    async fn forward_on(listener: TcpListener, coordinator: Coordinator) -> BufReader<TcpStream> {
         let address = listener.local_addr().unwrap();
         let forwarding = Arc::new(Forwarding {
-            coordinator: Coordinator::Dir(dir.to_owned()),
+            coordinator,
             max_line_bytes: 1 << 20,
             failover_timeout: Duration::from_secs(5),
             style: Style::Compact,
@@ -358,6 +357,11 @@ mod tests {
         BufReader::new(stream)
     }
 
+    /// Writes `line` on `conn`.
+    async fn say(conn: &mut BufReader<TcpStream>, line: &[u8]) {
+        conn.get_mut().write_all(line).await.unwrap();
+    }
+
     async fn next_line<R: AsyncBufReadExt + Unpin>(reader: &mut R) -> String {
         let mut line = String::new();
         let read = tokio::time::timeout(Duration::from_secs(10), reader.read_line(&mut line))
@@ -373,11 +377,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let upstream = coordinator(dir.path()).await;
         let mut client = follower(dir.path()).await;
-        client
-            .get_mut()
-            .write_all(b"{\"type\":\"flush\",\"msg_id\":7}\n")
-            .await
-            .unwrap();
+        say(&mut client, b"{\"type\":\"flush\",\"msg_id\":7}\n").await;
         // The first coordinator takes the line and dies without answering.
         let mut first = accept(&upstream).await;
         let sent = next_line(&mut first).await;
@@ -388,11 +388,11 @@ mod tests {
         // The next one gets the same line, id and all, and its reply reaches the client.
         let mut second = accept(&upstream).await;
         assert_eq!(next_line(&mut second).await, sent);
-        second
-            .get_mut()
-            .write_all(b"{\"type\":\"flushed\",\"in_reply_to\":7,\"windows\":[]}\n")
-            .await
-            .unwrap();
+        say(
+            &mut second,
+            b"{\"type\":\"flushed\",\"in_reply_to\":7,\"windows\":[]}\n",
+        )
+        .await;
         let reply = next_line(&mut client).await;
         assert!(reply.contains("flushed"), "{reply}");
         assert!(
@@ -406,34 +406,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let upstream = coordinator(dir.path()).await;
         let mut client = follower(dir.path()).await;
-        client
-            .get_mut()
-            .write_all(b"{\"type\":\"ingest\",\"msg_id\":1,\"events\":[]}\n")
-            .await
-            .unwrap();
+        say(
+            &mut client,
+            b"{\"type\":\"ingest\",\"msg_id\":1,\"events\":[]}\n",
+        )
+        .await;
         // A stopping coordinator refuses with error 11 and keeps the connection open.
         let mut first = accept(&upstream).await;
         let sent = next_line(&mut first).await;
-        first
-            .get_mut()
-            .write_all(
-                b"{\"type\":\"error\",\"in_reply_to\":1,\"code\":11,\"text\":\"shutting down\"}\n",
-            )
-            .await
-            .unwrap();
+        say(
+            &mut first,
+            b"{\"type\":\"error\",\"in_reply_to\":1,\"code\":11,\"text\":\"shutting down\"}\n",
+        )
+        .await;
         let mut second = accept(&upstream).await;
         assert_eq!(
             next_line(&mut second).await,
             sent,
             "the same line, sent again"
         );
-        second
-            .get_mut()
-            .write_all(
-                b"{\"type\":\"ingest_ok\",\"in_reply_to\":1,\"accepted\":0,\"duplicates\":0,\"late\":0}\n",
-            )
-            .await
-            .unwrap();
+        say(&mut second, b"{\"type\":\"ingest_ok\",\"in_reply_to\":1,\"accepted\":0,\"duplicates\":0,\"late\":0}\n").await;
         let reply = next_line(&mut client).await;
         assert!(reply.contains("ingest_ok"), "{reply}");
         drop(first);
@@ -448,22 +440,8 @@ mod tests {
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let me = listener.local_addr().unwrap();
-        let forwarding = Arc::new(Forwarding {
-            coordinator: Coordinator::Redis { role, me },
-            max_line_bytes: 1 << 20,
-            failover_timeout: Duration::from_secs(5),
-            style: Style::Compact,
-        });
-        tokio::spawn(async move {
-            let (client, _) = listener.accept().await.unwrap();
-            forward_connection(client, forwarding).await;
-        });
-        let mut client = BufReader::new(TcpStream::connect(me).await.unwrap());
-        client
-            .get_mut()
-            .write_all(b"{\"type\":\"stats\",\"msg_id\":1}\n")
-            .await
-            .unwrap();
+        let mut client = forward_on(listener, Coordinator::Redis { role, me }).await;
+        say(&mut client, b"{\"type\":\"stats\",\"msg_id\":1}\n").await;
         // Epoch 1 takes the line and stalls (alive, connection open); epoch 2 takes over at the
         // same address, as a quick restart would.
         let mut stalled = accept(&upstream).await;

@@ -159,8 +159,12 @@ impl Node {
                 reply::init_ok(out, &self.header(to));
                 Ok(self.no_windows())
             }
-            Body::Assign { events, size } => self.assign(now, out, to, events, size),
-            Body::ProcessWindow { events, size } => self.process_window(now, out, to, events, size),
+            Body::Assign { events, size } => {
+                self.place(now, out, to, (events, size), Placement::EachEvent)
+            }
+            Body::ProcessWindow { events, size } => {
+                self.place(now, out, to, (events, size), Placement::ByWindow)
+            }
             Body::Close {
                 window_id,
                 size,
@@ -202,40 +206,36 @@ impl Node {
         }
     }
 
-    fn assign(
+    /// Answers an `assign` (each event's window) or a `process_window` (the windows with their
+    /// events), then ingests the events.
+    fn place(
         &mut self,
         now: Timestamp,
         out: &mut Vec<u8>,
         to: &ReplyTo,
-        mut batch: Batch<'_>,
-        size: SizeMs,
+        (mut batch, size): (Batch<'_>, SizeMs),
+        answer: Placement,
     ) -> Result<Range<u64>, ProtoError> {
         let spec = self.spec(size);
         let events = batch.events();
-        let bounds = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| window_bounds(spec, i, e.ts))
-            .collect::<Result<Vec<_>, _>>()?;
-        reply::assigned(out, &self.header(to), self.config.frame, &events, &bounds);
-        fired(self.service.ingest(now, size, events, None))
-    }
-
-    fn process_window(
-        &mut self,
-        now: Timestamp,
-        out: &mut Vec<u8>,
-        to: &ReplyTo,
-        mut batch: Batch<'_>,
-        size: SizeMs,
-    ) -> Result<Range<u64>, ProtoError> {
-        let spec = self.spec(size);
-        let events = batch.events();
-        let windows = group_by_window(spec, &events)?;
-        for window in &windows {
-            check_formattable(window.bounds, window.events[0])?;
+        let (header, frame) = (self.header(to), self.config.frame);
+        match answer {
+            Placement::EachEvent => {
+                let bounds = events
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| window_bounds(spec, i, e.ts))
+                    .collect::<Result<Vec<_>, _>>()?;
+                reply::assigned(out, &header, frame, &events, &bounds);
+            }
+            Placement::ByWindow => {
+                let windows = group_by_window(spec, &events)?;
+                for window in &windows {
+                    check_formattable(window.bounds, window.events[0])?;
+                }
+                reply::window_result(out, &header, frame, &windows, &events);
+            }
         }
-        reply::window_result(out, &self.header(to), self.config.frame, &windows, &events);
         fired(self.service.ingest(now, size, events, None))
     }
 
@@ -292,6 +292,15 @@ impl Node {
             dest: to.src.as_deref(),
         }
     }
+}
+
+/// What an ingesting request answers.
+#[derive(Clone, Copy)]
+enum Placement {
+    /// `assign`: each event's window, in the events' order.
+    EachEvent,
+    /// `process_window`: the windows, each with its events.
+    ByWindow,
 }
 
 /// The service's configuration for the stdin node: no idle watermark.

@@ -25,13 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
 use crate::clock::monotonic;
 use crate::partitions::PartitionTable;
-use crate::upstream::{Coordinator, RequestIds, connect_to, lines_out};
+use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_cluster::link::{IN_FLIGHT, Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
@@ -543,7 +543,7 @@ async fn run_link(
             continue;
         };
         let (up_read, mut up_write) = upstream.into_split();
-        let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
+        let mut replies = Replies::new(up_read);
         if up_write
             .write_all(&lines_out(link.connected()))
             .await
@@ -553,9 +553,6 @@ async fn run_link(
             tokio::time::sleep(RECONNECT_PAUSE).await;
             continue;
         }
-        // Bytes, not a String: `read_until` keeps a partly read line when another branch of
-        // the select wins, which `read_line` does not promise.
-        let mut line = Vec::new();
         loop {
             if asks_done && link.is_idle() {
                 return;
@@ -573,13 +570,8 @@ async fn run_link(
                     None => asks_done = true,
                 },
                 () = coordinator.moved_from(holder) => break,
-                read = up_read.read_until(b'\n', &mut line) => {
-                    match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    line.clear();
+                text = replies.next() => {
+                    let Some(text) = text else { break };
                     let text = text.trim_end();
                     match link.reply(monotonic(), is_unavailable(text)) {
                         Reply::Answer(reply) => {
@@ -642,7 +634,7 @@ async fn follow_partition(
             return;
         };
         let (up_read, mut up_write) = upstream.into_split();
-        let mut up_read = BufReader::with_capacity(64 * 1024, up_read);
+        let mut replies = Replies::new(up_read);
         let mut request = request_line("subscribe", Some(partition), None, |w| {
             if let Some(seq) = next {
                 w.key("from_seq").int(seq);
@@ -650,17 +642,13 @@ async fn follow_partition(
         });
         request.push('\n');
         if up_write.write_all(request.as_bytes()).await.is_ok() {
-            let mut line = String::new();
             loop {
-                line.clear();
                 let read = tokio::select! {
-                    read = up_read.read_line(&mut line) => read,
+                    read = replies.next() => read,
                     () = coordinator.moved_from(holder) => break,
                     () = feed.closed() => return,
                 };
-                if !matches!(read, Ok(n) if n > 0) {
-                    break;
-                }
+                let Some(line) = read else { break };
                 let Some(peek) = Peek::of(&line) else {
                     continue;
                 };

@@ -376,18 +376,15 @@ async fn command(
                 Ok(owned) => owned,
                 Err(error) => return ready_error(shared, &to, &error),
             };
-            let (tx, rx) = oneshot::channel();
-            if commands
-                .send(Command::Ingest {
-                    events: owned,
-                    request_id,
-                    reply: tx,
-                })
-                .await
-                .is_err()
-            {
+            let Some(rx) = ask(commands, |reply| Command::Ingest {
+                events: owned,
+                request_id,
+                reply,
+            })
+            .await
+            else {
                 return ready_error(shared, &to, &unavailable());
-            }
+            };
             Outgoing::Ingest(to, rx)
         }
         Body::Close {
@@ -398,42 +395,35 @@ async fn command(
             if let Some(error) = foreign(key.as_deref()) {
                 return ready_error(shared, &to, &error);
             }
-            let (tx, rx) = oneshot::channel();
-            if commands
-                .send(Command::Close {
-                    window_id,
-                    size,
-                    key,
-                    request_id,
-                    reply: tx,
-                })
-                .await
-                .is_err()
-            {
+            let Some(rx) = ask(commands, |reply| Command::Close {
+                window_id,
+                size,
+                key,
+                request_id,
+                reply,
+            })
+            .await
+            else {
                 return ready_error(shared, &to, &unavailable());
-            }
+            };
             Outgoing::Close(to, part, rx)
         }
         Body::Flush { until } => {
-            let (tx, rx) = oneshot::channel();
-            if commands
-                .send(Command::Flush {
-                    until,
-                    request_id,
-                    reply: tx,
-                })
-                .await
-                .is_err()
-            {
+            let Some(rx) = ask(commands, |reply| Command::Flush {
+                until,
+                request_id,
+                reply,
+            })
+            .await
+            else {
                 return ready_error(shared, &to, &unavailable());
-            }
+            };
             Outgoing::Flush(to, part, rx)
         }
         Body::Stats => {
-            let (tx, rx) = oneshot::channel();
-            if commands.send(Command::Stats { reply: tx }).await.is_err() {
+            let Some(rx) = ask(commands, |reply| Command::Stats { reply }).await else {
                 return ready_error(shared, &to, &unavailable());
-            }
+            };
             Outgoing::Stats(to, rx)
         }
         Body::Subscribe { from_seq } => {
@@ -450,23 +440,26 @@ async fn command(
                     );
                 }
             };
-            let (tx, rx) = oneshot::channel();
-            if commands
-                .send(Command::Subscribe {
-                    from_seq,
-                    reply: tx,
-                })
-                .await
-                .is_err()
-            {
+            let Some(rx) = ask(commands, |reply| Command::Subscribe { from_seq, reply }).await
+            else {
                 return ready_error(shared, &to, &unavailable());
-            }
+            };
             Outgoing::Subscribe(to, part, rx)
         }
         Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => {
             unreachable!("answered above")
         }
     }
+}
+
+/// Sends the driver the command `make` builds around a reply channel; the channel's receiving
+/// end, or `None` when the driver is gone.
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<oneshot::Receiver<T>> {
+    let (tx, rx) = oneshot::channel();
+    commands.send(make(tx)).await.ok().map(|()| rx)
 }
 
 fn ready_error(shared: &Shared, to: &ReplyTo, error: &ProtoError) -> Outgoing {
@@ -620,18 +613,14 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
         if let Some(live) = subscription.live.take() {
             break live;
         }
-        let (tx, rx) = oneshot::channel();
-        if part
-            .commands
-            .send(Command::Subscribe {
-                from_seq: Some(next),
-                reply: tx,
-            })
-            .await
-            .is_err()
-        {
+        let Some(rx) = ask(&part.commands, |reply| Command::Subscribe {
+            from_seq: Some(next),
+            reply,
+        })
+        .await
+        else {
             return;
-        }
+        };
         subscription = match rx.await {
             Ok(Ok(s)) => s,
             _ => return,

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 
 use crate::lease_file::read_coordinator;
 use crate::lease_redis::Role;
@@ -88,6 +90,36 @@ pub async fn connect_to(
             return None;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The reading half of a connection to a holder, line by line.
+pub struct Replies {
+    reader: BufReader<OwnedReadHalf>,
+    /// Bytes, not a String: `read_until` keeps a partly read line when another branch of a
+    /// select wins, which `read_line` does not promise.
+    line: Vec<u8>,
+}
+
+impl Replies {
+    pub fn new(read: OwnedReadHalf) -> Replies {
+        Replies {
+            reader: BufReader::with_capacity(64 * 1024, read),
+            line: Vec::new(),
+        }
+    }
+
+    /// The holder's next line (with its line feed); `None` at the end of the connection.
+    /// Cancel-safe: a line partly read when the future is dropped is kept for the next call.
+    pub async fn next(&mut self) -> Option<String> {
+        match self.reader.read_until(b'\n', &mut self.line).await {
+            Ok(0) | Err(_) => None,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&self.line).into_owned();
+                self.line.clear();
+                Some(text)
+            }
+        }
     }
 }
 

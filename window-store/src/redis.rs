@@ -421,6 +421,16 @@ pub(crate) struct RedisLink {
     broken: bool,
 }
 
+impl std::fmt::Debug for RedisLink {
+    /// The URL with any password hidden, and whether the next call reconnects.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("url", &self.url)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisLink {
     pub(crate) fn open(url: &str) -> Result<RedisLink, StoreError> {
         Ok(RedisLink {

@@ -46,6 +46,7 @@ pub struct Holding {
 }
 
 /// A connection to the lease keys of one namespace.
+#[derive(Debug)]
 pub struct RedisLease {
     link: RedisLink,
     lease_key: String,
@@ -54,15 +55,6 @@ pub struct RedisLease {
     acquire: redis::Script,
     renew: redis::Script,
     release: redis::Script,
-}
-
-impl std::fmt::Debug for RedisLease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisLease")
-            .field("url", &self.link.url)
-            .field("lease_key", &self.lease_key)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisLease {

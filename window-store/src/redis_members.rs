@@ -18,6 +18,7 @@ use crate::error::StoreError;
 use crate::redis::{RedisLink, check_namespace, namespaced};
 
 /// A connection to the membership keys of one namespace.
+#[derive(Debug)]
 pub struct RedisMembership {
     link: RedisLink,
     nodes_key: String,
@@ -26,15 +27,6 @@ pub struct RedisMembership {
     epoch_key: String,
     announce: redis::Script,
     claim: redis::Script,
-}
-
-impl std::fmt::Debug for RedisMembership {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisMembership")
-            .field("url", &self.link.url)
-            .field("nodes_key", &self.nodes_key)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RedisMembership {
