@@ -257,6 +257,7 @@ impl Render {
                 ts: Timestamp::from_millis(e.ts_ms),
                 key: e.key.map(|k| &*self.keys[k as usize]),
                 value: e.value,
+                payload: None,
             })
             .collect()
     }

@@ -566,6 +566,7 @@ mod tests {
                 ts: Timestamp::from_millis(ts),
                 key: None,
                 value: None,
+                payload: None,
             })
             .collect();
         let (reply, rx) = oneshot::channel();
@@ -680,6 +681,7 @@ mod fencing {
                 ts: Timestamp::from_millis(id),
                 key: None,
                 value: None,
+                payload: None,
             })
             .collect()
     }
@@ -888,6 +890,7 @@ mod repeats {
                     ts: Timestamp::from_millis(id),
                     key: None,
                     value: None,
+                    payload: None,
                 })
                 .collect();
             let (reply, rx) = oneshot::channel();

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub envelope: bool,
     /// Firing rules of the open state.
     pub engine: EngineConfig,
+    /// The largest payload an event may carry (`--max-payload-bytes`).
+    pub max_payload_bytes: usize,
 }
 
 /// The stdin node's state: the service, its store (with `--data-dir`) and what `init` told it.
@@ -106,11 +108,11 @@ impl Node {
     pub fn handle_line(&mut self, now: Timestamp, line: &str, out: &mut Vec<u8>) {
         let fired = match parse_request(line) {
             Ok(request) => {
-                let to = ReplyTo {
-                    msg_id: request.msg_id.map(str::to_owned),
-                    src: request.src.clone(),
-                    dest: request.dest.clone(),
-                };
+                let to = request.reply_to();
+                if let Err(error) = request.check_payloads(self.config.max_payload_bytes) {
+                    self.error(out, &to, &error);
+                    return;
+                }
                 if request.src.is_some() {
                     self.last_src.clone_from(&request.src);
                 }

@@ -208,6 +208,9 @@ async fn route_ingest(
         if let Some(value) = event.value {
             w.key("value").float(value);
         }
+        if let Some(payload) = event.payload {
+            w.key("payload").raw(payload);
+        }
         w.end_object();
     }
     let lines: Vec<(u32, String)> = (0..count)

@@ -126,6 +126,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
     max_line_bytes: usize,
 
+    /// Largest payload an event may carry, in bytes of JSON text; a request with a larger one
+    /// is refused whole with error 12.
+    #[arg(long, value_name = "BYTES", default_value_t = window_proto::DEFAULT_MAX_PAYLOAD_BYTES, env = "WINDOW_NODE_MAX_PAYLOAD_BYTES")]
+    max_payload_bytes: usize,
+
     /// Close a connection that sends nothing for this long (subscribers are exempt). `0s` turns
     /// it off.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, env = "WINDOW_NODE_CONNECTION_IDLE_TIMEOUT")]
@@ -493,6 +498,7 @@ fn shared(
         },
         style: style(args),
         max_line_bytes: args.max_line_bytes,
+        max_payload_bytes: args.max_payload_bytes,
         idle_timeout: (!args.connection_idle_timeout.is_zero())
             .then_some(args.connection_idle_timeout),
         metrics,

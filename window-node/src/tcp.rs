@@ -51,6 +51,8 @@ pub struct Shared {
     pub spec: WindowSpec,
     pub style: Style,
     pub max_line_bytes: usize,
+    /// The largest payload an event may carry (`--max-payload-bytes`).
+    pub max_payload_bytes: usize,
     pub idle_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
     /// The coordinator's address, reported by `stats`.
@@ -246,11 +248,10 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
         Ok(request) => request,
         Err((to, error)) => return ready_error(shared, &to, &error),
     };
-    let to = ReplyTo {
-        msg_id: request.msg_id.map(str::to_owned),
-        src: request.src.clone(),
-        dest: request.dest.clone(),
-    };
+    let to = request.reply_to();
+    if let Err(error) = request.check_payloads(shared.max_payload_bytes) {
+        return ready_error(shared, &to, &error);
+    }
     match request.body {
         Body::Init { .. } => {
             let mut out = Vec::new();
@@ -347,12 +348,7 @@ fn owned_events(
         if let Some(error) = foreign_key(shared, part, event.key) {
             return Err(error);
         }
-        owned.push(OwnedEvent {
-            id: event.id,
-            ts: event.ts,
-            key: event.key.map(Box::from),
-            value: event.value,
-        });
+        owned.push(OwnedEvent::of(event));
     }
     Ok(owned)
 }

@@ -100,6 +100,7 @@ impl Fields for WindowView<'_> {
             w.event_id(id);
         }
         w.end_array();
+        w.payloads(closed.payloads.iter().map(|p| p.as_deref()));
         w.aggregate(closed.aggregate);
         match self.stamp {
             Stamp::Content => {}
@@ -299,6 +300,7 @@ pub fn window_result(
                 }
             }
             w.end_array();
+            w.payloads(window.events.iter().map(|&i| events[i].payload));
             w.aggregate(aggregate);
             w.end_object();
         }

@@ -17,13 +17,18 @@ use crate::json::Style;
 use crate::reply::{Address, Header};
 
 /// What `events` must be, for error texts.
-const EVENTS: &str = "an array of {\"id\", \"timestamp\", \"key\"?, \"value\"?} objects";
+const EVENTS: &str =
+    "an array of {\"id\", \"timestamp\", \"key\"?, \"value\"?, \"payload\"?} objects";
 /// What an event timestamp must be, for error texts.
 const TIMESTAMP: &str = "an RFC 3339 string (2024-01-15T10:00:10Z) or integer epoch milliseconds";
 /// What a window id must be, for error texts.
 const WINDOW_ID: &str = "\"window-<integer>\", e.g. \"window-1705305600000\"";
 /// What a window size must be, for error texts.
 const WINDOW_SIZE: &str = "the window length in milliseconds, a positive integer";
+
+/// The largest payload an event may carry, as JSON text, unless the daemon is told otherwise
+/// (`--max-payload-bytes`).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Every request type, with the names the wire uses.
 pub const REQUEST_TYPES: &str =
@@ -47,6 +52,28 @@ pub struct Request<'a> {
     pub partition: Option<u32>,
     /// What is asked.
     pub body: Body<'a>,
+}
+
+impl Request<'_> {
+    /// Where the reply goes.
+    pub fn reply_to(&self) -> ReplyTo {
+        ReplyTo {
+            msg_id: self.msg_id.map(str::to_owned),
+            src: self.src.clone(),
+            dest: self.dest.clone(),
+        }
+    }
+
+    /// Refuses the request whole when one of its events carries a payload longer than
+    /// `max_bytes` of JSON text (error 12 naming the event).
+    pub fn check_payloads(&self, max_bytes: usize) -> Result<(), ProtoError> {
+        match &self.body {
+            Body::Assign { events, .. }
+            | Body::ProcessWindow { events, .. }
+            | Body::Ingest { events } => events.check_payloads(max_bytes),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The typed body of a request.
@@ -115,6 +142,8 @@ pub enum FromSeq {
 pub struct Batch<'a> {
     items: Vec<(EventId, Timestamp, Option<f64>)>,
     keys: Vec<Option<Cow<'a, str>>>,
+    /// One per event once an event had a payload (empty until then: most batches have none).
+    payloads: Vec<Option<Cow<'a, str>>>,
 }
 
 impl Batch<'_> {
@@ -123,19 +152,36 @@ impl Batch<'_> {
         self.items.is_empty()
     }
 
-    /// The events, borrowing their keys from the batch.
+    /// The events, borrowing their keys and payloads from the batch.
     pub fn events(&mut self) -> Vec<Event<'_>> {
         let items = std::mem::take(&mut self.items);
         items
             .into_iter()
             .zip(&self.keys)
-            .map(|((id, ts, value), key)| Event {
+            .enumerate()
+            .map(|(i, ((id, ts, value), key))| Event {
                 id,
                 ts,
                 key: key.as_deref(),
                 value,
+                payload: self.payloads.get(i).and_then(|p| p.as_deref()),
             })
             .collect()
+    }
+
+    /// Refuses the batch whole when an event's payload is longer than `max_bytes` of JSON text.
+    pub fn check_payloads(&self, max_bytes: usize) -> Result<(), ProtoError> {
+        for (index, payload) in self.payloads.iter().enumerate() {
+            if let Some(payload) = payload
+                && payload.len() > max_bytes
+            {
+                return Err(ProtoError::malformed(format!(
+                    "events[{index}].payload is {} bytes of JSON, over the limit of {max_bytes} (--max-payload-bytes); send a smaller payload (a reference to where the data is) or raise the limit",
+                    payload.len()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -493,6 +539,8 @@ struct RawEvent<'a> {
     key: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     value: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    payload: Option<&'a RawValue>,
 }
 
 fn parse_body<'a>(
@@ -597,7 +645,7 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
         .enumerate()
         .map(|(index, element)| {
             serde_json::from_str(element.get()).map_err(|e| {
-                let shape = "an {\"id\", \"timestamp\", \"key\"?, \"value\"?} object";
+                let shape = "an {\"id\", \"timestamp\", \"key\"?, \"value\"?, \"payload\"?} object";
                 let got = shorten(element.get());
                 ProtoError::malformed(if element.get().starts_with('{') {
                     format!("events[{index}] must be {shape}: {e}, got {got}")
@@ -613,6 +661,7 @@ fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError
     let mut batch = Batch {
         items: Vec::with_capacity(raw_events.len()),
         keys: Vec::with_capacity(raw_events.len()),
+        payloads: Vec::new(),
     };
     for (index, event) in raw_events.iter().enumerate() {
         let field = |name| EventField { index, name };
@@ -628,10 +677,42 @@ fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError
             None => None,
             Some(raw) => Some(parse_value(raw, field("value"))?),
         };
+        if let Some(raw) = event.payload.filter(|raw| raw.get() != "null") {
+            batch.payloads.resize(index, None);
+            batch.payloads.push(Some(one_line(raw.get())));
+        } else if !batch.payloads.is_empty() {
+            batch.payloads.push(None);
+        }
         batch.items.push((id, ts, value));
         batch.keys.push(key);
     }
     Ok(batch)
+}
+
+/// JSON text on one line: as given, unless line breaks stand between its tokens (a request that
+/// came over several lines), which are dropped with the rest of the whitespace between tokens.
+/// A JSON string holds no raw line break, so outside strings is the only place one can be.
+fn one_line(json: &str) -> Cow<'_, str> {
+    if !json.contains(['\n', '\r']) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_ascii_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Names a field of one event in error texts (`events[3].timestamp`), formatted only on error.
@@ -791,4 +872,49 @@ fn shorten(text: &str) -> String {
         end -= 1;
     }
     format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payloads_of(line: &str) -> Vec<Option<String>> {
+        let mut request = parse_request(line).expect("parses");
+        let Body::Ingest { events } = &mut request.body else {
+            panic!("an ingest");
+        };
+        events
+            .events()
+            .iter()
+            .map(|e| e.payload.map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_payload_is_kept_as_its_json_text_on_one_line() {
+        let line = "{\"type\":\"ingest\",\"events\":[{\"id\":1,\"timestamp\":0},\
+                    {\"id\":2,\"timestamp\":0,\"payload\":{ \"a\" :\n [1,\r\n \"x \\\" y\\\\\"] }},\
+                    {\"id\":3,\"timestamp\":0,\"payload\":null}]}";
+        assert_eq!(
+            payloads_of(line),
+            vec![None, Some("{\"a\":[1,\"x \\\" y\\\\\"]}".to_owned()), None],
+            "line breaks between tokens go (with the other whitespace there); strings stay"
+        );
+        let kept = "{\"type\":\"ingest\",\"events\":[{\"id\":1,\"timestamp\":0,\"payload\":[ 1, \"a  b\" ]}]}";
+        assert_eq!(payloads_of(kept), vec![Some("[ 1, \"a  b\" ]".to_owned())]);
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_refuses_the_request_naming_the_event() {
+        let line = "{\"type\":\"ingest\",\"events\":[{\"id\":1,\"timestamp\":0,\"payload\":\"ab\"},\
+                    {\"id\":2,\"timestamp\":0,\"payload\":\"abcdef\"}]}";
+        let request = parse_request(line).expect("parses");
+        assert!(request.check_payloads(8).is_ok(), "\"abcdef\" is 8 bytes");
+        let error = request.check_payloads(7).expect_err("over 7 bytes");
+        assert_eq!(error.code(), 12);
+        assert!(
+            error.to_string().contains("events[1].payload is 8 bytes"),
+            "{error}"
+        );
+    }
 }

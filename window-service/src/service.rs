@@ -63,9 +63,22 @@ pub struct OwnedEvent {
     pub key: Option<Box<str>>,
     /// Its value.
     pub value: Option<f64>,
+    /// Its payload, as JSON text.
+    pub payload: Option<Box<str>>,
 }
 
 impl OwnedEvent {
+    /// The event, owning its key and payload (to cross a channel or wait for a commit).
+    pub fn of(event: Event<'_>) -> OwnedEvent {
+        OwnedEvent {
+            id: event.id,
+            ts: event.ts,
+            key: event.key.map(Box::from),
+            value: event.value,
+            payload: event.payload.map(Box::from),
+        }
+    }
+
     /// The event, borrowing its key.
     pub fn as_event(&self) -> Event<'_> {
         Event {
@@ -73,6 +86,7 @@ impl OwnedEvent {
             ts: self.ts,
             key: self.key.as_deref(),
             value: self.value,
+            payload: self.payload.as_deref(),
         }
     }
 }
@@ -374,12 +388,7 @@ impl Service {
         }
         self.late
             .extend(admission.late.into_iter().map(|late| LateNotice {
-                event: OwnedEvent {
-                    id: late.event.id,
-                    ts: late.event.ts,
-                    key: late.event.key.map(Box::from),
-                    value: late.event.value,
-                },
+                event: OwnedEvent::of(late.event),
                 bounds: late.bounds,
             }));
         Ok(IngestCounts {

@@ -109,6 +109,7 @@ impl Harness {
                         ts: Timestamp::from_millis(*ts),
                         key: key.as_deref(),
                         value: None,
+                        payload: None,
                     })
                     .collect();
                 let answer = self.service.ingest(ms(t), size(), events, rid);
@@ -558,6 +559,7 @@ fn a_service_without_a_store_answers_alike() {
         ts: Timestamp::from_millis(5),
         key: None,
         value: None,
+        payload: None,
     };
     let answer = service.ingest(Timestamp::from_millis(0), size(), vec![event], None);
     assert_eq!(answer.result.expect("accepted").accepted, 1);

@@ -204,6 +204,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                         current.insert(WindowSnapshot {
                             window,
                             ids: Vec::new(),
+                            payloads: Vec::new(),
                             pane_start: 0,
                             aggregate: None,
                             pane_opened_at: None,
@@ -219,7 +220,14 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                         ),
                     ));
                 }
-                let (header, ids): (Header, _) = codec::decode_chunk(key, value)?;
+                let (header, (ids, payloads)): (Header, _) = codec::decode_chunk(key, value)?;
+                if !payloads.is_empty() {
+                    // Payloads line up with the ids: the chunks before had none.
+                    snap.payloads.resize(snap.ids.len(), None);
+                    snap.payloads.extend(payloads);
+                } else if !snap.payloads.is_empty() {
+                    snap.payloads.resize(snap.ids.len() + ids.len(), None);
+                }
                 snap.ids.extend(ids);
                 if header.id_count != snap.ids.len() as u64 {
                     return Err(StoreError::corrupt(
@@ -239,6 +247,9 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             start = next;
         }
         windows.extend(current);
+        for snap in &mut windows {
+            keep_pane_payloads(snap);
+        }
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
         let requests = self.recover_requests()?;
@@ -285,7 +296,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             };
             ops.push(KvOp::Put(
                 codec::chunk_key(&delta.window, delta.first_index as u64),
-                codec::encode_chunk(&header, &delta.appended),
+                codec::encode_chunk(&header, &delta.appended, &delta.payloads),
             ));
         }
         for request in &batch.requests {
@@ -326,5 +337,17 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         page.iter()
             .map(|(key, value)| codec::decode_output(key, value))
             .collect()
+    }
+}
+
+/// Keeps the payloads of the current pane only, as the engine's snapshot holds them: the
+/// chunks keep those of panes that fired since, which nothing reads again.
+fn keep_pane_payloads(snap: &mut WindowSnapshot) {
+    let pane_start = snap.pane_start.min(snap.payloads.len());
+    for payload in &mut snap.payloads[..pane_start] {
+        *payload = None;
+    }
+    if snap.payloads.iter().all(Option::is_none) {
+        snap.payloads = Vec::new();
     }
 }
