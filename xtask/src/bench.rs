@@ -384,7 +384,7 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
         "--allowed-lateness-ms",
         "1200000",
     ];
-    let runs: [(&str, &[&str], bool, &str); 5] = [
+    let runs: [(&str, &[&str], bool, &str); 6] = [
         (
             "daemon ingest, --memory, 1 in flight",
             &["--in-flight", "1"],
@@ -408,6 +408,12 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
             &["--in-flight", "16"],
             true,
             "durable, 16 ahead: requests share a sync (group commit)",
+        ),
+        (
+            "daemon ingest with 100-byte payloads, --data-dir, 16 in flight",
+            &["--in-flight", "16", "--payload-bytes", "100"],
+            true,
+            "the same, every event carrying a 100-byte payload (stored, and listed in every fired window)",
         ),
         (
             "daemon ingest, --data-dir, 4 connections x 4 in flight",
@@ -1207,6 +1213,11 @@ fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static s
             "daemon ingest, --data-dir: 16 in flight / 1 in flight (events/s)",
             "daemon ingest, --data-dir, 16 in flight",
             "daemon ingest, --data-dir, 1 in flight",
+        ),
+        (
+            "daemon ingest, --data-dir, 16 in flight: 100-byte payloads / none (events/s; goal >= 0.7)",
+            "daemon ingest with 100-byte payloads",
+            "daemon ingest, --data-dir, 16 in flight",
         ),
         (
             "daemon ingest, --data-dir: 4 connections x 4 / 1 connection x 16 (events/s)",
