@@ -259,6 +259,16 @@ impl Engine {
         engine
     }
 
+    /// The end of the open window that ends first, if any is open.
+    pub fn first_end(&self) -> Option<Timestamp> {
+        self.slots
+            .keys()
+            .map(|&(start, size)| {
+                Timestamp::from_millis(start.as_millis().saturating_add(size.get()))
+            })
+            .min()
+    }
+
     /// The configuration the engine runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config

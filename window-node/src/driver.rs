@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use window_core::{EngineConfig, SizeMs, Timestamp, WindowId};
 use window_proto::ProtoError;
 use window_proto::reply::IngestCounts;
-use window_service::{Answer, Config, OutputLog, Service};
+use window_service::{Answer, Config, OutputLog, Service, TimeBase};
 use window_store::{OutputRecord, StoreError, WindowStore};
 
 pub use window_service::{LateNotice, OwnedEvent, Stats};
@@ -87,6 +87,8 @@ pub struct DriverConfig {
     pub size: SizeMs,
     /// After this long without events, event time advances with the wall clock.
     pub idle_timeout: Option<Duration>,
+    /// Which clock puts events in windows.
+    pub time: TimeBase,
     /// Lease epoch stamped on every fired window.
     pub epoch: u64,
 }
@@ -169,6 +171,7 @@ impl Driver {
             idle_timeout_ms: config
                 .idle_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            time: config.time,
         };
         Ok(Driver {
             service: Service::restore(service_config, opened, clock.now()),
@@ -543,6 +546,7 @@ mod tests {
             size: SizeMs::new(1_000).expect("size"),
             idle_timeout: idle,
             epoch: 7,
+            time: TimeBase::Event,
         };
         let (publish, feed) = broadcast::channel(64);
         let store = Box::new(MemoryStore::in_memory());
@@ -707,6 +711,7 @@ mod fencing {
             size: SizeMs::new(1_000).expect("size"),
             idle_timeout: None,
             epoch: 1,
+            time: TimeBase::Event,
         };
         let (publish, feed) = broadcast::channel(16);
         let mut driver = Driver::new(
@@ -848,6 +853,7 @@ mod repeats {
             size: SizeMs::new(1_000).expect("size"),
             idle_timeout: None,
             epoch: 1,
+            time: TimeBase::Event,
         };
         // A restart right after a stop: the stopped driver's sled may still be letting go of
         // its lock (it does when its last background thread ends), as after a process exit.

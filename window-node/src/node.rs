@@ -9,7 +9,7 @@ use window_proto::{
     Address, Batch, Body, Header, ProtoError, ReplyTo, Request, Style, check_formattable,
     parse_request, window_bounds,
 };
-use window_service::{Answer, Config, NoLog, OutputLog, Service};
+use window_service::{Answer, Config, NoLog, OutputLog, Service, TimeBase};
 
 use crate::recovery::recover;
 use window_store::{StoreError, WindowStore};
@@ -314,6 +314,7 @@ fn service_config(config: &NodeConfig, epoch: u64) -> Config {
         },
         epoch,
         idle_timeout_ms: None,
+        time: TimeBase::Event,
     }
 }
 

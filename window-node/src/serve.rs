@@ -25,7 +25,8 @@ use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
 use crate::upstream::Coordinator;
 use window_cluster::lease::LeaseConfig;
-use window_proto::Style;
+use window_proto::{Style, Timestamps};
+use window_service::TimeBase;
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.
 #[derive(Debug, Args)]
@@ -91,10 +92,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
     window_size: Duration,
 
-    /// The watermark trails the highest event time seen by this much; a window fires when the
-    /// watermark passes its end, and later events of it are late.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
-    allowed_lateness: Duration,
+    /// Which clock puts events in windows: `event`, each event's own `timestamp`; `ingest`, this
+    /// node's clock when it applies the request (windows aligned to the epoch fire when the
+    /// clock passes their end, with no further event; `timestamp` may then be left out).
+    #[arg(long, value_enum, default_value_t = Time::Event, env = "WINDOW_NODE_TIME")]
+    time: Time,
+
+    /// The watermark trails the highest event time seen (with `--time ingest`: the clock) by
+    /// this much; a window fires when the watermark passes its end, and later events of it are
+    /// late. Default: 5s with `--time event`, 0s with `--time ingest`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
+    allowed_lateness: Option<Duration>,
 
     /// Fire a window (pane) the moment it holds this many events.
     #[arg(long, value_name = "N", env = "WINDOW_NODE_MAX_EVENTS")]
@@ -154,6 +162,15 @@ pub struct ServeArgs {
     /// Write replies with spaces after `,` and `:` (the stdin node's style); compact by default.
     #[arg(long, env = "WINDOW_NODE_SPACED")]
     spaced: bool,
+}
+
+/// The `--time` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Time {
+    /// Event time: each event's `timestamp`.
+    Event,
+    /// Ingest time: the coordinator's clock when it applies the request.
+    Ingest,
 }
 
 /// The `--late` values.
@@ -299,17 +316,29 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
                 max_events: args.max_events,
                 max_age_ms: args.max_age.map(millis),
             },
-            allowed_lateness_ms: Some(millis(args.allowed_lateness)),
+            allowed_lateness_ms: Some(millis(args.allowed_lateness.unwrap_or(match args.time {
+                Time::Event => DEFAULT_EVENT_TIME_LATENESS,
+                Time::Ingest => Duration::ZERO,
+            }))),
             late: match args.late {
                 Late::Drop => LatePolicy::Drop,
                 Late::Emit => LatePolicy::Emit,
             },
         },
         size,
-        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        // With ingest time the watermark follows the clock already.
+        idle_timeout: (!args.idle_timeout.is_zero() && args.time == Time::Event)
+            .then_some(args.idle_timeout),
+        time: match args.time {
+            Time::Event => TimeBase::Event,
+            Time::Ingest => TimeBase::Ingest,
+        },
         epoch: 0,
     })
 }
+
+/// `--allowed-lateness` with `--time event` when none is given.
+const DEFAULT_EVENT_TIME_LATENESS: Duration = Duration::from_secs(5);
 
 /// The lease this process coordinates under, its store and its epoch: at once in memory;
 /// otherwise after following the holder until this process takes the lease (`None` when the
@@ -499,6 +528,10 @@ fn shared(
         style: style(args),
         max_line_bytes: args.max_line_bytes,
         max_payload_bytes: args.max_payload_bytes,
+        timestamps: match args.time {
+            Time::Event => Timestamps::Required,
+            Time::Ingest => Timestamps::Optional,
+        },
         idle_timeout: (!args.connection_idle_timeout.is_zero())
             .then_some(args.connection_idle_timeout),
         metrics,

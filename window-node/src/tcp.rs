@@ -26,7 +26,7 @@ use window_proto::ProtoError;
 use window_proto::reply::{
     self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
 };
-use window_proto::{Body, FromSeq, ReplyTo, Style, parse_request, window_bounds};
+use window_proto::{Body, FromSeq, ReplyTo, Style, Timestamps, parse_request_with, window_bounds};
 use window_proto::{Line, LineSplitter};
 
 /// Where a connection's requests go.
@@ -53,6 +53,8 @@ pub struct Shared {
     pub max_line_bytes: usize,
     /// The largest payload an event may carry (`--max-payload-bytes`).
     pub max_payload_bytes: usize,
+    /// Whether events must carry a timestamp (not with `--time ingest`).
+    pub timestamps: Timestamps,
     pub idle_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
     /// The coordinator's address, reported by `stats`.
@@ -244,7 +246,7 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
 }
 
 async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
-    let request = match parse_request(text) {
+    let request = match parse_request_with(text, shared.timestamps) {
         Ok(request) => request,
         Err((to, error)) => return ready_error(shared, &to, &error),
     };

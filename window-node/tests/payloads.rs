@@ -76,10 +76,13 @@ fn send(client: &mut Conn, msg_id: u64, events: &[Ev], expect: [u64; 2]) {
     );
 }
 
+/// A window's ids and payloads (`null` for an event without one).
+type Content = (Vec<u64>, Vec<Value>);
+
 /// What each window must hold: per (start, key), the ids and payloads of its events in the order
 /// they were sent, each id once (its first payload counts).
-fn expected(sent: &[Ev]) -> BTreeMap<(i64, Option<String>), (Vec<u64>, Vec<Value>)> {
-    let mut windows: BTreeMap<(i64, Option<String>), (Vec<u64>, Vec<Value>)> = BTreeMap::new();
+fn expected(sent: &[Ev]) -> BTreeMap<(i64, Option<String>), Content> {
+    let mut windows: BTreeMap<(i64, Option<String>), Content> = BTreeMap::new();
     for e in sent {
         let start = BASE + e.at.div_euclid(1000) * 1000;
         let (ids, payloads) = windows
@@ -147,7 +150,10 @@ fn payloads_round_trip_and_survive_a_sigkill() {
         .collect();
     send(&mut client, 1, &first, [14, 0]);
     // A repeated id with another payload is a duplicate: its payload is ignored.
-    let again = [ev(0, 20, None, Some(json!("ignored"))), ev(20, 2500, None, None)];
+    let again = [
+        ev(0, 20, None, Some(json!("ignored"))),
+        ev(20, 2500, None, None),
+    ];
     send(&mut client, 2, &again, [1, 1]);
     // Over --max-payload-bytes: refused whole, naming the event; nothing of it is kept.
     let over = [
@@ -234,7 +240,14 @@ fn payloads_survive_a_redis_failover_and_are_routed_to_partitions() {
     let mut client = Conn::open(node.addr).expect("connect");
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let sent: Vec<Ev> = (0..35)
-        .map(|n| ev(n, (n as i64 % 2) * 1000, Some(keys[n as usize % 5]), payload(n)))
+        .map(|n| {
+            ev(
+                n,
+                (n as i64 % 2) * 1000,
+                Some(keys[n as usize % 5]),
+                payload(n),
+            )
+        })
         .collect();
     // Until the node holds every partition, a part may be refused (error 11); a resend counts
     // what an earlier part applied as duplicates.

@@ -38,5 +38,5 @@ pub use crate::reassemble::{Assembled, Reassembler};
 pub use crate::reply::{Address, Header};
 pub use crate::request::{
     Batch, Body, DEFAULT_MAX_PAYLOAD_BYTES, FromSeq, MAX_REQUEST_ID, REQUEST_TYPES, ReplyTo,
-    Request, parse_request, peek_msg_id, peek_subscribe,
+    Request, Timestamps, parse_request, parse_request_with, peek_msg_id, peek_subscribe,
 };

@@ -208,6 +208,26 @@ struct IgnoredBody(serde::de::IgnoredAny);
 /// Valid requests are parsed in a single pass. Only when that fails is the line parsed again,
 /// field by field, to say precisely which field is wrong and to recover `msg_id` for the reply.
 pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
+    parse_request_with(line, Timestamps::Required)
+}
+
+/// Whether events must carry a `timestamp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timestamps {
+    /// Every event says when it happened (event time, the default).
+    #[default]
+    Required,
+    /// The receiver stamps events with its own clock (`serve --time ingest`): a `timestamp` may
+    /// be left out, and one that is given is checked but not used. An event without one reads
+    /// as [`Timestamp::EPOCH`] until it is stamped.
+    Optional,
+}
+
+/// [`parse_request`], with events' timestamps as `timestamps` says.
+pub fn parse_request_with(
+    line: &str,
+    timestamps: Timestamps,
+) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
     match serde_json::from_str::<Typed<'_>>(line) {
         Ok(outer) => match outer.body {
             Some(body) => {
@@ -220,6 +240,7 @@ pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
                     body.kind,
                     body.events.as_deref(),
                     &body.rest_within(outer.request_id),
+                    timestamps,
                 )
             }
             None => typed_request(
@@ -229,14 +250,19 @@ pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
                 outer.kind,
                 outer.events.as_deref(),
                 &outer.rest(),
+                timestamps,
             ),
         },
-        Err(fast_error) => Err(explain(line, &fast_error)),
+        Err(fast_error) => Err(explain(line, &fast_error, timestamps)),
     }
 }
 
 /// The careful path: finds what is wrong with a line the fast path could not parse.
-fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, ProtoError) {
+fn explain(
+    line: &str,
+    fast_error: &serde_json::Error,
+    timestamps: Timestamps,
+) -> (ReplyTo, ProtoError) {
     let outer: Loose<'_> = match serde_json::from_str(line) {
         Ok(outer) => outer,
         Err(e) => {
@@ -285,6 +311,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, ProtoError) 
         fields.kind,
         events.as_deref(),
         &fields.rest_within(envelope_request_id),
+        timestamps,
     ) {
         Err(error) => error,
         // Both paths accept the same fields; if the careful one finds no fault, report the
@@ -343,6 +370,7 @@ fn typed_request<'a>(
     kind: Option<&'a RawValue>,
     events: Option<&[RawEvent<'a>]>,
     rest: &Rest<'a>,
+    timestamps: Timestamps,
 ) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
     let msg_id = msg_id.filter(|m| m.get() != "null");
     let reply_to = |msg_id: Option<&RawValue>| ReplyTo {
@@ -379,7 +407,7 @@ fn typed_request<'a>(
         })
         .transpose()
         .map_err(|e| (reply_to(msg_id), e))?;
-    let body = parse_body(kind, events, rest).map_err(|e| (reply_to(msg_id), e))?;
+    let body = parse_body(kind, events, rest, timestamps).map_err(|e| (reply_to(msg_id), e))?;
     Ok(Request {
         src,
         dest,
@@ -547,6 +575,7 @@ fn parse_body<'a>(
     kind: Option<&'a RawValue>,
     events: Option<&[RawEvent<'a>]>,
     fields: &Rest<'a>,
+    timestamps: Timestamps,
 ) -> Result<Body<'a>, ProtoError> {
     let events = || {
         events.ok_or_else(|| ProtoError::malformed(format!("missing field events: give {EVENTS}")))
@@ -573,7 +602,7 @@ fn parse_body<'a>(
             .into_owned(),
         },
         "assign" => {
-            let events = parse_events(events()?)?;
+            let events = parse_events(events()?, timestamps)?;
             if events.is_empty() {
                 return Err(ProtoError::malformed(
                     "events must hold at least one event for assign, got []",
@@ -589,7 +618,7 @@ fn parse_body<'a>(
             }
         }
         "process_window" => Body::ProcessWindow {
-            events: parse_events(events()?)?,
+            events: parse_events(events()?, timestamps)?,
             size: parse_size(required(
                 fields.window_size_ms,
                 "window_size_ms",
@@ -614,7 +643,7 @@ fn parse_body<'a>(
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
-            events: parse_events(events()?)?,
+            events: parse_events(events()?, timestamps)?,
         },
         "subscribe" => Body::Subscribe {
             from_seq: fields
@@ -657,7 +686,10 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
         .collect()
 }
 
-fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError> {
+fn parse_events<'a>(
+    raw_events: &[RawEvent<'a>],
+    timestamps: Timestamps,
+) -> Result<Batch<'a>, ProtoError> {
     let mut batch = Batch {
         items: Vec::with_capacity(raw_events.len()),
         keys: Vec::with_capacity(raw_events.len()),
@@ -667,8 +699,13 @@ fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError
         let field = |name| EventField { index, name };
         let id = required(event.id, field("id"), "a number or a string")?;
         let id = parse_event_id(id, field("id"))?;
-        let ts = required(event.timestamp, field("timestamp"), TIMESTAMP)?;
-        let ts = parse_timestamp(ts, field("timestamp"))?;
+        let ts = match (event.timestamp, timestamps) {
+            (None, Timestamps::Optional) => Timestamp::EPOCH,
+            (raw, _) => {
+                let raw = required(raw, field("timestamp"), TIMESTAMP)?;
+                parse_timestamp(raw, field("timestamp"))?
+            }
+        };
         let key = match event.key.filter(|raw| raw.get() != "null") {
             None => None,
             Some(raw) => Some(decode_str(raw).map_err(|v| invalid(field("key"), v, "a string"))?),

@@ -31,5 +31,5 @@ mod service;
 
 pub use crate::service::{
     Answer, Config, IDLE_TICK_MS, LateNotice, NoLog, OutputLog, OwnedEvent, Service, Stats,
-    WATERMARK_WRITE_EVERY_MS,
+    TimeBase, WATERMARK_WRITE_EVERY_MS,
 };

@@ -21,11 +21,25 @@ pub const IDLE_TICK_MS: i64 = 50;
 /// back by at most this much; a group that fires or accepts anything is always written.
 pub const WATERMARK_WRITE_EVERY_MS: i64 = 1_000;
 
+/// Which clock puts events in windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeBase {
+    /// The events' own timestamps (event time).
+    #[default]
+    Event,
+    /// Ingest time: every event is stamped with the `now` at which its request is applied, and
+    /// the watermark follows `now` minus the allowed lateness, so a window fires when `now`
+    /// passes its end (plus the lateness) with no further event.
+    Ingest,
+}
+
 /// How the service runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// The firing rules.
     pub engine: EngineConfig,
+    /// Which clock puts events in windows.
+    pub time: TimeBase,
     /// The lease epoch stamped on every fired window (0 without a lease).
     pub epoch: u64,
     /// After this long without events (ms of processing time), event time advances with
@@ -267,6 +281,11 @@ impl Service {
         if self.engine.next_deadline().is_some_and(|at| at <= now) {
             self.engine.handle_deadline(now);
         }
+        if let Some(watermark) = self.ingest_watermark(now)
+            && self.engine.first_end().is_some_and(|end| end <= watermark)
+        {
+            self.engine.handle_watermark(watermark);
+        }
         if let (Some(timeout), Some(wm)) = (self.config.idle_timeout_ms, self.watermark_at_arrival)
         {
             let idle = now
@@ -292,10 +311,24 @@ impl Service {
                 let due = self.last_arrival.as_millis().saturating_add(timeout as i64);
                 Timestamp::from_millis(due.max(now.as_millis().saturating_add(IDLE_TICK_MS)))
             });
-        match (deadline, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // With ingest time, the first open window fires once `now` passes its end plus the
+        // allowed lateness.
+        let ends = self
+            .ingest_watermark(now)
+            .and(self.engine.first_end())
+            .map(|end| Timestamp::from_millis(end.as_millis().saturating_add(self.lateness_ms())));
+        [deadline, idle, ends].into_iter().flatten().min()
+    }
+
+    /// With ingest time, the watermark at `now`: `now` minus the allowed lateness.
+    fn ingest_watermark(&self, now: Timestamp) -> Option<Timestamp> {
+        (self.config.time == TimeBase::Ingest)
+            .then(|| Timestamp::from_millis(now.as_millis().saturating_sub(self.lateness_ms())))
+    }
+
+    fn lateness_ms(&self) -> i64 {
+        let lateness = self.config.engine.allowed_lateness_ms.unwrap_or(0);
+        i64::try_from(lateness).unwrap_or(i64::MAX)
     }
 
     /// The group's batch: the engine's change since the last batch, every window fired since,
@@ -379,8 +412,13 @@ impl Service {
         &mut self,
         now: Timestamp,
         size: SizeMs,
-        events: Vec<Event<'_>>,
+        mut events: Vec<Event<'_>>,
     ) -> Result<IngestCounts, ProtoError> {
+        if self.config.time == TimeBase::Ingest {
+            for event in &mut events {
+                event.ts = now;
+            }
+        }
         let admission = self.engine.handle_events(now, size, events)?;
         if admission.accepted > 0 {
             self.last_arrival = now;

@@ -3,7 +3,8 @@
 //! the service's API, so a change to it is made in one place.
 //!
 //! Script lines (times are milliseconds of processing time; window size 1000 ms, UTC frame):
-//! - `config lateness=MS max_events=N idle=MS`: the firing rules (first line, optional)
+//! - `config lateness=MS max_events=N idle=MS ingest_time=1`: the firing rules and, with
+//!   `ingest_time`, events stamped with the time their request is applied (first line, optional)
 //! - `at T ingest ID@TS[/KEY] ... [rid=R]`: one ingest request
 //! - `close START [key=K] [rid=R]`, `flush [until=TS] [rid=R]`: close and flush
 //! - `timeout at T`: the timer fired
@@ -20,7 +21,7 @@ use window_core::{
     Timestamp, WindowId,
 };
 use window_proto::ProtoError;
-use window_service::{Answer, Config, NoLog, OutputLog, Service};
+use window_service::{Answer, Config, NoLog, OutputLog, Service, TimeBase};
 use window_store::{MemoryStore, OutputRecord, StoreError, WindowStore};
 
 const SIZE: i64 = 1000;
@@ -60,6 +61,7 @@ fn run(script: &str) -> String {
                 "max_events" => config.engine.purge.max_events = NonZeroU32::new(n as u32),
                 "max_age" => config.engine.purge.max_age_ms = Some(n),
                 "idle" => config.idle_timeout_ms = Some(n),
+                "ingest_time" => config.time = TimeBase::Ingest,
                 other => panic!("unknown option {other}"),
             }
         }
@@ -229,6 +231,7 @@ fn plain_config(epoch: u64) -> Config {
         },
         epoch,
         idle_timeout_ms: None,
+        time: TimeBase::Event,
     }
 }
 
@@ -573,5 +576,68 @@ fn a_service_without_a_store_answers_alike() {
         batch.dirty.windows.len(),
         0,
         "an untracked engine lists no change"
+    );
+}
+
+#[test]
+fn with_ingest_time_events_are_stamped_with_now_and_windows_fire_at_their_end() {
+    // The events' own times (99999, -5) are ignored: each lands in the window of the time its
+    // request was applied. A window fires when the timer reaches its end plus the lateness,
+    // with no further event, and a restart keeps every event in the window it was stamped into.
+    check(
+        r"
+        config lateness=100 ingest_time=1
+        at 10 ingest 1@99999 2@-5
+        at 990 ingest 3@0/k
+        commit at 990
+        next timeout at 990
+        at 1020 ingest 4@0
+        commit at 1020
+        restart at 1050
+        next timeout at 1050
+        timeout at 1099
+        timeout at 1100
+        commit at 1100
+        next timeout at 1100
+        timeout at 2099
+        timeout at 2100
+        commit at 2100
+        log
+        ",
+        expect![[r#"
+            > at 10 ingest 1@99999 2@-5
+            ingest_ok accepted=2 duplicates=0 late=0
+            > at 990 ingest 3@0/k
+            ingest_ok accepted=1 duplicates=0 late=0
+            > commit at 990
+            batch: 2 windows, 0 removed, fired [], 0 requests, watermark 890
+            > next timeout at 990
+            next timeout 1100
+            > at 1020 ingest 4@0
+            ingest_ok accepted=1 duplicates=0 late=0
+            > commit at 1020
+            batch: 1 windows, 0 removed, fired [], 0 requests, watermark 920
+            > restart at 1050
+            recovered next_seq=0
+            > next timeout at 1050
+            next timeout 1100
+            > timeout at 1099
+            > timeout at 1100
+            fired #0 epoch 7 [0) [1 2] watermark
+            fired #1 epoch 7 [0/k) [3] watermark
+            > commit at 1100
+            batch: 0 windows, 2 removed, fired [0, 1], 0 requests, watermark 1000
+            > next timeout at 1100
+            next timeout 2100
+            > timeout at 2099
+            > timeout at 2100
+            fired #2 epoch 7 [1000) [4] watermark
+            > commit at 2100
+            batch: 0 windows, 1 removed, fired [2], 0 requests, watermark 2000
+            > log
+            #0 epoch 7 [0) [1 2] watermark
+            #1 epoch 7 [0/k) [3] watermark
+            #2 epoch 7 [1000) [4] watermark
+        "#]],
     );
 }

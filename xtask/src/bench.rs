@@ -37,6 +37,7 @@ use window_testkit::calendar::utc;
 use window_testkit::{Process, Stderr, procfs};
 
 mod cluster;
+mod latency;
 
 /// 2024-01-15T10:00:00Z.
 const BASE_MS: i64 = 1_705_312_800_000;
@@ -84,6 +85,8 @@ impl Bench {
 #[derive(Default)]
 struct Results {
     outcomes: Vec<Outcome>,
+    /// Window end to delivery with ingest time.
+    latency: Vec<latency::Latency>,
     benches: Vec<Bench>,
     /// (what, value, how) lines of the memory section.
     memory: Vec<(String, String, String)>,
@@ -119,6 +122,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         ..Results::default()
     };
     end_to_end(quick, &work, &mut results)?;
+    latency::run(quick, &work, &mut results)?;
     memory(quick, &work, &mut results)?;
 
     let report = render(&results, quick, started.elapsed());
@@ -860,6 +864,7 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
     scenarios_section(&mut out, results);
 
     cluster::section(&mut out, results);
+    latency::section(&mut out, results);
 
     ratios(&mut out, results);
 
