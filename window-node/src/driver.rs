@@ -172,6 +172,7 @@ impl Driver {
                 .idle_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             time: config.time,
+            ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
         };
         Ok(Driver {
             service: Service::restore(service_config, opened, clock.now()),

@@ -12,6 +12,7 @@ use window_proto::reply::IngestCounts;
 use window_store::{Batch, OutputRecord, RememberedRequest, RequestOutcome, StoreError};
 
 use crate::close::close_window;
+use crate::groups::{Delivery, GroupStats, Groups, MemberId};
 use crate::remembered::Remembered;
 
 /// How often the idle watermark is advanced while no events arrive.
@@ -45,7 +46,13 @@ pub struct Config {
     /// After this long without events (ms of processing time), event time advances with
     /// processing time (the daemon's `--idle-timeout`); `None` turns it off.
     pub idle_timeout_ms: Option<u64>,
+    /// How long a consumer group's member may hold a window unacknowledged before it goes to
+    /// another member (`--ack-timeout`).
+    pub ack_timeout_ms: u64,
 }
+
+/// `--ack-timeout` unless told otherwise.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
 
 /// Where a repeated `close` or `flush` reads the records it returned the first time: the
 /// store's output log. A read-only view, so that the service itself does no I/O: the caller
@@ -172,13 +179,23 @@ pub struct Service {
     /// Processing time of the last ingest that accepted events, and the watermark after it.
     last_arrival: Timestamp,
     watermark_at_arrival: Option<Timestamp>,
+    /// The consumer groups reading the output log.
+    groups: Groups,
+    /// The seq after the last window of a committed batch.
+    committed_end: u64,
 }
 
 impl Service {
     /// A service with no open windows, nothing logged and nothing remembered, that keeps no
     /// change for a store (the stdin node without `--data-dir`).
     pub fn new(config: Config, now: Timestamp) -> Service {
-        Service::with_engine(config, Engine::new(config.engine), 0, Vec::new(), now)
+        let opened = window_store::Opened {
+            engine: Engine::new(config.engine),
+            next_seq: 0,
+            requests: Vec::new(),
+            groups: Vec::new(),
+        };
+        Service::restore(config, opened, now)
     }
 
     /// A service that goes on from what a store recovered (`window_store::open`).
@@ -187,18 +204,11 @@ impl Service {
             engine,
             next_seq,
             requests,
+            groups,
         } = opened;
-        Service::with_engine(config, engine, next_seq, requests, now)
-    }
-
-    fn with_engine(
-        config: Config,
-        engine: Engine,
-        next_seq: u64,
-        requests: Vec<RememberedRequest>,
-        now: Timestamp,
-    ) -> Service {
         Service {
+            groups: Groups::restore(groups, config.ack_timeout_ms),
+            committed_end: next_seq,
             watermark_at_arrival: engine.watermark(),
             config,
             engine,
@@ -296,6 +306,7 @@ impl Service {
                     .handle_watermark(Timestamp::from_millis(wm.as_millis().saturating_add(idle)));
             }
         }
+        self.groups.handle_timeout(now);
         self.number_fired(Vec::new()).1
     }
 
@@ -317,7 +328,8 @@ impl Service {
             .ingest_watermark(now)
             .and(self.engine.first_end())
             .map(|end| Timestamp::from_millis(end.as_millis().saturating_add(self.lateness_ms())));
-        [deadline, idle, ends].into_iter().flatten().min()
+        let acks = self.groups.next_timeout();
+        [deadline, idle, ends, acks].into_iter().flatten().min()
     }
 
     /// With ingest time, the watermark at `now`: `now` minus the allowed lateness.
@@ -348,10 +360,12 @@ impl Service {
             }
             _ => false,
         };
+        let groups = self.groups.take_dirty();
         if self.unwritten.is_empty()
             && self.unwritten_requests.is_empty()
             && dirty.windows.is_empty()
             && dirty.removed.is_empty()
+            && groups.is_empty()
             && meta_unchanged
         {
             return None;
@@ -360,6 +374,7 @@ impl Service {
             dirty,
             fired: std::mem::take(&mut self.unwritten),
             requests: std::mem::take(&mut self.unwritten_requests),
+            groups,
         })
     }
 
@@ -367,7 +382,45 @@ impl Service {
     /// fired windows, to publish once the batch is synced.
     pub fn on_committed(&mut self, now: Timestamp, batch: Batch) -> Vec<OutputRecord> {
         self.written = Some((meta_of(&batch.dirty), now));
+        if let Some(last) = batch.fired.last() {
+            self.committed_end = last.seq + 1;
+        }
         batch.fired
+    }
+
+    /// `member` joins consumer group `name` (see [`Groups::join`]); returns the seq the group
+    /// started at.
+    pub fn join_group(
+        &mut self,
+        name: &str,
+        member: MemberId,
+        max_unacked: u32,
+        from_seq: Option<u64>,
+    ) -> Result<u64, ProtoError> {
+        self.groups
+            .join(name, member, max_unacked, from_seq, self.committed_end)
+    }
+
+    /// `member` left (its connection ended): what it held goes to the others.
+    pub fn leave_group(&mut self, member: MemberId) {
+        self.groups.leave(member);
+    }
+
+    /// `member` acknowledges `seqs` (see [`Groups::ack`]). Durable with the next batch: answer
+    /// after its sync.
+    pub fn ack(&mut self, member: MemberId, seqs: &[u64]) -> Result<u64, ProtoError> {
+        self.groups.ack(member, seqs)
+    }
+
+    /// Windows to hand to group members now. Call it after the sync that follows
+    /// [`Service::on_committed`]: it hands out only windows of committed batches.
+    pub fn poll_deliveries(&mut self, now: Timestamp) -> Vec<Delivery> {
+        self.groups.poll_deliveries(now, self.committed_end)
+    }
+
+    /// Each consumer group, for `stats`.
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        self.groups.stats(self.committed_end)
     }
 
     /// Late events since the last call (under `--late emit`), to publish with the group.

@@ -9,6 +9,8 @@
 //! - `O` + seq: one output record.
 //! - `R` + slot: a remembered request (its number, id and outcome); slot = number modulo
 //!   `REMEMBERED_REQUESTS`, so the newest overwrite the oldest and the space stays bounded.
+//! - `G` + name: a consumer group's state (first seq, acknowledged below, the acknowledged seqs
+//!   above that, the next seq never delivered).
 //!
 //! A window is `end, start, size` (order-preserving big-endian) then its key with a length, so
 //! a range scan from `W` meets windows in order of their end (what is due first) and a window's
@@ -25,7 +27,9 @@ use window_core::{
 };
 
 use crate::error::StoreError;
-use crate::store::{OutputRecord, REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome};
+use crate::store::{
+    GroupRecord, OutputRecord, REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome,
+};
 
 /// The version byte of every value without payloads.
 pub const VERSION: u8 = 1;
@@ -40,6 +44,8 @@ pub const WINDOW_PREFIX: u8 = b'W';
 pub const OUTPUT_PREFIX: u8 = b'O';
 /// Prefix of remembered requests.
 pub const REQUEST_PREFIX: u8 = b'R';
+/// Prefix of consumer groups.
+pub const GROUP_PREFIX: u8 = b'G';
 const CHUNK: u8 = b'C';
 
 /// The meta record.
@@ -327,6 +333,63 @@ pub fn decode_request(key: &[u8], value: &[u8]) -> Result<RememberedRequest, Sto
         ));
     }
     Ok(RememberedRequest { n, id, outcome })
+}
+
+/// The key of consumer group `name`.
+pub fn group_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(GROUP_PREFIX);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub fn encode_group(group: &GroupRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + group.acked.len() * 2);
+    out.push(VERSION);
+    put_varint(&mut out, group.first);
+    put_varint(&mut out, group.acked_below);
+    put_varint(&mut out, group.next);
+    put_varint(&mut out, group.acked.len() as u64);
+    // Ascending: each as its distance from the one before (from `acked_below`).
+    let mut last = group.acked_below;
+    for &seq in &group.acked {
+        put_varint(&mut out, seq.saturating_sub(last));
+        last = seq;
+    }
+    out
+}
+
+pub fn decode_group(key: &[u8], value: &[u8]) -> Result<GroupRecord, StoreError> {
+    let name = match key {
+        [GROUP_PREFIX, name @ ..] => std::str::from_utf8(name)
+            .map_err(|_| StoreError::corrupt(key, "group name is not UTF-8"))?,
+        _ => return Err(StoreError::corrupt(key, "not a group key")),
+    };
+    let mut r = Reader::versioned(key, value, VERSION)?;
+    let (first, acked_below, next) = (r.varint()?, r.varint()?, r.varint()?);
+    let n = usize::try_from(r.varint()?).map_err(|_| r.err("acked count"))?;
+    let mut acked = Vec::with_capacity(n.min(value.len()));
+    let mut last = acked_below;
+    for _ in 0..n {
+        last = last
+            .checked_add(r.varint()?)
+            .ok_or_else(|| r.err("acked seq"))?;
+        acked.push(last);
+    }
+    r.finish()?;
+    if acked_below > next || acked.last().is_some_and(|&seq| seq >= next) {
+        return Err(StoreError::corrupt(
+            key,
+            "acknowledged seqs beyond the group's next seq",
+        ));
+    }
+    Ok(GroupRecord {
+        name: name.to_owned(),
+        first,
+        acked_below,
+        acked,
+        next,
+    })
 }
 
 fn reason_code(reason: CloseReason) -> u8 {
@@ -746,6 +809,21 @@ mod tests {
             ..header
         };
         assert!(decode_chunk(b"k", &encode_chunk(&bad, &[], &[])).is_err());
+    }
+
+    #[test]
+    fn groups_round_trip() {
+        let group = GroupRecord {
+            name: "workers-1".to_owned(),
+            first: 3,
+            acked_below: 10,
+            acked: vec![11, 12, 400],
+            next: 401,
+        };
+        let key = group_key(&group.name);
+        assert_eq!(decode_group(&key, &encode_group(&group)).unwrap(), group);
+        let beyond = GroupRecord { next: 400, ..group };
+        assert!(decode_group(&key, &encode_group(&beyond)).is_err());
     }
 
     #[test]

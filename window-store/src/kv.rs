@@ -5,7 +5,9 @@
 
 use window_core::{EngineSnapshot, WindowSnapshot};
 
-use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, REQUEST_PREFIX, WINDOW_PREFIX};
+use crate::codec::{
+    self, GROUP_PREFIX, Header, META_KEY, Meta, OUTPUT_PREFIX, REQUEST_PREFIX, WINDOW_PREFIX,
+};
 use crate::error::StoreError;
 use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
 
@@ -146,9 +148,20 @@ impl<B: KvBackend> KvStore<B> {
 
     /// Every remembered request, in order of number.
     fn recover_requests(&self) -> Result<Vec<RememberedRequest>, StoreError> {
-        let prefix = [REQUEST_PREFIX];
+        let mut requests = self.read_all(REQUEST_PREFIX, codec::decode_request)?;
+        requests.sort_by_key(|r| r.n);
+        Ok(requests)
+    }
+
+    /// Every record under `prefix`, decoded, in key order.
+    fn read_all<T>(
+        &self,
+        prefix: u8,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let prefix = [prefix];
         let mut start = prefix.to_vec();
-        let mut requests = Vec::new();
+        let mut records = Vec::new();
         loop {
             let page = self.backend.scan(&prefix, &start, 4096)?;
             let Some((last, _)) = page.last() else {
@@ -157,11 +170,10 @@ impl<B: KvBackend> KvStore<B> {
             start = last.clone();
             start.push(0);
             for (key, value) in &page {
-                requests.push(codec::decode_request(key, value)?);
+                records.push(decode(key, value)?);
             }
         }
-        requests.sort_by_key(|r| r.n);
-        Ok(requests)
+        Ok(records)
     }
 
     fn meta(&mut self) -> Result<Meta, StoreError> {
@@ -253,6 +265,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
         let requests = self.recover_requests()?;
+        let groups = self.read_all(GROUP_PREFIX, codec::decode_group)?;
         Ok(Some(Recovered {
             snapshot: EngineSnapshot {
                 windows,
@@ -262,6 +275,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             },
             next_seq: meta.next_seq,
             requests,
+            groups,
         }))
     }
 
@@ -297,6 +311,12 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             ops.push(KvOp::Put(
                 codec::chunk_key(&delta.window, delta.first_index as u64),
                 codec::encode_chunk(&header, &delta.appended, &delta.payloads),
+            ));
+        }
+        for group in &batch.groups {
+            ops.push(KvOp::Put(
+                codec::group_key(&group.name),
+                codec::encode_group(group),
             ));
         }
         for request in &batch.requests {

@@ -153,6 +153,7 @@ fn commit(
             dirty: engine.take_dirty(),
             fired: fired.clone(),
             requests: Vec::new(),
+            groups: Vec::new(),
         })
         .expect("commit");
     store.sync().expect("sync");
@@ -394,6 +395,7 @@ fn a_batch_that_breaks_the_sequence_is_rejected() {
             window,
         }],
         requests: Vec::new(),
+        groups: Vec::new(),
     };
     assert!(matches!(
         store.commit(&batch),
@@ -491,6 +493,7 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
                 dirty: engine.take_dirty(),
                 fired: Vec::new(),
                 requests: first.to_vec(),
+                groups: Vec::new(),
             })
             .unwrap_or_else(|e| panic!("{name}: commit: {e}"));
         store.sync().unwrap();
@@ -508,6 +511,7 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
                 dirty: engine.take_dirty(),
                 fired: Vec::new(),
                 requests: vec![wrapped.clone()],
+                groups: Vec::new(),
             })
             .unwrap_or_else(|e| panic!("{name}: commit: {e}"));
         store.sync().unwrap();
@@ -529,6 +533,62 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
             ],
             "{name}"
         );
+    }
+
+    check(&mut Memory, "memory");
+    check(&mut Sled::new(), "sled");
+    if let Some(server) = RedisServer::start() {
+        check(
+            &mut Redis {
+                server,
+                namespace: String::new(),
+            },
+            "redis",
+        );
+    }
+}
+
+#[test]
+fn consumer_groups_survive_a_reopen_each_written_whole() {
+    use window_store::GroupRecord;
+
+    fn group(name: &str, acked_below: u64, acked: &[u64], next: u64) -> GroupRecord {
+        GroupRecord {
+            name: name.to_owned(),
+            first: 0,
+            acked_below,
+            acked: acked.to_vec(),
+            next,
+        }
+    }
+
+    fn commit(store: &mut dyn WindowStore, engine: &mut Engine, groups: Vec<GroupRecord>) {
+        store
+            .commit(&Batch {
+                dirty: engine.take_dirty(),
+                fired: Vec::new(),
+                requests: Vec::new(),
+                groups,
+            })
+            .expect("commit");
+        store.sync().expect("sync");
+    }
+
+    fn check(h: &mut dyn Harness, name: &str) {
+        let mut store = h.fresh();
+        let mut engine = Engine::new(EngineConfig::default());
+        engine.track_changes();
+        let (a, b) = (group("a", 3, &[5, 9], 12), group("b-2", 0, &[], 0));
+        commit(&mut *store, &mut engine, vec![a.clone(), b.clone()]);
+        let mut store = h.reopen(store);
+        let recovered = store.recover().expect("recover").expect("committed");
+        assert_eq!(recovered.groups, [a, b.clone()], "{name}");
+        // A later write of one group replaces it whole; the other stays.
+        let a = group("a", 10, &[], 12);
+        commit(&mut *store, &mut engine, vec![a.clone()]);
+        let mut store = h.reopen(store);
+        let recovered = store.recover().expect("recover").expect("committed");
+        assert_eq!(recovered.groups, [a, b], "{name}");
     }
 
     check(&mut Memory, "memory");

@@ -79,6 +79,7 @@ fn commit(
             dirty: engine.take_dirty(),
             fired,
             requests: Vec::new(),
+            groups: Vec::new(),
         })
         .expect("commit");
 }

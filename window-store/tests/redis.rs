@@ -566,6 +566,7 @@ fn commit(
         dirty: engine.take_dirty(),
         fired,
         requests: Vec::new(),
+        groups: Vec::new(),
     })?;
     store.sync()?;
     *next_seq = seq;

@@ -182,6 +182,7 @@ fn commit(engine: &mut Engine, store: &mut dyn WindowStore) -> Result<(), StoreE
         dirty: engine.take_dirty(),
         fired: Vec::new(),
         requests: Vec::new(),
+        groups: Vec::new(),
     })
 }
 
