@@ -200,11 +200,13 @@ impl Node {
                 reply::stats_ok(out, &self.header(to), &stats);
                 Ok(self.no_windows())
             }
-            Body::Ingest { .. } | Body::Subscribe { .. } => Err(ProtoError::UnknownType(
-                "ingest and subscribe are served by the daemon (`window-node serve`); \
+            Body::Ingest { .. } | Body::Subscribe { .. } | Body::Ack { .. } => {
+                Err(ProtoError::UnknownType(
+                    "ingest, subscribe and ack are served by the daemon (`window-node serve`); \
                  on stdin use assign or process_window"
-                    .to_owned(),
-            )),
+                        .to_owned(),
+                ))
+            }
         }
     }
 

@@ -158,7 +158,18 @@ pub async fn route(
         } => route_close(window_id, size, key, id(), to, shared.style, links).await,
         Body::Flush { until } => route_flush(until, id(), to, shared.style, links).await,
         Body::Stats => route_stats(to, shared.style, links).await,
-        Body::Subscribe { from_seq } => route_subscribe(from_seq, to, shared.style, links),
+        Body::Subscribe {
+            from_seq,
+            group: None,
+        } => route_subscribe(from_seq, to, shared.style, links),
+        Body::Subscribe { group: Some(_), .. } => ready_error(
+            shared.style,
+            &to,
+            &ProtoError::malformed(
+                "consumer groups are not served with --partitions yet: run the group on a node without --partitions",
+            ),
+        ),
+        Body::Ack { .. } => ready_error(shared.style, &to, &ProtoError::not_a_group_member()),
         Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
             shared.style,
             &to,
@@ -350,6 +361,7 @@ async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
             late: total(|s| s.late),
             holder: None,
             partitions: Some(&partitions),
+            groups: &[],
         };
         let mut out = Vec::new();
         reply::stats_ok(&mut out, &to.header(style), &stats);

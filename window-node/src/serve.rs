@@ -92,6 +92,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
     window_size: Duration,
 
+    /// How long a consumer group's member may hold a window unacknowledged before it goes to
+    /// another member (with `delivery` raised).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "WINDOW_NODE_ACK_TIMEOUT")]
+    ack_timeout: Duration,
+
     /// Which clock puts events in windows: `event`, each event's own `timestamp`; `ingest`, this
     /// node's clock when it applies the request (windows aligned to the epoch fire when the
     /// clock passes their end, with no further event; `timestamp` may then be left out).
@@ -333,6 +338,7 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
             Time::Event => TimeBase::Event,
             Time::Ingest => TimeBase::Ingest,
         },
+        ack_timeout_ms: millis(args.ack_timeout),
         epoch: 0,
     })
 }

@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Every request type, with the names the wire uses.
 pub const REQUEST_TYPES: &str =
-    "init, assign, process_window, close, flush, stats (and ingest, subscribe on `serve`)";
+    "init, assign, process_window, close, flush, stats (and ingest, subscribe, ack on `serve`)";
 
 /// One request line, parsed.
 #[derive(Debug)]
@@ -117,13 +117,50 @@ pub enum Body<'a> {
         /// The events.
         events: Batch<'a>,
     },
-    /// `subscribe` (daemon): stream emitted windows from `from_seq`.
+    /// `ack` (daemon, on a group member's connection): these windows are done.
+    Ack {
+        /// The acknowledged windows' seqs.
+        seqs: Vec<u64>,
+    },
+    /// `subscribe` (daemon): stream emitted windows from `from_seq`; with a group, join it
+    /// and get each window the group hands this member.
     Subscribe {
+        /// The consumer group to join, if any.
+        group: Option<GroupJoin>,
         /// First sequence number wanted; `None` means only new windows.
         from_seq: Option<FromSeq>,
     },
     /// `stats`: counters and state.
     Stats,
+}
+
+/// A `subscribe` that joins a consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupJoin {
+    /// The group's name (1-128 printable ASCII characters, no spaces).
+    pub name: String,
+    /// The member's name, for logs and stats; optional.
+    pub consumer: Option<String>,
+    /// Windows this member may hold unacknowledged (at least 1; 1000 when not given).
+    pub max_unacked: u32,
+}
+
+/// `max_unacked` when a group member does not say.
+pub const DEFAULT_MAX_UNACKED: u32 = 1000;
+
+/// The longest group name.
+pub const MAX_GROUP_NAME: usize = 128;
+
+/// Checks a group name: 1 to 128 printable ASCII characters, no spaces.
+pub fn check_group_name(name: &str) -> Result<(), ProtoError> {
+    let printable = name.bytes().all(|b| b.is_ascii_graphic());
+    if name.is_empty() || name.len() > MAX_GROUP_NAME || !printable {
+        return Err(ProtoError::malformed(format!(
+            "group must be 1 to {MAX_GROUP_NAME} printable ASCII characters without spaces, got {}",
+            shorten(&format!("{name:?}"))
+        )));
+    }
+    Ok(())
 }
 
 /// Where a subscription starts: one sequence number (for every partition), or one per
@@ -337,6 +374,10 @@ struct Rest<'a> {
     from_seq: Option<&'a RawValue>,
     request_id: Option<&'a RawValue>,
     partition: Option<&'a RawValue>,
+    group: Option<&'a RawValue>,
+    consumer: Option<&'a RawValue>,
+    max_unacked: Option<&'a RawValue>,
+    seqs: Option<&'a RawValue>,
 }
 
 impl<'a, B, E> Fields<'a, B, E> {
@@ -350,6 +391,10 @@ impl<'a, B, E> Fields<'a, B, E> {
             from_seq: self.from_seq,
             request_id: self.request_id,
             partition: self.partition,
+            group: self.group,
+            consumer: self.consumer,
+            max_unacked: self.max_unacked,
+            seqs: self.seqs,
         }
     }
 
@@ -418,6 +463,53 @@ fn typed_request<'a>(
     })
 }
 
+/// A `subscribe`'s group fields, when it names a group.
+fn parse_group(fields: &Rest<'_>) -> Result<Option<GroupJoin>, ProtoError> {
+    fn given(raw: Option<&RawValue>) -> Option<&RawValue> {
+        raw.filter(|raw| raw.get() != "null")
+    }
+    let Some(raw) = given(fields.group) else {
+        if given(fields.max_unacked)
+            .or(given(fields.consumer))
+            .is_some()
+        {
+            return Err(ProtoError::malformed(
+                "max_unacked and consumer belong to a group subscription: add \"group\"",
+            ));
+        }
+        return Ok(None);
+    };
+    const NAME: &str = "a string of 1 to 128 printable ASCII characters without spaces";
+    let name = decode_str(raw).map_err(|v| invalid("group", v, NAME))?;
+    check_group_name(&name)?;
+    let consumer = given(fields.consumer)
+        .map(|raw| decode_str(raw).map_err(|v| invalid("consumer", v, "a string")))
+        .transpose()?
+        .map(Cow::into_owned);
+    const MAX: &str = "a positive integer: how many windows this member may hold unacknowledged";
+    let max_unacked = match given(fields.max_unacked) {
+        None => DEFAULT_MAX_UNACKED,
+        Some(raw) => match raw.get().parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(invalid("max_unacked", raw, MAX)),
+        },
+    };
+    Ok(Some(GroupJoin {
+        name: name.into_owned(),
+        consumer,
+        max_unacked,
+    }))
+}
+
+/// An `ack`'s `seqs`: at least one.
+fn parse_seqs(raw: &RawValue) -> Result<Vec<u64>, ProtoError> {
+    const WHAT: &str = "a non-empty array of the acknowledged windows' seq numbers";
+    match serde_json::from_str::<Vec<u64>>(raw.get()) {
+        Ok(seqs) if !seqs.is_empty() => Ok(seqs),
+        _ => Err(invalid("seqs", raw, WHAT)),
+    }
+}
+
 fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, ProtoError> {
     const WHAT: &str = "a non-negative integer, or with --partitions an array of one per partition";
     if let Ok(seq) = raw.get().parse::<u64>() {
@@ -457,6 +549,16 @@ pub fn peek_subscribe(line: &str) -> Option<Option<u64>> {
         .then(|| head.from_seq.and_then(|raw| raw.get().parse().ok()))
 }
 
+/// Without a full parse: whether `line` is a `subscribe` that joins a consumer group (a
+/// forwarding node sends such a line again as it is, to join again after a failover).
+pub fn peek_group_subscribe(line: &str) -> bool {
+    line.contains("group")
+        && RequestHead::of(line).is_some_and(|head| {
+            head.kind.as_deref() == Some("subscribe")
+                && head.group.is_some_and(|raw| raw.get() != "null")
+        })
+}
+
 /// Without a full parse: the `msg_id` of a request line, as JSON text, for an error reply to a
 /// line a node forwards rather than reads.
 pub fn peek_msg_id(line: &str) -> Option<String> {
@@ -472,6 +574,8 @@ struct RequestHead<'a> {
     msg_id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     from_seq: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    group: Option<&'a RawValue>,
     #[serde(default, borrow)]
     body: Option<&'a RawValue>,
 }
@@ -553,6 +657,14 @@ struct Fields<'a, B, E> {
     request_id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     partition: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    group: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    consumer: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    max_unacked: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    seqs: Option<&'a RawValue>,
 }
 
 /// One event as raw JSON fields.
@@ -645,7 +757,15 @@ fn parse_body<'a>(
         "ingest" => Body::Ingest {
             events: parse_events(events()?, timestamps)?,
         },
+        "ack" => Body::Ack {
+            seqs: parse_seqs(required(
+                fields.seqs,
+                "seqs",
+                "an array of the acknowledged windows' seq numbers",
+            )?)?,
+        },
         "subscribe" => Body::Subscribe {
+            group: parse_group(fields)?,
             from_seq: fields
                 .from_seq
                 .filter(|raw| raw.get() != "null")

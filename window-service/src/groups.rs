@@ -12,7 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use window_core::Timestamp;
-use window_proto::ProtoError;
+use window_proto::reply::GroupStats;
+use window_proto::{ProtoError, check_group_name};
 use window_store::GroupRecord;
 
 /// A member: one subscribed connection, named by its owner.
@@ -27,22 +28,6 @@ pub struct Delivery {
     pub seq: u64,
     /// 1 the first time this group hands it out, then 2, 3, ...
     pub delivery: u32,
-}
-
-/// What `stats` shows of a group.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GroupStats {
-    pub name: String,
-    /// Connected members.
-    pub members: u64,
-    /// Delivered and not acknowledged, or waiting to be delivered again.
-    pub pending: u64,
-    /// Acknowledged since the group was created.
-    pub acked: u64,
-    /// Deliveries after the first, since this process took over.
-    pub redelivered: u64,
-    /// Windows of the log not yet handed to any member.
-    pub lag: u64,
 }
 
 /// A window out with a member.
@@ -88,20 +73,6 @@ pub struct Groups {
     /// Which group each member is in.
     member_of: BTreeMap<MemberId, String>,
     ack_timeout_ms: i64,
-}
-
-/// The longest group name.
-pub const MAX_GROUP_NAME: usize = 128;
-
-/// Checks a group name: 1 to 128 printable ASCII characters, no spaces.
-pub fn check_group_name(name: &str) -> Result<(), ProtoError> {
-    let printable = name.bytes().all(|b| b.is_ascii_graphic());
-    if name.is_empty() || name.len() > MAX_GROUP_NAME || !printable {
-        return Err(ProtoError::malformed(format!(
-            "group must be 1 to {MAX_GROUP_NAME} printable ASCII characters without spaces, got {name:?}"
-        )));
-    }
-    Ok(())
 }
 
 impl Groups {
@@ -196,22 +167,22 @@ impl Groups {
     }
 
     /// `member` acknowledges `seqs`: all or nothing. A seq acknowledged already counts as done
-    /// (an ack sent again); one this member does not hold is an error naming it. Returns how
-    /// many were newly acknowledged.
+    /// (an ack sent again), and so does one waiting to be delivered again (its member left, or
+    /// a failover forgot who held it, and the work was done after all); one held by another
+    /// member, or never delivered, is an error naming it. Returns how many were newly
+    /// acknowledged.
     pub fn ack(&mut self, member: MemberId, seqs: &[u64]) -> Result<u64, ProtoError> {
         let Some(group) = self
             .member_of
             .get(&member)
             .and_then(|name| self.groups.get_mut(name))
         else {
-            return Err(ProtoError::malformed(
-                "ack is for a group member: subscribe with a \"group\" on this connection first",
-            ));
+            return Err(ProtoError::not_a_group_member());
         };
         for &seq in seqs {
             let done = seq < group.acked_below || group.acked.contains(&seq);
             let held = group.out.get(&seq).is_some_and(|out| out.member == member);
-            if !done && !held {
+            if !done && !held && !group.again.contains_key(&seq) {
                 return Err(ProtoError::malformed(format!(
                     "seq {seq} is not held by this member: it was never delivered to it, or went to another member after --ack-timeout"
                 )));
@@ -219,7 +190,7 @@ impl Groups {
         }
         let mut acked = 0;
         for &seq in seqs {
-            if group.take_out(seq).is_some() {
+            if group.take_out(seq).is_some() || group.again.remove(&seq).is_some() {
                 group.acked.insert(seq);
                 acked += 1;
             }

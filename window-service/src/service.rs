@@ -12,8 +12,9 @@ use window_proto::reply::IngestCounts;
 use window_store::{Batch, OutputRecord, RememberedRequest, RequestOutcome, StoreError};
 
 use crate::close::close_window;
-use crate::groups::{Delivery, GroupStats, Groups, MemberId};
+use crate::groups::{Delivery, Groups, MemberId};
 use crate::remembered::Remembered;
+use window_proto::reply::GroupStats;
 
 /// How often the idle watermark is advanced while no events arrive.
 pub const IDLE_TICK_MS: i64 = 50;
@@ -134,7 +135,7 @@ pub struct Answer<T> {
 }
 
 /// Counters and state, for `stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// Windows open now.
     pub open_windows: usize,
@@ -148,6 +149,8 @@ pub struct Stats {
     pub watermark: Option<Timestamp>,
     /// The lease epoch.
     pub epoch: u64,
+    /// The consumer groups.
+    pub groups: Vec<GroupStats>,
 }
 
 /// The part of the engine's state the store's meta record holds.
@@ -181,7 +184,7 @@ pub struct Service {
     watermark_at_arrival: Option<Timestamp>,
     /// The consumer groups reading the output log.
     groups: Groups,
-    /// The seq after the last window of a committed batch.
+    /// The seq after the last window of a committed batch: where a new group starts.
     committed_end: u64,
 }
 
@@ -412,10 +415,11 @@ impl Service {
         self.groups.ack(member, seqs)
     }
 
-    /// Windows to hand to group members now. Call it after the sync that follows
-    /// [`Service::on_committed`]: it hands out only windows of committed batches.
+    /// Windows to hand to group members now, numbered ones included. Call it before
+    /// [`Service::poll_batch`], so that the groups' new state goes in the same batch as the
+    /// windows, and send the deliveries only after that batch's sync.
     pub fn poll_deliveries(&mut self, now: Timestamp) -> Vec<Delivery> {
-        self.groups.poll_deliveries(now, self.committed_end)
+        self.groups.poll_deliveries(now, self.next_seq)
     }
 
     /// Each consumer group, for `stats`.
@@ -458,6 +462,7 @@ impl Service {
             counters: s.counters,
             watermark: s.watermark,
             epoch: self.config.epoch,
+            groups: self.group_stats(),
         }
     }
 

@@ -705,10 +705,11 @@ fn num<T: std::str::FromStr>(text: &str) -> T {
 
 #[test]
 fn a_group_hands_each_window_to_one_member_and_redelivers_what_is_not_acknowledged() {
-    // Three windows fire; two members share them in turn, one window each at most. A member
-    // that leaves gives its window to the other (delivery 2); an ack timeout does the same; a
-    // restart forgets who held what, so everything delivered and not acknowledged goes out
-    // again with delivery 2; acknowledged windows never come back.
+    // Four windows fire; two members share them in turn, one window each at most. An ack of a
+    // window another member holds is refused. A member that leaves gives its window back (the
+    // other may still acknowledge it: the work was done); an ack timeout gives it to another
+    // with delivery 2; a restart forgets who held what, so everything delivered and not
+    // acknowledged goes out again with delivery 2; acknowledged windows never come back.
     check(
         r"
         config max_events=1
@@ -721,6 +722,7 @@ fn a_group_hands_each_window_to_one_member_and_redelivers_what_is_not_acknowledg
         ack 1 0
         ack 2 0
         ack 2 1 7
+        ack 1 1
         deliver at 10
         leave 2
         deliver at 20
@@ -754,18 +756,20 @@ fn a_group_hands_each_window_to_one_member_and_redelivers_what_is_not_acknowledg
             fired #2 epoch 7 [2000) [3] length
             fired #3 epoch 7 [3000) [4] length
             > deliver at 0
-            > commit at 0
-            batch: 4 windows, 0 removed, fired [0, 1, 2, 3], 0 requests, watermark none
-              group workers: first=0 acked_below=0 acked=[] next=0
-            > deliver at 0
             #0 to 1 (delivery 1)
             #1 to 2 (delivery 1)
+            > commit at 0
+            batch: 4 windows, 0 removed, fired [0, 1, 2, 3], 0 requests, watermark none
+              group workers: first=0 acked_below=0 acked=[] next=2
+            > deliver at 0
             > ack 1 0
             ack_ok acked=1
             > ack 2 0
             ack_ok acked=0
             > ack 2 1 7
             error 12: seq 7 is not held by this member: it was never delivered to it, or went to another member after --ack-timeout
+            > ack 1 1
+            error 12: seq 1 is not held by this member: it was never delivered to it, or went to another member after --ack-timeout
             > deliver at 10
             #2 to 1 (delivery 1)
             > leave 2
@@ -775,19 +779,18 @@ fn a_group_hands_each_window_to_one_member_and_redelivers_what_is_not_acknowledg
             > timeout at 30009
             > deliver at 30009
             > ack 1 1
-            error 12: seq 1 is not held by this member: it was never delivered to it, or went to another member after --ack-timeout
+            ack_ok acked=1
             > timeout at 30010
             > deliver at 30010
-            #1 to 1 (delivery 2)
-            > ack 1 1
-            ack_ok acked=1
-            > deliver at 30010
             #2 to 1 (delivery 2)
+            > ack 1 1
+            ack_ok acked=0
+            > deliver at 30010
             > commit at 30010
             batch: 0 windows, 0 removed, fired [], 0 requests, watermark none
               group workers: first=0 acked_below=2 acked=[] next=3
             > groups
-            group workers: members=1 pending=1 acked=2 redelivered=2 lag=1
+            group workers: members=1 pending=1 acked=2 redelivered=1 lag=1
             > restart at 30020
             recovered next_seq=4
             > join workers member 3 max=5
@@ -827,11 +830,11 @@ fn bad_group_requests_are_refused_and_change_nothing() {
             > join wörk member 1
             error 12: group must be 1 to 128 printable ASCII characters without spaces, got "wörk"
             > join xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx member 1
-            error 12: group must be 1 to 128 printable ASCII characters without spaces, got "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+            error 12: group must be 1 to 128 printable ASCII characters without spaces, got "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (131 bytes)
             > join workers member 1 max=2 from=5
             1 joined workers at 5
             > ack 9 0
-            error 12: ack is for a group member: subscribe with a "group" on this connection first
+            error 12: ack is for a group member: subscribe with a "group" on this connection first, and ack there
             > ack 1 0
             ack_ok acked=0
             > groups
