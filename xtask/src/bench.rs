@@ -388,7 +388,7 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
         "--allowed-lateness-ms",
         "1200000",
     ];
-    let runs: [(&str, &[&str], bool, &str); 6] = [
+    let runs: [(&str, &[&str], bool, &str); 7] = [
         (
             "daemon ingest, --memory, 1 in flight",
             &["--in-flight", "1"],
@@ -418,6 +418,12 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
             &["--in-flight", "16", "--payload-bytes", "100"],
             true,
             "the same, every event carrying a 100-byte payload (stored, and listed in every fired window)",
+        ),
+        (
+            "daemon ingest to a group of 3 members, --data-dir, 16 in flight",
+            &["--in-flight", "16", "--group-members", "3"],
+            true,
+            "the same, the windows read by three members of one consumer group (each window to one member, acknowledged), not one subscriber",
         ),
         (
             "daemon ingest, --data-dir, 4 connections x 4 in flight",
@@ -1222,6 +1228,11 @@ fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static s
         (
             "daemon ingest, --data-dir, 16 in flight: 100-byte payloads / none (events/s; goal >= 0.7)",
             "daemon ingest with 100-byte payloads",
+            "daemon ingest, --data-dir, 16 in flight",
+        ),
+        (
+            "daemon ingest, --data-dir, 16 in flight: a group of 3 members / one subscriber (events/s; goal >= 0.8)",
+            "daemon ingest to a group of 3 members",
             "daemon ingest, --data-dir, 16 in flight",
         ),
         (
