@@ -5,7 +5,9 @@
 
 mod clock;
 mod driver;
+mod feeds;
 mod follower;
+mod group_route;
 mod lease_file;
 mod lease_redis;
 mod metrics;

@@ -18,6 +18,7 @@ use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
 use crate::driver::{Command, Delivered, OwnedEvent, Published, Stats, Subscription};
+use crate::group_route::GroupStream;
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
 use crate::router::{Links, RouteLimits, Routed, route};
@@ -158,6 +159,8 @@ enum Outgoing {
     Routed(oneshot::Receiver<Vec<u8>>),
     /// The router's merged subscription.
     RoutedStream(mpsc::Receiver<Vec<u8>>),
+    /// The router's merged consumer-group membership; the reader keeps `acks`.
+    RoutedGroup(GroupStream),
 }
 
 /// A connection joining a consumer group.
@@ -194,6 +197,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // member sends its acks there.
     let mut subscribed = false;
     let mut member: Option<(MemberId, mpsc::Sender<Command>)> = None;
+    // A consumer group over partitions: where each partition's acks go.
+    let mut routed_acks: Option<Vec<mpsc::Sender<String>>> = None;
     loop {
         let read = read_line(&mut reader, &mut splitter);
         let read = match shared.idle_timeout.filter(|_| !subscribed) {
@@ -220,6 +225,14 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                 Ok(text) if member.is_some() => {
                     member_request(text, &shared, member.as_ref()).await
                 }
+                Ok(text) if routed_acks.is_some() => {
+                    let acks = routed_acks.as_deref().unwrap_or_default();
+                    match routed_ack(text, &shared, acks).await {
+                        Some(outgoing) => outgoing,
+                        // Forwarded: its answer comes on the merged stream.
+                        None => continue,
+                    }
+                }
                 Ok(_) if subscribed => ready_error(
                     &shared,
                     &ReplyTo::default(),
@@ -228,13 +241,22 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     ),
                 ),
                 Ok(text) => {
-                    let outgoing = handle_request(text, &shared).await;
+                    let mut outgoing = handle_request(text, &shared).await;
                     subscribed = matches!(
                         outgoing,
-                        Outgoing::Subscribe(..) | Outgoing::RoutedStream(..) | Outgoing::Group(..)
+                        Outgoing::Subscribe(..)
+                            | Outgoing::RoutedStream(..)
+                            | Outgoing::Group(..)
+                            | Outgoing::RoutedGroup(..)
                     );
-                    if let Outgoing::Group(joining) = &outgoing {
-                        member = Some((joining.member, joining.part.commands.clone()));
+                    match &mut outgoing {
+                        Outgoing::Group(joining) => {
+                            member = Some((joining.member, joining.part.commands.clone()));
+                        }
+                        Outgoing::RoutedGroup(stream) => {
+                            routed_acks = Some(std::mem::take(&mut stream.acks));
+                        }
+                        _ => {}
                     }
                     outgoing
                 }
@@ -258,6 +280,42 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         let _ = commands.send(Command::LeaveGroup { member }).await;
     }
     let _ = writer.await;
+}
+
+/// A line on the connection of a consumer group over partitions: an `ack` naming its
+/// partition goes to that partition's member (`None`: its answer comes on the stream), anything
+/// else gets an error.
+async fn routed_ack(
+    text: &str,
+    shared: &Shared,
+    acks: &[mpsc::Sender<String>],
+) -> Option<Outgoing> {
+    let request = match parse_request_with(text, shared.timestamps) {
+        Ok(request) => request,
+        Err((to, error)) => return Some(ready_error(shared, &to, &error)),
+    };
+    let to = request.reply_to();
+    let error = match (&request.body, request.partition) {
+        (Body::Ack { .. }, Some(p)) => match acks.get(p as usize) {
+            Some(partition) => {
+                if partition.send(text.to_owned()).await.is_ok() {
+                    return None;
+                }
+                lost()
+            }
+            None => ProtoError::malformed(format!(
+                "partition {p} is not one of the {} partitions",
+                acks.len()
+            )),
+        },
+        (Body::Ack { .. }, None) => ProtoError::malformed(
+            "with --partitions an ack names its \"partition\": the partition of the windows it acknowledges (each window says it)",
+        ),
+        _ => ProtoError::malformed(
+            "this connection is a consumer group's member: it takes only ack; send other requests on another connection",
+        ),
+    };
+    Some(ready_error(shared, &to, &error))
 }
 
 /// A line on a group member's connection: an `ack`, or an error.
@@ -346,6 +404,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                 Routed::Ready(out) => Outgoing::Ready(out),
                 Routed::Reply(rx) => Outgoing::Routed(rx),
                 Routed::Stream(rx) => Outgoing::RoutedStream(rx),
+                Routed::Group(stream) => Outgoing::RoutedGroup(stream),
             };
         }
     };
@@ -660,7 +719,7 @@ async fn write_replies(
                     out
                 });
             }
-            Outgoing::RoutedStream(lines) => {
+            Outgoing::RoutedStream(lines) | Outgoing::RoutedGroup(GroupStream { lines, .. }) => {
                 stream_routed(&mut write, &mut queue, lines).await;
                 let _ = write.flush().await;
                 return;

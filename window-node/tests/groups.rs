@@ -53,11 +53,14 @@ fn member(node: &Node, max: u32) -> Conn {
     conn
 }
 
-/// What one member saw: each window's seq with its delivery number, in arrival order.
+/// A window: its partition (with `--partitions`) and its seq there.
+type Win = (Option<u64>, u64);
+
+/// What one member saw: each window with its delivery number, in arrival order.
 #[derive(Default)]
 struct Seen {
-    windows: Vec<(u64, u64)>,
-    acked: BTreeSet<u64>,
+    windows: Vec<(Win, u64)>,
+    acked: BTreeSet<Win>,
     /// `ack_ok` replies received: an ack counts once it is answered (durable).
     answered: usize,
 }
@@ -77,18 +80,19 @@ fn pump(members: &mut [Conn], seen: &mut [Seen], acking: &[usize], done: impl Fn
                 match message["type"].as_str() {
                     Some("window_closed") => {
                         let seq = message["seq"].as_u64().expect("seq");
+                        let partition = message["partition"].as_u64();
                         let delivery = message["delivery"].as_u64().expect("delivery");
                         let id = message["events"][0].as_u64().expect("one event");
                         assert_eq!(message["payloads"][0], json!({"n": id}), "{message}");
-                        seen[i].windows.push((seq, delivery));
+                        seen[i].windows.push(((partition, seq), delivery));
                         if acking.contains(&i) {
                             msg_id += 1;
-                            conn.send(
-                                &json!({"type": "ack", "msg_id": msg_id, "seqs": [seq]})
-                                    .to_string(),
-                            )
-                            .expect("send ack");
-                            seen[i].acked.insert(seq);
+                            let mut ack = json!({"type": "ack", "msg_id": msg_id, "seqs": [seq]});
+                            if let Some(p) = partition {
+                                ack["partition"] = json!(p);
+                            }
+                            conn.send(&ack.to_string()).expect("send ack");
+                            seen[i].acked.insert((partition, seq));
                         }
                     }
                     Some("ack_ok") => {
@@ -102,8 +106,8 @@ fn pump(members: &mut [Conn], seen: &mut [Seen], acking: &[usize], done: impl Fn
     }
 }
 
-/// Every seq acknowledged by some member, with how many members acknowledged it.
-fn acked(seen: &[Seen]) -> BTreeMap<u64, usize> {
+/// Every window acknowledged by some member, with how many members acknowledged it.
+fn acked(seen: &[Seen]) -> BTreeMap<Win, usize> {
     let mut acked = BTreeMap::new();
     for s in seen {
         for &seq in &s.acked {
@@ -113,47 +117,55 @@ fn acked(seen: &[Seen]) -> BTreeMap<u64, usize> {
     acked
 }
 
-#[test]
-fn each_window_goes_to_one_member_and_a_dead_members_go_to_another() {
-    let dir = temp_dir();
-    let node = start(dir.path());
-    let mut members = vec![member(&node, 4), member(&node, 4), member(&node, 4)];
+/// Three members share `count` windows (fired by `fire`): members 0 and 1 acknowledge, member
+/// 2 holds its share and then dies. Checks each window went to exactly one member the first
+/// time, and that what member 2 held came again (delivery 2) to the others, and nothing else.
+/// Returns the two live members, what they saw, and what member 2 held.
+fn share_and_redeliver(
+    mut members: Vec<Conn>,
+    count: usize,
+    fire: impl FnOnce(),
+) -> (Vec<Conn>, Vec<Seen>, BTreeSet<Win>) {
     let mut seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
-    ingest(&node, 0..12);
-    // Members 0 and 1 acknowledge; member 2 holds its windows (at most 4) and then dies.
+    fire();
     pump(&mut members, &mut seen, &[0, 1], |seen| {
-        seen.iter().map(|s| s.windows.len()).sum::<usize>() >= 12
+        seen.iter().map(|s| s.windows.len()).sum::<usize>() >= count
     });
-    let held: BTreeSet<u64> = seen[2].windows.iter().map(|&(seq, _)| seq).collect();
+    let held: BTreeSet<Win> = seen[2].windows.iter().map(|&(win, _)| win).collect();
     assert!(!held.is_empty(), "member 2 got its share");
-    // So far each window went to exactly one member, each the first time.
-    let mut first: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut first: BTreeMap<Win, usize> = BTreeMap::new();
     for s in &seen {
-        for &(seq, delivery) in &s.windows {
-            assert_eq!(delivery, 1, "seq {seq}");
-            *first.entry(seq).or_default() += 1;
+        for &(win, delivery) in &s.windows {
+            assert_eq!(delivery, 1, "{win:?}");
+            *first.entry(win).or_default() += 1;
         }
     }
-    assert_eq!(
-        first.keys().copied().collect::<Vec<_>>(),
-        (0..12).collect::<Vec<_>>()
-    );
+    assert_eq!(first.len(), count, "{first:?}");
     assert!(first.values().all(|&n| n == 1), "{first:?}");
     drop(members.pop());
     seen.pop();
-    // What member 2 held reaches the others, with delivery 2, and nothing else comes again.
     pump(&mut members, &mut seen, &[0, 1], |seen| {
-        acked(seen).len() == 12
+        acked(seen).len() == count
     });
-    let again: Vec<(u64, u64)> = seen
+    let again: Vec<(Win, u64)> = seen
         .iter()
         .flat_map(|s| s.windows.iter().copied())
         .filter(|&(_, delivery)| delivery > 1)
         .collect();
-    let again_seqs: BTreeSet<u64> = again.iter().map(|&(seq, _)| seq).collect();
-    assert_eq!(again_seqs, held, "{again:?}");
+    let again_wins: BTreeSet<Win> = again.iter().map(|&(win, _)| win).collect();
+    assert_eq!(again_wins, held, "{again:?}");
     assert!(again.iter().all(|&(_, d)| d == 2), "{again:?}");
     assert!(acked(&seen).values().all(|&n| n == 1));
+    (members, seen, held)
+}
+
+#[test]
+fn each_window_goes_to_one_member_and_a_dead_members_go_to_another() {
+    let dir = temp_dir();
+    let node = start(dir.path());
+    let members = vec![member(&node, 4), member(&node, 4), member(&node, 4)];
+    let (mut members, mut seen, held) = share_and_redeliver(members, 12, || ingest(&node, 0..12));
+    assert!(held.iter().all(|(partition, _)| partition.is_none()));
     // Bad requests get error 12 and the member goes on.
     let conn = &mut members[0];
     for bad in [
@@ -199,6 +211,62 @@ fn each_window_goes_to_one_member_and_a_dead_members_go_to_another() {
 }
 
 #[test]
+fn over_partitions_on_three_nodes_each_window_goes_to_one_member() {
+    let Some(server) = window_testkit::RedisServer::start() else {
+        return;
+    };
+    let namespace = server.fresh_namespace();
+    let args: Vec<String> = [
+        "--store",
+        &server.url(),
+        "--namespace",
+        &namespace,
+        "--partitions",
+        "3",
+        "--lease-ttl",
+        "1s",
+        "--window-size",
+        "1s",
+        "--max-events",
+        "1",
+        "--idle-timeout",
+        "0s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let nodes: Vec<Node> = (0..3)
+        .map(|_| Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("a node starts"))
+        .collect();
+    // Every partition held before the members join (a join waits for every partition).
+    window_testkit::wait_until(WAIT, "every partition to be held", || {
+        Conn::open(nodes[0].addr)
+            .ok()
+            .and_then(|mut c| c.call(r#"{"type":"stats","msg_id":1}"#))
+            .and_then(|s| s["partitions"].as_array().cloned())
+            .is_some_and(|ps| ps.iter().all(|p| p["lease_holder"] != ""))
+    })
+    .expect("the partitions are held");
+    let members: Vec<Conn> = nodes.iter().map(|node| member(node, 4)).collect();
+    let fire = || {
+        let mut client = Conn::open(nodes[0].addr).expect("connect");
+        let keys = ["k0", "k1", "k2", "k3", "k4", "k5"];
+        let events: Vec<Value> = (0..18u64)
+            .map(|id| {
+                json!({"id": id, "timestamp": BASE + id as i64 * 1000,
+                       "key": keys[id as usize % 6], "payload": {"n": id}})
+            })
+            .collect();
+        let line = json!({"type": "ingest", "msg_id": 1, "events": events}).to_string();
+        window_testkit::wait_until(WAIT, "the ingest to be taken", || {
+            client.call(&line).is_some_and(|r| r["type"] == "ingest_ok")
+        })
+        .expect("ingest");
+    };
+    let (_, _, held) = share_and_redeliver(members, 18, fire);
+    assert!(held.iter().all(|(partition, _)| partition.is_some()));
+}
+
+#[test]
 fn a_holder_sigkilled_loses_no_ack_and_redelivers_no_acked_window() {
     let dir = temp_dir();
     let mut seen: Vec<Seen> = (0..2).map(|_| Seen::default()).collect();
@@ -222,20 +290,21 @@ fn a_holder_sigkilled_loses_no_ack_and_redelivers_no_acked_window() {
     pump(&mut members, &mut after, &[0], |s| {
         s[0].acked.len() + before.len() >= 10
     });
-    let redelivered: BTreeSet<u64> = after[0].windows.iter().map(|&(seq, _)| seq).collect();
+    let redelivered: BTreeSet<Win> = after[0].windows.iter().map(|&(win, _)| win).collect();
     assert!(
         redelivered.is_disjoint(&before),
         "acknowledged before the kill, delivered again: {:?}",
         redelivered.intersection(&before).collect::<Vec<_>>()
     );
-    let all: BTreeSet<u64> = before.union(&redelivered).copied().collect();
-    assert_eq!(all, (0..10).collect(), "every window acknowledged once");
-    for &(seq, delivery) in &after[0].windows {
+    let all: BTreeSet<Win> = before.union(&redelivered).copied().collect();
+    let every: BTreeSet<Win> = (0..10).map(|seq| (None, seq)).collect();
+    assert_eq!(all, every, "every window acknowledged once");
+    for &(win, delivery) in &after[0].windows {
         let was_out = seen
             .iter()
-            .any(|s| s.windows.iter().any(|&(q, _)| q == seq));
+            .any(|s| s.windows.iter().any(|&(w, _)| w == win));
         if was_out {
-            assert!(delivery >= 2, "seq {seq} was delivered before the kill");
+            assert!(delivery >= 2, "{win:?} was delivered before the kill");
         }
     }
 }
@@ -270,13 +339,14 @@ fn a_member_on_a_follower_goes_on_when_the_holder_dies() {
     ingest(&follower, 10..20);
     let mut after = vec![Seen::default()];
     pump(&mut members, &mut after, &[0], |s| s[0].acked.len() >= 10);
-    let redelivered: BTreeSet<u64> = after[0].windows.iter().map(|&(seq, _)| seq).collect();
+    let redelivered: BTreeSet<Win> = after[0].windows.iter().map(|&(win, _)| win).collect();
     assert!(redelivered.is_disjoint(&before), "{redelivered:?}");
+    let every: BTreeSet<Win> = (0..20).map(|seq| (None, seq)).collect();
     assert_eq!(
         before
             .union(&after[0].acked)
             .copied()
             .collect::<BTreeSet<_>>(),
-        (0..20).collect()
+        every
     );
 }

@@ -101,8 +101,8 @@ fn windows_on_the_holders_clock_fire_at_their_end_without_further_events() {
     assert_eq!(ok["type"], "subscribe_ok", "{ok}");
     let mut client = Conn::open(node.addr).expect("connect");
     let mut spans = BTreeMap::new();
-    // Three rounds a third of a window apart, so the events span at least two windows.
-    for round in 0..3u64 {
+    // Four rounds 400 ms apart span more than one 1 s window, so at least two windows.
+    for round in 0..4u64 {
         let ids: Vec<u64> = (round * 10..round * 10 + 10).collect();
         let span = send(&mut client, round + 2, &ids);
         spans.extend(ids.into_iter().map(|id| (id, span)));

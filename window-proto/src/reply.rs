@@ -227,6 +227,8 @@ pub enum SubscribeStart<'a> {
     PerPartition(&'a [u64]),
     /// A consumer group's: the group and the seq it started at when it was created.
     Group { name: &'a str, from_seq: u64 },
+    /// A consumer group's over partitions: one start per partition.
+    GroupPerPartition { name: &'a str, from_seqs: &'a [u64] },
 }
 
 /// A late event as `late_event` shows it.
@@ -417,19 +419,25 @@ pub fn subscribe_ok(out: &mut Vec<u8>, h: &Header<'_>, start: SubscribeStart<'_>
             SubscribeStart::One(seq) => {
                 w.int(seq);
             }
-            SubscribeStart::PerPartition(seqs) => {
-                w.begin_array();
-                for &seq in seqs {
-                    w.int(seq);
-                }
-                w.end_array();
-            }
+            SubscribeStart::PerPartition(seqs) => seq_array(w, seqs),
             SubscribeStart::Group { name, from_seq } => {
                 w.int(from_seq);
                 w.key("group").str(name);
             }
+            SubscribeStart::GroupPerPartition { name, from_seqs } => {
+                seq_array(w, from_seqs);
+                w.key("group").str(name);
+            }
         }
     });
+}
+
+fn seq_array(w: &mut JsonWriter<'_>, seqs: &[u64]) {
+    w.begin_array();
+    for &seq in seqs {
+        w.int(seq);
+    }
+    w.end_array();
 }
 
 /// `ack_ok`: how many of the acknowledged windows were not acknowledged before.
