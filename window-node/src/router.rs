@@ -37,7 +37,9 @@ use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_cluster::link::{IN_FLIGHT, Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
-use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply};
+use window_proto::reply::{
+    self, ConfigStats, GroupStats, IngestCounts, PartitionStats, StatsReply,
+};
 use window_proto::{
     Body, FromSeq, JsonWriter, Kind, MAX_REQUEST_ID, ReplyTo, Style, window_bounds,
 };
@@ -393,7 +395,8 @@ async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
             late: total(|s| s.late),
             holder: None,
             partitions: Some(&partitions),
-            groups: &[],
+            groups: &merged_groups(&parts),
+            config: parts.first().and_then(|p| p.config),
         };
         let mut out = Vec::new();
         reply::stats_ok(&mut out, &to.header(style), &stats);
@@ -520,6 +523,35 @@ struct PartStats {
     watermark: Option<String>,
     lease_holder: String,
     epoch: u64,
+    #[serde(default)]
+    config: Option<ConfigStats>,
+    #[serde(default)]
+    groups: Vec<GroupStats>,
+}
+
+/// Each group over the partitions: its counts summed, its members those of the partition that
+/// has the most (a member joins every partition).
+fn merged_groups(parts: &[PartStats]) -> Vec<GroupStats> {
+    let mut merged: Vec<GroupStats> = Vec::new();
+    for g in parts.iter().flat_map(|p| &p.groups) {
+        let at = match merged.iter().position(|m| m.name == g.name) {
+            Some(at) => at,
+            None => {
+                merged.push(GroupStats {
+                    name: g.name.clone(),
+                    ..GroupStats::default()
+                });
+                merged.len() - 1
+            }
+        };
+        let m = &mut merged[at];
+        m.members = m.members.max(g.members);
+        m.pending += g.pending;
+        m.acked += g.acked;
+        m.redelivered += g.redelivered;
+        m.lag += g.lag;
+    }
+    merged
 }
 
 impl PartStats {

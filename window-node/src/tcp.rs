@@ -25,13 +25,14 @@ use crate::router::{Links, RouteLimits, Routed, route};
 use window_cluster::link::PIPELINE;
 use window_proto::ProtoError;
 use window_proto::reply::{
-    self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
+    self, ConfigStats, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart,
+    TimeKind, WindowView,
 };
 use window_proto::{
     Body, FromSeq, GroupJoin, ReplyTo, Style, Timestamps, parse_request_with, window_bounds,
 };
 use window_proto::{Line, LineSplitter};
-use window_service::MemberId;
+use window_service::{MemberId, TimeBase};
 
 /// Where a connection's requests go.
 #[derive(Debug)]
@@ -707,6 +708,16 @@ async fn write_replies(
                         holder: Some(holder),
                         partitions: None,
                         groups: &stats.groups,
+                        config: Some(ConfigStats {
+                            window_size_ms: shared.spec.size.get(),
+                            time: match stats.time {
+                                TimeBase::Event => TimeKind::Event,
+                                TimeBase::Ingest => TimeKind::Ingest,
+                            },
+                            allowed_lateness_ms: stats.engine.allowed_lateness_ms,
+                            max_events: stats.engine.purge.max_events.map(|n| n.get()),
+                            max_age_ms: stats.engine.purge.max_age_ms,
+                        }),
                     };
                     reply::stats_ok(&mut out, &to.header(style), &stats);
                 }
