@@ -1,4 +1,4 @@
-//! Subscriptions: every window from a seq on, or a consumer group's share; both reconnect to
+//! Subscriptions: every window from a seq on, or a consumer group's share; both join again on
 //! the next node when theirs goes away.
 
 use std::collections::VecDeque;
@@ -10,32 +10,28 @@ use crate::conn::{Conn, Nodes, RETRY_PAUSE};
 use crate::error::ClientError;
 use crate::types::Window;
 
-/// Every fired window from a seq on, in seq order, each once, across reconnects.
+/// A subscribed connection that joins again (on the next node) when it is lost.
 #[derive(Debug)]
-pub struct Subscription {
+struct Session {
     nodes: Nodes,
     conn: Option<Conn>,
-    /// The next seq wanted; `None` until the daemon said where a "new windows only"
-    /// subscription starts.
-    next: Option<u64>,
 }
 
-impl Subscription {
-    pub(crate) async fn start(
-        nodes: Nodes,
-        from_seq: Option<u64>,
-    ) -> Result<Subscription, ClientError> {
-        let mut subscription = Subscription {
-            nodes,
-            conn: None,
-            next: from_seq,
-        };
-        subscription.reconnect().await?;
-        Ok(subscription)
+impl Session {
+    /// Connects and sends `join`; returns its `subscribe_ok`.
+    async fn join(&mut self, join: &Value) -> Result<Value, ClientError> {
+        let mut conn = self.nodes.connect().await?;
+        let ok = conn.request(&join.to_string(), 1).await?;
+        if let Some(error) = ClientError::of_reply(&ok) {
+            return Err(error);
+        }
+        self.conn = Some(conn);
+        Ok(ok)
     }
 
-    /// The next window; reconnects (to the next node) and resumes when the connection is lost.
-    pub async fn next(&mut self) -> Result<Window, ClientError> {
+    /// The next `window_closed`; on a lost connection or error 11, joins again with what
+    /// `join` says then, until the failover time runs out.
+    async fn next_window(&mut self, join: impl Fn() -> Value) -> Result<Window, ClientError> {
         let deadline = tokio::time::Instant::now() + self.nodes.failover;
         loop {
             let message = match self.conn.as_mut() {
@@ -44,16 +40,11 @@ impl Subscription {
             };
             match message {
                 Ok(message) if message["type"] == Kind::WindowClosed.as_str() => {
-                    let window: Window = serde_json::from_value(message)?;
-                    if self.next.is_some_and(|next| window.seq < next) {
-                        continue;
-                    }
-                    self.next = Some(window.seq + 1);
-                    return Ok(window);
+                    return Ok(serde_json::from_value(message)?);
                 }
                 Ok(message) => match ClientError::of_reply(&message) {
-                    // Fell behind, or the node is stopping: resume elsewhere.
                     Some(error) if !error.is_unavailable() => return Err(error),
+                    // The node is stopping (or this subscriber fell behind): elsewhere.
                     Some(_) => self.conn = None,
                     None => continue,
                 },
@@ -67,34 +58,56 @@ impl Subscription {
             }
             tokio::time::sleep(RETRY_PAUSE).await;
             self.nodes.advance();
-            // A failed resubscribe is tried again on the next round, until the deadline.
-            let _ = self.reconnect().await;
+            // A failed join is tried again on the next round, until the deadline.
+            let _ = self.join(&join()).await;
         }
     }
+}
 
-    async fn reconnect(&mut self) -> Result<(), ClientError> {
-        let mut conn = self.nodes.connect().await?;
-        let mut request = json!({"type": "subscribe", "msg_id": 1});
-        if let Some(next) = self.next {
-            request["from_seq"] = json!(next);
+/// Every fired window from a seq on, in seq order, each once, across reconnects.
+#[derive(Debug)]
+pub struct Subscription {
+    session: Session,
+    /// The next seq wanted.
+    next: u64,
+}
+
+impl Subscription {
+    pub(crate) async fn start(
+        nodes: Nodes,
+        from_seq: Option<u64>,
+    ) -> Result<Subscription, ClientError> {
+        let mut session = Session { nodes, conn: None };
+        let mut join = json!({"type": "subscribe", "msg_id": 1});
+        if let Some(seq) = from_seq {
+            join["from_seq"] = json!(seq);
         }
-        let ok = conn.request(&request.to_string(), 1).await?;
-        if let Some(error) = ClientError::of_reply(&ok) {
-            return Err(error);
+        let ok = session.join(&join).await?;
+        // Where "new windows only" starts, so that a resume asks from there.
+        let next = from_seq.or(ok["from_seq"].as_u64()).unwrap_or(0);
+        Ok(Subscription { session, next })
+    }
+
+    /// The next window; reconnects (to the next node) and resumes when the connection is lost.
+    pub async fn next(&mut self) -> Result<Window, ClientError> {
+        loop {
+            let next = self.next;
+            let window = self
+                .session
+                .next_window(|| json!({"type": "subscribe", "msg_id": 1, "from_seq": next}))
+                .await?;
+            if window.seq >= self.next {
+                self.next = window.seq + 1;
+                return Ok(window);
+            }
         }
-        if self.next.is_none() {
-            self.next = ok["from_seq"].as_u64();
-        }
-        self.conn = Some(conn);
-        Ok(())
     }
 }
 
 /// A consumer group member: each window the group hands it, to [`ack`](Self::ack) when done.
 #[derive(Debug)]
 pub struct GroupSubscription {
-    nodes: Nodes,
-    conn: Option<Conn>,
+    session: Session,
     join: Value,
     /// Windows read while waiting for an `ack_ok`.
     early: VecDeque<Window>,
@@ -109,15 +122,14 @@ impl GroupSubscription {
     ) -> Result<GroupSubscription, ClientError> {
         let join =
             json!({"type": "subscribe", "msg_id": 1, "group": group, "max_unacked": max_unacked});
-        let mut subscription = GroupSubscription {
-            nodes,
-            conn: None,
+        let mut session = Session { nodes, conn: None };
+        session.join(&join).await?;
+        Ok(GroupSubscription {
+            session,
             join,
             early: VecDeque::new(),
             msg_id: 1,
-        };
-        subscription.reconnect().await?;
-        Ok(subscription)
+        })
     }
 
     /// The next window the group hands this member; joins again (on the next node) when the
@@ -126,33 +138,8 @@ impl GroupSubscription {
         if let Some(window) = self.early.pop_front() {
             return Ok(window);
         }
-        let deadline = tokio::time::Instant::now() + self.nodes.failover;
-        loop {
-            let message = match self.conn.as_mut() {
-                Some(conn) => conn.next().await,
-                None => Err(ClientError::Io(std::io::ErrorKind::NotConnected.into())),
-            };
-            match message {
-                Ok(message) if message["type"] == Kind::WindowClosed.as_str() => {
-                    return Ok(serde_json::from_value(message)?);
-                }
-                Ok(message) => match ClientError::of_reply(&message) {
-                    Some(error) if !error.is_unavailable() => return Err(error),
-                    Some(_) => self.conn = None,
-                    None => continue,
-                },
-                Err(error) if !error.is_unavailable() => return Err(error),
-                Err(_) => self.conn = None,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ClientError::NoNode(
-                    "the group membership could not be resumed on any node".to_owned(),
-                ));
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-            self.nodes.advance();
-            let _ = self.reconnect().await;
-        }
+        let join = &self.join;
+        self.session.next_window(|| join.clone()).await
     }
 
     /// Acknowledges windows of this member (with `--partitions`, of one `partition`); returns
@@ -166,6 +153,7 @@ impl GroupSubscription {
             request["partition"] = json!(partition);
         }
         let conn = self
+            .session
             .conn
             .as_mut()
             .ok_or_else(|| ClientError::Io(std::io::ErrorKind::NotConnected.into()))?;
@@ -184,15 +172,5 @@ impl GroupSubscription {
             }
             return Ok(message["acked"].as_u64().unwrap_or(0));
         }
-    }
-
-    async fn reconnect(&mut self) -> Result<(), ClientError> {
-        let mut conn = self.nodes.connect().await?;
-        let ok = conn.request(&self.join.to_string(), 1).await?;
-        if let Some(error) = ClientError::of_reply(&ok) {
-            return Err(error);
-        }
-        self.conn = Some(conn);
-        Ok(())
     }
 }

@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
 use crate::clock::monotonic;
-use crate::feeds::{Feed, merge_feeds};
+use crate::feeds::{Feed, connect_feed, merge_feeds};
 use crate::group_route::{GroupStream, route_group};
 use crate::partitions::PartitionTable;
 use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
@@ -172,18 +172,10 @@ pub async fn route(
             group: Some(join),
             from_seq,
         } => {
-            let from_seq = match from_seq {
-                None => None,
-                Some(FromSeq::All(seq)) => Some(seq),
-                Some(FromSeq::PerPartition(_)) => {
-                    return ready_error(
-                        shared.style,
-                        &to,
-                        &ProtoError::malformed(
-                            "a group's from_seq is one number: it applies to the group of every partition when the group is created",
-                        ),
-                    );
-                }
+            const WHY: &str = "a group's applies to its group on every partition";
+            let from_seq = match FromSeq::one(from_seq, WHY) {
+                Ok(from_seq) => from_seq,
+                Err(error) => return ready_error(shared.style, &to, &error),
             };
             let coordinators = (0..links.table.count())
                 .map(|p| {
@@ -689,21 +681,13 @@ async fn follow_partition(
 ) {
     let mut next = from;
     let mut started = false;
+    const ADVICE: &str = "subscribe again with from_seq as the windows you have say";
     loop {
-        let connected = tokio::select! {
-            connected = connect_to(&coordinator, monotonic() + failover_timeout) => connected,
-            () = feed.closed() => return,
-        };
-        let Some((upstream, holder)) = connected else {
-            let _ = feed
-                .send(Feed::Failed(ProtoError::Unavailable(format!(
-                    "no node serves partition {partition} (none took over within --failover-timeout); subscribe again with from_seq as the windows you have say"
-                ))))
-                .await;
+        let Some((mut up_write, mut replies, holder)) =
+            connect_feed(&coordinator, partition, &feed, failover_timeout, ADVICE).await
+        else {
             return;
         };
-        let (up_read, mut up_write) = upstream.into_split();
-        let mut replies = Replies::new(up_read);
         let mut request = request_line("subscribe", Some(partition), None, |w| {
             if let Some(seq) = next {
                 w.key("from_seq").int(seq);

@@ -554,16 +554,9 @@ async fn command(
             group: Some(group),
             from_seq,
         } => {
-            let from_seq = match from_seq {
-                None => None,
-                Some(FromSeq::All(seq)) => Some(seq),
-                Some(FromSeq::PerPartition(_)) => {
-                    return ready_error(
-                        shared,
-                        &to,
-                        &ProtoError::malformed("a group's from_seq is one number"),
-                    );
-                }
+            let from_seq = match FromSeq::one(from_seq, "a group's is one number") {
+                Ok(from_seq) => from_seq,
+                Err(error) => return ready_error(shared, &to, &error),
             };
             join_group(group, from_seq, to, part, shared).await
         }
@@ -572,18 +565,10 @@ async fn command(
             from_seq,
             group: None,
         } => {
-            let from_seq = match from_seq {
-                None => None,
-                Some(FromSeq::All(seq)) => Some(seq),
-                Some(FromSeq::PerPartition(_)) => {
-                    return ready_error(
-                        shared,
-                        &to,
-                        &ProtoError::malformed(
-                            "from_seq is an array, but this request is for one log (no partitions, or one partition): give one number",
-                        ),
-                    );
-                }
+            const WHY: &str = "this request is for one log (no partitions, or one partition)";
+            let from_seq = match FromSeq::one(from_seq, WHY) {
+                Ok(from_seq) => from_seq,
+                Err(error) => return ready_error(shared, &to, &error),
             };
             let Some(rx) = ask(commands, |reply| Command::Subscribe { from_seq, reply }).await
             else {

@@ -74,7 +74,13 @@ fn check_core_dependencies() -> anyhow::Result<()> {
     // The client speaks the wire only: no store, no service, no engine state of its own.
     check_dependencies(
         "window-client",
-        &["window-store", "window-service", "window-cluster", "sled", "redis"],
+        &[
+            "window-store",
+            "window-service",
+            "window-cluster",
+            "sled",
+            "redis",
+        ],
     )?;
     Ok(())
 }
