@@ -272,7 +272,7 @@ impl Render {
                 ts: Timestamp::from_millis(e.ts_ms),
                 key: e.key.map(|k| &*self.keys[k as usize]),
                 value: e.value,
-                payload: self.payload.as_deref(),
+                payload: self.payload.as_deref().map(window_core::Payload::from),
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::error::{BatchError, CloseError};
-use crate::event::{Event, EventId};
+use crate::event::{Event, EventId, Payload};
 use crate::payloads::PanePayloads;
 use crate::spec::{EngineConfig, LatePolicy, SizeMs, WindowBounds, WindowSpec};
 use crate::time::Timestamp;
@@ -70,7 +70,7 @@ pub struct WindowDelta {
     pub appended: Vec<EventId>,
     /// Their payloads, one per appended id (`None` for an event without one, and for the ids
     /// of panes that fired already); empty when none of them has one to keep.
-    pub payloads: Vec<Option<Box<str>>>,
+    pub payloads: Vec<Option<Payload>>,
     /// `ids[pane_start..]` is the current pane.
     pub pane_start: usize,
     /// Aggregate of the current pane.
@@ -230,7 +230,7 @@ impl Engine {
             };
             for (at, id) in snap.ids.into_iter().enumerate() {
                 if window.admit(id, &engine.hasher) && window.ids.len() > window.pane_start {
-                    let payload = snap.payloads.get(at).and_then(Option::as_deref);
+                    let payload = snap.payloads.get(at).cloned().flatten();
                     window.payloads.push(window.pane_len() - 1, payload);
                 }
             }
@@ -728,7 +728,7 @@ impl OpenWindow {
 
     /// The payloads of `ids[from..]`, one per id (`None` before the current pane); empty when
     /// none of them has one to keep.
-    fn payloads_from(&self, from: usize) -> Vec<Option<Box<str>>> {
+    fn payloads_from(&self, from: usize) -> Vec<Option<Payload>> {
         let pane = self
             .payloads
             .range(from.saturating_sub(self.pane_start), self.pane_len());

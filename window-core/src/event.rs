@@ -40,6 +40,10 @@ pub struct Event<'a> {
     /// With a value, windows keep its sum, minimum and maximum.
     pub value: Option<f64>,
     /// What the event carries, as JSON text (a caller's parser checked it is JSON); the engine
-    /// keeps it with the event and hands it out with its window, untouched.
-    pub payload: Option<&'a str>,
+    /// keeps it with the event and hands it out with its window, untouched and uncopied.
+    pub payload: Option<Payload>,
 }
+
+/// An event's payload: JSON text, shared (not copied) from the event to its window, the store's
+/// batch and the fired window.
+pub type Payload = std::sync::Arc<str>;

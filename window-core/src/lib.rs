@@ -44,7 +44,7 @@ pub use crate::engine::{
     WindowSelector,
 };
 pub use crate::error::{BatchError, CloseError};
-pub use crate::event::{Event, EventId};
+pub use crate::event::{Event, EventId, Payload};
 pub use crate::group::{BatchWindow, group_by_window};
 pub use crate::spec::{
     EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, SpecError, WindowBounds, WindowId,

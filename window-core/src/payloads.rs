@@ -1,18 +1,20 @@
 //! The payloads of a window's current pane: nothing is stored while none of its events had one,
 //! so windows without payloads cost nothing extra.
 
+use crate::event::Payload;
+
 /// The payloads of one pane, one per event in admission order; empty while none had one.
 #[derive(Debug, Default)]
-pub(crate) struct PanePayloads(Vec<Option<Box<str>>>);
+pub(crate) struct PanePayloads(Vec<Option<Payload>>);
 
 impl PanePayloads {
     /// Records the payload of the pane's event number `at`; the pane's earlier events are
     /// recorded already.
-    pub(crate) fn push(&mut self, at: usize, payload: Option<&str>) {
+    pub(crate) fn push(&mut self, at: usize, payload: Option<Payload>) {
         match payload {
             Some(payload) => {
                 self.0.resize(at, None);
-                self.0.push(Some(payload.into()));
+                self.0.push(Some(payload));
             }
             None if self.0.is_empty() => {}
             None => self.0.push(None),
@@ -20,7 +22,7 @@ impl PanePayloads {
     }
 
     /// The payloads of the pane's events `from..to`, one each; empty when none of them had one.
-    pub(crate) fn range(&self, from: usize, to: usize) -> Vec<Option<Box<str>>> {
+    pub(crate) fn range(&self, from: usize, to: usize) -> Vec<Option<Payload>> {
         let held = to.min(self.0.len());
         if from >= held || self.0[from..held].iter().all(Option::is_none) {
             return Vec::new();
@@ -31,7 +33,7 @@ impl PanePayloads {
     }
 
     /// The payloads of the pane's `len` events, leaving none: the pane fired.
-    pub(crate) fn take(&mut self, len: usize) -> Vec<Option<Box<str>>> {
+    pub(crate) fn take(&mut self, len: usize) -> Vec<Option<Payload>> {
         let mut out = std::mem::take(&mut self.0);
         if !out.is_empty() {
             out.resize(len, None);
@@ -50,7 +52,7 @@ mod tests {
         pane.push(0, None);
         pane.push(1, None);
         assert!(pane.range(0, 2).is_empty());
-        pane.push(2, Some("{\"a\":1}"));
+        pane.push(2, Some("{\"a\":1}".into()));
         pane.push(3, None);
         assert_eq!(
             pane.range(1, 5),

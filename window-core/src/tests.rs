@@ -184,7 +184,7 @@ fn put(engine: &mut Engine, now: Timestamp, default_size: SizeMs, line: &str, ou
             match name {
                 "key" => event.key = Some(value),
                 "value" => event.value = Some(value.parse().unwrap()),
-                "payload" => event.payload = Some(value),
+                "payload" => event.payload = Some(value.into()),
                 "size" => event_size = Some(size(value)),
                 _ => panic!("unknown event option {name}: {line}"),
             }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::event::EventId;
+use crate::event::{EventId, Payload};
 use crate::spec::SizeMs;
 use crate::time::Timestamp;
 
@@ -104,7 +104,7 @@ pub struct ClosedWindow {
     pub ids: Vec<EventId>,
     /// The events' payloads, one per id in the same order (`None` for an event without one);
     /// empty when no event of the pane had one.
-    pub payloads: Vec<Option<Box<str>>>,
+    pub payloads: Vec<Option<Payload>>,
     /// Sum, min and max of the values, if any event had one.
     pub aggregate: Option<Aggregate>,
     /// Why it fired.
@@ -121,7 +121,7 @@ pub struct WindowSnapshot {
     pub ids: Vec<EventId>,
     /// The current pane's payloads, one per id of `ids` (`None` for the ids of earlier panes and
     /// for events without one); empty when no event of the current pane had one.
-    pub payloads: Vec<Option<Box<str>>>,
+    pub payloads: Vec<Option<Payload>>,
     /// `ids[pane_start..]` is the current pane.
     pub pane_start: usize,
     /// Aggregate of the current pane.

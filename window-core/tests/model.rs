@@ -221,7 +221,7 @@ fn run_case(config: EngineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
                         ts: Timestamp::from_millis(cursor + e.offset),
                         key: e.key.map(|k| KEYS[k]),
                         value: e.value.map(f64::from),
-                        payload: e.payload.map(|p| PAYLOADS[p]),
+                        payload: e.payload.map(|p| PAYLOADS[p].into()),
                     })
                     .collect();
                 batches.push((size, events.clone()));
@@ -469,7 +469,7 @@ struct ModelWindow {
     /// The current pane's ids.
     pane: Vec<i64>,
     /// The current pane's payloads, one per id.
-    payloads: Vec<Option<&'static str>>,
+    payloads: Vec<Option<window_core::Payload>>,
     /// The current pane's values, in admission order.
     values: Vec<f64>,
     /// Processing time of the current pane's first event.
@@ -576,7 +576,7 @@ impl Model {
             self.max_event_time = self.max_event_time.max(Some(ts));
             window.ids.push(id);
             window.pane.push(id);
-            window.payloads.push(event.payload);
+            window.payloads.push(event.payload.clone());
             window.values.extend(event.value);
             window.opened_at.get_or_insert(now);
             self.accepted_count += 1;
@@ -730,7 +730,7 @@ fn take_pane(wk: Wk, window: &mut ModelWindow, reason: CloseReason) -> ClosedWin
     let payloads = if payloads.iter().all(Option::is_none) {
         Vec::new()
     } else {
-        payloads.into_iter().map(|p| p.map(Box::from)).collect()
+        payloads
     };
     ClosedWindow {
         window: window_key(wk),

@@ -245,7 +245,7 @@ async fn route_ingest(
         if let Some(value) = event.value {
             w.key("value").float(value);
         }
-        if let Some(payload) = event.payload {
+        if let Some(payload) = &event.payload {
             w.key("payload").raw(payload);
         }
         w.end_object();

@@ -35,7 +35,7 @@ impl LineSplitter {
     /// Takes bytes from `buf` up to and including the first line end. Returns how many bytes it
     /// used and the line, if one ended.
     pub fn feed(&mut self, buf: &[u8]) -> (usize, Option<Line>) {
-        let (chunk, ends_line) = match buf.iter().position(|&b| b == b'\n') {
+        let (chunk, ends_line) = match memchr::memchr(b'\n', buf) {
             Some(at) => (&buf[..at], true),
             None => (buf, false),
         };
@@ -63,7 +63,9 @@ impl LineSplitter {
                 if self.line.last() == Some(&b'\r') {
                     self.line.pop();
                 }
-                Line::Text(std::mem::take(&mut self.line))
+                // The next line is likely as long: one allocation instead of a run of regrowths.
+                let hint = self.line.len().min(self.max).min(4 << 20);
+                Line::Text(std::mem::replace(&mut self.line, Vec::with_capacity(hint)))
             }
         }
     }

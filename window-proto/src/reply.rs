@@ -362,7 +362,7 @@ pub fn window_result(
                 }
             }
             w.end_array();
-            w.payloads(window.events.iter().map(|&i| events[i].payload));
+            w.payloads(window.events.iter().map(|&i| events[i].payload.as_deref()));
             w.aggregate(aggregate);
             w.end_object();
         }

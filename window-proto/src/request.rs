@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use window_core::{Event, EventId, SizeMs, Timestamp, WindowId};
+use window_core::{Event, EventId, Payload, SizeMs, Timestamp, WindowId};
 
 use crate::error::ProtoError;
 use crate::json::Style;
@@ -214,7 +214,11 @@ impl Batch<'_> {
                 ts,
                 key: key.as_deref(),
                 value,
-                payload: self.payloads.get(i).and_then(|p| p.as_deref()),
+                payload: self
+                    .payloads
+                    .get(i)
+                    .and_then(|p| p.as_deref())
+                    .map(Payload::from),
             })
             .collect()
     }
@@ -863,7 +867,8 @@ fn parse_events<'a>(
 /// came over several lines), which are dropped with the rest of the whitespace between tokens.
 /// A JSON string holds no raw line break, so outside strings is the only place one can be.
 fn one_line(json: &str) -> Cow<'_, str> {
-    if !json.contains(['\n', '\r']) {
+    let bytes = json.as_bytes();
+    if memchr::memchr2(b'\n', b'\r', bytes).is_none() {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len());
@@ -1056,7 +1061,7 @@ mod tests {
         events
             .events()
             .iter()
-            .map(|e| e.payload.map(str::to_owned))
+            .map(|e| e.payload.as_deref().map(str::to_owned))
             .collect()
     }
 

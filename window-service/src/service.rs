@@ -4,8 +4,8 @@
 use std::ops::Range;
 
 use window_core::{
-    ClosedWindow, Counters, Engine, EngineConfig, Event, EventId, SizeMs, Timestamp, WindowBounds,
-    WindowId,
+    ClosedWindow, Counters, Engine, EngineConfig, Event, EventId, Payload, SizeMs, Timestamp,
+    WindowBounds, WindowId,
 };
 use window_proto::ProtoError;
 use window_proto::reply::IngestCounts;
@@ -86,7 +86,7 @@ pub struct OwnedEvent {
     /// Its value.
     pub value: Option<f64>,
     /// Its payload, as JSON text.
-    pub payload: Option<Box<str>>,
+    pub payload: Option<Payload>,
 }
 
 impl OwnedEvent {
@@ -97,7 +97,7 @@ impl OwnedEvent {
             ts: event.ts,
             key: event.key.map(Box::from),
             value: event.value,
-            payload: event.payload.map(Box::from),
+            payload: event.payload,
         }
     }
 
@@ -108,7 +108,7 @@ impl OwnedEvent {
             ts: self.ts,
             key: self.key.as_deref(),
             value: self.value,
-            payload: self.payload.as_deref(),
+            payload: self.payload.clone(),
         }
     }
 }

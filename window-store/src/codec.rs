@@ -23,7 +23,7 @@
 //! byte for byte as before, so a store without payloads stays readable by older builds.
 
 use window_core::{
-    Aggregate, CloseReason, ClosedWindow, Counters, EventId, SizeMs, Timestamp, WindowKey,
+    Aggregate, CloseReason, ClosedWindow, Counters, EventId, Payload, SizeMs, Timestamp, WindowKey,
 };
 
 use crate::error::StoreError;
@@ -193,12 +193,12 @@ pub fn decode_meta(key: &[u8], value: &[u8]) -> Result<Meta, StoreError> {
 }
 
 /// The ids of a chunk and their payloads (one per id, or empty when none has one).
-pub type ChunkIds = (Vec<EventId>, Vec<Option<Box<str>>>);
+pub type ChunkIds = (Vec<EventId>, Vec<Option<Payload>>);
 
 /// A chunk: the window's header, then the ids appended from the chunk's first index on, then
 /// their payloads when any has one.
-pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: &[Option<Box<str>>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + ids.len() * 4);
+pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: &[Option<Payload>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + ids.len() * 4 + payload_bytes(payloads));
     out.push(version_for(payloads));
     put_varint(&mut out, header.pane_start);
     put_varint(&mut out, header.id_count);
@@ -228,7 +228,7 @@ pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, ChunkIds), Stor
 
 pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
     let w = &record.window;
-    let mut out = Vec::with_capacity(48 + w.ids.len() * 4);
+    let mut out = Vec::with_capacity(48 + w.ids.len() * 4 + payload_bytes(&w.payloads));
     out.push(version_for(&w.payloads));
     put_varint(&mut out, record.epoch);
     put_i64(&mut out, w.window.start.as_millis());
@@ -458,8 +458,16 @@ fn put_opt_aggregate(out: &mut Vec<u8>, agg: Option<Aggregate>) {
     }
 }
 
+/// About how many bytes `payloads` take in a record.
+fn payload_bytes(payloads: &[Option<Payload>]) -> usize {
+    payloads
+        .iter()
+        .map(|p| p.as_ref().map_or(1, |p| p.len() + 3))
+        .sum()
+}
+
 /// The version a record with these payloads is written as.
-fn version_for(payloads: &[Option<Box<str>>]) -> u8 {
+fn version_for(payloads: &[Option<Payload>]) -> u8 {
     if payloads.is_empty() {
         VERSION
     } else {
@@ -468,7 +476,7 @@ fn version_for(payloads: &[Option<Box<str>>]) -> u8 {
 }
 
 /// The payload section of a version 2 record (nothing for version 1).
-fn put_payloads(out: &mut Vec<u8>, payloads: &[Option<Box<str>>]) {
+fn put_payloads(out: &mut Vec<u8>, payloads: &[Option<Payload>]) {
     if payloads.is_empty() {
         return;
     }
@@ -632,7 +640,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The payloads of `ids` ids: a version 2 record's payload section, nothing in version 1.
-    fn payloads(&mut self, ids: usize) -> Result<Vec<Option<Box<str>>>, StoreError> {
+    fn payloads(&mut self, ids: usize) -> Result<Vec<Option<Payload>>, StoreError> {
         if self.version != VERSION_PAYLOADS {
             return Ok(Vec::new());
         }
@@ -742,7 +750,7 @@ mod tests {
             decode_chunk(b"c", &chunk).unwrap(),
             (header, (ids.clone(), none.clone()))
         );
-        let payloads: Vec<Option<Box<str>>> = (0..ids.len())
+        let payloads: Vec<Option<Payload>> = (0..ids.len())
             .map(|i| (i % 2 == 0).then(|| format!("{{\"n\":[{i},\"é\"]}}").into()))
             .collect();
         let chunk = encode_chunk(&header, &ids, &payloads);

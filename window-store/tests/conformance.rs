@@ -178,7 +178,7 @@ fn run_case(h: &mut dyn Harness, config: EngineConfig, ops: &[Op]) -> Result<(),
                         ts: Timestamp::from_millis(ts),
                         key: key.map(|k| KEYS[k as usize]),
                         value: value.map(f64::from),
-                        payload: payload.map(|p| PAYLOADS[p as usize]),
+                        payload: payload.map(|p| PAYLOADS[p as usize].into()),
                     })
                     .collect();
                 engine
