@@ -32,7 +32,7 @@ use window_store::SledStore;
 
 use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
-use crate::options::{Frame, parse_duration};
+use crate::options::{Frame, parse_duration, size_ms};
 use window_proto::Style;
 
 const ABOUT: &str = "Tumbling windows over an endless stream of timestamped events.";
@@ -46,6 +46,7 @@ writes one reply per request, in order, on stdout. Requests are Maelstrom envelo
 
   assign          which window each event is in (events join the open state)
   process_window  the batch's events grouped by window: count and ids per window
+  ingest          add events (window_size_ms, else --window-size); only counts come back
   close           emit one open window (window_id) and drop it
   flush           emit and drop every open window ending at or before `until` (all if absent)
   init            name the node; replies are envelopes from then on
@@ -95,6 +96,10 @@ struct Cli {
     /// as late. Off by default: windows then leave only by close, flush or --max-events.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
     allowed_lateness: Option<Duration>,
+
+    /// Window length of an `ingest` request without `window_size_ms` (`500ms`, `10s`, `5m`).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
+    window_size: Duration,
 
     /// Persist the open windows, the watermark and the log of emitted windows in this
     /// directory (sled) and restore them on start, so a crash loses nothing acknowledged and
@@ -161,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allowed_lateness_ms: lateness,
             late: LatePolicy::Drop,
         },
+        ingest_size: size_ms(cli.window_size).context("--window-size")?,
     };
     tracing::info!(?config, "window-node reading requests on stdin");
     let mut held_lease = None;

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub envelope: bool,
     /// Firing rules of the open state.
     pub engine: EngineConfig,
+    /// The window size of an `ingest` without `window_size_ms` (`--window-size`).
+    pub ingest_size: SizeMs,
 }
 
 /// The stdin node's state: the service, its store (with `--data-dir`) and what `init` told it.
@@ -198,9 +200,21 @@ impl Node {
                 reply::stats_ok(out, &self.header(to), &stats);
                 Ok(self.no_windows())
             }
-            Body::Ingest { .. } | Body::Subscribe { .. } => Err(ProtoError::UnknownType(
-                "ingest and subscribe are served by the daemon (`window-node serve`); \
-                 on stdin use assign or process_window"
+            Body::Ingest { mut events, size } => {
+                let size = size.unwrap_or(self.config.ingest_size);
+                let events = events.events();
+                let spec = self.spec(size);
+                for (index, event) in events.iter().enumerate() {
+                    window_bounds(spec, index, event.ts)?;
+                }
+                let answer = self.service.ingest(now, size, events, None);
+                let counts = answer.result?;
+                reply::ingest_ok(out, &self.header(to), counts);
+                Ok(answer.fired)
+            }
+            Body::Subscribe { .. } => Err(ProtoError::UnknownType(
+                "subscribe is served by the daemon (`window-node serve`); on stdin, windows \
+                 come out through close, flush and as they fire"
                     .to_owned(),
             )),
         }

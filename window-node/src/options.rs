@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::ValueEnum;
-use window_core::IdFrame;
+use window_core::{IdFrame, SizeMs, SpecError};
 
 /// The `--ids` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -27,4 +27,9 @@ impl From<Frame> for IdFrame {
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{e}: expected a duration such as 500ms, 10s, 5m or 1h"))
+}
+
+/// A window length in whole milliseconds (`--window-size`); zero is refused.
+pub fn size_ms(length: Duration) -> Result<SizeMs, SpecError> {
+    SizeMs::new(i64::try_from(length.as_millis()).unwrap_or(i64::MAX))
 }

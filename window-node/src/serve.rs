@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, WindowSpec};
+use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, WindowSpec};
 use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
 
 use crate::driver::{DriverConfig, Gate, RunningDriver, blocking, describe};
@@ -19,7 +19,7 @@ use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
-use crate::options::{Frame, parse_duration};
+use crate::options::{Frame, parse_duration, size_ms};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
@@ -285,8 +285,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// The daemon's windows and firing rules, from its options (epoch 0 until a lease is held).
 fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
     let frame: IdFrame = args.ids.into();
-    let size = SizeMs::new(i64::try_from(args.window_size.as_millis()).unwrap_or(i64::MAX))
-        .map_err(|e| anyhow::anyhow!("--window-size: {e}"))?;
+    let size = size_ms(args.window_size).context("--window-size")?;
     Ok(DriverConfig {
         engine: EngineConfig {
             frame,

@@ -27,7 +27,7 @@ const WINDOW_SIZE: &str = "the window length in milliseconds, a positive integer
 
 /// Every request type, with the names the wire uses.
 pub const REQUEST_TYPES: &str =
-    "init, assign, process_window, close, flush, stats (and ingest, subscribe on `serve`)";
+    "init, assign, process_window, ingest, close, flush, stats (and subscribe on `serve`)";
 
 /// One request line, parsed.
 #[derive(Debug)]
@@ -85,10 +85,13 @@ pub enum Body<'a> {
         /// The cut-off.
         until: Option<Timestamp>,
     },
-    /// `ingest` (daemon): add events under the daemon's window size.
+    /// `ingest`: add events and answer with counts only. The daemon windows them by its
+    /// `--window-size` (and ignores `size`); the stdin node by `size`, else its `--window-size`.
     Ingest {
         /// The events.
         events: Batch<'a>,
+        /// `window_size_ms`, when given.
+        size: Option<SizeMs>,
     },
     /// `subscribe` (daemon): stream emitted windows from `from_seq`.
     Subscribe {
@@ -567,6 +570,11 @@ fn parse_body<'a>(
         },
         "ingest" => Body::Ingest {
             events: parse_events(events()?)?,
+            size: fields
+                .window_size_ms
+                .filter(|raw| raw.get() != "null")
+                .map(parse_size)
+                .transpose()?,
         },
         "subscribe" => Body::Subscribe {
             from_seq: fields
