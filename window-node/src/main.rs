@@ -3,6 +3,7 @@
 //! With no subcommand it is a line-JSON node on stdin/stdout (the wire protocol of
 //! `docs/protocol.md`). Logs go to stderr; stdout carries protocol messages only.
 
+mod aggregate;
 mod clock;
 mod driver;
 mod follower;
@@ -32,7 +33,7 @@ use window_store::SledStore;
 
 use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
-use crate::options::{Frame, parse_duration, size_ms};
+use crate::options::{Frame, millis, parse_duration, size_ms};
 use window_proto::Style;
 
 const ABOUT: &str = "Tumbling windows over an endless stream of timestamped events.";
@@ -124,10 +125,26 @@ enum Command {
     /// fire on their own by event time (watermark), idle timeout, length or age; everything is
     /// durable in --data-dir before it is acknowledged.
     Serve(serve::ServeArgs),
+    /// Window a file or a stream of events (NDJSON, or CSV with a header) and write one line per
+    /// fired window, in firing order, to stdout or --output: window bounds, key, count,
+    /// sum/min/max of the values, ids. At the end of input every open window fires. Bad lines
+    /// are reported on stderr and skipped (or stop the run with --strict). Example:
+    /// `window-node aggregate events.jsonl`.
+    Aggregate(aggregate::AggregateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Aggregate(args)) = &cli.command {
+        init_logging(cli.verbose, false);
+        return match aggregate::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("window-node aggregate: error: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        };
+    }
     // The daemon says what it does (start, listen, recover, stop) by default; the stdin node
     // stays quiet unless asked, since its caller reads stdout and may show stderr.
     let daemon = matches!(cli.command, Some(Command::Serve(_)));
@@ -143,12 +160,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Serve(args)) = cli.command {
-        return serve::run(args);
+    match cli.command {
+        Some(Command::Serve(args)) => return serve::run(args),
+        Some(Command::Aggregate(_)) | None => {}
     }
-    let lateness = cli
-        .allowed_lateness
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let lateness = cli.allowed_lateness.map(millis);
     let config = NodeConfig {
         frame: cli.ids.into(),
         style: if cli.compact {
