@@ -11,6 +11,7 @@ use serde_json::value::RawValue;
 use window_core::{EventId, Timestamp};
 
 use crate::aggregate::error::LineError;
+use crate::aggregate::flat;
 
 /// A field by name, or a nested one by a dotted path (`user.id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,6 +111,16 @@ pub type Picked<'a> = [Option<Raw<'a>>; 4];
 
 /// Picks the four fields out of one JSON object line, borrowing their text from it.
 pub fn pick_json<'a>(line: &'a str, fields: &Fields) -> Result<Picked<'a>, LineError> {
+    if let [[id], [time], [key], [value]] = fields.paths.each_ref().map(FieldPath::segments)
+        && let Some(found) = flat::pick(line, [id, time, key, value].map(|s| &**s))
+    {
+        return Ok(found.map(|raw| raw.map(Raw::Json)));
+    }
+    serde_pick(line, fields)
+}
+
+/// [`pick_json`] by serde_json: any object, nested paths, escapes, and the errors' texts.
+fn serde_pick<'a>(line: &'a str, fields: &Fields) -> Result<Picked<'a>, LineError> {
     let mut de = serde_json::Deserializer::from_str(line);
     let picker = Picker {
         paths: &fields.paths,
@@ -405,6 +416,74 @@ mod tests {
         assert_eq!(value(Raw::Cell("2.5")).ok(), Some(Some(2.5)));
         assert!(value(Raw::Json("\"2.5\"")).is_err());
         assert!(value(Raw::Json("NaN")).is_err());
+    }
+
+    const KEYS: [&str; 6] = [
+        "\"id\"",
+        "\"timestamp\"",
+        "\"key\"",
+        "\"value\"",
+        "\"x\"",
+        "\"\\u0069d\"",
+    ];
+    const VALUES: [&str; 16] = [
+        "12",
+        "-0.5e3",
+        "0",
+        "1E+2",
+        "01",
+        "1.",
+        "-",
+        "true",
+        "null",
+        "fals",
+        "[1]",
+        "{\"y\": 2}",
+        "\"2024-01-15T10:00:10Z\"",
+        "\"a\\\"b\"",
+        "\"ü\"",
+        "\"\"",
+    ];
+    const SPACE: [&str; 4] = ["", " ", "\t", "  "];
+
+    proptest::proptest! {
+        /// Objects of chosen keys and values (valid ones, and some a parser must refuse or
+        /// that need unescaping), sometimes broken by a stray token: whatever the flat scanner
+        /// accepts, serde_json reads the same way, and it accepts the plain ones.
+        #[test]
+        fn the_flat_scanner_agrees_with_serde(
+            pairs in proptest::collection::vec((0..KEYS.len(), 0..VALUES.len(), 0..SPACE.len()), 0..6),
+            stray in proptest::option::of((0usize..200, proptest::sample::select(vec![",", "}", "{", ":", "x", "\""]))),
+        ) {
+            let body: Vec<String> = pairs
+                .iter()
+                .map(|&(k, v, w)| format!("{}{}:{}{}", SPACE[w], KEYS[k], SPACE[w], VALUES[v]))
+                .collect();
+            let mut line = format!("{{{}}}", body.join(","));
+            if let Some((at, token)) = stray {
+                let at = (0..=at.min(line.len())).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+                line.insert_str(at, token);
+            }
+            let f = fields("id", "timestamp", "key", "value");
+            let names = ["id", "timestamp", "key", "value"];
+            let found = flat::pick(&line, names);
+            if let Some(found) = found {
+                let by_serde = serde_pick(&line, &f).map_err(|e| e.to_string());
+                proptest::prop_assert_eq!(by_serde, Ok(found.map(|r| r.map(Raw::Json))), "{}", line);
+            }
+            let plain = pairs.iter().all(|&(k, v, _)| k < 5 && matches!(v, 0..=3 | 7 | 8 | 12 | 14 | 15));
+            if stray.is_none() && plain {
+                proptest::prop_assert!(found.is_some(), "{}", line);
+            }
+        }
+    }
+
+    #[test]
+    fn the_flat_path_is_taken_for_the_usual_lines() {
+        let line = r#"{"id": 1, "timestamp": "2024-01-15T10:00:10Z", "key": "a", "value": 2}"#;
+        assert!(flat::pick(line, ["id", "timestamp", "key", "value"]).is_some());
+        let f = fields("id", "timestamp", "key", "value");
+        assert_eq!(pick_json(line, &f).ok(), serde_pick(line, &f).ok());
     }
 
     #[test]

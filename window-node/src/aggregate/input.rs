@@ -258,27 +258,18 @@ fn cut_blocks(
     }
 }
 
-/// Reads into `block` until it holds `size` more bytes or the input ends (`true`).
+/// Reads into `block` until it holds `size` more bytes or the input ends (`true`). (Through
+/// `read_to_end`, which does not zero the buffer first.)
 fn fill(reader: &mut dyn Read, block: &mut Vec<u8>, size: usize) -> io::Result<bool> {
-    let target = block.len() + size;
     block.reserve(size);
-    while block.len() < target {
-        let start = block.len();
-        block.resize(target, 0);
-        match reader.read(&mut block[start..]) {
-            Ok(0) => {
-                block.truncate(start);
-                return Ok(true);
-            }
-            Ok(n) => block.truncate(start + n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => block.truncate(start),
-            Err(e) => {
-                block.truncate(start);
-                return Err(e);
-            }
+    let want = u64::try_from(size).unwrap_or(u64::MAX);
+    loop {
+        match reader.take(want).read_to_end(block) {
+            Ok(n) => return Ok(n < size),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
-    Ok(false)
 }
 
 /// A parsing thread: blocks in, chunks out, until either side hangs up.

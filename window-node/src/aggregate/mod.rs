@@ -4,7 +4,7 @@
 //! reason `end_of_input`. A summary goes to stderr.
 //!
 //! Modules, each depending only on those listed before it: `error` (bad lines and the errors
-//! that stop a run), `fields` (field paths and what a field's text means), `input` (reading,
+//! that stop a run), `flat` (the fast scanner of flat JSON objects), `fields` (field paths and what a field's text means), `input` (reading,
 //! splitting into lines, parsing on several threads, in order), `output` (the NDJSON or CSV
 //! writer), `options` (the command line), `run` (engine and output, chunk by chunk).
 //!
@@ -13,6 +13,7 @@
 
 mod error;
 mod fields;
+mod flat;
 mod input;
 mod options;
 mod output;

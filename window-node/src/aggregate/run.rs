@@ -86,7 +86,7 @@ pub fn run(args: &AggregateArgs) -> Result<Summary, Error> {
         engine: Engine::new(config),
         size,
         spec,
-        tracked: None,
+        next_boundary: None,
         output: Output::create(args.output.as_deref(), shape)?,
         strict: args.strict,
         summary: Summary::default(),
@@ -112,9 +112,9 @@ struct Pipe {
     lateness: i64,
     /// A time purge (`--max-age`) is on: panes fire by processing time.
     timed: bool,
-    /// The watermark as far as the events handed to the engine could have moved it (see
-    /// [`Pipe::cut_after`]).
-    tracked: Option<Timestamp>,
+    /// The first window boundary after the engine's watermark (see [`Pipe::cut_after`]);
+    /// `None` before the first event.
+    next_boundary: Option<Timestamp>,
     output: Output,
     strict: bool,
     summary: Summary,
@@ -177,26 +177,23 @@ impl Pipe {
         Ok(())
     }
 
-    /// Whether the watermark may cross a window boundary with the event at `ts`: it is at
-    /// most `ts - lateness` after it, and events are late by the last boundary at or before the
-    /// watermark. `tracked` may run ahead of the engine's (a duplicate moves it, not the
-    /// engine's): that only cuts more often, and every batch sets it back to the engine's.
-    fn cut_after(&mut self, ts: Timestamp) -> bool {
-        let candidate = Timestamp::from_millis(ts.as_millis().saturating_sub(self.lateness));
-        if self.tracked >= Some(candidate) {
-            return false;
-        }
-        let boundary =
-            |at: Option<Timestamp>| at.and_then(|at| self.spec.bounds(at)).map(|b| b.start);
-        let before = boundary(self.tracked);
-        self.tracked = Some(candidate);
-        before.is_none() || boundary(self.tracked) != before
+    /// Whether the watermark may cross a window boundary with the event at `ts`: it would be at
+    /// most `ts - lateness` after it, and an event is late by the last boundary at or before the
+    /// watermark, so only reaching the next boundary changes which events are late and which
+    /// windows fire. (A duplicate or late event may cut needlessly: that only costs a batch.)
+    fn cut_after(&self, ts: Timestamp) -> bool {
+        self.next_boundary
+            .is_none_or(|next| ts.as_millis().saturating_sub(self.lateness) >= next.as_millis())
     }
 
     /// One batch through the engine, then out with what fired and what came late.
     fn handle(&mut self, now: Timestamp, batch: Vec<Event<'_>>) -> Result<(), Error> {
         let admission: Admission<'_> = self.engine.handle_events(now, self.size, batch)?;
-        self.tracked = self.engine.watermark();
+        self.next_boundary = self
+            .engine
+            .watermark()
+            .and_then(|wm| self.spec.bounds(wm))
+            .map(|b| b.end);
         self.summary.accepted += admission.accepted as u64;
         self.summary.duplicates += admission.duplicates as u64;
         self.summary.late += admission.late_count as u64;
