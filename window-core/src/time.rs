@@ -167,11 +167,13 @@ fn parse_fast(b: &[u8]) -> Option<Timestamp> {
 }
 
 /// The number written by the two ASCII digits at `b[i..i + 2]` (the caller checked the length).
+#[inline]
 fn two_digits(b: &[u8], i: usize) -> Option<i64> {
     let (tens, ones) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
     (tens < 10 && ones < 10).then(|| i64::from(tens * 10 + ones))
 }
 
+#[inline]
 fn days_in_month(year: i64, month: i64) -> i64 {
     match month {
         2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
@@ -182,6 +184,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+#[inline]
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);

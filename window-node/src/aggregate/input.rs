@@ -372,8 +372,13 @@ type Parsed<'a> = (EventId, Timestamp, Option<Cow<'a, str>>, Option<f64>);
 
 fn item<'a>(picked: Picked<'a>, parse: &Parse) -> Result<Parsed<'a>, LineError> {
     let field = |role: Role| picked[role as usize];
-    let id = fields::event_id(field(Role::Id).ok_or(LineError::Missing(Role::Id))?)?;
-    let raw_time = field(Role::Time).ok_or(LineError::Missing(Role::Time))?;
+    let Some(raw_id) = field(Role::Id) else {
+        return Err(LineError::Missing(Role::Id));
+    };
+    let Some(raw_time) = field(Role::Time) else {
+        return Err(LineError::Missing(Role::Time));
+    };
+    let id = fields::event_id(raw_id)?;
     let ts = fields::event_time(raw_time, parse.fields.time_unit)?;
     let key = field(Role::Key).map(fields::key).transpose()?.flatten();
     let value = field(Role::Value).map(fields::value).transpose()?.flatten();
