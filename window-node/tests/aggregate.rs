@@ -285,6 +285,15 @@ fn strict_stops_at_the_first_bad_line_and_leaves_no_file() {
     let done = aggregate(&["--strict", "-o", path], &good);
     assert!(done.status.success(), "{}", done.stderr);
     assert_eq!(windows(&fs::read_to_string(&out).expect("output")).len(), 4);
+    // Readable as a file made by any tool would be, not the temporary file's owner-only mode.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&out).expect("meta").permissions());
+    assert_eq!(mode & 0o777, 0o644);
+    assert_eq!(
+        fs::read_dir(dir.path()).expect("dir").count(),
+        1,
+        "only the output is left"
+    );
 }
 
 #[test]

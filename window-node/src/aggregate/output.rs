@@ -113,6 +113,7 @@ impl Output {
                 };
                 let temp = tempfile::Builder::new()
                     .prefix(".window-node-aggregate-")
+                    .permissions(permissions(path))
                     .tempfile_in(dir)
                     .map_err(|source| Error::Write {
                         name: path.display().to_string(),
@@ -291,6 +292,16 @@ impl Output {
             source,
         }
     }
+}
+
+/// The output file's permissions: those of the file it replaces, else read-write for its owner
+/// and readable by all (a temporary file would be the owner's alone).
+fn permissions(path: &Path) -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).map_or_else(
+        |_| std::fs::Permissions::from_mode(0o644),
+        |m| m.permissions(),
+    )
 }
 
 /// `"window_id", "window_start", "window_end", "window_start_ms", "window_end_ms", "key"?`.
