@@ -406,14 +406,10 @@ fn a_csv_header_without_the_named_column_is_an_error() {
         &["--input-format", "csv", "--time-field", "at"],
         "id,timestamp\n1,5\n",
     );
-    assert_eq!(done.status.code(), Some(2));
-    assert!(
-        done.stderr
-            .contains("no column \"at\" for --time-field; name one of id, timestamp"),
-        "{}",
-        done.stderr
+    usage_error(
+        &done,
+        &["no column \"at\" for --time-field; name one of id, timestamp"],
     );
-    assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
 }
 
 #[test]
@@ -472,17 +468,17 @@ fn files_are_read_in_order_and_dash_is_stdin() {
 fn usage_errors_exit_2_with_one_line_saying_what_to_do() {
     let missing = Path::new("/nonexistent/events.jsonl");
     let done = aggregate(&[missing.to_str().expect("path")], "");
-    assert_eq!(done.status.code(), Some(2));
-    assert!(
-        done.stderr
-            .contains("cannot open /nonexistent/events.jsonl"),
-        "{}",
-        done.stderr
+    usage_error(
+        &done,
+        &["cannot open /nonexistent/events.jsonl", "check the path"],
     );
-    assert!(done.stderr.contains("check the path"), "{}", done.stderr);
-    assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
     assert!(done.stdout.is_empty());
-
+    let done = aggregate(&["--window-size", "0s"], "");
+    usage_error(
+        &done,
+        &["--window-size: window size must be a positive number"],
+    );
+    // clap's own errors: exit 2 too, with a usage hint after the error line.
     let done = aggregate(&["--late", "sometimes"], "");
     assert_eq!(done.status.code(), Some(2));
     assert!(
@@ -490,11 +486,22 @@ fn usage_errors_exit_2_with_one_line_saying_what_to_do() {
         "{}",
         done.stderr
     );
-    let done = aggregate(&["--window-size", "0s"], "");
-    assert_eq!(done.status.code(), Some(2));
-    assert!(done.stderr.contains("--window-size"), "{}", done.stderr);
     let done = aggregate(&["--id-field", "a..b"], "");
     assert_eq!(done.status.code(), Some(2));
+    assert!(done.stderr.contains("not a field path"), "{}", done.stderr);
+}
+
+/// Exit code 2 and one line on stderr holding every one of `texts`.
+fn usage_error(done: &Finished, texts: &[&str]) {
+    assert_eq!(done.status.code(), Some(2), "{}", done.stderr);
+    assert_eq!(done.stderr.lines().count(), 1, "{}", done.stderr);
+    for text in texts {
+        assert!(
+            done.stderr.contains(text),
+            "{text:?} not in {}",
+            done.stderr
+        );
+    }
 }
 
 #[test]
