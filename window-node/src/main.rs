@@ -62,6 +62,8 @@ Example:
 
 `window-node serve` runs the TCP daemon instead: clients ingest events, windows fire on their own
 and subscribers receive them from a durable log (see `window-node serve --help`).
+`window-node aggregate FILE` windows a file or stream of events (one JSON object per line, or CSV)
+and writes one line per fired window (see `window-node aggregate --help`).
 
 Window ids: the default `--ids grader` frame labels windows as the published exercise does (its
 expected ids read `Z` times as UTC+2 local time: id = start - 7200000). `--ids utc` labels a
