@@ -108,6 +108,7 @@ impl<S: WindowStore> Pipeline<S> {
                     dirty,
                     fired,
                     requests: Vec::new(),
+                    groups: Vec::new(),
                 })
                 .expect("commit");
             if sync == Sync::EveryStep {
@@ -178,6 +179,7 @@ fn fill(store: &mut dyn WindowStore, config: EngineConfig, events: usize) -> Eng
                 dirty,
                 fired: Vec::new(),
                 requests: Vec::new(),
+                groups: Vec::new(),
             })
             .expect("commit");
     }

@@ -36,6 +36,9 @@ pub struct Workload {
     pub duplicate_fraction: f64,
     /// Whether events carry a `value`.
     pub values: Values,
+    /// With more than 0, every event carries a `payload` of this many bytes of JSON text (a
+    /// string).
+    pub payload_bytes: usize,
     /// How ids are written.
     pub ids: IdKind,
     /// How timestamps are written in protocol lines.
@@ -120,6 +123,7 @@ impl Default for Workload {
             late_lag_windows: 10,
             duplicate_fraction: 0.0,
             values: Values::Absent,
+            payload_bytes: 0,
             ids: IdKind::Int,
             timestamps: TimestampForm::Utc,
             size_ms: 60_000,
@@ -165,6 +169,7 @@ impl Workload {
         Render {
             ids: self.ids,
             timestamps: self.timestamps,
+            payload: (self.payload_bytes > 0).then(|| payload_text(self.payload_bytes)),
             keys: (0..self.keys)
                 .map(|k| format!("k{k:04}").into_boxed_str())
                 .collect(),
@@ -245,6 +250,16 @@ pub struct Render {
     pub timestamps: TimestampForm,
     /// Key names by index.
     pub keys: Vec<Box<str>>,
+    /// The payload every event carries, as JSON text.
+    pub payload: Option<String>,
+}
+
+/// A JSON string of `bytes` bytes of text (at least the two quotes).
+fn payload_text(bytes: usize) -> String {
+    let body: String = (0..bytes.saturating_sub(2))
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    format!("\"{body}\"")
 }
 
 impl Render {
@@ -257,6 +272,7 @@ impl Render {
                 ts: Timestamp::from_millis(e.ts_ms),
                 key: e.key.map(|k| &*self.keys[k as usize]),
                 value: e.value,
+                payload: self.payload.as_deref(),
             })
             .collect()
     }
@@ -321,6 +337,10 @@ impl Render {
         }
         if let Some(value) = event.value {
             let _ = write!(out, ",\"value\":{value}");
+        }
+        if let Some(payload) = &self.payload {
+            out.push_str(",\"payload\":");
+            out.push_str(payload);
         }
         out.push('}');
     }

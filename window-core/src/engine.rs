@@ -7,6 +7,7 @@ use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::error::{BatchError, CloseError};
 use crate::event::{Event, EventId};
+use crate::payloads::PanePayloads;
 use crate::spec::{EngineConfig, LatePolicy, SizeMs, WindowBounds, WindowSpec};
 use crate::time::Timestamp;
 use crate::window::{Aggregate, CloseReason, ClosedWindow, WindowKey, WindowSnapshot};
@@ -67,6 +68,9 @@ pub struct WindowDelta {
     pub first_index: usize,
     /// Ids admitted since the last take, in order.
     pub appended: Vec<EventId>,
+    /// Their payloads, one per appended id (`None` for an event without one, and for the ids
+    /// of panes that fired already); empty when none of them has one to keep.
+    pub payloads: Vec<Option<Box<str>>>,
     /// `ids[pane_start..]` is the current pane.
     pub pane_start: usize,
     /// Aggregate of the current pane.
@@ -198,6 +202,7 @@ impl Engine {
                 window: key,
                 first_index,
                 appended: window.ids[first_index..].to_vec(),
+                payloads: window.payloads_from(first_index),
                 pane_start: window.pane_start,
                 aggregate: window.aggregate,
                 pane_opened_at: window.pane_opened_at,
@@ -217,13 +222,17 @@ impl Engine {
                 ids: Vec::with_capacity(snap.ids.len()),
                 index: HashTable::with_capacity(snap.ids.len()),
                 pane_start: snap.pane_start.min(snap.ids.len()),
+                payloads: PanePayloads::default(),
                 aggregate: snap.aggregate,
                 pane_opened_at: snap.pane_opened_at,
                 persisted: 0,
                 dirty: false,
             };
-            for id in snap.ids {
-                window.admit(id, &engine.hasher);
+            for (at, id) in snap.ids.into_iter().enumerate() {
+                if window.admit(id, &engine.hasher) && window.ids.len() > window.pane_start {
+                    let payload = snap.payloads.get(at).and_then(Option::as_deref);
+                    window.payloads.push(window.pane_len() - 1, payload);
+                }
             }
             // A snapshot with a repeated id keeps it once; the pane cannot start past the end.
             window.pane_start = window.pane_start.min(window.ids.len());
@@ -248,6 +257,16 @@ impl Engine {
             }
         }
         engine
+    }
+
+    /// The end of the open window that ends first, if any is open.
+    pub fn first_end(&self) -> Option<Timestamp> {
+        self.slots
+            .keys()
+            .map(|&(start, size)| {
+                Timestamp::from_millis(start.as_millis().saturating_add(size.get()))
+            })
+            .min()
     }
 
     /// The configuration the engine runs with.
@@ -297,10 +316,12 @@ impl Engine {
             let slot = self.slots.entry((bounds.start, size)).or_default();
             let window = slot.get_or_open(event.key);
             if !window.admit(event.id, &self.hasher) {
+                // A duplicate's payload is ignored with it.
                 admission.duplicates += 1;
                 self.counters.duplicates += 1;
                 continue;
             }
+            window.payloads.push(window.pane_len() - 1, event.payload);
             admission.accepted += 1;
             self.counters.accepted += 1;
             // Only admitted events move event time: a retried duplicate says nothing new.
@@ -468,6 +489,7 @@ impl Engine {
                 windows.push(WindowSnapshot {
                     window: window_key(start, size, key),
                     ids: window.ids.clone(),
+                    payloads: window.payloads_from(0),
                     pane_start: window.pane_start,
                     aggregate: window.aggregate,
                     pane_opened_at: window.pane_opened_at,
@@ -662,6 +684,8 @@ struct OpenWindow {
     index: HashTable<usize>,
     /// `ids[pane_start..]` is the current pane.
     pane_start: usize,
+    /// The current pane's payloads.
+    payloads: PanePayloads,
     /// Sum, min and max of the current pane's values.
     aggregate: Option<Aggregate>,
     /// Processing time of the current pane's first event; `None` while the pane is empty.
@@ -702,8 +726,24 @@ impl OpenWindow {
         self.ids.len() - self.pane_start
     }
 
+    /// The payloads of `ids[from..]`, one per id (`None` before the current pane); empty when
+    /// none of them has one to keep.
+    fn payloads_from(&self, from: usize) -> Vec<Option<Box<str>>> {
+        let pane = self
+            .payloads
+            .range(from.saturating_sub(self.pane_start), self.pane_len());
+        let fired = self.pane_start.saturating_sub(from);
+        if pane.is_empty() || fired == 0 {
+            return pane;
+        }
+        let mut payloads = vec![None; fired];
+        payloads.extend(pane);
+        payloads
+    }
+
     /// Emits the current pane of a window that leaves the open state.
-    fn into_pane(self, window: WindowKey, reason: CloseReason) -> ClosedWindow {
+    fn into_pane(mut self, window: WindowKey, reason: CloseReason) -> ClosedWindow {
+        let payloads = self.payloads.take(self.pane_len());
         let mut ids = self.ids;
         if self.pane_start > 0 {
             ids = ids.split_off(self.pane_start);
@@ -711,6 +751,7 @@ impl OpenWindow {
         ClosedWindow {
             window,
             ids,
+            payloads,
             aggregate: self.aggregate,
             reason,
         }
@@ -719,11 +760,13 @@ impl OpenWindow {
     /// Emits the current pane and starts an empty one.
     fn take_pane(&mut self, window: WindowKey, reason: CloseReason) -> ClosedWindow {
         let ids = self.ids[self.pane_start..].to_vec();
+        let payloads = self.payloads.take(ids.len());
         self.pane_start = self.ids.len();
         self.pane_opened_at = None;
         ClosedWindow {
             window,
             ids,
+            payloads,
             aggregate: self.aggregate.take(),
             reason,
         }
@@ -741,6 +784,7 @@ mod tests {
             ts: Timestamp::from_millis(5),
             key: None,
             value: None,
+            payload: None,
         }
     }
 

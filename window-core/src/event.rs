@@ -39,4 +39,7 @@ pub struct Event<'a> {
     pub key: Option<&'a str>,
     /// With a value, windows keep its sum, minimum and maximum.
     pub value: Option<f64>,
+    /// What the event carries, as JSON text (a caller's parser checked it is JSON); the engine
+    /// keeps it with the event and hands it out with its window, untouched.
+    pub payload: Option<&'a str>,
 }

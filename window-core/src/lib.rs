@@ -34,6 +34,7 @@ mod engine;
 mod error;
 mod event;
 mod group;
+mod payloads;
 mod spec;
 mod time;
 mod window;

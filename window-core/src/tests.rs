@@ -6,7 +6,7 @@
 //! Script lines (blank lines and lines starting with `#` are skipped):
 //! - `config [frame=utc|grader] [size=MS] [max_events=N] [max_age=MS] [lateness=MS]
 //!   [late=drop|emit]`: must come first; `size` is the window size of `put` (default 60000).
-//! - `at T put ID [key=K] [value=V] [size=MS]`: one event. Several joined by `;` on one line form
+//! - `at T put ID [key=K] [value=V] [payload=P] [size=MS]`: one event (`P` is kept as text). Several joined by `;` on one line form
 //!   one batch (and must share the size).
 //! - `now T`: the processing time of the inputs that follow (initially 0).
 //! - `deadline [T]`: `handle_deadline` at `T` (default: the current processing time).
@@ -20,7 +20,8 @@
 //! before 1970). `ID` is an integer, or any other word as a text id.
 //!
 //! Output: one line per outcome. A fired, closed or flushed window renders as
-//! `<reason>: window-<id in the frame> [<start>, <end>) [key=K] ids=[...] [sum= min= max=]`,
+//! `<reason>: window-<id in the frame> [<start>, <end>) [key=K] ids=[...] [sum= min= max=]
+//! [payloads=[...]]` (`-` for an event without one),
 //! times as `HH:MM:SS` when they fall on 2024-01-15 and as RFC 3339 otherwise. The next deadline
 //! is printed whenever it changes, and a final `end:` line gives the counters and the open state.
 //!
@@ -176,12 +177,14 @@ fn put(engine: &mut Engine, now: Timestamp, default_size: SizeMs, line: &str, ou
             ts: time(words[1]),
             key: None,
             value: None,
+            payload: None,
         };
         let mut event_size = None;
         for (name, value) in options(&words[4..]) {
             match name {
                 "key" => event.key = Some(value),
                 "value" => event.value = Some(value.parse().unwrap()),
+                "payload" => event.payload = Some(value),
                 "size" => event_size = Some(size(value)),
                 _ => panic!("unknown event option {name}: {line}"),
             }
@@ -259,6 +262,14 @@ fn render(out: &mut String, frame: IdFrame, window: &ClosedWindow) {
     .unwrap();
     if let Some(agg) = window.aggregate {
         write!(out, " sum={} min={} max={}", agg.sum, agg.min, agg.max).unwrap();
+    }
+    if !window.payloads.is_empty() {
+        let payloads: Vec<&str> = window
+            .payloads
+            .iter()
+            .map(|p| p.as_deref().unwrap_or("-"))
+            .collect();
+        write!(out, " payloads=[{}]", payloads.join(", ")).unwrap();
     }
     out.push('\n');
 }
@@ -1019,6 +1030,43 @@ flush
             flush: window-1705305780000 [10:03:00, 10:04:00) ids=[9]
             next deadline: none
             end: accepted=8 duplicates=1 late=1 fired=6 open=0 buffered=0
+        "#]],
+    );
+}
+
+// Payloads go out with their pane, a duplicate's is ignored, a pane without any lists none, and
+// a restore keeps the open pane's.
+#[test]
+fn payloads_travel_with_their_events() {
+    check(
+        r#"
+config max_events=3
+at 10:00:10 put 1 payload={"a":1}; at 10:00:20 put 2
+at 10:00:30 put 1 payload="other"
+snapshot-restore
+at 10:00:40 put 3 payload=[1,[2]]
+at 10:00:50 put 4
+at 10:01:10 put 5; at 10:01:20 put 6 payload="x"
+snapshot-restore
+at 10:01:30 put 7
+at 10:02:10 put 8
+flush
+"#,
+        expect![[r#"
+            put: accepted=2 duplicates=0 late=0
+            put: accepted=0 duplicates=1 late=0
+            snapshot-restore: open=1
+            put: accepted=1 duplicates=0 late=0
+            length: window-1705312800000 [10:00:00, 10:01:00) ids=[1, 2, 3] payloads=[{"a":1}, -, [1,[2]]]
+            put: accepted=1 duplicates=0 late=0
+            put: accepted=2 duplicates=0 late=0
+            snapshot-restore: open=2
+            put: accepted=1 duplicates=0 late=0
+            length: window-1705312860000 [10:01:00, 10:02:00) ids=[5, 6, 7] payloads=[-, "x", -]
+            put: accepted=1 duplicates=0 late=0
+            flush: window-1705312800000 [10:00:00, 10:01:00) ids=[4]
+            flush: window-1705312920000 [10:02:00, 10:03:00) ids=[8]
+            end: accepted=8 duplicates=1 late=0 fired=4 open=0 buffered=0
         "#]],
     );
 }

@@ -102,6 +102,9 @@ pub struct ClosedWindow {
     pub window: WindowKey,
     /// The ids of the pane's events, in the order they were admitted.
     pub ids: Vec<EventId>,
+    /// The events' payloads, one per id in the same order (`None` for an event without one);
+    /// empty when no event of the pane had one.
+    pub payloads: Vec<Option<Box<str>>>,
     /// Sum, min and max of the values, if any event had one.
     pub aggregate: Option<Aggregate>,
     /// Why it fired.
@@ -116,6 +119,9 @@ pub struct WindowSnapshot {
     /// Every id admitted to the window since it opened, in order: the ids of panes that already
     /// fired (kept so a retried event is still recognised) followed by the current pane's.
     pub ids: Vec<EventId>,
+    /// The current pane's payloads, one per id of `ids` (`None` for the ids of earlier panes and
+    /// for events without one); empty when no event of the current pane had one.
+    pub payloads: Vec<Option<Box<str>>>,
     /// `ids[pane_start..]` is the current pane.
     pub pane_start: usize,
     /// Aggregate of the current pane.

@@ -38,6 +38,8 @@ use window_core::{
 /// the two frames align its windows differently; 10 does, so they align them alike.
 const SIZES: [i64; 2] = [7, 10];
 const KEYS: [&str; 2] = ["a", "b"];
+/// Payloads, as JSON text the engine keeps untouched.
+const PAYLOADS: [&str; 3] = ["{\"a\":[1,{\"b\":null}]}", "\"é ✓\"", "7"];
 
 #[test]
 fn engine_matches_the_naive_model() {
@@ -62,6 +64,8 @@ struct Ev {
     id: i64,
     key: Option<usize>,
     value: Option<i32>,
+    /// An index into `PAYLOADS`.
+    payload: Option<usize>,
 }
 
 /// A generated operation. Times are relative to an event-time cursor that starts before 1970 and
@@ -139,14 +143,21 @@ fn engine_config() -> impl Strategy<Value = EngineConfig> {
 
 fn op() -> impl Strategy<Value = Op> {
     let key = prop_oneof![2 => Just(None), 1 => Just(Some(0)), 1 => Just(Some(1))];
-    let event = (-15..15i64, 0..5i64, key, prop::option::of(-5..5i32)).prop_map(
-        |(offset, id, key, value)| Ev {
+    let payload = prop::option::weighted(0.3, 0..PAYLOADS.len());
+    let event = (
+        -15..15i64,
+        0..5i64,
+        key,
+        prop::option::of(-5..5i32),
+        payload,
+    )
+        .prop_map(|(offset, id, key, value, payload)| Ev {
             offset,
             id,
             key,
             value,
-        },
-    );
+            payload,
+        });
     prop_oneof![
         8 => (0..SIZES.len(), 0..6i64, prop::collection::vec(event, 0..8))
             .prop_map(|(size, advance, events)| Op::Events { size, advance, events }),
@@ -210,6 +221,7 @@ fn run_case(config: EngineConfig, ops: &[Op]) -> Result<(), TestCaseError> {
                         ts: Timestamp::from_millis(cursor + e.offset),
                         key: e.key.map(|k| KEYS[k]),
                         value: e.value.map(f64::from),
+                        payload: e.payload.map(|p| PAYLOADS[p]),
                     })
                     .collect();
                 batches.push((size, events.clone()));
@@ -456,6 +468,8 @@ struct ModelWindow {
     ids: Vec<i64>,
     /// The current pane's ids.
     pane: Vec<i64>,
+    /// The current pane's payloads, one per id.
+    payloads: Vec<Option<&'static str>>,
     /// The current pane's values, in admission order.
     values: Vec<f64>,
     /// Processing time of the current pane's first event.
@@ -562,6 +576,7 @@ impl Model {
             self.max_event_time = self.max_event_time.max(Some(ts));
             window.ids.push(id);
             window.pane.push(id);
+            window.payloads.push(event.payload);
             window.values.extend(event.value);
             window.opened_at.get_or_insert(now);
             self.accepted_count += 1;
@@ -710,12 +725,20 @@ fn take_pane(wk: Wk, window: &mut ModelWindow, reason: CloseReason) -> ClosedWin
         max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
     });
     window.opened_at = None;
+    let payloads = std::mem::take(&mut window.payloads);
+    // None of the pane's events had a payload: the window has none to list.
+    let payloads = if payloads.iter().all(Option::is_none) {
+        Vec::new()
+    } else {
+        payloads.into_iter().map(|p| p.map(Box::from)).collect()
+    };
     ClosedWindow {
         window: window_key(wk),
         ids: std::mem::take(&mut window.pane)
             .into_iter()
             .map(EventId::Int)
             .collect(),
+        payloads,
         aggregate,
         reason,
     }

@@ -8,6 +8,7 @@
 //! only sleeps until the service says and reads the clock. Nothing else touches the service or
 //! the store, so there are no locks.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 use window_core::{EngineConfig, SizeMs, Timestamp, WindowId};
 use window_proto::ProtoError;
 use window_proto::reply::IngestCounts;
-use window_service::{Answer, Config, OutputLog, Service};
+use window_service::{Answer, Config, MemberId, OutputLog, Service, TimeBase};
 use window_store::{OutputRecord, StoreError, WindowStore};
 
 pub use window_service::{LateNotice, OwnedEvent, Stats};
@@ -78,6 +79,34 @@ pub enum Command {
     Stats {
         reply: oneshot::Sender<Stats>,
     },
+    /// A connection joins a consumer group; its windows arrive on `deliver`.
+    JoinGroup {
+        name: String,
+        member: MemberId,
+        max_unacked: u32,
+        from_seq: Option<u64>,
+        deliver: mpsc::Sender<Delivered>,
+        /// The seq the group started at.
+        reply: oneshot::Sender<Result<u64, ProtoError>>,
+    },
+    /// A member's connection ended: what it held goes to the others.
+    LeaveGroup {
+        member: MemberId,
+    },
+    /// A member acknowledges windows; answered once that is durable.
+    Ack {
+        member: MemberId,
+        seqs: Vec<u64>,
+        reply: oneshot::Sender<Result<u64, ProtoError>>,
+    },
+}
+
+/// A window a consumer group hands to one member.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub record: Arc<OutputRecord>,
+    /// 1 the first time the group hands it out.
+    pub delivery: u32,
 }
 
 /// How the driver runs.
@@ -87,6 +116,10 @@ pub struct DriverConfig {
     pub size: SizeMs,
     /// After this long without events, event time advances with the wall clock.
     pub idle_timeout: Option<Duration>,
+    /// Which clock puts events in windows.
+    pub time: TimeBase,
+    /// How long a group member may hold a window unacknowledged.
+    pub ack_timeout_ms: u64,
     /// Lease epoch stamped on every fired window.
     pub epoch: u64,
 }
@@ -113,6 +146,11 @@ enum Pending {
         oneshot::Sender<Result<Vec<OutputRecord>, ProtoError>>,
         Result<Vec<OutputRecord>, ProtoError>,
     ),
+    /// A join's or an ack's answer.
+    Group(
+        oneshot::Sender<Result<u64, ProtoError>>,
+        Result<u64, ProtoError>,
+    ),
 }
 
 impl Pending {
@@ -122,6 +160,7 @@ impl Pending {
             Pending::Ingest(tx, r) => tx.send(r).map_err(drop),
             Pending::Close(tx, r) => tx.send(r).map_err(drop),
             Pending::Flush(tx, r) => tx.send(r).map_err(drop),
+            Pending::Group(tx, r) => tx.send(r).map_err(drop),
         };
     }
 }
@@ -137,6 +176,8 @@ pub struct Driver {
     clock: Clock,
     /// With a lease that can lapse (Redis): asked before every group.
     gate: Option<Arc<dyn Gate>>,
+    /// Where each consumer-group member's windows go.
+    members: HashMap<MemberId, mpsc::Sender<Delivered>>,
 }
 
 /// Why the driver stopped before it was told to.
@@ -169,6 +210,8 @@ impl Driver {
             idle_timeout_ms: config
                 .idle_timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            time: config.time,
+            ack_timeout_ms: config.ack_timeout_ms,
         };
         Ok(Driver {
             service: Service::restore(service_config, opened, clock.now()),
@@ -178,6 +221,7 @@ impl Driver {
             metrics,
             clock,
             gate: None,
+            members: HashMap::new(),
         })
     }
 
@@ -266,6 +310,9 @@ impl Driver {
                 other => pending.extend(self.step(now, other)),
             }
         }
+        // Decided before the batch, so that what the groups hand out is durable with it; sent
+        // after the sync.
+        let deliveries = self.service.poll_deliveries(now);
         let fired = self.write_group(now)?;
         self.sync()?;
         // Stats too are answered only once the group is known to be this holder's.
@@ -275,7 +322,9 @@ impl Driver {
         for reply in pending {
             reply.send();
         }
-        self.publish_group(fired, trigger);
+        let fired: Vec<Arc<OutputRecord>> = fired.into_iter().map(Arc::new).collect();
+        self.publish_group(&fired, trigger);
+        self.deliver(now, deliveries, &fired);
         for (from_seq, reply) in subscribes {
             let _ = reply.send(self.subscribe(from_seq));
         }
@@ -329,8 +378,106 @@ impl Driver {
                 let answer = self.service.flush(&log, until, request_id);
                 Pending::Flush(reply, self.counted(answer))
             }
+            Command::JoinGroup {
+                name,
+                member,
+                max_unacked,
+                from_seq,
+                deliver,
+                reply,
+            } => {
+                let joined = self
+                    .service
+                    .join_group(&name, member, max_unacked, from_seq);
+                if joined.is_ok() {
+                    self.members.insert(member, deliver);
+                }
+                Pending::Group(reply, joined)
+            }
+            Command::LeaveGroup { member } => {
+                self.service.leave_group(member);
+                self.members.remove(&member);
+                return None;
+            }
+            Command::Ack {
+                member,
+                seqs,
+                reply,
+            } => Pending::Group(reply, self.service.ack(member, &seqs)),
             Command::Subscribe { .. } | Command::Stats { .. } => return None,
         })
+    }
+
+    /// Sends the windows the consumer groups handed out to their members (after the sync: only
+    /// durable windows). A member whose connection is gone leaves, and what it was given goes
+    /// to the others at once.
+    fn deliver(
+        &mut self,
+        now: Timestamp,
+        mut deliveries: Vec<window_service::Delivery>,
+        fresh: &[Arc<OutputRecord>],
+    ) {
+        loop {
+            if deliveries.is_empty() {
+                return;
+            }
+            let records = self.records_of(deliveries.iter().map(|d| d.seq), fresh);
+            let mut gone = Vec::new();
+            for d in deliveries {
+                let Some(record) = records.get(&d.seq) else {
+                    // Unreadable now: it stays with the member until the ack timeout.
+                    continue;
+                };
+                let delivered = Delivered {
+                    record: Arc::clone(record),
+                    delivery: d.delivery,
+                };
+                let sent = self
+                    .members
+                    .get(&d.member)
+                    .is_some_and(|tx| tx.try_send(delivered).is_ok());
+                if !sent {
+                    gone.push(d.member);
+                }
+            }
+            if gone.is_empty() {
+                return;
+            }
+            for member in gone {
+                self.service.leave_group(member);
+                self.members.remove(&member);
+            }
+            deliveries = self.service.poll_deliveries(now);
+        }
+    }
+
+    /// The records of `seqs`: from the group just fired, or read from the log in runs.
+    fn records_of(
+        &self,
+        seqs: impl Iterator<Item = u64>,
+        fresh: &[Arc<OutputRecord>],
+    ) -> HashMap<u64, Arc<OutputRecord>> {
+        let mut found = HashMap::new();
+        let mut missing: Vec<u64> = Vec::new();
+        for seq in seqs {
+            match fresh.binary_search_by_key(&seq, |r| r.seq) {
+                Ok(at) => {
+                    found.insert(seq, Arc::clone(&fresh[at]));
+                }
+                Err(_) => missing.push(seq),
+            }
+        }
+        missing.sort_unstable();
+        for run in missing.chunk_by(|a, b| b == &(a + 1)) {
+            let read = blocking(|| self.store.read_output(run[0], run.len()));
+            match read {
+                Ok(records) => {
+                    found.extend(records.into_iter().map(|r| (r.seq, Arc::new(r))));
+                }
+                Err(error) => tracing::warn!(%error, from = run[0], "reading windows to deliver"),
+            }
+        }
+        found
     }
 
     /// The answer's result, counting a repeat answered from its record.
@@ -360,12 +507,12 @@ impl Driver {
         Ok(fired)
     }
 
-    fn publish_group(&mut self, fired: Vec<OutputRecord>, trigger: Instant) {
+    fn publish_group(&mut self, fired: &[Arc<OutputRecord>], trigger: Instant) {
         let latency = trigger.elapsed().as_micros() as u64;
         for record in fired {
             self.metrics.observe_fire_latency(latency);
             // No subscriber is not an error: the log keeps everything.
-            let _ = self.publish.send(Published::Window(Arc::new(record)));
+            let _ = self.publish.send(Published::Window(Arc::clone(record)));
         }
         for late in self.service.take_late() {
             let _ = self.publish.send(Published::Late(Arc::new(late)));
@@ -543,6 +690,8 @@ mod tests {
             size: SizeMs::new(1_000).expect("size"),
             idle_timeout: idle,
             epoch: 7,
+            time: TimeBase::Event,
+            ack_timeout_ms: 30_000,
         };
         let (publish, feed) = broadcast::channel(64);
         let store = Box::new(MemoryStore::in_memory());
@@ -566,6 +715,7 @@ mod tests {
                 ts: Timestamp::from_millis(ts),
                 key: None,
                 value: None,
+                payload: None,
             })
             .collect();
         let (reply, rx) = oneshot::channel();
@@ -680,6 +830,7 @@ mod fencing {
                 ts: Timestamp::from_millis(id),
                 key: None,
                 value: None,
+                payload: None,
             })
             .collect()
     }
@@ -705,6 +856,8 @@ mod fencing {
             size: SizeMs::new(1_000).expect("size"),
             idle_timeout: None,
             epoch: 1,
+            time: TimeBase::Event,
+            ack_timeout_ms: 30_000,
         };
         let (publish, feed) = broadcast::channel(16);
         let mut driver = Driver::new(
@@ -846,6 +999,8 @@ mod repeats {
             size: SizeMs::new(1_000).expect("size"),
             idle_timeout: None,
             epoch: 1,
+            time: TimeBase::Event,
+            ack_timeout_ms: 30_000,
         };
         // A restart right after a stop: the stopped driver's sled may still be letting go of
         // its lock (it does when its last background thread ends), as after a process exit.
@@ -888,6 +1043,7 @@ mod repeats {
                     ts: Timestamp::from_millis(id),
                     key: None,
                     value: None,
+                    payload: None,
                 })
                 .collect();
             let (reply, rx) = oneshot::channel();

@@ -29,7 +29,7 @@ use window_proto::ProtoError;
 use window_proto::peer::{Peek, mark_request_id};
 use window_proto::reply::{self, Address, Header};
 use window_proto::{Line, LineSplitter};
-use window_proto::{Style, peek_msg_id, peek_subscribe};
+use window_proto::{Style, peek_group_subscribe, peek_msg_id, peek_subscribe};
 
 /// What forwarding needs to know.
 #[derive(Debug)]
@@ -60,6 +60,8 @@ struct Forwarded {
     ids: RequestIds,
     /// With a subscription: the next sequence number the client has not seen.
     subscribed: Option<u64>,
+    /// With a consumer group's subscription: the client's line, sent again to join again.
+    group_line: Option<String>,
     client_done: bool,
 }
 
@@ -74,6 +76,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
         link: Link::new(LinkConfig::new(forwarding.failover_timeout), monotonic()),
         ids: RequestIds::new(),
         subscribed: None,
+        group_line: None,
         client_done: false,
     };
     loop {
@@ -179,7 +182,11 @@ impl Forwarded {
         if let Some(from) = peek_subscribe(&line) {
             self.subscribed = from.or(self.subscribed);
         }
-        mark(&line, &self.ids.next(), max_line_bytes)
+        let marked = mark(&line, &self.ids.next(), max_line_bytes);
+        if peek_group_subscribe(&line) {
+            self.group_line = Some(marked.clone());
+        }
+        marked
     }
 
     /// Answers every waiting client line with error 11; `Err` when the client is gone.
@@ -204,13 +211,18 @@ impl Forwarded {
 
     /// Before a new connection's resend: a subscription is resumed first (requests on a
     /// subscribed connection are only answered with errors), unless the client's own subscribe
-    /// still waits; a resubscription made earlier and not answered is made again.
+    /// still waits; a resubscription made earlier and not answered is made again. A consumer
+    /// group's member joins again with its own line: the new coordinator hands it what the
+    /// group still owes, with `delivery` raised for what went out before.
     fn resubscribe(&mut self) {
         self.link.retain(|_, w| *w == Waiting::Client);
         if let Some(next) = self.subscribed
             && !self.link.any(|line, _| peek_subscribe(line).is_some())
         {
-            let line = format!("{{\"type\":\"subscribe\",\"from_seq\":{next}}}");
+            let line = match &self.group_line {
+                Some(line) => line.clone(),
+                None => format!("{{\"type\":\"subscribe\",\"from_seq\":{next}}}"),
+            };
             self.link.push_front(line, Waiting::Resubscribe);
         }
     }

@@ -6,7 +6,9 @@
 mod aggregate;
 mod clock;
 mod driver;
+mod feeds;
 mod follower;
+mod group_route;
 mod lease_file;
 mod lease_redis;
 mod metrics;
@@ -115,6 +117,11 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
     max_line_bytes: usize,
 
+    /// Largest payload an event may carry, in bytes of JSON text; a request with a larger one
+    /// is refused whole with error 12.
+    #[arg(long, value_name = "BYTES", default_value_t = window_proto::DEFAULT_MAX_PAYLOAD_BYTES, env = "WINDOW_NODE_MAX_PAYLOAD_BYTES")]
+    max_payload_bytes: usize,
+
     /// More logging on stderr (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -175,6 +182,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Style::Spaced
         },
         envelope: cli.envelope,
+        max_payload_bytes: cli.max_payload_bytes,
         engine: EngineConfig {
             frame: cli.ids.into(),
             purge: PurgePolicy {

@@ -9,7 +9,7 @@ use window_proto::{
     Address, Batch, Body, Header, ProtoError, ReplyTo, Request, Style, check_formattable,
     parse_request, window_bounds,
 };
-use window_service::{Answer, Config, NoLog, OutputLog, Service};
+use window_service::{Answer, Config, NoLog, OutputLog, Service, TimeBase};
 
 use crate::recovery::recover;
 use window_store::{StoreError, WindowStore};
@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub engine: EngineConfig,
     /// The window size of an `ingest` without `window_size_ms` (`--window-size`).
     pub ingest_size: SizeMs,
+    /// The largest payload an event may carry (`--max-payload-bytes`).
+    pub max_payload_bytes: usize,
 }
 
 /// The stdin node's state: the service, its store (with `--data-dir`) and what `init` told it.
@@ -108,11 +110,11 @@ impl Node {
     pub fn handle_line(&mut self, now: Timestamp, line: &str, out: &mut Vec<u8>) {
         let fired = match parse_request(line) {
             Ok(request) => {
-                let to = ReplyTo {
-                    msg_id: request.msg_id.map(str::to_owned),
-                    src: request.src.clone(),
-                    dest: request.dest.clone(),
-                };
+                let to = request.reply_to();
+                if let Err(error) = request.check_payloads(self.config.max_payload_bytes) {
+                    self.error(out, &to, &error);
+                    return;
+                }
                 if request.src.is_some() {
                     self.last_src.clone_from(&request.src);
                 }
@@ -212,9 +214,9 @@ impl Node {
                 reply::ingest_ok(out, &self.header(to), counts);
                 Ok(answer.fired)
             }
-            Body::Subscribe { .. } => Err(ProtoError::UnknownType(
-                "subscribe is served by the daemon (`window-node serve`); on stdin, windows \
-                 come out through close, flush and as they fire"
+            Body::Subscribe { .. } | Body::Ack { .. } => Err(ProtoError::UnknownType(
+                "subscribe and ack are served by the daemon (`window-node serve`); on stdin, \
+                 windows come out through close, flush and as they fire"
                     .to_owned(),
             )),
         }
@@ -326,6 +328,8 @@ fn service_config(config: &NodeConfig, epoch: u64) -> Config {
         },
         epoch,
         idle_timeout_ms: None,
+        ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
+        time: TimeBase::Event,
     }
 }
 

@@ -14,10 +14,11 @@ pub struct EngineArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
     pub window_size: Duration,
 
-    /// The watermark trails the highest event time seen by this much; a window fires when the
-    /// watermark passes its end, and later events of it are late.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
-    pub allowed_lateness: Duration,
+    /// The watermark trails the highest event time seen (with `serve --time ingest`: the clock)
+    /// by this much; a window fires when the watermark passes its end, and later events of it
+    /// are late. Default: 5s (0s with `serve --time ingest`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
+    pub allowed_lateness: Option<Duration>,
 
     /// Fire a window (pane) the moment it holds this many events.
     #[arg(long, value_name = "N", env = "WINDOW_NODE_MAX_EVENTS")]
@@ -39,15 +40,16 @@ pub struct EngineArgs {
 }
 
 impl EngineArgs {
-    /// The engine's configuration and the window size; the size is refused when zero.
-    pub fn config(&self) -> Result<(EngineConfig, SizeMs), SpecError> {
+    /// The engine's configuration and the window size, with `lateness` when no
+    /// `--allowed-lateness` is given; the size is refused when zero.
+    pub fn config(&self, lateness: Duration) -> Result<(EngineConfig, SizeMs), SpecError> {
         let config = EngineConfig {
             frame: self.ids.into(),
             purge: PurgePolicy {
                 max_events: self.max_events,
                 max_age_ms: self.max_age.map(millis),
             },
-            allowed_lateness_ms: Some(millis(self.allowed_lateness)),
+            allowed_lateness_ms: Some(millis(self.allowed_lateness.unwrap_or(lateness))),
             late: match self.late {
                 Late::Drop => LatePolicy::Drop,
                 Late::Emit => LatePolicy::Emit,
@@ -56,6 +58,9 @@ impl EngineArgs {
         Ok((config, size_ms(self.window_size)?))
     }
 }
+
+/// `--allowed-lateness` when none is given (except with `serve --time ingest`).
+pub const DEFAULT_LATENESS: Duration = Duration::from_secs(5);
 
 /// The `--late` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -30,12 +30,14 @@ use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
 use crate::clock::monotonic;
+use crate::feeds::{Feed, merge_feeds};
+use crate::group_route::{GroupStream, route_group};
 use crate::partitions::PartitionTable;
 use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_cluster::link::{IN_FLIGHT, Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
-use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply, SubscribeStart};
+use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply};
 use window_proto::{
     Body, FromSeq, JsonWriter, Kind, MAX_REQUEST_ID, ReplyTo, Style, window_bounds,
 };
@@ -49,6 +51,8 @@ pub enum Routed {
     Reply(oneshot::Receiver<Vec<u8>>),
     /// A subscription: `subscribe_ok`, then windows, until the channel closes.
     Stream(mpsc::Receiver<Vec<u8>>),
+    /// A consumer group's membership: the stream, and where the client's acks go.
+    Group(GroupStream),
 }
 
 /// A node's links to the partitions' holders, opened as needed and shared by its connections.
@@ -160,7 +164,46 @@ pub async fn route(
         } => route_close(window_id, size, key, id(), to, shared.style, links).await,
         Body::Flush { until } => route_flush(until, id(), to, shared.style, links).await,
         Body::Stats => route_stats(to, shared.style, links).await,
-        Body::Subscribe { from_seq } => route_subscribe(from_seq, to, shared.style, links),
+        Body::Subscribe {
+            from_seq,
+            group: None,
+        } => route_subscribe(from_seq, to, shared.style, links),
+        Body::Subscribe {
+            group: Some(join),
+            from_seq,
+        } => {
+            let from_seq = match from_seq {
+                None => None,
+                Some(FromSeq::All(seq)) => Some(seq),
+                Some(FromSeq::PerPartition(_)) => {
+                    return ready_error(
+                        shared.style,
+                        &to,
+                        &ProtoError::malformed(
+                            "a group's from_seq is one number: it applies to the group of every partition when the group is created",
+                        ),
+                    );
+                }
+            };
+            let coordinators = (0..links.table.count())
+                .map(|p| {
+                    links
+                        .table
+                        .coordinator(p)
+                        .map(Arc::clone)
+                        .expect("a partition below the count")
+                })
+                .collect();
+            Routed::Group(route_group(
+                join,
+                from_seq,
+                to,
+                shared.style,
+                coordinators,
+                links.failover_timeout,
+            ))
+        }
+        Body::Ack { .. } => ready_error(shared.style, &to, &ProtoError::not_a_group_member()),
         Body::Init { .. } | Body::Assign { .. } | Body::ProcessWindow { .. } => ready_error(
             shared.style,
             &to,
@@ -209,6 +252,9 @@ async fn route_ingest(
         }
         if let Some(value) = event.value {
             w.key("value").float(value);
+        }
+        if let Some(payload) = event.payload {
+            w.key("payload").raw(payload);
         }
         w.end_object();
     }
@@ -349,6 +395,7 @@ async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
             late: total(|s| s.late),
             holder: None,
             partitions: Some(&partitions),
+            groups: &[],
         };
         let mut out = Vec::new();
         reply::stats_ok(&mut out, &to.header(style), &stats);
@@ -392,7 +439,7 @@ fn route_subscribe(from_seq: Option<FromSeq>, to: ReplyTo, style: Style, links: 
         ));
     }
     let (out, lines) = mpsc::channel(1024);
-    tokio::spawn(merge_feeds(feed, count, to, style, out));
+    tokio::spawn(merge_feeds(feed, count, to, style, None, out));
     Routed::Stream(lines)
 }
 
@@ -601,16 +648,6 @@ async fn run_link(
 /// How long a link that found no holder waits for one before it answers the next ask.
 const UNREACHABLE_PATIENCE: Duration = Duration::from_millis(200);
 
-/// What a partition's subscription sends the merger.
-enum Feed {
-    /// The partition's subscription began at this sequence number.
-    Started { partition: u32, from_seq: u64 },
-    /// A window or late event, as its holder wrote it (with its `partition`).
-    Line(String),
-    /// The subscription cannot go on: an error line for the client.
-    Failed(ProtoError),
-}
-
 /// Follows one partition's output log from `from` (only new windows when `None`) across
 /// failovers, until the merger is gone.
 async fn follow_partition(
@@ -693,95 +730,6 @@ async fn follow_partition(
             }
         }
         tokio::time::sleep(RETRY_PAUSE).await;
-    }
-}
-
-/// Sends `subscribe_ok` (with every partition's start) once every partition's subscription
-/// began, then every partition's windows as they come, until the client is gone (`out` closed:
-/// returning drops `feed`, which stops the partitions' subscriptions).
-async fn merge_feeds(
-    mut feed: mpsc::Receiver<Feed>,
-    count: u32,
-    to: ReplyTo,
-    style: Style,
-    out: mpsc::Sender<Vec<u8>>,
-) {
-    // Streamed messages answer no request: no `in_reply_to`, but the envelope of the
-    // subscription's, like the windows of an unpartitioned subscription.
-    let event_to = to.unsolicited();
-    let streamed_header = event_to.header(style);
-    let failed = |error: ProtoError| {
-        let mut line = Vec::new();
-        reply::error(&mut line, &streamed_header, &error);
-        line
-    };
-    let streamed = |line: String| -> Vec<u8> {
-        if event_to.src.is_none() {
-            return line.into_bytes();
-        }
-        match PeerFields::of(&line) {
-            Ok((Some(kind), fields)) => {
-                let mut wrapped = Vec::with_capacity(line.len() + 64);
-                reply::relayed(&mut wrapped, &streamed_header, kind, &fields);
-                wrapped
-            }
-            _ => line.into_bytes(),
-        }
-    };
-    let mut starts: Vec<Option<u64>> = vec![None; count as usize];
-    let mut early = Vec::new();
-    while starts.iter().any(Option::is_none) {
-        let item = tokio::select! {
-            item = feed.recv() => item,
-            () = out.closed() => return,
-        };
-        match item {
-            Some(Feed::Started {
-                partition,
-                from_seq,
-            }) => {
-                starts[partition as usize] = Some(from_seq);
-            }
-            Some(Feed::Line(line)) => early.push(line),
-            Some(Feed::Failed(error)) => {
-                let _ = out.send(failed(error)).await;
-                return;
-            }
-            None => return,
-        }
-    }
-    let starts: Vec<u64> = starts.into_iter().map(|s| s.unwrap_or(0)).collect();
-    let mut ok = Vec::new();
-    reply::subscribe_ok(
-        &mut ok,
-        &to.header(style),
-        SubscribeStart::PerPartition(&starts),
-    );
-    if out.send(ok).await.is_err() {
-        return;
-    }
-    for line in early {
-        if out.send(streamed(line)).await.is_err() {
-            return;
-        }
-    }
-    loop {
-        let item = tokio::select! {
-            item = feed.recv() => item,
-            () = out.closed() => return,
-        };
-        let sent = match item {
-            Some(Feed::Line(line)) => out.send(streamed(line)).await,
-            Some(Feed::Failed(error)) => {
-                let _ = out.send(failed(error)).await;
-                return;
-            }
-            Some(Feed::Started { .. }) => Ok(()),
-            None => return,
-        };
-        if sent.is_err() {
-            return;
-        }
     }
 }
 

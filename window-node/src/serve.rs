@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use window_core::WindowSpec;
@@ -19,13 +19,14 @@ use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
-use crate::options::{EngineArgs, parse_duration};
+use crate::options::{DEFAULT_LATENESS, EngineArgs, millis, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
 use crate::upstream::Coordinator;
 use window_cluster::lease::LeaseConfig;
-use window_proto::Style;
+use window_proto::{Style, Timestamps};
+use window_service::TimeBase;
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.
 #[derive(Debug, Args)]
@@ -92,6 +93,17 @@ pub struct ServeArgs {
     #[command(flatten)]
     engine: EngineArgs,
 
+    /// How long a consumer group's member may hold a window unacknowledged before it goes to
+    /// another member (with `delivery` raised).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "WINDOW_NODE_ACK_TIMEOUT")]
+    ack_timeout: Duration,
+
+    /// Which clock puts events in windows: `event`, each event's own `timestamp`; `ingest`, this
+    /// node's clock when it applies the request (windows aligned to the epoch fire when the
+    /// clock passes their end, with no further event; `timestamp` may then be left out).
+    #[arg(long, value_enum, default_value_t = Time::Event, env = "WINDOW_NODE_TIME")]
+    time: Time,
+
     /// When no events arrive for this long, event time advances with the wall clock so that
     /// windows still close. `0s` turns it off.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "WINDOW_NODE_IDLE_TIMEOUT")]
@@ -104,6 +116,11 @@ pub struct ServeArgs {
     /// Longest request line in bytes; a longer line gets error 12.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
     max_line_bytes: usize,
+
+    /// Largest payload an event may carry, in bytes of JSON text; a request with a larger one
+    /// is refused whole with error 12.
+    #[arg(long, value_name = "BYTES", default_value_t = window_proto::DEFAULT_MAX_PAYLOAD_BYTES, env = "WINDOW_NODE_MAX_PAYLOAD_BYTES")]
+    max_payload_bytes: usize,
 
     /// Close a connection that sends nothing for this long (subscribers are exempt). `0s` turns
     /// it off.
@@ -128,6 +145,15 @@ pub struct ServeArgs {
     /// Write replies with spaces after `,` and `:` (the stdin node's style); compact by default.
     #[arg(long, env = "WINDOW_NODE_SPACED")]
     spaced: bool,
+}
+
+/// The `--time` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Time {
+    /// Event time: each event's `timestamp`.
+    Event,
+    /// Ingest time: the coordinator's clock when it applies the request.
+    Ingest,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM; then stops accepting, makes everything acknowledged
@@ -250,11 +276,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The daemon's windows and firing rules, from its options (epoch 0 until a lease is held).
 fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
-    let (engine, size) = args.engine.config().context("--window-size")?;
+    // With ingest time the watermark follows the clock, so no lateness unless asked for.
+    let lateness = match args.time {
+        Time::Event => DEFAULT_LATENESS,
+        Time::Ingest => Duration::ZERO,
+    };
+    let (engine, size) = args.engine.config(lateness).context("--window-size")?;
     Ok(DriverConfig {
         engine,
         size,
-        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        // With ingest time the watermark follows the clock already.
+        idle_timeout: (!args.idle_timeout.is_zero() && args.time == Time::Event)
+            .then_some(args.idle_timeout),
+        time: match args.time {
+            Time::Event => TimeBase::Event,
+            Time::Ingest => TimeBase::Ingest,
+        },
+        ack_timeout_ms: millis(args.ack_timeout),
         epoch: 0,
     })
 }
@@ -446,6 +484,11 @@ fn shared(
         },
         style: style(args),
         max_line_bytes: args.max_line_bytes,
+        max_payload_bytes: args.max_payload_bytes,
+        timestamps: match args.time {
+            Time::Event => Timestamps::Required,
+            Time::Ingest => Timestamps::Optional,
+        },
         idle_timeout: (!args.connection_idle_timeout.is_zero())
             .then_some(args.connection_idle_timeout),
         metrics,

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
@@ -17,7 +17,8 @@ use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
-use crate::driver::{Command, OwnedEvent, Published, Stats, Subscription};
+use crate::driver::{Command, Delivered, OwnedEvent, Published, Stats, Subscription};
+use crate::group_route::GroupStream;
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
 use crate::router::{Links, RouteLimits, Routed, route};
@@ -26,8 +27,11 @@ use window_proto::ProtoError;
 use window_proto::reply::{
     self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
 };
-use window_proto::{Body, FromSeq, ReplyTo, Style, parse_request, window_bounds};
+use window_proto::{
+    Body, FromSeq, GroupJoin, ReplyTo, Style, Timestamps, parse_request_with, window_bounds,
+};
 use window_proto::{Line, LineSplitter};
+use window_service::MemberId;
 
 /// Where a connection's requests go.
 #[derive(Debug)]
@@ -51,6 +55,10 @@ pub struct Shared {
     pub spec: WindowSpec,
     pub style: Style,
     pub max_line_bytes: usize,
+    /// The largest payload an event may carry (`--max-payload-bytes`).
+    pub max_payload_bytes: usize,
+    /// Whether events must carry a timestamp (not with `--time ingest`).
+    pub timestamps: Timestamps,
     pub idle_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
     /// The coordinator's address, reported by `stats`.
@@ -143,11 +151,31 @@ enum Outgoing {
         Part,
         oneshot::Receiver<Result<Subscription, ProtoError>>,
     ),
+    /// A consumer group joined: `subscribe_ok`, then the windows the group hands this member.
+    Group(Box<Joining>),
+    /// A member's `ack`, answered once durable.
+    Acked(ReplyTo, oneshot::Receiver<Result<u64, ProtoError>>),
     /// The router's reply, whole.
     Routed(oneshot::Receiver<Vec<u8>>),
     /// The router's merged subscription.
     RoutedStream(mpsc::Receiver<Vec<u8>>),
+    /// The router's merged consumer-group membership; the reader keeps `acks`.
+    RoutedGroup(GroupStream),
 }
+
+/// A connection joining a consumer group.
+struct Joining {
+    to: ReplyTo,
+    part: Part,
+    name: String,
+    member: MemberId,
+    /// The seq the group started at, once the driver took the member in.
+    joined: oneshot::Receiver<Result<u64, ProtoError>>,
+    deliveries: mpsc::Receiver<Delivered>,
+}
+
+/// Names the members of consumer groups in this process.
+static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
 
 /// The partition a request was for (written on its windows), and its driver; `partition` is
 /// `None` without partitions.
@@ -165,8 +193,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut splitter = LineSplitter::new(shared.max_line_bytes);
     // Once it subscribes, a connection only streams windows: it is never idle, and requests on
-    // it are answered with an error (on the stream) instead of being run.
+    // it are answered with an error (on the stream) instead of being run; a consumer group's
+    // member sends its acks there.
     let mut subscribed = false;
+    let mut member: Option<(MemberId, mpsc::Sender<Command>)> = None;
+    // A consumer group over partitions: where each partition's acks go.
+    let mut routed_acks: Option<Vec<mpsc::Sender<String>>> = None;
     loop {
         let read = read_line(&mut reader, &mut splitter);
         let read = match shared.idle_timeout.filter(|_| !subscribed) {
@@ -190,6 +222,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
             }
             Ok(Some(Line::Text(line))) => match std::str::from_utf8(&line) {
                 Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) if member.is_some() => {
+                    member_request(text, &shared, member.as_ref()).await
+                }
+                Ok(text) if routed_acks.is_some() => {
+                    let acks = routed_acks.as_deref().unwrap_or_default();
+                    match routed_ack(text, &shared, acks).await {
+                        Some(outgoing) => outgoing,
+                        // Forwarded: its answer comes on the merged stream.
+                        None => continue,
+                    }
+                }
                 Ok(_) if subscribed => ready_error(
                     &shared,
                     &ReplyTo::default(),
@@ -198,11 +241,23 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
                     ),
                 ),
                 Ok(text) => {
-                    let outgoing = handle_request(text, &shared).await;
+                    let mut outgoing = handle_request(text, &shared).await;
                     subscribed = matches!(
                         outgoing,
-                        Outgoing::Subscribe(..) | Outgoing::RoutedStream(..)
+                        Outgoing::Subscribe(..)
+                            | Outgoing::RoutedStream(..)
+                            | Outgoing::Group(..)
+                            | Outgoing::RoutedGroup(..)
                     );
+                    match &mut outgoing {
+                        Outgoing::Group(joining) => {
+                            member = Some((joining.member, joining.part.commands.clone()));
+                        }
+                        Outgoing::RoutedGroup(stream) => {
+                            routed_acks = Some(std::mem::take(&mut stream.acks));
+                        }
+                        _ => {}
+                    }
                     outgoing
                 }
                 Err(e) => ready_error(
@@ -220,7 +275,80 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
         }
     }
     drop(out_tx);
+    if let Some((member, commands)) = member {
+        // What it held goes to the other members.
+        let _ = commands.send(Command::LeaveGroup { member }).await;
+    }
     let _ = writer.await;
+}
+
+/// A line on the connection of a consumer group over partitions: an `ack` naming its
+/// partition goes to that partition's member (`None`: its answer comes on the stream), anything
+/// else gets an error.
+async fn routed_ack(
+    text: &str,
+    shared: &Shared,
+    acks: &[mpsc::Sender<String>],
+) -> Option<Outgoing> {
+    let request = match parse_request_with(text, shared.timestamps) {
+        Ok(request) => request,
+        Err((to, error)) => return Some(ready_error(shared, &to, &error)),
+    };
+    let to = request.reply_to();
+    let error = match (&request.body, request.partition) {
+        (Body::Ack { .. }, Some(p)) => match acks.get(p as usize) {
+            Some(partition) => {
+                if partition.send(text.to_owned()).await.is_ok() {
+                    return None;
+                }
+                lost()
+            }
+            None => ProtoError::malformed(format!(
+                "partition {p} is not one of the {} partitions",
+                acks.len()
+            )),
+        },
+        (Body::Ack { .. }, None) => ProtoError::malformed(
+            "with --partitions an ack names its \"partition\": the partition of the windows it acknowledges (each window says it)",
+        ),
+        _ => ProtoError::malformed(
+            "this connection is a consumer group's member: it takes only ack; send other requests on another connection",
+        ),
+    };
+    Some(ready_error(shared, &to, &error))
+}
+
+/// A line on a group member's connection: an `ack`, or an error.
+async fn member_request(
+    text: &str,
+    shared: &Shared,
+    member: Option<&(MemberId, mpsc::Sender<Command>)>,
+) -> Outgoing {
+    let request = match parse_request_with(text, shared.timestamps) {
+        Ok(request) => request,
+        Err((to, error)) => return ready_error(shared, &to, &error),
+    };
+    let to = request.reply_to();
+    let (Body::Ack { seqs }, Some((member, commands))) = (request.body, member) else {
+        return ready_error(
+            shared,
+            &to,
+            &ProtoError::malformed(
+                "this connection is a consumer group's member: it takes only ack; send other requests on another connection",
+            ),
+        );
+    };
+    let member = *member;
+    match ask(commands, |reply| Command::Ack {
+        member,
+        seqs,
+        reply,
+    })
+    .await
+    {
+        Some(rx) => Outgoing::Acked(to, rx),
+        None => ready_error(shared, &to, &lost()),
+    }
 }
 
 /// Reads one line, skipping the rest of a line over the splitter's limit; `None` at the end.
@@ -242,15 +370,14 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
 }
 
 async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
-    let request = match parse_request(text) {
+    let request = match parse_request_with(text, shared.timestamps) {
         Ok(request) => request,
         Err((to, error)) => return ready_error(shared, &to, &error),
     };
-    let to = ReplyTo {
-        msg_id: request.msg_id.map(str::to_owned),
-        src: request.src.clone(),
-        dest: request.dest.clone(),
-    };
+    let to = request.reply_to();
+    if let Err(error) = request.check_payloads(shared.max_payload_bytes) {
+        return ready_error(shared, &to, &error);
+    }
     match request.body {
         Body::Init { .. } => {
             let mut out = Vec::new();
@@ -277,6 +404,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
                 Routed::Ready(out) => Outgoing::Ready(out),
                 Routed::Reply(rx) => Outgoing::Routed(rx),
                 Routed::Stream(rx) => Outgoing::RoutedStream(rx),
+                Routed::Group(stream) => Outgoing::RoutedGroup(stream),
             };
         }
     };
@@ -347,12 +475,7 @@ fn owned_events(
         if let Some(error) = foreign_key(shared, part, event.key) {
             return Err(error);
         }
-        owned.push(OwnedEvent {
-            id: event.id,
-            ts: event.ts,
-            key: event.key.map(Box::from),
-            value: event.value,
-        });
+        owned.push(OwnedEvent::of(event));
     }
     Ok(owned)
 }
@@ -426,7 +549,28 @@ async fn command(
             };
             Outgoing::Stats(to, rx)
         }
-        Body::Subscribe { from_seq } => {
+        Body::Subscribe {
+            group: Some(group),
+            from_seq,
+        } => {
+            let from_seq = match from_seq {
+                None => None,
+                Some(FromSeq::All(seq)) => Some(seq),
+                Some(FromSeq::PerPartition(_)) => {
+                    return ready_error(
+                        shared,
+                        &to,
+                        &ProtoError::malformed("a group's from_seq is one number"),
+                    );
+                }
+            };
+            join_group(group, from_seq, to, part, shared).await
+        }
+        Body::Ack { .. } => ready_error(shared, &to, &ProtoError::not_a_group_member()),
+        Body::Subscribe {
+            from_seq,
+            group: None,
+        } => {
             let from_seq = match from_seq {
                 None => None,
                 Some(FromSeq::All(seq)) => Some(seq),
@@ -452,6 +596,40 @@ async fn command(
     }
 }
 
+/// Joins consumer group `group` as a new member of this connection.
+async fn join_group(
+    group: GroupJoin,
+    from_seq: Option<u64>,
+    to: ReplyTo,
+    part: Part,
+    shared: &Shared,
+) -> Outgoing {
+    let member = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
+    // A member never holds more than `max_unacked` windows, so the channel never fills.
+    let (deliver, deliveries) = mpsc::channel(group.max_unacked.clamp(1, 1 << 16) as usize);
+    let name = group.name.clone();
+    let joined = ask(&part.commands, |reply| Command::JoinGroup {
+        name: group.name,
+        member,
+        max_unacked: group.max_unacked.min(1 << 16),
+        from_seq,
+        deliver,
+        reply,
+    })
+    .await;
+    let Some(joined) = joined else {
+        return ready_error(shared, &to, &lost());
+    };
+    Outgoing::Group(Box::new(Joining {
+        to,
+        part,
+        name,
+        member,
+        joined,
+        deliveries,
+    }))
+}
+
 /// Sends the driver the command `make` builds around a reply channel; the channel's receiving
 /// end, or `None` when the driver is gone.
 async fn ask<T>(
@@ -460,6 +638,15 @@ async fn ask<T>(
 ) -> Option<oneshot::Receiver<T>> {
     let (tx, rx) = oneshot::channel();
     commands.send(make(tx)).await.ok().map(|()| rx)
+}
+
+/// The driver is gone. It stops unasked only when this process may no longer coordinate (the
+/// lease lapsed, or the store failed): the request may be run by the next coordinator.
+fn lost() -> ProtoError {
+    ProtoError::Unavailable(
+        "this node stopped coordinating before answering; retry against another node (ingest is idempotent; give close and flush a request_id to make them so)"
+            .to_owned(),
+    )
 }
 
 fn ready_error(shared: &Shared, to: &ReplyTo, error: &ProtoError) -> Outgoing {
@@ -475,14 +662,6 @@ async fn write_replies(
 ) {
     let mut write = BufWriter::with_capacity(64 * 1024, write);
     let mut out = Vec::with_capacity(4096);
-    // The driver stops unasked only when this process may no longer coordinate (the lease
-    // lapsed, or the store failed): the request may be run by the next coordinator.
-    let lost = || {
-        ProtoError::Unavailable(
-            "this node stopped coordinating before answering; retry against another node (ingest is idempotent; give close and flush a request_id to make them so)"
-                .to_owned(),
-        )
-    };
     while let Some(item) = queue.recv().await {
         out.clear();
         let style = shared.style;
@@ -527,6 +706,7 @@ async fn write_replies(
                         late: stats.counters.late,
                         holder: Some(holder),
                         partitions: None,
+                        groups: &stats.groups,
                     };
                     reply::stats_ok(&mut out, &to.header(style), &stats);
                 }
@@ -539,8 +719,17 @@ async fn write_replies(
                     out
                 });
             }
-            Outgoing::RoutedStream(lines) => {
+            Outgoing::RoutedStream(lines) | Outgoing::RoutedGroup(GroupStream { lines, .. }) => {
                 stream_routed(&mut write, &mut queue, lines).await;
+                let _ = write.flush().await;
+                return;
+            }
+            Outgoing::Acked(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+                Ok(acked) => reply::ack_ok(&mut out, &to.header(style), acked),
+                Err(error) => reply::error(&mut out, &to.header(style), &error),
+            },
+            Outgoing::Group(joining) => {
+                stream_group(&mut write, &mut queue, &shared, *joining).await;
                 let _ = write.flush().await;
                 return;
             }
@@ -687,6 +876,72 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     }
 }
 
+/// Sends `subscribe_ok` with the group, then each window the group hands this member (with
+/// its `delivery`), and the answers to the member's acks, until the client or the driver goes.
+async fn stream_group<W: AsyncWriteExt + Unpin>(
+    write: &mut W,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    shared: &Shared,
+    joining: Joining,
+) {
+    let Joining {
+        to,
+        part,
+        name,
+        joined,
+        mut deliveries,
+        ..
+    } = joining;
+    let style = shared.style;
+    let mut out = Vec::new();
+    match joined.await.unwrap_or_else(|_| Err(lost())) {
+        Ok(from_seq) => reply::subscribe_ok(
+            &mut out,
+            &to.header(style),
+            SubscribeStart::Group {
+                name: &name,
+                from_seq,
+            },
+        ),
+        Err(error) => {
+            reply::error(&mut out, &to.header(style), &error);
+            let _ = write.write_all(&out).await;
+            return;
+        }
+    }
+    let streamed = to.unsolicited();
+    loop {
+        if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+            return;
+        }
+        out.clear();
+        tokio::select! {
+            delivered = deliveries.recv() => {
+                let Some(delivered) = delivered else {
+                    // The driver is gone: this process no longer coordinates.
+                    reply::error(&mut out, &streamed.header(style), &lost());
+                    let _ = write.write_all(&out).await;
+                    return;
+                };
+                let mut view = logged(shared.frame, &delivered.record, part.partition);
+                if let Stamp::Logged { delivery, .. } = &mut view.stamp {
+                    *delivery = Some(delivered.delivery);
+                }
+                reply::window_closed(&mut out, &streamed.header(style), &view);
+            }
+            item = queue.recv() => match item {
+                Some(Outgoing::Ready(bytes)) => out.extend_from_slice(&bytes),
+                Some(Outgoing::Acked(to, rx)) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+                    Ok(acked) => reply::ack_ok(&mut out, &to.header(style), acked),
+                    Err(error) => reply::error(&mut out, &to.header(style), &error),
+                },
+                // The client closed its side: the reader ended, and the member leaves.
+                Some(_) | None => return,
+            },
+        }
+    }
+}
+
 /// A logged window as the daemon shows it.
 fn logged(frame: IdFrame, record: &OutputRecord, partition: Option<u32>) -> WindowView<'_> {
     WindowView {
@@ -696,6 +951,7 @@ fn logged(frame: IdFrame, record: &OutputRecord, partition: Option<u32>) -> Wind
             seq: record.seq,
             epoch: record.epoch,
             partition,
+            delivery: None,
         },
     }
 }

@@ -87,6 +87,13 @@ impl ProtoError {
     pub fn malformed(text: impl Into<String>) -> ProtoError {
         ProtoError::Malformed(text.into())
     }
+
+    /// An `ack` on a connection that is not a consumer group's member.
+    pub fn not_a_group_member() -> ProtoError {
+        ProtoError::malformed(
+            "ack is for a group member: subscribe with a \"group\" on this connection first, and ack there",
+        )
+    }
 }
 
 /// The window of the event at `index`, or the error that rejects its request: the window must

@@ -121,6 +121,22 @@ impl<'o> JsonWriter<'o> {
         self
     }
 
+    /// `"payloads": [...]`, one per event (`null` for an event without one), unless none of
+    /// them has one: a window without payloads looks as it always did.
+    pub fn payloads<'p>(
+        &mut self,
+        payloads: impl Iterator<Item = Option<&'p str>> + Clone,
+    ) -> &mut Self {
+        if payloads.clone().all(|p| p.is_none()) {
+            return self;
+        }
+        self.key("payloads").begin_array();
+        for payload in payloads {
+            self.raw(payload.unwrap_or("null"));
+        }
+        self.end_array()
+    }
+
     /// Writes a timestamp as an RFC 3339 UTC string.
     pub fn timestamp(&mut self, ts: Timestamp) -> &mut Self {
         self.element();

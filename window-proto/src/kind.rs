@@ -21,13 +21,15 @@ pub enum Kind {
     SubscribeOk,
     /// A late event, streamed to subscribers under `--late emit`.
     LateEvent,
+    /// Answers `ack`.
+    AckOk,
     /// Answers a request that failed.
     Error,
 }
 
 impl Kind {
     /// Every kind, for [`Kind::parse`].
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 11] = [
         Kind::InitOk,
         Kind::Assigned,
         Kind::WindowResult,
@@ -37,6 +39,7 @@ impl Kind {
         Kind::IngestOk,
         Kind::SubscribeOk,
         Kind::LateEvent,
+        Kind::AckOk,
         Kind::Error,
     ];
 
@@ -52,6 +55,7 @@ impl Kind {
             Kind::IngestOk => "ingest_ok",
             Kind::SubscribeOk => "subscribe_ok",
             Kind::LateEvent => "late_event",
+            Kind::AckOk => "ack_ok",
             Kind::Error => "error",
         }
     }

@@ -37,6 +37,7 @@ pub use crate::lines::{Line, LineSplitter};
 pub use crate::reassemble::{Assembled, Reassembler};
 pub use crate::reply::{Address, Header};
 pub use crate::request::{
-    Batch, Body, FromSeq, MAX_REQUEST_ID, REQUEST_TYPES, ReplyTo, Request, parse_request,
-    peek_msg_id, peek_subscribe,
+    Batch, Body, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_MAX_UNACKED, FromSeq, GroupJoin,
+    MAX_GROUP_NAME, MAX_REQUEST_ID, REQUEST_TYPES, ReplyTo, Request, Timestamps, check_group_name,
+    parse_request, parse_request_with, peek_group_subscribe, peek_msg_id, peek_subscribe,
 };

@@ -63,6 +63,9 @@ pub enum Stamp {
         epoch: u64,
         /// Its partition, with `--partitions`.
         partition: Option<u32>,
+        /// How often a consumer group handed it out, this time included (1 the first time);
+        /// `None` outside a group.
+        delivery: Option<u32>,
     },
 }
 
@@ -100,6 +103,7 @@ impl Fields for WindowView<'_> {
             w.event_id(id);
         }
         w.end_array();
+        w.payloads(closed.payloads.iter().map(|p| p.as_deref()));
         w.aggregate(closed.aggregate);
         match self.stamp {
             Stamp::Content => {}
@@ -111,12 +115,16 @@ impl Fields for WindowView<'_> {
                 seq,
                 epoch,
                 partition,
+                delivery,
             } => {
                 w.key("reason").str(closed.reason.as_str());
                 w.key("seq").int(seq);
                 w.key("epoch").int(epoch);
                 if let Some(partition) = partition {
                     w.key("partition").int(partition);
+                }
+                if let Some(delivery) = delivery {
+                    w.key("delivery").int(delivery);
                 }
             }
         }
@@ -159,6 +167,25 @@ pub struct StatsReply<'a> {
     pub holder: Option<HolderStats<'a>>,
     /// A partitioned node's merge: one entry per partition.
     pub partitions: Option<&'a [PartitionStats]>,
+    /// The consumer groups (the daemon; none listed when there are none).
+    pub groups: &'a [GroupStats],
+}
+
+/// One consumer group in `stats_ok`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    /// The group's name.
+    pub name: String,
+    /// Connected members.
+    pub members: u64,
+    /// Delivered and not acknowledged, or waiting to be delivered again.
+    pub pending: u64,
+    /// Acknowledged since the group was created.
+    pub acked: u64,
+    /// Deliveries after the first, since this process took over.
+    pub redelivered: u64,
+    /// Windows of the log not yet handed to any member.
+    pub lag: u64,
 }
 
 /// The daemon's part of `stats_ok`.
@@ -198,6 +225,10 @@ pub enum SubscribeStart<'a> {
     One(u64),
     /// One start per partition, in partition order.
     PerPartition(&'a [u64]),
+    /// A consumer group's: the group and the seq it started at when it was created.
+    Group { name: &'a str, from_seq: u64 },
+    /// A consumer group's over partitions: one start per partition.
+    GroupPerPartition { name: &'a str, from_seqs: &'a [u64] },
 }
 
 /// A late event as `late_event` shows it.
@@ -299,6 +330,7 @@ pub fn window_result(
                 }
             }
             w.end_array();
+            w.payloads(window.events.iter().map(|&i| events[i].payload));
             w.aggregate(aggregate);
             w.end_object();
         }
@@ -339,6 +371,20 @@ pub fn stats_ok(out: &mut Vec<u8>, h: &Header<'_>, stats: &StatsReply<'_>) {
             w.key("epoch").int(holder.epoch);
             w.key("connections").int(holder.connections);
         }
+        if !stats.groups.is_empty() {
+            w.key("groups").begin_array();
+            for g in stats.groups {
+                w.begin_object();
+                w.key("group").str(&g.name);
+                w.key("members").int(g.members);
+                w.key("pending").int(g.pending);
+                w.key("acked").int(g.acked);
+                w.key("redelivered").int(g.redelivered);
+                w.key("lag").int(g.lag);
+                w.end_object();
+            }
+            w.end_array();
+        }
         if let Some(partitions) = stats.partitions {
             w.key("partitions").begin_array();
             for p in partitions {
@@ -373,14 +419,31 @@ pub fn subscribe_ok(out: &mut Vec<u8>, h: &Header<'_>, start: SubscribeStart<'_>
             SubscribeStart::One(seq) => {
                 w.int(seq);
             }
-            SubscribeStart::PerPartition(seqs) => {
-                w.begin_array();
-                for &seq in seqs {
-                    w.int(seq);
-                }
-                w.end_array();
+            SubscribeStart::PerPartition(seqs) => seq_array(w, seqs),
+            SubscribeStart::Group { name, from_seq } => {
+                w.int(from_seq);
+                w.key("group").str(name);
+            }
+            SubscribeStart::GroupPerPartition { name, from_seqs } => {
+                seq_array(w, from_seqs);
+                w.key("group").str(name);
             }
         }
+    });
+}
+
+fn seq_array(w: &mut JsonWriter<'_>, seqs: &[u64]) {
+    w.begin_array();
+    for &seq in seqs {
+        w.int(seq);
+    }
+    w.end_array();
+}
+
+/// `ack_ok`: how many of the acknowledged windows were not acknowledged before.
+pub fn ack_ok(out: &mut Vec<u8>, h: &Header<'_>, acked: u64) {
+    message(out, h, Kind::AckOk, |w| {
+        w.key("acked").int(acked);
     });
 }
 

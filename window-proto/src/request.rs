@@ -17,7 +17,8 @@ use crate::json::Style;
 use crate::reply::{Address, Header};
 
 /// What `events` must be, for error texts.
-const EVENTS: &str = "an array of {\"id\", \"timestamp\", \"key\"?, \"value\"?} objects";
+const EVENTS: &str =
+    "an array of {\"id\", \"timestamp\", \"key\"?, \"value\"?, \"payload\"?} objects";
 /// What an event timestamp must be, for error texts.
 const TIMESTAMP: &str = "an RFC 3339 string (2024-01-15T10:00:10Z) or integer epoch milliseconds";
 /// What a window id must be, for error texts.
@@ -25,9 +26,13 @@ const WINDOW_ID: &str = "\"window-<integer>\", e.g. \"window-1705305600000\"";
 /// What a window size must be, for error texts.
 const WINDOW_SIZE: &str = "the window length in milliseconds, a positive integer";
 
+/// The largest payload an event may carry, as JSON text, unless the daemon is told otherwise
+/// (`--max-payload-bytes`).
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+
 /// Every request type, with the names the wire uses.
 pub const REQUEST_TYPES: &str =
-    "init, assign, process_window, ingest, close, flush, stats (and subscribe on `serve`)";
+    "init, assign, process_window, ingest, close, flush, stats (and subscribe, ack on `serve`)";
 
 /// One request line, parsed.
 #[derive(Debug)]
@@ -47,6 +52,28 @@ pub struct Request<'a> {
     pub partition: Option<u32>,
     /// What is asked.
     pub body: Body<'a>,
+}
+
+impl Request<'_> {
+    /// Where the reply goes.
+    pub fn reply_to(&self) -> ReplyTo {
+        ReplyTo {
+            msg_id: self.msg_id.map(str::to_owned),
+            src: self.src.clone(),
+            dest: self.dest.clone(),
+        }
+    }
+
+    /// Refuses the request whole when one of its events carries a payload longer than
+    /// `max_bytes` of JSON text (error 12 naming the event).
+    pub fn check_payloads(&self, max_bytes: usize) -> Result<(), ProtoError> {
+        match &self.body {
+            Body::Assign { events, .. }
+            | Body::ProcessWindow { events, .. }
+            | Body::Ingest { events, .. } => events.check_payloads(max_bytes),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The typed body of a request.
@@ -93,13 +120,50 @@ pub enum Body<'a> {
         /// `window_size_ms`, when given.
         size: Option<SizeMs>,
     },
-    /// `subscribe` (daemon): stream emitted windows from `from_seq`.
+    /// `ack` (daemon, on a group member's connection): these windows are done.
+    Ack {
+        /// The acknowledged windows' seqs.
+        seqs: Vec<u64>,
+    },
+    /// `subscribe` (daemon): stream emitted windows from `from_seq`; with a group, join it
+    /// and get each window the group hands this member.
     Subscribe {
+        /// The consumer group to join, if any.
+        group: Option<GroupJoin>,
         /// First sequence number wanted; `None` means only new windows.
         from_seq: Option<FromSeq>,
     },
     /// `stats`: counters and state.
     Stats,
+}
+
+/// A `subscribe` that joins a consumer group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupJoin {
+    /// The group's name (1-128 printable ASCII characters, no spaces).
+    pub name: String,
+    /// The member's name, for logs and stats; optional.
+    pub consumer: Option<String>,
+    /// Windows this member may hold unacknowledged (at least 1; 1000 when not given).
+    pub max_unacked: u32,
+}
+
+/// `max_unacked` when a group member does not say.
+pub const DEFAULT_MAX_UNACKED: u32 = 1000;
+
+/// The longest group name.
+pub const MAX_GROUP_NAME: usize = 128;
+
+/// Checks a group name: 1 to 128 printable ASCII characters, no spaces.
+pub fn check_group_name(name: &str) -> Result<(), ProtoError> {
+    let printable = name.bytes().all(|b| b.is_ascii_graphic());
+    if name.is_empty() || name.len() > MAX_GROUP_NAME || !printable {
+        return Err(ProtoError::malformed(format!(
+            "group must be 1 to {MAX_GROUP_NAME} printable ASCII characters without spaces, got {}",
+            shorten(&format!("{name:?}"))
+        )));
+    }
+    Ok(())
 }
 
 /// Where a subscription starts: one sequence number (for every partition), or one per
@@ -118,6 +182,8 @@ pub enum FromSeq {
 pub struct Batch<'a> {
     items: Vec<(EventId, Timestamp, Option<f64>)>,
     keys: Vec<Option<Cow<'a, str>>>,
+    /// One per event once an event had a payload (empty until then: most batches have none).
+    payloads: Vec<Option<Cow<'a, str>>>,
 }
 
 impl Batch<'_> {
@@ -126,19 +192,36 @@ impl Batch<'_> {
         self.items.is_empty()
     }
 
-    /// The events, borrowing their keys from the batch.
+    /// The events, borrowing their keys and payloads from the batch.
     pub fn events(&mut self) -> Vec<Event<'_>> {
         let items = std::mem::take(&mut self.items);
         items
             .into_iter()
             .zip(&self.keys)
-            .map(|((id, ts, value), key)| Event {
+            .enumerate()
+            .map(|(i, ((id, ts, value), key))| Event {
                 id,
                 ts,
                 key: key.as_deref(),
                 value,
+                payload: self.payloads.get(i).and_then(|p| p.as_deref()),
             })
             .collect()
+    }
+
+    /// Refuses the batch whole when an event's payload is longer than `max_bytes` of JSON text.
+    pub fn check_payloads(&self, max_bytes: usize) -> Result<(), ProtoError> {
+        for (index, payload) in self.payloads.iter().enumerate() {
+            if let Some(payload) = payload
+                && payload.len() > max_bytes
+            {
+                return Err(ProtoError::malformed(format!(
+                    "events[{index}].payload is {} bytes of JSON, over the limit of {max_bytes} (--max-payload-bytes); send a smaller payload (a reference to where the data is) or raise the limit",
+                    payload.len()
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -165,6 +248,26 @@ struct IgnoredBody(serde::de::IgnoredAny);
 /// Valid requests are parsed in a single pass. Only when that fails is the line parsed again,
 /// field by field, to say precisely which field is wrong and to recover `msg_id` for the reply.
 pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
+    parse_request_with(line, Timestamps::Required)
+}
+
+/// Whether events must carry a `timestamp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Timestamps {
+    /// Every event says when it happened (event time, the default).
+    #[default]
+    Required,
+    /// The receiver stamps events with its own clock (`serve --time ingest`): a `timestamp` may
+    /// be left out, and one that is given is checked but not used. An event without one reads
+    /// as [`Timestamp::EPOCH`] until it is stamped.
+    Optional,
+}
+
+/// [`parse_request`], with events' timestamps as `timestamps` says.
+pub fn parse_request_with(
+    line: &str,
+    timestamps: Timestamps,
+) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
     match serde_json::from_str::<Typed<'_>>(line) {
         Ok(outer) => match outer.body {
             Some(body) => {
@@ -177,6 +280,7 @@ pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
                     body.kind,
                     body.events.as_deref(),
                     &body.rest_within(outer.request_id),
+                    timestamps,
                 )
             }
             None => typed_request(
@@ -186,14 +290,19 @@ pub fn parse_request(line: &str) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
                 outer.kind,
                 outer.events.as_deref(),
                 &outer.rest(),
+                timestamps,
             ),
         },
-        Err(fast_error) => Err(explain(line, &fast_error)),
+        Err(fast_error) => Err(explain(line, &fast_error, timestamps)),
     }
 }
 
 /// The careful path: finds what is wrong with a line the fast path could not parse.
-fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, ProtoError) {
+fn explain(
+    line: &str,
+    fast_error: &serde_json::Error,
+    timestamps: Timestamps,
+) -> (ReplyTo, ProtoError) {
     let outer: Loose<'_> = match serde_json::from_str(line) {
         Ok(outer) => outer,
         Err(e) => {
@@ -242,6 +351,7 @@ fn explain(line: &str, fast_error: &serde_json::Error) -> (ReplyTo, ProtoError) 
         fields.kind,
         events.as_deref(),
         &fields.rest_within(envelope_request_id),
+        timestamps,
     ) {
         Err(error) => error,
         // Both paths accept the same fields; if the careful one finds no fault, report the
@@ -267,6 +377,10 @@ struct Rest<'a> {
     from_seq: Option<&'a RawValue>,
     request_id: Option<&'a RawValue>,
     partition: Option<&'a RawValue>,
+    group: Option<&'a RawValue>,
+    consumer: Option<&'a RawValue>,
+    max_unacked: Option<&'a RawValue>,
+    seqs: Option<&'a RawValue>,
 }
 
 impl<'a, B, E> Fields<'a, B, E> {
@@ -280,6 +394,10 @@ impl<'a, B, E> Fields<'a, B, E> {
             from_seq: self.from_seq,
             request_id: self.request_id,
             partition: self.partition,
+            group: self.group,
+            consumer: self.consumer,
+            max_unacked: self.max_unacked,
+            seqs: self.seqs,
         }
     }
 
@@ -300,6 +418,7 @@ fn typed_request<'a>(
     kind: Option<&'a RawValue>,
     events: Option<&[RawEvent<'a>]>,
     rest: &Rest<'a>,
+    timestamps: Timestamps,
 ) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
     let msg_id = msg_id.filter(|m| m.get() != "null");
     let reply_to = |msg_id: Option<&RawValue>| ReplyTo {
@@ -336,7 +455,7 @@ fn typed_request<'a>(
         })
         .transpose()
         .map_err(|e| (reply_to(msg_id), e))?;
-    let body = parse_body(kind, events, rest).map_err(|e| (reply_to(msg_id), e))?;
+    let body = parse_body(kind, events, rest, timestamps).map_err(|e| (reply_to(msg_id), e))?;
     Ok(Request {
         src,
         dest,
@@ -345,6 +464,53 @@ fn typed_request<'a>(
         partition,
         body,
     })
+}
+
+/// A `subscribe`'s group fields, when it names a group.
+fn parse_group(fields: &Rest<'_>) -> Result<Option<GroupJoin>, ProtoError> {
+    fn given(raw: Option<&RawValue>) -> Option<&RawValue> {
+        raw.filter(|raw| raw.get() != "null")
+    }
+    let Some(raw) = given(fields.group) else {
+        if given(fields.max_unacked)
+            .or(given(fields.consumer))
+            .is_some()
+        {
+            return Err(ProtoError::malformed(
+                "max_unacked and consumer belong to a group subscription: add \"group\"",
+            ));
+        }
+        return Ok(None);
+    };
+    const NAME: &str = "a string of 1 to 128 printable ASCII characters without spaces";
+    let name = decode_str(raw).map_err(|v| invalid("group", v, NAME))?;
+    check_group_name(&name)?;
+    let consumer = given(fields.consumer)
+        .map(|raw| decode_str(raw).map_err(|v| invalid("consumer", v, "a string")))
+        .transpose()?
+        .map(Cow::into_owned);
+    const MAX: &str = "a positive integer: how many windows this member may hold unacknowledged";
+    let max_unacked = match given(fields.max_unacked) {
+        None => DEFAULT_MAX_UNACKED,
+        Some(raw) => match raw.get().parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(invalid("max_unacked", raw, MAX)),
+        },
+    };
+    Ok(Some(GroupJoin {
+        name: name.into_owned(),
+        consumer,
+        max_unacked,
+    }))
+}
+
+/// An `ack`'s `seqs`: at least one.
+fn parse_seqs(raw: &RawValue) -> Result<Vec<u64>, ProtoError> {
+    const WHAT: &str = "a non-empty array of the acknowledged windows' seq numbers";
+    match serde_json::from_str::<Vec<u64>>(raw.get()) {
+        Ok(seqs) if !seqs.is_empty() => Ok(seqs),
+        _ => Err(invalid("seqs", raw, WHAT)),
+    }
 }
 
 fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, ProtoError> {
@@ -386,6 +552,16 @@ pub fn peek_subscribe(line: &str) -> Option<Option<u64>> {
         .then(|| head.from_seq.and_then(|raw| raw.get().parse().ok()))
 }
 
+/// Without a full parse: whether `line` is a `subscribe` that joins a consumer group (a
+/// forwarding node sends such a line again as it is, to join again after a failover).
+pub fn peek_group_subscribe(line: &str) -> bool {
+    line.contains("group")
+        && RequestHead::of(line).is_some_and(|head| {
+            head.kind.as_deref() == Some("subscribe")
+                && head.group.is_some_and(|raw| raw.get() != "null")
+        })
+}
+
 /// Without a full parse: the `msg_id` of a request line, as JSON text, for an error reply to a
 /// line a node forwards rather than reads.
 pub fn peek_msg_id(line: &str) -> Option<String> {
@@ -401,6 +577,8 @@ struct RequestHead<'a> {
     msg_id: Option<&'a RawValue>,
     #[serde(default, borrow)]
     from_seq: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    group: Option<&'a RawValue>,
     #[serde(default, borrow)]
     body: Option<&'a RawValue>,
 }
@@ -482,6 +660,14 @@ struct Fields<'a, B, E> {
     request_id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     partition: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    group: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    consumer: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    max_unacked: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    seqs: Option<&'a RawValue>,
 }
 
 /// One event as raw JSON fields.
@@ -496,12 +682,15 @@ struct RawEvent<'a> {
     key: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
     value: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    payload: Option<&'a RawValue>,
 }
 
 fn parse_body<'a>(
     kind: Option<&'a RawValue>,
     events: Option<&[RawEvent<'a>]>,
     fields: &Rest<'a>,
+    timestamps: Timestamps,
 ) -> Result<Body<'a>, ProtoError> {
     let events = || {
         events.ok_or_else(|| ProtoError::malformed(format!("missing field events: give {EVENTS}")))
@@ -528,7 +717,7 @@ fn parse_body<'a>(
             .into_owned(),
         },
         "assign" => {
-            let events = parse_events(events()?)?;
+            let events = parse_events(events()?, timestamps)?;
             if events.is_empty() {
                 return Err(ProtoError::malformed(
                     "events must hold at least one event for assign, got []",
@@ -544,7 +733,7 @@ fn parse_body<'a>(
             }
         }
         "process_window" => Body::ProcessWindow {
-            events: parse_events(events()?)?,
+            events: parse_events(events()?, timestamps)?,
             size: parse_size(required(
                 fields.window_size_ms,
                 "window_size_ms",
@@ -569,14 +758,22 @@ fn parse_body<'a>(
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
-            events: parse_events(events()?)?,
+            events: parse_events(events()?, timestamps)?,
             size: fields
                 .window_size_ms
                 .filter(|raw| raw.get() != "null")
                 .map(parse_size)
                 .transpose()?,
         },
+        "ack" => Body::Ack {
+            seqs: parse_seqs(required(
+                fields.seqs,
+                "seqs",
+                "an array of the acknowledged windows' seq numbers",
+            )?)?,
+        },
         "subscribe" => Body::Subscribe {
+            group: parse_group(fields)?,
             from_seq: fields
                 .from_seq
                 .filter(|raw| raw.get() != "null")
@@ -605,7 +802,7 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
         .enumerate()
         .map(|(index, element)| {
             serde_json::from_str(element.get()).map_err(|e| {
-                let shape = "an {\"id\", \"timestamp\", \"key\"?, \"value\"?} object";
+                let shape = "an {\"id\", \"timestamp\", \"key\"?, \"value\"?, \"payload\"?} object";
                 let got = shorten(element.get());
                 ProtoError::malformed(if element.get().starts_with('{') {
                     format!("events[{index}] must be {shape}: {e}, got {got}")
@@ -617,17 +814,26 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
         .collect()
 }
 
-fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError> {
+fn parse_events<'a>(
+    raw_events: &[RawEvent<'a>],
+    timestamps: Timestamps,
+) -> Result<Batch<'a>, ProtoError> {
     let mut batch = Batch {
         items: Vec::with_capacity(raw_events.len()),
         keys: Vec::with_capacity(raw_events.len()),
+        payloads: Vec::new(),
     };
     for (index, event) in raw_events.iter().enumerate() {
         let field = |name| EventField { index, name };
         let id = required(event.id, field("id"), "a number or a string")?;
         let id = parse_event_id(id, field("id"))?;
-        let ts = required(event.timestamp, field("timestamp"), TIMESTAMP)?;
-        let ts = parse_timestamp(ts, field("timestamp"))?;
+        let ts = match (event.timestamp, timestamps) {
+            (None, Timestamps::Optional) => Timestamp::EPOCH,
+            (raw, _) => {
+                let raw = required(raw, field("timestamp"), TIMESTAMP)?;
+                parse_timestamp(raw, field("timestamp"))?
+            }
+        };
         let key = match event.key.filter(|raw| raw.get() != "null") {
             None => None,
             Some(raw) => Some(decode_str(raw).map_err(|v| invalid(field("key"), v, "a string"))?),
@@ -636,10 +842,42 @@ fn parse_events<'a>(raw_events: &[RawEvent<'a>]) -> Result<Batch<'a>, ProtoError
             None => None,
             Some(raw) => Some(parse_value(raw, field("value"))?),
         };
+        if let Some(raw) = event.payload.filter(|raw| raw.get() != "null") {
+            batch.payloads.resize(index, None);
+            batch.payloads.push(Some(one_line(raw.get())));
+        } else if !batch.payloads.is_empty() {
+            batch.payloads.push(None);
+        }
         batch.items.push((id, ts, value));
         batch.keys.push(key);
     }
     Ok(batch)
+}
+
+/// JSON text on one line: as given, unless line breaks stand between its tokens (a request that
+/// came over several lines), which are dropped with the rest of the whitespace between tokens.
+/// A JSON string holds no raw line break, so outside strings is the only place one can be.
+fn one_line(json: &str) -> Cow<'_, str> {
+    if !json.contains(['\n', '\r']) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_ascii_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Names a field of one event in error texts (`events[3].timestamp`), formatted only on error.
@@ -799,4 +1037,49 @@ fn shorten(text: &str) -> String {
         end -= 1;
     }
     format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payloads_of(line: &str) -> Vec<Option<String>> {
+        let mut request = parse_request(line).expect("parses");
+        let Body::Ingest { events, .. } = &mut request.body else {
+            panic!("an ingest");
+        };
+        events
+            .events()
+            .iter()
+            .map(|e| e.payload.map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn a_payload_is_kept_as_its_json_text_on_one_line() {
+        let line = "{\"type\":\"ingest\",\"events\":[{\"id\":1,\"timestamp\":0},\
+                    {\"id\":2,\"timestamp\":0,\"payload\":{ \"a\" :\n [1,\r\n \"x \\\" y\\\\\"] }},\
+                    {\"id\":3,\"timestamp\":0,\"payload\":null}]}";
+        assert_eq!(
+            payloads_of(line),
+            vec![None, Some("{\"a\":[1,\"x \\\" y\\\\\"]}".to_owned()), None],
+            "line breaks between tokens go (with the other whitespace there); strings stay"
+        );
+        let kept = "{\"type\":\"ingest\",\"events\":[{\"id\":1,\"timestamp\":0,\"payload\":[ 1, \"a  b\" ]}]}";
+        assert_eq!(payloads_of(kept), vec![Some("[ 1, \"a  b\" ]".to_owned())]);
+    }
+
+    #[test]
+    fn a_payload_over_the_limit_refuses_the_request_naming_the_event() {
+        let line = "{\"type\":\"ingest\",\"events\":[{\"id\":1,\"timestamp\":0,\"payload\":\"ab\"},\
+                    {\"id\":2,\"timestamp\":0,\"payload\":\"abcdef\"}]}";
+        let request = parse_request(line).expect("parses");
+        assert!(request.check_payloads(8).is_ok(), "\"abcdef\" is 8 bytes");
+        let error = request.check_payloads(7).expect_err("over 7 bytes");
+        assert_eq!(error.code(), 12);
+        assert!(
+            error.to_string().contains("events[1].payload is 8 bytes"),
+            "{error}"
+        );
+    }
 }

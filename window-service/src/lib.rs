@@ -3,8 +3,10 @@
 //! Contract: [`Service`] owns the engine and everything that turns engine steps into a durable,
 //! numbered output: the sequence number of every fired window (the only place windows are
 //! numbered), the outcomes of requests with a `request_id` (a repeat is answered from its
-//! record, never run twice), the idle watermark, and the group-commit policy (what a group of
-//! requests writes, and when a group that only moved the watermark is not worth a write). Its
+//! record, never run twice), the idle or ingest-time watermark, the consumer groups (which member
+//! holds which window, what was acknowledged; durable in the same batches), and the group-commit
+//! policy (what a group of requests writes, and when a group that only moved the watermark is
+//! not worth a write). Its
 //! inputs are requests and `now`; its outputs are replies, store batches and windows to
 //! publish. It never reads a clock, never touches a store or a socket, and knows no lease: the
 //! owner (the stdin node, or the daemon's driver shell) asks the gate, commits, syncs, and only
@@ -26,10 +28,12 @@
 //! no lease: "may this process fire now?" is the owner's question, asked before each group.
 
 mod close;
+mod groups;
 mod remembered;
 mod service;
 
+pub use crate::groups::{Delivery, MemberId};
 pub use crate::service::{
-    Answer, Config, IDLE_TICK_MS, LateNotice, NoLog, OutputLog, OwnedEvent, Service, Stats,
-    WATERMARK_WRITE_EVERY_MS,
+    Answer, Config, DEFAULT_ACK_TIMEOUT_MS, IDLE_TICK_MS, LateNotice, NoLog, OutputLog, OwnedEvent,
+    Service, Stats, TimeBase, WATERMARK_WRITE_EVERY_MS,
 };

@@ -12,7 +12,9 @@ use window_proto::reply::IngestCounts;
 use window_store::{Batch, OutputRecord, RememberedRequest, RequestOutcome, StoreError};
 
 use crate::close::close_window;
+use crate::groups::{Delivery, Groups, MemberId};
 use crate::remembered::Remembered;
+use window_proto::reply::GroupStats;
 
 /// How often the idle watermark is advanced while no events arrive.
 pub const IDLE_TICK_MS: i64 = 50;
@@ -21,17 +23,37 @@ pub const IDLE_TICK_MS: i64 = 50;
 /// back by at most this much; a group that fires or accepts anything is always written.
 pub const WATERMARK_WRITE_EVERY_MS: i64 = 1_000;
 
+/// Which clock puts events in windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeBase {
+    /// The events' own timestamps (event time).
+    #[default]
+    Event,
+    /// Ingest time: every event is stamped with the `now` at which its request is applied, and
+    /// the watermark follows `now` minus the allowed lateness, so a window fires when `now`
+    /// passes its end (plus the lateness) with no further event.
+    Ingest,
+}
+
 /// How the service runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Config {
     /// The firing rules.
     pub engine: EngineConfig,
+    /// Which clock puts events in windows.
+    pub time: TimeBase,
     /// The lease epoch stamped on every fired window (0 without a lease).
     pub epoch: u64,
     /// After this long without events (ms of processing time), event time advances with
     /// processing time (the daemon's `--idle-timeout`); `None` turns it off.
     pub idle_timeout_ms: Option<u64>,
+    /// How long a consumer group's member may hold a window unacknowledged before it goes to
+    /// another member (`--ack-timeout`).
+    pub ack_timeout_ms: u64,
 }
+
+/// `--ack-timeout` unless told otherwise.
+pub const DEFAULT_ACK_TIMEOUT_MS: u64 = 30_000;
 
 /// Where a repeated `close` or `flush` reads the records it returned the first time: the
 /// store's output log. A read-only view, so that the service itself does no I/O: the caller
@@ -63,9 +85,22 @@ pub struct OwnedEvent {
     pub key: Option<Box<str>>,
     /// Its value.
     pub value: Option<f64>,
+    /// Its payload, as JSON text.
+    pub payload: Option<Box<str>>,
 }
 
 impl OwnedEvent {
+    /// The event, owning its key and payload (to cross a channel or wait for a commit).
+    pub fn of(event: Event<'_>) -> OwnedEvent {
+        OwnedEvent {
+            id: event.id,
+            ts: event.ts,
+            key: event.key.map(Box::from),
+            value: event.value,
+            payload: event.payload.map(Box::from),
+        }
+    }
+
     /// The event, borrowing its key.
     pub fn as_event(&self) -> Event<'_> {
         Event {
@@ -73,6 +108,7 @@ impl OwnedEvent {
             ts: self.ts,
             key: self.key.as_deref(),
             value: self.value,
+            payload: self.payload.as_deref(),
         }
     }
 }
@@ -99,7 +135,7 @@ pub struct Answer<T> {
 }
 
 /// Counters and state, for `stats`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stats {
     /// Windows open now.
     pub open_windows: usize,
@@ -113,6 +149,8 @@ pub struct Stats {
     pub watermark: Option<Timestamp>,
     /// The lease epoch.
     pub epoch: u64,
+    /// The consumer groups.
+    pub groups: Vec<GroupStats>,
 }
 
 /// The part of the engine's state the store's meta record holds.
@@ -144,13 +182,23 @@ pub struct Service {
     /// Processing time of the last ingest that accepted events, and the watermark after it.
     last_arrival: Timestamp,
     watermark_at_arrival: Option<Timestamp>,
+    /// The consumer groups reading the output log.
+    groups: Groups,
+    /// The seq after the last window of a committed batch: where a new group starts.
+    committed_end: u64,
 }
 
 impl Service {
     /// A service with no open windows, nothing logged and nothing remembered, that keeps no
     /// change for a store (the stdin node without `--data-dir`).
     pub fn new(config: Config, now: Timestamp) -> Service {
-        Service::with_engine(config, Engine::new(config.engine), 0, Vec::new(), now)
+        let opened = window_store::Opened {
+            engine: Engine::new(config.engine),
+            next_seq: 0,
+            requests: Vec::new(),
+            groups: Vec::new(),
+        };
+        Service::restore(config, opened, now)
     }
 
     /// A service that goes on from what a store recovered (`window_store::open`).
@@ -159,18 +207,11 @@ impl Service {
             engine,
             next_seq,
             requests,
+            groups,
         } = opened;
-        Service::with_engine(config, engine, next_seq, requests, now)
-    }
-
-    fn with_engine(
-        config: Config,
-        engine: Engine,
-        next_seq: u64,
-        requests: Vec<RememberedRequest>,
-        now: Timestamp,
-    ) -> Service {
         Service {
+            groups: Groups::restore(groups, config.ack_timeout_ms),
+            committed_end: next_seq,
             watermark_at_arrival: engine.watermark(),
             config,
             engine,
@@ -253,6 +294,11 @@ impl Service {
         if self.engine.next_deadline().is_some_and(|at| at <= now) {
             self.engine.handle_deadline(now);
         }
+        if let Some(watermark) = self.ingest_watermark(now)
+            && self.engine.first_end().is_some_and(|end| end <= watermark)
+        {
+            self.engine.handle_watermark(watermark);
+        }
         if let (Some(timeout), Some(wm)) = (self.config.idle_timeout_ms, self.watermark_at_arrival)
         {
             let idle = now
@@ -263,6 +309,7 @@ impl Service {
                     .handle_watermark(Timestamp::from_millis(wm.as_millis().saturating_add(idle)));
             }
         }
+        self.groups.handle_timeout(now);
         self.number_fired(Vec::new()).1
     }
 
@@ -278,10 +325,25 @@ impl Service {
                 let due = self.last_arrival.as_millis().saturating_add(timeout as i64);
                 Timestamp::from_millis(due.max(now.as_millis().saturating_add(IDLE_TICK_MS)))
             });
-        match (deadline, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // With ingest time, the first open window fires once `now` passes its end plus the
+        // allowed lateness.
+        let ends = self
+            .ingest_watermark(now)
+            .and(self.engine.first_end())
+            .map(|end| Timestamp::from_millis(end.as_millis().saturating_add(self.lateness_ms())));
+        let acks = self.groups.next_timeout();
+        [deadline, idle, ends, acks].into_iter().flatten().min()
+    }
+
+    /// With ingest time, the watermark at `now`: `now` minus the allowed lateness.
+    fn ingest_watermark(&self, now: Timestamp) -> Option<Timestamp> {
+        (self.config.time == TimeBase::Ingest)
+            .then(|| Timestamp::from_millis(now.as_millis().saturating_sub(self.lateness_ms())))
+    }
+
+    fn lateness_ms(&self) -> i64 {
+        let lateness = self.config.engine.allowed_lateness_ms.unwrap_or(0);
+        i64::try_from(lateness).unwrap_or(i64::MAX)
     }
 
     /// The group's batch: the engine's change since the last batch, every window fired since,
@@ -301,10 +363,12 @@ impl Service {
             }
             _ => false,
         };
+        let groups = self.groups.take_dirty();
         if self.unwritten.is_empty()
             && self.unwritten_requests.is_empty()
             && dirty.windows.is_empty()
             && dirty.removed.is_empty()
+            && groups.is_empty()
             && meta_unchanged
         {
             return None;
@@ -313,6 +377,7 @@ impl Service {
             dirty,
             fired: std::mem::take(&mut self.unwritten),
             requests: std::mem::take(&mut self.unwritten_requests),
+            groups,
         })
     }
 
@@ -320,7 +385,46 @@ impl Service {
     /// fired windows, to publish once the batch is synced.
     pub fn on_committed(&mut self, now: Timestamp, batch: Batch) -> Vec<OutputRecord> {
         self.written = Some((meta_of(&batch.dirty), now));
+        if let Some(last) = batch.fired.last() {
+            self.committed_end = last.seq + 1;
+        }
         batch.fired
+    }
+
+    /// `member` joins consumer group `name` (see [`Groups::join`]); returns the seq the group
+    /// started at.
+    pub fn join_group(
+        &mut self,
+        name: &str,
+        member: MemberId,
+        max_unacked: u32,
+        from_seq: Option<u64>,
+    ) -> Result<u64, ProtoError> {
+        self.groups
+            .join(name, member, max_unacked, from_seq, self.committed_end)
+    }
+
+    /// `member` left (its connection ended): what it held goes to the others.
+    pub fn leave_group(&mut self, member: MemberId) {
+        self.groups.leave(member);
+    }
+
+    /// `member` acknowledges `seqs` (see [`Groups::ack`]). Durable with the next batch: answer
+    /// after its sync.
+    pub fn ack(&mut self, member: MemberId, seqs: &[u64]) -> Result<u64, ProtoError> {
+        self.groups.ack(member, seqs)
+    }
+
+    /// Windows to hand to group members now, numbered ones included. Call it before
+    /// [`Service::poll_batch`], so that the groups' new state goes in the same batch as the
+    /// windows, and send the deliveries only after that batch's sync.
+    pub fn poll_deliveries(&mut self, now: Timestamp) -> Vec<Delivery> {
+        self.groups.poll_deliveries(now, self.next_seq)
+    }
+
+    /// Each consumer group, for `stats`.
+    pub fn group_stats(&self) -> Vec<GroupStats> {
+        self.groups.stats(self.committed_end)
     }
 
     /// Late events since the last call (under `--late emit`), to publish with the group.
@@ -358,6 +462,7 @@ impl Service {
             counters: s.counters,
             watermark: s.watermark,
             epoch: self.config.epoch,
+            groups: self.group_stats(),
         }
     }
 
@@ -365,8 +470,13 @@ impl Service {
         &mut self,
         now: Timestamp,
         size: SizeMs,
-        events: Vec<Event<'_>>,
+        mut events: Vec<Event<'_>>,
     ) -> Result<IngestCounts, ProtoError> {
+        if self.config.time == TimeBase::Ingest {
+            for event in &mut events {
+                event.ts = now;
+            }
+        }
         let admission = self.engine.handle_events(now, size, events)?;
         if admission.accepted > 0 {
             self.last_arrival = now;
@@ -374,12 +484,7 @@ impl Service {
         }
         self.late
             .extend(admission.late.into_iter().map(|late| LateNotice {
-                event: OwnedEvent {
-                    id: late.event.id,
-                    ts: late.event.ts,
-                    key: late.event.key.map(Box::from),
-                    value: late.event.value,
-                },
+                event: OwnedEvent::of(late.event),
                 bounds: late.bounds,
             }));
         Ok(IngestCounts {

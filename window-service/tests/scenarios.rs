@@ -3,7 +3,8 @@
 //! the service's API, so a change to it is made in one place.
 //!
 //! Script lines (times are milliseconds of processing time; window size 1000 ms, UTC frame):
-//! - `config lateness=MS max_events=N idle=MS`: the firing rules (first line, optional)
+//! - `config lateness=MS max_events=N idle=MS ingest_time=1`: the firing rules and, with
+//!   `ingest_time`, events stamped with the time their request is applied (first line, optional)
 //! - `at T ingest ID@TS[/KEY] ... [rid=R]`: one ingest request
 //! - `close START [key=K] [rid=R]`, `flush [until=TS] [rid=R]`: close and flush
 //! - `timeout at T`: the timer fired
@@ -20,7 +21,7 @@ use window_core::{
     Timestamp, WindowId,
 };
 use window_proto::ProtoError;
-use window_service::{Answer, Config, NoLog, OutputLog, Service};
+use window_service::{Answer, Config, NoLog, OutputLog, Service, TimeBase};
 use window_store::{MemoryStore, OutputRecord, StoreError, WindowStore};
 
 const SIZE: i64 = 1000;
@@ -60,6 +61,7 @@ fn run(script: &str) -> String {
                 "max_events" => config.engine.purge.max_events = NonZeroU32::new(n as u32),
                 "max_age" => config.engine.purge.max_age_ms = Some(n),
                 "idle" => config.idle_timeout_ms = Some(n),
+                "ingest_time" => config.time = TimeBase::Ingest,
                 other => panic!("unknown option {other}"),
             }
         }
@@ -109,6 +111,7 @@ impl Harness {
                         ts: Timestamp::from_millis(*ts),
                         key: key.as_deref(),
                         value: None,
+                        payload: None,
                     })
                     .collect();
                 let answer = self.service.ingest(ms(t), size(), events, rid);
@@ -169,8 +172,57 @@ impl Harness {
                 let records = self.store.read_output(0, usize::MAX).expect("log");
                 records.iter().for_each(|r| show_record(&mut self.out, r));
             }
+            _ if self.group_step(&words) => {}
             _ => panic!("unknown script line {line:?}"),
         }
+    }
+
+    /// The consumer-group lines; false for any other line.
+    fn group_step(&mut self, words: &[&str]) -> bool {
+        let option = |name: &str| {
+            words
+                .iter()
+                .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+                .map(|v| v.parse::<u64>().expect("a number"))
+        };
+        match words {
+            ["join", group, "member", m, ..] => {
+                let max = option("max").unwrap_or(1000) as u32;
+                let joined = self.service.join_group(group, num(m), max, option("from"));
+                match joined {
+                    Ok(from) => self
+                        .out
+                        .push_str(&format!("{m} joined {group} at {from}\n")),
+                    Err(e) => self.out.push_str(&format!("error {}: {e}\n", e.code())),
+                }
+            }
+            ["leave", m] => self.service.leave_group(num(m)),
+            ["ack", m, seqs @ ..] => {
+                let seqs: Vec<u64> = seqs.iter().map(|s| num(s)).collect();
+                match self.service.ack(num(m), &seqs) {
+                    Ok(n) => self.out.push_str(&format!("ack_ok acked={n}\n")),
+                    Err(e) => self.out.push_str(&format!("error {}: {e}\n", e.code())),
+                }
+            }
+            ["deliver", "at", t] => {
+                for d in self.service.poll_deliveries(ms(t)) {
+                    self.out.push_str(&format!(
+                        "#{} to {} (delivery {})\n",
+                        d.seq, d.member, d.delivery
+                    ));
+                }
+            }
+            ["groups"] => {
+                for g in self.service.group_stats() {
+                    self.out.push_str(&format!(
+                        "group {}: members={} pending={} acked={} redelivered={} lag={}\n",
+                        g.name, g.members, g.pending, g.acked, g.redelivered, g.lag
+                    ));
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn answer<T>(&mut self, answer: Answer<T>, show: impl FnOnce(&mut String, T)) {
@@ -209,6 +261,12 @@ impl Harness {
                         .watermark
                         .map_or("none".to_owned(), |w| w.as_millis().to_string()),
                 ));
+                for g in &batch.groups {
+                    self.out.push_str(&format!(
+                        "  group {}: first={} acked_below={} acked={:?} next={}\n",
+                        g.name, g.first, g.acked_below, g.acked, g.next
+                    ));
+                }
                 self.store.commit(&batch).expect("commit");
                 self.store.sync().expect("sync");
                 self.service.on_committed(now, batch);
@@ -228,6 +286,8 @@ fn plain_config(epoch: u64) -> Config {
         },
         epoch,
         idle_timeout_ms: None,
+        ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
+        time: TimeBase::Event,
     }
 }
 
@@ -558,6 +618,7 @@ fn a_service_without_a_store_answers_alike() {
         ts: Timestamp::from_millis(5),
         key: None,
         value: None,
+        payload: None,
     };
     let answer = service.ingest(Timestamp::from_millis(0), size(), vec![event], None);
     assert_eq!(answer.result.expect("accepted").accepted, 1);
@@ -571,5 +632,216 @@ fn a_service_without_a_store_answers_alike() {
         batch.dirty.windows.len(),
         0,
         "an untracked engine lists no change"
+    );
+}
+
+#[test]
+fn with_ingest_time_events_are_stamped_with_now_and_windows_fire_at_their_end() {
+    // The events' own times (99999, -5) are ignored: each lands in the window of the time its
+    // request was applied. A window fires when the timer reaches its end plus the lateness,
+    // with no further event, and a restart keeps every event in the window it was stamped into.
+    check(
+        r"
+        config lateness=100 ingest_time=1
+        at 10 ingest 1@99999 2@-5
+        at 990 ingest 3@0/k
+        commit at 990
+        next timeout at 990
+        at 1020 ingest 4@0
+        commit at 1020
+        restart at 1050
+        next timeout at 1050
+        timeout at 1099
+        timeout at 1100
+        commit at 1100
+        next timeout at 1100
+        timeout at 2099
+        timeout at 2100
+        commit at 2100
+        log
+        ",
+        expect![[r#"
+            > at 10 ingest 1@99999 2@-5
+            ingest_ok accepted=2 duplicates=0 late=0
+            > at 990 ingest 3@0/k
+            ingest_ok accepted=1 duplicates=0 late=0
+            > commit at 990
+            batch: 2 windows, 0 removed, fired [], 0 requests, watermark 890
+            > next timeout at 990
+            next timeout 1100
+            > at 1020 ingest 4@0
+            ingest_ok accepted=1 duplicates=0 late=0
+            > commit at 1020
+            batch: 1 windows, 0 removed, fired [], 0 requests, watermark 920
+            > restart at 1050
+            recovered next_seq=0
+            > next timeout at 1050
+            next timeout 1100
+            > timeout at 1099
+            > timeout at 1100
+            fired #0 epoch 7 [0) [1 2] watermark
+            fired #1 epoch 7 [0/k) [3] watermark
+            > commit at 1100
+            batch: 0 windows, 2 removed, fired [0, 1], 0 requests, watermark 1000
+            > next timeout at 1100
+            next timeout 2100
+            > timeout at 2099
+            > timeout at 2100
+            fired #2 epoch 7 [1000) [4] watermark
+            > commit at 2100
+            batch: 0 windows, 1 removed, fired [2], 0 requests, watermark 2000
+            > log
+            #0 epoch 7 [0) [1 2] watermark
+            #1 epoch 7 [0/k) [3] watermark
+            #2 epoch 7 [1000) [4] watermark
+        "#]],
+    );
+}
+
+fn num<T: std::str::FromStr>(text: &str) -> T {
+    text.parse()
+        .unwrap_or_else(|_| panic!("not a number: {text}"))
+}
+
+#[test]
+fn a_group_hands_each_window_to_one_member_and_redelivers_what_is_not_acknowledged() {
+    // Four windows fire; two members share them in turn, one window each at most. An ack of a
+    // window another member holds is refused. A member that leaves gives its window back (the
+    // other may still acknowledge it: the work was done); an ack timeout gives it to another
+    // with delivery 2; a restart forgets who held what, so everything delivered and not
+    // acknowledged goes out again with delivery 2; acknowledged windows never come back.
+    check(
+        r"
+        config max_events=1
+        join workers member 1 max=1
+        join workers member 2 max=1
+        at 0 ingest 1@100 2@1100 3@2100 4@3100
+        deliver at 0
+        commit at 0
+        deliver at 0
+        ack 1 0
+        ack 2 0
+        ack 2 1 7
+        ack 1 1
+        deliver at 10
+        leave 2
+        deliver at 20
+        groups
+        timeout at 30009
+        deliver at 30009
+        ack 1 1
+        timeout at 30010
+        deliver at 30010
+        ack 1 1
+        deliver at 30010
+        commit at 30010
+        groups
+        restart at 30020
+        join workers member 3 max=5
+        deliver at 30020
+        ack 3 2 3
+        ack 3 2
+        commit at 30030
+        groups
+        ",
+        expect![[r#"
+            > join workers member 1 max=1
+            1 joined workers at 0
+            > join workers member 2 max=1
+            2 joined workers at 0
+            > at 0 ingest 1@100 2@1100 3@2100 4@3100
+            ingest_ok accepted=4 duplicates=0 late=0
+            fired #0 epoch 7 [0) [1] length
+            fired #1 epoch 7 [1000) [2] length
+            fired #2 epoch 7 [2000) [3] length
+            fired #3 epoch 7 [3000) [4] length
+            > deliver at 0
+            #0 to 1 (delivery 1)
+            #1 to 2 (delivery 1)
+            > commit at 0
+            batch: 4 windows, 0 removed, fired [0, 1, 2, 3], 0 requests, watermark none
+              group workers: first=0 acked_below=0 acked=[] next=2
+            > deliver at 0
+            > ack 1 0
+            ack_ok acked=1
+            > ack 2 0
+            ack_ok acked=0
+            > ack 2 1 7
+            error 12: seq 7 is not held by this member: it was never delivered to it, or went to another member after --ack-timeout
+            > ack 1 1
+            error 12: seq 1 is not held by this member: it was never delivered to it, or went to another member after --ack-timeout
+            > deliver at 10
+            #2 to 1 (delivery 1)
+            > leave 2
+            > deliver at 20
+            > groups
+            group workers: members=1 pending=2 acked=1 redelivered=0 lag=1
+            > timeout at 30009
+            > deliver at 30009
+            > ack 1 1
+            ack_ok acked=1
+            > timeout at 30010
+            > deliver at 30010
+            #2 to 1 (delivery 2)
+            > ack 1 1
+            ack_ok acked=0
+            > deliver at 30010
+            > commit at 30010
+            batch: 0 windows, 0 removed, fired [], 0 requests, watermark none
+              group workers: first=0 acked_below=2 acked=[] next=3
+            > groups
+            group workers: members=1 pending=1 acked=2 redelivered=1 lag=1
+            > restart at 30020
+            recovered next_seq=4
+            > join workers member 3 max=5
+            3 joined workers at 0
+            > deliver at 30020
+            #2 to 3 (delivery 2)
+            #3 to 3 (delivery 1)
+            > ack 3 2 3
+            ack_ok acked=2
+            > ack 3 2
+            ack_ok acked=0
+            > commit at 30030
+            batch: 0 windows, 0 removed, fired [], 0 requests, watermark none
+              group workers: first=0 acked_below=4 acked=[] next=4
+            > groups
+            group workers: members=1 pending=0 acked=4 redelivered=1 lag=0
+        "#]],
+    );
+}
+
+#[test]
+fn bad_group_requests_are_refused_and_change_nothing() {
+    check(
+        r"
+        join work-ers member 1 max=0
+        join wörk member 1
+        join xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx member 1
+        join workers member 1 max=2 from=5
+        ack 9 0
+        ack 1 0
+        groups
+        commit at 0
+        ",
+        expect![[r#"
+            > join work-ers member 1 max=0
+            error 12: max_unacked must be at least 1 (windows a member may hold unacknowledged)
+            > join wörk member 1
+            error 12: group must be 1 to 128 printable ASCII characters without spaces, got "wörk"
+            > join xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx member 1
+            error 12: group must be 1 to 128 printable ASCII characters without spaces, got "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (131 bytes)
+            > join workers member 1 max=2 from=5
+            1 joined workers at 5
+            > ack 9 0
+            error 12: ack is for a group member: subscribe with a "group" on this connection first, and ack there
+            > ack 1 0
+            ack_ok acked=0
+            > groups
+            group workers: members=1 pending=0 acked=0 redelivered=0 lag=0
+            > commit at 0
+            batch: 0 windows, 0 removed, fired [], 0 requests, watermark none
+              group workers: first=5 acked_below=5 acked=[] next=5
+        "#]],
     );
 }

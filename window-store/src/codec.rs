@@ -9,21 +9,32 @@
 //! - `O` + seq: one output record.
 //! - `R` + slot: a remembered request (its number, id and outcome); slot = number modulo
 //!   `REMEMBERED_REQUESTS`, so the newest overwrite the oldest and the space stays bounded.
+//! - `G` + name: a consumer group's state (first seq, acknowledged below, the acknowledged seqs
+//!   above that, the next seq never delivered).
 //!
 //! A window is `end, start, size` (order-preserving big-endian) then its key with a length, so
 //! a range scan from `W` meets windows in order of their end (what is due first) and a window's
 //! records share a prefix no other window's records start with. Every value starts with a
 //! version byte; a reader that meets a version it does not know refuses it.
+//!
+//! Versions: 1 is every record as first written. A chunk or an output record whose events carry
+//! payloads is written as version 2: version 1's fields, then the payloads (a count, then per id
+//! a flag and the payload's JSON text). Records without payloads are still written as version 1,
+//! byte for byte as before, so a store without payloads stays readable by older builds.
 
 use window_core::{
     Aggregate, CloseReason, ClosedWindow, Counters, EventId, SizeMs, Timestamp, WindowKey,
 };
 
 use crate::error::StoreError;
-use crate::store::{OutputRecord, REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome};
+use crate::store::{
+    GroupRecord, OutputRecord, REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome,
+};
 
-/// The version byte of every value this code writes.
+/// The version byte of every value without payloads.
 pub const VERSION: u8 = 1;
+/// The version byte of a chunk or an output record with payloads.
+pub const VERSION_PAYLOADS: u8 = 2;
 
 /// Key of the meta record.
 pub const META_KEY: &[u8] = b"M";
@@ -33,6 +44,8 @@ pub const WINDOW_PREFIX: u8 = b'W';
 pub const OUTPUT_PREFIX: u8 = b'O';
 /// Prefix of remembered requests.
 pub const REQUEST_PREFIX: u8 = b'R';
+/// Prefix of consumer groups.
+pub const GROUP_PREFIX: u8 = b'G';
 const CHUNK: u8 = b'C';
 
 /// The meta record.
@@ -163,7 +176,7 @@ pub fn encode_meta(meta: &Meta) -> Vec<u8> {
 }
 
 pub fn decode_meta(key: &[u8], value: &[u8]) -> Result<Meta, StoreError> {
-    let mut r = Reader::versioned(key, value)?;
+    let mut r = Reader::versioned(key, value, VERSION)?;
     let meta = Meta {
         next_seq: r.varint()?,
         max_event_time: r.opt_ts()?,
@@ -179,20 +192,25 @@ pub fn decode_meta(key: &[u8], value: &[u8]) -> Result<Meta, StoreError> {
     Ok(meta)
 }
 
-/// A chunk: the window's header, then the ids appended from the chunk's first index on.
-pub fn encode_chunk(header: &Header, ids: &[EventId]) -> Vec<u8> {
+/// The ids of a chunk and their payloads (one per id, or empty when none has one).
+pub type ChunkIds = (Vec<EventId>, Vec<Option<Box<str>>>);
+
+/// A chunk: the window's header, then the ids appended from the chunk's first index on, then
+/// their payloads when any has one.
+pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: &[Option<Box<str>>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + ids.len() * 4);
-    out.push(VERSION);
+    out.push(version_for(payloads));
     put_varint(&mut out, header.pane_start);
     put_varint(&mut out, header.id_count);
     put_opt_aggregate(&mut out, header.aggregate);
     put_opt_ts(&mut out, header.pane_opened_at);
     put_ids(&mut out, ids);
+    put_payloads(&mut out, payloads);
     out
 }
 
-pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, Vec<EventId>), StoreError> {
-    let mut r = Reader::versioned(key, value)?;
+pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, ChunkIds), StoreError> {
+    let mut r = Reader::versioned(key, value, VERSION_PAYLOADS)?;
     let header = Header {
         pane_start: r.varint()?,
         id_count: r.varint()?,
@@ -200,17 +218,18 @@ pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, Vec<EventId>), 
         pane_opened_at: r.opt_ts()?,
     };
     let ids = r.ids()?;
+    let payloads = r.payloads(ids.len())?;
     r.finish()?;
     if header.pane_start > header.id_count {
         return Err(StoreError::corrupt(key, "pane start beyond the id count"));
     }
-    Ok((header, ids))
+    Ok((header, (ids, payloads)))
 }
 
 pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
     let w = &record.window;
     let mut out = Vec::with_capacity(48 + w.ids.len() * 4);
-    out.push(VERSION);
+    out.push(version_for(&w.payloads));
     put_varint(&mut out, record.epoch);
     put_i64(&mut out, w.window.start.as_millis());
     put_i64(&mut out, w.window.size.get());
@@ -224,12 +243,13 @@ pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
     out.push(reason_code(w.reason));
     put_opt_aggregate(&mut out, w.aggregate);
     put_ids(&mut out, &w.ids);
+    put_payloads(&mut out, &w.payloads);
     out
 }
 
 pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreError> {
     let seq = decode_output_key(key)?;
-    let mut r = Reader::versioned(key, value)?;
+    let mut r = Reader::versioned(key, value, VERSION_PAYLOADS)?;
     let epoch = r.varint()?;
     let start = Timestamp::from_millis(r.i64()?);
     let size = SizeMs::new(r.i64()?).map_err(|e| StoreError::corrupt(key, e.to_string()))?;
@@ -241,6 +261,7 @@ pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreErro
     let reason = reason_from(r.u8()?).ok_or_else(|| StoreError::corrupt(key, "bad reason"))?;
     let aggregate = r.opt_aggregate()?;
     let ids = r.ids()?;
+    let payloads = r.payloads(ids.len())?;
     r.finish()?;
     Ok(OutputRecord {
         seq,
@@ -252,6 +273,7 @@ pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreErro
                 key: window_key,
             },
             ids,
+            payloads,
             aggregate,
             reason,
         },
@@ -280,7 +302,7 @@ pub fn encode_request(request: &RememberedRequest) -> Vec<u8> {
 }
 
 pub fn decode_request(key: &[u8], value: &[u8]) -> Result<RememberedRequest, StoreError> {
-    let mut r = Reader::versioned(key, value)?;
+    let mut r = Reader::versioned(key, value, VERSION)?;
     let n = r.varint()?;
     let id = r.string()?.to_owned();
     let kind = r.u8()?;
@@ -311,6 +333,63 @@ pub fn decode_request(key: &[u8], value: &[u8]) -> Result<RememberedRequest, Sto
         ));
     }
     Ok(RememberedRequest { n, id, outcome })
+}
+
+/// The key of consumer group `name`.
+pub fn group_key(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + name.len());
+    key.push(GROUP_PREFIX);
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub fn encode_group(group: &GroupRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + group.acked.len() * 2);
+    out.push(VERSION);
+    put_varint(&mut out, group.first);
+    put_varint(&mut out, group.acked_below);
+    put_varint(&mut out, group.next);
+    put_varint(&mut out, group.acked.len() as u64);
+    // Ascending: each as its distance from the one before (from `acked_below`).
+    let mut last = group.acked_below;
+    for &seq in &group.acked {
+        put_varint(&mut out, seq.saturating_sub(last));
+        last = seq;
+    }
+    out
+}
+
+pub fn decode_group(key: &[u8], value: &[u8]) -> Result<GroupRecord, StoreError> {
+    let name = match key {
+        [GROUP_PREFIX, name @ ..] => std::str::from_utf8(name)
+            .map_err(|_| StoreError::corrupt(key, "group name is not UTF-8"))?,
+        _ => return Err(StoreError::corrupt(key, "not a group key")),
+    };
+    let mut r = Reader::versioned(key, value, VERSION)?;
+    let (first, acked_below, next) = (r.varint()?, r.varint()?, r.varint()?);
+    let n = usize::try_from(r.varint()?).map_err(|_| r.err("acked count"))?;
+    let mut acked = Vec::with_capacity(n.min(value.len()));
+    let mut last = acked_below;
+    for _ in 0..n {
+        last = last
+            .checked_add(r.varint()?)
+            .ok_or_else(|| r.err("acked seq"))?;
+        acked.push(last);
+    }
+    r.finish()?;
+    if acked_below > next || acked.last().is_some_and(|&seq| seq >= next) {
+        return Err(StoreError::corrupt(
+            key,
+            "acknowledged seqs beyond the group's next seq",
+        ));
+    }
+    Ok(GroupRecord {
+        name: name.to_owned(),
+        first,
+        acked_below,
+        acked,
+        next,
+    })
 }
 
 fn reason_code(reason: CloseReason) -> u8 {
@@ -379,6 +458,32 @@ fn put_opt_aggregate(out: &mut Vec<u8>, agg: Option<Aggregate>) {
     }
 }
 
+/// The version a record with these payloads is written as.
+fn version_for(payloads: &[Option<Box<str>>]) -> u8 {
+    if payloads.is_empty() {
+        VERSION
+    } else {
+        VERSION_PAYLOADS
+    }
+}
+
+/// The payload section of a version 2 record (nothing for version 1).
+fn put_payloads(out: &mut Vec<u8>, payloads: &[Option<Box<str>>]) {
+    if payloads.is_empty() {
+        return;
+    }
+    put_varint(out, payloads.len() as u64);
+    for payload in payloads {
+        match payload {
+            None => out.push(0),
+            Some(text) => {
+                out.push(1);
+                put_bytes(out, text.as_bytes());
+            }
+        }
+    }
+}
+
 fn put_ids(out: &mut Vec<u8>, ids: &[EventId]) {
     put_varint(out, ids.len() as u64);
     for id in ids {
@@ -403,21 +508,35 @@ fn put_ids(out: &mut Vec<u8>, ids: &[EventId]) {
 struct Reader<'a> {
     key: &'a [u8],
     buf: &'a [u8],
+    /// The value's version byte.
+    version: u8,
 }
 
 impl<'a> Reader<'a> {
     fn new(key: &'a [u8]) -> Reader<'a> {
-        Reader { key, buf: key }
+        Reader {
+            key,
+            buf: key,
+            version: VERSION,
+        }
     }
 
-    fn versioned(key: &'a [u8], value: &'a [u8]) -> Result<Reader<'a>, StoreError> {
-        let mut r = Reader { key, buf: value };
+    /// A reader of a value of a kind written in versions `VERSION..=newest`.
+    fn versioned(key: &'a [u8], value: &'a [u8], newest: u8) -> Result<Reader<'a>, StoreError> {
+        let mut r = Reader {
+            key,
+            buf: value,
+            version: VERSION,
+        };
         match r.u8()? {
-            VERSION => Ok(r),
+            v if (VERSION..=newest).contains(&v) => {
+                r.version = v;
+                Ok(r)
+            }
             v => Err(StoreError::corrupt(
                 key,
                 format!(
-                    "unknown format version {v} (this build reads version {VERSION}); use the window-node release that wrote it"
+                    "unknown format version {v} (this build reads versions {VERSION} to {newest} of this record); use the window-node release that wrote it"
                 ),
             )),
         }
@@ -512,6 +631,29 @@ impl<'a> Reader<'a> {
         Ok(ids)
     }
 
+    /// The payloads of `ids` ids: a version 2 record's payload section, nothing in version 1.
+    fn payloads(&mut self, ids: usize) -> Result<Vec<Option<Box<str>>>, StoreError> {
+        if self.version != VERSION_PAYLOADS {
+            return Ok(Vec::new());
+        }
+        let n = usize::try_from(self.varint()?).map_err(|_| self.err("payload count"))?;
+        if n != ids {
+            return Err(StoreError::corrupt(
+                self.key,
+                format!("{n} payloads for {ids} ids"),
+            ));
+        }
+        let mut payloads = Vec::with_capacity(n.min(self.buf.len()));
+        for _ in 0..n {
+            payloads.push(match self.u8()? {
+                0 => None,
+                1 => Some(self.string()?.into()),
+                _ => return Err(self.err("payload flag")),
+            });
+        }
+        Ok(payloads)
+    }
+
     fn finish(&self) -> Result<(), StoreError> {
         if self.buf.is_empty() {
             Ok(())
@@ -593,20 +735,40 @@ mod tests {
             }),
             pane_opened_at: Some(Timestamp::from_millis(1_000)),
         };
+        let none = Vec::new();
+        let chunk = encode_chunk(&header, &ids, &none);
+        assert_eq!(chunk[0], VERSION, "no payloads: written as before");
         assert_eq!(
-            decode_chunk(b"c", &encode_chunk(&header, &ids)).unwrap(),
-            (header, ids.clone())
+            decode_chunk(b"c", &chunk).unwrap(),
+            (header, (ids.clone(), none.clone()))
         );
-        let record = OutputRecord {
+        let payloads: Vec<Option<Box<str>>> = (0..ids.len())
+            .map(|i| (i % 2 == 0).then(|| format!("{{\"n\":[{i},\"é\"]}}").into()))
+            .collect();
+        let chunk = encode_chunk(&header, &ids, &payloads);
+        assert_eq!(chunk[0], VERSION_PAYLOADS);
+        assert_eq!(
+            decode_chunk(b"c", &chunk).unwrap(),
+            (header, (ids.clone(), payloads.clone()))
+        );
+        let mut record = OutputRecord {
             seq: 7,
             epoch: 3,
             window: ClosedWindow {
                 window: window(-60_000, 60_000, Some("k")),
                 ids,
+                payloads: none,
                 aggregate: None,
                 reason: CloseReason::Watermark,
             },
         };
+        assert_eq!(encode_output(&record)[0], VERSION);
+        assert_eq!(
+            decode_output(&output_key(7), &encode_output(&record)).unwrap(),
+            record
+        );
+        record.window.payloads = payloads;
+        assert_eq!(encode_output(&record)[0], VERSION_PAYLOADS);
         assert_eq!(
             decode_output(&output_key(7), &encode_output(&record)).unwrap(),
             record
@@ -621,7 +783,7 @@ mod tests {
             aggregate: None,
             pane_opened_at: None,
         };
-        let good = encode_chunk(&header, &[EventId::Text("abc".into())]);
+        let good = encode_chunk(&header, &[EventId::Text("abc".into())], &[]);
         for cut in 0..good.len() {
             assert!(matches!(
                 decode_chunk(b"k", &good[..cut]),
@@ -646,7 +808,22 @@ mod tests {
             pane_start: 2,
             ..header
         };
-        assert!(decode_chunk(b"k", &encode_chunk(&bad, &[])).is_err());
+        assert!(decode_chunk(b"k", &encode_chunk(&bad, &[], &[])).is_err());
+    }
+
+    #[test]
+    fn groups_round_trip() {
+        let group = GroupRecord {
+            name: "workers-1".to_owned(),
+            first: 3,
+            acked_below: 10,
+            acked: vec![11, 12, 400],
+            next: 401,
+        };
+        let key = group_key(&group.name);
+        assert_eq!(decode_group(&key, &encode_group(&group)).unwrap(), group);
+        let beyond = GroupRecord { next: 400, ..group };
+        assert!(decode_group(&key, &encode_group(&beyond)).is_err());
     }
 
     #[test]

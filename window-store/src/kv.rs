@@ -5,7 +5,9 @@
 
 use window_core::{EngineSnapshot, WindowSnapshot};
 
-use crate::codec::{self, Header, META_KEY, Meta, OUTPUT_PREFIX, REQUEST_PREFIX, WINDOW_PREFIX};
+use crate::codec::{
+    self, GROUP_PREFIX, Header, META_KEY, Meta, OUTPUT_PREFIX, REQUEST_PREFIX, WINDOW_PREFIX,
+};
 use crate::error::StoreError;
 use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
 
@@ -146,9 +148,20 @@ impl<B: KvBackend> KvStore<B> {
 
     /// Every remembered request, in order of number.
     fn recover_requests(&self) -> Result<Vec<RememberedRequest>, StoreError> {
-        let prefix = [REQUEST_PREFIX];
+        let mut requests = self.read_all(REQUEST_PREFIX, codec::decode_request)?;
+        requests.sort_by_key(|r| r.n);
+        Ok(requests)
+    }
+
+    /// Every record under `prefix`, decoded, in key order.
+    fn read_all<T>(
+        &self,
+        prefix: u8,
+        decode: impl Fn(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let prefix = [prefix];
         let mut start = prefix.to_vec();
-        let mut requests = Vec::new();
+        let mut records = Vec::new();
         loop {
             let page = self.backend.scan(&prefix, &start, 4096)?;
             let Some((last, _)) = page.last() else {
@@ -157,11 +170,10 @@ impl<B: KvBackend> KvStore<B> {
             start = last.clone();
             start.push(0);
             for (key, value) in &page {
-                requests.push(codec::decode_request(key, value)?);
+                records.push(decode(key, value)?);
             }
         }
-        requests.sort_by_key(|r| r.n);
-        Ok(requests)
+        Ok(records)
     }
 
     fn meta(&mut self) -> Result<Meta, StoreError> {
@@ -204,6 +216,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                         current.insert(WindowSnapshot {
                             window,
                             ids: Vec::new(),
+                            payloads: Vec::new(),
                             pane_start: 0,
                             aggregate: None,
                             pane_opened_at: None,
@@ -219,7 +232,14 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                         ),
                     ));
                 }
-                let (header, ids): (Header, _) = codec::decode_chunk(key, value)?;
+                let (header, (ids, payloads)): (Header, _) = codec::decode_chunk(key, value)?;
+                if !payloads.is_empty() {
+                    // Payloads line up with the ids: the chunks before had none.
+                    snap.payloads.resize(snap.ids.len(), None);
+                    snap.payloads.extend(payloads);
+                } else if !snap.payloads.is_empty() {
+                    snap.payloads.resize(snap.ids.len() + ids.len(), None);
+                }
                 snap.ids.extend(ids);
                 if header.id_count != snap.ids.len() as u64 {
                     return Err(StoreError::corrupt(
@@ -239,9 +259,13 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             start = next;
         }
         windows.extend(current);
+        for snap in &mut windows {
+            keep_pane_payloads(snap);
+        }
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
         let requests = self.recover_requests()?;
+        let groups = self.read_all(GROUP_PREFIX, codec::decode_group)?;
         Ok(Some(Recovered {
             snapshot: EngineSnapshot {
                 windows,
@@ -251,6 +275,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             },
             next_seq: meta.next_seq,
             requests,
+            groups,
         }))
     }
 
@@ -285,7 +310,13 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             };
             ops.push(KvOp::Put(
                 codec::chunk_key(&delta.window, delta.first_index as u64),
-                codec::encode_chunk(&header, &delta.appended),
+                codec::encode_chunk(&header, &delta.appended, &delta.payloads),
+            ));
+        }
+        for group in &batch.groups {
+            ops.push(KvOp::Put(
+                codec::group_key(&group.name),
+                codec::encode_group(group),
             ));
         }
         for request in &batch.requests {
@@ -326,5 +357,17 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         page.iter()
             .map(|(key, value)| codec::decode_output(key, value))
             .collect()
+    }
+}
+
+/// Keeps the payloads of the current pane only, as the engine's snapshot holds them: the
+/// chunks keep those of panes that fired since, which nothing reads again.
+fn keep_pane_payloads(snap: &mut WindowSnapshot) {
+    let pane_start = snap.pane_start.min(snap.payloads.len());
+    for payload in &mut snap.payloads[..pane_start] {
+        *payload = None;
+    }
+    if snap.payloads.iter().all(Option::is_none) {
+        snap.payloads = Vec::new();
     }
 }

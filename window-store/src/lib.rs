@@ -71,8 +71,8 @@ pub use crate::redis_members::RedisMembership;
 #[cfg(feature = "sled")]
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{
-    Batch, OutputRecord, REMEMBERED_REQUESTS, Recovered, RememberedRequest, RequestOutcome,
-    WindowStore,
+    Batch, GroupRecord, OutputRecord, REMEMBERED_REQUESTS, Recovered, RememberedRequest,
+    RequestOutcome, WindowStore,
 };
 
 /// Restores an engine from `store`, or makes a fresh one, with change tracking on. Returns the
@@ -94,6 +94,8 @@ pub struct Opened {
     pub next_seq: u64,
     /// The newest remembered requests, in order of number.
     pub requests: Vec<RememberedRequest>,
+    /// Every consumer group's durable state.
+    pub groups: Vec<GroupRecord>,
 }
 
 /// Restores an engine and the remembered requests from `store`, or starts afresh.
@@ -106,11 +108,13 @@ pub fn open(
             engine: window_core::Engine::restore(config, recovered.snapshot),
             next_seq: recovered.next_seq,
             requests: recovered.requests,
+            groups: recovered.groups,
         },
         None => Opened {
             engine: window_core::Engine::new(config),
             next_seq: 0,
             requests: Vec::new(),
+            groups: Vec::new(),
         },
     };
     opened.engine.track_changes();

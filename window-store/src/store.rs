@@ -41,6 +41,25 @@ pub struct Batch {
     pub fired: Vec<OutputRecord>,
     /// Outcomes of requests that carried a request id, numbered on from the last batch's.
     pub requests: Vec<RememberedRequest>,
+    /// Consumer groups whose state changed, each written whole.
+    pub groups: Vec<GroupRecord>,
+}
+
+/// The durable state of one consumer group: where it is in the output log and what its members
+/// acknowledged. Written in the batches of the log it reads, under the same fencing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupRecord {
+    /// The group's name (1-128 printable ASCII characters, no spaces).
+    pub name: String,
+    /// The first seq the group was to deliver (its `from_seq` when it was created).
+    pub first: u64,
+    /// Every seq below this is acknowledged.
+    pub acked_below: u64,
+    /// Acknowledged seqs at or above `acked_below`, ascending.
+    pub acked: Vec<u64>,
+    /// The first seq never handed to a member: every seq from `acked_below` to here that is not
+    /// acknowledged was delivered at least once.
+    pub next: u64,
 }
 
 /// How many remembered requests a store keeps: the newest, by number. Enough for every request a
@@ -97,4 +116,6 @@ pub struct Recovered {
     pub next_seq: u64,
     /// The newest remembered requests (at most [`REMEMBERED_REQUESTS`]), in order of `n`.
     pub requests: Vec<RememberedRequest>,
+    /// Every consumer group, by name.
+    pub groups: Vec<GroupRecord>,
 }

@@ -51,6 +51,7 @@ fn event(n: u64) -> Event<'static> {
         ts: Timestamp::from_millis(n as i64 * 3 + jitter),
         key: (!n.is_multiple_of(4)).then(|| keys[(n % 3) as usize]),
         value: Some((n % 10) as f64),
+        payload: None,
     }
 }
 
@@ -78,6 +79,7 @@ fn commit(
             dirty: engine.take_dirty(),
             fired,
             requests: Vec::new(),
+            groups: Vec::new(),
         })
         .expect("commit");
 }

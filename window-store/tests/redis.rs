@@ -241,6 +241,7 @@ fn closing_window_a_leaves_window_ab_open() {
             ts: Timestamp::from_millis(5),
             key: Some(key),
             value: None,
+            payload: None,
         })
         .collect();
     engine
@@ -378,6 +379,7 @@ fn an_old_holder_cannot_fire_after_a_takeover() {
         ts: Timestamp::from_millis(5),
         key: None,
         value: None,
+        payload: None,
     };
     // The old holder, epoch 1, commits an open window.
     let mut old = RedisStore::connect(&server.url(), namespace).unwrap();
@@ -564,6 +566,7 @@ fn commit(
         dirty: engine.take_dirty(),
         fired,
         requests: Vec::new(),
+        groups: Vec::new(),
     })?;
     store.sync()?;
     *next_seq = seq;
@@ -585,6 +588,7 @@ fn the_output_log_is_a_stream_other_clients_can_read() {
         ts: Timestamp::from_millis(25),
         key,
         value: None,
+        payload: None,
     };
     let mut store = RedisStore::connect(&server.url(), &namespace).unwrap();
     let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();

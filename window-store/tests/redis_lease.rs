@@ -170,6 +170,7 @@ fn ingest(engine: &mut Engine, id: i64) {
         ts: Timestamp::from_millis(5),
         key: None,
         value: None,
+        payload: None,
     };
     engine
         .handle_events(Timestamp::EPOCH, SizeMs::new(10).unwrap(), vec![event])
@@ -181,6 +182,7 @@ fn commit(engine: &mut Engine, store: &mut dyn WindowStore) -> Result<(), StoreE
         dirty: engine.take_dirty(),
         fired: Vec::new(),
         requests: Vec::new(),
+        groups: Vec::new(),
     })
 }
 

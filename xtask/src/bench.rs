@@ -39,6 +39,7 @@ use window_testkit::calendar::utc;
 use window_testkit::{Process, Stderr, procfs};
 
 mod cluster;
+mod latency;
 mod pipe;
 
 /// 2024-01-15T10:00:00Z.
@@ -87,6 +88,8 @@ impl Bench {
 #[derive(Default)]
 struct Results {
     outcomes: Vec<Outcome>,
+    /// Window end to delivery with ingest time.
+    latency: Vec<latency::Latency>,
     benches: Vec<Bench>,
     /// (what, value, how) lines of the memory section.
     memory: Vec<(String, String, String)>,
@@ -131,6 +134,7 @@ pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
         ..Results::default()
     };
     end_to_end(quick, &work, &mut results)?;
+    latency::run(quick, &work, &mut results)?;
     let piped = pipe::run(quick, &work)?;
     results.outcomes.extend(piped.outcomes());
     results.pipe = Some(piped);
@@ -419,7 +423,7 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
         "--allowed-lateness-ms",
         "1200000",
     ];
-    let runs: [(&str, &[&str], bool, &str); 5] = [
+    let runs: [(&str, &[&str], bool, &str); 7] = [
         (
             "daemon ingest, --memory, 1 in flight",
             &["--in-flight", "1"],
@@ -443,6 +447,18 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
             &["--in-flight", "16"],
             true,
             "durable, 16 ahead: requests share a sync (group commit)",
+        ),
+        (
+            "daemon ingest with 100-byte payloads, --data-dir, 16 in flight",
+            &["--in-flight", "16", "--payload-bytes", "100"],
+            true,
+            "the same, every event carrying a 100-byte payload (stored, and listed in every fired window)",
+        ),
+        (
+            "daemon ingest to a group of 3 members, --data-dir, 16 in flight",
+            &["--in-flight", "16", "--group-members", "3"],
+            true,
+            "the same, the windows read by three members of one consumer group (each window to one member, acknowledged), not one subscriber",
         ),
         (
             "daemon ingest, --data-dir, 4 connections x 4 in flight",
@@ -894,6 +910,7 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
     }
 
     cluster::section(&mut out, results);
+    latency::section(&mut out, results);
 
     ratios(&mut out, results);
 
@@ -1247,6 +1264,16 @@ fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static s
             "daemon ingest, --data-dir: 16 in flight / 1 in flight (events/s)",
             "daemon ingest, --data-dir, 16 in flight",
             "daemon ingest, --data-dir, 1 in flight",
+        ),
+        (
+            "daemon ingest, --data-dir, 16 in flight: 100-byte payloads / none (events/s; goal >= 0.7)",
+            "daemon ingest with 100-byte payloads",
+            "daemon ingest, --data-dir, 16 in flight",
+        ),
+        (
+            "daemon ingest, --data-dir, 16 in flight: a group of 3 members / one subscriber (events/s; goal >= 0.8)",
+            "daemon ingest to a group of 3 members",
+            "daemon ingest, --data-dir, 16 in flight",
         ),
         (
             "daemon ingest, --data-dir: 4 connections x 4 / 1 connection x 16 (events/s)",

@@ -11,6 +11,7 @@ use crate::aggregate::input::{self, Chunk, Item, Parse};
 use crate::aggregate::options::AggregateArgs;
 use crate::aggregate::output::{Output, Shape};
 use crate::clock;
+use crate::options::DEFAULT_LATENESS;
 
 /// What a run did, for the summary on stderr.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +58,7 @@ impl fmt::Display for Summary {
 /// Runs the pipe as `args` say.
 pub fn run(args: &AggregateArgs) -> Result<Summary, Error> {
     let started = Instant::now();
-    let (config, size) = args.engine.config()?;
+    let (config, size) = args.engine.config(DEFAULT_LATENESS)?;
     let (fields, named) = args.fields();
     let spec = WindowSpec {
         size,
@@ -235,5 +236,7 @@ fn event<'a>(text: &'a str, item: &'a mut Item) -> Event<'a> {
         ts: *ts,
         key: key.as_ref().map(|k| k.get(text)),
         value: *value,
+        // The pipe writes no payloads, so it reads none.
+        payload: None,
     }
 }

@@ -134,63 +134,124 @@ pub(crate) fn connect_retrying(
     }
 }
 
-/// A second connection that subscribes to every fired window from seq 0 and collects them,
-/// with the time each was read, until `stop` is called.
+/// The connections that receive fired windows until `stop` is called, with the time each was
+/// read: one subscriber of every window from seq 0, or the members of one consumer group
+/// (created at seq 0), each acknowledging every window it gets.
 pub(crate) struct Subscriber {
-    stream: TcpStream,
+    streams: Vec<TcpStream>,
     count: Arc<AtomicUsize>,
-    thread: thread::JoinHandle<anyhow::Result<Vec<Received>>>,
+    threads: Vec<thread::JoinHandle<anyhow::Result<Vec<Received>>>>,
 }
 
 impl Subscriber {
-    pub(crate) fn start(addr: SocketAddr) -> anyhow::Result<Subscriber> {
-        let mut stream = connect_retrying(addr, None, Duration::from_secs(5))?;
-        stream.write_all(b"{\"type\":\"subscribe\",\"msg_id\":0,\"from_seq\":0}\n")?;
-        let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
-        let ok = read_line(&mut reader, "before subscribe_ok")?;
-        ensure!(
-            message_type(&ok.text) == Kind::SubscribeOk.as_str(),
-            "subscribe answered {:.300}",
-            ok.text
-        );
+    /// One subscriber (`members` 0), or `members` members of group `loadgen`.
+    pub(crate) fn start(addr: SocketAddr, members: usize) -> anyhow::Result<Subscriber> {
         let count = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&count);
-        let thread = thread::spawn(move || {
-            let mut got = Vec::new();
-            loop {
-                let mut text = String::new();
-                match reader.read_line(&mut text) {
-                    Ok(0) | Err(_) => return Ok(got),
-                    Ok(_) => {}
-                }
-                let at = Instant::now();
-                let kind = message_type(&text);
-                ensure!(
-                    kind == Kind::WindowClosed.as_str(),
-                    "the subscription sent {kind}: {text:.300}"
-                );
-                got.push(Received { text, at });
-                counted.fetch_add(1, Ordering::Release);
-            }
-        });
-        Ok(Subscriber {
-            stream,
+        let mut subscriber = Subscriber {
+            streams: Vec::new(),
             count,
-            thread,
-        })
+            threads: Vec::new(),
+        };
+        let request: &[u8] = if members == 0 {
+            b"{\"type\":\"subscribe\",\"msg_id\":0,\"from_seq\":0}\n"
+        } else {
+            b"{\"type\":\"subscribe\",\"msg_id\":0,\"from_seq\":0,\"group\":\"loadgen\"}\n"
+        };
+        for _ in 0..members.max(1) {
+            let mut stream = connect_retrying(addr, None, Duration::from_secs(5))?;
+            stream.write_all(request)?;
+            let mut reader = BufReader::with_capacity(1 << 20, stream.try_clone()?);
+            let ok = read_line(&mut reader, "before subscribe_ok")?;
+            ensure!(
+                message_type(&ok.text) == Kind::SubscribeOk.as_str(),
+                "subscribe answered {:.300}",
+                ok.text
+            );
+            let acks = (members > 0).then(|| stream.try_clone()).transpose()?;
+            let counted = Arc::clone(&subscriber.count);
+            subscriber
+                .threads
+                .push(thread::spawn(move || receive(reader, acks, &counted)));
+            subscriber.streams.push(stream);
+        }
+        Ok(subscriber)
     }
 
-    /// Waits until `expected` windows have come (at most `patience`), then hangs up.
+    /// Waits until `expected` windows have come (at most `patience`), then hangs up. A group's
+    /// windows come back in seq order.
     pub(crate) fn stop(self, expected: usize, patience: Duration) -> anyhow::Result<Vec<Received>> {
         let start = Instant::now();
         while self.count.load(Ordering::Acquire) < expected && start.elapsed() < patience {
             thread::sleep(Duration::from_millis(2));
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
-        self.thread
-            .join()
-            .map_err(|_| anyhow!("the subscriber thread panicked"))?
+        for stream in &self.streams {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        let mut got = Vec::new();
+        for thread in self.threads {
+            got.extend(
+                thread
+                    .join()
+                    .map_err(|_| anyhow!("the subscriber thread panicked"))??,
+            );
+        }
+        if self.streams.len() > 1 {
+            got.sort_by_key(|r| seq_of(&r.text));
+        }
+        Ok(got)
     }
+}
+
+/// Reads windows until the connection ends; a group member (`acks`) acknowledges each, in one
+/// `ack` per burst of windows read (as a client that processes what it has, then acks it).
+fn receive(
+    mut reader: BufReader<TcpStream>,
+    mut acks: Option<TcpStream>,
+    counted: &AtomicUsize,
+) -> anyhow::Result<Vec<Received>> {
+    let mut got = Vec::new();
+    let mut unacked: Vec<u64> = Vec::new();
+    loop {
+        let mut text = String::new();
+        match reader.read_line(&mut text) {
+            Ok(0) | Err(_) => return Ok(got),
+            Ok(_) => {}
+        }
+        let at = Instant::now();
+        let kind = message_type(&text);
+        if kind == Kind::AckOk.as_str() {
+            continue;
+        }
+        ensure!(
+            kind == Kind::WindowClosed.as_str(),
+            "the subscription sent {kind}: {text:.300}"
+        );
+        if let Some(acks) = &mut acks {
+            unacked.push(seq_of(&text));
+            if reader.buffer().is_empty() {
+                let seqs: Vec<String> = unacked.drain(..).map(|s| s.to_string()).collect();
+                let ack = format!("{{\"type\":\"ack\",\"seqs\":[{}]}}\n", seqs.join(","));
+                if acks.write_all(ack.as_bytes()).is_err() {
+                    return Ok(got);
+                }
+            }
+        }
+        got.push(Received { text, at });
+        counted.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The `seq` of a window line (0 when it has none).
+fn seq_of(line: &str) -> u64 {
+    line.rfind("\"seq\":")
+        .and_then(|at| {
+            let digits: String = line[at + 6..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// One line the node wrote, and when it was read.

@@ -83,6 +83,15 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) values: bool,
 
+    /// Over TCP: receive the fired windows as this many members of one consumer group (each
+    /// acknowledging every window) instead of one subscriber (0).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) group_members: usize,
+
+    /// Give every event a payload of this many bytes of JSON text (0: none).
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub(crate) payload_bytes: usize,
+
     /// How ids are written.
     #[arg(long, value_enum, default_value_t = Ids::Int)]
     pub(crate) ids: Ids,

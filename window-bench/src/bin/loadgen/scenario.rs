@@ -45,7 +45,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<()> {
         .tcp
         .first()
         .copied()
-        .map(Subscriber::start)
+        .map(|addr| Subscriber::start(addr, cli.group_members))
         .transpose()?;
     let ready = first_reply(&mut conn)?.at - spawned;
     let mut usage = Usage {

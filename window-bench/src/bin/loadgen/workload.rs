@@ -103,6 +103,7 @@ pub(crate) fn dataset(cli: &Cli) -> anyhow::Result<Dataset> {
             },
             size_ms: cli.window_size_ms,
             seed: cli.seed,
+            payload_bytes: cli.payload_bytes,
             ..Workload::default()
         };
         return Ok(Dataset::Generated {
