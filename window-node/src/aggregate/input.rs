@@ -37,6 +37,8 @@ pub enum InputFormat {
 pub struct Source {
     /// The file's path as given, or `stdin`.
     pub name: String,
+    /// The file's size in bytes; `None` for stdin.
+    pub size: Option<u64>,
     format: InputFormat,
     reader: Box<dyn Read + Send>,
 }
@@ -76,6 +78,8 @@ pub struct Chunk {
     pub bad: Vec<BadLine>,
     /// How many lines the chunk spans: the next chunk's line numbers count on from here.
     pub lines: u64,
+    /// How many bytes of input the chunk spans.
+    pub bytes: u64,
 }
 
 /// One event, its key held as a span of the chunk's text (or owned).
@@ -128,6 +132,7 @@ pub struct BadLine {
 pub fn open(paths: &[PathBuf], format: Option<InputFormat>) -> Result<Vec<Source>, Error> {
     let stdin = || Source {
         name: "stdin".to_owned(),
+        size: None,
         format: format.unwrap_or(InputFormat::Ndjson),
         reader: Box::new(io::stdin()),
     };
@@ -149,6 +154,7 @@ pub fn open(paths: &[PathBuf], format: Option<InputFormat>) -> Result<Vec<Source
                 .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
             Ok(Source {
                 name: path.display().to_string(),
+                size: file.metadata().ok().map(|m| m.len()),
                 format: format.unwrap_or(if csv {
                     InputFormat::Csv
                 } else {
@@ -287,12 +293,14 @@ fn parse_blocks(
 
 /// Parses one block of whole lines. Blank lines are skipped; a line ending in `\r\n` loses both.
 fn parse_block(block: Vec<u8>, parse: &Parse) -> Chunk {
+    let bytes = block.len() as u64;
     let (text, not_utf8) = match String::from_utf8(block) {
         Ok(text) => (text, Vec::new()),
         Err(e) => utf8_lines(&e.into_bytes()),
     };
     let mut chunk = Chunk {
         items: Vec::with_capacity(text.len() / 64),
+        bytes,
         ..Chunk::default()
     };
     let mut not_utf8 = not_utf8.into_iter().peekable();
@@ -423,6 +431,8 @@ fn read_csv(
     }
     let mut chunk = Chunk::default();
     let mut record = csv::StringRecord::new();
+    // The bytes the chunks sent so far span (the header's are in the first).
+    let mut sent = 0;
     loop {
         let line = reader.position().line();
         match reader.read_record(&mut record) {
@@ -456,12 +466,15 @@ fn read_csv(
                 error: LineError::Csv(e.to_string()),
             }),
         }
-        if chunk.items.len() + chunk.bad.len() >= CSV_CHUNK
-            && to.send(Ok(std::mem::take(&mut chunk))).is_err()
-        {
-            return Ok(());
+        if chunk.items.len() + chunk.bad.len() >= CSV_CHUNK {
+            chunk.bytes = reader.position().byte() - sent;
+            sent += chunk.bytes;
+            if to.send(Ok(std::mem::take(&mut chunk))).is_err() {
+                return Ok(());
+            }
         }
     }
+    chunk.bytes = reader.position().byte() - sent;
     let _ = to.send(Ok(chunk));
     Ok(())
 }

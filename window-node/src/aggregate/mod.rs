@@ -6,7 +6,7 @@
 //! Modules, each depending only on those listed before it: `error` (bad lines and the errors
 //! that stop a run), `flat` (the fast scanner of flat JSON objects), `fields` (field paths and what a field's text means), `input` (reading,
 //! splitting into lines, parsing on several threads, in order), `output` (the NDJSON or CSV
-//! writer), `options` (the command line), `run` (engine and output, chunk by chunk).
+//! writer), `progress` (the bar on a terminal), `options` (the command line), `run` (engine and output, chunk by chunk).
 //!
 //! What it does not do: no store and no protocol. A run holds only the open windows and a few
 //! blocks of input; it is not durable (run it again on the same input for the same output).
@@ -17,6 +17,7 @@ mod flat;
 mod input;
 mod options;
 mod output;
+mod progress;
 mod run;
 
 pub use error::Error;

@@ -10,6 +10,7 @@ use crate::aggregate::error::Error;
 use crate::aggregate::input::{self, Chunk, Item, Parse};
 use crate::aggregate::options::AggregateArgs;
 use crate::aggregate::output::{Output, Shape};
+use crate::aggregate::progress::Progress;
 use crate::clock;
 use crate::options::DEFAULT_LATENESS;
 
@@ -76,6 +77,7 @@ pub fn run(args: &AggregateArgs) -> Result<Summary, Error> {
         block: args.block_bytes.get(),
     };
     let sources = input::open(&args.files, args.input_format)?;
+    let total = sources.iter().map(|s| s.size).sum::<Option<u64>>();
     let shape = Shape {
         format: args.output_format,
         frame: config.frame,
@@ -91,6 +93,7 @@ pub fn run(args: &AggregateArgs) -> Result<Summary, Error> {
         output: Output::create(args.output.as_deref(), shape)?,
         strict: args.strict,
         summary: Summary::default(),
+        progress: Progress::new(total),
     };
     for source in sources {
         let name = source.name.clone();
@@ -119,6 +122,7 @@ struct Pipe {
     output: Output,
     strict: bool,
     summary: Summary,
+    progress: Progress,
 }
 
 impl Pipe {
@@ -130,6 +134,7 @@ impl Pipe {
             mut items,
             bad,
             lines,
+            bytes,
         } = chunk;
         self.summary.read += (items.len() + bad.len()) as u64;
         let mut done = 0;
@@ -145,13 +150,14 @@ impl Pipe {
                 });
             }
             self.summary.bad += 1;
-            eprintln!(
+            self.progress.say(&format!(
                 "window-node aggregate: {name}:{line}: {}; skipped",
                 bad_line.error
-            );
+            ));
         }
         self.feed(&text, &mut items[done..])?;
         *lines_before += lines;
+        self.progress.advance(bytes);
         if self.timed {
             self.engine.handle_deadline(clock::now());
             self.write_fired()?;
