@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::aggregate::fields::Role;
+use crate::aggregate::role::Role;
 
 /// Why one input line is not an event.
 #[derive(Debug, thiserror::Error)]
@@ -19,10 +19,10 @@ pub enum LineError {
     #[error("bad CSV record: {0}")]
     Csv(String),
     /// The id or the time is not there.
-    #[error("no {} field (name it with {})", role_name(*.0), .0.option())]
+    #[error("no {} field (name it with {})", .0.name(), .0.option())]
     Missing(Role),
     /// A field holds something it cannot.
-    #[error("the {} field must be {expected}, got {got}", role_name(*role))]
+    #[error("the {} field must be {expected}, got {got}", role.name())]
     Invalid {
         /// Which field.
         role: Role,
@@ -37,15 +37,6 @@ pub enum LineError {
     /// The event's window does not fit in years 0000..=9999.
     #[error("its window reaches outside years 0000..=9999 (a smaller --window-size may fit)")]
     WindowOutOfRange,
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Id => "id",
-        Role::Time => "time",
-        Role::Key => "key",
-        Role::Value => "value",
-    }
 }
 
 /// What stops `aggregate`.

@@ -12,6 +12,7 @@ use window_core::{EventId, Timestamp};
 
 use crate::aggregate::error::LineError;
 use crate::aggregate::flat;
+use crate::aggregate::role::Role;
 
 /// A field by name, or a nested one by a dotted path (`user.id`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,31 +52,6 @@ impl FromStr for FieldPath {
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.segments.join("."))
-    }
-}
-
-/// What a field is for; also its index in [`Picked`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The event id (`--id-field`).
-    Id = 0,
-    /// The event time (`--time-field`).
-    Time = 1,
-    /// The window key (`--key-field`).
-    Key = 2,
-    /// The value summed (`--value-field`).
-    Value = 3,
-}
-
-impl Role {
-    /// The option that names the field, e.g. `--id-field`.
-    pub const fn option(self) -> &'static str {
-        match self {
-            Role::Id => "--id-field",
-            Role::Time => "--time-field",
-            Role::Key => "--key-field",
-            Role::Value => "--value-field",
-        }
     }
 }
 

@@ -17,7 +17,8 @@ use std::thread;
 use window_core::{EventId, Timestamp, WindowSpec};
 
 use crate::aggregate::error::{Error, LineError};
-use crate::aggregate::fields::{self, Fields, Picked, Raw, Role};
+use crate::aggregate::fields::{self, Fields, Picked, Raw};
+use crate::aggregate::role::Role;
 
 /// Chunks a parsing thread may hold ready before the consumer takes them.
 const AHEAD: usize = 2;
