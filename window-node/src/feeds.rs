@@ -2,10 +2,16 @@
 //! deliveries and ack replies) here, and one stream goes to the client, after one
 //! `subscribe_ok` with every partition's start.
 
+use std::time::Duration;
+
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use window_proto::peer::PeerFields;
 use window_proto::reply::{self, SubscribeStart};
 use window_proto::{ProtoError, ReplyTo, Style};
+
+use crate::clock::monotonic;
+use crate::upstream::{Coordinator, Holder, Replies, connect_to};
 
 /// What a partition's subscription sends the merger.
 pub enum Feed {
@@ -108,4 +114,30 @@ pub async fn merge_feeds(
             return;
         }
     }
+}
+
+/// A connection to `partition`'s holder for a feed: `None` when the merger is gone, or when no
+/// holder answered within `failover_timeout` (then the merger was told, with `advice` on what the
+/// client should do).
+pub async fn connect_feed(
+    coordinator: &Coordinator,
+    partition: u32,
+    feed: &mpsc::Sender<Feed>,
+    failover_timeout: Duration,
+    advice: &str,
+) -> Option<(OwnedWriteHalf, Replies, Holder)> {
+    let connected = tokio::select! {
+        connected = connect_to(coordinator, monotonic() + failover_timeout) => connected,
+        () = feed.closed() => return None,
+    };
+    let Some((upstream, holder)) = connected else {
+        let _ = feed
+            .send(Feed::Failed(ProtoError::Unavailable(format!(
+                "no node serves partition {partition} (none took over within --failover-timeout); {advice}"
+            ))))
+            .await;
+        return None;
+    };
+    let (up_read, up_write) = upstream.into_split();
+    Some((up_write, Replies::new(up_read), holder))
 }

@@ -12,11 +12,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use window_cluster::link::RETRY_PAUSE;
 use window_proto::peer::{Peek, request_line};
-use window_proto::{GroupJoin, Kind, ProtoError, ReplyTo, Style};
+use window_proto::{GroupJoin, Kind, ReplyTo, Style};
 
-use crate::clock::monotonic;
-use crate::feeds::{Feed, merge_feeds};
-use crate::upstream::{Coordinator, Replies, connect_to};
+use crate::feeds::{Feed, connect_feed, merge_feeds};
+use crate::upstream::Coordinator;
 
 /// The merged stream of a group over partitions, and where each partition's acks go.
 #[derive(Debug)]
@@ -83,21 +82,13 @@ async fn follow_group_partition(
     failover_timeout: Duration,
 ) {
     let mut started = false;
+    const ADVICE: &str = "subscribe to the group again: what was not acknowledged comes again";
     loop {
-        let connected = tokio::select! {
-            connected = connect_to(&coordinator, monotonic() + failover_timeout) => connected,
-            () = feed.closed() => return,
-        };
-        let Some((upstream, holder)) = connected else {
-            let _ = feed
-                .send(Feed::Failed(ProtoError::Unavailable(format!(
-                    "no node serves partition {partition} (none took over within --failover-timeout); subscribe to the group again: what was not acknowledged comes again"
-                ))))
-                .await;
+        let Some((mut up_write, mut replies, holder)) =
+            connect_feed(&coordinator, partition, &feed, failover_timeout, ADVICE).await
+        else {
             return;
         };
-        let (up_read, mut up_write) = upstream.into_split();
-        let mut replies = Replies::new(up_read);
         if up_write.write_all(join.as_bytes()).await.is_ok() {
             loop {
                 let line = tokio::select! {

@@ -30,14 +30,16 @@ use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
 use crate::clock::monotonic;
-use crate::feeds::{Feed, merge_feeds};
+use crate::feeds::{Feed, connect_feed, merge_feeds};
 use crate::group_route::{GroupStream, route_group};
 use crate::partitions::PartitionTable;
 use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_cluster::link::{IN_FLIGHT, Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
-use window_proto::reply::{self, IngestCounts, PartitionStats, StatsReply};
+use window_proto::reply::{
+    self, ConfigStats, GroupStats, IngestCounts, PartitionStats, StatsReply,
+};
 use window_proto::{
     Body, FromSeq, JsonWriter, Kind, MAX_REQUEST_ID, ReplyTo, Style, window_bounds,
 };
@@ -172,18 +174,10 @@ pub async fn route(
             group: Some(join),
             from_seq,
         } => {
-            let from_seq = match from_seq {
-                None => None,
-                Some(FromSeq::All(seq)) => Some(seq),
-                Some(FromSeq::PerPartition(_)) => {
-                    return ready_error(
-                        shared.style,
-                        &to,
-                        &ProtoError::malformed(
-                            "a group's from_seq is one number: it applies to the group of every partition when the group is created",
-                        ),
-                    );
-                }
+            const WHY: &str = "a group's applies to its group on every partition";
+            let from_seq = match FromSeq::one(from_seq, WHY) {
+                Ok(from_seq) => from_seq,
+                Err(error) => return ready_error(shared.style, &to, &error),
             };
             let coordinators = (0..links.table.count())
                 .map(|p| {
@@ -395,7 +389,8 @@ async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
             late: total(|s| s.late),
             holder: None,
             partitions: Some(&partitions),
-            groups: &[],
+            groups: &merged_groups(&parts),
+            config: parts.first().and_then(|p| p.config),
         };
         let mut out = Vec::new();
         reply::stats_ok(&mut out, &to.header(style), &stats);
@@ -522,6 +517,35 @@ struct PartStats {
     watermark: Option<String>,
     lease_holder: String,
     epoch: u64,
+    #[serde(default)]
+    config: Option<ConfigStats>,
+    #[serde(default)]
+    groups: Vec<GroupStats>,
+}
+
+/// Each group over the partitions: its counts summed, its members those of the partition that
+/// has the most (a member joins every partition).
+fn merged_groups(parts: &[PartStats]) -> Vec<GroupStats> {
+    let mut merged: Vec<GroupStats> = Vec::new();
+    for g in parts.iter().flat_map(|p| &p.groups) {
+        let at = match merged.iter().position(|m| m.name == g.name) {
+            Some(at) => at,
+            None => {
+                merged.push(GroupStats {
+                    name: g.name.clone(),
+                    ..GroupStats::default()
+                });
+                merged.len() - 1
+            }
+        };
+        let m = &mut merged[at];
+        m.members = m.members.max(g.members);
+        m.pending += g.pending;
+        m.acked += g.acked;
+        m.redelivered += g.redelivered;
+        m.lag += g.lag;
+    }
+    merged
 }
 
 impl PartStats {
@@ -659,21 +683,13 @@ async fn follow_partition(
 ) {
     let mut next = from;
     let mut started = false;
+    const ADVICE: &str = "subscribe again with from_seq as the windows you have say";
     loop {
-        let connected = tokio::select! {
-            connected = connect_to(&coordinator, monotonic() + failover_timeout) => connected,
-            () = feed.closed() => return,
-        };
-        let Some((upstream, holder)) = connected else {
-            let _ = feed
-                .send(Feed::Failed(ProtoError::Unavailable(format!(
-                    "no node serves partition {partition} (none took over within --failover-timeout); subscribe again with from_seq as the windows you have say"
-                ))))
-                .await;
+        let Some((mut up_write, mut replies, holder)) =
+            connect_feed(&coordinator, partition, &feed, failover_timeout, ADVICE).await
+        else {
             return;
         };
-        let (up_read, mut up_write) = upstream.into_split();
-        let mut replies = Replies::new(up_read);
         let mut request = request_line("subscribe", Some(partition), None, |w| {
             if let Some(seq) = next {
                 w.key("from_seq").int(seq);

@@ -25,13 +25,14 @@ use crate::router::{Links, RouteLimits, Routed, route};
 use window_cluster::link::PIPELINE;
 use window_proto::ProtoError;
 use window_proto::reply::{
-    self, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart, WindowView,
+    self, ConfigStats, HolderStats, IngestCounts, LateView, Stamp, StatsReply, SubscribeStart,
+    TimeKind, WindowView,
 };
 use window_proto::{
     Body, FromSeq, GroupJoin, ReplyTo, Style, Timestamps, parse_request_with, window_bounds,
 };
 use window_proto::{Line, LineSplitter};
-use window_service::MemberId;
+use window_service::{MemberId, TimeBase};
 
 /// Where a connection's requests go.
 #[derive(Debug)]
@@ -553,16 +554,9 @@ async fn command(
             group: Some(group),
             from_seq,
         } => {
-            let from_seq = match from_seq {
-                None => None,
-                Some(FromSeq::All(seq)) => Some(seq),
-                Some(FromSeq::PerPartition(_)) => {
-                    return ready_error(
-                        shared,
-                        &to,
-                        &ProtoError::malformed("a group's from_seq is one number"),
-                    );
-                }
+            let from_seq = match FromSeq::one(from_seq, "a group's is one number") {
+                Ok(from_seq) => from_seq,
+                Err(error) => return ready_error(shared, &to, &error),
             };
             join_group(group, from_seq, to, part, shared).await
         }
@@ -571,18 +565,10 @@ async fn command(
             from_seq,
             group: None,
         } => {
-            let from_seq = match from_seq {
-                None => None,
-                Some(FromSeq::All(seq)) => Some(seq),
-                Some(FromSeq::PerPartition(_)) => {
-                    return ready_error(
-                        shared,
-                        &to,
-                        &ProtoError::malformed(
-                            "from_seq is an array, but this request is for one log (no partitions, or one partition): give one number",
-                        ),
-                    );
-                }
+            const WHY: &str = "this request is for one log (no partitions, or one partition)";
+            let from_seq = match FromSeq::one(from_seq, WHY) {
+                Ok(from_seq) => from_seq,
+                Err(error) => return ready_error(shared, &to, &error),
             };
             let Some(rx) = ask(commands, |reply| Command::Subscribe { from_seq, reply }).await
             else {
@@ -707,6 +693,16 @@ async fn write_replies(
                         holder: Some(holder),
                         partitions: None,
                         groups: &stats.groups,
+                        config: Some(ConfigStats {
+                            window_size_ms: shared.spec.size.get(),
+                            time: match stats.time {
+                                TimeBase::Event => TimeKind::Event,
+                                TimeBase::Ingest => TimeKind::Ingest,
+                            },
+                            allowed_lateness_ms: stats.engine.allowed_lateness_ms,
+                            max_events: stats.engine.purge.max_events.map(|n| n.get()),
+                            max_age_ms: stats.engine.purge.max_age_ms,
+                        }),
                     };
                     reply::stats_ok(&mut out, &to.header(style), &stats);
                 }

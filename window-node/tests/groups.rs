@@ -208,6 +208,16 @@ fn each_window_goes_to_one_member_and_a_dead_members_go_to_another() {
         "{stats}"
     );
     assert_eq!(group["redelivered"], held.len(), "{stats}");
+    let config = &stats["config"];
+    assert_eq!(
+        [
+            &config["window_size_ms"],
+            &config["time"],
+            &config["max_events"]
+        ],
+        [&json!(1000), &json!("event"), &json!(1)],
+        "{stats}"
+    );
 }
 
 #[test]
@@ -262,8 +272,20 @@ fn over_partitions_on_three_nodes_each_window_goes_to_one_member() {
         })
         .expect("ingest");
     };
-    let (_, _, held) = share_and_redeliver(members, 18, fire);
+    let (_members, _, held) = share_and_redeliver(members, 18, fire);
     assert!(held.iter().all(|(partition, _)| partition.is_some()));
+    // The merged stats: the group over every partition, and the settings.
+    let stats = Conn::open(nodes[1].addr)
+        .expect("connect")
+        .request(r#"{"type":"stats","msg_id":5}"#);
+    let group = &stats["groups"][0];
+    assert_eq!(group["group"], "g", "{stats}");
+    assert_eq!(
+        [&group["members"], &group["acked"]],
+        [&json!(2), &json!(18)],
+        "{stats}"
+    );
+    assert_eq!(stats["config"]["max_events"], 1, "{stats}");
 }
 
 #[test]

@@ -108,6 +108,17 @@ fn windows_on_the_holders_clock_fire_at_their_end_without_further_events() {
         spans.extend(ids.into_iter().map(|id| (id, span)));
         std::thread::sleep(Duration::from_millis(400));
     }
+    let stats = client.request(r#"{"type":"stats","msg_id":9}"#);
+    let config = &stats["config"];
+    assert_eq!(
+        [
+            &config["time"],
+            &config["allowed_lateness_ms"],
+            &config["window_size_ms"]
+        ],
+        [&json!("ingest"), &json!(0), &json!(1000)],
+        "{stats}"
+    );
     // No more events: every window still fires, soon after its end.
     let delays = collect(&mut sub, &spans);
     assert!(delays.len() >= 2, "the rounds span two windows at least");

@@ -169,12 +169,44 @@ pub struct StatsReply<'a> {
     pub partitions: Option<&'a [PartitionStats]>,
     /// The consumer groups (the daemon; none listed when there are none).
     pub groups: &'a [GroupStats],
+    /// The daemon's windowing settings.
+    pub config: Option<ConfigStats>,
 }
 
-/// One consumer group in `stats_ok`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The windowing settings in the daemon's `stats_ok` (also as a peer's are read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ConfigStats {
+    pub window_size_ms: i64,
+    /// Which clock puts events in windows.
+    pub time: TimeKind,
+    pub allowed_lateness_ms: Option<u64>,
+    pub max_events: Option<u32>,
+    pub max_age_ms: Option<u64>,
+}
+
+/// `--time`: event time or ingest time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeKind {
+    #[default]
+    Event,
+    Ingest,
+}
+
+impl TimeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeKind::Event => "event",
+            TimeKind::Ingest => "ingest",
+        }
+    }
+}
+
+/// One consumer group in `stats_ok` (also as a peer's are read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct GroupStats {
     /// The group's name.
+    #[serde(rename = "group")]
     pub name: String,
     /// Connected members.
     pub members: u64,
@@ -370,6 +402,22 @@ pub fn stats_ok(out: &mut Vec<u8>, h: &Header<'_>, stats: &StatsReply<'_>) {
             w.key("lease_holder").str(holder.lease_holder);
             w.key("epoch").int(holder.epoch);
             w.key("connections").int(holder.connections);
+        }
+        if let Some(config) = &stats.config {
+            w.key("config").begin_object();
+            w.key("window_size_ms").int(config.window_size_ms);
+            w.key("time").str(config.time.as_str());
+            for (name, value) in [
+                ("allowed_lateness_ms", config.allowed_lateness_ms),
+                ("max_events", config.max_events.map(u64::from)),
+                ("max_age_ms", config.max_age_ms),
+            ] {
+                match value {
+                    Some(v) => w.key(name).int(v),
+                    None => w.key(name).raw("null"),
+                };
+            }
+            w.end_object();
         }
         if !stats.groups.is_empty() {
             w.key("groups").begin_array();

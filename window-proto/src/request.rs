@@ -137,6 +137,19 @@ pub enum Body<'a> {
     Stats,
 }
 
+impl FromSeq {
+    /// The one number `from_seq` must be here (`why` says why), or the error refusing an array.
+    pub fn one(from_seq: Option<FromSeq>, why: &str) -> Result<Option<u64>, ProtoError> {
+        match from_seq {
+            None => Ok(None),
+            Some(FromSeq::All(seq)) => Ok(Some(seq)),
+            Some(FromSeq::PerPartition(_)) => Err(ProtoError::malformed(format!(
+                "from_seq is an array, but {why}: give one number"
+            ))),
+        }
+    }
+}
+
 /// A `subscribe` that joins a consumer group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupJoin {

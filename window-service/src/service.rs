@@ -151,6 +151,9 @@ pub struct Stats {
     pub epoch: u64,
     /// The consumer groups.
     pub groups: Vec<GroupStats>,
+    /// The firing rules and the clock windows are on.
+    pub engine: EngineConfig,
+    pub time: TimeBase,
 }
 
 /// The part of the engine's state the store's meta record holds.
@@ -463,6 +466,8 @@ impl Service {
             watermark: s.watermark,
             epoch: self.config.epoch,
             groups: self.group_stats(),
+            engine: self.config.engine,
+            time: self.config.time,
         }
     }
 

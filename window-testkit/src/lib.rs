@@ -36,6 +36,7 @@
 //! address=` log line; it checks no answer and holds no expected output (the tests do). It never
 //! reaches beyond loopback.
 
+mod binary;
 pub mod calendar;
 mod conn;
 mod error;
@@ -47,6 +48,7 @@ mod wait;
 
 use std::time::Duration;
 
+pub use crate::binary::window_node_binary;
 pub use crate::conn::{Conn, Next};
 pub use crate::error::Error;
 pub use crate::node::Node;

@@ -70,13 +70,25 @@ fn ci() -> anyhow::Result<()> {
 }
 
 /// The crates below the binary stay free of I/O: the core knows no JSON either; the wire
-/// crate, the sans-I/O service and the cluster decisions know no runtime, store backend or clock.
+/// crate, the sans-I/O service and the cluster decisions know no runtime, store backend or clock;
+/// the client knows the wire and nothing of the daemon's insides.
 fn check_core_dependencies() -> anyhow::Result<()> {
     const IO: [&str; 5] = ["tokio", "sled", "redis", "tracing", "chrono"];
     check_dependencies("window-core", &[&IO[..], &["serde_json"]].concat())?;
     check_dependencies("window-proto", &IO)?;
     check_dependencies("window-service", &IO)?;
     check_dependencies("window-cluster", &IO)?;
+    // The client speaks the wire only: no store, no service, no engine state of its own.
+    check_dependencies(
+        "window-client",
+        &[
+            "window-store",
+            "window-service",
+            "window-cluster",
+            "sled",
+            "redis",
+        ],
+    )?;
     Ok(())
 }
 
