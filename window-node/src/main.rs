@@ -3,6 +3,7 @@
 //! With no subcommand it is a line-JSON node on stdin/stdout (the wire protocol of
 //! `docs/protocol.md`). Logs go to stderr; stdout carries protocol messages only.
 
+mod aggregate;
 mod clock;
 mod driver;
 mod feeds;
@@ -34,7 +35,7 @@ use window_store::SledStore;
 
 use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
-use crate::options::{Frame, parse_duration};
+use crate::options::{Frame, millis, parse_duration, size_ms};
 use window_proto::Style;
 
 const ABOUT: &str = "Tumbling windows over an endless stream of timestamped events.";
@@ -48,6 +49,7 @@ writes one reply per request, in order, on stdout. Requests are Maelstrom envelo
 
   assign          which window each event is in (events join the open state)
   process_window  the batch's events grouped by window: count and ids per window
+  ingest          add events (window_size_ms, else --window-size); only counts come back
   close           emit one open window (window_id) and drop it
   flush           emit and drop every open window ending at or before `until` (all if absent)
   init            name the node; replies are envelopes from then on
@@ -62,6 +64,8 @@ Example:
 
 `window-node serve` runs the TCP daemon instead: clients ingest events, windows fire on their own
 and subscribers receive them from a durable log (see `window-node serve --help`).
+`window-node aggregate FILE` windows a file or stream of events (one JSON object per line, or CSV)
+and writes one line per fired window (see `window-node aggregate --help`).
 
 Window ids: the default `--ids grader` frame labels windows as the published exercise does (its
 expected ids read `Z` times as UTC+2 local time: id = start - 7200000). `--ids utc` labels a
@@ -98,6 +102,10 @@ struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
     allowed_lateness: Option<Duration>,
 
+    /// Window length of an `ingest` request without `window_size_ms` (`500ms`, `10s`, `5m`).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
+    window_size: Duration,
+
     /// Persist the open windows, the watermark and the log of emitted windows in this
     /// directory (sled) and restore them on start, so a crash loses nothing acknowledged and
     /// fires nothing twice. Replies are written only after the requests are durable. Without it
@@ -126,10 +134,26 @@ enum Command {
     /// fire on their own by event time (watermark), idle timeout, length or age; everything is
     /// durable in --data-dir before it is acknowledged.
     Serve(serve::ServeArgs),
+    /// Window a file or a stream of events (NDJSON, or CSV with a header) and write one line per
+    /// fired window, in firing order, to stdout or --output: window bounds, key, count,
+    /// sum/min/max of the values, ids. At the end of input every open window fires. Bad lines
+    /// are reported on stderr and skipped (or stop the run with --strict). Example:
+    /// `window-node aggregate events.jsonl`.
+    Aggregate(aggregate::AggregateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Aggregate(args)) = &cli.command {
+        init_logging(cli.verbose, false);
+        return match aggregate::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("window-node aggregate: error: {error}");
+                ExitCode::from(error.exit_code())
+            }
+        };
+    }
     // The daemon says what it does (start, listen, recover, stop) by default; the stdin node
     // stays quiet unless asked, since its caller reads stdout and may show stderr.
     let daemon = matches!(cli.command, Some(Command::Serve(_)));
@@ -145,12 +169,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Serve(args)) = cli.command {
-        return serve::run(args);
+    match cli.command {
+        Some(Command::Serve(args)) => return serve::run(args),
+        Some(Command::Aggregate(_)) | None => {}
     }
-    let lateness = cli
-        .allowed_lateness
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let lateness = cli.allowed_lateness.map(millis);
     let config = NodeConfig {
         frame: cli.ids.into(),
         style: if cli.compact {
@@ -169,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             allowed_lateness_ms: lateness,
             late: LatePolicy::Drop,
         },
+        ingest_size: size_ms(cli.window_size).context("--window-size")?,
     };
     tracing::info!(?config, "window-node reading requests on stdin");
     let mut held_lease = None;

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub envelope: bool,
     /// Firing rules of the open state.
     pub engine: EngineConfig,
+    /// The window size of an `ingest` without `window_size_ms` (`--window-size`).
+    pub ingest_size: SizeMs,
     /// The largest payload an event may carry (`--max-payload-bytes`).
     pub max_payload_bytes: usize,
 }
@@ -200,13 +202,23 @@ impl Node {
                 reply::stats_ok(out, &self.header(to), &stats);
                 Ok(self.no_windows())
             }
-            Body::Ingest { .. } | Body::Subscribe { .. } | Body::Ack { .. } => {
-                Err(ProtoError::UnknownType(
-                    "ingest, subscribe and ack are served by the daemon (`window-node serve`); \
-                 on stdin use assign or process_window"
-                        .to_owned(),
-                ))
+            Body::Ingest { mut events, size } => {
+                let size = size.unwrap_or(self.config.ingest_size);
+                let events = events.events();
+                let spec = self.spec(size);
+                for (index, event) in events.iter().enumerate() {
+                    window_bounds(spec, index, event.ts)?;
+                }
+                let answer = self.service.ingest(now, size, events, None);
+                let counts = answer.result?;
+                reply::ingest_ok(out, &self.header(to), counts);
+                Ok(answer.fired)
             }
+            Body::Subscribe { .. } | Body::Ack { .. } => Err(ProtoError::UnknownType(
+                "subscribe and ack are served by the daemon (`window-node serve`); on stdin, \
+                 windows come out through close, flush and as they fire"
+                    .to_owned(),
+            )),
         }
     }
 

@@ -156,7 +156,9 @@ pub async fn route(
 ) -> Routed {
     let id = || part_id(links, request_id.as_deref());
     match body {
-        Body::Ingest { mut events } => route_ingest(events.events(), id(), to, shared, links).await,
+        Body::Ingest { mut events, .. } => {
+            route_ingest(events.events(), id(), to, shared, links).await
+        }
         Body::Close {
             window_id,
             size,

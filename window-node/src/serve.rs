@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, WindowSpec};
+use window_core::WindowSpec;
 use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
 
 use crate::driver::{DriverConfig, Gate, RunningDriver, blocking, describe};
@@ -19,7 +19,7 @@ use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
-use crate::options::{Frame, parse_duration};
+use crate::options::{DEFAULT_LATENESS, EngineArgs, millis, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
@@ -88,9 +88,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = NonZeroU32::MIN, env = "WINDOW_NODE_PARTITIONS")]
     partitions: NonZeroU32,
 
-    /// Window length (`500ms`, `10s`, `5m`, `1h`).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
-    window_size: Duration,
+    /// Window length, lateness, purge, id frame and late events: the engine's options, shared
+    /// with `aggregate`.
+    #[command(flatten)]
+    engine: EngineArgs,
 
     /// How long a consumer group's member may hold a window unacknowledged before it goes to
     /// another member (with `delivery` raised).
@@ -103,33 +104,10 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Time::Event, env = "WINDOW_NODE_TIME")]
     time: Time,
 
-    /// The watermark trails the highest event time seen (with `--time ingest`: the clock) by
-    /// this much; a window fires when the watermark passes its end, and later events of it are
-    /// late. Default: 5s with `--time event`, 0s with `--time ingest`.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
-    allowed_lateness: Option<Duration>,
-
-    /// Fire a window (pane) the moment it holds this many events.
-    #[arg(long, value_name = "N", env = "WINDOW_NODE_MAX_EVENTS")]
-    max_events: Option<NonZeroU32>,
-
-    /// Fire a window (pane) this long (wall time) after its first event.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_MAX_AGE")]
-    max_age: Option<Duration>,
-
     /// When no events arrive for this long, event time advances with the wall clock so that
     /// windows still close. `0s` turns it off.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "WINDOW_NODE_IDLE_TIMEOUT")]
     idle_timeout: Duration,
-
-    /// Window-id frame: `utc` labels a window by its UTC start; `grader` as the stdin node does.
-    #[arg(long, value_enum, default_value_t = Frame::Utc, env = "WINDOW_NODE_IDS")]
-    ids: Frame,
-
-    /// Late events (their window already fired by the watermark): `drop` counts them; `emit`
-    /// also sends them to subscribers as `late_event` messages.
-    #[arg(long, value_enum, default_value_t = Late::Drop, env = "WINDOW_NODE_LATE")]
-    late: Late,
 
     /// Most connections served at once; more are refused with error 11.
     #[arg(long, default_value_t = 1024, env = "WINDOW_NODE_MAX_CONNECTIONS")]
@@ -176,19 +154,6 @@ pub enum Time {
     Event,
     /// Ingest time: the coordinator's clock when it applies the request.
     Ingest,
-}
-
-/// The `--late` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Late {
-    /// Count late events and drop them.
-    Drop,
-    /// Count them and send them to subscribers.
-    Emit,
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Runs the daemon until SIGINT or SIGTERM; then stops accepting, makes everything acknowledged
@@ -311,25 +276,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The daemon's windows and firing rules, from its options (epoch 0 until a lease is held).
 fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
-    let frame: IdFrame = args.ids.into();
-    let size = SizeMs::new(i64::try_from(args.window_size.as_millis()).unwrap_or(i64::MAX))
-        .map_err(|e| anyhow::anyhow!("--window-size: {e}"))?;
+    // With ingest time the watermark follows the clock, so no lateness unless asked for.
+    let lateness = match args.time {
+        Time::Event => DEFAULT_LATENESS,
+        Time::Ingest => Duration::ZERO,
+    };
+    let (engine, size) = args.engine.config(lateness).context("--window-size")?;
     Ok(DriverConfig {
-        engine: EngineConfig {
-            frame,
-            purge: PurgePolicy {
-                max_events: args.max_events,
-                max_age_ms: args.max_age.map(millis),
-            },
-            allowed_lateness_ms: Some(millis(args.allowed_lateness.unwrap_or(match args.time {
-                Time::Event => DEFAULT_EVENT_TIME_LATENESS,
-                Time::Ingest => Duration::ZERO,
-            }))),
-            late: match args.late {
-                Late::Drop => LatePolicy::Drop,
-                Late::Emit => LatePolicy::Emit,
-            },
-        },
+        engine,
         size,
         // With ingest time the watermark follows the clock already.
         idle_timeout: (!args.idle_timeout.is_zero() && args.time == Time::Event)
@@ -342,9 +296,6 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
         epoch: 0,
     })
 }
-
-/// `--allowed-lateness` with `--time event` when none is given.
-const DEFAULT_EVENT_TIME_LATENESS: Duration = Duration::from_secs(5);
 
 /// The lease this process coordinates under, its store and its epoch: at once in memory;
 /// otherwise after following the holder until this process takes the lease (`None` when the

@@ -495,7 +495,7 @@ async fn command(
     };
     let foreign = |key: Option<&str>| foreign_key(shared, &part, key);
     match body {
-        Body::Ingest { mut events } => {
+        Body::Ingest { mut events, .. } => {
             let owned = match owned_events(events.events(), shared, &part) {
                 Ok(owned) => owned,
                 Err(error) => return ready_error(shared, &to, &error),

@@ -32,7 +32,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// Every request type, with the names the wire uses.
 pub const REQUEST_TYPES: &str =
-    "init, assign, process_window, close, flush, stats (and ingest, subscribe, ack on `serve`)";
+    "init, assign, process_window, ingest, close, flush, stats (and subscribe, ack on `serve`)";
 
 /// One request line, parsed.
 #[derive(Debug)]
@@ -70,7 +70,7 @@ impl Request<'_> {
         match &self.body {
             Body::Assign { events, .. }
             | Body::ProcessWindow { events, .. }
-            | Body::Ingest { events } => events.check_payloads(max_bytes),
+            | Body::Ingest { events, .. } => events.check_payloads(max_bytes),
             _ => Ok(()),
         }
     }
@@ -112,10 +112,13 @@ pub enum Body<'a> {
         /// The cut-off.
         until: Option<Timestamp>,
     },
-    /// `ingest` (daemon): add events under the daemon's window size.
+    /// `ingest`: add events and answer with counts only. The daemon windows them by its
+    /// `--window-size` (and ignores `size`); the stdin node by `size`, else its `--window-size`.
     Ingest {
         /// The events.
         events: Batch<'a>,
+        /// `window_size_ms`, when given.
+        size: Option<SizeMs>,
     },
     /// `ack` (daemon, on a group member's connection): these windows are done.
     Ack {
@@ -773,6 +776,11 @@ fn parse_body<'a>(
         },
         "ingest" => Body::Ingest {
             events: parse_events(events()?, timestamps)?,
+            size: fields
+                .window_size_ms
+                .filter(|raw| raw.get() != "null")
+                .map(parse_size)
+                .transpose()?,
         },
         "ack" => Body::Ack {
             seqs: parse_seqs(required(
@@ -1055,7 +1063,7 @@ mod tests {
 
     fn payloads_of(line: &str) -> Vec<Option<String>> {
         let mut request = parse_request(line).expect("parses");
-        let Body::Ingest { events } = &mut request.body else {
+        let Body::Ingest { events, .. } = &mut request.body else {
             panic!("an ingest");
         };
         events

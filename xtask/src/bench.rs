@@ -9,6 +9,8 @@
 //!    every emitted window and the final stats and flush with `window-bench`'s reference.
 //!    The multi-process ones (`cluster`) start several `window-node serve` processes on one
 //!    `--data-dir` or one `redis-server` (started here) and point loadgen at them with `--tcp`.
+//!    The `pipe` scenario (`bench/pipe.rs`) runs `window-node aggregate` and the naive Python
+//!    script `bench/peers/naive.py` on one generated file and compares their windows.
 //! 4. Measures memory per buffered event and per open window (`probe memory`, in-process; and
 //!    the node's own resident memory with a million events held open).
 //! 5. Writes the report: figures, ratios measured in this same run (never against a fixed
@@ -38,6 +40,7 @@ use window_testkit::{Process, Stderr, procfs};
 
 mod cluster;
 mod latency;
+mod pipe;
 
 /// 2024-01-15T10:00:00Z.
 const BASE_MS: i64 = 1_705_312_800_000;
@@ -95,10 +98,19 @@ struct Results {
     notes: Vec<String>,
     /// What became of the Redis scenarios.
     redis: cluster::RedisStatus,
+    /// The pipe scenario: `aggregate` beside the naive script.
+    pipe: Option<pipe::PipeResult>,
     quick: bool,
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+/// Runs the benchmark; `only` names the one scenario to run (`pipe`), whose section then
+/// replaces its own in the report and leaves the rest as it was.
+pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
+    match only {
+        None => {}
+        Some("pipe") => return run_pipe_only(quick),
+        Some(other) => bail!("unknown scenario {other:?}: --only takes pipe"),
+    }
     let started = Instant::now();
     cluster::require_redis_in_ci()?;
     crate::cargo(&[
@@ -123,6 +135,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     };
     end_to_end(quick, &work, &mut results)?;
     latency::run(quick, &work, &mut results)?;
+    let piped = pipe::run(quick, &work)?;
+    results.outcomes.extend(piped.outcomes());
+    results.pipe = Some(piped);
     memory(quick, &work, &mut results)?;
 
     let report = render(&results, quick, started.elapsed());
@@ -137,6 +152,26 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         svg.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// `--only pipe`: the release node alone, the pipe scenario, and its section spliced into the
+/// report (appended when the report has none).
+fn run_pipe_only(quick: bool) -> anyhow::Result<()> {
+    crate::cargo(&["build", "--release", "-p", "window-node"])?;
+    let out_dir = PathBuf::from(if quick { "target/bench-quick" } else { "bench" });
+    let work = PathBuf::from("target/bench-work");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    fs::create_dir_all(&work).context("creating target/bench-work")?;
+    let piped = pipe::run(quick, &work)?;
+    let mut section = String::new();
+    pipe::section(&mut section, &piped);
+    let md = out_dir.join("report.md");
+    let report = fs::read_to_string(&md).unwrap_or_default();
+    fs::write(&md, pipe::splice(&report, &section))
+        .with_context(|| format!("writing {}", md.display()))?;
+    eprint!("{section}");
+    eprintln!("xtask: wrote the pipe section of {}", md.display());
     Ok(())
 }
 
@@ -868,6 +903,11 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
     headline(&mut out, results);
 
     scenarios_section(&mut out, results);
+
+    if let Some(piped) = &results.pipe {
+        pipe::section(&mut out, piped);
+        let _ = writeln!(out);
+    }
 
     cluster::section(&mut out, results);
     latency::section(&mut out, results);

@@ -23,7 +23,8 @@ tasks:
   crash           SIGKILL runs: the store crash test (50 kills), failover (20 coordinator kills), partitions (20 holder kills)
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, a smoke check of every
-                  scenario for CI, written to target/bench-quick/)";
+                  scenario for CI, written to target/bench-quick/; --only pipe: that scenario
+                  alone, its section replaced in the report)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -31,7 +32,13 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("deps") => check_core_dependencies(),
         Some("crash") => crash::run(),
-        Some("bench") => bench::run(args.iter().any(|a| a == "--quick")),
+        Some("bench") => bench::run(
+            args.iter().any(|a| a == "--quick"),
+            args.iter()
+                .position(|a| a == "--only")
+                .and_then(|i| args.get(i + 1))
+                .map(String::as_str),
+        ),
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
