@@ -334,17 +334,30 @@ fn a_holder_sigkilled_loses_no_ack_and_redelivers_no_acked_window() {
 #[test]
 fn a_member_on_a_follower_goes_on_when_the_holder_dies() {
     let dir = temp_dir();
-    let holder = start(dir.path());
-    let follower = start(dir.path());
+    let mut nodes = vec![start(dir.path()), start(dir.path())];
     let stats = |node: &Node| {
         Conn::open(node.addr)
             .ok()?
             .call(r#"{"type":"stats","msg_id":1}"#)
     };
-    window_testkit::wait_until(WAIT, "the follower to follow", || {
-        stats(&follower).is_some_and(|s| s["lease_holder"] == holder.name())
+    let holder_of = |node: &Node| {
+        stats(node)?["lease_holder"]
+            .as_str()
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned)
+    };
+    // Whichever took the lease (the order of start says nothing): both must name it.
+    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
+        let a = holder_of(&nodes[0])?;
+        (holder_of(&nodes[1])? == a).then_some(a)
     })
-    .expect("the second node follows the first");
+    .expect("a holder");
+    let at = nodes
+        .iter()
+        .position(|n| n.name() == name)
+        .expect("one of them");
+    let holder = nodes.remove(at);
+    let follower = nodes.pop().expect("the other");
     let mut members = vec![member(&follower, 100)];
     let mut seen = vec![Seen::default()];
     ingest(&follower, 0..10);
