@@ -1,0 +1,18 @@
+"""Fixtures: real `window-node serve` processes on free loopback ports (see daemons.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from daemons import Daemons
+
+
+@pytest.fixture
+def daemons(tmp_path):
+    """Starts daemons with ``daemons.start(data_dir, *options)``; SIGKILLs them all at teardown
+    and prints their logs' tails (pytest shows them when the test failed)."""
+    started = Daemons(tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()

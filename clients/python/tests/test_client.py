@@ -1,0 +1,245 @@
+"""The asyncio client against real `window-node serve` processes: what must arrive is computed
+from what the test sent, and every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Dict, List
+
+import pytest
+
+import window_node_client as wnc
+from daemons import WAIT, Daemons, until, within
+
+#: 2024-01-15T08:00:00Z in milliseconds.
+BASE = 1_705_305_600_000
+
+#: 1 s windows that fire as soon as event time passes their end.
+WATERMARK = ["--window-size", "1s", "--allowed-lateness", "0s", "--idle-timeout", "0s"]
+
+
+def events(ids: range) -> List[Dict]:
+    """One event every 10 ms of event time, each with a payload naming it."""
+    return [{"id": i, "timestamp": BASE + i * 10, "payload": {"n": i}} for i in ids]
+
+
+def batches(ids: range, size: int) -> List[List[Dict]]:
+    return [events(range(start, min(start + size, ids.stop))) for start in range(ids.start, ids.stop, size)]
+
+
+async def collect(sub, windows: List[wnc.Window], want: int) -> None:
+    """Reads ``sub`` into ``windows`` until they hold ``want`` events in all."""
+    async for window in sub:
+        windows.append(window)
+        if sum(w.count for w in windows) >= want:
+            return
+
+
+def check_exactly_once(windows: List[wnc.Window], ids: range) -> None:
+    """Every id in exactly one window, payloads with their events, seqs dense from 0."""
+    seen = Counter(i for w in windows for i in w.events)
+    assert set(seen) == set(ids), f"missing {sorted(set(ids) - set(seen))[:10]}"
+    doubled = [i for i, n in seen.items() if n > 1]
+    assert not doubled, f"events in two windows: {doubled[:10]}"
+    for w in windows:
+        assert w.payloads == [{"n": i} for i in w.events], w
+    seqs = [w.seq for w in windows]
+    assert seqs == list(range(len(windows))), seqs
+
+
+def test_ingest_and_receive_every_window_exactly_once(daemons: Daemons) -> None:
+    node = daemons.start(daemons.data_dir(), *WATERMARK)
+
+    async def main() -> None:
+        client = await wnc.connect(node.addr, max_in_flight=4)
+        async with client:
+            windows: List[wnc.Window] = []
+            reader = asyncio.ensure_future(collect(client.subscribe(from_seq=0), windows, 500))
+            # 25 requests pipelined, at most 4 awaiting their reply.
+            results = await within(
+                asyncio.gather(*(client.ingest(b) for b in batches(range(500), 20))), "ingests"
+            )
+            assert sum(r.accepted for r in results) == 500
+            assert sum(r.duplicates + r.late for r in results) == 0
+            flushed = await client.flush()
+            assert flushed and all(w.reason == "flush" for w in flushed)
+            await within(reader, "every window")
+            check_exactly_once(windows, range(500))
+            assert {w.reason for w in windows} == {"watermark", "flush"}
+            stats = await client.stats()
+            assert stats["accepted"] == 500
+            assert stats["emitted_windows"] == len(windows)
+            assert stats["config"]["window_size_ms"] == 1000
+
+    asyncio.run(main())
+
+
+def test_a_subscriber_resumes_after_a_reconnect_without_gaps_or_repeats(daemons: Daemons) -> None:
+    node = daemons.start(daemons.data_dir(), *WATERMARK)
+
+    async def main() -> None:
+        async with await wnc.connect(node.addr) as client:
+            for b in batches(range(300), 50):
+                await client.ingest(b)
+            await client.flush()
+            sub = client.subscribe(from_seq=0)
+            windows = [await within(sub.__anext__(), "a window") for _ in range(2)]
+            assert sub.next_seq == 2
+            # The connection breaks (RST): the next read resubscribes from seq 2.
+            sub._drop()
+            await within(collect(sub, windows, 300), "the windows after a reconnect")
+            # And live windows after another break.
+            sub._drop()
+            for b in batches(range(300, 600), 50):
+                await client.ingest(b)
+            await client.flush()
+            await within(collect(sub, windows, 600), "the live windows after a reconnect")
+            check_exactly_once(windows, range(600))
+            # A window the daemon sent again (a seq below next_seq) is not yielded again.
+            assert not sub._take(windows[3])
+            assert sub.next_seq == len(windows)
+            await sub.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_group_shares_windows_and_a_dead_members_go_to_another(daemons: Daemons) -> None:
+    node = daemons.start(
+        daemons.data_dir(),
+        "--window-size", "1s", "--max-events", "1", "--idle-timeout", "0s", "--ack-timeout", "30s",
+    )
+
+    async def main() -> None:
+        async with await wnc.connect(node.addr) as client:
+            members = [client.subscribe_group("workers", max_unacked=4) for _ in range(3)]
+            for m in members:
+                await within(m.joined(), "a member joining")
+            seen: List[List[wnc.GroupWindow]] = [[], [], []]
+            acked: List[int] = []
+            progress = asyncio.Event()
+
+            async def work(i: int) -> None:
+                async for window in members[i]:
+                    seen[i].append(window)
+                    if i < 2:  # member 2 never acknowledges
+                        assert await window.ack() == 1
+                        acked.append(window.seq)
+                    progress.set()
+
+            workers = [asyncio.ensure_future(work(i)) for i in range(3)]
+
+            async def total(n: int, count) -> None:
+                while count() < n:
+                    progress.clear()
+                    await progress.wait()
+
+            await client.ingest(events(range(12)))  # --max-events 1: 12 windows
+            await within(total(12, lambda: sum(len(s) for s in seen)), "12 deliveries")
+            first = Counter(w.seq for s in seen for w in s)
+            assert first == Counter(range(12)), first
+            assert all(w.delivery == 1 for s in seen for w in s)
+            held = {w.seq for w in seen[2]}
+            assert held, "member 2 got its share"
+            assert len(acked) < 12
+
+            # Member 2 dies abruptly (its socket reset) holding what it did not acknowledge.
+            members[2]._kill()
+            await within(total(12, lambda: len(acked)), "the others acknowledging all 12")
+            again = [w for s in seen[:2] for w in s if w.delivery != 1]
+            assert {w.seq for w in again} == held
+            assert all(w.delivery == 2 for w in again)
+            assert sorted(acked) == list(range(12))
+            for w in seen[2]:  # a dead member acknowledges nothing
+                with pytest.raises(wnc.ClientClosedError):
+                    await w.ack()
+
+            stats = await client.stats()
+            group = stats["groups"][0]
+            assert (group["group"], group["members"], group["acked"], group["pending"]) == (
+                "workers", 2, 12, 0
+            ), stats
+            for m in members:
+                await m.aclose()
+            await within(asyncio.gather(*workers), "the members stopping")
+
+    asyncio.run(main())
+
+
+def test_a_bad_event_is_a_typed_error_with_the_daemons_code(daemons: Daemons) -> None:
+    node = daemons.start(daemons.data_dir(), *WATERMARK)
+
+    async def main() -> None:
+        async with await wnc.connect(node.addr) as client:
+            with pytest.raises(wnc.MalformedRequestError) as bad:
+                await client.ingest([{"id": 1, "timestamp": BASE}, {"id": [2], "timestamp": BASE}])
+            assert bad.value.code == 12
+            assert isinstance(bad.value, wnc.WindowNodeError)
+            assert "events[1].id" in bad.value.text
+            with pytest.raises(wnc.WindowNodeError) as late_stamp:
+                await client.ingest([{"id": 3, "timestamp": "2024-01-15 10:00:10Z"}])
+            assert late_stamp.value.code == 12
+            # Nothing of a refused batch was applied, and the client goes on.
+            ok = await client.ingest([{"id": 4, "timestamp": BASE}])
+            assert (ok.accepted, ok.duplicates, ok.late) == (1, 0, 0)
+            with pytest.raises(wnc.WindowNotOpenError) as not_open:
+                await client.close("window-0")
+            assert not_open.value.code == 20
+            closed = await client.close(f"window-{BASE}")
+            assert closed.events == [4] and closed.reason == "close"
+            assert (await client.stats())["accepted"] == 1
+
+    asyncio.run(main())
+
+
+def test_three_nodes_the_holder_killed_mid_stream_nothing_lost_or_doubled(daemons: Daemons) -> None:
+    shared = daemons.data_dir()
+    options = [*WATERMARK, "--failover-timeout", "15s"]
+    nodes = [daemons.start(shared, *options) for _ in range(3)]
+    by_addr = {n.addr: n for n in nodes}
+
+    async def main() -> None:
+        async def holder() -> str:
+            async with await wnc.connect(nodes[0].addr, failover_timeout=1) as c:
+                name = (await c.stats())["lease_holder"]
+                return name if name in by_addr else ""
+
+        first = await until(holder, "a lease holder")
+        # The client and the subscriber talk to the holder itself: when it dies they must move
+        # to another node, and resend what had no reply.
+        order = [first] + [a for a in by_addr if a != first]
+        async with await wnc.connect(order, max_in_flight=4, failover_timeout=WAIT) as client:
+            windows: List[wnc.Window] = []
+            reader = asyncio.ensure_future(collect(client.subscribe(from_seq=0), windows, 1200))
+            acked = 0
+
+            async def ingest(batch: List[Dict]):
+                nonlocal acked
+                result = await client.ingest(batch)
+                acked += 1
+                return result
+
+            async def kill_mid_stream() -> None:
+                # Once 20 requests are answered and others are on the wire to the holder (at
+                # every turn of the event loop, no sleeping), SIGKILL it.
+                while not (acked >= 20 and len(client._pending) >= 2):
+                    await asyncio.sleep(0)
+                by_addr[first].kill()
+
+            killer = asyncio.ensure_future(kill_mid_stream())
+            results = await within(
+                asyncio.gather(*(ingest(b) for b in batches(range(1200), 20))), "60 ingests"
+            )
+            assert killer.done()
+            # Some requests went out twice (first to the dead holder), and took effect once.
+            assert next(client._msg_ids) > 60 + 1
+            assert sum(r.accepted for r in results) == 1200
+            assert sum(r.duplicates + r.late for r in results) == 0
+            await client.flush()
+            await within(reader, "every window, through the takeover")
+            check_exactly_once(windows, range(1200))
+            stats = await client.stats()
+            assert stats["lease_holder"] != first and stats["epoch"] == 2, stats
+            assert {w.epoch for w in windows} <= {1, 2}
+
+    asyncio.run(main())
