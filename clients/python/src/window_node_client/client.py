@@ -663,16 +663,13 @@ class GroupSubscription:
                 await self._read(reader, writer)
                 self._writer = None
                 _abort(writer)
-                for future in self._acks.values():
-                    if not future.done():
-                        future.set_exception(
-                            DeliveryLostError(
-                                UNAVAILABLE,
-                                "the member's connection ended before the ack was answered; "
-                                "the group hands the window out again",
-                            )
-                        )
-                self._acks.clear()
+                self._fail_acks(
+                    DeliveryLostError(
+                        UNAVAILABLE,
+                        "the member's connection ended before the ack was answered; it may "
+                        "have taken effect, and if not the group hands the window out again",
+                    )
+                )
                 if not self._closed:
                     await asyncio.sleep(0.05)
         except asyncio.CancelledError:
@@ -684,6 +681,14 @@ class GroupSubscription:
         finally:
             _abort(self._writer)
             self._writer = None
+            self._fail_acks(ClientClosedError("the group subscription is closed"))
+
+    def _fail_acks(self, error: WindowNodeError) -> None:
+        """Ends every ack awaiting its answer with ``error``."""
+        acks, self._acks = self._acks, {}
+        for future in acks.values():
+            if not future.done():
+                future.set_exception(error)
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         generation = self._generation
@@ -724,6 +729,10 @@ class GroupSubscription:
                     future.set_result(msg)
             elif kind == "error" and msg.get("code") == UNAVAILABLE:
                 return
+
+    def _drop(self) -> None:
+        """Aborts the member's connection (RST); the member joins again. For tests."""
+        _abort(self._writer)
 
     def _kill(self) -> None:
         """Aborts the member's connection (RST) and stops, as a crashed consumer would: what it

@@ -46,10 +46,11 @@ class WindowNotOpenError(WindowNodeError):
 
 
 class DeliveryLostError(UnavailableError):
-    """An ``ack`` for a window whose delivering connection ended before the ack was answered.
+    """An ``ack`` whose answer was lost: the connection that delivered the window ended first.
 
-    The daemon hands such a window out again (with ``delivery`` raised), possibly to this very
-    member: consumer groups deliver at least once, so drop a repeat by ``seq``.
+    The ack may or may not have taken effect. If it did not, the daemon hands the window out
+    again (with ``delivery`` raised), possibly to this very member: consumer groups deliver at
+    least once, so drop a repeat by ``seq``.
     """
 
 
