@@ -196,10 +196,15 @@ def test_a_group_member_whose_connection_breaks_joins_again(daemons: Daemons) ->
 
 
 def test_a_bad_event_is_a_typed_error_with_the_daemons_code(daemons: Daemons) -> None:
-    node = daemons.start(daemons.data_dir(), *WATERMARK)
+    node = daemons.start(daemons.data_dir(), *WATERMARK, "--max-line-bytes", "4096")
 
     async def main() -> None:
         async with await wnc.connect(node.addr) as client:
+            # A line over --max-line-bytes is answered without in_reply_to (its msg_id was
+            # never read): the error still reaches the call that sent it.
+            with pytest.raises(wnc.MalformedRequestError) as long:
+                await client.ingest([{"id": 0, "timestamp": BASE, "payload": "x" * 5000}])
+            assert long.value.code == 12 and "--max-line-bytes" in long.value.text
             with pytest.raises(wnc.MalformedRequestError) as bad:
                 await client.ingest([{"id": 1, "timestamp": BASE}, {"id": [2], "timestamp": BASE}])
             assert bad.value.code == 12

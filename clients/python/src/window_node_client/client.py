@@ -346,7 +346,7 @@ class Client:
                     break
                 msg_id = msg.get("in_reply_to")
                 pending = conn.waiting.pop(msg_id, None) if isinstance(msg_id, int) else None
-                if pending is None and is_error and conn.waiting:
+                if msg_id is None and is_error and conn.waiting:
                     # An error the daemon could not tie to a msg_id (a line it could not read)
                     # answers the oldest request: replies come in request order.
                     pending = conn.waiting.pop(next(iter(conn.waiting)))
