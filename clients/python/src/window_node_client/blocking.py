@@ -16,13 +16,18 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from typing import Any, Awaitable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TypeVar, Union
 
 from . import client as _async
 from .client import FromSeq, Node
 from .types import GroupWindow, IngestResult, Window
 
 T = TypeVar("T")
+
+
+async def _made(make: Callable[[], T]) -> T:
+    """``make()``, called on the event loop's thread (what it makes belongs to that loop)."""
+    return make()
 
 
 class _Loop:
@@ -82,14 +87,17 @@ class BlockingClient:
         return self._loop.run(self._client.stats())
 
     def subscribe(self, from_seq: FromSeq = None) -> "BlockingSubscription":
-        return BlockingSubscription(self._loop, self._client.subscribe(from_seq))
+        sub = self._loop.run(_made(lambda: self._client.subscribe(from_seq)))
+        return BlockingSubscription(self._loop, sub)
 
     def subscribe_group(
         self, name: str, max_unacked: int = 1000, *, from_seq: Optional[int] = None
     ) -> "BlockingSubscription":
         """Joins the group and returns once the daemon has taken the member (a group starts at
         the next window fired, so windows fired after this call reach the group)."""
-        sub = self._client.subscribe_group(name, max_unacked, from_seq=from_seq)
+        sub = self._loop.run(
+            _made(lambda: self._client.subscribe_group(name, max_unacked, from_seq=from_seq))
+        )
         self._loop.run(sub.joined())
         return BlockingSubscription(self._loop, sub)
 

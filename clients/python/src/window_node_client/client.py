@@ -269,7 +269,7 @@ class Client:
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(ClientClosedError())
-        for sub in self._subscriptions:
+        for sub in list(self._subscriptions):
             await sub.aclose()
 
     async def __aenter__(self) -> "Client":
@@ -555,6 +555,8 @@ class Subscription:
         """Ends the subscription: the iterator stops."""
         self._closed = True
         self._drop()
+        if self in self._client._subscriptions:
+            self._client._subscriptions.remove(self)
 
 
 class GroupSubscription:
@@ -575,7 +577,9 @@ class GroupSubscription:
         self._from_seq = from_seq
         self._ring = _Ring(client._ring.nodes)
         self._ring.at = client._ring.at
-        self._queue: "asyncio.Queue[Any]" = asyncio.Queue()
+        # Made on first use, inside the event loop (Python 3.9 binds a queue to a loop when it
+        # is made, and the blocking wrapper makes subscriptions from another thread).
+        self._queue_: "Optional[asyncio.Queue[Any]]" = None
         self._writer: Optional[asyncio.StreamWriter] = None
         self._generation = 0
         self._acks: Dict[int, "asyncio.Future[Dict[str, Any]]"] = {}
@@ -587,10 +591,19 @@ class GroupSubscription:
     def __aiter__(self) -> "GroupSubscription":
         return self
 
-    async def __anext__(self) -> GroupWindow:
+    @property
+    def _queue(self) -> "asyncio.Queue[Any]":
+        if self._queue_ is None:
+            self._queue_ = asyncio.Queue()
+        return self._queue_
+
+    def _start(self) -> None:
         if self._task is None and not self._closed:
             self._joined = asyncio.get_running_loop().create_future()
             self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def __anext__(self) -> GroupWindow:
+        self._start()
         item = await self._queue.get()
         if isinstance(item, BaseException):
             self._queue.put_nowait(item)  # every later call ends the same way
@@ -599,10 +612,9 @@ class GroupSubscription:
 
     async def joined(self) -> None:
         """Waits until the member has joined the group (the first ``subscribe_ok``)."""
-        if self._task is None and not self._closed:
-            self._joined = asyncio.get_running_loop().create_future()
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        assert self._joined is not None
+        self._start()
+        if self._joined is None:
+            raise ClientClosedError("the group subscription is closed")
         await asyncio.shield(self._joined)
 
     async def ack(self, windows: Iterable[GroupWindow]) -> int:
@@ -741,6 +753,7 @@ class GroupSubscription:
         _abort(self._writer)
         if self._task is not None:
             self._task.cancel()
+        self._queue.put_nowait(StopAsyncIteration())
 
     async def aclose(self) -> None:
         """Leaves the group: the connection ends, and what this member held unacknowledged
@@ -757,6 +770,8 @@ class GroupSubscription:
                 pass
             self._task = None
         self._queue.put_nowait(StopAsyncIteration())
+        if self in self._client._subscriptions:
+            self._client._subscriptions.remove(self)
 
 
 async def connect(
