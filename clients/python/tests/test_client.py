@@ -261,12 +261,16 @@ def test_three_nodes_the_holder_killed_mid_stream_nothing_lost_or_doubled(daemon
                 return name if name in by_addr else ""
 
         first = await until(holder, "a lease holder")
-        # The client and the subscriber talk to the holder itself: when it dies they must move
-        # to another node, and resend what had no reply.
-        order = [first] + [a for a in by_addr if a != first]
-        async with await wnc.connect(order, max_in_flight=4, failover_timeout=WAIT) as client:
+        # The client and the group member talk to the holder itself: when it dies they must
+        # move to another node, and resend what had no reply. The subscriber talks to a
+        # follower, which carries on through the takeover (or the subscriber moves on).
+        followers = [a for a in by_addr if a != first]
+        order = [first] + followers
+        async with await wnc.connect(
+            order, max_in_flight=4, failover_timeout=WAIT
+        ) as client, await wnc.connect(followers + [first]) as watcher:
             windows: List[wnc.Window] = []
-            reader = asyncio.ensure_future(collect(client.subscribe(from_seq=0), windows, 1200))
+            reader = asyncio.ensure_future(collect(watcher.subscribe(from_seq=0), windows, 1200))
             # A consumer-group member on the holder too: it joins again elsewhere.
             member = client.subscribe_group("g")
             await within(member.joined(), "the member joining")
