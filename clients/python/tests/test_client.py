@@ -299,10 +299,10 @@ def test_three_nodes_the_holder_killed_mid_stream_nothing_lost_or_doubled(daemon
                 return result
 
             async def kill_mid_stream() -> None:
-                # Once 20 requests are answered and 4 more are on the wire to the holder (checked
+                # Once 20 requests are answered and 3 or 4 more are on the wire to the holder (checked
                 # at every turn of the event loop, no sleeping), SIGKILL it. Those whose reply
                 # was not yet received go to the next node again.
-                while not (acked >= 20 and len(client._pending) == 4):
+                while not (acked >= 20 and len(client._pending) >= 3):
                     await asyncio.sleep(0)
                 by_addr[first].kill()
 
