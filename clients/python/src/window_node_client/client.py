@@ -495,7 +495,6 @@ class Subscription:
                 request: Dict[str, Any] = {"type": "subscribe", "msg_id": 1}
                 if self.next_seq is not None:
                     request["from_seq"] = self.next_seq
-                self._extend(request)
                 writer.write(_whole(request))
                 reply = await self._handshake(reader, deadline - loop.time())
             except BaseException:
@@ -520,14 +519,7 @@ class Subscription:
             ):
                 self.next_seq = list(started) if isinstance(started, list) else started
             self._reader, self._writer = reader, writer
-            self._on_connected()
             return
-
-    def _extend(self, request: Dict[str, Any]) -> None:
-        """Adds what a kind of subscription puts in its subscribe request."""
-
-    def _on_connected(self) -> None:
-        """Called once a subscription has been accepted on a new connection."""
 
     async def _handshake(
         self, reader: asyncio.StreamReader, timeout: float
