@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from daemons import Daemons
+from daemons import Daemons, RedisServer
 
 
 @pytest.fixture
@@ -16,3 +16,15 @@ def daemons(tmp_path):
         yield started
     finally:
         started.kill_all()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server on a free loopback port (the test is skipped without one, except
+    under CI); SIGKILLed at teardown."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -110,7 +110,12 @@ class Daemons:
         return path
 
     def start(self, data_dir: Path, *options: str) -> Daemon:
-        daemon = Daemon(["--data-dir", str(data_dir), *options])
+        """A daemon keeping its state in ``data_dir``."""
+        return self.start_with("--data-dir", str(data_dir), *options)
+
+    def start_with(self, *options: str) -> Daemon:
+        """A daemon with just ``options`` (``--store redis://...``, say)."""
+        daemon = Daemon(list(options))
         self.started.append(daemon)
         return daemon
 
@@ -143,3 +148,66 @@ async def until(check: Callable[[], Awaitable[Any]], what: str, seconds: float =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {seconds}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+def free_port() -> int:
+    """A loopback port free a moment ago (for redis-server, which cannot be given port 0)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real `redis-server` without persistence on a free loopback port, for `--store redis://`.
+
+    ``start`` skips the test when redis-server is not installed, except under CI (``CI`` set),
+    which must run it (as the daemon's own Redis tests require).
+    """
+
+    def __init__(self, tmp_path: Path):
+        import shutil
+
+        if shutil.which("redis-server") is None:
+            if os.environ.get("CI"):
+                pytest.fail("redis-server not found on PATH, and CI must run the Redis tests")
+            pytest.skip("redis-server not installed (apt-get install -y redis-server)")
+        last = ""
+        for _ in range(5):  # the free port may be taken before redis-server binds it
+            self.port = free_port()
+            self.process = subprocess.Popen(
+                ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )
+            if self._ready():
+                return
+            self.kill()
+            assert self.process.stdout is not None
+            last = self.process.stdout.read().decode("utf-8", "replace")[-2000:]
+        raise AssertionError(f"redis-server did not start:\n{last}")
+
+    def _ready(self) -> bool:
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return True
+            except OSError:
+                pass
+            time.sleep(0.02)  # polling a starting server, bounded by the deadline
+        return False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/"
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(WAIT)

@@ -341,3 +341,59 @@ def test_three_nodes_the_holder_killed_mid_stream_nothing_lost_or_doubled(daemon
             assert {w.epoch for w in windows} <= {1, 2}
 
     asyncio.run(main())
+
+
+def test_over_partitions_subscriptions_and_groups_keep_a_seq_per_partition(
+    daemons: Daemons, redis_server
+) -> None:
+    options = [
+        "--store", redis_server.url, "--namespace", "py", "--partitions", "3",
+        "--lease-ttl", "1s", "--window-size", "1s", "--max-events", "1", "--idle-timeout", "0s",
+    ]
+    nodes = [daemons.start_with(*options) for _ in range(2)]
+    keys = ["k0", "k1", "k2", "k3", "k4", "k5"]
+
+    def keyed(ids: range) -> List[Dict]:
+        return [
+            {"id": i, "timestamp": BASE + i * 1000, "key": keys[i % 6], "payload": {"n": i}}
+            for i in ids
+        ]
+
+    async def main() -> None:
+        async with await wnc.connect([n.addr for n in nodes]) as client:
+
+            async def all_held() -> bool:
+                parts = (await client.stats()).get("partitions") or []
+                return len(parts) == 3 and all(p["lease_holder"] for p in parts)
+
+            await until(all_held, "every partition held")
+            member = client.subscribe_group("g", max_unacked=100)
+            await within(member.joined(), "the member joining every partition")
+            sub = client.subscribe(from_seq=0)
+            windows: List[wnc.Window] = []
+            await client.ingest(keyed(range(18)))
+            await within(collect(sub, windows, 9), "windows")
+            assert isinstance(sub.next_seq, list) and len(sub.next_seq) == 3
+            sub._drop()  # resumes with one from_seq per partition
+            await within(collect(sub, windows, 18), "the rest after a reconnect")
+            await client.ingest(keyed(range(18, 24)))
+            await within(collect(sub, windows, 24), "live windows")
+            check_partitions(windows, range(24))
+            got = [await within(member.__anext__(), "a group window") for _ in range(24)]
+            check_partitions(got, range(24))
+            assert await member.ack(got) == 24  # one ack per partition
+            (group,) = (await client.stats())["groups"]
+            assert (group["acked"], group["pending"]) == (24, 0), group
+
+    asyncio.run(main())
+
+
+def check_partitions(windows: List[wnc.Window], ids: range) -> None:
+    """Every id once; each partition's seqs dense from 0, in order."""
+    assert sorted(i for w in windows for i in w.events) == list(ids)
+    by_partition: Dict[int, List[int]] = {}
+    for w in windows:
+        assert w.partition is not None, w
+        by_partition.setdefault(w.partition, []).append(w.seq)
+    for seqs in by_partition.values():
+        assert seqs == list(range(len(seqs))), by_partition
