@@ -45,3 +45,4 @@ def test_the_blocking_wrapper(daemons: Daemons) -> None:
         assert stats["groups"][0]["acked"] == 2, stats
         sub.close()
         assert list(sub) == []
+    client.shutdown()  # a second time does nothing

@@ -102,7 +102,9 @@ class BlockingClient:
         return BlockingSubscription(self._loop, sub)
 
     def shutdown(self) -> None:
-        """Closes the client and its subscriptions, and stops its thread."""
+        """Closes the client and its subscriptions, and stops its thread (once)."""
+        if not self._loop.thread.is_alive():
+            return
         try:
             self._loop.run(self._client.aclose(), 10)
         finally:
