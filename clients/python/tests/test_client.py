@@ -222,6 +222,16 @@ def test_a_bad_event_is_a_typed_error_with_the_daemons_code(daemons: Daemons) ->
             closed = await client.close(f"window-{BASE}")
             assert closed.events == [4] and closed.reason == "close"
             assert (await client.stats())["accepted"] == 1
+            # Subscriptions refused by the daemon end with its error too.
+            bad_group = client.subscribe_group("has space")
+            with pytest.raises(wnc.MalformedRequestError) as e:
+                await within(bad_group.joined(), "the refusal")
+            assert e.value.code == 12
+            with pytest.raises(wnc.MalformedRequestError):
+                await within(bad_group.__anext__(), "the refusal again")
+            with pytest.raises(wnc.MalformedRequestError) as e:
+                await within(client.subscribe(from_seq=-1).__anext__(), "the refusal")
+            assert e.value.code == 12
 
     asyncio.run(main())
 
