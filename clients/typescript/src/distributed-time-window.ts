@@ -232,7 +232,7 @@ function checkConfig(
   const wantMax = unlimited ? null : countWindowSize;
   const mismatches: string[] = [];
   if (config.time !== "ingest") mismatches.push(`--time ${config.time} (want --time ingest)`);
-  if (config.windowSizeMs !== wantSize) mismatches.push(`window size ${config.windowSizeMs} ms (want --window-size ${wantSize}ms for timeoutInSeconds ${timeoutInSeconds})`);
+  if (config.windowSizeMs !== wantSize) mismatches.push(`window size ${config.windowSizeMs} ms (want --window-size ${wantSize % 1000 === 0 ? `${wantSize / 1000}s` : `${wantSize}ms`} for timeoutInSeconds ${timeoutInSeconds})`);
   if (config.maxEvents !== wantMax) {
     mismatches.push(
       wantMax === null
@@ -241,7 +241,8 @@ function checkConfig(
     );
   }
   if (mismatches.length === 0) return undefined;
-  const flags = ["--time ingest", `--window-size ${wantSize}ms`];
+  const size = wantSize % 1000 === 0 ? `${wantSize / 1000}s` : `${wantSize}ms`;
+  const flags = ["--time ingest", `--window-size ${size}`];
   if (wantMax !== null) flags.push(`--max-events ${wantMax}`);
   return `DistributedTimeWindow(${countWindowSize}, ${timeoutInSeconds}) needs the daemon started as \`window-node serve ${flags.join(" ")} ...\`, but it runs with ${mismatches.join("; ")}`;
 }

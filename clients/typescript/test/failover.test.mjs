@@ -1,0 +1,49 @@
+// Three `serve` processes on one data dir; the holder is SIGKILLed mid-stream. The client, given
+// the nodes list and connected to the holder itself, carries on: every acknowledged event is in
+// exactly one window, the subscriber's seqs have no gap and no repeat.
+
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import { connect } from "window-node-client";
+import { collect, idsOf, startNode, stopAll, tempDir, waitFor } from "./harness.mjs";
+
+after(stopAll);
+
+test("the holder is SIGKILLed mid-stream and nothing is lost or doubled", async () => {
+  const dir = tempDir();
+  const args = ["--window-size", "1s", "--allowed-lateness", "10s", "--idle-timeout", "0s", "--failover-timeout", "10s"];
+  const first = await startNode(dir, args);
+  const probe = await connect({ nodes: [first.address] });
+  await waitFor("the first node to hold the lease", async () => (await probe.stats()).leaseHolder === first.address);
+  await probe.end();
+  const followers = [await startNode(dir, args), await startNode(dir, args)];
+  const nodes = [first.address, ...followers.map((f) => f.address)];
+
+  const client = await connect({ nodes, maxInFlight: 4 });
+  assert.equal(client.address, first.address, "the client starts on the holder itself");
+  const subscription = client.subscribe({ fromSeq: 0 });
+  await subscription.whenSubscribed();
+  assert.equal(subscription.address, first.address);
+
+  // 40 batches of 25 events, 40 ms apart in event time: a one-second window per batch.
+  const batches = Array.from({ length: 40 }, (_, b) =>
+    Array.from({ length: 25 }, (_, i) => ({ id: b * 25 + i, timestamp: 1_700_000_000_000 + (b * 25 + i) * 40 })),
+  );
+  const ingests = batches.map((batch) => client.ingest(batch));
+  await ingests[15];
+  await first.kill();
+  const results = await Promise.all(ingests);
+  assert.equal(results.reduce((n, r) => n + r.accepted, 0), 1000, "every event accepted once");
+  assert.equal(results.reduce((n, r) => n + r.duplicates + r.late, 0), 0);
+  assert.notEqual(client.address, first.address, "the client moved to another node");
+
+  await client.flush();
+  const windows = await collect(subscription, (ws) => idsOf(ws).length >= 1000, 20_000);
+  assert.deepEqual(windows.map((w) => w.seq), windows.map((_, i) => i), "seqs dense from 0, none twice");
+  assert.deepEqual(idsOf(windows).sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i), "every event exactly once");
+  assert.ok(windows.some((w) => w.epoch === 2), "the new holder fired windows");
+  assert.notEqual(subscription.address, first.address, "the subscriber moved to another node");
+  const stats = await client.stats();
+  assert.ok(followers.some((f) => f.address === stats.leaseHolder), "a follower holds the lease");
+  await client.end();
+});
