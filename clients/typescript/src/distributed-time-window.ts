@@ -44,6 +44,8 @@ export class DistributedTimeWindow<T> {
   private inFlight = 0;
   private readonly sending = new Set<Promise<void>>();
   private consuming: Promise<void> | undefined;
+  /** The tick (and ack) in progress, which close() lets finish. */
+  private busy: Promise<void> | undefined;
   private closing = false;
   /** Seqs ticked here lately: a window handed out again to this process is acknowledged, not ticked again. */
   private readonly ticked = new Set<number>();
@@ -112,6 +114,7 @@ export class DistributedTimeWindow<T> {
       return;
     }
     await this.drainPushes();
+    await this.busy;
     this.members?.close();
     await this.consuming;
     await this.client?.end();
@@ -189,24 +192,36 @@ export class DistributedTimeWindow<T> {
   private async consume(members: Subscription<GroupWindow>): Promise<void> {
     try {
       for await (const window of members) {
-        if (this.ticked.has(window.seq)) {
-          await window.ack().catch(() => {});
-          continue;
-        }
-        try {
-          await this.tick([(window.payloads ?? []) as T[]]);
-        } catch (error) {
-          (this.options.onError ?? ((e) => console.error("DistributedTimeWindow: tick failed:", e)))(error);
-          continue;
-        }
-        this.remember(window.seq);
-        // A failed ack (connection lost, or the window handed to another member meanwhile)
-        // means the window may be ticked once more elsewhere; nothing else to do here.
-        await window.ack().catch(() => {});
+        // Closing: a window not ticked yet is left to the other processes (it is handed out
+        // again when this member's connection ends).
+        if (this.closing) break;
+        this.busy = this.handle(window);
+        await this.busy;
+        this.busy = undefined;
       }
     } catch (error) {
-      if (!this.closing) (this.options.onError ?? ((e) => console.error("DistributedTimeWindow:", e)))(error);
+      if (!this.closing) this.report(error);
     }
+  }
+
+  /** Ticks one window (unless this process ticked it already) and acknowledges it. */
+  private async handle(window: GroupWindow): Promise<void> {
+    if (!this.ticked.has(window.seq)) {
+      try {
+        await this.tick([(window.payloads ?? []) as T[]]);
+      } catch (error) {
+        this.report(error);
+        return;
+      }
+      this.remember(window.seq);
+    }
+    // A failed ack (connection lost, or the window handed to another member meanwhile) means
+    // the window may be ticked once more elsewhere; nothing else to do here.
+    await window.ack().catch(() => {});
+  }
+
+  private report(error: unknown): void {
+    (this.options.onError ?? ((e) => console.error("DistributedTimeWindow:", e)))(error);
   }
 
   private remember(seq: number): void {

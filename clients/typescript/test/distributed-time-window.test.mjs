@@ -50,7 +50,7 @@ test("three processes push into the same windows; each element reaches exactly o
     if (message.pushed) cKilled = killed(c.proc);
   });
   for (const p of [a, b, c]) p.send("go 100");
-  await waitFor("round 0 pushed", () => [a, b].every((p) => p.messages.filter((m) => m.pushed).length === 1) && cKilled, 15_000);
+  await waitFor("round 0 pushed", () => [a, b].every((p) => p.messages.filter((m) => m.pushed).length === 1) && cKilled !== undefined, 15_000);
   await cKilled;
   const cTicksBeforeKill = c.messages.filter((m) => m.tick).length;
 

@@ -29,16 +29,23 @@ test("the holder is SIGKILLed mid-stream and nothing is lost or doubled", async 
   const batches = Array.from({ length: 40 }, (_, b) =>
     Array.from({ length: 25 }, (_, i) => ({ id: b * 25 + i, timestamp: 1_700_000_000_000 + (b * 25 + i) * 40 })),
   );
-  const ingests = batches.map((batch) => client.ingest(batch));
-  await ingests[15];
+  // The first half, then the subscriber receives windows (fired by the watermark).
+  const firstHalf = await Promise.all(batches.slice(0, 20).map((batch) => client.ingest(batch)));
+  const before = await collect(subscription, (ws) => ws.length >= 3);
+  // The second half is in flight when the holder dies.
+  let resolved = 0;
+  const secondHalf = batches.slice(20).map((batch) => client.ingest(batch).then((r) => (resolved++, r)));
+  await secondHalf[0];
   await first.kill();
+  assert.ok(resolved < 20, `the holder died mid-stream (${resolved} of 20 ingests answered before)`);
+  const ingests = [...firstHalf, ...secondHalf];
   const results = await Promise.all(ingests);
   assert.equal(results.reduce((n, r) => n + r.accepted, 0), 1000, "every event accepted once");
   assert.equal(results.reduce((n, r) => n + r.duplicates + r.late, 0), 0);
   assert.notEqual(client.address, first.address, "the client moved to another node");
 
   await client.flush();
-  const windows = await collect(subscription, (ws) => idsOf(ws).length >= 1000, 20_000);
+  const windows = [...before, ...(await collect(subscription, (ws) => idsOf(before).length + idsOf(ws).length >= 1000, 20_000))];
   assert.deepEqual(windows.map((w) => w.seq), windows.map((_, i) => i), "seqs dense from 0, none twice");
   assert.deepEqual(idsOf(windows).sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i), "every event exactly once");
   assert.ok(windows.some((w) => w.epoch === 2), "the new holder fired windows");
