@@ -74,7 +74,7 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     if (window !== undefined) {
       if (this.paused && this.queue.length < HIGH_WATER / 2) {
         this.paused = false;
-        this.line?.socket.resume();
+        this.line?.resume();
       }
       return Promise.resolve({ value: window, done: false });
     }
@@ -240,7 +240,7 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     this.queue.push(window);
     if (!this.paused && this.queue.length >= HIGH_WATER) {
       this.paused = true;
-      this.line?.socket.pause();
+      this.line?.pause();
     }
   }
 

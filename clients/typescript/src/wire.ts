@@ -21,9 +21,18 @@ export class Line {
   private closed = false;
 
   private constructor(
-    readonly socket: Socket,
+    private readonly socket: Socket,
     readonly address: string,
   ) {}
+
+  /** Stops reading (the daemon's side waits); `resume` reads again. */
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
 
   /** Connects within `timeoutMs`, or rejects. */
   static open(
