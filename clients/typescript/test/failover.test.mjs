@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { connect } from "window-node-client";
+import { connect, DistributedTimeWindow } from "window-node-client";
 import { collect, idsOf, startNode, stopAll, tempDir, waitFor } from "./harness.mjs";
 
 after(stopAll);
@@ -53,4 +53,52 @@ test("the holder is SIGKILLed mid-stream and nothing is lost or doubled", async 
   const stats = await client.stats();
   assert.ok(followers.some((f) => f.address === stats.leaseHolder), "a follower holds the lease");
   await client.end();
+});
+
+test("DistributedTimeWindow carries on when the holder is SIGKILLed: no element lost", async () => {
+  const dir = tempDir();
+  const args = ["--time", "ingest", "--window-size", "1s", "--failover-timeout", "10s"];
+  const first = await startNode(dir, args);
+  const probe = await connect({ nodes: [first.address] });
+  await waitFor("the first node to hold the lease", async () => (await probe.stats()).leaseHolder === first.address);
+  await probe.end();
+  const followers = [await startNode(dir, args), await startNode(dir, args)];
+  const nodes = [first.address, ...followers.map((f) => f.address)];
+
+  const ticked = [];
+  const windows = ["x", "y"].map(
+    (name) =>
+      new DistributedTimeWindow(Number.MAX_SAFE_INTEGER, 1, { nodes, group: "failover" }, (payloads) => {
+        for (const w of payloads) for (const element of w) ticked.push({ element, by: name });
+      }),
+  );
+  await Promise.all(windows.map((w) => w.ready()));
+  const pushed = [];
+  const round = async (r) => {
+    await Promise.all(
+      windows.flatMap((w, k) =>
+        Array.from({ length: 50 }, (_, i) => {
+          const element = `${k}-${r}-${i}`;
+          return w.push(element).then(() => pushed.push(element));
+        }),
+      ),
+    );
+  };
+  await round(0);
+  await round(1);
+  // Round 2's pushes are in flight when the holder dies; they resolve through the followers.
+  const inFlight = round(2);
+  await first.kill();
+  await inFlight;
+  await round(3);
+  assert.equal(pushed.length, 400);
+  await waitFor("every pushed element ticked", () => pushed.every((e) => ticked.some((t) => t.element === e)), 15_000);
+  // Exactly once, except for a window whose ack the dying holder had not made durable: that one
+  // is handed out again (at least once). Report it rather than hide it.
+  const counts = new Map();
+  for (const { element } of ticked) counts.set(element, (counts.get(element) ?? 0) + 1);
+  const again = [...counts].filter(([, n]) => n > 1).length;
+  if (again > 0) console.log(`# ${again} elements ticked twice after the holder's death (acks not yet durable)`);
+  assert.ok(again <= 200, "at most the windows around the kill are ticked again");
+  await Promise.all(windows.map((w) => w.close()));
 });
