@@ -19,6 +19,8 @@ export type Target =
  */
 export class Subscription<W extends Window = Window> implements AsyncIterableIterator<W> {
   private line: Line | undefined;
+  /** The connection whose `subscribe_ok` came: acks wait for it (a member must join first). */
+  private joined: Line | undefined;
   private index: number;
   private readonly queue: W[] = [];
   private waiter: { resolve(result: IteratorResult<W>): void; reject(error: unknown): void } | undefined;
@@ -159,6 +161,7 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
           this.nextUnseen = message.from_seq;
         }
         this.started = true;
+        this.joined = line;
         this.readyResolve();
         return;
       }
@@ -214,7 +217,7 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     }
     const send = (): Promise<void> => {
       const line = this.line;
-      if (line === undefined || line.isClosed) {
+      if (line === undefined || line.isClosed || line !== this.joined) {
         // Reconnecting: the ack goes out on the next connection, once the member has joined.
         return sleep(20).then(() => {
           if (this.closed) throw new WindowNodeError(ErrorCode.Unavailable, "the subscription was closed", "ack");
