@@ -48,7 +48,7 @@ export class DistributedTimeWindow<T> {
   private busy: Promise<void> | undefined;
   private closing = false;
   /** Seqs ticked here lately: a window handed out again to this process is acknowledged, not ticked again. */
-  private readonly ticked = new Set<number>();
+  private readonly ticked = new Set<string>();
   private readonly maxInFlight: number;
 
   /**
@@ -206,14 +206,15 @@ export class DistributedTimeWindow<T> {
 
   /** Ticks one window (unless this process ticked it already) and acknowledges it. */
   private async handle(window: GroupWindow): Promise<void> {
-    if (!this.ticked.has(window.seq)) {
+    const at = `${window.partition ?? ""}:${window.seq}`;
+    if (!this.ticked.has(at)) {
       try {
         await this.tick([(window.payloads ?? []) as T[]]);
       } catch (error) {
         this.report(error);
         return;
       }
-      this.remember(window.seq);
+      this.remember(at);
     }
     // A failed ack (connection lost, or the window handed to another member meanwhile) means
     // the window may be ticked once more elsewhere; nothing else to do here.
@@ -224,10 +225,10 @@ export class DistributedTimeWindow<T> {
     (this.options.onError ?? ((e) => console.error("DistributedTimeWindow:", e)))(error);
   }
 
-  private remember(seq: number): void {
-    this.ticked.add(seq);
+  private remember(at: string): void {
+    this.ticked.add(at);
     if (this.ticked.size > 10_000) {
-      const oldest = this.ticked.values().next().value as number;
+      const oldest = this.ticked.values().next().value as string;
       this.ticked.delete(oldest);
     }
   }

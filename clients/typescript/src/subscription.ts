@@ -29,6 +29,8 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
   private paused = false;
   /** The next seq not yet received (plain subscriptions); undefined until the daemon says. */
   private nextUnseen: number | undefined;
+  /** With `--partitions`: the next seq not yet received of each partition. */
+  private nextByPartition: number[] | undefined;
   /** The current connection's acks in flight, by msg_id. */
   private readonly acks = new Map<number, { resolve(): void; reject(error: WindowNodeError): void; seq: number }>();
   private nextMsgId = 2;
@@ -57,9 +59,12 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     return this.ready;
   }
 
-  /** The seq the subscription resumes from after a reconnect (plain subscriptions). */
-  get nextSeq(): number | undefined {
-    return this.nextUnseen;
+  /**
+   * Where the subscription resumes after a reconnect (plain subscriptions): one past the last
+   * seq received, or with `--partitions` one such number per partition.
+   */
+  get nextSeq(): number | number[] | undefined {
+    return this.nextByPartition !== undefined ? [...this.nextByPartition] : this.nextUnseen;
   }
 
   /** The address of the node currently streaming, if any. */
@@ -147,6 +152,8 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
       if (this.target.maxUnacked !== undefined) body.max_unacked = this.target.maxUnacked;
       // Only a new group starts at from_seq; after the first subscribe_ok it is the group's.
       if (!this.started && this.target.fromSeq !== undefined) body.from_seq = this.target.fromSeq;
+    } else if (this.nextByPartition !== undefined) {
+      body.from_seq = this.nextByPartition;
     } else if (this.nextUnseen !== undefined) {
       body.from_seq = this.nextUnseen;
     }
@@ -157,8 +164,13 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     if (line !== this.line) return;
     switch (message.type) {
       case "subscribe_ok": {
-        if (this.target.kind === "all" && this.nextUnseen === undefined && typeof message.from_seq === "number") {
-          this.nextUnseen = message.from_seq;
+        if (this.target.kind === "all") {
+          if (Array.isArray(message.from_seq)) {
+            // Partitions: each has its own dense seq.
+            this.nextByPartition ??= (message.from_seq as number[]).slice();
+          } else if (this.nextUnseen === undefined && typeof message.from_seq === "number") {
+            this.nextUnseen = message.from_seq;
+          }
         }
         this.started = true;
         this.joined = line;
@@ -169,14 +181,21 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
         const window = windowOf(message);
         if (this.target.kind === "all") {
           // Resumed subscriptions start at `next`; anything before it was yielded already.
-          if (this.nextUnseen !== undefined && window.seq < this.nextUnseen) return;
-          this.nextUnseen = window.seq + 1;
+          if (window.partition !== undefined && this.nextByPartition !== undefined) {
+            const next = this.nextByPartition[window.partition] ?? 0;
+            if (window.seq < next) return;
+            this.nextByPartition[window.partition] = window.seq + 1;
+          } else {
+            if (this.nextUnseen !== undefined && window.seq < this.nextUnseen) return;
+            this.nextUnseen = window.seq + 1;
+          }
           this.push(window as W);
         } else {
           const seq = window.seq;
           const groupWindow = window as GroupWindow;
           groupWindow.delivery = window.delivery ?? 1;
-          groupWindow.ack = () => this.ack(seq);
+          const partition = window.partition;
+          groupWindow.ack = () => this.ack(seq, partition);
           this.push(groupWindow as unknown as W);
         }
         return;
@@ -211,7 +230,7 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     }
   }
 
-  private ack(seq: number): Promise<void> {
+  private ack(seq: number, partition: number | undefined): Promise<void> {
     if (this.closed) {
       return Promise.reject(new WindowNodeError(ErrorCode.Unavailable, "the subscription was closed", "ack"));
     }
@@ -227,7 +246,10 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
       const msgId = this.nextMsgId++;
       return new Promise<void>((resolve, reject) => {
         this.acks.set(msgId, { resolve, reject, seq });
-        line.send({ type: "ack", msg_id: msgId, seqs: [seq] });
+        const body: Record<string, unknown> = { type: "ack", msg_id: msgId, seqs: [seq] };
+        // With --partitions an ack names the partition whose seqs it acknowledges.
+        if (partition !== undefined) body.partition = partition;
+        line.send(body);
       });
     };
     return send();
