@@ -23,7 +23,8 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
   private joined: Line | undefined;
   private index: number;
   private readonly queue: W[] = [];
-  private waiter: { resolve(result: IteratorResult<W>): void; reject(error: unknown): void } | undefined;
+  /** Callers of next() waiting for a window, first come first served. */
+  private readonly waiters: Array<{ resolve(result: IteratorResult<W>): void; reject(error: unknown): void }> = [];
   private failure: unknown;
   private closed = false;
   private paused = false;
@@ -88,7 +89,7 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
     if (this.failure !== undefined) return Promise.reject(this.failure);
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
     return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
+      this.waiters.push({ resolve, reject });
     });
   }
 
@@ -256,9 +257,8 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
   }
 
   private push(window: W): void {
-    if (this.waiter !== undefined) {
-      const waiter = this.waiter;
-      this.waiter = undefined;
+    const waiter = this.waiters.shift();
+    if (waiter !== undefined) {
       waiter.resolve({ value: window, done: false });
       return;
     }
@@ -294,10 +294,9 @@ export class Subscription<W extends Window = Window> implements AsyncIterableIte
   }
 
   private wake(): void {
-    if (this.waiter === undefined) return;
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    if (this.failure !== undefined && this.queue.length === 0) waiter.reject(this.failure);
-    else waiter.resolve({ value: undefined, done: true });
+    for (const waiter of this.waiters.splice(0)) {
+      if (this.failure !== undefined) waiter.reject(this.failure);
+      else waiter.resolve({ value: undefined, done: true });
+    }
   }
 }

@@ -4,7 +4,13 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { connect, WindowNodeError, ErrorCode } from "window-node-client";
-import { collect, idsOf, startNode, stopAll, tempDir } from "./harness.mjs";
+import { spawn } from "node:child_process";
+import { dirname, join } from "node:path";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { collect, idsOf, killed, startNode, stopAll, tempDir, waitFor } from "./harness.mjs";
+
+const MEMBER = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "group-member.mjs");
 
 let node;
 
@@ -87,51 +93,71 @@ test("a subscriber resumes after a lost connection without gaps or repeats", asy
   }
 });
 
-test("a consumer group of three shares the windows; a lost member's unacknowledged windows reach another with delivery 2", async () => {
+test("a consumer group of three shares the windows; a SIGKILLed member's unacknowledged windows reach another with delivery 2", async () => {
   const client = await connect({ nodes: [node.address] });
   try {
     const { emittedWindows: from } = await client.stats();
     const group = `g${Date.now()}`;
-    const members = [0, 1, 2].map(() => client.subscribeGroup(group, { maxUnacked: 4, fromSeq: from }));
+    // Members 0 and 1 in this process; member 2 a child process that never acknowledges.
+    const members = [0, 1].map(() => client.subscribeGroup(group, { maxUnacked: 4, fromSeq: from }));
     await Promise.all(members.map((m) => m.whenSubscribed()));
-    // Thirty windows of one event each.
-    const count = 30;
-    await client.ingest(Array.from({ length: count }, (_, i) => ({ id: `g-${i}`, timestamp: 1_710_000_000_000 + i * 1000 })));
-    await client.flush();
+    const child = spawn(process.execPath, [MEMBER, node.address, group, "4", String(from)], { stdio: ["ignore", "pipe", "inherit"] });
+    const held = [];
+    let joined = false;
+    createInterface({ input: child.stdout }).on("line", (line) => {
+      const message = JSON.parse(line);
+      if (message.joined) joined = true;
+      else held.push(message);
+    });
+    try {
+      await waitFor("the child member to join", () => joined, 10_000);
+      // Thirty windows of one event each.
+      const count = 30;
+      await client.ingest(Array.from({ length: count }, (_, i) => ({ id: `g-${i}`, timestamp: 1_710_000_000_000 + i * 1000 })));
+      await client.flush();
 
-    // Member 2 takes windows and never acknowledges them; then its socket is destroyed.
-    const held = await collect(members[2], (ws) => ws.length >= 2);
-    held.push(...members[2].takeBuffered());
-    members[2].close();
-
-    // Members 0 and 1 acknowledge everything they get until every window is acknowledged.
-    const acked = new Map();
-    const received = [];
-    await Promise.all(
-      [0, 1].map(async (k) => {
-        const deadline = Date.now() + 15_000;
-        while (acked.size < count) {
-          if (Date.now() > deadline) throw new Error(`member ${k}: acked ${acked.size} of ${count}`);
-          const next = await Promise.race([members[k].next(), new Promise((r) => setTimeout(() => r(null), 200))]);
-          if (next === null) continue;
-          const window = next.value;
-          received.push({ member: k, seq: window.seq, delivery: window.delivery });
-          await window.ack();
-          assert.ok(!acked.has(window.seq), `seq ${window.seq} acknowledged twice`);
-          acked.set(window.seq, window);
-        }
-      }),
-    );
-    assert.deepEqual([...acked.keys()].sort((a, b) => a - b), Array.from({ length: count }, (_, i) => from + i));
-    assert.ok(new Set(received.map((r) => r.member)).size === 2, "both remaining members took windows");
-    for (const window of held) {
-      const again = acked.get(window.seq);
-      assert.equal(again.delivery, 2, `seq ${window.seq} handed out again with delivery 2`);
-      assert.deepEqual(again.events, window.events);
+      // The child takes windows (up to 4 unacknowledged) and is SIGKILLed holding them.
+      await waitFor("the child to hold two windows", () => held.length >= 2, 10_000);
+      await killed(child);
+      await runRemaining(count);
+    } finally {
+      await killed(child);
     }
-    const firstTime = new Set(received.filter((r) => r.delivery === 1).map((r) => r.seq));
-    for (const r of received.filter((r) => r.delivery > 1)) {
-      assert.ok(!firstTime.has(r.seq), `seq ${r.seq} redelivered although a remaining member had it`);
+
+    async function runRemaining(count) {
+      // Members 0 and 1 acknowledge everything they get until every window is acknowledged.
+      const acked = new Map();
+      const received = [];
+      await Promise.all(
+        [0, 1].map(async (k) => {
+          const deadline = Date.now() + 15_000;
+          let pending = members[k].next();
+          while (acked.size < count) {
+            if (Date.now() > deadline) throw new Error(`member ${k}: acked ${acked.size} of ${count}`);
+            let timer;
+            const next = await Promise.race([pending, new Promise((r) => (timer = setTimeout(() => r(null), 200)))]);
+            clearTimeout(timer);
+            if (next === null) continue;
+            pending = members[k].next();
+            const window = next.value;
+            received.push({ member: k, seq: window.seq, delivery: window.delivery });
+            await window.ack();
+            assert.ok(!acked.has(window.seq), `seq ${window.seq} acknowledged twice`);
+            acked.set(window.seq, window);
+          }
+        }),
+      );
+      assert.deepEqual([...acked.keys()].sort((a, b) => a - b), Array.from({ length: count }, (_, i) => from + i));
+      assert.ok(new Set(received.map((r) => r.member)).size === 2, "both remaining members took windows");
+      for (const window of held) {
+        const again = acked.get(window.seq);
+        assert.equal(again.delivery, 2, `seq ${window.seq} handed out again with delivery 2`);
+        assert.deepEqual(again.events, window.events);
+      }
+      const firstTime = new Set(received.filter((r) => r.delivery === 1).map((r) => r.seq));
+      for (const r of received.filter((r) => r.delivery > 1)) {
+        assert.ok(!firstTime.has(r.seq), `seq ${r.seq} redelivered although a remaining member had it`);
+      }
     }
     members.forEach((m) => m.close());
   } finally {
