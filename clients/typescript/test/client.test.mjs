@@ -180,6 +180,9 @@ test("a bad event is refused whole with a typed error carrying code 12", async (
       client.close("window-1"),
       (error) => error instanceof WindowNodeError && error.code === ErrorCode.NotOpen,
     );
+    const badGroup = client.subscribeGroup("not a name");
+    await assert.rejects(badGroup.whenSubscribed(), (error) => error instanceof WindowNodeError && error.code === 12);
+    await assert.rejects(badGroup.next(), (error) => error instanceof WindowNodeError && error.code === 12);
     // The client goes on after errors.
     const result = await client.ingest([{ id: "after-errors", timestamp: 1_720_000_000_000 }]);
     assert.equal(result.accepted, 1);
