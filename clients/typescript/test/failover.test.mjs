@@ -9,9 +9,11 @@ import { collect, idsOf, startNode, stopAll, tempDir, waitFor } from "./harness.
 
 after(stopAll);
 
-test("the holder is SIGKILLed mid-stream and nothing is lost or doubled", async () => {
+test("the holder is SIGKILLed mid-stream and nothing is lost or doubled, for clients on the holder and on a follower", async () => {
   const dir = tempDir();
-  const args = ["--window-size", "1s", "--allowed-lateness", "10s", "--idle-timeout", "0s", "--failover-timeout", "10s"];
+  // Lateness well beyond the stream's 40 s of event time: the two clients' batches race each
+  // other, and none may count as late.
+  const args = ["--window-size", "1s", "--allowed-lateness", "120s", "--idle-timeout", "0s", "--failover-timeout", "10s"];
   const first = await startNode(dir, args);
   const probe = await connect({ nodes: [first.address] });
   await waitFor("the first node to hold the lease", async () => (await probe.stats()).leaseHolder === first.address);
@@ -29,25 +31,37 @@ test("the holder is SIGKILLed mid-stream and nothing is lost or doubled", async 
   const batches = Array.from({ length: 40 }, (_, b) =>
     Array.from({ length: 25 }, (_, i) => ({ id: b * 25 + i, timestamp: 1_700_000_000_000 + (b * 25 + i) * 40 })),
   );
-  // The first half, then the subscriber receives windows (fired by the watermark).
+  // The first half, fired by a flush: the subscriber is mid-stream when the holder dies.
   const firstHalf = await Promise.all(batches.slice(0, 20).map((batch) => client.ingest(batch)));
+  await client.flush();
   const before = await collect(subscription, (ws) => ws.length >= 3);
+  // A second client on a follower (its requests are resent by the follower itself) sends the
+  // second half's events again under key "f" and other ids.
+  const onFollower = await connect({ nodes: [followers[1].address, followers[0].address, first.address], maxInFlight: 4 });
+  assert.equal(onFollower.address, followers[1].address);
   // The second half is in flight when the holder dies.
   let resolved = 0;
   const secondHalf = batches.slice(20).map((batch) => client.ingest(batch).then((r) => (resolved++, r)));
+  const viaFollower = batches
+    .slice(20)
+    .map((batch) => onFollower.ingest(batch.map((e) => ({ ...e, id: `f${e.id}`, key: "f" }))));
   await secondHalf[0];
   await first.kill();
   assert.ok(resolved < 20, `the holder died mid-stream (${resolved} of 20 ingests answered before)`);
-  const ingests = [...firstHalf, ...secondHalf];
+  const ingests = [...firstHalf, ...secondHalf, ...viaFollower];
   const results = await Promise.all(ingests);
-  assert.equal(results.reduce((n, r) => n + r.accepted, 0), 1000, "every event accepted once");
+  assert.equal(results.reduce((n, r) => n + r.accepted, 0), 1500, "every event accepted once");
+  assert.equal(onFollower.address, followers[1].address, "the client on a follower stayed there");
+  await onFollower.end();
   assert.equal(results.reduce((n, r) => n + r.duplicates + r.late, 0), 0);
   assert.notEqual(client.address, first.address, "the client moved to another node");
 
   await client.flush();
-  const windows = [...before, ...(await collect(subscription, (ws) => idsOf(before).length + idsOf(ws).length >= 1000, 20_000))];
+  const windows = [...before, ...(await collect(subscription, (ws) => idsOf(before).length + idsOf(ws).length >= 1500, 20_000))];
   assert.deepEqual(windows.map((w) => w.seq), windows.map((_, i) => i), "seqs dense from 0, none twice");
-  assert.deepEqual(idsOf(windows).sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i), "every event exactly once");
+  const ids = idsOf(windows);
+  assert.deepEqual(ids.filter((id) => typeof id === "number").sort((a, b) => a - b), Array.from({ length: 1000 }, (_, i) => i), "every event exactly once");
+  assert.deepEqual(ids.filter((id) => typeof id === "string").sort(), Array.from({ length: 500 }, (_, i) => `f${500 + i}`).sort(), "every event of the client on a follower exactly once");
   assert.ok(windows.some((w) => w.epoch === 2), "the new holder fired windows");
   assert.notEqual(subscription.address, first.address, "the subscriber moved to another node");
   const stats = await client.stats();
