@@ -56,8 +56,9 @@ export class DistributedTimeWindow<T> {
    *   `--max-events`; `Number.MAX_SAFE_INTEGER` or more: no count limit, `--max-events` unset)
    * @param timeoutInSeconds window length (the daemon's `--window-size`, with `--time ingest`)
    * @param connection the daemon's nodes and the consumer group of the processes that tick
-   * @param tick called with the elements of fired windows (one inner array per window), in
-   *   exactly one process of the group per window; the window is acknowledged after it returns
+   * @param tick called with the elements of fired windows (one inner array per window: the
+   *   windows received together), in exactly one process of the group per window; the windows
+   *   are acknowledged after it returns
    */
   constructor(
     readonly countWindowSize: number,
@@ -195,7 +196,7 @@ export class DistributedTimeWindow<T> {
         // Closing: a window not ticked yet is left to the other processes (it is handed out
         // again when this member's connection ends).
         if (this.closing) break;
-        this.busy = this.handle(window);
+        this.busy = this.handle(window, members);
         await this.busy;
         this.busy = undefined;
       }
@@ -204,21 +205,27 @@ export class DistributedTimeWindow<T> {
     }
   }
 
-  /** Ticks one window (unless this process ticked it already) and acknowledges it. */
-  private async handle(window: GroupWindow): Promise<void> {
-    const at = `${window.partition ?? ""}:${window.seq}`;
-    if (!this.ticked.has(at)) {
+  /**
+   * Ticks a window together with the windows already received behind it (one inner array per
+   * window, as node-apparatus drains every due window at once), except those this process ticked
+   * already, then acknowledges them all.
+   */
+  private async handle(first: GroupWindow, members: Subscription<GroupWindow>): Promise<void> {
+    const windows = [first, ...members.takeBuffered()];
+    const at = (window: GroupWindow) => `${window.partition ?? ""}:${window.seq}`;
+    const fresh = windows.filter((window) => !this.ticked.has(at(window)));
+    if (fresh.length > 0) {
       try {
-        await this.tick([(window.payloads ?? []) as T[]]);
+        await this.tick(fresh.map((window) => (window.payloads ?? []) as T[]));
       } catch (error) {
         this.report(error);
         return;
       }
-      this.remember(at);
+      for (const window of fresh) this.remember(at(window));
     }
     // A failed ack (connection lost, or the window handed to another member meanwhile) means
     // the window may be ticked once more elsewhere; nothing else to do here.
-    await window.ack().catch(() => {});
+    await Promise.all(windows.map((window) => window.ack().catch(() => {})));
   }
 
   private report(error: unknown): void {
