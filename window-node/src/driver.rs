@@ -120,6 +120,8 @@ pub struct DriverConfig {
     pub time: TimeBase,
     /// How long a group member may hold a window unacknowledged.
     pub ack_timeout_ms: u64,
+    /// The furthest an event may be ahead of the clock (`None`: no check).
+    pub max_event_ahead_ms: Option<u64>,
     /// Lease epoch stamped on every fired window.
     pub epoch: u64,
 }
@@ -212,6 +214,7 @@ impl Driver {
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             time: config.time,
             ack_timeout_ms: config.ack_timeout_ms,
+            max_event_ahead_ms: config.max_event_ahead_ms,
         };
         Ok(Driver {
             service: Service::restore(service_config, opened, clock.now()),
@@ -692,6 +695,7 @@ mod tests {
             epoch: 7,
             time: TimeBase::Event,
             ack_timeout_ms: 30_000,
+            max_event_ahead_ms: None,
         };
         let (publish, feed) = broadcast::channel(64);
         let store = Box::new(MemoryStore::in_memory());
@@ -858,6 +862,7 @@ mod fencing {
             epoch: 1,
             time: TimeBase::Event,
             ack_timeout_ms: 30_000,
+            max_event_ahead_ms: None,
         };
         let (publish, feed) = broadcast::channel(16);
         let mut driver = Driver::new(
@@ -1001,6 +1006,7 @@ mod repeats {
             epoch: 1,
             time: TimeBase::Event,
             ack_timeout_ms: 30_000,
+            max_event_ahead_ms: None,
         };
         // A restart right after a stop: the stopped driver's sled may still be letting go of
         // its lock (it does when its last background thread ends), as after a process exit.

@@ -329,6 +329,7 @@ fn service_config(config: &NodeConfig, epoch: u64) -> Config {
         epoch,
         idle_timeout_ms: None,
         ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
+        max_event_ahead_ms: None,
         time: TimeBase::Event,
     }
 }

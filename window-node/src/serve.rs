@@ -93,6 +93,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     engine: EngineArgs,
 
+    /// With event time, a request with an event more than this far ahead of this node's clock
+    /// is refused (error 12), so that a typo (the year 9999) cannot move the watermark past
+    /// every real event. `0s` turns the check off.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, env = "WINDOW_NODE_MAX_EVENT_AHEAD")]
+    max_event_ahead: Duration,
+
     /// How long a consumer group's member may hold a window unacknowledged before it goes to
     /// another member (with `delivery` raised).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "WINDOW_NODE_ACK_TIMEOUT")]
@@ -293,6 +299,7 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
             Time::Ingest => TimeBase::Ingest,
         },
         ack_timeout_ms: millis(args.ack_timeout),
+        max_event_ahead_ms: (!args.max_event_ahead.is_zero()).then(|| millis(args.max_event_ahead)),
         epoch: 0,
     })
 }

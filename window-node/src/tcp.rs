@@ -682,6 +682,7 @@ async fn write_replies(
                         lease_holder: &shared.holder,
                         epoch: stats.epoch,
                         connections: shared.metrics.connections_open.load(Ordering::Relaxed),
+                        refused_ahead: stats.refused_ahead,
                     };
                     let stats = StatsReply {
                         open_windows: stats.open_windows as u64,

@@ -231,6 +231,8 @@ pub struct HolderStats<'a> {
     pub epoch: u64,
     /// Open client connections.
     pub connections: u64,
+    /// Requests refused for an event too far ahead of the clock (`--max-event-ahead`).
+    pub refused_ahead: u64,
 }
 
 /// One partition in a partitioned node's `stats_ok`.
@@ -402,6 +404,7 @@ pub fn stats_ok(out: &mut Vec<u8>, h: &Header<'_>, stats: &StatsReply<'_>) {
             w.key("lease_holder").str(holder.lease_holder);
             w.key("epoch").int(holder.epoch);
             w.key("connections").int(holder.connections);
+            w.key("refused_ahead").int(holder.refused_ahead);
         }
         if let Some(config) = &stats.config {
             w.key("config").begin_object();

@@ -50,6 +50,10 @@ pub struct Config {
     /// How long a consumer group's member may hold a window unacknowledged before it goes to
     /// another member (`--ack-timeout`).
     pub ack_timeout_ms: u64,
+    /// With event time: an event more than this far ahead of `now` refuses its request (a typo
+    /// like the year 9999 would move the watermark past every real event); `None` turns the
+    /// check off (`--max-event-ahead`).
+    pub max_event_ahead_ms: Option<u64>,
 }
 
 /// `--ack-timeout` unless told otherwise.
@@ -154,6 +158,8 @@ pub struct Stats {
     /// The firing rules and the clock windows are on.
     pub engine: EngineConfig,
     pub time: TimeBase,
+    /// Requests refused for an event too far ahead of the clock, since this process started.
+    pub refused_ahead: u64,
 }
 
 /// The part of the engine's state the store's meta record holds.
@@ -189,6 +195,8 @@ pub struct Service {
     groups: Groups,
     /// The seq after the last window of a committed batch: where a new group starts.
     committed_end: u64,
+    /// Requests refused for an event too far ahead, since this process started.
+    refused_ahead: u64,
 }
 
 impl Service {
@@ -215,6 +223,7 @@ impl Service {
         Service {
             groups: Groups::restore(groups, config.ack_timeout_ms),
             committed_end: next_seq,
+            refused_ahead: 0,
             watermark_at_arrival: engine.watermark(),
             config,
             engine,
@@ -468,6 +477,7 @@ impl Service {
             groups: self.group_stats(),
             engine: self.config.engine,
             time: self.config.time,
+            refused_ahead: self.refused_ahead,
         }
     }
 
@@ -482,6 +492,7 @@ impl Service {
                 event.ts = now;
             }
         }
+        self.check_ahead(now, &events)?;
         let admission = self.engine.handle_events(now, size, events)?;
         if admission.accepted > 0 {
             self.last_arrival = now;
@@ -497,6 +508,28 @@ impl Service {
             duplicates: admission.duplicates as u64,
             late: admission.late_count as u64,
         })
+    }
+
+    /// Refuses a batch with an event more than `max_event_ahead_ms` ahead of `now` (counted).
+    fn check_ahead(&mut self, now: Timestamp, events: &[Event<'_>]) -> Result<(), ProtoError> {
+        let Some(ahead) = self.config.max_event_ahead_ms else {
+            return Ok(());
+        };
+        let limit = now
+            .as_millis()
+            .saturating_add(i64::try_from(ahead).unwrap_or(i64::MAX));
+        let Some((index, event)) = events
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.ts.as_millis() > limit)
+        else {
+            return Ok(());
+        };
+        self.refused_ahead += 1;
+        Err(ProtoError::malformed(format!(
+            "events[{index}].timestamp {} is more than {ahead} ms ahead of this node's clock ({}): it would move the watermark past every real event; fix the timestamp, or raise --max-event-ahead (0s turns the check off)",
+            event.ts, now
+        )))
     }
 
     /// Runs `step` unless `request_id` is remembered (then answers from the record); remembers

@@ -4,7 +4,8 @@
 //!
 //! Script lines (times are milliseconds of processing time; window size 1000 ms, UTC frame):
 //! - `config lateness=MS max_events=N idle=MS ingest_time=1`: the firing rules and, with
-//!   `ingest_time`, events stamped with the time their request is applied (first line, optional)
+//!   `ingest_time`, events stamped with the time their request is applied; `ahead=MS` refuses
+//!   events further ahead of `now` (first line, optional)
 //! - `at T ingest ID@TS[/KEY] ... [rid=R]`: one ingest request
 //! - `close START [key=K] [rid=R]`, `flush [until=TS] [rid=R]`: close and flush
 //! - `timeout at T`: the timer fired
@@ -62,6 +63,7 @@ fn run(script: &str) -> String {
                 "max_age" => config.engine.purge.max_age_ms = Some(n),
                 "idle" => config.idle_timeout_ms = Some(n),
                 "ingest_time" => config.time = TimeBase::Ingest,
+                "ahead" => config.max_event_ahead_ms = Some(n),
                 other => panic!("unknown option {other}"),
             }
         }
@@ -287,6 +289,7 @@ fn plain_config(epoch: u64) -> Config {
         epoch,
         idle_timeout_ms: None,
         ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
+        max_event_ahead_ms: None,
         time: TimeBase::Event,
     }
 }
@@ -842,6 +845,35 @@ fn bad_group_requests_are_refused_and_change_nothing() {
             > commit at 0
             batch: 0 windows, 0 removed, fired [], 0 requests, watermark none
               group workers: first=5 acked_below=5 acked=[] next=5
+        "#]],
+    );
+}
+
+#[test]
+fn an_event_far_ahead_of_the_clock_refuses_its_request_and_moves_nothing() {
+    // A typo in the year would move the watermark past every real event: refused whole (event
+    // 1 is not taken either), and the next event is on time. The limit is inclusive.
+    check(
+        r"
+        config lateness=0 ahead=60000
+        at 1000 ingest 1@500 2@253402300799000
+        at 1000 ingest 5@900
+        at 1000 ingest 4@61001
+        at 1000 ingest 3@61000
+        stats
+        ",
+        expect![[r#"
+            > at 1000 ingest 1@500 2@253402300799000
+            error 12: events[1].timestamp 9999-12-31T23:59:59Z is more than 60000 ms ahead of this node's clock (1970-01-01T00:00:01Z): it would move the watermark past every real event; fix the timestamp, or raise --max-event-ahead (0s turns the check off)
+            > at 1000 ingest 5@900
+            ingest_ok accepted=1 duplicates=0 late=0
+            > at 1000 ingest 4@61001
+            error 12: events[0].timestamp 1970-01-01T00:01:01.001Z is more than 60000 ms ahead of this node's clock (1970-01-01T00:00:01Z): it would move the watermark past every real event; fix the timestamp, or raise --max-event-ahead (0s turns the check off)
+            > at 1000 ingest 3@61000
+            ingest_ok accepted=1 duplicates=0 late=0
+            fired #0 epoch 7 [0) [5] watermark
+            > stats
+            open=1 buffered=1 next_seq=1 accepted=2 duplicates=0 late=0 watermark=61000
         "#]],
     );
 }
