@@ -35,7 +35,7 @@ use window_store::SledStore;
 
 use crate::lease_file::FileLease;
 use crate::node::{Node, NodeConfig};
-use crate::options::{Frame, millis, parse_duration, size_ms};
+use crate::options::{Frame, at_least_one, millis, parse_duration, size_ms};
 use window_proto::Style;
 
 const ABOUT: &str = "Tumbling windows over an endless stream of timestamped events.";
@@ -114,7 +114,7 @@ struct Cli {
     data_dir: Option<std::path::PathBuf>,
 
     /// Longest request line in bytes; a longer line gets error 12 and the node goes on.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = at_least_one, env = "WINDOW_NODE_MAX_LINE_BYTES")]
     max_line_bytes: usize,
 
     /// Largest payload an event may carry, in bytes of JSON text; a request with a larger one

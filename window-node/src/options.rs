@@ -104,3 +104,13 @@ pub fn size_ms(length: Duration) -> Result<SizeMs, SpecError> {
 pub fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+/// A count that must be at least 1 (`--max-connections`, `--max-line-bytes`): 0 would make the
+/// node refuse everything.
+pub fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1 (0 would refuse every connection or line)".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}: give a whole number of at least 1")),
+    }
+}

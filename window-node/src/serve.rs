@@ -19,7 +19,7 @@ use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
-use crate::options::{DEFAULT_LATENESS, EngineArgs, millis, parse_duration};
+use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
@@ -116,11 +116,11 @@ pub struct ServeArgs {
     idle_timeout: Duration,
 
     /// Most connections served at once; more are refused with error 11.
-    #[arg(long, default_value_t = 1024, env = "WINDOW_NODE_MAX_CONNECTIONS")]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one, env = "WINDOW_NODE_MAX_CONNECTIONS")]
     max_connections: usize,
 
     /// Longest request line in bytes; a longer line gets error 12.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, env = "WINDOW_NODE_MAX_LINE_BYTES")]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = at_least_one, env = "WINDOW_NODE_MAX_LINE_BYTES")]
     max_line_bytes: usize,
 
     /// Largest payload an event may carry, in bytes of JSON text; a request with a larger one

@@ -70,3 +70,26 @@ fn one_far_future_typo_is_refused_and_cannot_poison_the_watermark() {
     );
     assert_eq!(taken["accepted"], 1, "{taken}");
 }
+
+#[test]
+fn limits_of_zero_are_refused_at_start_with_a_message() {
+    for args in [
+        &["serve", "--max-connections", "0"][..],
+        &["serve", "--max-line-bytes", "0"],
+        &["--max-line-bytes", "0"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_window-node"))
+            .args(args)
+            .env("RUST_LOG", "off")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run window-node");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("at least 1"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[args.len() - 2]),
+            "{args:?} names the option: {stderr}"
+        );
+    }
+}

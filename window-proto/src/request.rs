@@ -286,6 +286,11 @@ pub fn parse_request_with(
     timestamps: Timestamps,
 ) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
     match serde_json::from_str::<Typed<'_>>(line) {
+        Ok(outer) if outer.body.is_some() && outer.kind.is_some() => Err(both_type_and_body(
+            outer
+                .msg_id
+                .or(outer.body.as_ref().and_then(|b| b.0.msg_id)),
+        )),
         Ok(outer) => match outer.body {
             Some(body) => {
                 let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
@@ -314,6 +319,19 @@ pub fn parse_request_with(
     }
 }
 
+/// A line that is both a bare request (`type`) and an envelope (`body`): which one it means
+/// cannot be told, so it is refused.
+fn both_type_and_body(msg_id: Option<&RawValue>) -> (ReplyTo, ProtoError) {
+    let to = ReplyTo {
+        msg_id: msg_id.map(|m| m.get().to_owned()),
+        ..ReplyTo::default()
+    };
+    let error = ProtoError::malformed(
+        "a line has either a \"type\" (a bare request) or a \"body\" (an envelope with src and dest), not both",
+    );
+    (to, error)
+}
+
 /// The careful path: finds what is wrong with a line the fast path could not parse.
 fn explain(
     line: &str,
@@ -329,6 +347,9 @@ fn explain(
             );
         }
     };
+    if outer.body.is_some() && outer.kind.is_some() {
+        return both_type_and_body(None);
+    }
     let envelope_request_id = outer.body.and(outer.request_id);
     let (src, dest, fields) = match outer.body {
         Some(body) => {
@@ -445,9 +466,10 @@ fn typed_request<'a>(
     };
     if let Some(raw) = msg_id
         && raw.get().parse::<i64>().is_err()
+        && raw.get().parse::<u64>().is_err()
     {
         let err = ProtoError::malformed(format!(
-            "msg_id must be an integer, got {}",
+            "msg_id must be an integer (-2^63 to 2^64-1), got {}",
             shorten(raw.get())
         ));
         return Err((reply_to(None), err));
