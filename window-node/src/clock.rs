@@ -1,4 +1,5 @@
-//! The only place that reads a clock: wall time, and the monotonic time links decide on.
+//! The only place that reads wall time; also where the link shells read the monotonic time
+//! `window_cluster::link` decides on.
 //!
 //! The stdin node reads the wall clock per request. The daemon uses a [`Clock`]: the wall time at
 //! start plus tokio's monotonic time since, so its timers cannot be fooled by a wall-clock jump

@@ -179,12 +179,13 @@ enum Relayed {
 impl Forwarded {
     /// A client line, noted (a subscription) and marked with a request id, for the link.
     fn take(&mut self, line: String, max_line_bytes: usize) -> String {
+        let marked = mark(&line, &self.ids.next(), max_line_bytes);
+        // Only a subscribe is read further: other lines (ingest batches) pass unparsed.
         if let Some(from) = peek_subscribe(&line) {
             self.subscribed = from.or(self.subscribed);
-        }
-        let marked = mark(&line, &self.ids.next(), max_line_bytes);
-        if peek_group_subscribe(&line) {
-            self.group_line = Some(marked.clone());
+            if peek_group_subscribe(&line) {
+                self.group_line = Some(marked.clone());
+            }
         }
         marked
     }

@@ -312,11 +312,16 @@ async fn routed_ack(
         (Body::Ack { .. }, None) => ProtoError::malformed(
             "with --partitions an ack names its \"partition\": the partition of the windows it acknowledges (each window says it)",
         ),
-        _ => ProtoError::malformed(
-            "this connection is a consumer group's member: it takes only ack; send other requests on another connection",
-        ),
+        _ => only_ack(),
     };
     Some(ready_error(shared, &to, &error))
+}
+
+/// The answer to any request but `ack` on a consumer group member's connection.
+fn only_ack() -> ProtoError {
+    ProtoError::malformed(
+        "this connection is a consumer group's member: it takes only ack; send other requests on another connection",
+    )
 }
 
 /// A line on a group member's connection: an `ack`, or an error.
@@ -331,13 +336,7 @@ async fn member_request(
     };
     let to = request.reply_to();
     let (Body::Ack { seqs }, Some((member, commands))) = (request.body, member) else {
-        return ready_error(
-            shared,
-            &to,
-            &ProtoError::malformed(
-                "this connection is a consumer group's member: it takes only ack; send other requests on another connection",
-            ),
-        );
+        return ready_error(shared, &to, &only_ack());
     };
     let member = *member;
     match ask(commands, |reply| Command::Ack {
@@ -591,13 +590,15 @@ async fn join_group(
     shared: &Shared,
 ) -> Outgoing {
     let member = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
-    // A member never holds more than `max_unacked` windows, so the channel never fills.
-    let (deliver, deliveries) = mpsc::channel(group.max_unacked.clamp(1, 1 << 16) as usize);
+    // At most this many held, however many asked (the parser saw to at least 1): a member never
+    // holds more, so its channel never fills.
+    let max_unacked = group.max_unacked.min(1 << 16);
+    let (deliver, deliveries) = mpsc::channel(max_unacked as usize);
     let name = group.name.clone();
     let joined = ask(&part.commands, |reply| Command::JoinGroup {
         name: group.name,
         member,
-        max_unacked: group.max_unacked.min(1 << 16),
+        max_unacked,
         from_seq,
         deliver,
         reply,

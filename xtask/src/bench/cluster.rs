@@ -533,17 +533,17 @@ fn stats(addr: SocketAddr) -> anyhow::Result<Value> {
 
 /// The benchmarks' `redis-server` (window-testkit's, in the work directory), with what the
 /// report says of it.
-struct Redis {
+pub(super) struct Redis {
     server: RedisServer,
     version: String,
     /// The durability setting it runs with, as the report says it.
-    durability: String,
+    pub(super) durability: String,
 }
 
 impl Redis {
     /// Starts one with an append-only file fsynced every second; without the append-only file
     /// if that cannot start (the report then says so). `None` when redis-server is missing.
-    fn start(work: &Path) -> anyhow::Result<Option<Redis>> {
+    pub(super) fn start(work: &Path) -> anyhow::Result<Option<Redis>> {
         let dir = work.join("redis");
         let mut failures = Vec::new();
         for persistence in [Persistence::AppendOnlyEverySec, Persistence::Off] {
@@ -587,7 +587,7 @@ impl Redis {
     }
 
     /// The `serve` options for a node on this server, in a namespace of this run's own.
-    fn store_options(&self, scenario: &str) -> Vec<String> {
+    pub(super) fn store_options(&self, scenario: &str) -> Vec<String> {
         vec![
             "--store".to_owned(),
             self.server.url(),

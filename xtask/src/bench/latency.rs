@@ -9,8 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
 use serde_json::{Value, json};
-use window_testkit::{Conn, Node, RedisServer, StartError};
+use window_testkit::{Conn, Node};
 
+use super::cluster::Redis;
 use super::{NODE, Results};
 
 /// One measured setting: what, p50 and p99 in milliseconds, windows seen, and the goal.
@@ -34,28 +35,17 @@ pub(super) fn run(quick: bool, work: &Path, results: &mut Results) -> anyhow::Re
     results
         .latency
         .push(measure("sled (--data-dir)", &sled, span, "p99 <= 10 ms")?);
-    let server = match RedisServer::launch(
-        window_testkit::Persistence::AppendOnlyEverySec,
-        Some(&work.join("latency-redis")),
-    ) {
-        Ok(server) => server,
-        Err(StartError::NotInstalled) => {
-            results
-                .notes
-                .push("Skipped: window end to delivery through Redis (no redis-server).".into());
-            return Ok(());
-        }
-        Err(StartError::Failed(e)) => return Err(e).context("starting redis-server"),
+    // The cluster scenarios' server (append-only file fsynced every second), in a directory of
+    // this measurement's own.
+    let Some(redis) = Redis::start(&work.join("latency"))? else {
+        results
+            .notes
+            .push("Skipped: window end to delivery through Redis (no redis-server).".into());
+        return Ok(());
     };
-    let redis = [
-        "--store".to_owned(),
-        server.url(),
-        "--namespace".to_owned(),
-        format!("latency-{}", std::process::id()),
-    ];
     results.latency.push(measure(
-        "Redis (--store, appendfsync everysec)",
-        &redis,
+        &format!("Redis (--store, {})", redis.durability),
+        &redis.store_options("latency"),
         span,
         "p99 <= 20 ms",
     )?);
