@@ -21,12 +21,15 @@
 //! payloads is written as version 2: version 1's fields, then the payloads (a count, then per id
 //! a flag and the payload's JSON text). Records without payloads are still written as version 1,
 //! byte for byte as before, so a store without payloads stays readable by older builds.
+//! Version 3 is version 2 with each payload's text replaced by where the store's payload log
+//! holds it (segment, offset, length, CRC-32; see `payload_log`): what the sled store writes.
 
 use window_core::{
     Aggregate, CloseReason, ClosedWindow, Counters, EventId, Payload, SizeMs, Timestamp, WindowKey,
 };
 
 use crate::error::StoreError;
+use crate::payload_log::PayloadRef;
 use crate::store::{
     GroupRecord, OutputRecord, REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome,
 };
@@ -35,6 +38,23 @@ use crate::store::{
 pub const VERSION: u8 = 1;
 /// The version byte of a chunk or an output record with payloads.
 pub const VERSION_PAYLOADS: u8 = 2;
+/// The version byte of a chunk or an output record whose payloads are in the payload log.
+pub const VERSION_PAYLOAD_REFS: u8 = 3;
+
+/// The payloads a record is written with: their texts, or where the payload log holds them. One
+/// per id (`None` for an event without one), or empty when no event has one.
+#[derive(Clone, Copy, Debug)]
+pub enum Payloads<'a> {
+    Texts(&'a [Option<Payload>]),
+    Refs(&'a [Option<PayloadRef>]),
+}
+
+/// A payload as a record holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StoredPayload {
+    Text(Payload),
+    At(PayloadRef),
+}
 
 /// Key of the meta record.
 pub const META_KEY: &[u8] = b"M";
@@ -193,11 +213,11 @@ pub fn decode_meta(key: &[u8], value: &[u8]) -> Result<Meta, StoreError> {
 }
 
 /// The ids of a chunk and their payloads (one per id, or empty when none has one).
-pub type ChunkIds = (Vec<EventId>, Vec<Option<Payload>>);
+pub type ChunkIds = (Vec<EventId>, Vec<Option<StoredPayload>>);
 
 /// A chunk: the window's header, then the ids appended from the chunk's first index on, then
 /// their payloads when any has one.
-pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: &[Option<Payload>]) -> Vec<u8> {
+pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: Payloads<'_>) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + ids.len() * 4 + payload_bytes(payloads));
     out.push(version_for(payloads));
     put_varint(&mut out, header.pane_start);
@@ -210,7 +230,7 @@ pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: &[Option<Payload
 }
 
 pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, ChunkIds), StoreError> {
-    let mut r = Reader::versioned(key, value, VERSION_PAYLOADS)?;
+    let mut r = Reader::versioned(key, value, VERSION_PAYLOAD_REFS)?;
     let header = Header {
         pane_start: r.varint()?,
         id_count: r.varint()?,
@@ -226,10 +246,12 @@ pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, ChunkIds), Stor
     Ok((header, (ids, payloads)))
 }
 
-pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
+/// An output record, its payloads as `payloads` says (the window's own texts, or where the
+/// payload log holds them).
+pub fn encode_output(record: &OutputRecord, payloads: Payloads<'_>) -> Vec<u8> {
     let w = &record.window;
-    let mut out = Vec::with_capacity(48 + w.ids.len() * 4 + payload_bytes(&w.payloads));
-    out.push(version_for(&w.payloads));
+    let mut out = Vec::with_capacity(48 + w.ids.len() * 4 + payload_bytes(payloads));
+    out.push(version_for(payloads));
     put_varint(&mut out, record.epoch);
     put_i64(&mut out, w.window.start.as_millis());
     put_i64(&mut out, w.window.size.get());
@@ -243,13 +265,18 @@ pub fn encode_output(record: &OutputRecord) -> Vec<u8> {
     out.push(reason_code(w.reason));
     put_opt_aggregate(&mut out, w.aggregate);
     put_ids(&mut out, &w.ids);
-    put_payloads(&mut out, &w.payloads);
+    put_payloads(&mut out, payloads);
     out
 }
 
-pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreError> {
+/// An output record; `resolve` reads a payload the record holds as a reference.
+pub fn decode_output(
+    key: &[u8],
+    value: &[u8],
+    resolve: &dyn Fn(&PayloadRef) -> Result<Payload, StoreError>,
+) -> Result<OutputRecord, StoreError> {
     let seq = decode_output_key(key)?;
-    let mut r = Reader::versioned(key, value, VERSION_PAYLOADS)?;
+    let mut r = Reader::versioned(key, value, VERSION_PAYLOAD_REFS)?;
     let epoch = r.varint()?;
     let start = Timestamp::from_millis(r.i64()?);
     let size = SizeMs::new(r.i64()?).map_err(|e| StoreError::corrupt(key, e.to_string()))?;
@@ -261,7 +288,17 @@ pub fn decode_output(key: &[u8], value: &[u8]) -> Result<OutputRecord, StoreErro
     let reason = reason_from(r.u8()?).ok_or_else(|| StoreError::corrupt(key, "bad reason"))?;
     let aggregate = r.opt_aggregate()?;
     let ids = r.ids()?;
-    let payloads = r.payloads(ids.len())?;
+    let payloads = r
+        .payloads(ids.len())?
+        .into_iter()
+        .map(|p| {
+            p.map(|p| match p {
+                StoredPayload::Text(text) => Ok(text),
+                StoredPayload::At(at) => resolve(&at),
+            })
+            .transpose()
+        })
+        .collect::<Result<_, _>>()?;
     r.finish()?;
     Ok(OutputRecord {
         seq,
@@ -459,34 +496,55 @@ fn put_opt_aggregate(out: &mut Vec<u8>, agg: Option<Aggregate>) {
 }
 
 /// About how many bytes `payloads` take in a record.
-fn payload_bytes(payloads: &[Option<Payload>]) -> usize {
-    payloads
-        .iter()
-        .map(|p| p.as_ref().map_or(1, |p| p.len() + 3))
-        .sum()
+fn payload_bytes(payloads: Payloads<'_>) -> usize {
+    match payloads {
+        Payloads::Texts(texts) => texts
+            .iter()
+            .map(|p| 1 + p.as_ref().map_or(0, |t| t.len() + 5))
+            .sum(),
+        Payloads::Refs(refs) => refs.len() * 16,
+    }
 }
 
 /// The version a record with these payloads is written as.
-fn version_for(payloads: &[Option<Payload>]) -> u8 {
-    if payloads.is_empty() {
-        VERSION
-    } else {
-        VERSION_PAYLOADS
+fn version_for(payloads: Payloads<'_>) -> u8 {
+    match payloads {
+        Payloads::Texts([]) | Payloads::Refs([]) => VERSION,
+        Payloads::Texts(_) => VERSION_PAYLOADS,
+        Payloads::Refs(_) => VERSION_PAYLOAD_REFS,
     }
 }
 
-/// The payload section of a version 2 record (nothing for version 1).
-fn put_payloads(out: &mut Vec<u8>, payloads: &[Option<Payload>]) {
-    if payloads.is_empty() {
-        return;
-    }
-    put_varint(out, payloads.len() as u64);
-    for payload in payloads {
-        match payload {
-            None => out.push(0),
-            Some(text) => {
-                out.push(1);
-                put_bytes(out, text.as_bytes());
+/// The payload section of a version 2 or 3 record (nothing for version 1): a count, then per id
+/// a flag and the text (version 2) or the reference (version 3).
+fn put_payloads(out: &mut Vec<u8>, payloads: Payloads<'_>) {
+    match payloads {
+        Payloads::Texts([]) | Payloads::Refs([]) => {}
+        Payloads::Texts(texts) => {
+            put_varint(out, texts.len() as u64);
+            for payload in texts {
+                match payload {
+                    None => out.push(0),
+                    Some(text) => {
+                        out.push(1);
+                        put_bytes(out, text.as_bytes());
+                    }
+                }
+            }
+        }
+        Payloads::Refs(refs) => {
+            put_varint(out, refs.len() as u64);
+            for at in refs {
+                match at {
+                    None => out.push(0),
+                    Some(at) => {
+                        out.push(1);
+                        put_varint(out, u64::from(at.segment));
+                        put_varint(out, at.offset);
+                        put_varint(out, u64::from(at.len));
+                        out.extend_from_slice(&at.crc.to_le_bytes());
+                    }
+                }
             }
         }
     }
@@ -639,9 +697,10 @@ impl<'a> Reader<'a> {
         Ok(ids)
     }
 
-    /// The payloads of `ids` ids: a version 2 record's payload section, nothing in version 1.
-    fn payloads(&mut self, ids: usize) -> Result<Vec<Option<Payload>>, StoreError> {
-        if self.version != VERSION_PAYLOADS {
+    /// The payloads of `ids` ids: a version 2 or 3 record's payload section, nothing in
+    /// version 1.
+    fn payloads(&mut self, ids: usize) -> Result<Vec<Option<StoredPayload>>, StoreError> {
+        if self.version == VERSION {
             return Ok(Vec::new());
         }
         let n = usize::try_from(self.varint()?).map_err(|_| self.err("payload count"))?;
@@ -653,13 +712,23 @@ impl<'a> Reader<'a> {
         }
         let mut payloads = Vec::with_capacity(n.min(self.buf.len()));
         for _ in 0..n {
-            payloads.push(match self.u8()? {
-                0 => None,
-                1 => Some(self.string()?.into()),
+            payloads.push(match (self.u8()?, self.version) {
+                (0, _) => None,
+                (1, VERSION_PAYLOADS) => Some(StoredPayload::Text(self.string()?.into())),
+                (1, _) => Some(StoredPayload::At(self.payload_ref()?)),
                 _ => return Err(self.err("payload flag")),
             });
         }
         Ok(payloads)
+    }
+
+    fn payload_ref(&mut self) -> Result<PayloadRef, StoreError> {
+        Ok(PayloadRef {
+            segment: u32::try_from(self.varint()?).map_err(|_| self.err("payload segment"))?,
+            offset: self.varint()?,
+            len: u32::try_from(self.varint()?).map_err(|_| self.err("payload length"))?,
+            crc: u32::from_le_bytes(self.array()?),
+        })
     }
 
     fn finish(&self) -> Result<(), StoreError> {
@@ -744,20 +813,43 @@ mod tests {
             pane_opened_at: Some(Timestamp::from_millis(1_000)),
         };
         let none = Vec::new();
-        let chunk = encode_chunk(&header, &ids, &none);
+        let chunk = encode_chunk(&header, &ids, Payloads::Texts(&none));
         assert_eq!(chunk[0], VERSION, "no payloads: written as before");
         assert_eq!(
             decode_chunk(b"c", &chunk).unwrap(),
-            (header, (ids.clone(), none.clone()))
+            (header, (ids.clone(), Vec::new()))
         );
         let payloads: Vec<Option<Payload>> = (0..ids.len())
             .map(|i| (i % 2 == 0).then(|| format!("{{\"n\":[{i},\"é\"]}}").into()))
             .collect();
-        let chunk = encode_chunk(&header, &ids, &payloads);
+        let stored = |p: &Option<Payload>| p.clone().map(StoredPayload::Text);
+        let chunk = encode_chunk(&header, &ids, Payloads::Texts(&payloads));
         assert_eq!(chunk[0], VERSION_PAYLOADS);
         assert_eq!(
             decode_chunk(b"c", &chunk).unwrap(),
-            (header, (ids.clone(), payloads.clone()))
+            (header, (ids.clone(), payloads.iter().map(stored).collect()))
+        );
+        let refs: Vec<Option<PayloadRef>> = (0..ids.len())
+            .map(|i| {
+                (i % 3 != 1).then_some(PayloadRef {
+                    segment: i as u32,
+                    offset: (1 << 40) + i as u64,
+                    len: 100 + i as u32,
+                    crc: 0xdead_beef ^ i as u32,
+                })
+            })
+            .collect();
+        let chunk = encode_chunk(&header, &ids, Payloads::Refs(&refs));
+        assert_eq!(chunk[0], VERSION_PAYLOAD_REFS);
+        assert_eq!(
+            decode_chunk(b"c", &chunk).unwrap(),
+            (
+                header,
+                (
+                    ids.clone(),
+                    refs.iter().map(|r| r.map(StoredPayload::At)).collect()
+                )
+            )
         );
         let mut record = OutputRecord {
             seq: 7,
@@ -770,17 +862,29 @@ mod tests {
                 reason: CloseReason::Watermark,
             },
         };
-        assert_eq!(encode_output(&record)[0], VERSION);
+        let no_log = |_: &PayloadRef| -> Result<Payload, StoreError> { unreachable!() };
+        let inline = |r: &OutputRecord| encode_output(r, Payloads::Texts(&r.window.payloads));
+        assert_eq!(inline(&record)[0], VERSION);
         assert_eq!(
-            decode_output(&output_key(7), &encode_output(&record)).unwrap(),
+            decode_output(&output_key(7), &inline(&record), &no_log).unwrap(),
             record
         );
         record.window.payloads = payloads;
-        assert_eq!(encode_output(&record)[0], VERSION_PAYLOADS);
+        assert_eq!(inline(&record)[0], VERSION_PAYLOADS);
         assert_eq!(
-            decode_output(&output_key(7), &encode_output(&record)).unwrap(),
+            decode_output(&output_key(7), &inline(&record), &no_log).unwrap(),
             record
         );
+        // By reference: each payload read back through the log.
+        let by_ref = encode_output(&record, Payloads::Refs(&refs));
+        assert_eq!(by_ref[0], VERSION_PAYLOAD_REFS);
+        let log = |at: &PayloadRef| Ok(Payload::from(format!("{}", at.len)));
+        let read = decode_output(&output_key(7), &by_ref, &log).unwrap();
+        let want: Vec<Option<Payload>> = refs
+            .iter()
+            .map(|r| r.map(|r| Payload::from(format!("{}", r.len))))
+            .collect();
+        assert_eq!(read.window.payloads, want);
     }
 
     #[test]
@@ -791,7 +895,11 @@ mod tests {
             aggregate: None,
             pane_opened_at: None,
         };
-        let good = encode_chunk(&header, &[EventId::Text("abc".into())], &[]);
+        let good = encode_chunk(
+            &header,
+            &[EventId::Text("abc".into())],
+            Payloads::Texts(&[]),
+        );
         for cut in 0..good.len() {
             assert!(matches!(
                 decode_chunk(b"k", &good[..cut]),
@@ -816,7 +924,7 @@ mod tests {
             pane_start: 2,
             ..header
         };
-        assert!(decode_chunk(b"k", &encode_chunk(&bad, &[], &[])).is_err());
+        assert!(decode_chunk(b"k", &encode_chunk(&bad, &[], Payloads::Texts(&[]))).is_err());
     }
 
     #[test]

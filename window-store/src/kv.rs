@@ -3,12 +3,17 @@
 //! The memory and sled stores are this one type over two backends, so they share the layout,
 //! the codec and the recovery code, and the conformance suite checks both the same way.
 
-use window_core::{EngineSnapshot, WindowSnapshot};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use window_core::{ClosedWindow, EngineSnapshot, Payload, WindowKey, WindowSnapshot};
 
 use crate::codec::{
-    self, GROUP_PREFIX, Header, META_KEY, Meta, OUTPUT_PREFIX, REQUEST_PREFIX, WINDOW_PREFIX,
+    self, GROUP_PREFIX, Header, META_KEY, Meta, OUTPUT_PREFIX, Payloads, REQUEST_PREFIX,
+    StoredPayload, WINDOW_PREFIX,
 };
 use crate::error::StoreError;
+use crate::payload_log::{PayloadLog, PayloadRef};
 use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
 
 /// A key and its value.
@@ -125,6 +130,70 @@ pub struct KvStore<B> {
     backend: B,
     /// The meta record as last committed (read once at recovery).
     meta: Option<Meta>,
+    /// Where payload texts go, when the store keeps them apart from its records.
+    payloads: Option<LoggedPayloads>,
+}
+
+/// A payload log and what is in it of the open windows: per window, the payloads its chunks
+/// refer to that have not fired yet, oldest first, each with where the log holds it. A fired
+/// pane's payloads are found here by identity (the same allocation the engine fired), so its
+/// output record refers to the text its chunks wrote instead of writing it again; a payload not
+/// found here (it fired in the step that admitted it) is appended then. Holding the payload keeps
+/// its allocation alive, so identity cannot be mistaken.
+#[derive(Debug)]
+struct LoggedPayloads {
+    log: PayloadLog,
+    open: HashMap<WindowKey, VecDeque<(Payload, PayloadRef)>>,
+}
+
+impl LoggedPayloads {
+    /// Appends the payloads of a chunk, remembering them for when their pane fires.
+    fn chunk(
+        &mut self,
+        window: &WindowKey,
+        payloads: &[Option<Payload>],
+    ) -> Result<Vec<Option<PayloadRef>>, StoreError> {
+        let open = match self.open.get_mut(window) {
+            Some(open) => open,
+            None => self.open.entry(window.clone()).or_default(),
+        };
+        payloads
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| {
+                        let at = self.log.append(p)?;
+                        open.push_back((Arc::clone(p), at));
+                        Ok(at)
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// Where the payloads of a fired pane are: those its chunks wrote, the rest appended now.
+    fn fired(&mut self, window: &ClosedWindow) -> Result<Vec<Option<PayloadRef>>, StoreError> {
+        let mut open = self.open.get_mut(&window.window);
+        window
+            .payloads
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .map(|p| {
+                        if let Some(open) = open.as_mut()
+                            && let Some((front, at)) = open.front()
+                            && Arc::ptr_eq(front, p)
+                        {
+                            let at = *at;
+                            open.pop_front();
+                            return Ok(at);
+                        }
+                        self.log.append(p)
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
 }
 
 impl<B: KvBackend> KvStore<B> {
@@ -133,6 +202,28 @@ impl<B: KvBackend> KvStore<B> {
         KvStore {
             backend,
             meta: None,
+            payloads: None,
+        }
+    }
+
+    /// The store, keeping payload texts in `log` (each written once) and records referring to
+    /// them, instead of in the records.
+    pub fn with_payload_log(mut self, log: PayloadLog) -> KvStore<B> {
+        self.payloads = Some(LoggedPayloads {
+            log,
+            open: HashMap::new(),
+        });
+        self
+    }
+
+    /// Reads a payload a record refers to.
+    fn resolve(&self, at: &PayloadRef) -> Result<Payload, StoreError> {
+        match &self.payloads {
+            Some(logged) => logged.log.read(at),
+            None => Err(StoreError::Backend(
+                "a record refers to the payload log, which this store does not have (a sled data directory's records read through another backend?)"
+                    .to_owned(),
+            )),
         }
     }
 
@@ -176,6 +267,40 @@ impl<B: KvBackend> KvStore<B> {
         Ok(records)
     }
 
+    /// A recovered window with the payloads of its current pane (those of panes that fired
+    /// since are in their output records; nothing reads them here again), each read from the
+    /// payload log when its chunk refers to it there, and remembered as written.
+    fn recovered_window(
+        &mut self,
+        mut snap: WindowSnapshot,
+        stored: Vec<Option<StoredPayload>>,
+    ) -> Result<WindowSnapshot, StoreError> {
+        let pane_start = snap.pane_start.min(stored.len());
+        if stored[pane_start..].iter().all(Option::is_none) {
+            return Ok(snap);
+        }
+        let mut payloads = vec![None; pane_start];
+        let mut written = VecDeque::new();
+        for stored in stored.into_iter().skip(pane_start) {
+            payloads.push(match stored {
+                None => None,
+                Some(StoredPayload::Text(text)) => Some(text),
+                Some(StoredPayload::At(at)) => {
+                    let payload = self.resolve(&at)?;
+                    written.push_back((Arc::clone(&payload), at));
+                    Some(payload)
+                }
+            });
+        }
+        if let Some(logged) = &mut self.payloads
+            && !written.is_empty()
+        {
+            logged.open.insert(snap.window.clone(), written);
+        }
+        snap.payloads = payloads;
+        Ok(snap)
+    }
+
     fn meta(&mut self) -> Result<Meta, StoreError> {
         if let Some(meta) = self.meta {
             return Ok(meta);
@@ -197,7 +322,8 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         let meta = codec::decode_meta(META_KEY, &value)?;
         self.meta = Some(meta);
         let mut windows = Vec::new();
-        let mut current: Option<WindowSnapshot> = None;
+        // The window being read, and its payloads as its chunks hold them.
+        let mut current: Option<(WindowSnapshot, Vec<Option<StoredPayload>>)> = None;
         let prefix = [WINDOW_PREFIX];
         let mut start = prefix.to_vec();
         loop {
@@ -209,18 +335,22 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             next.push(0);
             for (key, value) in &page {
                 let (window, first_index) = codec::decode_chunk_key(key)?;
-                let snap = match &mut current {
-                    Some(snap) if snap.window == window => snap,
+                let (snap, stored) = match &mut current {
+                    Some((snap, stored)) if snap.window == window => (snap, stored),
                     _ => {
-                        windows.extend(current.take());
-                        current.insert(WindowSnapshot {
+                        if let Some((snap, stored)) = current.take() {
+                            windows.push(self.recovered_window(snap, stored)?);
+                        }
+                        let fresh = WindowSnapshot {
                             window,
                             ids: Vec::new(),
                             payloads: Vec::new(),
                             pane_start: 0,
                             aggregate: None,
                             pane_opened_at: None,
-                        })
+                        };
+                        let (snap, stored) = current.insert((fresh, Vec::new()));
+                        (snap, stored)
                     }
                 };
                 if first_index != snap.ids.len() as u64 {
@@ -235,10 +365,10 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 let (header, (ids, payloads)): (Header, _) = codec::decode_chunk(key, value)?;
                 if !payloads.is_empty() {
                     // Payloads line up with the ids: the chunks before had none.
-                    snap.payloads.resize(snap.ids.len(), None);
-                    snap.payloads.extend(payloads);
-                } else if !snap.payloads.is_empty() {
-                    snap.payloads.resize(snap.ids.len() + ids.len(), None);
+                    stored.resize(snap.ids.len(), None);
+                    stored.extend(payloads);
+                } else if !stored.is_empty() {
+                    stored.resize(snap.ids.len() + ids.len(), None);
                 }
                 snap.ids.extend(ids);
                 if header.id_count != snap.ids.len() as u64 {
@@ -258,9 +388,8 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             }
             start = next;
         }
-        windows.extend(current);
-        for snap in &mut windows {
-            keep_pane_payloads(snap);
+        if let Some((snap, stored)) = current.take() {
+            windows.push(self.recovered_window(snap, stored)?);
         }
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
@@ -308,9 +437,18 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 aggregate: delta.aggregate,
                 pane_opened_at: delta.pane_opened_at,
             };
+            let value = match &mut self.payloads {
+                Some(logged) if !delta.payloads.is_empty() => {
+                    let refs = logged.chunk(&delta.window, &delta.payloads)?;
+                    codec::encode_chunk(&header, &delta.appended, Payloads::Refs(&refs))
+                }
+                _ => {
+                    codec::encode_chunk(&header, &delta.appended, Payloads::Texts(&delta.payloads))
+                }
+            };
             ops.push(KvOp::Put(
                 codec::chunk_key(&delta.window, delta.first_index as u64),
-                codec::encode_chunk(&header, &delta.appended, &delta.payloads),
+                value,
             ));
         }
         for group in &batch.groups {
@@ -333,7 +471,22 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
                 )));
             }
             meta.next_seq += 1;
-            ops.push(KvOp::Append(record.seq, codec::encode_output(record)));
+            let payloads = &record.window.payloads;
+            let value = match &mut self.payloads {
+                Some(logged) if !payloads.is_empty() => {
+                    let refs = logged.fired(&record.window)?;
+                    codec::encode_output(record, Payloads::Refs(&refs))
+                }
+                _ => codec::encode_output(record, Payloads::Texts(payloads)),
+            };
+            ops.push(KvOp::Append(record.seq, value));
+        }
+        if let Some(logged) = &mut self.payloads {
+            for window in &batch.dirty.removed {
+                logged.open.remove(window);
+            }
+            // The texts are durable before any record that refers to them can be.
+            logged.log.write_durable()?;
         }
         meta.max_event_time = batch.dirty.max_event_time;
         meta.watermark = batch.dirty.watermark;
@@ -354,20 +507,9 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
 
     fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
         let page = self.backend.read_log(from, limit)?;
+        let resolve = |at: &PayloadRef| self.resolve(at);
         page.iter()
-            .map(|(key, value)| codec::decode_output(key, value))
+            .map(|(key, value)| codec::decode_output(key, value, &resolve))
             .collect()
-    }
-}
-
-/// Keeps the payloads of the current pane only, as the engine's snapshot holds them: the
-/// chunks keep those of panes that fired since, which nothing reads again.
-fn keep_pane_payloads(snap: &mut WindowSnapshot) {
-    let pane_start = snap.pane_start.min(snap.payloads.len());
-    for payload in &mut snap.payloads[..pane_start] {
-        *payload = None;
-    }
-    if snap.payloads.iter().all(Option::is_none) {
-        snap.payloads = Vec::new();
     }
 }

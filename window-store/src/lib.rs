@@ -49,6 +49,7 @@ mod codec;
 mod error;
 mod kv;
 mod memory;
+mod payload_log;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]

@@ -632,7 +632,11 @@ fn parse_stream_id(id: &str) -> Option<u64> {
 /// The readable fields of a log entry, for other Redis clients (`XREAD`, consumer groups); the
 /// store itself reads back only the `record` field, the exact encoding.
 fn stream_fields(seq: u64, value: &[u8]) -> Result<Vec<(&'static str, String)>, StoreError> {
-    let record = codec::decode_output(&codec::output_key(seq), value)?;
+    let record = codec::decode_output(&codec::output_key(seq), value, &|_| {
+        Err(StoreError::Backend(
+            "a Redis output record refers to a payload log, which only a sled store has".to_owned(),
+        ))
+    })?;
     let window = &record.window;
     let mut fields = vec![
         ("seq", record.seq.to_string()),

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use crate::error::StoreError;
 use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites};
+use crate::payload_log::PayloadLog;
 
 /// A window store in a sled directory.
 pub type SledStore = KvStore<SledBackend>;
@@ -22,7 +23,9 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| open_error(dir, e))?;
-        Ok(KvStore::new(SledBackend { db }))
+        // Opened once sled holds the directory's lock: one writer appends to it.
+        let payloads = PayloadLog::open(&dir.join("payloads"))?;
+        Ok(KvStore::new(SledBackend { db }).with_payload_log(payloads))
     }
 }
 
