@@ -10,7 +10,9 @@
 //!    The multi-process ones (`cluster`) start several `window-node serve` processes on one
 //!    `--data-dir` or one `redis-server` (started here) and point loadgen at them with `--tcp`.
 //!    The `pipe` scenario (`bench/pipe.rs`) runs `window-node aggregate` and the naive Python
-//!    script `bench/peers/naive.py` on one generated file and compares their windows.
+//!    script `bench/peers/naive.py` on one generated file and compares their windows. The
+//!    `apparatus` scenario (`bench/apparatus.rs`) runs node-apparatus's `DistributedTimeWindow`
+//!    and ours side by side on one `redis-server` (skipped without node and npm).
 //! 4. Measures memory per buffered event and per open window (`probe memory`, in-process; and
 //!    the node's own resident memory with a million events held open).
 //! 5. Writes the report: figures, ratios measured in this same run (never against a fixed
@@ -38,6 +40,7 @@ use anyhow::{Context, bail, ensure};
 use window_testkit::calendar::utc;
 use window_testkit::{Process, Stderr, procfs};
 
+mod apparatus;
 mod cluster;
 mod latency;
 mod pipe;
@@ -100,16 +103,19 @@ struct Results {
     redis: cluster::RedisStatus,
     /// The pipe scenario: `aggregate` beside the naive script.
     pipe: Option<pipe::PipeResult>,
+    /// The apparatus scenario: node-apparatus's DistributedTimeWindow beside ours.
+    apparatus: Option<apparatus::Apparatus>,
     quick: bool,
 }
 
-/// Runs the benchmark; `only` names the one scenario to run (`pipe`), whose section then
-/// replaces its own in the report and leaves the rest as it was.
+/// Runs the benchmark; `only` names the one scenario to run (`pipe` or `apparatus`), whose
+/// section then replaces its own in the report and leaves the rest as it was.
 pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
     match only {
         None => {}
         Some("pipe") => return run_pipe_only(quick),
-        Some(other) => bail!("unknown scenario {other:?}: --only takes pipe"),
+        Some("apparatus") => return run_apparatus_only(quick),
+        Some(other) => bail!("unknown scenario {other:?}: --only takes pipe or apparatus"),
     }
     let started = Instant::now();
     cluster::require_redis_in_ci()?;
@@ -138,6 +144,9 @@ pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
     let piped = pipe::run(quick, &work)?;
     results.outcomes.extend(piped.outcomes());
     results.pipe = Some(piped);
+    let side_by_side = apparatus::run(quick, &work)?;
+    results.outcomes.extend(side_by_side.outcomes());
+    results.apparatus = Some(side_by_side);
     memory(quick, &work, &mut results)?;
 
     let report = render(&results, quick, started.elapsed());
@@ -173,6 +182,42 @@ fn run_pipe_only(quick: bool) -> anyhow::Result<()> {
     eprint!("{section}");
     eprintln!("xtask: wrote the pipe section of {}", md.display());
     Ok(())
+}
+
+/// `--only apparatus`: the release node alone, the side-by-side scenario, and its section
+/// spliced into the report (appended when the report has none).
+fn run_apparatus_only(quick: bool) -> anyhow::Result<()> {
+    crate::cargo(&["build", "--release", "-p", "window-node"])?;
+    let out_dir = PathBuf::from(if quick { "target/bench-quick" } else { "bench" });
+    let work = PathBuf::from("target/bench-work");
+    fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    fs::create_dir_all(&work).context("creating target/bench-work")?;
+    let result = apparatus::run(quick, &work)?;
+    let mut section = String::new();
+    apparatus::section(&mut section, &result);
+    let md = out_dir.join("report.md");
+    let report = fs::read_to_string(&md).unwrap_or_default();
+    fs::write(
+        &md,
+        splice(&report, apparatus::BEGIN, apparatus::END, &section),
+    )
+    .with_context(|| format!("writing {}", md.display()))?;
+    eprint!("{section}");
+    eprintln!("xtask: wrote the apparatus section of {}", md.display());
+    Ok(())
+}
+
+/// `report` with the section between `begin` and `end` replaced by `section` (appended when it
+/// has none).
+fn splice(report: &str, begin: &str, end: &str, section: &str) -> String {
+    match (report.find(begin), report.find(end)) {
+        (Some(b), Some(e)) if b < e => {
+            let after = &report[e + end.len()..];
+            let after = after.strip_prefix('\n').unwrap_or(after);
+            format!("{}{section}{after}", &report[..b])
+        }
+        _ => format!("{report}\n{section}"),
+    }
 }
 
 // ---- criterion ----
@@ -908,6 +953,10 @@ fn render(results: &Results, quick: bool, took: Duration) -> String {
         pipe::section(&mut out, piped);
         let _ = writeln!(out);
     }
+    if let Some(side_by_side) = &results.apparatus {
+        apparatus::section(&mut out, side_by_side);
+        let _ = writeln!(out);
+    }
 
     cluster::section(&mut out, results);
     latency::section(&mut out, results);
@@ -1227,6 +1276,9 @@ fn ratios(out: &mut String, results: &Results) {
     lines.extend(daemon_ratio_lines(results));
     for (what, value) in cluster::ratio_lines(results) {
         lines.push((what, value, "loadgen"));
+    }
+    for (what, value) in apparatus::ratio_lines(results.apparatus.as_ref()) {
+        lines.push((what, value, "bench/peers/apparatus/dtw-bench.mjs"));
     }
     lines.push((
         "stdin streaming: --data-dir / in memory (events/s)".to_owned(),

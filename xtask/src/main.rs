@@ -23,8 +23,8 @@ tasks:
   crash           SIGKILL runs: the store crash test (50 kills), failover (20 coordinator kills), partitions (20 holder kills)
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, a smoke check of every
-                  scenario for CI, written to target/bench-quick/; --only pipe: that scenario
-                  alone, its section replaced in the report)";
+                  scenario for CI, written to target/bench-quick/; --only pipe | apparatus:
+                  that scenario alone, its section replaced in the report)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();

@@ -586,6 +586,11 @@ impl Redis {
         })
     }
 
+    /// Its `redis://127.0.0.1:PORT/` URL, for clients other than the node.
+    pub(super) fn url(&self) -> String {
+        self.server.url()
+    }
+
     /// The `serve` options for a node on this server, in a namespace of this run's own.
     pub(super) fn store_options(&self, scenario: &str) -> Vec<String> {
         vec![

@@ -341,12 +341,5 @@ pub fn section(out: &mut String, r: &PipeResult) {
 
 /// `report` with its pipe section replaced by `section` (appended when it has none).
 pub fn splice(report: &str, section: &str) -> String {
-    match (report.find(BEGIN), report.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            let after = &report[end + END.len()..];
-            let after = after.strip_prefix('\n').unwrap_or(after);
-            format!("{}{section}{after}", &report[..begin])
-        }
-        _ => format!("{report}\n{section}"),
-    }
+    super::splice(report, BEGIN, END, section)
 }
