@@ -181,9 +181,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// How long the runtime waits for its tasks when the daemon returns.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// After the first SIGTERM or SIGINT the process exits within this long, however stuck: the
-/// driver's orderly stop is bounded by `driver::STOP_WITHIN` (30 s), this is the backstop. A
-/// second signal exits at once.
-const FORCED_EXIT_AFTER: Duration = Duration::from_secs(40);
+/// driver's orderly stop (answer what is queued, sync) takes milliseconds unless the store does
+/// not answer, and this bounds it then (`driver::STOP_WITHIN`, 30 s, would be too long). A
+/// second signal exits at once. (With partitions the backstop is longer: see `serve`.)
+const FORCED_EXIT_AFTER: Duration = Duration::from_secs(10);
 /// How long a failed holder waits for the Redis lease to be released before it exits anyway
 /// (the lease then ends by its ttl).
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
@@ -206,14 +207,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The one line a supervisor (or a test) waits for, on stderr like every log.
     tracing::info!(address = %local, "listening; {}", describe(&config));
     let (stop, mut stopped) = watch::channel(false);
+    // Handing partitions over takes longer (`partitions::stop_within`).
+    let backstop = if args.partitions.get() > 1 {
+        args.lease_ttl / 3 + Duration::from_secs(40)
+    } else {
+        FORCED_EXIT_AFTER
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
         // The orderly stop may be stuck (a store call that does not return): a second signal,
         // or the backstop, ends the process.
-        std::thread::spawn(|| {
-            std::thread::sleep(FORCED_EXIT_AFTER);
-            exit_now("the orderly stop did not finish within 40 s of the signal");
+        std::thread::spawn(move || {
+            std::thread::sleep(backstop);
+            exit_now(&format!(
+                "the orderly stop did not finish within {backstop:?} of the signal"
+            ));
         });
         shutdown_signal().await;
         exit_now("a second signal");
