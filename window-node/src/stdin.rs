@@ -37,12 +37,9 @@ where
     let reader = thread::Builder::new()
         .name("stdin-reader".into())
         .spawn(move || read_lines(input, max_line_bytes, &tx))?;
-    let result = answer(&mut node, &rx, &mut output, max_line_bytes);
-    if result.is_err() {
-        // The reader may be waiting for input that never comes: it is left behind, and ends
-        // with the process.
-        return result;
-    }
+    // On an error the reader may be waiting for input that never comes: it is left behind,
+    // and ends with the process.
+    answer(&mut node, &rx, &mut output, max_line_bytes)?;
     match reader.join() {
         Ok(result) => result,
         Err(_) => Err(io::Error::other("the stdin reader thread panicked")),

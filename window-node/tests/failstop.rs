@@ -9,13 +9,14 @@
 //! 2 MB tmpfs gives ENOSPC too; elsewhere that test says why it skips.
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use window_testkit::{Conn, Next, Node, Process, RedisServer, Signal, Stderr, TempDir, temp_dir};
+use window_testkit::{
+    Conn, Next, Node, Persistence, Process, RedisServer, Signal, Stderr, TempDir, temp_dir,
+};
 
 /// How long a failed process may take to answer and exit (the issue asks for a second or two;
 /// the machine is shared).
@@ -29,8 +30,16 @@ fn limited_binary(dir: &Path) -> PathBuf {
         "#!/bin/sh\ntrap '' XFSZ\nulimit -f 4096\nexec '{}' \"$@\"\n",
         env!("CARGO_BIN_EXE_window-node")
     );
-    std::fs::write(&script, text).expect("write the script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Written by a child, not by this process: a file this process had open for writing can be
+    // inherited by another test's child between its fork and exec, and executing it then fails
+    // with ETXTBSY.
+    let status = Command::new("sh")
+        .args(["-c", "printf '%s' \"$1\" > \"$0\" && chmod 755 \"$0\""])
+        .arg(&script)
+        .arg(text)
+        .status()
+        .expect("sh");
+    assert!(status.success(), "writing {}: {status}", script.display());
     script
 }
 
@@ -396,4 +405,74 @@ fn next_message(client: &mut Conn, within: Duration) -> Option<Value> {
         Next::Line(line) => Some(serde_json::from_slice(&line).expect("a JSON line")),
         Next::Closed | Next::Timeout => None,
     }
+}
+
+/// A Redis that goes away: the holder answers error 11 (not 13: the server may come back) and
+/// stops; a follower answers 11 while no holder can be reached; when Redis is back the follower
+/// takes over by itself, with everything acknowledged.
+#[test]
+fn an_unreachable_redis_is_error_11_and_a_follower_recovers_when_it_returns() {
+    let Ok(mut server) = RedisServer::launch(Persistence::AppendOnlyEverySec, None) else {
+        // Not installed (or not startable): `RedisServer::start` says so for the other tests.
+        let _ = RedisServer::start();
+        return;
+    };
+    let (url, ns) = (server.url(), server.fresh_namespace());
+    let args = [
+        "--window-size",
+        "60s",
+        "--store",
+        &url,
+        "--namespace",
+        &ns,
+        "--lease-ttl",
+        "2s",
+        "--failover-timeout",
+        "1s",
+    ];
+    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
+    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
+        holder.process.log_has("coordinating")
+    })
+    .expect("coordinating");
+    let follower = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("follower");
+    let mut client = Conn::open(holder.addr).expect("connect");
+    let kept = client.request(
+        r#"{"type":"ingest","msg_id":1,"request_id":"k","events":[{"id":"kept","timestamp":1705305600000}]}"#,
+    );
+    assert_eq!(kept["accepted"], 1, "{kept}");
+
+    server.stop().expect("stop redis");
+    let away = client.request(
+        r#"{"type":"ingest","msg_id":2,"request_id":"a","events":[{"id":"away","timestamp":1705305600001}]}"#,
+    );
+    assert_eq!(
+        [&away["in_reply_to"], &away["code"]],
+        [&json!(2), &json!(11)],
+        "{away}"
+    );
+    let status = holder
+        .process
+        .wait_exit(EXIT_WITHIN)
+        .expect("the holder exits");
+    assert!(!status.success(), "{status}");
+
+    // The follower answers 11 while Redis is away ...
+    let mut client = Conn::open(follower.addr).expect("connect");
+    let waiting = client.request(r#"{"type":"flush","msg_id":3,"request_id":"f1"}"#);
+    assert_eq!(waiting["code"], 11, "{waiting}");
+    // ... and serves again by itself once it is back.
+    server
+        .restart(Persistence::AppendOnlyEverySec)
+        .expect("restart redis");
+    let flushed = window_testkit::wait_for(window_testkit::WAIT, "the follower serving", || {
+        let reply = client.call(r#"{"type":"flush","msg_id":4,"request_id":"f2"}"#)?;
+        (reply["type"] == "flushed").then_some(reply)
+    })
+    .unwrap_or_else(|e| panic!("{e}\nthe follower's log:\n{}", follower.process.log_text()));
+    let text = flushed.to_string();
+    assert!(
+        text.contains("\"kept\""),
+        "an acknowledged event is lost: {text}"
+    );
 }
