@@ -156,6 +156,16 @@ enum Pending {
 }
 
 impl Pending {
+    /// Answers with `error` instead of the group's result (the group was not made durable).
+    fn refuse(self, error: ProtoError) {
+        let _ = match self {
+            Pending::Ingest(tx, _) => tx.send(Err(error)).map_err(drop),
+            Pending::Close(tx, _) => tx.send(Err(error)).map_err(drop),
+            Pending::Flush(tx, _) => tx.send(Err(error)).map_err(drop),
+            Pending::Group(tx, _) => tx.send(Err(error)).map_err(drop),
+        };
+    }
+
     fn send(self) {
         // A client that went away is not the driver's error.
         let _ = match self {
@@ -284,7 +294,10 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            self.run_group(group)?;
+            if let Err(error) = self.run_group(group) {
+                refuse_queued(&mut commands, &error);
+                return Err(error);
+            }
         }
         self.store.sync()?;
         tracing::info!(
@@ -316,8 +329,23 @@ impl Driver {
         // Decided before the batch, so that what the groups hand out is durable with it; sent
         // after the sync.
         let deliveries = self.service.poll_deliveries(now);
-        let fired = self.write_group(now)?;
-        self.sync()?;
+        let written = self.write_group(now);
+        let fired = match written.and_then(|fired| self.sync().map(|()| fired)) {
+            Ok(fired) => fired,
+            Err(error) => {
+                // Nothing of the group is acknowledged; each request is told why, unless another
+                // process took over (then a follower sends it on: it gets no answer here).
+                if let Some(refusal) = refusal(&error) {
+                    for reply in pending {
+                        reply.refuse(refusal.clone());
+                    }
+                    for (_, reply) in subscribes {
+                        let _ = reply.send(Err(refusal.clone()));
+                    }
+                }
+                return Err(error.into());
+            }
+        };
         // Stats too are answered only once the group is known to be this holder's.
         for reply in stats {
             let _ = reply.send(self.service.stats());
@@ -622,6 +650,52 @@ pub enum DriverStopped {
     /// It did not answer what was queued and sync within the time allowed.
     #[error("the driver did not stop within 30 s of being asked")]
     TooSlow,
+}
+
+/// What a request gets when its group's commit or sync failed with `error`: error 13 when the
+/// store failed (the request may or may not be durable; a resend with its `request_id` is
+/// safe), error 11 when the store could not be reached, and no answer when another process took
+/// over (a follower sends it on to the new holder).
+pub fn refusal(error: &StoreError) -> Option<ProtoError> {
+    match error {
+        StoreError::Fenced { .. } => None,
+        StoreError::Unreachable(_) => Some(ProtoError::Unavailable(format!(
+            "the store is unreachable, so this request was not acknowledged; this node stops \
+             coordinating: retry against another node or later (ingest is idempotent; give close \
+             and flush a request_id to make them so): {error}"
+        ))),
+        _ => Some(ProtoError::Internal(format!(
+            "storage failed, so this request was not acknowledged (it may or may not have been \
+             stored: send it again with the same request_id once a node serves again); this node \
+             stops: {error}"
+        ))),
+    }
+}
+
+/// After a failed group: no new commands are taken, and those already queued are answered
+/// like the group's (see [`refusal`]).
+fn refuse_queued(commands: &mut mpsc::Receiver<Command>, error: &DriverError) {
+    commands.close();
+    let refusal = match error {
+        DriverError::Store(error) => refusal(error),
+        DriverError::LeaseLapsed => None,
+    };
+    let Some(refusal) = refusal else {
+        return;
+    };
+    while let Ok(command) = commands.try_recv() {
+        let _ = match command {
+            Command::Ingest { reply, .. } => reply.send(Err(refusal.clone())).map_err(drop),
+            Command::Close { reply, .. } => reply.send(Err(refusal.clone())).map_err(drop),
+            Command::Flush { reply, .. } => reply.send(Err(refusal.clone())).map_err(drop),
+            Command::Subscribe { reply, .. } => reply.send(Err(refusal.clone())).map_err(drop),
+            Command::JoinGroup { reply, .. } | Command::Ack { reply, .. } => {
+                reply.send(Err(refusal.clone())).map_err(drop)
+            }
+            // A stats reply has no error: dropped, the connection answers error 11.
+            Command::Stats { .. } | Command::LeaveGroup { .. } => Ok(()),
+        };
+    }
 }
 
 /// The store's output log, read without stalling the runtime (see [`blocking`]).

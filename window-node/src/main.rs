@@ -161,8 +161,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("window-node: error: {error:#}");
+            // One line: the log's when errors are logged, else a plain one.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!("{error:#}");
+            } else {
+                eprintln!("window-node: error: {error:#}");
+            }
             ExitCode::FAILURE
         }
     }

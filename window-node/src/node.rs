@@ -41,6 +41,9 @@ pub struct Node {
     envelope: bool,
     /// Where emitted windows go: the `src` of the latest request.
     last_src: Option<String>,
+    /// With a store: whom the replies written since the last sync answer, so that a failed
+    /// sync can answer them with an error instead.
+    unsynced: Vec<ReplyTo>,
 }
 
 impl std::fmt::Debug for Node {
@@ -85,6 +88,7 @@ impl Node {
             store,
             node_id: None,
             last_src: None,
+            unsynced: Vec::new(),
         }
     }
 
@@ -102,7 +106,27 @@ impl Node {
         };
         store.commit(&batch)?;
         self.service.on_committed(now, batch);
-        store.sync()
+        store.sync()?;
+        self.unsynced.clear();
+        Ok(())
+    }
+
+    /// After a failed [`Node::sync`]: answers every request answered since the last sync with
+    /// `error` instead (their replies must be dropped: they were not made durable).
+    pub fn answer_unsynced(&mut self, error: &ProtoError, out: &mut Vec<u8>) {
+        for to in std::mem::take(&mut self.unsynced) {
+            self.error(out, &to, error);
+        }
+    }
+
+    /// Answers a request line with `error` without running it (its `msg_id` and envelope are
+    /// read from it when it is a request).
+    pub fn refuse_line(&mut self, line: &str, error: &ProtoError, out: &mut Vec<u8>) {
+        let to = match parse_request(line) {
+            Ok(request) => request.reply_to(),
+            Err((to, _)) => to,
+        };
+        self.error(out, &to, error);
     }
 
     /// Answers one request line at processing time `now`, appending the reply (and any windows
@@ -111,6 +135,7 @@ impl Node {
         let fired = match parse_request(line) {
             Ok(request) => {
                 let to = request.reply_to();
+                self.awaiting_sync(&to);
                 if let Err(error) = request.check_payloads(self.config.max_payload_bytes) {
                     self.error(out, &to, &error);
                     return;
@@ -127,6 +152,7 @@ impl Node {
                 }
             }
             Err((to, error)) => {
+                self.awaiting_sync(&to);
                 self.error(out, &to, &error);
                 return;
             }
@@ -136,7 +162,15 @@ impl Node {
 
     /// Answers a line that could not be read as a request (too long, or not UTF-8).
     pub fn reject_line(&mut self, error: &ProtoError, out: &mut Vec<u8>) {
+        self.awaiting_sync(&ReplyTo::default());
         self.error(out, &ReplyTo::default(), error);
+    }
+
+    /// Notes that the reply to `to` is written only after the next sync (with a store).
+    fn awaiting_sync(&mut self, to: &ReplyTo) {
+        if self.store.is_some() {
+            self.unsynced.push(to.clone());
+        }
     }
 
     /// Runs one request, writing its reply; returns the windows it fired on their own.

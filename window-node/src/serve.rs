@@ -12,9 +12,11 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use window_core::WindowSpec;
-use window_store::{MemoryStore, RedisStore, SledStore, WindowStore};
+use window_store::{MemoryStore, RedisStore, SledStore, StoreError, WindowStore};
 
-use crate::driver::{DriverConfig, Gate, RunningDriver, blocking, describe};
+use crate::driver::{
+    DriverConfig, DriverError, DriverStopped, Gate, RunningDriver, blocking, describe,
+};
 use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::FileLease;
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
@@ -170,8 +172,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("window-node")
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(serve(args))
+    let served = runtime.block_on(serve(args));
+    // A task stuck in a store call must not keep a failed process alive.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    served
 }
+
+/// How long the runtime waits for its tasks when the daemon returns.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+/// After the first SIGTERM or SIGINT the process exits within this long, however stuck: the
+/// driver's orderly stop (answer what is queued, sync) takes milliseconds unless the store does
+/// not answer, and this bounds it then (`driver::STOP_WITHIN`, 30 s, would be too long). A
+/// second signal exits at once. (With partitions the backstop is longer: see `serve`.)
+const FORCED_EXIT_AFTER: Duration = Duration::from_secs(10);
+/// How long a failed holder waits for the Redis lease to be released before it exits anyway
+/// (the lease then ends by its ttl).
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = driver_config(&args)?;
@@ -191,9 +207,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The one line a supervisor (or a test) waits for, on stderr like every log.
     tracing::info!(address = %local, "listening; {}", describe(&config));
     let (stop, mut stopped) = watch::channel(false);
+    // Handing partitions over takes longer (`partitions::stop_within`).
+    let backstop = if args.partitions.get() > 1 {
+        args.lease_ttl / 3 + Duration::from_secs(40)
+    } else {
+        FORCED_EXIT_AFTER
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop.send(true);
+        // The orderly stop may be stuck (a store call that does not return): a second signal,
+        // or the backstop, ends the process.
+        std::thread::spawn(move || {
+            std::thread::sleep(backstop);
+            exit_now(&format!(
+                "the orderly stop did not finish within {backstop:?} of the signal"
+            ));
+        });
+        shutdown_signal().await;
+        exit_now("a second signal");
     });
 
     // With a data directory or Redis, several processes share the state: the lease holder
@@ -260,7 +292,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // The driver stops early only when the store failed or the lease lapsed: stop serving and
         // say why.
         stopped = driver.stopped_by_itself() => {
-            return Err(anyhow::Error::new(stopped).context(STOPPED_EARLY));
+            let advice = stopped_early(&stopped);
+            // Fail-stop: another node may take over at once (the file lease is let go when
+            // `tenure` is dropped on return).
+            if let Tenure::Redis(keeper) = tenure {
+                release_within(keeper, RELEASE_WAIT);
+            }
+            return Err(anyhow::Error::new(stopped).context(advice));
         }
         reason = lease_lost(lost.as_mut()) => {
             return Err(anyhow::anyhow!("{reason}").context(STOPPED_EARLY));
@@ -513,6 +551,42 @@ fn style(args: &ServeArgs) -> Style {
 
 /// What a process that stopped coordinating says (then it exits: fail-stop).
 const STOPPED_EARLY: &str = "stopped coordinating and exiting, without acknowledging anything that was not committed (requests in flight get an error or a closed connection; retrying them is safe); restart this process to rejoin as a follower";
+
+/// What a process whose driver stopped by itself says: what to do depends on why.
+fn stopped_early(stopped: &DriverStopped) -> &'static str {
+    match stopped {
+        DriverStopped::Failed(DriverError::Store(
+            StoreError::Backend(_) | StoreError::Corrupt { .. },
+        )) => {
+            "the store failed: stopped coordinating and exiting; the requests not made durable were answered with error 13 and nothing else was acknowledged (sending them again is safe); free space on the disk or fix the storage (with Redis: its maxmemory, or a read-only replica), then restart this process"
+        }
+        _ => STOPPED_EARLY,
+    }
+}
+
+/// Releases the Redis lease so that a follower takes over at once, waiting at most `within`
+/// (Redis may not answer; the lease then ends by its ttl).
+fn release_within(keeper: LeaseKeeper, within: Duration) {
+    let (done, released) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("lease-release".into())
+        .spawn(move || {
+            keeper.release();
+            let _ = done.send(());
+        });
+    if spawned.is_ok() && released.recv_timeout(within).is_err() {
+        tracing::warn!(
+            ?within,
+            "the lease was not released in time; it ends by its ttl"
+        );
+    }
+}
+
+/// Ends the process at once, saying why.
+fn exit_now(why: &str) -> ! {
+    tracing::error!("exiting at once: {why}; anything not acknowledged was not made durable");
+    std::process::exit(1)
+}
 
 /// The lease this process coordinates under.
 enum Tenure {

@@ -11,6 +11,7 @@ use crate::node::Node;
 use window_proto::ProtoError;
 use window_proto::{Assembled, Reassembler};
 use window_proto::{Line, LineSplitter};
+use window_store::StoreError;
 
 /// Batches of lines the reader may run ahead of the answering thread. With `BATCH_BYTES` this
 /// bounds the memory held for unanswered input to a few MiB (or a few lines, if lines are large).
@@ -23,6 +24,10 @@ const BATCH_LINES: usize = 512;
 const FLUSH_BYTES: usize = 1 << 20;
 
 /// Serves requests from `input` until it ends, writing replies to `output`.
+///
+/// A failed commit or sync is fail-stop: every request not made durable is answered with
+/// error 13 (as are the lines already read behind it), and the error is returned at once,
+/// without waiting for more input.
 pub fn serve<R, W>(mut node: Node, input: R, mut output: W, max_line_bytes: usize) -> io::Result<()>
 where
     R: BufRead + Send + 'static,
@@ -32,19 +37,13 @@ where
     let reader = thread::Builder::new()
         .name("stdin-reader".into())
         .spawn(move || read_lines(input, max_line_bytes, &tx))?;
-    let result = answer(&mut node, &rx, &mut output, max_line_bytes);
-    // Dropping the receiver stops the reader at its next line if we stopped early.
-    drop(rx);
+    // On an error the reader may be waiting for input that never comes: it is left behind,
+    // and ends with the process.
+    answer(&mut node, &rx, &mut output, max_line_bytes)?;
     match reader.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            if result.is_ok() {
-                return Err(e);
-            }
-        }
-        Err(_) => return Err(io::Error::other("the stdin reader thread panicked")),
+        Ok(result) => result,
+        Err(_) => Err(io::Error::other("the stdin reader thread panicked")),
     }
-    result
 }
 
 fn answer<W: Write>(
@@ -58,21 +57,26 @@ fn answer<W: Write>(
     while let Ok(batch) = rx.recv() {
         let mut next = Some(batch);
         while let Some(batch) = next {
-            for line in batch {
+            let mut lines = batch.into_iter();
+            while let Some(line) = lines.next() {
                 handle(node, &mut joiner, line, &mut out, max_line_bytes);
-                if out.len() >= FLUSH_BYTES {
-                    write_durably(node, output, &mut out, false)?;
+                if out.len() >= FLUSH_BYTES
+                    && let Err(failed) = write_durably(node, output, &mut out, false)
+                {
+                    return Err(failed.answer(node, output, lines, rx));
                 }
             }
             // Whatever else is already waiting joins this group commit.
             next = rx.try_recv().ok();
         }
-        write_durably(node, output, &mut out, true)?;
+        write_durably(node, output, &mut out, true)
+            .map_err(|failed| failed.answer(node, output, Vec::new().into_iter(), rx))?;
     }
     if let Some(unfinished) = joiner.finish() {
         answer_assembled(node, unfinished, &mut out);
     }
     write_durably(node, output, &mut out, true)
+        .map_err(|failed| failed.answer(node, output, Vec::new().into_iter(), rx))
 }
 
 /// Writes the replies in `out`, but only after the steps they acknowledge are durable (group
@@ -82,19 +86,66 @@ fn write_durably<W: Write>(
     output: &mut W,
     out: &mut Vec<u8>,
     flush: bool,
-) -> io::Result<()> {
-    node.sync(clock::now()).map_err(|e| {
-        io::Error::other(format!(
-            "the store failed, so {} bytes of replies were withheld (their requests are not durable; retrying them is safe): {e}",
-            out.len()
-        ))
-    })?;
-    output.write_all(out)?;
+) -> Result<(), Failed> {
+    if let Err(error) = node.sync(clock::now()) {
+        out.clear();
+        return Err(Failed::Store(error));
+    }
+    output.write_all(out).map_err(Failed::Output)?;
     if flush {
-        output.flush()?;
+        output.flush().map_err(Failed::Output)?;
     }
     out.clear();
     Ok(())
+}
+
+/// Why replies could not be written.
+enum Failed {
+    /// The store failed: the replies written since the last sync were dropped.
+    Store(StoreError),
+    /// stdout failed.
+    Output(io::Error),
+}
+
+impl Failed {
+    /// Answers what the failure left unanswered, and says what happened. After a store failure
+    /// every request answered since the last sync, the rest of `lines` and every line already
+    /// read gets error 13 (best effort: stdout may be gone too).
+    fn answer<W: Write>(
+        self,
+        node: &mut Node,
+        output: &mut W,
+        lines: impl Iterator<Item = Line>,
+        rx: &Receiver<Vec<Line>>,
+    ) -> io::Error {
+        let error = match self {
+            Failed::Output(error) => return error,
+            Failed::Store(error) => error,
+        };
+        let refused = ProtoError::Internal(format!(
+            "storage failed, so this request was not made durable and is not acknowledged \
+             (sending it again after a restart is safe): {error}"
+        ));
+        let mut out = Vec::new();
+        node.answer_unsynced(&refused, &mut out);
+        let read = lines.chain(std::iter::from_fn(|| rx.try_recv().ok()).flatten());
+        for line in read {
+            match line {
+                Line::Text(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    if !text.trim().is_empty() {
+                        node.refuse_line(&text, &refused, &mut out);
+                    }
+                }
+                Line::TooLong { .. } => node.reject_line(&refused, &mut out),
+            }
+        }
+        let _ = output.write_all(&out).and_then(|()| output.flush());
+        io::Error::other(format!(
+            "{error}; every request not made durable was answered with error 13 and the node \
+             stopped: free space on the disk (or fix the storage) and run it again"
+        ))
+    }
 }
 
 fn answer_assembled(node: &mut Node, assembled: Assembled, out: &mut Vec<u8>) {

@@ -31,9 +31,14 @@ pub enum StoreError {
         /// The highest epoch the store has seen.
         highest: u64,
     },
-    /// The backend failed.
+    /// The backend failed: a write or sync failed, or the server refused it. Nothing written
+    /// since the last successful sync can be relied on; the caller stops.
     #[error("storage I/O failed: {0}")]
     Backend(String),
+    /// The backend could not be reached (a network store: connection refused, lost or timed
+    /// out). A batch sent may or may not have been applied; the server may come back.
+    #[error("storage unreachable: {0}")]
+    Unreachable(String),
     /// A batch broke the store's rules (a bug in the caller, not bad data).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

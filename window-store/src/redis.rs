@@ -66,10 +66,12 @@
 //! against (Debian's 7.0) does not have it.
 //!
 //! # Failure
-//! Every call has a 30 s I/O timeout. An error (connection lost, timeout, a server error) comes
-//! back as [`StoreError::Backend`] naming the server; a batch whose call failed may or may not
-//! have been applied, and the connection is not reopened behind the caller's back. The node
-//! treats a failed commit as fatal and stops; a restarted process recovers from what Redis holds.
+//! Every call has a 30 s I/O timeout. A server that cannot be reached (connection refused, lost,
+//! timed out) comes back as [`StoreError::Unreachable`], an error the server answered (out of
+//! memory under `maxmemory`, a read-only replica, ...) as [`StoreError::Backend`], both naming
+//! the server; a batch whose call failed may or may not have been applied, and the connection is
+//! not reopened behind the caller's back. The node treats a failed commit as fatal and stops; a
+//! restarted process recovers from what Redis holds.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -469,9 +471,14 @@ pub(crate) fn open_connection(url: &str) -> Result<redis::Connection, StoreError
     let mut con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(|e| {
-            StoreError::Backend(format!(
+            let text = format!(
                 "cannot connect to Redis at {shown}: {e}; check that redis-server is running there and reachable (try redis-cli -u URL ping)"
-            ))
+            );
+            if unreachable(&e) {
+                StoreError::Unreachable(text)
+            } else {
+                StoreError::Backend(text)
+            }
         })?;
     con.set_read_timeout(Some(IO_TIMEOUT))
         .and_then(|()| con.set_write_timeout(Some(IO_TIMEOUT)))
@@ -503,7 +510,21 @@ fn check_version(con: &mut redis::Connection, shown: &str) -> Result<(), StoreEr
 }
 
 pub(crate) fn backend_error(url: &str, what: &str, error: redis::RedisError) -> StoreError {
-    StoreError::Backend(format!("Redis at {url}: {what} failed: {error}"))
+    let text = format!("Redis at {url}: {what} failed: {error}");
+    if unreachable(&error) {
+        StoreError::Unreachable(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+/// Whether `error` says the server could not be reached (rather than that it answered with an
+/// error).
+fn unreachable(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
 }
 
 /// Applies a batch. KEYS: the key set, the values, the epoch, the output log (a stream).

@@ -222,8 +222,10 @@ end
 return 0
 "#;
 
-/// KEYS: lease, epoch (unused). ARGV: the holder's value. Returns 1 when released.
-const RELEASE: &str = r#"#!lua
+/// KEYS: lease, epoch (unused). ARGV: the holder's value. Returns 1 when released. It runs even
+/// when Redis is over `maxmemory` (`allow-oom`: it only deletes), so a holder that stops because
+/// Redis refused its writes can still let a follower take over at once.
+const RELEASE: &str = r#"#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
   return 1

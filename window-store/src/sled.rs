@@ -3,8 +3,17 @@
 //! One sled tree holds every record; a step is one `sled::Batch` applied with `apply_batch`,
 //! which sled makes atomic (after a crash, all of a batch or none of it), and `sync` is
 //! `Db::flush`, which writes and fsyncs everything applied so far. Acknowledge only after it.
+//!
+//! A failed write or sync is final: sled keeps the error and every later call fails with it, and
+//! its flush can wait forever once a write failed (a waiter can miss the failure's wake-up, sled
+//! 0.34). So the flush runs on a helper thread that the caller waits for a bounded time, poking
+//! sled with a second flush so a missed wake-up cannot hold it; and a store that failed is never
+//! closed (closing flushes again): it stays open until the process exits, which a failed store
+//! must do anyway. Errors name the directory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
 use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites};
@@ -25,7 +34,15 @@ impl SledStore {
             .map_err(|e| open_error(dir, e))?;
         // Opened once sled holds the directory's lock: one writer appends to it.
         let payloads = PayloadLog::open(&dir.join("payloads"))?;
-        Ok(KvStore::new(SledBackend { db }).with_payload_log(payloads))
+        Ok(KvStore::new(SledBackend {
+            db,
+            dir: dir.to_path_buf(),
+            failed: false,
+            flushes: 0,
+            flushed: None,
+            flusher: None,
+        })
+        .with_payload_log(payloads))
     }
 }
 
@@ -53,7 +70,37 @@ impl SledStore {
 #[derive(Debug)]
 pub struct SledBackend {
     db: sled::Db,
+    /// The directory, named in every error.
+    dir: PathBuf,
+    /// A write or sync failed: every later one fails too, and dropping leaves sled open.
+    failed: bool,
+    /// Flushes started, so a late answer of an earlier one is told apart.
+    flushes: u64,
+    /// Where the flush threads answer (number of the flush, its result).
+    flushed: Option<Flushed>,
+    /// The thread that runs every sync's flush (started at the first).
+    flusher: Option<Flusher>,
 }
+
+/// The flush thread: it flushes once per number it is sent.
+#[derive(Debug)]
+struct Flusher {
+    tx: mpsc::Sender<u64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// The answers of flush threads: every flush thread holds a sender.
+#[derive(Debug)]
+struct Flushed {
+    tx: mpsc::Sender<(u64, Result<(), String>)>,
+    rx: mpsc::Receiver<(u64, Result<(), String>)>,
+}
+
+/// A flush that has not answered after this long gets a second flush beside it: if sled has
+/// failed, that one returns the error at once and wakes the first.
+const POKE_AFTER: Duration = Duration::from_millis(200);
+/// A flush that has not answered after this long is a failure: the disk does not answer.
+pub const SYNC_LIMIT: Duration = Duration::from_secs(20);
 
 fn open_error(dir: &Path, error: sled::Error) -> StoreError {
     let text = error.to_string();
@@ -76,6 +123,140 @@ fn backend(error: sled::Error) -> StoreError {
         },
         other => StoreError::Backend(other.to_string()),
     }
+}
+
+impl SledBackend {
+    /// The error of a failed write or sync, naming the directory; the store is failed from now
+    /// on.
+    fn write_failed(&mut self, action: &str, reason: impl std::fmt::Display) -> StoreError {
+        self.failed = true;
+        StoreError::Backend(format!(
+            "{action} the sled store in {}: {reason}",
+            self.dir.display()
+        ))
+    }
+
+    /// Where flush threads answer.
+    fn answers(&mut self) -> mpsc::Sender<(u64, Result<(), String>)> {
+        let flushed = self.flushed.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel();
+            Flushed { tx, rx }
+        });
+        flushed.tx.clone()
+    }
+
+    /// Asks the flush thread (started at the first sync) for flush number `number`.
+    fn start_flush(&mut self, number: u64) -> Result<(), StoreError> {
+        if self.flusher.is_none() {
+            let answers = self.answers();
+            let (tx, rx) = mpsc::channel::<u64>();
+            let db = self.db.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sled-flush".into())
+                .spawn(move || {
+                    while let Ok(number) = rx.recv() {
+                        let result = flush(&db);
+                        let failed = result.is_err();
+                        let _ = answers.send((number, result));
+                        if failed {
+                            // This handle must not close sled either (see the module doc).
+                            std::mem::forget(db);
+                            return;
+                        }
+                    }
+                });
+            match spawned {
+                Ok(thread) => self.flusher = Some(Flusher { tx, thread }),
+                Err(e) => return Err(self.write_failed("starting a thread to sync", e)),
+            }
+        }
+        let sent = self
+            .flusher
+            .as_ref()
+            .is_some_and(|flusher| flusher.tx.send(number).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(self.write_failed("syncing", "the flush thread is gone"))
+        }
+    }
+
+    /// A second `db.flush()` beside a slow one, on a thread of its own: if sled has failed it
+    /// returns the error at once and wakes the first; otherwise it ends when the first does.
+    fn poke(&mut self, number: u64) {
+        let answers = self.answers();
+        let db = self.db.clone();
+        let _ = std::thread::Builder::new()
+            .name("sled-flush-poke".into())
+            .spawn(move || {
+                let result = flush(&db);
+                if result.is_err() {
+                    std::mem::forget(db);
+                }
+                let _ = answers.send((number, result));
+            });
+    }
+
+    /// `db.flush()`, waited for at most `SYNC_LIMIT`; see the module doc.
+    fn bounded_flush(&mut self) -> Result<(), StoreError> {
+        self.flushes += 1;
+        let number = self.flushes;
+        let start = Instant::now();
+        self.start_flush(number)?;
+        let mut poked = start;
+        loop {
+            let waited = start.elapsed();
+            if waited >= SYNC_LIMIT {
+                return Err(self.write_failed(
+                    "syncing",
+                    format_args!("no answer from the disk within {SYNC_LIMIT:?}"),
+                ));
+            }
+            let wait = POKE_AFTER.min(SYNC_LIMIT - waited);
+            let received = match &self.flushed {
+                Some(flushed) => flushed.rx.recv_timeout(wait),
+                None => Err(mpsc::RecvTimeoutError::Disconnected),
+            };
+            match received {
+                // A flush started after this one's start covers what this one covers.
+                Ok((answered, Ok(()))) if answered == number => return Ok(()),
+                Ok((answered, Err(reason))) if answered == number => {
+                    return Err(self.write_failed("syncing", reason));
+                }
+                // A late answer of an earlier sync's poke.
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if poked.elapsed() >= POKE_AFTER {
+                        poked = Instant::now();
+                        self.poke(number);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(self.write_failed("syncing", "the flush threads are gone"));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SledBackend {
+    fn drop(&mut self) {
+        if self.failed {
+            // Closing sled flushes, which can wait forever after a failed write: keep one
+            // handle alive instead, so it is never closed; the process is about to exit.
+            std::mem::forget(self.db.clone());
+        } else if let Some(flusher) = self.flusher.take() {
+            // Its handle is closed before this one, so sled is closed (and its directory lock
+            // let go) when the drop returns.
+            drop(flusher.tx);
+            let _ = flusher.thread.join();
+        }
+    }
+}
+
+/// One `Db::flush`, its error as text.
+fn flush(db: &sled::Db) -> Result<(), String> {
+    db.flush().map(drop).map_err(|e| e.to_string())
 }
 
 impl KvBackend for SledBackend {
@@ -112,10 +293,18 @@ impl KvBackend for SledBackend {
                 }
             }
         }
-        self.db.apply_batch(batch).map_err(backend)
+        if self.failed {
+            return Err(self.write_failed("writing to", "an earlier write or sync failed"));
+        }
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| self.write_failed("writing to", e))
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(backend)
+        if self.failed {
+            return Err(self.write_failed("syncing", "an earlier write or sync failed"));
+        }
+        self.bounded_flush()
     }
 }

@@ -123,12 +123,43 @@ impl RedisServer {
         Err(StartError::Failed(last))
     }
 
+    /// Stops the server (SIGTERM: it writes its append-only file first, as on a clean
+    /// shutdown) and waits for its exit: from now on it is unreachable, until [`RedisServer::restart`].
+    pub fn stop(&mut self) -> Result<(), Error> {
+        self.process.signal(crate::Signal::Term)?;
+        self.process.wait_exit(READY)?;
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and directory, keeping `persistence` (what it
+    /// kept on disk is loaded again).
+    pub fn restart(&mut self, persistence: Persistence) -> Result<(), Error> {
+        let (process, _) = RedisServer::try_start_on(persistence, &self.dir, Some(self.port))
+            .map_err(|e| match e {
+                StartError::NotInstalled => Error::new("redis-server is not installed"),
+                StartError::Failed(why) => why,
+            })?;
+        self.process = process;
+        Ok(())
+    }
+
     fn try_start(persistence: Persistence, dir: &Path) -> Result<(Process, u16), StartError> {
+        RedisServer::try_start_on(persistence, dir, None)
+    }
+
+    fn try_start_on(
+        persistence: Persistence,
+        dir: &Path,
+        port: Option<u16>,
+    ) -> Result<(Process, u16), StartError> {
         let failed = |what: String| StartError::Failed(Error::new(what));
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| failed(format!("finding a free loopback port: {e}")))?
-            .port();
+        let port = match port {
+            Some(port) => port,
+            None => TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .map_err(|e| failed(format!("finding a free loopback port: {e}")))?
+                .port(),
+        };
         let log_path = dir.join(format!("redis-{port}.log"));
         let log = fs::File::create(&log_path)
             .map_err(|e| failed(format!("creating {}: {e}", log_path.display())))?;
