@@ -185,6 +185,10 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 /// not answer, and this bounds it then (`driver::STOP_WITHIN`, 30 s, would be too long). A
 /// second signal exits at once. (With partitions the backstop is longer: see `serve`.)
 const FORCED_EXIT_AFTER: Duration = Duration::from_secs(10);
+/// How long a failed holder gives its connections to send the error answers the driver gave
+/// before it exits.
+const REPLY_GRACE: Duration = Duration::from_millis(500);
+
 /// How long a failed holder waits for the Redis lease to be released before it exits anyway
 /// (the lease then ends by its ttl).
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
@@ -293,6 +297,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // say why.
         stopped = driver.stopped_by_itself() => {
             let advice = stopped_early(&stopped);
+            // The driver has answered every request it held (error 13 or 11); the connections'
+            // writers send those answers now. Give them a moment before the runtime goes.
+            tokio::time::sleep(REPLY_GRACE).await;
             // Fail-stop: another node may take over at once (the file lease is let go when
             // `tenure` is dropped on return).
             if let Tenure::Redis(keeper) = tenure {

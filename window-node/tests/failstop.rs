@@ -229,6 +229,11 @@ fn a_full_disk_stops_the_daemon_and_a_follower_takes_over() {
         data.display().to_string(),
     ];
     let mut holder = Node::start(&binary, &args).expect("the limited daemon starts");
+    // The limited one must be the holder: the follower starts once it coordinates.
+    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
+        holder.process.log_has("coordinating")
+    })
+    .expect("coordinating");
     let follower = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("the follower");
     let mut client = Conn::open(holder.addr).expect("connect");
     let kept = client.request(
