@@ -93,3 +93,52 @@ fn limits_of_zero_are_refused_at_start_with_a_message() {
         );
     }
 }
+
+/// Issue 19 item 4: a request id used again for other content is refused with error 12 naming
+/// the id (its events are not silently dropped), through a follower and after a restart; the
+/// exact resend is answered from the record, and the id's first events are all that is stored.
+#[test]
+fn a_request_id_reused_for_other_events_is_refused_not_dropped() {
+    let dir = temp_dir();
+    let mut holder = start(dir.path(), &[]);
+    let t = 1_705_305_600_000_i64;
+    let line = |msg_id: u64, events: serde_json::Value| {
+        json!({"type": "ingest", "msg_id": msg_id, "request_id": "r1", "events": events})
+            .to_string()
+    };
+    let first = json!([{"id": 1, "timestamp": t}]);
+    let other = json!([{"id": 2, "timestamp": t + 1}, {"id": 3, "timestamp": t + 2}]);
+    let mut client = Conn::open(holder.addr).expect("connect");
+    assert_eq!(client.request(&line(1, first.clone()))["accepted"], 1);
+    let refused = client.request(&line(2, other.clone()));
+    assert_eq!(refused["code"], 12, "{refused}");
+    let text = refused["text"].as_str().expect("text");
+    assert!(
+        text.contains("\"r1\"") && text.contains("other content"),
+        "{text}"
+    );
+    drop(client);
+
+    // After a restart (the record and its fingerprint are durable), through the second node
+    // started (a follower, unless it won the lease).
+    holder.process.kill().expect("SIGKILL");
+    let holder = start(dir.path(), &[]);
+    let follower = start(dir.path(), &[]);
+    let mut client = Conn::open(follower.addr).expect("connect");
+    let refused = client.request(&line(3, other));
+    assert_eq!(refused["code"], 12, "{refused}");
+    let repeat = client.request(&line(4, first));
+    assert_eq!(
+        repeat["accepted"], 1,
+        "the exact resend is answered from the record: {repeat}"
+    );
+    let flushed = client.request(r#"{"type":"flush","msg_id":5}"#);
+    let ids: Vec<&serde_json::Value> = flushed["windows"]
+        .as_array()
+        .expect("windows")
+        .iter()
+        .flat_map(|w| w["events"].as_array().expect("events"))
+        .collect();
+    assert_eq!(ids, [&json!(1)], "{flushed}");
+    drop(holder);
+}

@@ -28,6 +28,7 @@
 //! no lease: "may this process fire now?" is the owner's question, asked before each group.
 
 mod close;
+mod fingerprint;
 mod groups;
 mod remembered;
 mod service;

@@ -18,7 +18,7 @@ use window_store::{REMEMBERED_REQUESTS, RememberedRequest, RequestOutcome};
 /// The newest remembered requests, by id.
 #[derive(Debug, Default)]
 pub struct Remembered {
-    by_id: HashMap<Box<str>, RequestOutcome>,
+    by_id: HashMap<Box<str>, (RequestOutcome, Option<u64>)>,
     /// Ids in the order they were remembered (oldest first), for forgetting the oldest.
     order: VecDeque<Box<str>>,
     /// The number the next remembered request gets.
@@ -31,22 +31,33 @@ impl Remembered {
         let mut remembered = Remembered::default();
         for request in requests {
             remembered.next_n = request.n;
-            remembered.remember(request.id, request.outcome);
+            remembered.remember(request.id, request.outcome, request.fingerprint);
         }
         remembered
     }
 
-    /// The outcome of the request `id`, if it is remembered.
-    pub fn get(&self, id: &str) -> Option<RequestOutcome> {
+    /// The outcome of the request `id` and its fingerprint (`None` for a request remembered
+    /// before fingerprints were kept), if it is remembered.
+    pub fn get(&self, id: &str) -> Option<(RequestOutcome, Option<u64>)> {
         self.by_id.get(id).copied()
     }
 
-    /// Remembers `outcome` for `id` and returns the record to write with the request's batch.
-    pub fn remember(&mut self, id: String, outcome: RequestOutcome) -> RememberedRequest {
+    /// Remembers `outcome` for `id` (a request with that fingerprint) and returns the record to
+    /// write with the request's batch.
+    pub fn remember(
+        &mut self,
+        id: String,
+        outcome: RequestOutcome,
+        fingerprint: Option<u64>,
+    ) -> RememberedRequest {
         let n = self.next_n;
         self.next_n += 1;
         let key: Box<str> = id.as_str().into();
-        if self.by_id.insert(key.clone(), outcome).is_none() {
+        if self
+            .by_id
+            .insert(key.clone(), (outcome, fingerprint))
+            .is_none()
+        {
             self.order.push_back(key);
         }
         while self.order.len() as u64 > REMEMBERED_REQUESTS {
@@ -54,7 +65,12 @@ impl Remembered {
                 self.by_id.remove(&oldest);
             }
         }
-        RememberedRequest { n, id, outcome }
+        RememberedRequest {
+            n,
+            id,
+            outcome,
+            fingerprint,
+        }
     }
 
     /// How many requests are remembered.
@@ -83,34 +99,40 @@ mod tests {
                 n: 41,
                 id: "a".into(),
                 outcome: ingest(1),
+                fingerprint: Some(7),
             },
             RememberedRequest {
                 n: 42,
                 id: "b".into(),
                 outcome: RequestOutcome::Close { seq: 3 },
+                fingerprint: None,
             },
         ]);
         let mut remembered = restored;
-        assert_eq!(remembered.get("a"), Some(ingest(1)));
-        assert_eq!(remembered.get("b"), Some(RequestOutcome::Close { seq: 3 }));
+        assert_eq!(remembered.get("a"), Some((ingest(1), Some(7))));
+        assert_eq!(
+            remembered.get("b"),
+            Some((RequestOutcome::Close { seq: 3 }, None))
+        );
         assert_eq!(remembered.get("c"), None);
-        let record = remembered.remember("c".into(), ingest(2));
+        let record = remembered.remember("c".into(), ingest(2), Some(9));
         assert_eq!(record.n, 43, "numbers go on densely from the store's");
-        assert_eq!(remembered.get("c"), Some(ingest(2)));
+        assert_eq!(record.fingerprint, Some(9));
+        assert_eq!(remembered.get("c"), Some((ingest(2), Some(9))));
     }
 
     #[test]
     fn the_oldest_is_forgotten_once_the_store_would_have_overwritten_it() {
         let mut remembered = Remembered::default();
         for i in 0..=REMEMBERED_REQUESTS {
-            remembered.remember(format!("r{i}"), ingest(i));
+            remembered.remember(format!("r{i}"), ingest(i), Some(i));
         }
         assert_eq!(remembered.len() as u64, REMEMBERED_REQUESTS);
         assert_eq!(remembered.get("r0"), None, "its slot now holds the newest");
-        assert_eq!(remembered.get("r1"), Some(ingest(1)));
+        assert_eq!(remembered.get("r1"), Some((ingest(1), Some(1))));
         assert_eq!(
             remembered.get(&format!("r{REMEMBERED_REQUESTS}")),
-            Some(ingest(REMEMBERED_REQUESTS))
+            Some((ingest(REMEMBERED_REQUESTS), Some(REMEMBERED_REQUESTS)))
         );
     }
 }

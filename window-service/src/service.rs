@@ -12,6 +12,7 @@ use window_proto::reply::IngestCounts;
 use window_store::{Batch, OutputRecord, RememberedRequest, RequestOutcome, StoreError};
 
 use crate::close::close_window;
+use crate::fingerprint;
 use crate::groups::{Delivery, Groups, MemberId};
 use crate::remembered::Remembered;
 use window_proto::reply::GroupStats;
@@ -251,7 +252,10 @@ impl Service {
         events: Vec<Event<'_>>,
         request_id: Option<String>,
     ) -> Answer<IngestCounts> {
-        let answer = self.remembering(Op::Ingest, request_id, |service| {
+        let fingerprint = request_id
+            .as_ref()
+            .map(|_| fingerprint::ingest(size, &events));
+        let answer = self.remembering(Op::Ingest, request_id, fingerprint, |service| {
             (service.admit(now, size, events).map(Some), Vec::new())
         });
         answer.map(|done| match done {
@@ -271,12 +275,17 @@ impl Service {
         request_id: Option<String>,
     ) -> Answer<OutputRecord> {
         let frame = self.config.engine.frame;
-        let answer = self.remembering(Op::Close, request_id, |service| {
-            match close_window(&mut service.engine, frame, window_id, size, key) {
-                Ok(window) => (Ok(None), vec![window]),
-                Err(error) => (Err(error), Vec::new()),
-            }
-        });
+        let fingerprint = Some(fingerprint::close(window_id, size, key));
+        let answer =
+            self.remembering(
+                Op::Close,
+                request_id,
+                fingerprint,
+                |service| match close_window(&mut service.engine, frame, window_id, size, key) {
+                    Ok(window) => (Ok(None), vec![window]),
+                    Err(error) => (Err(error), Vec::new()),
+                },
+            );
         answer.map(|done| {
             self.records(log, done)?
                 .pop()
@@ -293,7 +302,8 @@ impl Service {
         until: Option<Timestamp>,
         request_id: Option<String>,
     ) -> Answer<Vec<OutputRecord>> {
-        let answer = self.remembering(Op::Flush, request_id, |service| {
+        let fingerprint = Some(fingerprint::flush(until));
+        let answer = self.remembering(Op::Flush, request_id, fingerprint, |service| {
             (Ok(None), service.engine.flush(until))
         });
         answer.map(|done| self.records(log, done))
@@ -540,13 +550,21 @@ impl Service {
         &mut self,
         op: Op,
         request_id: Option<String>,
+        fingerprint: Option<u64>,
         step: impl FnOnce(&mut Service) -> (Result<Option<IngestCounts>, ProtoError>, Vec<ClosedWindow>),
     ) -> Answer<Done> {
         if let Some(id) = &request_id
-            && let Some(outcome) = self.remembered.get(id)
+            && let Some((outcome, first)) = self.remembered.get(id)
         {
+            // A record without a fingerprint (written before they were kept) cannot tell.
+            let same = first.is_none() || first == fingerprint;
+            let result = match op.recall(outcome) {
+                Some(done) if same => Ok(done),
+                Some(_) => Err(changed(id, outcome)),
+                None => Err(reused(id, outcome)),
+            };
             return Answer {
-                result: op.recall(outcome).ok_or_else(|| reused(id, outcome)),
+                result,
                 repeated: true,
                 fired: self.next_seq..self.next_seq,
             };
@@ -558,7 +576,7 @@ impl Service {
             None => Done::Records(returned),
         });
         if let (Some(id), Ok(done)) = (request_id, &result) {
-            let record = self.remembered.remember(id, op.outcome(done));
+            let record = self.remembered.remember(id, op.outcome(done), fingerprint);
             self.unwritten_requests.push(record);
         }
         Answer {
@@ -725,14 +743,27 @@ fn meta_of(dirty: &window_core::Dirty) -> MetaState {
     }
 }
 
-/// The error for a request id that a request of another kind used before.
-fn reused(id: &str, outcome: RequestOutcome) -> ProtoError {
-    let what = match outcome {
+/// The error for a request id that a request of the same kind with other content used before:
+/// answering it from the record would drop what is new in it.
+fn changed(id: &str, outcome: RequestOutcome) -> ProtoError {
+    ProtoError::malformed(format!(
+        "request_id {id:?} was used already for {} with other content; a resend must repeat its request exactly, and a new request needs an id of its own",
+        what(outcome)
+    ))
+}
+
+fn what(outcome: RequestOutcome) -> &'static str {
+    match outcome {
         RequestOutcome::Ingest { .. } => "an ingest",
         RequestOutcome::Close { .. } => "a close",
         RequestOutcome::Flush { .. } => "a flush",
-    };
+    }
+}
+
+/// The error for a request id that a request of another kind used before.
+fn reused(id: &str, outcome: RequestOutcome) -> ProtoError {
     ProtoError::malformed(format!(
-        "request_id {id:?} was used for {what} already; give every request its own id"
+        "request_id {id:?} was used for {} already; give every request its own id",
+        what(outcome)
     ))
 }

@@ -468,6 +468,48 @@ fn a_repeated_request_id_is_answered_from_its_record() {
     );
 }
 
+/// A request id used again for other content is refused (answering it from the record would drop
+/// the new events), also after a restart; the exact resend is still answered from the record.
+#[test]
+fn a_request_id_used_again_for_other_content_is_refused() {
+    check(
+        r"
+        at 0 ingest 1@100 rid=r1
+        at 1 ingest 2@200 3@300 rid=r1
+        flush until=0 rid=f
+        flush until=5000 rid=f
+        commit at 2
+        restart at 3
+        at 4 ingest 1@100 2@200 rid=r1
+        at 5 ingest 1@100 rid=r1
+        flush until=5000 rid=f
+        flush until=0 rid=f
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100 rid=r1
+            ingest_ok accepted=1 duplicates=0 late=0
+            > at 1 ingest 2@200 3@300 rid=r1
+            error 12: request_id "r1" was used already for an ingest with other content; a resend must repeat its request exactly, and a new request needs an id of its own
+            > flush until=0 rid=f
+            flushed 0
+            > flush until=5000 rid=f
+            error 12: request_id "f" was used already for a flush with other content; a resend must repeat its request exactly, and a new request needs an id of its own
+            > commit at 2
+            batch: 1 windows, 0 removed, fired [], 2 requests, watermark none
+            > restart at 3
+            recovered next_seq=0
+            > at 4 ingest 1@100 2@200 rid=r1
+            error 12: request_id "r1" was used already for an ingest with other content; a resend must repeat its request exactly, and a new request needs an id of its own
+            > at 5 ingest 1@100 rid=r1
+            (repeated) ingest_ok accepted=1 duplicates=0 late=0
+            > flush until=5000 rid=f
+            error 12: request_id "f" was used already for a flush with other content; a resend must repeat its request exactly, and a new request needs an id of its own
+            > flush until=0 rid=f
+            (repeated) flushed 0
+        "#]],
+    );
+}
+
 #[test]
 fn a_repeat_within_its_group_reads_the_records_not_yet_written() {
     check(

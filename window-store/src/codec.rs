@@ -40,6 +40,8 @@ pub const VERSION: u8 = 1;
 pub const VERSION_PAYLOADS: u8 = 2;
 /// The version byte of a chunk or an output record whose payloads are in the payload log.
 pub const VERSION_PAYLOAD_REFS: u8 = 3;
+/// The version byte of a remembered request with its fingerprint.
+pub const VERSION_FINGERPRINT: u8 = 2;
 
 /// The payloads a record is written with: their texts, or where the payload log holds them. One
 /// per id (`None` for an event without one), or empty when no event has one.
@@ -317,9 +319,13 @@ pub fn decode_output(
     })
 }
 
+/// A remembered request: version 1 without a fingerprint, version 2 with one (after the outcome).
 pub fn encode_request(request: &RememberedRequest) -> Vec<u8> {
-    let mut out = Vec::with_capacity(32 + request.id.len());
-    out.push(VERSION);
+    let mut out = Vec::with_capacity(40 + request.id.len());
+    out.push(match request.fingerprint {
+        None => VERSION,
+        Some(_) => VERSION_FINGERPRINT,
+    });
     put_varint(&mut out, request.n);
     put_bytes(&mut out, request.id.as_bytes());
     let (kind, numbers) = match request.outcome {
@@ -335,15 +341,22 @@ pub fn encode_request(request: &RememberedRequest) -> Vec<u8> {
     for n in numbers {
         put_varint(&mut out, n);
     }
+    if let Some(fingerprint) = request.fingerprint {
+        out.extend_from_slice(&fingerprint.to_le_bytes());
+    }
     out
 }
 
 pub fn decode_request(key: &[u8], value: &[u8]) -> Result<RememberedRequest, StoreError> {
-    let mut r = Reader::versioned(key, value, VERSION)?;
+    let mut r = Reader::versioned(key, value, VERSION_FINGERPRINT)?;
     let n = r.varint()?;
     let id = r.string()?.to_owned();
     let kind = r.u8()?;
     let [a, b, c] = [r.varint()?, r.varint()?, r.varint()?];
+    let fingerprint = match r.version {
+        VERSION => None,
+        _ => Some(u64::from_le_bytes(r.array()?)),
+    };
     r.finish()?;
     let outcome = match kind {
         b'I' => RequestOutcome::Ingest {
@@ -369,7 +382,12 @@ pub fn decode_request(key: &[u8], value: &[u8]) -> Result<RememberedRequest, Sto
             format!("remembered request {n} is not in its slot"),
         ));
     }
-    Ok(RememberedRequest { n, id, outcome })
+    Ok(RememberedRequest {
+        n,
+        id,
+        outcome,
+        fingerprint,
+    })
 }
 
 /// The key of consumer group `name`.
@@ -958,14 +976,23 @@ mod tests {
         ];
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let n = REMEMBERED_REQUESTS * 3 + i as u64;
+            // Old records had no fingerprint (version 1); new ones have one (version 2).
+            let fingerprint = (i != 1).then_some(0xfeed_beef_0000 + i as u64);
             let request = RememberedRequest {
                 n,
                 id: format!("f-é-{i}"),
                 outcome,
+                fingerprint,
             };
             let key = request_key(n);
             assert_eq!(key, request_key(i as u64), "the ring wraps around");
             let value = encode_request(&request);
+            let version = if fingerprint.is_some() {
+                VERSION_FINGERPRINT
+            } else {
+                VERSION
+            };
+            assert_eq!(value[0], version);
             assert_eq!(decode_request(&key, &value).unwrap(), request);
             // A record read from another slot than its number's is corrupt, not trusted.
             assert!(decode_request(&request_key(n + 1), &value).is_err());

@@ -79,6 +79,9 @@ pub struct RememberedRequest {
     pub id: String,
     /// What the request did.
     pub outcome: RequestOutcome,
+    /// A stable hash of what the request asked for, so that the id used again for other
+    /// content is refused; `None` in records written before fingerprints were kept.
+    pub fingerprint: Option<u64>,
 }
 
 /// What a remembered request did.

@@ -461,6 +461,7 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
             n,
             id: id.to_owned(),
             outcome,
+            fingerprint: n.is_multiple_of(2).then_some(n * 31),
         }
     }
 
