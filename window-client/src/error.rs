@@ -40,6 +40,19 @@ impl ClientError {
         }
     }
 
+    /// The same error again, for another request that failed with it.
+    pub(crate) fn duplicate(&self) -> ClientError {
+        match self {
+            ClientError::Daemon { code, text } => ClientError::Daemon {
+                code: *code,
+                text: text.clone(),
+            },
+            ClientError::NoNode(text) => ClientError::NoNode(text.clone()),
+            ClientError::Io(e) => ClientError::Io(std::io::Error::new(e.kind(), e.to_string())),
+            ClientError::Protocol(e) => ClientError::Io(std::io::Error::other(e.to_string())),
+        }
+    }
+
     /// The daemon's wire code, when the daemon answered.
     pub fn code(&self) -> Option<u32> {
         match self {

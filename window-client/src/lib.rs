@@ -9,12 +9,15 @@
 //! acknowledged with [`GroupSubscription::ack`]. Errors carry the daemon's wire code
 //! ([`ClientError::Daemon`]).
 //!
-//! What it does not do: it keeps one request in flight per [`Client`] (clone-free; share it
-//! behind an `Arc`; requests from several tasks queue on its connection). Batch events into one
-//! `ingest` for throughput.
+//! Requests share one connection: up to `max_in_flight` (default 16) are written ahead of their
+//! replies, and more wait (backpressure). [`Client::ingest`] is one request per call, with its
+//! own counts; [`Client::push`] merges the events of pushes that wait for a slot into one
+//! `ingest` (many small concurrent pushes cost few requests) and resolves once they are
+//! durable. The client is shared behind an `Arc` (or a reference) by as many tasks as like.
 
 mod conn;
 mod error;
+mod pipeline;
 mod subscription;
 mod types;
 
@@ -24,49 +27,76 @@ pub use crate::types::{Event, Window};
 pub use window_proto::reply::IngestCounts;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::conn::{Conn, Nodes};
+use crate::conn::Nodes;
+use crate::pipeline::{Ids, Job, Settings};
 
 /// How long a request is retried on other nodes before it fails with the last error.
 pub const DEFAULT_FAILOVER: Duration = Duration::from_secs(20);
+
+/// Requests written ahead of their replies, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+
+/// How a [`Client`] behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Requests written ahead of their replies, at most (at least 1).
+    pub max_in_flight: usize,
+    /// How long a request is sent again to other nodes before it fails.
+    pub failover: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            failover: DEFAULT_FAILOVER,
+        }
+    }
+}
 
 /// A client of a list of nodes.
 #[derive(Debug)]
 pub struct Client {
     nodes: Nodes,
-    conn: Mutex<Option<Conn>>,
-    msg_id: AtomicU64,
-    /// Request ids: 128 random bits, then a counter.
-    id_prefix: String,
-    next_id: AtomicU64,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl Client {
-    /// A client of `nodes`, connected to the first that answers.
+    /// A client of `nodes` with the default [`Options`].
     pub async fn connect(
         nodes: impl IntoIterator<Item = SocketAddr>,
     ) -> Result<Client, ClientError> {
-        let nodes = Nodes::new(nodes.into_iter().collect(), DEFAULT_FAILOVER)?;
-        let conn = nodes.connect().await?;
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
-        Ok(Client {
-            nodes,
-            conn: Mutex::new(Some(conn)),
-            msg_id: AtomicU64::new(1),
-            id_prefix: bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            next_id: AtomicU64::new(0),
-        })
+        Client::connect_with(nodes, Options::default()).await
     }
 
-    /// Sends `events`; once the reply comes they are durable. Sent again to another node if the
-    /// connection is lost or the node is unavailable: the request id makes it count once.
+    /// A client of `nodes`, connected to the first that answers.
+    pub async fn connect_with(
+        nodes: impl IntoIterator<Item = SocketAddr>,
+        options: Options,
+    ) -> Result<Client, ClientError> {
+        let nodes = Nodes::new(nodes.into_iter().collect(), options.failover)?;
+        // Fail early when no node answers at all.
+        drop(nodes.connect().await?);
+        let max_in_flight = options.max_in_flight.max(1);
+        let (jobs, queue) = mpsc::channel(max_in_flight * 64);
+        let settings = Settings {
+            nodes: nodes.clone(),
+            ids: Arc::new(Ids::new()?),
+            max_in_flight,
+        };
+        tokio::spawn(pipeline::run(settings, queue));
+        Ok(Client { nodes, jobs })
+    }
+
+    /// Sends `events` as one request; once the reply comes they are durable. Sent again to
+    /// another node if the connection is lost or the node is unavailable: the request id makes
+    /// it count once.
     pub async fn ingest(&self, events: &[Event]) -> Result<IngestCounts, ClientError> {
         let reply = self
             .call(json!({"type": "ingest", "events": events}), true)
@@ -74,6 +104,17 @@ impl Client {
         Ok(serde_json::from_value(reply)?)
     }
 
+    /// Ingests `events`, merged with the pushes of other tasks that wait at the same time into
+    /// one request; resolves once they are durable. Like [`Client::ingest`] but without counts
+    /// (a merged request's counts are everyone's).
+    pub async fn push(&self, events: Vec<Event>) -> Result<(), ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Push { events, reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
     /// Fires every open window ending at or before `until` (RFC 3339 or epoch ms; all when
     /// `None`) and returns them.
     pub async fn flush(&self, until: Option<Value>) -> Result<Vec<Window>, ClientError> {
@@ -118,37 +159,23 @@ impl Client {
     /// Sends `request` (with a fresh `msg_id`, and a `request_id` when `idempotent`) and returns
     /// its reply; on a lost connection or error 11, to the next node, until the failover time
     /// runs out.
-    async fn call(&self, mut request: Value, idempotent: bool) -> Result<Value, ClientError> {
-        let msg_id = self.msg_id.fetch_add(1, Ordering::Relaxed);
-        request["msg_id"] = json!(msg_id);
-        if idempotent {
-            let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-            request["request_id"] = json!(format!("rc-{}-{n}", self.id_prefix));
-        }
-        let line = request.to_string();
-        let mut slot = self.conn.lock().await;
-        let deadline = tokio::time::Instant::now() + self.nodes.failover;
-        loop {
-            let conn = match slot.as_mut() {
-                Some(conn) => conn,
-                None => slot.insert(self.nodes.connect().await?),
-            };
-            let failure = match conn.request(&line, msg_id).await {
-                Ok(reply) => match ClientError::of_reply(&reply) {
-                    None => return Ok(reply),
-                    Some(error) if error.is_unavailable() => error,
-                    Some(error) => return Err(error),
-                },
-                Err(error) => error,
-            };
-            // The node is gone or stopping: the next one gets the same request.
-            *slot = None;
-            self.nodes.advance();
-            // Reads (stats) are retried too: they change nothing.
-            if tokio::time::Instant::now() >= deadline {
-                return Err(failure);
-            }
-            tokio::time::sleep(conn::RETRY_PAUSE).await;
-        }
+    async fn call(&self, request: Value, idempotent: bool) -> Result<Value, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Call {
+                request,
+                idempotent,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
+}
+
+/// The connection's task is gone (the runtime is shutting down).
+fn stopped() -> ClientError {
+    ClientError::Io(std::io::Error::other(
+        "the client's connection task stopped (its runtime is shutting down)",
+    ))
 }

@@ -161,3 +161,174 @@ fn a_group_member_acks_and_the_holder_dying_loses_nothing() {
         assert_eq!(stats["emitted_windows"], 20, "nothing doubled: {stats}");
     });
 }
+
+/// Events a millisecond apart: in any arrival order none is late (each still fires a window of
+/// its own, by `--max-events 1`).
+fn close_events(ids: std::ops::Range<u64>) -> Vec<Event> {
+    ids.map(|id| Event::new(id, BASE + id as i64)).collect()
+}
+
+/// The ids of every window a subscription yields until `count` windows came.
+async fn ids_of(sub: &mut window_client::Subscription, count: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    let mut seqs = BTreeSet::new();
+    while seqs.len() < count {
+        let window = tokio::time::timeout(WAIT * 2, sub.next())
+            .await
+            .expect("in time")
+            .expect("a window");
+        assert!(seqs.insert(window.seq), "seq {} twice", window.seq);
+        ids.extend(
+            window
+                .events
+                .iter()
+                .map(|id| id.as_u64().expect("a numeric id")),
+        );
+    }
+    ids
+}
+
+/// The `window_node_ingest_requests_total` of a node started with `--metrics 127.0.0.1:0`.
+fn ingest_requests(node: &Node) -> u64 {
+    let line = node
+        .process
+        .log_text()
+        .lines()
+        .find(|l| l.contains("serving metrics"))
+        .map(str::to_owned)
+        .expect("the metrics address in the log");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("address="))
+        .expect("address=");
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .expect("ask");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read");
+    text.lines()
+        .find_map(|l| l.strip_prefix("window_node_ingest_requests_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ingest counter in {text}"))
+}
+
+/// Many tasks pushing at once through two request slots: their events are merged into far
+/// fewer requests than pushes, and every event lands exactly once; `ingest` beside them keeps its
+/// own counts.
+#[test]
+fn concurrent_pushes_are_merged_and_every_event_lands_once() {
+    let dir = temp_dir();
+    let args = [
+        "--window-size",
+        "1s",
+        "--max-events",
+        "1",
+        "--idle-timeout",
+        "0s",
+        "--metrics",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir.path().display().to_string(),
+    ];
+    let node = Node::start(window_node_binary(), args).expect("a node starts");
+    const PUSHES: u64 = 200;
+    const EACH: u64 = 5;
+    runtime().block_on(async {
+        let options = window_client::Options {
+            max_in_flight: 2,
+            ..window_client::Options::default()
+        };
+        let client = std::sync::Arc::new(
+            Client::connect_with([node.addr], options)
+                .await
+                .expect("connect"),
+        );
+        let mut sub = client.subscribe(Some(0)).await.expect("subscribe");
+        let tasks: Vec<_> = (0..PUSHES)
+            .map(|p| {
+                let client = std::sync::Arc::clone(&client);
+                tokio::spawn(async move {
+                    client
+                        .push(close_events(p * EACH..(p + 1) * EACH))
+                        .await
+                        .expect("push")
+                })
+            })
+            .collect();
+        let counts = client
+            .ingest(&close_events(PUSHES * EACH..PUSHES * EACH + 3))
+            .await
+            .expect("ingest");
+        assert_eq!(counts.accepted, 3, "an ingest's own counts: {counts:?}");
+        for task in tasks {
+            task.await.expect("a push task");
+        }
+        let total = (PUSHES * EACH + 3) as usize;
+        let mut ids = ids_of(&mut sub, total).await;
+        ids.sort_unstable();
+        assert_eq!(ids, (0..total as u64).collect::<Vec<_>>(), "each once");
+    });
+    let requests = ingest_requests(&node);
+    assert!(
+        requests < PUSHES / 2,
+        "{requests} ingest requests for {PUSHES} pushes and an ingest: not merged"
+    );
+}
+
+/// Pushes pipelined from several tasks while the holder is SIGKILLed: the unanswered requests go
+/// again to the other node with their ids, and every acknowledged event lands exactly once.
+#[test]
+fn pipelined_pushes_carry_on_when_the_holder_dies() {
+    let dir = temp_dir();
+    let mut nodes = vec![start(dir.path()), start(dir.path())];
+    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
+        let a = holder(&nodes[0]).filter(|h| !h.is_empty())?;
+        (holder(&nodes[1])? == a).then_some(a)
+    })
+    .expect("a holder");
+    let at = nodes
+        .iter()
+        .position(|n| n.name() == name)
+        .expect("one of them");
+    let holding = nodes.remove(at);
+    let other = nodes.pop().expect("the other");
+    let rt = runtime();
+    let client = std::sync::Arc::new(
+        rt.block_on(Client::connect([holding.addr, other.addr]))
+            .expect("connect"),
+    );
+    let mut sub = rt.block_on(client.subscribe(Some(0))).expect("subscribe");
+    const TASKS: u64 = 4;
+    const ROUNDS: u64 = 25;
+    const EACH: u64 = 4;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let client = std::sync::Arc::clone(&client);
+            rt.spawn(async move {
+                for r in 0..ROUNDS {
+                    let first = (t * ROUNDS + r) * EACH;
+                    client
+                        .push(close_events(first..first + EACH))
+                        .await
+                        .expect("a push, across the kill");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    drop(holding);
+    rt.block_on(async {
+        for task in tasks {
+            task.await.expect("a push task");
+        }
+        let total = TASKS * ROUNDS * EACH;
+        let mut ids = ids_of(&mut sub, total as usize).await;
+        ids.sort_unstable();
+        assert_eq!(ids, (0..total).collect::<Vec<_>>(), "each once");
+        let stats = client.stats().await.expect("stats");
+        assert_eq!(stats["emitted_windows"], total, "nothing doubled: {stats}");
+    });
+}

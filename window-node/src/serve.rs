@@ -206,6 +206,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let metrics_listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("listening for metrics on {addr}"))?;
+        if let Ok(bound) = metrics_listener.local_addr() {
+            tracing::info!(address = %bound, "serving metrics");
+        }
         tokio::spawn(metrics::serve(metrics_listener, Arc::clone(&metrics)));
     }
     // The one line a supervisor (or a test) waits for, on stderr like every log.

@@ -1,0 +1,287 @@
+//! The request connection. One task owns it: it sends up to `max_in_flight` requests ahead of
+//! their replies, merges pushes that wait for a slot into one `ingest`, and after a lost
+//! connection or error 11 sends every unanswered request again, in order and with its request
+//! id (so each takes effect once), to the next node; a request still unanswered one failover
+//! time after it was first sent fails with the last error.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::conn::{Conn, Nodes, RETRY_PAUSE};
+use crate::error::ClientError;
+use crate::types::Event;
+
+/// At most this many events go into one merged `ingest`.
+pub(crate) const MAX_MERGED_EVENTS: usize = 10_000;
+
+/// Message ids and request ids for one client.
+#[derive(Debug)]
+pub(crate) struct Ids {
+    msg_id: AtomicU64,
+    /// Request ids: 128 random bits, then a counter.
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Ids {
+    pub(crate) fn new() -> Result<Ids, ClientError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ClientError::Io(std::io::Error::other(e.to_string())))?;
+        Ok(Ids {
+            msg_id: AtomicU64::new(1),
+            prefix: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            next: AtomicU64::new(0),
+        })
+    }
+
+    /// `request` with a fresh `msg_id` (and a fresh `request_id` when `idempotent`), as a line.
+    pub(crate) fn line(&self, mut request: Value, idempotent: bool) -> (u64, String) {
+        let msg_id = self.msg_id.fetch_add(1, Ordering::Relaxed);
+        request["msg_id"] = json!(msg_id);
+        if idempotent {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            request["request_id"] = json!(format!("rc-{}-{n}", self.prefix));
+        }
+        (msg_id, request.to_string())
+    }
+}
+
+/// What the client asks of the connection's task.
+pub(crate) enum Job {
+    /// One request, answered with its reply.
+    Call {
+        request: Value,
+        idempotent: bool,
+        reply: oneshot::Sender<Result<Value, ClientError>>,
+    },
+    /// Events to ingest; answered once they are durable, possibly within a merged request.
+    Push {
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+}
+
+/// Who waits for a request's reply.
+enum Waiters {
+    Call(oneshot::Sender<Result<Value, ClientError>>),
+    Push(Vec<oneshot::Sender<Result<(), ClientError>>>),
+}
+
+/// A request written and not answered yet.
+struct Sent {
+    msg_id: u64,
+    line: String,
+    first_sent: Instant,
+    waiters: Waiters,
+}
+
+impl Sent {
+    fn answer(self, result: Result<Value, ClientError>) {
+        match self.waiters {
+            Waiters::Call(reply) => {
+                let _ = reply.send(result);
+            }
+            Waiters::Push(replies) => {
+                for reply in replies {
+                    let _ = reply.send(match &result {
+                        Ok(_) => Ok(()),
+                        Err(error) => Err(error.duplicate()),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The task's settings.
+pub(crate) struct Settings {
+    pub(crate) nodes: Nodes,
+    pub(crate) ids: Arc<Ids>,
+    pub(crate) max_in_flight: usize,
+}
+
+/// Runs the connection until the client is dropped and everything sent is answered.
+pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
+    let Settings {
+        nodes,
+        ids,
+        max_in_flight,
+    } = settings;
+    let mut conn: Option<Conn> = None;
+    let mut sent: VecDeque<Sent> = VecDeque::new();
+    // A job taken from the queue that did not fit into the merge before it.
+    let mut held: Option<Job> = None;
+    let mut open = true;
+    loop {
+        if conn.is_none() {
+            if sent.is_empty() && held.is_none() {
+                match jobs.recv().await {
+                    Some(job) => held = Some(job),
+                    None => return,
+                }
+            }
+            match nodes.connect().await {
+                Ok(mut fresh) => {
+                    // Everything unanswered goes again, in order, with its request id.
+                    let mut ok = true;
+                    for s in &sent {
+                        if fresh.send(&s.line).await.is_err() {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    if ok {
+                        conn = Some(fresh);
+                    } else {
+                        lost(&nodes, &mut sent, nodes.failover).await;
+                    }
+                }
+                Err(error) => {
+                    for s in sent.drain(..) {
+                        s.answer(Err(error.duplicate()));
+                    }
+                    if let Some(job) = held.take() {
+                        fail(job, &error);
+                    }
+                }
+            }
+            continue;
+        }
+        if !open && sent.is_empty() && held.is_none() {
+            return;
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let room = sent.len() < max_in_flight && (open || held.is_some());
+        tokio::select! {
+            job = next_job(&mut held, &mut jobs), if room => {
+                let Some(job) = job else {
+                    open = false;
+                    continue;
+                };
+                let next = prepare(job, &ids, &mut jobs, &mut held);
+                let written = c.send(&next.line).await;
+                sent.push_back(next);
+                if written.is_err() {
+                    conn = None;
+                    lost(&nodes, &mut sent, nodes.failover).await;
+                }
+            }
+            message = c.next() => {
+                let unavailable = match message {
+                    Ok(reply) => match sent.iter().position(|s| reply["in_reply_to"] == s.msg_id) {
+                        Some(at) => match ClientError::of_reply(&reply) {
+                            Some(error) if error.is_unavailable() => true,
+                            Some(error) => {
+                                if let Some(s) = sent.remove(at) {
+                                    s.answer(Err(error));
+                                }
+                                false
+                            }
+                            None => {
+                                if let Some(s) = sent.remove(at) {
+                                    s.answer(Ok(reply));
+                                }
+                                false
+                            }
+                        },
+                        // An unsolicited error (at the connection limit, or stopping) ends this
+                        // connection's use; other lines are not for us.
+                        None => ClientError::of_reply(&reply).is_some(),
+                    },
+                    Err(_) => true,
+                };
+                if unavailable {
+                    conn = None;
+                    lost(&nodes, &mut sent, nodes.failover).await;
+                }
+            }
+        }
+    }
+}
+
+/// The connection is lost or its node unavailable: the next node is tried after a pause, and
+/// requests first sent longer than `failover` ago fail.
+async fn lost(nodes: &Nodes, sent: &mut VecDeque<Sent>, failover: Duration) {
+    nodes.advance();
+    let now = Instant::now();
+    let mut kept = VecDeque::with_capacity(sent.len());
+    for s in sent.drain(..) {
+        if now.duration_since(s.first_sent) >= failover {
+            s.answer(Err(ClientError::NoNode(format!(
+                "no node answered the request within {failover:?}"
+            ))));
+        } else {
+            kept.push_back(s);
+        }
+    }
+    *sent = kept;
+    tokio::time::sleep(RETRY_PAUSE).await;
+}
+
+async fn next_job(held: &mut Option<Job>, jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    match held.take() {
+        Some(job) => Some(job),
+        None => jobs.recv().await,
+    }
+}
+
+/// The request for `job`; a push takes the pushes queued behind it along (up to
+/// [`MAX_MERGED_EVENTS`] events), and a job of another kind met on the way is held for later.
+fn prepare(job: Job, ids: &Ids, jobs: &mut mpsc::Receiver<Job>, held: &mut Option<Job>) -> Sent {
+    let (request, idempotent, waiters) = match job {
+        Job::Call {
+            request,
+            idempotent,
+            reply,
+        } => (request, idempotent, Waiters::Call(reply)),
+        Job::Push { mut events, reply } => {
+            let mut replies = vec![reply];
+            while events.len() < MAX_MERGED_EVENTS {
+                match jobs.try_recv() {
+                    Ok(Job::Push {
+                        events: more,
+                        reply,
+                    }) => {
+                        events.extend(more);
+                        replies.push(reply);
+                    }
+                    Ok(other) => {
+                        *held = Some(other);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            (
+                json!({"type": "ingest", "events": events}),
+                true,
+                Waiters::Push(replies),
+            )
+        }
+    };
+    let (msg_id, line) = ids.line(request, idempotent);
+    Sent {
+        msg_id,
+        line,
+        first_sent: Instant::now(),
+        waiters,
+    }
+}
+
+fn fail(job: Job, error: &ClientError) {
+    match job {
+        Job::Call { reply, .. } => {
+            let _ = reply.send(Err(error.duplicate()));
+        }
+        Job::Push { reply, .. } => {
+            let _ = reply.send(Err(error.duplicate()));
+        }
+    }
+}
