@@ -289,7 +289,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let accepting = tcp::accept_loop(
         &listener,
         Arc::clone(&shared),
-        args.max_connections,
+        tcp::Slots::new(args.max_connections),
         async move {
             let _ = stopping.wait_for(|stop| *stop).await;
         },
@@ -405,7 +405,9 @@ async fn take_tenure(
                 )),
             }
         };
-        let Some(epoch) = follow_until(listener, forwarding, stopped, held).await? else {
+        let Some(epoch) =
+            follow_until(listener, args.max_connections, forwarding, stopped, held).await?
+        else {
             keeper.release();
             return Ok(None);
         };
@@ -437,7 +439,9 @@ async fn take_tenure(
                 }
             }
         };
-        let Some(lease) = follow_until(listener, forwarding, stopped, held).await? else {
+        let Some(lease) =
+            follow_until(listener, args.max_connections, forwarding, stopped, held).await?
+        else {
             return Ok(None);
         };
         let epoch = lease.epoch();
@@ -495,7 +499,8 @@ async fn serve_partitions(
     };
     let shared = shared(args, &config, route, metrics, me);
     let mut stopping = stopped.clone();
-    let accepting = tcp::accept_loop(&listener, shared, args.max_connections, async move {
+    let slots = tcp::Slots::new(args.max_connections);
+    let accepting = tcp::accept_loop(&listener, shared, slots, async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     });
     let serving = running.run(Arc::clone(&setup), stopped);
@@ -621,13 +626,19 @@ fn advertised(local: SocketAddr, advertise: Option<SocketAddr>) -> anyhow::Resul
 
 /// Follows (forwarding clients to the holder) until `held` resolves with the lease. `None`
 /// when told to stop first.
+///
+/// The follower keeps `max_connections` itself. Once it holds the lease its own accept loop
+/// counts afresh: the clients it accepted while following forward to it over the listener, so
+/// their forwarded connections are what count then.
 async fn follow_until<T>(
     listener: &TcpListener,
+    max_connections: usize,
     forwarding: Arc<Forwarding>,
     stopped: &mut watch::Receiver<bool>,
     held: impl Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<Option<T>> {
     let mut held = std::pin::pin!(held);
+    let slots = tcp::Slots::new(max_connections);
     // The first look is quick: a free lease is taken before anyone is told "following".
     if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), held.as_mut()).await {
         return result.map(Some);
@@ -639,8 +650,14 @@ async fn follow_until<T>(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(forward_connection(stream, Arc::clone(&forwarding)));
+                Ok((stream, peer)) => {
+                    if let Some((stream, permit)) = slots.take(stream, peer, forwarding.style) {
+                        let forwarding = Arc::clone(&forwarding);
+                        tokio::spawn(async move {
+                            forward_connection(stream, forwarding).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 Err(error) => tracing::warn!(%error, "accept failed"),
             },

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
@@ -77,14 +77,48 @@ impl Shared {
     }
 }
 
+/// The connection limit (`--max-connections`), one for the whole process: the connections a
+/// follower accepted still count once it holds the lease.
+#[derive(Clone, Debug)]
+pub struct Slots {
+    free: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Slots {
+    pub fn new(max: usize) -> Slots {
+        Slots {
+            free: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A slot for a new connection (held as long as it is open), or `None` at the limit: the
+    /// connection is then answered with error 11 and closed.
+    pub fn take(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        style: Style,
+    ) -> Option<(TcpStream, OwnedSemaphorePermit)> {
+        match Arc::clone(&self.free).try_acquire_owned() {
+            Ok(permit) => Some((stream, permit)),
+            Err(_) => {
+                tracing::warn!(%peer, max_connections = self.max, "refusing a connection: at the connection limit");
+                tokio::spawn(refuse(stream, style, self.max));
+                None
+            }
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` resolves.
 pub async fn accept_loop(
     listener: &TcpListener,
     shared: Arc<Shared>,
-    max_connections: usize,
+    slots: Slots,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -98,9 +132,7 @@ pub async fn accept_loop(
             },
             () = &mut shutdown => return,
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "refusing a connection: at the connection limit");
-            tokio::spawn(refuse(stream, shared.style, max_connections));
+        let Some((stream, permit)) = slots.take(stream, peer, shared.style) else {
             continue;
         };
         let shared = Arc::clone(&shared);

@@ -142,3 +142,49 @@ fn a_request_id_reused_for_other_events_is_refused_not_dropped() {
     assert_eq!(ids, [&json!(1)], "{flushed}");
     drop(holder);
 }
+
+/// Issue 19 item 5 (its first half): a follower keeps `--max-connections` too (it served any
+/// number before), and its clients are served on when it takes over.
+#[test]
+fn a_follower_keeps_the_connection_limit() {
+    let dir = temp_dir();
+    let holder = start(dir.path(), &["--max-connections", "3"]);
+    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
+        holder.process.log_has("coordinating")
+    })
+    .expect("coordinating");
+    let follower = start(dir.path(), &["--max-connections", "3"]);
+    let stats = r#"{"type":"stats","msg_id":1}"#;
+    let mut open: Vec<Conn> = (0..3)
+        .map(|n| {
+            let mut conn = Conn::open(follower.addr).expect("connect");
+            let reply = conn.request(stats);
+            assert_eq!(reply["type"], "stats_ok", "connection {n}: {reply}");
+            conn
+        })
+        .collect();
+    let refused = |addr| {
+        let mut conn = Conn::open(addr).expect("connect");
+        let reply = conn.recv();
+        assert_eq!(reply["code"], 11, "{reply}");
+        let text = reply["text"].as_str().expect("text").to_owned();
+        assert!(text.contains("at most 3 connections"), "{text}");
+    };
+    refused(follower.addr);
+    // A slot freed is a slot for the next client.
+    drop(open.pop());
+    let mut again = window_testkit::wait_for(window_testkit::WAIT, "a freed slot", || {
+        let mut conn = Conn::open(follower.addr).ok()?;
+        (conn.call(stats)?["type"] == "stats_ok").then_some(conn)
+    })
+    .expect("a slot after one closed");
+    assert_eq!(open.len(), 2, "two kept open, and `again`: three");
+    // The holder dies; the follower takes over and its clients go on.
+    drop(holder);
+    let reply = window_testkit::wait_for(window_testkit::WAIT, "the takeover", || {
+        let reply = again.call(r#"{"type":"flush","msg_id":2}"#)?;
+        (reply["type"] == "flushed").then_some(reply)
+    })
+    .expect("the follower serves");
+    assert_eq!(reply["windows"], json!([]), "{reply}");
+}
