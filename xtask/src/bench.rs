@@ -41,6 +41,7 @@ use window_testkit::calendar::utc;
 use window_testkit::{Process, Stderr, procfs};
 
 mod apparatus;
+mod clients;
 mod cluster;
 mod latency;
 mod pipe;
@@ -147,6 +148,10 @@ pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
     let side_by_side = apparatus::run(quick, &work)?;
     results.outcomes.extend(side_by_side.outcomes());
     results.apparatus = Some(side_by_side);
+    // After the apparatus scenario, which builds the TypeScript client's dist/.
+    let (rows, skipped) = clients::run(quick, &work)?;
+    results.outcomes.extend(rows);
+    results.notes.extend(skipped);
     memory(quick, &work, &mut results)?;
 
     let report = render(&results, quick, started.elapsed());
@@ -1276,6 +1281,16 @@ fn ratios(out: &mut String, results: &Results) {
     lines.extend(daemon_ratio_lines(results));
     for (what, value) in cluster::ratio_lines(results) {
         lines.push((what, value, "loadgen"));
+    }
+    let events_per_s = |prefix: &str| {
+        results
+            .outcomes
+            .iter()
+            .find(|o| o.name.starts_with(prefix))
+            .map(Outcome::events_per_s)
+    };
+    for (what, value) in clients::ratio_lines(&events_per_s) {
+        lines.push((what, value, "clients' programs and loadgen"));
     }
     for (what, value) in apparatus::ratio_lines(results.apparatus.as_ref()) {
         lines.push((what, value, "bench/peers/apparatus/dtw-bench.mjs"));
