@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 
 use crate::error::{BatchError, CloseError};
 use crate::event::{Event, EventId, Payload};
@@ -465,6 +465,37 @@ impl Engine {
         stats
     }
 
+    /// How many windows are open (cheap: one count per window start).
+    pub fn open_windows(&self) -> usize {
+        self.slots.values().map(Slot::len).sum()
+    }
+
+    /// How many windows `events` (into windows of `size`) would open that are not open now,
+    /// each counted once; events the watermark makes late open none.
+    pub fn windows_opened_by(&self, size: SizeMs, events: &[Event<'_>]) -> usize {
+        let spec = WindowSpec {
+            size,
+            frame: self.config.frame,
+        };
+        let mut fresh: HashSet<(Timestamp, Option<&str>)> = HashSet::new();
+        for event in events {
+            let Some(bounds) = spec.bounds(event.ts) else {
+                continue;
+            };
+            if self.watermark.is_some_and(|wm| bounds.end <= wm) {
+                continue;
+            }
+            let open = self
+                .slots
+                .get(&(bounds.start, size))
+                .is_some_and(|slot| slot.get(event.key).is_some());
+            if !open {
+                fresh.insert((bounds.start, event.key));
+            }
+        }
+        fresh.len()
+    }
+
     /// True while any window is open.
     pub fn has_open_windows(&self) -> bool {
         !self.slots.is_empty()
@@ -644,6 +675,10 @@ impl Slot {
             None => self.unkeyed.take(),
             Some(key) => self.keyed.remove(key),
         }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.unkeyed.is_some()) + self.keyed.len()
     }
 
     fn keys(&self) -> impl Iterator<Item = Option<&str>> {

@@ -122,6 +122,8 @@ pub struct DriverConfig {
     pub ack_timeout_ms: u64,
     /// The furthest an event may be ahead of the clock (`None`: no check).
     pub max_event_ahead_ms: Option<u64>,
+    /// The most windows open at once (`None`: no limit).
+    pub max_open_windows: Option<usize>,
     /// Lease epoch stamped on every fired window.
     pub epoch: u64,
 }
@@ -225,6 +227,7 @@ impl Driver {
             time: config.time,
             ack_timeout_ms: config.ack_timeout_ms,
             max_event_ahead_ms: config.max_event_ahead_ms,
+            max_open_windows: config.max_open_windows,
         };
         Ok(Driver {
             service: Service::restore(service_config, opened, clock.now()),
@@ -770,6 +773,7 @@ mod tests {
             time: TimeBase::Event,
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
+            max_open_windows: None,
         };
         let (publish, feed) = broadcast::channel(64);
         let store = Box::new(MemoryStore::in_memory());
@@ -937,6 +941,7 @@ mod fencing {
             time: TimeBase::Event,
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
+            max_open_windows: None,
         };
         let (publish, feed) = broadcast::channel(16);
         let mut driver = Driver::new(
@@ -1081,6 +1086,7 @@ mod repeats {
             time: TimeBase::Event,
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
+            max_open_windows: None,
         };
         // A restart right after a stop: the stopped driver's sled may still be letting go of
         // its lock (it does when its last background thread ends), as after a process exit.

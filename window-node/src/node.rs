@@ -364,6 +364,7 @@ fn service_config(config: &NodeConfig, epoch: u64) -> Config {
         idle_timeout_ms: None,
         ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
         max_event_ahead_ms: None,
+        max_open_windows: None,
         time: TimeBase::Event,
     }
 }

@@ -109,7 +109,7 @@ pub fn millis(d: Duration) -> u64 {
 /// node refuse everything.
 pub fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(0) => Err("must be at least 1 (0 would refuse every connection or line)".to_owned()),
+        Ok(0) => Err("must be at least 1 (0 would refuse everything it limits)".to_owned()),
         Ok(n) => Ok(n),
         Err(e) => Err(format!("{e}: give a whole number of at least 1")),
     }

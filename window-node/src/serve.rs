@@ -101,6 +101,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration, env = "WINDOW_NODE_MAX_EVENT_AHEAD")]
     max_event_ahead: Duration,
 
+    /// At most this many windows open at once (a window costs about 100 bytes plus its ids and
+    /// payloads): a request that would open more is refused whole with error 11 and may be
+    /// sent again once windows have fired. Raise it for many keys per window.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000, value_parser = at_least_one, env = "WINDOW_NODE_MAX_OPEN_WINDOWS")]
+    max_open_windows: usize,
+
     /// How long a consumer group's member may hold a window unacknowledged before it goes to
     /// another member (with `delivery` raised).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration, env = "WINDOW_NODE_ACK_TIMEOUT")]
@@ -348,6 +354,7 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
         },
         ack_timeout_ms: millis(args.ack_timeout),
         max_event_ahead_ms: (!args.max_event_ahead.is_zero()).then(|| millis(args.max_event_ahead)),
+        max_open_windows: Some(args.max_open_windows),
         epoch: 0,
     })
 }

@@ -716,6 +716,7 @@ async fn write_replies(
                         epoch: stats.epoch,
                         connections: shared.metrics.connections_open.load(Ordering::Relaxed),
                         refused_ahead: stats.refused_ahead,
+                        refused_open_windows: stats.refused_open_windows,
                     };
                     let stats = StatsReply {
                         open_windows: stats.open_windows as u64,

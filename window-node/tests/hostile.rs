@@ -188,3 +188,40 @@ fn a_follower_keeps_the_connection_limit() {
     .expect("the follower serves");
     assert_eq!(reply["windows"], json!([]), "{reply}");
 }
+
+/// Issue 19 item 2, its first limit: `--max-open-windows`. A request that would open more
+/// windows is refused whole with error 11 (nothing of it taken) and counted in stats; once
+/// windows have fired the same request goes in.
+#[test]
+fn a_request_over_the_open_window_limit_is_refused_whole_until_windows_fire() {
+    let dir = temp_dir();
+    let node = start(dir.path(), &["--max-open-windows", "2"]);
+    let mut client = Conn::open(node.addr).expect("connect");
+    let t = 1_705_305_600_000_i64;
+    let event = |id: u64, key: &str| json!({"id": id, "timestamp": t, "key": key});
+    let ok = ingest(&mut client, 1, json!([event(1, "a"), event(2, "b")]));
+    assert_eq!(ok["accepted"], 2, "{ok}");
+    let over = json!([event(3, "a"), event(4, "c")]);
+    let refused = ingest(&mut client, 2, over.clone());
+    assert_eq!(refused["code"], 11, "{refused}");
+    let text = refused["text"].as_str().expect("text");
+    assert!(text.contains("--max-open-windows"), "{text}");
+    let stats = client.request(r#"{"type":"stats","msg_id":3}"#);
+    assert_eq!(
+        [
+            &stats["refused_open_windows"],
+            &stats["open_windows"],
+            &stats["accepted"]
+        ],
+        [&json!(1), &json!(2), &json!(2)],
+        "refused whole, counted: {stats}"
+    );
+    let flushed = client.request(r#"{"type":"flush","msg_id":4}"#);
+    assert_eq!(
+        flushed["windows"].as_array().map(Vec::len),
+        Some(2),
+        "{flushed}"
+    );
+    let again = ingest(&mut client, 5, over);
+    assert_eq!(again["accepted"], 2, "{again}");
+}

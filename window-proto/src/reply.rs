@@ -233,6 +233,8 @@ pub struct HolderStats<'a> {
     pub connections: u64,
     /// Requests refused for an event too far ahead of the clock (`--max-event-ahead`).
     pub refused_ahead: u64,
+    /// Requests refused for opening more windows than allowed (`--max-open-windows`).
+    pub refused_open_windows: u64,
 }
 
 /// One partition in a partitioned node's `stats_ok`.
@@ -405,6 +407,8 @@ pub fn stats_ok(out: &mut Vec<u8>, h: &Header<'_>, stats: &StatsReply<'_>) {
             w.key("epoch").int(holder.epoch);
             w.key("connections").int(holder.connections);
             w.key("refused_ahead").int(holder.refused_ahead);
+            w.key("refused_open_windows")
+                .int(holder.refused_open_windows);
         }
         if let Some(config) = &stats.config {
             w.key("config").begin_object();

@@ -55,6 +55,10 @@ pub struct Config {
     /// like the year 9999 would move the watermark past every real event); `None` turns the
     /// check off (`--max-event-ahead`).
     pub max_event_ahead_ms: Option<u64>,
+    /// At most this many windows open at once: a request that would open more is refused whole
+    /// with error 11, to be sent again once windows have fired (`--max-open-windows`); `None`
+    /// for no limit.
+    pub max_open_windows: Option<usize>,
 }
 
 /// `--ack-timeout` unless told otherwise.
@@ -161,6 +165,9 @@ pub struct Stats {
     pub time: TimeBase,
     /// Requests refused for an event too far ahead of the clock, since this process started.
     pub refused_ahead: u64,
+    /// Requests refused because they would have opened more windows than allowed, since this
+    /// process started.
+    pub refused_open_windows: u64,
 }
 
 /// The part of the engine's state the store's meta record holds.
@@ -198,6 +205,7 @@ pub struct Service {
     committed_end: u64,
     /// Requests refused for an event too far ahead, since this process started.
     refused_ahead: u64,
+    refused_open_windows: u64,
 }
 
 impl Service {
@@ -225,6 +233,7 @@ impl Service {
             groups: Groups::restore(groups, config.ack_timeout_ms),
             committed_end: next_seq,
             refused_ahead: 0,
+            refused_open_windows: 0,
             watermark_at_arrival: engine.watermark(),
             config,
             engine,
@@ -488,6 +497,7 @@ impl Service {
             engine: self.config.engine,
             time: self.config.time,
             refused_ahead: self.refused_ahead,
+            refused_open_windows: self.refused_open_windows,
         }
     }
 
@@ -503,6 +513,7 @@ impl Service {
             }
         }
         self.check_ahead(now, &events)?;
+        self.check_open_windows(size, &events)?;
         let admission = self.engine.handle_events(now, size, events)?;
         if admission.accepted > 0 {
             self.last_arrival = now;
@@ -518,6 +529,28 @@ impl Service {
             duplicates: admission.duplicates as u64,
             late: admission.late_count as u64,
         })
+    }
+
+    /// Refuses a batch that would open more windows than `max_open_windows` allows (counted):
+    /// error 11, since the same request succeeds once windows have fired.
+    fn check_open_windows(&mut self, size: SizeMs, events: &[Event<'_>]) -> Result<(), ProtoError> {
+        let Some(limit) = self.config.max_open_windows else {
+            return Ok(());
+        };
+        let open = self.engine.open_windows();
+        // A batch cannot open more windows than it has events: only near the limit is it
+        // worth counting which windows it would open.
+        if open.saturating_add(events.len()) <= limit {
+            return Ok(());
+        }
+        let new = self.engine.windows_opened_by(size, events);
+        if open.saturating_add(new) <= limit {
+            return Ok(());
+        }
+        self.refused_open_windows += 1;
+        Err(ProtoError::Unavailable(format!(
+            "this request would open {new} windows while {open} are open, over the limit of {limit} (--max-open-windows); nothing of it was taken: send it again once windows have fired, or raise --max-open-windows"
+        )))
     }
 
     /// Refuses a batch with an event more than `max_event_ahead_ms` ahead of `now` (counted).

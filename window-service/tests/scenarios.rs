@@ -5,7 +5,8 @@
 //! Script lines (times are milliseconds of processing time; window size 1000 ms, UTC frame):
 //! - `config lateness=MS max_events=N idle=MS ingest_time=1`: the firing rules and, with
 //!   `ingest_time`, events stamped with the time their request is applied; `ahead=MS` refuses
-//!   events further ahead of `now` (first line, optional)
+//!   events further ahead of `now`, `max_open=N` refuses requests that would open more than N
+//!   windows (first line, optional)
 //! - `at T ingest ID@TS[/KEY] ... [rid=R]`: one ingest request
 //! - `close START [key=K] [rid=R]`, `flush [until=TS] [rid=R]`: close and flush
 //! - `timeout at T`: the timer fired
@@ -63,6 +64,7 @@ fn run(script: &str) -> String {
                 "max_age" => config.engine.purge.max_age_ms = Some(n),
                 "idle" => config.idle_timeout_ms = Some(n),
                 "ingest_time" => config.time = TimeBase::Ingest,
+                "max_open" => config.max_open_windows = Some(n as usize),
                 "ahead" => config.max_event_ahead_ms = Some(n),
                 other => panic!("unknown option {other}"),
             }
@@ -290,6 +292,7 @@ fn plain_config(epoch: u64) -> Config {
         idle_timeout_ms: None,
         ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
         max_event_ahead_ms: None,
+        max_open_windows: None,
         time: TimeBase::Event,
     }
 }
@@ -464,6 +467,42 @@ fn a_repeated_request_id_is_answered_from_its_record() {
             (repeated) ingest_ok accepted=2 duplicates=0 late=0
             > log
             #0 epoch 7 [0) [1 2] close
+        "#]],
+    );
+}
+
+/// `--max-open-windows`: a request that would open more windows than allowed is refused whole
+/// (error 11, nothing taken, counted), events for windows already open still go in, and the same
+/// request succeeds once windows have fired.
+#[test]
+fn a_request_that_would_open_too_many_windows_is_refused_whole() {
+    check(
+        r"
+        config max_open=2
+        at 0 ingest 1@100 2@1100
+        at 1 ingest 3@150 4@2100
+        at 2 ingest 5@200 6@1200
+        flush until=1000
+        at 3 ingest 3@150 4@2100
+        at 4 ingest 3@150
+        stats
+        ",
+        expect![[r#"
+            > at 0 ingest 1@100 2@1100
+            ingest_ok accepted=2 duplicates=0 late=0
+            > at 1 ingest 3@150 4@2100
+            error 11: this request would open 1 windows while 2 are open, over the limit of 2 (--max-open-windows); nothing of it was taken: send it again once windows have fired, or raise --max-open-windows
+            > at 2 ingest 5@200 6@1200
+            ingest_ok accepted=2 duplicates=0 late=0
+            > flush until=1000
+            flushed 1
+            #0 epoch 7 [0) [1 5] flush
+            > at 3 ingest 3@150 4@2100
+            error 11: this request would open 2 windows while 1 are open, over the limit of 2 (--max-open-windows); nothing of it was taken: send it again once windows have fired, or raise --max-open-windows
+            > at 4 ingest 3@150
+            ingest_ok accepted=1 duplicates=0 late=0
+            > stats
+            open=2 buffered=3 next_seq=1 accepted=5 duplicates=0 late=0 watermark=none
         "#]],
     );
 }
