@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--quick]`: everything that measures, in one run, written to
-//! `bench/report.md` and `bench/report.svg`.
+//! `cargo xtask bench [--quick] [--peers] [--only pipe|apparatus]`: everything that measures,
+//! in one run, written to `bench/report.md` and `bench/report.svg`.
 //!
 //! 1. Builds the release node and the `window-bench` tools (`loadgen`, `probe`).
 //! 2. Runs the criterion benches of `window-bench` (core and stores) and reads their estimates.
@@ -10,7 +10,8 @@
 //!    The multi-process ones (`cluster`) start several `window-node serve` processes on one
 //!    `--data-dir` or one `redis-server` (started here) and point loadgen at them with `--tcp`.
 //!    The `pipe` scenario (`bench/pipe.rs`) runs `window-node aggregate` and the naive Python
-//!    script `bench/peers/naive.py` on one generated file and compares their windows. The
+//!    script `bench/peers/naive.py` on one generated file per size and compares their windows;
+//!    with `--peers`, DuckDB, Polars and Bytewax too (pip into `target/bench-peers-venv`). The
 //!    `apparatus` scenario (`bench/apparatus.rs`) runs node-apparatus's `DistributedTimeWindow`
 //!    and ours side by side on one `redis-server` (skipped without node and npm).
 //! 4. Measures memory per buffered event and per open window (`probe memory`, in-process; and
@@ -45,6 +46,8 @@ mod clients;
 mod cluster;
 mod latency;
 mod pipe;
+
+pub use pipe::Peers;
 
 /// 2024-01-15T10:00:00Z.
 const BASE_MS: i64 = 1_705_312_800_000;
@@ -111,10 +114,10 @@ struct Results {
 
 /// Runs the benchmark; `only` names the one scenario to run (`pipe` or `apparatus`), whose
 /// section then replaces its own in the report and leaves the rest as it was.
-pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
+pub fn run(quick: bool, only: Option<&str>, peers: Peers) -> anyhow::Result<()> {
     match only {
         None => {}
-        Some("pipe") => return run_pipe_only(quick),
+        Some("pipe") => return run_pipe_only(quick, peers),
         Some("apparatus") => return run_apparatus_only(quick),
         Some(other) => bail!("unknown scenario {other:?}: --only takes pipe or apparatus"),
     }
@@ -142,7 +145,7 @@ pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
     };
     end_to_end(quick, &work, &mut results)?;
     latency::run(quick, &work, &mut results)?;
-    let piped = pipe::run(quick, &work)?;
+    let piped = pipe::run(quick, peers, &work)?;
     results.outcomes.extend(piped.outcomes());
     results.pipe = Some(piped);
     let side_by_side = apparatus::run(quick, &work)?;
@@ -171,13 +174,13 @@ pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<()> {
 
 /// `--only pipe`: the release node alone, the pipe scenario, and its section spliced into the
 /// report (appended when the report has none).
-fn run_pipe_only(quick: bool) -> anyhow::Result<()> {
+fn run_pipe_only(quick: bool, peers: Peers) -> anyhow::Result<()> {
     crate::cargo(&["build", "--release", "-p", "window-node"])?;
     let out_dir = PathBuf::from(if quick { "target/bench-quick" } else { "bench" });
     let work = PathBuf::from("target/bench-work");
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     fs::create_dir_all(&work).context("creating target/bench-work")?;
-    let piped = pipe::run(quick, &work)?;
+    let piped = pipe::run(quick, peers, &work)?;
     let mut section = String::new();
     pipe::section(&mut section, &piped);
     let md = out_dir.join("report.md");

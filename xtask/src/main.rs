@@ -24,7 +24,9 @@ tasks:
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, a smoke check of every
                   scenario for CI, written to target/bench-quick/; --only pipe | apparatus:
-                  that scenario alone, its section replaced in the report)";
+                  that scenario alone, its section replaced in the report; --peers: the pipe
+                  scenario adds DuckDB, Polars and Bytewax, pip-installed into
+                  target/bench-peers-venv, skipped with a note when that fails)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -38,6 +40,11 @@ fn main() -> ExitCode {
                 .position(|a| a == "--only")
                 .and_then(|i| args.get(i + 1))
                 .map(String::as_str),
+            if args.iter().any(|a| a == "--peers") {
+                bench::Peers::Run
+            } else {
+                bench::Peers::Skip
+            },
         ),
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{USAGE}");
