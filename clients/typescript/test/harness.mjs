@@ -1,7 +1,8 @@
 // Real `window-node serve` processes for the tests: free loopback ports, temp data dirs, bounded
 // waits. Every process started here is SIGKILLed by stopAll() (called from each file's `after`).
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -26,10 +27,18 @@ export function tempDir() {
  * logs its address. Returns { child, address, stderr(), kill() }.
  */
 export function startNode(dataDir, args = [], timeoutMs = 15_000) {
+  return startServe(["--data-dir", dataDir, ...args], timeoutMs);
+}
+
+/**
+ * Starts `window-node serve --listen 127.0.0.1:0 ARGS...` (a store of its own in ARGS: a
+ * `--store redis://...`, say) and resolves once it logs its address, as {@link startNode}.
+ */
+export function startServe(args, timeoutMs = 15_000) {
   if (!existsSync(BIN)) {
     throw new Error(`no window-node binary at ${BIN}: run \`cargo build -p window-node\` at the repo root or set WINDOW_NODE_BIN`);
   }
-  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, ...args], {
+  const child = spawn(BIN, ["serve", "--listen", "127.0.0.1:0", ...args], {
     stdio: ["ignore", "ignore", "pipe"],
     env: { ...process.env, NO_COLOR: "1", RUST_LOG: process.env.RUST_LOG ?? "info" },
   });
@@ -118,4 +127,46 @@ export async function collect(iterator, done, timeoutMs = 15_000) {
 /** The ids of every event of `windows`, in order. */
 export function idsOf(windows) {
   return windows.flatMap((w) => w.events);
+}
+
+/** A free loopback port (bound, then let go). */
+export function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/**
+ * A `redis-server` on a free loopback port with no persistence, SIGKILLed by stopAll(); `null`
+ * when redis-server is not installed (the caller skips, saying so).
+ */
+export async function startRedis(timeoutMs = 10_000) {
+  if (spawnSync("redis-server", ["--version"]).error) return null;
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  started.push(child);
+  let log = "";
+  await new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis-server did not start within ${timeoutMs} ms:\n${log}`)), timeoutMs);
+    child.stdout.setEncoding("utf8");
+    child.stdout.on("data", (chunk) => {
+      log += chunk;
+      if (/Ready to accept connections/.test(log)) {
+        clearTimeout(timer);
+        resolvePromise();
+      }
+    });
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`redis-server exited (${code ?? signal}):\n${log}`));
+    });
+  });
+  return { url: `redis://127.0.0.1:${port}`, child };
 }
