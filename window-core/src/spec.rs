@@ -101,11 +101,18 @@ impl fmt::Display for WindowId {
 impl FromStr for WindowId {
     type Err = ();
 
-    /// Parses `window-<integer>`.
+    /// Parses `window-<integer>` in the one form [`Display`](fmt::Display) writes: no `+`, no
+    /// leading zeros, no `-0`, so that every window has exactly one spelling.
     fn from_str(s: &str) -> Result<WindowId, ()> {
         let digits = s.strip_prefix("window-").ok_or(())?;
-        // `i64::from_str` accepts a leading `+`; the wire form never has one.
-        if digits.starts_with('+') {
+        let magnitude = digits.strip_prefix('-').unwrap_or(digits);
+        // `i64::from_str` accepts a leading `+` and leading zeros; the wire form has neither.
+        let canonical = match magnitude.as_bytes() {
+            [b'0'] => magnitude.len() == digits.len(),
+            [b'1'..=b'9', ..] => true,
+            _ => false,
+        };
+        if !canonical {
             return Err(());
         }
         digits.parse().map(WindowId).map_err(|_| ())
@@ -270,6 +277,11 @@ mod tests {
         assert_eq!("window--60000".parse::<WindowId>(), Ok(WindowId(-60_000)));
         assert_eq!(WindowId(-60_000).to_string(), "window--60000");
         assert_eq!("window-+5".parse::<WindowId>(), Err(()));
+        assert_eq!("window-05".parse::<WindowId>(), Err(()));
+        assert_eq!("window--05".parse::<WindowId>(), Err(()));
+        assert_eq!("window--0".parse::<WindowId>(), Err(()));
+        assert_eq!("window-0".parse::<WindowId>(), Ok(WindowId(0)));
+        assert_eq!("window--".parse::<WindowId>(), Err(()));
         assert_eq!("win-5".parse::<WindowId>(), Err(()));
         assert_eq!("window-".parse::<WindowId>(), Err(()));
     }

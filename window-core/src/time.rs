@@ -51,6 +51,14 @@ impl Timestamp {
                 "expected YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)",
             ));
         }
+        // `time` takes a leap second at the end of a UTC month as 23:59:59.999999999 and refuses
+        // every other one with no reason; a millisecond count has no leap seconds, so every
+        // `:60` is refused, with a reason.
+        if text.get(16..19) == Some(":60") && text.as_bytes().get(13) == Some(&b':') {
+            return Err(bad(
+                "leap seconds (23:59:60) are not supported; use 23:59:59.999 or epoch milliseconds",
+            ));
+        }
         // `time` accepts any number of fraction digits; the contract allows at most nine.
         if let Some(dot) = text.find('.') {
             let digits = text[dot + 1..]
@@ -287,6 +295,23 @@ mod tests {
             "yesterday",
         ] {
             assert!(Timestamp::parse_rfc3339(text).is_err(), "accepted {text:?}");
+        }
+    }
+
+    #[test]
+    fn leap_seconds_are_refused_with_a_plain_reason() {
+        // The last one there was, and one that never was: both get the same reason.
+        for text in [
+            "2016-12-31T23:59:60Z",
+            "2024-01-15T10:00:60Z",
+            "2024-01-15T10:00:60.5+02:00",
+        ] {
+            let error = Timestamp::parse_rfc3339(text).expect_err(text).to_string();
+            assert!(
+                error.contains("leap seconds (23:59:60) are not supported")
+                    && error.contains("23:59:59.999 or epoch milliseconds"),
+                "{text}: {error}"
+            );
         }
     }
 

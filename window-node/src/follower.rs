@@ -192,9 +192,7 @@ impl Forwarded {
 
     /// Answers every waiting client line with error 11; `Err` when the client is gone.
     async fn give_up(&mut self, forwarding: &Forwarding) -> std::io::Result<()> {
-        let error = ProtoError::Unavailable(
-            "no coordinator is reachable (the lease holder died and none took over yet); retry: ingest is idempotent".to_owned(),
-        );
+        let error = ProtoError::Unavailable(forwarding.coordinator.unreachable());
         let mut out = Vec::new();
         for (line, waiting) in self.link.give_up(monotonic()) {
             if waiting == Waiting::Client {

@@ -33,9 +33,9 @@ use tracing_subscriber::EnvFilter;
 use window_core::{EngineConfig, LatePolicy, PurgePolicy};
 use window_store::SledStore;
 
-use crate::lease_file::FileLease;
+use crate::lease_file::{FileLease, HolderKind};
 use crate::node::{Node, NodeConfig};
-use crate::options::{Frame, at_least_one, millis, parse_duration, size_ms};
+use crate::options::{Frame, at_least_one, millis, parse_lateness, parse_window_size, size_ms};
 use window_proto::Style;
 
 /// jemalloc: memory allocated on one thread and freed on another (a request's events, parsed by
@@ -105,11 +105,11 @@ struct Cli {
     /// Turn on the event-time watermark (highest event time seen minus this lateness, e.g. `5s`):
     /// windows ending at or before it fire on their own, and later events of them are dropped
     /// as late. Off by default: windows then leave only by close, flush or --max-events.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_lateness, env = "WINDOW_NODE_ALLOWED_LATENESS")]
     allowed_lateness: Option<Duration>,
 
     /// Window length of an `ingest` request without `window_size_ms` (`500ms`, `10s`, `5m`).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_window_size, env = "WINDOW_NODE_WINDOW_SIZE")]
     window_size: Duration,
 
     /// Persist the open windows, the watermark and the log of emitted windows in this
@@ -212,14 +212,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating the data directory {}", dir.display()))?;
             // The stdin node fires windows too, so it takes the lease like a coordinator.
-            let lease = FileLease::try_acquire(dir)
+            let lease = FileLease::try_acquire(dir, HolderKind::Stdin)
                 .with_context(|| format!("taking the lease in {}", dir.display()))?
                 .with_context(|| {
                     format!(
                         "the data directory {} is in use by another process (it holds the lease{}); stop it or choose another --data-dir",
                         dir.display(),
-                        lease_file::read_coordinator(dir)
-                            .map(|(addr, epoch)| format!(": a serve on {addr}, epoch {epoch}"))
+                        lease_file::describe_holder(dir)
+                            .map(|holder| format!(": {holder}"))
                             .unwrap_or_default()
                     )
                 })?;

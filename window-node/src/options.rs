@@ -10,14 +10,14 @@ use window_core::{EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, SpecEr
 /// policy, id frame and what becomes of late events.
 #[derive(Clone, Debug, Args)]
 pub struct EngineArgs {
-    /// Window length (`500ms`, `10s`, `5m`, `1h`).
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "WINDOW_NODE_WINDOW_SIZE")]
+    /// Window length (`500ms`, `10s`, `5m`, `1h`), from 1ms to 100 years.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_window_size, env = "WINDOW_NODE_WINDOW_SIZE")]
     pub window_size: Duration,
 
     /// The watermark trails the highest event time seen (with `serve --time ingest`: the clock)
     /// by this much; a window fires when the watermark passes its end, and later events of it
-    /// are late. Default: 5s (0s with `serve --time ingest`).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "WINDOW_NODE_ALLOWED_LATENESS")]
+    /// are late. Default: 5s (0s with `serve --time ingest`); at most 100 years.
+    #[arg(long, value_name = "DURATION", value_parser = parse_lateness, env = "WINDOW_NODE_ALLOWED_LATENESS")]
     pub allowed_lateness: Option<Duration>,
 
     /// Fire a window (pane) the moment it holds this many events.
@@ -91,8 +91,40 @@ impl From<Frame> for IdFrame {
 
 /// Parses `500ms`, `10s`, `5m`, `1h` (and combinations such as `1m30s`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim_start().starts_with('-') {
+        return Err(
+            "a duration cannot be negative: give one such as 500ms, 10s, 5m or 1h".to_owned(),
+        );
+    }
     humantime::parse_duration(text)
         .map_err(|e| format!("{e}: expected a duration such as 500ms, 10s, 5m or 1h"))
+}
+
+/// The longest `--window-size` and `--allowed-lateness`: 100 years of 365.25 days. Longer is a
+/// typo (a window that never fires, a watermark before year 0), and far longer overflows the
+/// millisecond arithmetic.
+pub const MAX_SPAN: Duration = Duration::from_secs(36_525 * 86_400);
+
+/// `--window-size`: a duration from 1ms to 100 years.
+pub fn parse_window_size(text: &str) -> Result<Duration, String> {
+    let size = parse_duration(text)?;
+    if size < Duration::from_millis(1) || size > MAX_SPAN {
+        return Err(format!(
+            "{text} is out of range: a window size is from 1ms to 100 years (36525d); give e.g. 500ms, 10s, 5m or 1h"
+        ));
+    }
+    Ok(size)
+}
+
+/// `--allowed-lateness`: a duration from 0s to 100 years.
+pub fn parse_lateness(text: &str) -> Result<Duration, String> {
+    let lateness = parse_duration(text)?;
+    if lateness > MAX_SPAN {
+        return Err(format!(
+            "{text} is out of range: the allowed lateness is from 0s to 100 years (36525d); give e.g. 0s, 5s or 1m"
+        ));
+    }
+    Ok(lateness)
 }
 
 /// A window length in whole milliseconds (`--window-size`); zero is refused.

@@ -18,7 +18,7 @@ use crate::driver::{
     DriverConfig, DriverError, DriverStopped, Gate, RunningDriver, blocking, describe,
 };
 use crate::follower::{Forwarding, forward_connection};
-use crate::lease_file::FileLease;
+use crate::lease_file::{FileLease, HolderKind, describe_holder};
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
 use crate::metrics::{self, Metrics};
 use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
@@ -439,7 +439,7 @@ async fn take_tenure(
             let mut retry = tokio::time::interval(Duration::from_millis(100));
             loop {
                 retry.tick().await;
-                let lease = FileLease::try_acquire(&dir)
+                let lease = FileLease::try_acquire(&dir, HolderKind::Serve)
                     .with_context(|| format!("taking the lease in {}", dir.display()))?;
                 if let Some(lease) = lease {
                     return Ok(lease);
@@ -650,10 +650,19 @@ async fn follow_until<T>(
     if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), held.as_mut()).await {
         return result.map(Some);
     }
-    tracing::info!(
-        coordinator = ?forwarding.coordinator.holder(),
-        "following: another process holds the lease; forwarding requests to it"
-    );
+    if let Coordinator::Dir(dir) = &forwarding.coordinator
+        && let Some(holder) = describe_holder(dir)
+    {
+        tracing::info!(
+            "following: {holder} holds the lease in {}; forwarding requests to it",
+            dir.display()
+        );
+    } else {
+        tracing::info!(
+            coordinator = ?forwarding.coordinator.holder(),
+            "following: another process holds the lease; forwarding requests to it"
+        );
+    }
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -233,18 +233,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     // A consumer group over partitions: where each partition's acks go.
     let mut routed_acks: Option<Vec<mpsc::Sender<String>>> = None;
     loop {
-        let read = read_line(&mut reader, &mut splitter);
-        let read = match shared.idle_timeout.filter(|_| !subscribed) {
-            Some(limit) => match tokio::time::timeout(limit, read).await {
-                Ok(read) => read,
-                Err(_) => {
-                    tracing::debug!(%peer, "closing an idle connection");
-                    break;
-                }
-            },
-            None => read.await,
-        };
+        let idle = shared.idle_timeout.filter(|_| !subscribed);
+        let read = read_line(&mut reader, &mut splitter, idle).await;
         let outgoing = match read {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                tracing::debug!(%peer, "closing an idle connection");
+                break;
+            }
             Ok(None) | Err(_) => break,
             Ok(Some(Line::TooLong { bytes })) => {
                 let error = ProtoError::malformed(format!(
@@ -384,12 +379,20 @@ async fn member_request(
 }
 
 /// Reads one line, skipping the rest of a line over the splitter's limit; `None` at the end.
+/// With `idle`, a connection that sends no byte for that long is idle (an error of kind
+/// `TimedOut`): any byte is activity, so a client slowly sending one long line is not idle.
 async fn read_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
     splitter: &mut LineSplitter,
+    idle: Option<Duration>,
 ) -> std::io::Result<Option<Line>> {
     loop {
-        let buf = reader.fill_buf().await?;
+        let buf = match idle {
+            Some(limit) => tokio::time::timeout(limit, reader.fill_buf())
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??,
+            None => reader.fill_buf().await?,
+        };
         if buf.is_empty() {
             return Ok(splitter.finish());
         }

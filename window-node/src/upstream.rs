@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::lease_file::read_coordinator;
+use crate::lease_file::{HolderKind, read_coordinator, read_holder};
 use crate::lease_redis::Role;
 
 /// Where the coordinator's address is found.
@@ -38,6 +38,20 @@ impl Coordinator {
             Coordinator::Dir(dir) => read_coordinator(dir),
             Coordinator::Redis { role, me } => holder_of(&role.borrow(), *me),
         }
+    }
+
+    /// Why no coordinator answered, and what to do, for the error 11 a follower gives: a stdin
+    /// node holding the directory is named, since it never will answer.
+    pub fn unreachable(&self) -> String {
+        if let Coordinator::Dir(dir) = self
+            && let Some((HolderKind::Stdin, pid)) = read_holder(dir)
+        {
+            return format!(
+                "no coordinator is reachable: the data directory {} is in use by a stdin node (window-node --data-dir without serve, pid {pid}), which serves no TCP clients; end that node (its input) and this serve takes over, or start this serve with another --data-dir",
+                dir.display()
+            );
+        }
+        "no coordinator is reachable (the lease holder died and none took over yet); retry: ingest is idempotent".to_owned()
     }
 
     /// Resolves once the coordinator is known to be another than `current` (a takeover while

@@ -225,3 +225,234 @@ fn a_request_over_the_open_window_limit_is_refused_whole_until_windows_fire() {
     let again = ingest(&mut client, 5, over);
     assert_eq!(again["accepted"], 2, "{again}");
 }
+
+/// Runs the stdin node (`window-node ARGS`) on `input` to its end, through the harness.
+fn stdin_node(args: &[&str], input: &[u8]) -> window_testkit::Finished {
+    window_testkit::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_window-node"))
+            .args(args)
+            .env("RUST_LOG", "off"),
+        input,
+        window_testkit::WAIT,
+    )
+    .expect("the stdin node runs to its end")
+}
+
+/// Issue 19 item 6, point 1: `--connection-idle-timeout` counts bytes, not lines: a client that
+/// sends one long line slowly (a piece every 300 ms, for three times the timeout) is served; one
+/// that sends nothing is cut off.
+#[test]
+fn a_client_slowly_sending_one_long_line_is_not_idle() {
+    let dir = temp_dir();
+    let node = start(dir.path(), &["--connection-idle-timeout", "1s"]);
+    let mut slow = Conn::open(node.addr).expect("connect");
+    let line = json!({"type": "ingest", "msg_id": 1, "events":
+        (0..30).map(|i| json!({"id": i, "timestamp": 1_705_305_600_000_i64 + i})).collect::<Vec<_>>()})
+    .to_string();
+    let pieces: Vec<&[u8]> = line.as_bytes().chunks(line.len().div_ceil(10)).collect();
+    for piece in &pieces {
+        slow.send_bytes(piece).expect("send a piece");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let answer = slow.request("");
+    assert_eq!(answer["accepted"], 30, "{answer}");
+
+    // The check can fail: a connection that sends nothing is closed after the timeout.
+    let mut silent = Conn::open(node.addr)
+        .expect("connect")
+        .with_wait(std::time::Duration::from_secs(5));
+    silent.assert_closed();
+}
+
+/// Point 4: the line limit counts a line's content, not its terminator: with
+/// `--max-line-bytes N`, N bytes then `\r\n` are served, N + 1 bytes then `\r\n` are not.
+#[test]
+fn the_cr_of_crlf_does_not_count_toward_the_line_limit() {
+    let line = |msg_id: u64, pad: usize| {
+        let id = "x".repeat(pad);
+        format!(
+            "{{\"type\": \"assign\", \"msg_id\": {msg_id}, \"events\": [{{\"id\": \"{id}\", \"timestamp\": \"2024-01-15T10:00:10Z\"}}], \"window_size_ms\": 60000}}"
+        )
+    };
+    let limit = line(1, 40).len();
+    let input = format!("{}\r\n{}\r\n", line(1, 40), line(2, 41));
+    let done = stdin_node(&["--max-line-bytes", &limit.to_string()], input.as_bytes());
+    let out = String::from_utf8_lossy(&done.stdout);
+    let replies: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(replies.len(), 2, "{out}");
+    assert_eq!(replies[0]["type"], "assigned", "exactly the limit: {out}");
+    assert_eq!(replies[1]["code"], 12, "one byte over: {out}");
+    let text = replies[1]["text"].as_str().expect("text");
+    assert!(
+        text.contains(&format!("limit of {limit} bytes")) && text.contains("--max-line-bytes"),
+        "{text}"
+    );
+}
+
+/// Point 6: an absurd `--window-size` or `--allowed-lateness` stops the start with exit 2 and a
+/// message naming the option and its range, for the stdin node, `serve` and `aggregate`.
+#[test]
+fn absurd_window_sizes_and_lateness_are_refused_at_start() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--window-size", "0s"], "from 1ms to 100 years"),
+        (&["--window-size", "500us"], "from 1ms to 100 years"),
+        (&["--window-size=-5s"], "cannot be negative"),
+        (&["--window-size", "101years"], "from 1ms to 100 years"),
+        (&["--window-size", "300000000000years"], "--window-size"),
+        (&["--allowed-lateness", "1000years"], "from 0s to 100 years"),
+        (&["serve", "--window-size", "0s"], "from 1ms to 100 years"),
+        (
+            &["serve", "--window-size", "200years"],
+            "from 1ms to 100 years",
+        ),
+        (
+            &["serve", "--allowed-lateness", "290000years"],
+            "from 0s to 100 years",
+        ),
+        (
+            &["aggregate", "--window-size", "0s"],
+            "from 1ms to 100 years",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_window-node"))
+            .args(*args)
+            .env("RUST_LOG", "off")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run window-node");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        let option = args
+            .iter()
+            .find(|a| a.starts_with("--"))
+            .and_then(|a| a.split('=').next())
+            .expect("an option");
+        assert!(
+            stderr.contains(option) && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Point 7: a large legal lateness puts the watermark before year 0000 for early events; stats
+/// then show no watermark (`null`), never an `@<ms>` text, and a watermark that can be written
+/// is written as a timestamp.
+#[test]
+fn a_watermark_before_year_zero_is_null_not_an_at_number() {
+    let dir = temp_dir();
+    let node = start(dir.path(), &["--allowed-lateness", "36500d"]);
+    let mut client = Conn::open(node.addr).expect("connect");
+    let ok = ingest(
+        &mut client,
+        1,
+        json!([{"id": 1, "timestamp": "0050-01-01T00:00:00Z"}]),
+    );
+    assert_eq!(ok["accepted"], 1, "{ok}");
+    let stats = client.request(r#"{"type":"stats","msg_id":2}"#);
+    assert!(!stats.to_string().contains('@'), "{stats}");
+    assert_eq!(stats["watermark"], serde_json::Value::Null, "{stats}");
+    let ok = ingest(
+        &mut client,
+        3,
+        json!([{"id": 2, "timestamp": "2024-01-15T10:00:00Z"}]),
+    );
+    assert_eq!(ok["accepted"], 1, "{ok}");
+    let stats = client.request(r#"{"type":"stats","msg_id":4}"#);
+    // 2024-01-15T10:00:00Z minus 36500 days.
+    assert_eq!(stats["watermark"], "1924-02-09T10:00:00Z", "{stats}");
+}
+
+/// Point 8: a data directory whose `epoch` file was deleted, with a store beside it, is not
+/// started at epoch 1 again (its windows would look like a stale writer's while `seq` goes on):
+/// `serve` and the stdin node refuse to start, naming the file and what to do.
+#[test]
+fn a_deleted_epoch_file_beside_a_store_stops_the_start() {
+    let dir = temp_dir();
+    let node = start(dir.path(), &[]);
+    let mut client = Conn::open(node.addr).expect("connect");
+    let ok = ingest(&mut client, 1, json!([{"id": 1, "timestamp": now_ms()}]));
+    assert_eq!(ok["accepted"], 1, "{ok}");
+    let flushed = client.request(r#"{"type":"flush","msg_id":2}"#);
+    assert_eq!(flushed["windows"][0]["epoch"], 1, "{flushed}");
+    drop(client);
+    drop(node);
+    let epoch = dir.path().join("epoch");
+    std::fs::remove_file(&epoch).expect("delete the epoch file");
+    let data_dir = dir.path().to_str().expect("path");
+    for args in [
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir][..],
+        &["--data-dir", data_dir],
+    ] {
+        let done = window_testkit::run(
+            std::process::Command::new(env!("CARGO_BIN_EXE_window-node"))
+                .args(args)
+                .env("RUST_LOG", "error"),
+            b"",
+            window_testkit::WAIT,
+        )
+        .expect("it exits");
+        assert!(!done.status.success(), "{args:?} started: {}", done.stderr);
+        assert!(
+            done.stderr
+                .contains(&format!("{} is missing", epoch.display()))
+                && done.stderr.contains("holds a store")
+                && done.stderr.contains("move the directory away"),
+            "{args:?}: {}",
+            done.stderr
+        );
+        assert!(!epoch.exists(), "{args:?} wrote a new epoch");
+    }
+}
+
+/// Point 9: a `serve` on a directory a stdin node holds answers error 11 naming the stdin node
+/// and its pid (not "the lease holder died"), and takes over once the stdin node ends.
+#[test]
+fn a_serve_behind_a_stdin_node_names_it() {
+    let dir = temp_dir();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_window-node"));
+    command
+        .args(["--data-dir", dir.path().to_str().expect("path")])
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let mut stdin_node =
+        window_testkit::Process::spawn(&mut command, window_testkit::Stderr::Capture)
+            .expect("start the stdin node");
+    let mut input = stdin_node.take_stdin().expect("its stdin");
+    let output = stdin_node.stdout_lines().expect("its stdout");
+    // Once it answers, it holds the lease.
+    use std::io::Write as _;
+    writeln!(input, r#"{{"type": "stats", "msg_id": 1}}"#).expect("write");
+    let answer = output.next(window_testkit::WAIT).expect("an answer");
+    assert!(answer.contains("stats_ok"), "{answer}");
+
+    let serve = start(dir.path(), &["--failover-timeout", "1s"]);
+    let mut client = Conn::open(serve.addr).expect("connect");
+    let refused = client.request(r#"{"type":"stats","msg_id":2}"#);
+    assert_eq!(refused["code"], 11, "{refused}");
+    let text = refused["text"].as_str().expect("text");
+    assert!(
+        text.contains(&format!(
+            "stdin node (window-node --data-dir without serve, pid {})",
+            stdin_node.id()
+        )) && text.contains("another --data-dir"),
+        "{text}"
+    );
+
+    // End its input: it exits and the serve takes over.
+    drop(input);
+    stdin_node
+        .wait_exit(window_testkit::WAIT)
+        .expect("the stdin node exits at the end of its input");
+    let served = window_testkit::wait_for(window_testkit::WAIT, "the serve to take over", || {
+        client
+            .call(r#"{"type":"stats","msg_id":3}"#)
+            .filter(|r| r["type"] == "stats_ok")
+    })
+    .expect("the serve takes over");
+    assert_eq!(served["epoch"], 2, "{served}");
+}

@@ -39,10 +39,17 @@ impl LineSplitter {
             Some(at) => (&buf[..at], true),
             None => (buf, false),
         };
+        let total = self.line.len() + chunk.len();
+        // The limit counts the line's content, not its terminator: a `\r` may stand one byte
+        // past it, as long as it is the last byte so far (the `\r` of a `\r\n` that is still
+        // on its way). A byte after it makes the line too long.
+        let last = chunk.last().or(self.line.last());
+        let over = total > self.max.saturating_add(1)
+            || (total == self.max.saturating_add(1) && last != Some(&b'\r'));
         match &mut self.too_long {
             Some(seen) => *seen += chunk.len(),
-            None if self.line.len() + chunk.len() > self.max => {
-                self.too_long = Some(self.line.len() + chunk.len());
+            None if over => {
+                self.too_long = Some(total);
                 self.line = Vec::new();
             }
             None => self.line.extend_from_slice(chunk),
@@ -101,6 +108,26 @@ mod tests {
                 Line::Text(b"f".to_vec()),
             ]
         );
+    }
+
+    #[test]
+    fn the_cr_of_crlf_does_not_count_toward_the_limit() {
+        // Five bytes of content then `\r\n`, in one chunk or with the `\r` and `\n` apart.
+        assert_eq!(
+            split(&[b"01234\r\n"], 5),
+            vec![Line::Text(b"01234".to_vec())]
+        );
+        assert_eq!(
+            split(&[b"01234\r", b"\nab\n"], 5),
+            vec![Line::Text(b"01234".to_vec()), Line::Text(b"ab".to_vec())]
+        );
+        // A `\r` inside the line is content: six bytes are too many.
+        assert_eq!(
+            split(&[b"01234\r", b"x\n"], 5),
+            vec![Line::TooLong { bytes: 7 }]
+        );
+        assert_eq!(split(&[b"012345\r\n"], 5), vec![Line::TooLong { bytes: 7 }]);
+        assert_eq!(split(&[b"012345\n"], 5), vec![Line::TooLong { bytes: 6 }]);
     }
 
     #[test]

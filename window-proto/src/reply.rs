@@ -529,8 +529,11 @@ pub fn relayed(out: &mut Vec<u8>, h: &Header<'_>, kind: Kind, fields: &impl Fiel
     message(out, h, kind, |w| fields.write_fields(w));
 }
 
+/// The watermark, or `null` while there is none that RFC 3339 can write: a large allowed
+/// lateness puts it before year 0000 (no event can be that early, so nothing has passed it yet,
+/// as before the first event), and it is never written as a non-timestamp.
 fn watermark(w: &mut JsonWriter<'_>, watermark: Option<Timestamp>) {
-    match watermark {
+    match watermark.filter(|wm| wm.check_formattable().is_ok()) {
         Some(wm) => w.key("watermark").timestamp(wm),
         None => w.key("watermark").raw("null"),
     };

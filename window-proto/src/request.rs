@@ -23,6 +23,8 @@ const EVENTS: &str =
 const TIMESTAMP: &str = "an RFC 3339 string (2024-01-15T10:00:10Z) or integer epoch milliseconds";
 /// What a window id must be, for error texts.
 const WINDOW_ID: &str = "\"window-<integer>\", e.g. \"window-1705305600000\"";
+/// The form of a window id, for error texts.
+const WINDOW_ID_FORM: &str = "\"window-<integer>\"";
 /// What a window size must be, for error texts.
 const WINDOW_SIZE: &str = "the window length in milliseconds, a positive integer";
 
@@ -709,10 +711,42 @@ struct Fields<'a, B, E> {
     seqs: Option<&'a RawValue>,
 }
 
-/// One event as raw JSON fields.
+/// One event as raw JSON fields. Only a JSON object is one: serde's derived `Deserialize` also
+/// takes an array of the fields in order (`[7, "2024-01-15T10:00:10Z"]`), which the protocol
+/// does not allow, so the derived part is [`RawEventFields`] and this type asks for a map.
+struct RawEvent<'a>(RawEventFields<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawEvent<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawEvent<'a>, D::Error> {
+        struct ObjectOnly<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for ObjectOnly<'a> {
+            type Value = RawEvent<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with id and timestamp")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<RawEvent<'a>, M::Error> {
+                let fields = serde::de::value::MapAccessDeserializer::new(map);
+                RawEventFields::deserialize(fields).map(RawEvent)
+            }
+        }
+        d.deserialize_map(ObjectOnly(std::marker::PhantomData))
+    }
+}
+
+impl<'a> std::ops::Deref for RawEvent<'a> {
+    type Target = RawEventFields<'a>;
+    fn deref(&self) -> &RawEventFields<'a> {
+        &self.0
+    }
+}
+
+/// The fields of a [`RawEvent`].
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
-struct RawEvent<'a> {
+struct RawEventFields<'a> {
     #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "present")]
@@ -845,6 +879,10 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
                 let got = shorten(element.get());
                 ProtoError::malformed(if element.get().starts_with('{') {
                     format!("events[{index}] must be {shape}: {e}, got {got}")
+                } else if element.get().starts_with('[') {
+                    format!(
+                        "events[{index}] must be an object with id and timestamp, e.g. {{\"id\": 7, \"timestamp\": \"2024-01-15T10:00:10Z\"}}, not an array: got {got}"
+                    )
                 } else {
                     format!("events[{index}] must be {shape}, got {got}")
                 })
@@ -991,13 +1029,33 @@ fn parse_size(raw: &RawValue) -> Result<SizeMs, ProtoError> {
 }
 
 fn parse_window_id(raw: &RawValue) -> Result<WindowId, ProtoError> {
-    let expected = WINDOW_ID;
-    if let Ok(n) = raw.get().parse::<i64>() {
-        return Ok(WindowId(n));
+    let text = raw.get();
+    if !text.starts_with('"') && text.parse::<f64>().is_ok() {
+        return Err(ProtoError::malformed(format!(
+            "window_id must be the string {WINDOW_ID_FORM} as the node writes it in replies, e.g. \"window-{text}\", not a bare number: got {}",
+            shorten(text)
+        )));
     }
-    let text = decode_str(raw).map_err(|v| invalid("window_id", v, expected))?;
-    text.parse()
-        .map_err(|()| invalid("window_id", raw, expected))
+    let decoded = decode_str(raw).map_err(|v| invalid("window_id", v, WINDOW_ID))?;
+    decoded.parse().map_err(|()| {
+        // Only the form the node writes names a window: "window-05" or "window--0" would be a
+        // second spelling of one id.
+        let other_spelling = decoded.strip_prefix("window-").is_some_and(|digits| {
+            let negative = digits.starts_with('-');
+            let magnitude = digits.strip_prefix('-').unwrap_or(digits);
+            magnitude.bytes().all(|b| b.is_ascii_digit())
+                && magnitude.starts_with('0')
+                && (magnitude.len() > 1 || negative)
+        });
+        if other_spelling {
+            ProtoError::malformed(format!(
+                "window_id must be {WINDOW_ID_FORM} exactly as the node writes it in replies (no leading zeros, no \"-0\"), e.g. \"window-5\" or \"window--60000\": got {}",
+                shorten(text)
+            ))
+        } else {
+            invalid("window_id", raw, WINDOW_ID)
+        }
+    })
 }
 
 /// A field that must be there and not null; the error says what it must be.
