@@ -898,9 +898,18 @@ fn acknowledged_events_survive(signal: Signal) {
     let mut sent = BTreeSet::new();
     let mut acked = BTreeSet::new();
     let mut refused = 0;
-    for r in 0..MAX_ROUNDS {
-        if clients.iter().all(Option::is_none) {
+    // After the signal, rounds go on (a little apart) until the daemon has closed every
+    // connection, for at most WAIT: a busy machine may take a while to stop.
+    let mut signalled: Option<std::time::Instant> = None;
+    for r in 0.. {
+        if clients.iter().all(Option::is_none)
+            || signalled.is_some_and(|at| at.elapsed() > WAIT)
+            || (signalled.is_none() && r >= MAX_ROUNDS)
+        {
             break;
+        }
+        if signalled.is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let batches: Vec<Vec<Ev>> = (0..CLIENTS)
             .map(|c| (0..10).map(|j| crash_event(c, r, j)).collect())
@@ -914,6 +923,7 @@ fn acknowledged_events_survive(signal: Signal) {
         }
         if r == SIGNAL_AT {
             daemon.process.signal(signal).expect("the signal");
+            signalled = Some(std::time::Instant::now());
         }
         for (slot, batch) in clients.iter_mut().zip(&batches) {
             let Some(client) = slot else { continue };
