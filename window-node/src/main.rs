@@ -11,6 +11,7 @@ mod follower;
 mod group_route;
 mod lease_file;
 mod lease_redis;
+mod line_budget;
 mod metrics;
 mod node;
 mod options;

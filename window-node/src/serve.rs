@@ -20,6 +20,7 @@ use crate::driver::{
 use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::{FileLease, HolderKind, describe_holder};
 use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
+use crate::line_budget::LineBudget;
 use crate::metrics::{self, Metrics};
 use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
 use crate::partitions::{self, Partitions};
@@ -130,6 +131,12 @@ pub struct ServeArgs {
     /// Longest request line in bytes; a longer line gets error 12.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = at_least_one, env = "WINDOW_NODE_MAX_LINE_BYTES")]
     max_line_bytes: usize,
+
+    /// Most bytes of unfinished request lines held over all connections at once (each line is
+    /// bounded by --max-line-bytes on its own); a connection whose line would take the sum over
+    /// this gets error 11 and is closed, its line dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20, value_parser = at_least_one, env = "WINDOW_NODE_MAX_BUFFERED_LINE_BYTES")]
+    max_buffered_line_bytes: usize,
 
     /// Largest payload an event may carry, in bytes of JSON text; a request with a larger one
     /// is refused whole with error 12.
@@ -560,6 +567,7 @@ fn shared(
             .then_some(args.connection_idle_timeout),
         metrics,
         holder: holder.to_string(),
+        line_budget: LineBudget::new(args.max_buffered_line_bytes),
     })
 }
 

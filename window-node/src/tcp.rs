@@ -19,6 +19,7 @@ use window_store::OutputRecord;
 
 use crate::driver::{Command, Delivered, OwnedEvent, Published, Stats, Subscription};
 use crate::group_route::GroupStream;
+use crate::line_budget::{LineBudget, Share};
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
 use crate::router::{Links, RouteLimits, Routed, route};
@@ -64,6 +65,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The coordinator's address, reported by `stats`.
     pub holder: String,
+    /// Bytes of unfinished lines over all connections (`--max-buffered-line-bytes`).
+    pub line_budget: Arc<LineBudget>,
 }
 
 impl Shared {
@@ -225,6 +228,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let writer = tokio::spawn(write_replies(write, out_rx, Arc::clone(&shared)));
     let mut reader = BufReader::with_capacity(64 * 1024, read);
     let mut splitter = LineSplitter::new(shared.max_line_bytes);
+    let mut share = shared.line_budget.share();
     // Once it subscribes, a connection only streams windows: it is never idle, and requests on
     // it are answered with an error (on the stream) instead of being run; a consumer group's
     // member sends its acks there.
@@ -234,10 +238,24 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut routed_acks: Option<Vec<mpsc::Sender<String>>> = None;
     loop {
         let idle = shared.idle_timeout.filter(|_| !subscribed);
-        let read = read_line(&mut reader, &mut splitter, idle).await;
+        let read = read_line(&mut reader, &mut splitter, &mut share, idle).await;
         let outgoing = match read {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::debug!(%peer, "closing an idle connection");
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+                // Over the budget of unfinished lines: answered, then closed (its bytes let go).
+                let budget = &shared.line_budget;
+                tracing::warn!(%peer, held = budget.held(), max = budget.max(), "closing a connection: unfinished lines over --max-buffered-line-bytes");
+                let error = ProtoError::Unavailable(format!(
+                    "this node holds {} bytes of unfinished request lines over its connections, over --max-buffered-line-bytes ({}); this connection is closed and its line dropped: send the request again",
+                    budget.held(),
+                    budget.max()
+                ));
+                let _ = out_tx
+                    .send(ready_error(&shared, &ReplyTo::default(), &error))
+                    .await;
                 break;
             }
             Ok(None) | Err(_) => break,
@@ -384,6 +402,7 @@ async fn member_request(
 async fn read_line<R: AsyncBufReadExt + Unpin>(
     reader: &mut R,
     splitter: &mut LineSplitter,
+    share: &mut Share,
     idle: Option<Duration>,
 ) -> std::io::Result<Option<Line>> {
     loop {
@@ -398,6 +417,9 @@ async fn read_line<R: AsyncBufReadExt + Unpin>(
         }
         let (used, line) = splitter.feed(buf);
         reader.consume(used);
+        if !share.hold(splitter.buffered()) {
+            return Err(std::io::ErrorKind::OutOfMemory.into());
+        }
         if line.is_some() {
             return Ok(line);
         }

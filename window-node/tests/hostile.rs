@@ -456,3 +456,46 @@ fn a_serve_behind_a_stdin_node_names_it() {
     .expect("the serve takes over");
     assert_eq!(served["epoch"], 2, "{served}");
 }
+
+/// Issue 19 item 2: the bytes of unfinished lines over all connections are bounded
+/// (`--max-buffered-line-bytes`): the connection whose line would take the sum over the limit
+/// gets error 11 and is closed; the others go on, and the budget it held is free again.
+#[test]
+fn unfinished_lines_over_all_connections_are_bounded() {
+    let dir = temp_dir();
+    let node = start(dir.path(), &["--max-buffered-line-bytes", "100000"]);
+    let t = 1_705_305_600_000_i64;
+    let head = |msg_id: u64| {
+        format!(
+            r#"{{"type":"ingest","msg_id":{msg_id},"events":[{{"id":{msg_id},"timestamp":{t},"payload":""#
+        )
+    };
+    let pad = "x".repeat(60_000);
+    let mut a = Conn::open(node.addr).expect("connect");
+    a.send_bytes(format!("{}{pad}", head(1)).as_bytes())
+        .expect("A's first part");
+    // A's 60 kB are read before B's: B's would take the sum to 120 kB.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut b = Conn::open(node.addr).expect("connect");
+    b.send_bytes(format!("{}{pad}", head(2)).as_bytes())
+        .expect("B's first part");
+    let refused = b.recv();
+    assert_eq!(refused["code"], 11, "{refused}");
+    let text = refused["text"].as_str().expect("text");
+    assert!(text.contains("--max-buffered-line-bytes"), "{text}");
+    assert!(
+        matches!(
+            b.next_line(window_testkit::WAIT),
+            window_testkit::Next::Closed
+        ),
+        "B is closed"
+    );
+    // A finishes its line: taken.
+    a.send_bytes(b"\"}]}\n").expect("A's end");
+    let ok = a.recv();
+    assert_eq!(ok["accepted"], 1, "{ok}");
+    // B's bytes were let go: another 60 kB line fits again.
+    let mut c = Conn::open(node.addr).expect("connect");
+    let ok = c.request(&format!("{}{pad}\"}}]}}", head(3)));
+    assert_eq!(ok["accepted"], 1, "{ok}");
+}

@@ -58,6 +58,11 @@ impl LineSplitter {
         (used, ends_line.then(|| self.take()))
     }
 
+    /// Bytes of the unfinished line it holds now.
+    pub fn buffered(&self) -> usize {
+        self.line.len()
+    }
+
     /// At end of input: the last line if it had no line end.
     pub fn finish(&mut self) -> Option<Line> {
         (self.too_long.is_some() || !self.line.is_empty()).then(|| self.take())
