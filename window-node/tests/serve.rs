@@ -1165,6 +1165,7 @@ fn stats_ok_reports_every_field() {
         "epoch",
         "connections",
         "refused_ahead",
+        "refused_open_windows",
         "config",
     ];
     let positions: Vec<usize> = fields
