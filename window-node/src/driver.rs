@@ -365,8 +365,8 @@ impl Driver {
         Ok(())
     }
 
-    /// Makes the group durable. fsync blocks: on a multi-threaded runtime the driver tells tokio,
-    /// so other tasks move to another worker meanwhile.
+    /// Makes the group durable. fsync blocks: see [`blocking`] (a no-op on the driver's own
+    /// thread, see [`RunningDriver`]).
     fn sync(&mut self) -> Result<(), StoreError> {
         blocking(|| self.store.sync())
     }
@@ -574,11 +574,20 @@ impl Driver {
 /// A driver running on its own task: the one lifecycle every holding uses (one lease, or one
 /// partition's): recover and start, hand out its command sender, notice when it stops by itself
 /// (the store failed or the lease lapsed), and stop it cleanly (answer what is queued, sync).
+///
+/// The driver runs on a thread of its own (with a single-threaded tokio runtime for its timers),
+/// not on the runtime's workers: its store calls block (sled's fsync, a Redis round trip), and
+/// on a worker every one of them would need `block_in_place`, which hands the worker's other
+/// tasks to another thread and back: two thread hand-offs per group, the largest part of a
+/// lone request's latency. On its own thread a store call blocks nobody else.
 #[derive(Debug)]
 pub struct RunningDriver {
     commands: mpsc::Sender<Command>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), DriverError>>,
+    /// The driver's result, sent when `run` returns; dropped unsent when it panicked.
+    done: oneshot::Receiver<Result<(), DriverError>>,
+    /// Why the driver's thread panicked, if it did.
+    panicked: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// How long a stopping driver may take to answer what is queued and sync.
@@ -601,11 +610,43 @@ impl RunningDriver {
         }
         let (commands, rx) = mpsc::channel(1024);
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(driver.run(rx, stopped));
+        let (finished, done) = oneshot::channel();
+        let panicked = Arc::new(std::sync::Mutex::new(None));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| StoreError::Backend(format!("starting the driver's runtime: {e}")))?;
+        let why = Arc::clone(&panicked);
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("window-node-driver".to_owned())
+            .spawn(move || {
+                let _entered = span.enter();
+                let run =
+                    std::panic::AssertUnwindSafe(|| runtime.block_on(driver.run(rx, stopped)));
+                match std::panic::catch_unwind(run) {
+                    Ok(result) => {
+                        let _ = finished.send(result);
+                    }
+                    Err(panic) => {
+                        let text = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| (*s).to_owned())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "a panic without a message".to_owned());
+                        if let Ok(mut why) = why.lock() {
+                            *why = Some(text);
+                        }
+                        // `finished` is dropped unsent: the waiting side reads `why`.
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("starting the driver's thread: {e}")))?;
         Ok(RunningDriver {
             commands,
             stop,
-            task,
+            done,
+            panicked,
         })
     }
 
@@ -617,10 +658,10 @@ impl RunningDriver {
     /// Resolves when the driver stopped by itself, with why: it does so only when the store
     /// failed or the lease lapsed, and this process must then stop coordinating.
     pub async fn stopped_by_itself(&mut self) -> DriverStopped {
-        match (&mut self.task).await {
+        match (&mut self.done).await {
             Ok(Ok(())) => DriverStopped::Unexpectedly,
             Ok(Err(error)) => DriverStopped::Failed(error),
-            Err(join) => DriverStopped::Panicked(join.to_string()),
+            Err(_) => DriverStopped::Panicked(panic_text(&self.panicked)),
         }
     }
 
@@ -629,13 +670,22 @@ impl RunningDriver {
     pub async fn stop(self) -> Result<(), DriverStopped> {
         let _ = self.stop.send(true);
         drop(self.commands);
-        match tokio::time::timeout(STOP_WITHIN, self.task).await {
+        match tokio::time::timeout(STOP_WITHIN, self.done).await {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(error))) => Err(DriverStopped::Failed(error)),
-            Ok(Err(join)) => Err(DriverStopped::Panicked(join.to_string())),
+            Ok(Err(_)) => Err(DriverStopped::Panicked(panic_text(&self.panicked))),
             Err(_) => Err(DriverStopped::TooSlow),
         }
     }
+}
+
+/// Why the driver's thread panicked, as the thread caught it.
+fn panic_text(panicked: &std::sync::Mutex<Option<String>>) -> String {
+    panicked
+        .lock()
+        .ok()
+        .and_then(|why| why.clone())
+        .unwrap_or_else(|| "the driver's thread ended without a result".to_owned())
 }
 
 /// Why a driver stopped, when it was not asked to (or did not stop cleanly when asked).
@@ -710,8 +760,9 @@ impl OutputLog for BlockingLog<'_> {
     }
 }
 
-/// Runs blocking store I/O on the driver's task: on a multi-threaded runtime tokio is told, so
-/// other tasks move to another worker meanwhile.
+/// Runs blocking store I/O: on a multi-threaded runtime's worker tokio is told, so other tasks
+/// move to another worker meanwhile (a hand-off between threads, costly for a short call); on
+/// a single-threaded runtime (the driver's own thread, see [`RunningDriver`]) it just runs.
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {

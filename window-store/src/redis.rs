@@ -548,14 +548,10 @@ if highest and older(epoch, highest) then
   return {0, highest}
 end
 -- Check the whole batch before the first write: Redis does not undo a script that fails halfway.
-local last = 0
-local tail = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
-if #tail > 0 then
-  last = log_seq(tail[1][1])
-  if not last then
-    return redis.error_reply('ERR window-store: the output log holds a foreign entry ' .. tail[1][1])
-  end
-end
+-- The log's last entry is read only by a batch that appends: XREVRANGE hands the script the
+-- whole entry, the last fired window with all its ids and payloads, which would make every
+-- batch as slow as the copy of the largest window.
+local last = nil
 local i = 2
 while i <= #ARGV do
   local op = ARGV[i]
@@ -565,6 +561,16 @@ while i <= #ARGV do
     local seq = log_seq(ARGV[i + 1] or '')
     if not n or not seq or n % 2 ~= 0 or i + 2 + n > #ARGV then
       return redis.error_reply('ERR window-store: malformed append at argument ' .. i)
+    end
+    if last == nil then
+      last = 0
+      local tail = redis.call('XREVRANGE', KEYS[4], '+', '-', 'COUNT', 1)
+      if #tail > 0 then
+        last = log_seq(tail[1][1])
+        if not last then
+          return redis.error_reply('ERR window-store: the output log holds a foreign entry ' .. tail[1][1])
+        end
+      end
     end
     -- The output log is append-only: never a record twice, never out of order.
     if seq <= last then

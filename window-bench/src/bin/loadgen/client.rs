@@ -54,7 +54,7 @@ pub(crate) fn connect(cli: &Cli) -> anyhow::Result<Connection> {
                 .iter()
                 .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
         };
-        if !named("--data-dir") && !named("--memory") {
+        if !named("--data-dir") && !named("--memory") && !named("--store") {
             args.push("--memory".to_owned());
         }
     }

@@ -17,7 +17,7 @@ pub(crate) struct Cli {
 
     /// Start the TCP daemon (`window-node serve` on a free loopback port) and send `ingest`
     /// requests over TCP; fired windows are read from a second, subscribed connection.
-    /// `--memory` is passed unless the node arguments name `--data-dir` or `--memory`.
+    /// `--memory` is passed unless the node arguments name `--data-dir`, `--memory` or `--store`.
     #[arg(long, conflicts_with = "tcp")]
     pub(crate) serve: bool,
 
