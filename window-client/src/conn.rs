@@ -15,6 +15,9 @@ use crate::error::ClientError;
 /// How long the client waits before sending again to the next node.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long one connection attempt may take (a node that is cut off does not refuse).
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
 /// The nodes, and which one is tried first (shared by a client and its subscriptions).
 #[derive(Clone, Debug)]
 pub(crate) struct Nodes {
@@ -48,7 +51,13 @@ impl Nodes {
         let deadline = tokio::time::Instant::now() + self.failover;
         loop {
             let at = self.current.load(Ordering::Relaxed) % self.addrs.len();
-            let last = match TcpStream::connect(self.addrs[at]).await {
+            let attempt = tokio::time::timeout(CONNECT_WAIT, TcpStream::connect(self.addrs[at]));
+            let last = match attempt.await.unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_WAIT:?}"),
+                ))
+            }) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     let (read, write) = stream.into_split();

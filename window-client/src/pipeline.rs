@@ -79,6 +79,8 @@ struct Sent {
     msg_id: u64,
     line: String,
     first_sent: Instant,
+    /// When it was last written (on this connection).
+    sent_at: Instant,
     waiters: Waiters,
 }
 
@@ -114,6 +116,9 @@ pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
         ids,
         max_in_flight,
     } = settings;
+    // How long one node may keep a request unanswered, or a write waiting, before the next
+    // node is tried (the whole failover time bounds the request).
+    let attempt = nodes.failover / 4;
     let mut conn: Option<Conn> = None;
     let mut sent: VecDeque<Sent> = VecDeque::new();
     // A job taken from the queue that did not fit into the merge before it.
@@ -131,8 +136,9 @@ pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
                 Ok(mut fresh) => {
                     // Everything unanswered goes again, in order, with its request id.
                     let mut ok = true;
-                    for s in &sent {
-                        if fresh.send(&s.line).await.is_err() {
+                    for s in &mut sent {
+                        s.sent_at = Instant::now();
+                        if !written(fresh.send(&s.line), attempt).await {
                             ok = false;
                             break;
                         }
@@ -144,10 +150,15 @@ pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
                     }
                 }
                 Err(error) => {
+                    // No node answers: everything waiting fails now, not one failover time
+                    // after another.
                     for s in sent.drain(..) {
                         s.answer(Err(error.duplicate()));
                     }
                     if let Some(job) = held.take() {
+                        fail(job, &error);
+                    }
+                    while let Ok(job) = jobs.try_recv() {
                         fail(job, &error);
                     }
                 }
@@ -159,16 +170,23 @@ pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
         }
         let Some(c) = conn.as_mut() else { continue };
         let room = sent.len() < max_in_flight && (open || held.is_some());
+        // A node that stops answering (stopped, or cut off) is left for the next one once the
+        // oldest request has waited an attempt's time on it.
+        let give_up = sent.front().map(|s| s.sent_at + attempt);
         tokio::select! {
+            () = sleep_until_some(give_up) => {
+                conn = None;
+                lost(&nodes, &mut sent, nodes.failover).await;
+            }
             job = next_job(&mut held, &mut jobs), if room => {
                 let Some(job) = job else {
                     open = false;
                     continue;
                 };
                 let next = prepare(job, &ids, &mut jobs, &mut held);
-                let written = c.send(&next.line).await;
+                let ok = written(c.send(&next.line), attempt).await;
                 sent.push_back(next);
-                if written.is_err() {
+                if !ok {
                     conn = None;
                     lost(&nodes, &mut sent, nodes.failover).await;
                 }
@@ -177,7 +195,12 @@ pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
                 let unavailable = match message {
                     Ok(reply) => match sent.iter().position(|s| reply["in_reply_to"] == s.msg_id) {
                         Some(at) => match ClientError::of_reply(&reply) {
-                            Some(error) if error.is_unavailable() => true,
+                            // 11: the node cannot serve now; 13: its store failed and it stops
+                            // (the request may or may not have been stored). Either way the
+                            // next node gets it again with its request id: it takes effect once.
+                            Some(error) if error.is_unavailable() || error.code() == Some(13) => {
+                                true
+                            }
                             Some(error) => {
                                 if let Some(s) = sent.remove(at) {
                                     s.answer(Err(error));
@@ -191,9 +214,20 @@ pub(crate) async fn run(settings: Settings, mut jobs: mpsc::Receiver<Job>) {
                                 false
                             }
                         },
-                        // An unsolicited error (at the connection limit, or stopping) ends this
-                        // connection's use; other lines are not for us.
-                        None => ClientError::of_reply(&reply).is_some(),
+                        None => match ClientError::of_reply(&reply) {
+                            // An error naming no request: 11 (at the connection limit, or
+                            // stopping) ends this connection's use; any other (a line the node
+                            // could not read as a request, say one over its --max-line-bytes)
+                            // answers the oldest request, as replies come in order.
+                            Some(error) if error.is_unavailable() => true,
+                            Some(error) => {
+                                if let Some(s) = sent.pop_front() {
+                                    s.answer(Err(error));
+                                }
+                                false
+                            }
+                            None => false,
+                        },
                     },
                     Err(_) => true,
                 };
@@ -223,6 +257,22 @@ async fn lost(nodes: &Nodes, sent: &mut VecDeque<Sent>, failover: Duration) {
     }
     *sent = kept;
     tokio::time::sleep(RETRY_PAUSE).await;
+}
+
+/// Whether `send` finished within `limit`.
+async fn written(
+    send: impl std::future::Future<Output = Result<(), ClientError>>,
+    limit: Duration,
+) -> bool {
+    matches!(tokio::time::timeout(limit, send).await, Ok(Ok(())))
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_job(held: &mut Option<Job>, jobs: &mut mpsc::Receiver<Job>) -> Option<Job> {
@@ -267,10 +317,12 @@ fn prepare(job: Job, ids: &Ids, jobs: &mut mpsc::Receiver<Job>, held: &mut Optio
         }
     };
     let (msg_id, line) = ids.line(request, idempotent);
+    let now = Instant::now();
     Sent {
         msg_id,
         line,
-        first_sent: Instant::now(),
+        first_sent: now,
+        sent_at: now,
         waiters,
     }
 }

@@ -332,3 +332,106 @@ fn pipelined_pushes_carry_on_when_the_holder_dies() {
         assert_eq!(stats["emitted_windows"], total, "nothing doubled: {stats}");
     });
 }
+
+/// An error the daemon gives without naming a request (a line over its `--max-line-bytes`)
+/// answers the oldest request, at once and typed, instead of sending the line round the nodes
+/// until the failover time runs out; the connection serves on.
+#[test]
+fn a_line_over_the_limit_is_a_typed_error_at_once() {
+    let dir = temp_dir();
+    let args = [
+        "--window-size",
+        "1s",
+        "--max-line-bytes",
+        "2000",
+        "--data-dir",
+        &dir.path().display().to_string(),
+    ];
+    let node = Node::start(window_node_binary(), args).expect("a node starts");
+    runtime().block_on(async {
+        let client = Client::connect([node.addr]).await.expect("connect");
+        let started = std::time::Instant::now();
+        let error = client
+            .ingest(&events(0..100))
+            .await
+            .expect_err("a line over the limit");
+        assert_eq!(error.code(), Some(12), "{error}");
+        assert!(
+            started.elapsed() < window_client::DEFAULT_FAILOVER / 2,
+            "answered at once, not after the failover time: {:?}",
+            started.elapsed()
+        );
+        let counts = client.ingest(&events(0..2)).await.expect("the next ingest");
+        assert_eq!(counts.accepted, 2);
+    });
+}
+
+/// A holder that stops answering (SIGSTOP) with the client's requests on it: after an
+/// attempt's time the requests go to the next node, which took the Redis lease over, and take
+/// effect once.
+#[test]
+fn requests_move_on_from_a_holder_that_stopped_answering() {
+    let Some(redis) = window_testkit::RedisServer::start() else {
+        return;
+    };
+    let ns = redis.fresh_namespace();
+    let url = redis.url();
+    let args = [
+        "--window-size",
+        "1s",
+        "--max-events",
+        "1",
+        "--idle-timeout",
+        "0s",
+        "--store",
+        url.as_str(),
+        "--namespace",
+        ns.as_str(),
+        "--lease-ttl",
+        "1s",
+    ];
+    let mut nodes = vec![
+        Node::start(window_node_binary(), args).expect("a node"),
+        Node::start(window_node_binary(), args).expect("a node"),
+    ];
+    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
+        let a = holder(&nodes[0]).filter(|h| !h.is_empty())?;
+        (holder(&nodes[1])? == a).then_some(a)
+    })
+    .expect("a holder");
+    let at = nodes
+        .iter()
+        .position(|n| n.name() == name)
+        .expect("one of them");
+    let stopped = nodes.remove(at);
+    let other = nodes.pop().expect("the other");
+    runtime().block_on(async {
+        let options = window_client::Options {
+            failover: std::time::Duration::from_secs(12),
+            ..window_client::Options::default()
+        };
+        let client = Client::connect_with([stopped.addr, other.addr], options)
+            .await
+            .expect("connect");
+        assert_eq!(
+            client
+                .ingest(&close_events(0..3))
+                .await
+                .expect("ingest")
+                .accepted,
+            3
+        );
+        stopped
+            .process
+            .signal(window_testkit::Signal::Stop)
+            .expect("SIGSTOP");
+        let counts = tokio::time::timeout(WAIT, client.ingest(&close_events(3..6)))
+            .await
+            .expect("answered in time, not held by the stopped node")
+            .expect("the ingest moves on to the other node");
+        assert_eq!(counts.accepted, 3, "{counts:?}");
+        let stats = client.stats().await.expect("stats");
+        assert_eq!(stats["accepted"], 6, "{stats}");
+    });
+    drop(stopped);
+}

@@ -50,6 +50,9 @@ pub struct PayloadLog {
     pending: Vec<u8>,
     /// Read handles, by segment.
     readers: Mutex<HashMap<u32, Arc<File>>>,
+    /// A write or sync failed: where the file ends is no longer known, so nothing more is
+    /// appended (the process stops; a reopened log finds the end again).
+    failed: bool,
 }
 
 impl PayloadLog {
@@ -68,6 +71,11 @@ impl PayloadLog {
             }
         }
         let (file, len) = open_segment(dir, newest)?;
+        // The directory and the segment's name must be durable before anything refers to them.
+        sync_dir(dir)?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
         Ok(PayloadLog {
             dir: dir.to_path_buf(),
             segment: newest,
@@ -76,11 +84,13 @@ impl PayloadLog {
             segment_bytes,
             pending: Vec::new(),
             readers: Mutex::new(HashMap::new()),
+            failed: false,
         })
     }
 
     /// Appends `text` (written by the next [`write_durable`](PayloadLog::write_durable)).
     pub fn append(&mut self, text: &str) -> Result<PayloadRef, StoreError> {
+        self.refuse_after_failure()?;
         let len = u32::try_from(text.len())
             .map_err(|_| StoreError::InvalidBatch("a payload over 4 GiB".to_owned()))?;
         if self.len > 0 && self.len + u64::from(len) > self.segment_bytes {
@@ -99,16 +109,31 @@ impl PayloadLog {
 
     /// Writes everything appended and makes it durable.
     pub fn write_durable(&mut self) -> Result<(), StoreError> {
+        self.refuse_after_failure()?;
         if self.pending.is_empty() {
             return Ok(());
         }
         let path = segment_path(&self.dir, self.segment);
-        self.file
+        if let Err(e) = self
+            .file
             .write_all(&self.pending)
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| io_error("writing", &path, &e))?;
+        {
+            self.failed = true;
+            return Err(io_error("writing", &path, &e));
+        }
         self.pending.clear();
         Ok(())
+    }
+
+    fn refuse_after_failure(&self) -> Result<(), StoreError> {
+        match self.failed {
+            true => Err(StoreError::Backend(format!(
+                "the payload log in {} failed a write before: nothing more is written to it; restart the process",
+                self.dir.display()
+            ))),
+            false => Ok(()),
+        }
     }
 
     /// Closes the current segment (durably) and starts the next.
@@ -116,9 +141,7 @@ impl PayloadLog {
         self.write_durable()?;
         let (file, len) = open_segment(&self.dir, self.segment + 1)?;
         // The new file's name must be durable before anything refers to it.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("syncing", &self.dir, &e))?;
+        sync_dir(&self.dir)?;
         self.segment += 1;
         self.file = file;
         self.len = len;
@@ -178,6 +201,12 @@ fn open_segment(dir: &Path, n: u32) -> Result<(File, u64), StoreError> {
         .map_err(|e| io_error("reading the size of", &path, &e))?
         .len();
     Ok((file, len))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("syncing", dir, &e))
 }
 
 fn segment_path(dir: &Path, n: u32) -> PathBuf {
