@@ -23,6 +23,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use window_cluster::link::{Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 
 use crate::clock::monotonic;
+use crate::line_budget::{LineBudget, Share};
 use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_proto::Kind;
 use window_proto::ProtoError;
@@ -40,6 +41,9 @@ pub struct Forwarding {
     /// How long to wait for a coordinator before answering error 11.
     pub failover_timeout: Duration,
     pub style: Style,
+    /// Bytes of unfinished client lines over all forwarded connections
+    /// (`--max-buffered-line-bytes`): a client whose line would cross it is disconnected.
+    pub line_budget: Arc<LineBudget>,
 }
 
 /// Whose a forwarded line is (the line itself is kept by the link).
@@ -56,6 +60,8 @@ struct Forwarded {
     client_read: BufReader<OwnedReadHalf>,
     client_write: OwnedWriteHalf,
     splitter: LineSplitter,
+    /// What this connection's unfinished line holds of the line budget.
+    share: Share,
     link: Link<Waiting>,
     ids: RequestIds,
     /// With a subscription: the next sequence number the client has not seen.
@@ -73,6 +79,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
         client_read: BufReader::with_capacity(64 * 1024, client_read),
         client_write,
         splitter: LineSplitter::new(forwarding.max_line_bytes),
+        share: forwarding.line_budget.share(),
         link: Link::new(LinkConfig::new(forwarding.failover_timeout), monotonic()),
         ids: RequestIds::new(),
         subscribed: None,
@@ -91,7 +98,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             {
                 return;
             }
-            match read_client(&mut this.client_read, &mut this.splitter).await {
+            match read_client(&mut this.client_read, &mut this.splitter, &mut this.share).await {
                 Some(line) => {
                     let line = this.take(line, forwarding.max_line_bytes);
                     this.link.push(monotonic(), line, Waiting::Client);
@@ -118,7 +125,7 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
             }
             tokio::select! {
                 // Fewer in flight than the coordinator queues replies for (see `IN_FLIGHT`).
-                line = read_client(&mut this.client_read, &mut this.splitter), if !this.client_done && this.link.may_take() => {
+                line = read_client(&mut this.client_read, &mut this.splitter, &mut this.share), if !this.client_done && this.link.may_take() => {
                     match line {
                         Some(line) => {
                             let line = this.take(line, forwarding.max_line_bytes);
@@ -292,6 +299,7 @@ fn mark(line: &str, id: &str, max_line_bytes: usize) -> String {
 async fn read_client(
     reader: &mut BufReader<OwnedReadHalf>,
     splitter: &mut LineSplitter,
+    share: &mut Share,
 ) -> Option<String> {
     loop {
         let buf = reader.fill_buf().await.ok()?;
@@ -303,6 +311,12 @@ async fn read_client(
         }
         let (used, line) = splitter.feed(buf);
         reader.consume(used);
+        if !share.hold(splitter.buffered()) {
+            tracing::warn!(
+                "closing a client connection: unfinished lines over --max-buffered-line-bytes"
+            );
+            return None;
+        }
         match line {
             Some(Line::Text(bytes)) if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Some(Line::Text(bytes)) => return Some(String::from_utf8_lossy(&bytes).into_owned()),
@@ -343,6 +357,7 @@ mod tests {
             max_line_bytes: 1 << 20,
             failover_timeout: Duration::from_secs(5),
             style: Style::Compact,
+            line_budget: crate::line_budget::LineBudget::new(1 << 30),
         });
         tokio::spawn(async move {
             let (client, _) = listener.accept().await.unwrap();

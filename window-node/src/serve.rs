@@ -405,6 +405,7 @@ async fn take_tenure(
             max_line_bytes: args.max_line_bytes,
             failover_timeout: args.failover_timeout,
             style: style(args),
+            line_budget: LineBudget::new(args.max_buffered_line_bytes),
         });
         let mut role = keeper.role();
         let held = async move {
@@ -440,6 +441,7 @@ async fn take_tenure(
             max_line_bytes: args.max_line_bytes,
             failover_timeout: args.failover_timeout,
             style: style(args),
+            line_budget: LineBudget::new(args.max_buffered_line_bytes),
         });
         let dir = args.data_dir.clone();
         let held = async move {

@@ -464,6 +464,11 @@ fn a_serve_behind_a_stdin_node_names_it() {
 fn unfinished_lines_over_all_connections_are_bounded() {
     let dir = temp_dir();
     let node = start(dir.path(), &["--max-buffered-line-bytes", "100000"]);
+    // It accepts clients once it holds the lease: A's bytes must be read before B's.
+    window_testkit::wait_until(window_testkit::WAIT, "coordinating", || {
+        node.process.log_has("coordinating")
+    })
+    .expect("coordinating");
     let t = 1_705_305_600_000_i64;
     let head = |msg_id: u64| {
         format!(
@@ -497,5 +502,48 @@ fn unfinished_lines_over_all_connections_are_bounded() {
     // B's bytes were let go: another 60 kB line fits again.
     let mut c = Conn::open(node.addr).expect("connect");
     let ok = c.request(&format!("{}{pad}\"}}]}}", head(3)));
+    assert_eq!(ok["accepted"], 1, "{ok}");
+}
+
+/// The same bound on a follower's own connections: the client whose unfinished line would cross
+/// it is disconnected; the other's line goes through to the holder.
+#[test]
+fn a_follower_bounds_unfinished_lines_too() {
+    let dir = temp_dir();
+    let holder = start(dir.path(), &[]);
+    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
+        holder.process.log_has("coordinating")
+    })
+    .expect("coordinating");
+    let follower = start(dir.path(), &["--max-buffered-line-bytes", "100000"]);
+    // It accepts clients once it knows it follows: A's bytes must be read before B's.
+    window_testkit::wait_until(window_testkit::WAIT, "the follower following", || {
+        follower.process.log_has("following")
+    })
+    .expect("following");
+    let t = 1_705_305_600_000_i64;
+    let head = |msg_id: u64| {
+        format!(
+            r#"{{"type":"ingest","msg_id":{msg_id},"events":[{{"id":{msg_id},"timestamp":{t},"payload":""#
+        )
+    };
+    let pad = "x".repeat(60_000);
+    let mut a = Conn::open(follower.addr).expect("connect");
+    a.send_bytes(format!("{}{pad}", head(1)).as_bytes())
+        .expect("A's first part");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut b = Conn::open(follower.addr).expect("connect");
+    b.send_bytes(format!("{}{pad}", head(2)).as_bytes())
+        .expect("B's first part");
+    assert!(
+        matches!(
+            b.next_line(window_testkit::WAIT),
+            window_testkit::Next::Closed
+        ),
+        "B is disconnected; the follower's log:\n{}",
+        follower.process.log_text()
+    );
+    a.send_bytes(b"\"}]}\n").expect("A's end");
+    let ok = a.recv();
     assert_eq!(ok["accepted"], 1, "{ok}");
 }
