@@ -144,6 +144,9 @@ pub struct KvStore<B> {
 struct LoggedPayloads {
     log: PayloadLog,
     open: HashMap<WindowKey, VecDeque<(Payload, PayloadRef)>>,
+    /// Within one commit: what `open` held of the windows the batch removed, so that a window
+    /// removed and opened again in the same batch keeps both instances' payloads apart.
+    retiring: HashMap<WindowKey, VecDeque<(Payload, PayloadRef)>>,
 }
 
 impl LoggedPayloads {
@@ -173,6 +176,7 @@ impl LoggedPayloads {
 
     /// Where the payloads of a fired pane are: those its chunks wrote, the rest appended now.
     fn fired(&mut self, window: &ClosedWindow) -> Result<Vec<Option<PayloadRef>>, StoreError> {
+        let mut retiring = self.retiring.get_mut(&window.window);
         let mut open = self.open.get_mut(&window.window);
         window
             .payloads
@@ -180,13 +184,14 @@ impl LoggedPayloads {
             .map(|p| {
                 p.as_ref()
                     .map(|p| {
-                        if let Some(open) = open.as_mut()
-                            && let Some((front, at)) = open.front()
-                            && Arc::ptr_eq(front, p)
-                        {
-                            let at = *at;
-                            open.pop_front();
-                            return Ok(at);
+                        for written in [retiring.as_mut(), open.as_mut()].into_iter().flatten() {
+                            if let Some((front, at)) = written.front()
+                                && Arc::ptr_eq(front, p)
+                            {
+                                let at = *at;
+                                written.pop_front();
+                                return Ok(at);
+                            }
                         }
                         self.log.append(p)
                     })
@@ -212,6 +217,7 @@ impl<B: KvBackend> KvStore<B> {
         self.payloads = Some(LoggedPayloads {
             log,
             open: HashMap::new(),
+            retiring: HashMap::new(),
         });
         self
     }
@@ -419,6 +425,15 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         for window in &batch.dirty.removed {
             ops.push(KvOp::DeletePrefix(codec::window_prefix(window)));
         }
+        if let Some(logged) = &mut self.payloads {
+            // A removed window's payloads are found in `retiring` by its last panes' records;
+            // an instance opened again in this batch starts afresh in `open`.
+            for window in &batch.dirty.removed {
+                if let Some(written) = logged.open.remove(window) {
+                    logged.retiring.insert(window.clone(), written);
+                }
+            }
+        }
         // Every removal before every write: a window's prefix covers no other window's keys
         // (the key is length-prefixed), so this is the order of window by window, and it gives
         // backends long runs of one kind of op (Redis makes a run one call).
@@ -482,9 +497,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
             ops.push(KvOp::Append(record.seq, value));
         }
         if let Some(logged) = &mut self.payloads {
-            for window in &batch.dirty.removed {
-                logged.open.remove(window);
-            }
+            logged.retiring.clear();
             // The texts are durable before any record that refers to them can be.
             logged.log.write_durable()?;
         }

@@ -679,3 +679,69 @@ fn sled_writes_each_payload_once_and_reads_it_back_after_a_reopen() {
         .collect();
     assert_eq!(texts, want);
 }
+
+/// A window closed and opened again in one batch (a flush, then new events for the same window):
+/// the old instance's payloads are found for its record and the new one's for its own later,
+/// each written once.
+#[test]
+fn sled_writes_payloads_once_when_a_window_is_closed_and_opened_again_in_one_batch() {
+    let dir = temp_dir();
+    let size = SizeMs::new(1_000).unwrap();
+    let event = |id: i64| Event {
+        id: EventId::Int(id),
+        ts: Timestamp::from_millis(id),
+        key: None,
+        value: None,
+        payload: Some(format!("{{\"n\":{id}}}").into()),
+    };
+    let bytes = |ids: std::ops::Range<i64>| -> u64 {
+        ids.map(|id| event(id).payload.map_or(0, |p| p.len() as u64))
+            .sum()
+    };
+    let mut store = SledStore::open(dir.path()).unwrap();
+    let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
+    engine
+        .handle_events(Timestamp::EPOCH, size, (0..3).map(event).collect())
+        .unwrap();
+    commit(&mut engine, &mut store, &mut seq, Vec::new());
+    // One batch: the window is flushed (its record refers to what its chunk wrote), then opened
+    // again with new events.
+    let flushed = engine.flush(None);
+    engine
+        .handle_events(Timestamp::EPOCH, size, (3..5).map(event).collect())
+        .unwrap();
+    commit(&mut engine, &mut store, &mut seq, flushed);
+    // The new instance fires in a later batch: its payloads were written by its chunk.
+    let flushed = engine.flush(None);
+    commit(&mut engine, &mut store, &mut seq, flushed);
+    store.sync().unwrap();
+    let log_bytes: u64 = std::fs::read_dir(dir.path().join("payloads"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(log_bytes, bytes(0..5), "every payload written exactly once");
+    drop(store);
+    let store = open_sled(dir.path());
+    let read = store.read_output(0, 10).unwrap();
+    let texts: Vec<Vec<String>> = read
+        .iter()
+        .map(|r| {
+            r.window
+                .payloads
+                .iter()
+                .map(|p| p.as_deref().unwrap_or("-").to_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            (0..3)
+                .map(|id| format!("{{\"n\":{id}}}"))
+                .collect::<Vec<_>>(),
+            (3..5)
+                .map(|id| format!("{{\"n\":{id}}}"))
+                .collect::<Vec<_>>(),
+        ]
+    );
+}
