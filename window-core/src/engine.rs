@@ -31,6 +31,10 @@ pub struct Engine {
     hasher: DefaultHashBuilder,
     /// What changed since the last `take_dirty`; `None` unless a store asked for it.
     changes: Option<ChangeLog>,
+    /// How many ids the last window without a key held when it fired: room a new window
+    /// without a key is given at once, since windows in a row tend to be alike and a list that
+    /// grows to thousands copies itself and rehashes its index about ten times.
+    unkeyed_hint: usize,
 }
 
 /// Windows changed or removed since the last `take_dirty`.
@@ -166,6 +170,7 @@ impl Engine {
             counters: Counters::default(),
             hasher: DefaultHashBuilder::default(),
             changes: None,
+            unkeyed_hint: 0,
         }
     }
 
@@ -291,15 +296,25 @@ impl Engine {
             size,
             frame: self.config.frame,
         };
+        // Events in a row mostly share their window: the division runs once per window.
+        let mut last: Option<WindowBounds> = None;
         let bounds = events
             .iter()
             .enumerate()
             .map(|(index, e)| {
-                spec.bounds(e.ts).ok_or(BatchError::WindowOverflow {
+                if let Some(b) = last
+                    && b.start <= e.ts
+                    && e.ts < b.end
+                {
+                    return Ok(b);
+                }
+                let b = spec.bounds(e.ts).ok_or(BatchError::WindowOverflow {
                     index,
                     ts: e.ts,
                     size,
-                })
+                })?;
+                last = Some(b);
+                Ok(b)
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -314,7 +329,7 @@ impl Engine {
                 continue;
             }
             let slot = self.slots.entry((bounds.start, size)).or_default();
-            let window = slot.get_or_open(event.key);
+            let window = slot.get_or_open(event.key, self.unkeyed_hint);
             if !window.admit(event.id, &self.hasher) {
                 // A duplicate's payload is ignored with it.
                 admission.duplicates += 1;
@@ -570,6 +585,9 @@ impl Engine {
                 if let Some(log) = &mut self.changes {
                     log.removed.push(key.clone());
                 }
+                if key.key.is_none() {
+                    self.unkeyed_hint = window.ids.len();
+                }
                 if window.pane_len() > 0 {
                     let closed = window.into_pane(key, reason);
                     self.counters.fired += 1;
@@ -649,9 +667,12 @@ struct Slot {
 }
 
 impl Slot {
-    fn get_or_open(&mut self, key: Option<&str>) -> &mut OpenWindow {
+    /// The window of `key`, opened if it is not open (without a key, with room for `hint` ids).
+    fn get_or_open(&mut self, key: Option<&str>, hint: usize) -> &mut OpenWindow {
         match key {
-            None => self.unkeyed.get_or_insert_with(OpenWindow::default),
+            None => self
+                .unkeyed
+                .get_or_insert_with(|| OpenWindow::with_capacity(hint)),
             Some(key) => self.keyed.entry_ref(key).or_default(),
         }
     }
@@ -709,6 +730,9 @@ impl Slot {
 /// index of its ids.
 const INDEX_FROM: usize = 16;
 
+/// The most ids a new window is given room for at once (a hint, not a limit: 24 bytes an id).
+const MAX_HINT: usize = 1 << 20;
+
 /// One open window.
 #[derive(Debug, Default)]
 struct OpenWindow {
@@ -732,6 +756,20 @@ struct OpenWindow {
 }
 
 impl OpenWindow {
+    /// An empty window with room for `ids` ids (and their index, from [`INDEX_FROM`] on).
+    fn with_capacity(ids: usize) -> OpenWindow {
+        let ids = ids.min(MAX_HINT);
+        OpenWindow {
+            ids: Vec::with_capacity(ids),
+            index: if ids >= INDEX_FROM {
+                HashTable::with_capacity(ids)
+            } else {
+                HashTable::new()
+            },
+            ..OpenWindow::default()
+        }
+    }
+
     /// Adds `id` unless it is already there; says whether it was added.
     fn admit(&mut self, id: EventId, hasher: &DefaultHashBuilder) -> bool {
         let OpenWindow { ids, index, .. } = self;

@@ -37,7 +37,17 @@ impl Timestamp {
     /// floored to the millisecond (toward minus infinity, also before 1970). Anything else, such
     /// as a missing offset, a space instead of `T` or an out-of-range field, is an error.
     pub fn parse_rfc3339(text: &str) -> Result<Timestamp, TimestampError> {
-        if let Some(ts) = parse_fast(text.as_bytes()) {
+        Timestamp::parse_rfc3339_memo(text, &mut DateMemo::default())
+    }
+
+    /// [`parse_rfc3339`](Timestamp::parse_rfc3339), remembering the date part in `memo`: the
+    /// times of a stream mostly share their date with the one before, and the date (checking it
+    /// and counting its days) is about half of the work. The result is the same with any memo.
+    pub fn parse_rfc3339_memo(
+        text: &str,
+        memo: &mut DateMemo,
+    ) -> Result<Timestamp, TimestampError> {
+        if let Some(ts) = parse_fast(text.as_bytes(), memo) {
             return Ok(ts);
         }
         let bad = |reason: &'static str| TimestampError::Invalid {
@@ -107,7 +117,7 @@ impl Timestamp {
 /// offsets, which the strict parser then handles (and explains). It pays: the general parser
 /// costs about ten times more, and timestamp parsing dominated a large `process_window` and a
 /// file of events at offsets.
-fn parse_fast(b: &[u8]) -> Option<Timestamp> {
+fn parse_fast(b: &[u8], memo: &mut DateMemo) -> Option<Timestamp> {
     let (b, offset_ms) = match *b.last()? {
         b'Z' | b'z' => (&b[..b.len() - 1], 0),
         _ if b.len() >= 25 => {
@@ -131,21 +141,19 @@ fn parse_fast(b: &[u8]) -> Option<Timestamp> {
     if b.len() < 19 {
         return None;
     }
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let year = two_digits(b, 0)? * 100 + two_digits(b, 2)?;
-    let (month, day) = (two_digits(b, 5)?, two_digits(b, 8)?);
+    let days = if memo.date.as_slice() == &b[..10] {
+        memo.days
+    } else {
+        let days = date_days(b)?;
+        memo.date.copy_from_slice(&b[..10]);
+        memo.days = days;
+        days
+    };
     let (hour, minute, second) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
     // Leap seconds and every out-of-range field go to the strict parser.
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
-        return None;
-    }
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -168,10 +176,31 @@ fn parse_fast(b: &[u8]) -> Option<Timestamp> {
         }
         _ => return None,
     };
-    let days = days_from_civil(year, month, day);
     Some(Timestamp(
         ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + millis - offset_ms,
     ))
+}
+
+/// The last date [`Timestamp::parse_rfc3339_memo`] read (`YYYY-MM-DD`, valid) and its days
+/// since 1970-01-01. A new memo holds no date (its bytes are not one).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DateMemo {
+    date: [u8; 10],
+    days: i64,
+}
+
+/// The days since 1970-01-01 of the date `YYYY-MM-DD` at the start of `b` (at least 10 bytes),
+/// or `None` when it is not a valid date in that form.
+fn date_days(b: &[u8]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let year = two_digits(b, 0)? * 100 + two_digits(b, 2)?;
+    let (month, day) = (two_digits(b, 5)?, two_digits(b, 8)?);
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day))
 }
 
 /// The number written by the two ASCII digits at `b[i..i + 2]` (the caller checked the length).
@@ -333,6 +362,7 @@ mod tests {
                 .map(|dt| i64::try_from(dt.unix_timestamp_nanos().div_euclid(1_000_000)).unwrap())
         };
         let mut checked = 0;
+        let mut memo = DateMemo::default();
         // Every day boundary over four centuries (leap years, century rules), plus fractions.
         let mut day = -62_167_219_200_000i64;
         while day < 253_402_300_799_999 {
@@ -346,7 +376,13 @@ mod tests {
                 let seconds = Timestamp((day + offset).div_euclid(1000) * 1000).to_string();
                 for zone in ["Z", "z", "+02:00", "-05:30", "+23:59", "-00:00"] {
                     let text = format!("{}{fraction}{zone}", seconds.trim_end_matches('Z'));
-                    let fast = parse_fast(text.as_bytes()).map(|t| t.0);
+                    let fast = parse_fast(text.as_bytes(), &mut DateMemo::default()).map(|t| t.0);
+                    // With the date remembered (from this very text) the answer is the same.
+                    assert_eq!(
+                        parse_fast(text.as_bytes(), &mut memo).map(|t| t.0),
+                        fast,
+                        "{text}"
+                    );
                     assert_eq!(fast, strict(&text), "{text}");
                     assert!(fast.is_some(), "{text} should take the fast path");
                     checked += 1;
@@ -370,7 +406,16 @@ mod tests {
             "2024-1-15T10:00:10Z",
             "+024-01-15T10:00:10Z",
         ] {
-            assert_eq!(parse_fast(text.as_bytes()), None, "{text}");
+            assert_eq!(
+                parse_fast(text.as_bytes(), &mut DateMemo::default()),
+                None,
+                "{text}"
+            );
+            // A remembered date does not let a bad time through.
+            let mut memo = DateMemo::default();
+            let _ = parse_fast(b"2024-01-15T10:00:10Z", &mut memo);
+            let _ = parse_fast(b"2023-02-28T10:00:10Z", &mut memo);
+            assert_eq!(parse_fast(text.as_bytes(), &mut memo), None, "{text}");
         }
     }
 

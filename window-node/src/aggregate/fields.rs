@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
-use window_core::{EventId, Timestamp};
+use window_core::{DateMemo, EventId, Timestamp};
 
 use crate::aggregate::error::LineError;
 use crate::aggregate::flat;
@@ -128,15 +128,20 @@ pub fn event_id(raw: Raw<'_>) -> Result<EventId, LineError> {
     }
 }
 
-/// The event time: an RFC 3339 string, or a number of `unit`s since the epoch.
-pub fn event_time(raw: Raw<'_>, unit: TimeUnit) -> Result<Timestamp, LineError> {
+/// The event time: an RFC 3339 string, or a number of `unit`s since the epoch. `memo` is the
+/// last date read (see [`DateMemo`]).
+pub fn event_time(
+    raw: Raw<'_>,
+    unit: TimeUnit,
+    memo: &mut DateMemo,
+) -> Result<Timestamp, LineError> {
     let ts = match raw {
-        Raw::Json(text) if text.starts_with('"') => rfc3339(&json_str(text, Role::Time)?)?,
+        Raw::Json(text) if text.starts_with('"') => rfc3339(&json_str(text, Role::Time)?, memo)?,
         Raw::Json(text) => epoch(text, unit)
             .ok_or_else(|| invalid(Role::Time, text, "an RFC 3339 string or a number"))?,
         Raw::Cell(text) => match epoch(text, unit) {
             Some(ts) => ts,
-            None => rfc3339(text)?,
+            None => rfc3339(text, memo)?,
         },
     };
     ts.check_formattable()
@@ -173,8 +178,8 @@ pub fn value(raw: Raw<'_>) -> Result<Option<f64>, LineError> {
     }
 }
 
-fn rfc3339(text: &str) -> Result<Timestamp, LineError> {
-    Timestamp::parse_rfc3339(text).map_err(|e| LineError::Time(e.to_string()))
+fn rfc3339(text: &str, memo: &mut DateMemo) -> Result<Timestamp, LineError> {
+    Timestamp::parse_rfc3339_memo(text, memo).map_err(|e| LineError::Time(e.to_string()))
 }
 
 /// A number of `unit`s since the epoch, floored to the millisecond; `None` if `text` is not a
@@ -368,7 +373,11 @@ mod tests {
         );
         assert_eq!(event_id(Raw::Cell("-7")).ok(), Some(EventId::Int(-7)));
 
-        let at = |raw, unit| event_time(raw, unit).map(Timestamp::as_millis).ok();
+        let at = |raw, unit| {
+            event_time(raw, unit, &mut DateMemo::default())
+                .map(Timestamp::as_millis)
+                .ok()
+        };
         assert_eq!(at(Raw::Json("1500"), TimeUnit::Ms), Some(1500));
         assert_eq!(at(Raw::Json("1.5"), TimeUnit::S), Some(1500));
         assert_eq!(at(Raw::Json("-0.0005"), TimeUnit::S), Some(-1));

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
-use window_core::{EventId, Timestamp, WindowSpec};
+use window_core::{DateMemo, EventId, Timestamp, WindowBounds, WindowSpec};
 
 use crate::aggregate::error::{Error, LineError};
 use crate::aggregate::fields::{self, Fields, Picked, Raw};
@@ -300,11 +300,14 @@ fn parse_block(block: Vec<u8>, parse: &Parse) -> Chunk {
         Err(e) => utf8_lines(&e.into_bytes()),
     };
     let mut chunk = Chunk {
-        items: Vec::with_capacity(text.len() / 64),
+        // Room for lines of 32 bytes on average: a list that grows copies itself to fresh
+        // pages, which costs more than room never touched.
+        items: Vec::with_capacity(text.len() / 32),
         bytes,
         ..Chunk::default()
     };
     let mut not_utf8 = not_utf8.into_iter().peekable();
+    let mut memo = Memo::default();
     let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', text.as_bytes());
     let last = (!text.ends_with('\n') && !text.is_empty()).then_some(text.len());
@@ -325,7 +328,8 @@ fn parse_block(block: Vec<u8>, parse: &Parse) -> Chunk {
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = fields::pick_json(line, &parse.fields).and_then(|picked| item(picked, parse));
+        let parsed = fields::pick_json(line, &parse.fields)
+            .and_then(|picked| item(picked, parse, &mut memo));
         match parsed {
             Ok((id, ts, key, value)) => {
                 let key = key.map(|key| key_text(key, line, line_start));
@@ -379,7 +383,16 @@ fn utf8_lines(bytes: &[u8]) -> (String, Vec<u64>) {
 /// The event of one record's picked fields, checked against the windows.
 type Parsed<'a> = (EventId, Timestamp, Option<Cow<'a, str>>, Option<f64>);
 
-fn item<'a>(picked: Picked<'a>, parse: &Parse) -> Result<Parsed<'a>, LineError> {
+/// What the lines before told about the next: consecutive events mostly share their date and
+/// their window.
+#[derive(Debug, Default)]
+struct Memo {
+    date: DateMemo,
+    /// The last window found writable.
+    window: Option<WindowBounds>,
+}
+
+fn item<'a>(picked: Picked<'a>, parse: &Parse, memo: &mut Memo) -> Result<Parsed<'a>, LineError> {
     let field = |role: Role| picked[role as usize];
     let Some(raw_id) = field(Role::Id) else {
         return Err(LineError::Missing(Role::Id));
@@ -388,16 +401,20 @@ fn item<'a>(picked: Picked<'a>, parse: &Parse) -> Result<Parsed<'a>, LineError> 
         return Err(LineError::Missing(Role::Time));
     };
     let id = fields::event_id(raw_id)?;
-    let ts = fields::event_time(raw_time, parse.fields.time_unit)?;
+    let ts = fields::event_time(raw_time, parse.fields.time_unit, &mut memo.date)?;
     let key = field(Role::Key).map(fields::key).transpose()?.flatten();
     let value = field(Role::Value).map(fields::value).transpose()?.flatten();
-    let writable = parse
+    if memo.window.is_some_and(|b| b.start <= ts && ts < b.end) {
+        return Ok((id, ts, key, value));
+    }
+    let bounds = parse
         .spec
         .bounds(ts)
-        .is_some_and(|b| b.start.check_formattable().is_ok() && b.end.check_formattable().is_ok());
-    if !writable {
+        .filter(|b| b.start.check_formattable().is_ok() && b.end.check_formattable().is_ok());
+    if bounds.is_none() {
         return Err(LineError::WindowOutOfRange);
     }
+    memo.window = bounds;
     Ok((id, ts, key, value))
 }
 
@@ -431,6 +448,7 @@ fn read_csv(
         }
     }
     let mut chunk = Chunk::default();
+    let mut memo = Memo::default();
     let mut record = csv::StringRecord::new();
     // The bytes the chunks sent so far span (the header's are in the first).
     let mut sent = 0;
@@ -440,7 +458,7 @@ fn read_csv(
             Ok(false) => break,
             Ok(true) => {
                 let picked = columns.map(|c| c.and_then(|c| record.get(c)).map(Raw::Cell));
-                match item(picked, parse) {
+                match item(picked, parse, &mut memo) {
                     Ok((id, ts, key, value)) => chunk.items.push(Item {
                         id,
                         ts,
