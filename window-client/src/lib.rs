@@ -98,9 +98,14 @@ impl Client {
     /// another node if the connection is lost or the node is unavailable: the request id makes
     /// it count once.
     pub async fn ingest(&self, events: &[Event]) -> Result<IngestCounts, ClientError> {
-        let reply = self
-            .call(json!({"type": "ingest", "events": events}), true)
-            .await?;
+        // Serialized here, on the caller's task, once: the line is written around it.
+        let events = serde_json::to_string(events)?;
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Ingest { events, reply })
+            .await
+            .map_err(|_| stopped())?;
+        let reply = answer.await.map_err(|_| stopped())??;
         Ok(serde_json::from_value(reply)?)
     }
 
@@ -108,9 +113,15 @@ impl Client {
     /// one request; resolves once they are durable. Like [`Client::ingest`] but without counts
     /// (a merged request's counts are everyone's).
     pub async fn push(&self, events: Vec<Event>) -> Result<(), ClientError> {
+        let count = events.len();
+        let events = serde_json::to_string(&events)?;
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job::Push { events, reply })
+            .send(Job::Push {
+                events,
+                count,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?

@@ -15,7 +15,6 @@ use tokio::time::Instant;
 
 use crate::conn::{Conn, Nodes, RETRY_PAUSE};
 use crate::error::ClientError;
-use crate::types::Event;
 
 /// At most this many events go into one merged `ingest`.
 pub(crate) const MAX_MERGED_EVENTS: usize = 10_000;
@@ -46,10 +45,26 @@ impl Ids {
         let msg_id = self.msg_id.fetch_add(1, Ordering::Relaxed);
         request["msg_id"] = json!(msg_id);
         if idempotent {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            request["request_id"] = json!(format!("rc-{}-{n}", self.prefix));
+            request["request_id"] = json!(self.request_id());
         }
         (msg_id, request.to_string())
+    }
+
+    /// An `ingest` of `events` (a JSON array, as serialized) with a fresh `msg_id` and
+    /// `request_id`, as a line: written around the array, which is not parsed again.
+    pub(crate) fn ingest_line(&self, events: &str) -> (u64, String) {
+        let msg_id = self.msg_id.fetch_add(1, Ordering::Relaxed);
+        // The id is hex and a counter: nothing in it needs escaping.
+        let line = format!(
+            "{{\"type\":\"ingest\",\"msg_id\":{msg_id},\"request_id\":\"{}\",\"events\":{events}}}",
+            self.request_id()
+        );
+        (msg_id, line)
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("rc-{}-{n}", self.prefix)
     }
 }
 
@@ -61,9 +76,16 @@ pub(crate) enum Job {
         idempotent: bool,
         reply: oneshot::Sender<Result<Value, ClientError>>,
     },
-    /// Events to ingest; answered once they are durable, possibly within a merged request.
+    /// One `ingest` of events (a JSON array), answered with its reply.
+    Ingest {
+        events: String,
+        reply: oneshot::Sender<Result<Value, ClientError>>,
+    },
+    /// Events to ingest (a JSON array of `count`); answered once they are durable, possibly
+    /// within a merged request.
     Push {
-        events: Vec<Event>,
+        events: String,
+        count: usize,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
 }
@@ -285,21 +307,28 @@ async fn next_job(held: &mut Option<Job>, jobs: &mut mpsc::Receiver<Job>) -> Opt
 /// The request for `job`; a push takes the pushes queued behind it along (up to
 /// [`MAX_MERGED_EVENTS`] events), and a job of another kind met on the way is held for later.
 fn prepare(job: Job, ids: &Ids, jobs: &mut mpsc::Receiver<Job>, held: &mut Option<Job>) -> Sent {
-    let (request, idempotent, waiters) = match job {
+    let ((msg_id, line), waiters) = match job {
         Job::Call {
             request,
             idempotent,
             reply,
-        } => (request, idempotent, Waiters::Call(reply)),
-        Job::Push { mut events, reply } => {
+        } => (ids.line(request, idempotent), Waiters::Call(reply)),
+        Job::Ingest { events, reply } => (ids.ingest_line(&events), Waiters::Call(reply)),
+        Job::Push {
+            mut events,
+            mut count,
+            reply,
+        } => {
             let mut replies = vec![reply];
-            while events.len() < MAX_MERGED_EVENTS {
+            while count < MAX_MERGED_EVENTS {
                 match jobs.try_recv() {
                     Ok(Job::Push {
                         events: more,
+                        count: more_count,
                         reply,
                     }) => {
-                        events.extend(more);
+                        append_array(&mut events, &more);
+                        count += more_count;
                         replies.push(reply);
                     }
                     Ok(other) => {
@@ -309,14 +338,9 @@ fn prepare(job: Job, ids: &Ids, jobs: &mut mpsc::Receiver<Job>, held: &mut Optio
                     Err(_) => break,
                 }
             }
-            (
-                json!({"type": "ingest", "events": events}),
-                true,
-                Waiters::Push(replies),
-            )
+            (ids.ingest_line(&events), Waiters::Push(replies))
         }
     };
-    let (msg_id, line) = ids.line(request, idempotent);
     let now = Instant::now();
     Sent {
         msg_id,
@@ -327,13 +351,55 @@ fn prepare(job: Job, ids: &Ids, jobs: &mut mpsc::Receiver<Job>, held: &mut Optio
     }
 }
 
+/// Appends the items of the JSON array `more` to the JSON array `into` (both as serialized).
+fn append_array(into: &mut String, more: &str) {
+    let items = more
+        .strip_prefix('[')
+        .and_then(|m| m.strip_suffix(']'))
+        .unwrap_or_default();
+    if items.is_empty() {
+        return;
+    }
+    if into.len() <= 2 {
+        *into = more.to_owned();
+        return;
+    }
+    into.pop();
+    into.push(',');
+    into.push_str(items);
+    into.push(']');
+}
+
 fn fail(job: Job, error: &ClientError) {
     match job {
         Job::Call { reply, .. } => {
             let _ = reply.send(Err(error.duplicate()));
         }
+        Job::Ingest { reply, .. } => {
+            let _ = reply.send(Err(error.duplicate()));
+        }
         Job::Push { reply, .. } => {
             let _ = reply.send(Err(error.duplicate()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::append_array;
+
+    #[test]
+    fn arrays_are_appended_item_by_item() {
+        let mut a = "[]".to_owned();
+        append_array(&mut a, "[]");
+        assert_eq!(a, "[]");
+        append_array(&mut a, r#"[{"id":1}]"#);
+        assert_eq!(a, r#"[{"id":1}]"#);
+        append_array(&mut a, r#"[{"id":2},{"id":"]"}]"#);
+        assert_eq!(a, r#"[{"id":1},{"id":2},{"id":"]"}]"#);
+        append_array(&mut a, "[]");
+        assert_eq!(a, r#"[{"id":1},{"id":2},{"id":"]"}]"#);
+        let parsed: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(parsed.as_array().map(Vec::len), Some(3));
     }
 }
