@@ -42,6 +42,22 @@ fn holder(node: &Node) -> Option<String> {
     stats["lease_holder"].as_str().map(str::to_owned)
 }
 
+/// Of two nodes sharing one state, the one holding the lease (once both name it) and the other.
+fn holder_and_other(mut nodes: Vec<Node>) -> (Node, Node) {
+    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
+        let a = holder(&nodes[0]).filter(|h| !h.is_empty())?;
+        (holder(&nodes[1])? == a).then_some(a)
+    })
+    .expect("a holder");
+    let at = nodes
+        .iter()
+        .position(|n| n.name() == name)
+        .expect("one of them");
+    let holding = nodes.remove(at);
+    let other = nodes.pop().expect("the other");
+    (holding, other)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -87,19 +103,7 @@ fn every_window_once_and_a_bad_event_is_a_typed_error() {
 #[test]
 fn a_group_member_acks_and_the_holder_dying_loses_nothing() {
     let dir = temp_dir();
-    let mut nodes = vec![start(dir.path()), start(dir.path())];
-    // Whichever took the lease: both must name it.
-    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
-        let a = holder(&nodes[0]).filter(|h| !h.is_empty())?;
-        (holder(&nodes[1])? == a).then_some(a)
-    })
-    .expect("a holder");
-    let at = nodes
-        .iter()
-        .position(|n| n.name() == name)
-        .expect("one of them");
-    let holding = nodes.remove(at);
-    let other = nodes.pop().expect("the other");
+    let (holding, other) = holder_and_other(vec![start(dir.path()), start(dir.path())]);
     // The client tries the holder first, so the kill below takes its connection away.
     let addrs = [holding.addr, other.addr];
     let rt = runtime();
@@ -282,18 +286,7 @@ fn concurrent_pushes_are_merged_and_every_event_lands_once() {
 #[test]
 fn pipelined_pushes_carry_on_when_the_holder_dies() {
     let dir = temp_dir();
-    let mut nodes = vec![start(dir.path()), start(dir.path())];
-    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
-        let a = holder(&nodes[0]).filter(|h| !h.is_empty())?;
-        (holder(&nodes[1])? == a).then_some(a)
-    })
-    .expect("a holder");
-    let at = nodes
-        .iter()
-        .position(|n| n.name() == name)
-        .expect("one of them");
-    let holding = nodes.remove(at);
-    let other = nodes.pop().expect("the other");
+    let (holding, other) = holder_and_other(vec![start(dir.path()), start(dir.path())]);
     let rt = runtime();
     let client = std::sync::Arc::new(
         rt.block_on(Client::connect([holding.addr, other.addr]))
@@ -390,21 +383,10 @@ fn requests_move_on_from_a_holder_that_stopped_answering() {
         "--lease-ttl",
         "1s",
     ];
-    let mut nodes = vec![
+    let (stopped, other) = holder_and_other(vec![
         Node::start(window_node_binary(), args).expect("a node"),
         Node::start(window_node_binary(), args).expect("a node"),
-    ];
-    let name = window_testkit::wait_for(WAIT, "a holder both nodes name", || {
-        let a = holder(&nodes[0]).filter(|h| !h.is_empty())?;
-        (holder(&nodes[1])? == a).then_some(a)
-    })
-    .expect("a holder");
-    let at = nodes
-        .iter()
-        .position(|n| n.name() == name)
-        .expect("one of them");
-    let stopped = nodes.remove(at);
-    let other = nodes.pop().expect("the other");
+    ]);
     runtime().block_on(async {
         let options = window_client::Options {
             failover: std::time::Duration::from_secs(12),

@@ -80,8 +80,8 @@ impl Shared {
     }
 }
 
-/// The connection limit (`--max-connections`), one for the whole process: the connections a
-/// follower accepted still count once it holds the lease.
+/// The connection limit (`--max-connections`) of one accept loop: the holder's, a follower's,
+/// or a partition router's.
 #[derive(Clone, Debug)]
 pub struct Slots {
     free: Arc<Semaphore>,

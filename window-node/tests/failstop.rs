@@ -230,10 +230,7 @@ fn a_full_disk_stops_the_daemon_and_a_follower_takes_over() {
     ];
     let mut holder = Node::start(&binary, &args).expect("the limited daemon starts");
     // The limited one must be the holder: the follower starts once it coordinates.
-    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
-        holder.process.log_has("coordinating")
-    })
-    .expect("coordinating");
+    holder.wait_logged("coordinating");
     let follower = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("the follower");
     let mut client = Conn::open(holder.addr).expect("connect");
     let kept = client.request(
@@ -376,10 +373,7 @@ fn sigterm_ends_a_holder_whose_store_does_not_answer() {
         "60s",
     ];
     let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
-    window_testkit::wait_until(window_testkit::WAIT, "the node coordinating", || {
-        holder.process.log_has("coordinating")
-    })
-    .expect("coordinating");
+    holder.wait_logged("coordinating");
     let mut client = Conn::open(holder.addr).expect("connect");
     server.process().signal(Signal::Stop).expect("pause redis");
     client
@@ -436,10 +430,7 @@ fn an_unreachable_redis_is_error_11_and_a_follower_recovers_when_it_returns() {
         "1s",
     ];
     let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
-    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
-        holder.process.log_has("coordinating")
-    })
-    .expect("coordinating");
+    holder.wait_logged("coordinating");
     let follower = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("follower");
     let mut client = Conn::open(holder.addr).expect("connect");
     let kept = client.request(

@@ -149,10 +149,7 @@ fn a_request_id_reused_for_other_events_is_refused_not_dropped() {
 fn a_follower_keeps_the_connection_limit() {
     let dir = temp_dir();
     let holder = start(dir.path(), &["--max-connections", "3"]);
-    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
-        holder.process.log_has("coordinating")
-    })
-    .expect("coordinating");
+    holder.wait_logged("coordinating");
     let follower = start(dir.path(), &["--max-connections", "3"]);
     let stats = r#"{"type":"stats","msg_id":1}"#;
     let mut open: Vec<Conn> = (0..3)
@@ -457,6 +454,29 @@ fn a_serve_behind_a_stdin_node_names_it() {
     assert_eq!(served["epoch"], 2, "{served}");
 }
 
+/// The first 60 kB of an ingest line whose one event carries a payload of that many `x`: its end
+/// is `"}]}` and a line end.
+fn half_line(msg_id: u64) -> String {
+    let t = 1_705_305_600_000_i64;
+    format!(
+        r#"{{"type":"ingest","msg_id":{msg_id},"events":[{{"id":{msg_id},"timestamp":{t},"payload":"{}"#,
+        "x".repeat(60_000)
+    )
+}
+
+/// Two connections to `addr`, A and B, each holding a 60 kB unfinished line, A's read first
+/// (B's takes the sum to 120 kB).
+fn two_half_lines(addr: std::net::SocketAddr) -> (Conn, Conn) {
+    let mut a = Conn::open(addr).expect("connect");
+    a.send_bytes(half_line(1).as_bytes())
+        .expect("A's first part");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut b = Conn::open(addr).expect("connect");
+    b.send_bytes(half_line(2).as_bytes())
+        .expect("B's first part");
+    (a, b)
+}
+
 /// Issue 19 item 2: the bytes of unfinished lines over all connections are bounded
 /// (`--max-buffered-line-bytes`): the connection whose line would take the sum over the limit
 /// gets error 11 and is closed; the others go on, and the budget it held is free again.
@@ -465,25 +485,8 @@ fn unfinished_lines_over_all_connections_are_bounded() {
     let dir = temp_dir();
     let node = start(dir.path(), &["--max-buffered-line-bytes", "100000"]);
     // It accepts clients once it holds the lease: A's bytes must be read before B's.
-    window_testkit::wait_until(window_testkit::WAIT, "coordinating", || {
-        node.process.log_has("coordinating")
-    })
-    .expect("coordinating");
-    let t = 1_705_305_600_000_i64;
-    let head = |msg_id: u64| {
-        format!(
-            r#"{{"type":"ingest","msg_id":{msg_id},"events":[{{"id":{msg_id},"timestamp":{t},"payload":""#
-        )
-    };
-    let pad = "x".repeat(60_000);
-    let mut a = Conn::open(node.addr).expect("connect");
-    a.send_bytes(format!("{}{pad}", head(1)).as_bytes())
-        .expect("A's first part");
-    // A's 60 kB are read before B's: B's would take the sum to 120 kB.
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut b = Conn::open(node.addr).expect("connect");
-    b.send_bytes(format!("{}{pad}", head(2)).as_bytes())
-        .expect("B's first part");
+    node.wait_logged("coordinating");
+    let (mut a, mut b) = two_half_lines(node.addr);
     let refused = b.recv();
     assert_eq!(refused["code"], 11, "{refused}");
     let text = refused["text"].as_str().expect("text");
@@ -501,7 +504,7 @@ fn unfinished_lines_over_all_connections_are_bounded() {
     assert_eq!(ok["accepted"], 1, "{ok}");
     // B's bytes were let go: another 60 kB line fits again.
     let mut c = Conn::open(node.addr).expect("connect");
-    let ok = c.request(&format!("{}{pad}\"}}]}}", head(3)));
+    let ok = c.request(&format!("{}\"}}]}}", half_line(3)));
     assert_eq!(ok["accepted"], 1, "{ok}");
 }
 
@@ -511,30 +514,11 @@ fn unfinished_lines_over_all_connections_are_bounded() {
 fn a_follower_bounds_unfinished_lines_too() {
     let dir = temp_dir();
     let holder = start(dir.path(), &[]);
-    window_testkit::wait_until(window_testkit::WAIT, "the holder coordinating", || {
-        holder.process.log_has("coordinating")
-    })
-    .expect("coordinating");
+    holder.wait_logged("coordinating");
     let follower = start(dir.path(), &["--max-buffered-line-bytes", "100000"]);
     // It accepts clients once it knows it follows: A's bytes must be read before B's.
-    window_testkit::wait_until(window_testkit::WAIT, "the follower following", || {
-        follower.process.log_has("following")
-    })
-    .expect("following");
-    let t = 1_705_305_600_000_i64;
-    let head = |msg_id: u64| {
-        format!(
-            r#"{{"type":"ingest","msg_id":{msg_id},"events":[{{"id":{msg_id},"timestamp":{t},"payload":""#
-        )
-    };
-    let pad = "x".repeat(60_000);
-    let mut a = Conn::open(follower.addr).expect("connect");
-    a.send_bytes(format!("{}{pad}", head(1)).as_bytes())
-        .expect("A's first part");
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let mut b = Conn::open(follower.addr).expect("connect");
-    b.send_bytes(format!("{}{pad}", head(2)).as_bytes())
-        .expect("B's first part");
+    follower.wait_logged("following");
+    let (mut a, mut b) = two_half_lines(follower.addr);
     assert!(
         matches!(
             b.next_line(window_testkit::WAIT),

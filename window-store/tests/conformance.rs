@@ -650,10 +650,7 @@ fn sled_writes_each_payload_once_and_reads_it_back_after_a_reopen() {
         fired.extend(commit(&mut engine, &mut store, &mut seq, Vec::new()));
         store.sync().unwrap();
     }
-    let log_bytes: u64 = std::fs::read_dir(dir.path().join("payloads"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let log_bytes = payload_log_bytes(dir.path());
     assert_eq!(
         log_bytes, written as u64,
         "every payload written exactly once"
@@ -715,10 +712,7 @@ fn sled_writes_payloads_once_when_a_window_is_closed_and_opened_again_in_one_bat
     let flushed = engine.flush(None);
     commit(&mut engine, &mut store, &mut seq, flushed);
     store.sync().unwrap();
-    let log_bytes: u64 = std::fs::read_dir(dir.path().join("payloads"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
-        .sum();
+    let log_bytes = payload_log_bytes(dir.path());
     assert_eq!(log_bytes, bytes(0..5), "every payload written exactly once");
     drop(store);
     let store = open_sled(dir.path());
@@ -744,4 +738,12 @@ fn sled_writes_payloads_once_when_a_window_is_closed_and_opened_again_in_one_bat
                 .collect::<Vec<_>>(),
         ]
     );
+}
+
+/// The bytes of a sled store's payload log, over its segments.
+fn payload_log_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("payloads"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
 }

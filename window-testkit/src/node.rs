@@ -53,6 +53,15 @@ impl Node {
     pub fn name(&self) -> String {
         self.addr.to_string()
     }
+
+    /// Waits (at most [`crate::WAIT`]) until its log has `text` (`"coordinating"` once it
+    /// holds the lease, `"following"` once it follows); panics naming `text` otherwise.
+    pub fn wait_logged(&self, text: &str) {
+        crate::wait_until(crate::WAIT, &format!("{text:?} in the log"), || {
+            self.process.log_has(text)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.process.log_text()));
+    }
 }
 
 /// The address in the daemon's `listening; ... address=127.0.0.1:PORT` log line.
