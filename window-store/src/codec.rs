@@ -231,6 +231,47 @@ pub fn encode_chunk(header: &Header, ids: &[EventId], payloads: Payloads<'_>) ->
     out
 }
 
+/// A chunk whose payloads are as a record holds them ([`decode_chunk`]'s form), or `None` when
+/// they mix texts and references (no record written by one store does).
+pub fn encode_chunk_stored(
+    header: &Header,
+    ids: &[EventId],
+    stored: &[Option<StoredPayload>],
+) -> Option<Vec<u8>> {
+    if stored
+        .iter()
+        .all(|p| !matches!(p, Some(StoredPayload::Text(_))))
+    {
+        let refs: Vec<Option<PayloadRef>> = stored
+            .iter()
+            .map(|p| match p {
+                Some(StoredPayload::At(at)) => Some(*at),
+                _ => None,
+            })
+            .collect();
+        let refs = if refs.iter().all(Option::is_none) {
+            Vec::new()
+        } else {
+            refs
+        };
+        return Some(encode_chunk(header, ids, Payloads::Refs(&refs)));
+    }
+    if stored
+        .iter()
+        .all(|p| !matches!(p, Some(StoredPayload::At(_))))
+    {
+        let texts: Vec<Option<Payload>> = stored
+            .iter()
+            .map(|p| match p {
+                Some(StoredPayload::Text(text)) => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        return Some(encode_chunk(header, ids, Payloads::Texts(&texts)));
+    }
+    None
+}
+
 pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, ChunkIds), StoreError> {
     let mut r = Reader::versioned(key, value, VERSION_PAYLOAD_REFS)?;
     let header = Header {
@@ -269,6 +310,55 @@ pub fn encode_output(record: &OutputRecord, payloads: Payloads<'_>) -> Vec<u8> {
     put_ids(&mut out, &w.ids);
     put_payloads(&mut out, payloads);
     out
+}
+
+/// The first byte of an output block: several consecutive output records in one value, kept
+/// under the key (or Stream id) of the last of them. Record versions are small numbers, so a
+/// block is told from a single record by this byte.
+pub const OUTPUT_BLOCK: u8 = 0xb0;
+
+/// An output block of `records` (encoded output records of consecutive seqs, oldest first).
+pub fn encode_output_block(records: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + records.iter().map(|r| r.len() + 3).sum::<usize>());
+    out.push(OUTPUT_BLOCK);
+    put_varint(&mut out, records.len() as u64);
+    for record in records {
+        put_bytes(&mut out, record);
+    }
+    out
+}
+
+/// The output records a log value holds, with their seqs: the value is one record, or a block
+/// whose last record has seq `last`.
+pub fn split_output<'a>(
+    key: &'a [u8],
+    last: u64,
+    value: &'a [u8],
+) -> Result<Vec<(u64, &'a [u8])>, StoreError> {
+    if value.first() != Some(&OUTPUT_BLOCK) {
+        return Ok(vec![(last, value)]);
+    }
+    let mut r = Reader {
+        key,
+        buf: &value[1..],
+        version: VERSION,
+    };
+    let count = r.varint()?;
+    if count == 0 || count - 1 > last {
+        return Err(StoreError::corrupt(
+            key,
+            format!("an output block of {count} records ending at seq {last}"),
+        ));
+    }
+    let first = last - (count - 1);
+    let mut records = Vec::with_capacity(count.min(1 << 16) as usize);
+    for seq in first..=last {
+        let len = r.varint()?;
+        let len = usize::try_from(len).map_err(|_| r.err("record length"))?;
+        records.push((seq, r.bytes(len)?));
+    }
+    r.finish()?;
+    Ok(records)
 }
 
 /// An output record; `resolve` reads a payload the record holds as a reference.

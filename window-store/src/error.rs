@@ -2,7 +2,7 @@
 //! (corruption refuses to start and names the record; I/O may be retried).
 
 /// What can go wrong in a store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// A record could not be decoded: unknown version, truncated, or inconsistent.
     #[error("corrupt record {key}: {reason}")]

@@ -13,6 +13,7 @@ use crate::codec::{
     StoredPayload, WINDOW_PREFIX,
 };
 use crate::error::StoreError;
+use crate::journal::{Journal, Policy};
 use crate::payload_log::{PayloadLog, PayloadRef};
 use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
 
@@ -117,6 +118,12 @@ pub trait KvBackend: Send {
         Ok(())
     }
 
+    /// Another handle on the same store, with the same settings (the Redis fencing epoch), for
+    /// the journal's compactor thread; `None` for a backend that cannot be shared (memory).
+    fn twin(&self) -> Option<Result<Box<dyn KvBackend>, StoreError>> {
+        None
+    }
+
     /// The output log from record `from` on, at most `limit`, in order, as
     /// `(codec::output_key(seq), encoded record)`.
     fn read_log(&self, from: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
@@ -132,6 +139,17 @@ pub struct KvStore<B> {
     meta: Option<Meta>,
     /// Where payload texts go, when the store keeps them apart from its records.
     payloads: Option<LoggedPayloads>,
+    /// With a journal, each batch is one record, compacted in the background (see `journal`).
+    journal: Option<Journal>,
+}
+
+impl<B> Drop for KvStore<B> {
+    fn drop(&mut self) {
+        // The compactor holds a handle on the backend: it finishes (and lets go) first.
+        if let Some(journal) = &mut self.journal {
+            journal.stop();
+        }
+    }
 }
 
 /// A payload log and what is in it of the open windows: per window, the payloads its chunks
@@ -208,6 +226,26 @@ impl<B: KvBackend> KvStore<B> {
             backend,
             meta: None,
             payloads: None,
+            journal: None,
+        }
+    }
+
+    /// The store, writing each batch as one journal record that a background thread compacts
+    /// into the layout (see the `journal` module). The backend must be able to give the
+    /// compactor a handle of its own ([`KvBackend::twin`]); without one, batches are written
+    /// directly.
+    pub fn with_journal(mut self, policy: Policy) -> KvStore<B> {
+        self.journal = Some(Journal::new(policy));
+        self
+    }
+
+    /// Waits until every committed batch is compacted into the layout (with a journal; at once
+    /// without one). What readers of the backend's own records (a Redis client following the
+    /// output Stream) see then is every committed batch.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        match &self.journal {
+            Some(journal) => journal.drain(),
+            None => Ok(()),
         }
     }
 
@@ -311,6 +349,7 @@ impl<B: KvBackend> KvStore<B> {
         if let Some(meta) = self.meta {
             return Ok(meta);
         }
+        self.replay()?;
         let meta = match self.backend.get(META_KEY)? {
             Some(value) => codec::decode_meta(META_KEY, &value)?,
             None => Meta::default(),
@@ -318,11 +357,24 @@ impl<B: KvBackend> KvStore<B> {
         self.meta = Some(meta);
         Ok(meta)
     }
+
+    /// Applies what the journal holds (once), so that the layout is every committed batch's.
+    fn replay(&mut self) -> Result<(), StoreError> {
+        match &mut self.journal {
+            Some(journal) => journal.replay(&mut self.backend),
+            None => Ok(()),
+        }
+    }
 }
 
 impl<B: KvBackend> WindowStore for KvStore<B> {
     fn recover(&mut self) -> Result<Option<Recovered>, StoreError> {
+        self.replay()?;
         let Some(value) = self.backend.get(META_KEY)? else {
+            // Every batch writes the meta record: without it, the store holds no window.
+            if let Some(journal) = &mut self.journal {
+                journal.stored_windows(Default::default());
+            }
             return Ok(None);
         };
         let meta = codec::decode_meta(META_KEY, &value)?;
@@ -396,6 +448,14 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         }
         if let Some((snap, stored)) = current.take() {
             windows.push(self.recovered_window(snap, stored)?);
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.stored_windows(
+                windows
+                    .iter()
+                    .map(|w| codec::window_prefix(&w.window))
+                    .collect(),
+            );
         }
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
@@ -505,12 +565,18 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         meta.watermark = batch.dirty.watermark;
         meta.counters = batch.dirty.counters;
         ops.push(KvOp::Put(META_KEY.to_vec(), codec::encode_meta(&meta)));
-        self.backend.apply(ops)?;
+        match &mut self.journal {
+            Some(journal) => journal.commit(&mut self.backend, ops)?,
+            None => self.backend.apply(ops)?,
+        }
         self.meta = Some(meta);
         Ok(())
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
+        if let Some(journal) = &self.journal {
+            journal.check()?;
+        }
         self.backend.sync()
     }
 
@@ -519,10 +585,39 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
     }
 
     fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
-        let page = self.backend.read_log(from, limit)?;
+        // Records not compacted yet first: every committed record below the lowest of them is
+        // in the backend's log (the compactor forgets a record only once it is there).
+        let (pending, lowest) = match &self.journal {
+            Some(journal) => journal.outputs(from, limit),
+            None => (Vec::new(), None),
+        };
+        let below = lowest.unwrap_or(u64::MAX);
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut next = from;
+        // A log value holds one record or a block of them: read a few values at a time.
+        while next < below && records.len() < limit {
+            let page = self
+                .backend
+                .read_log(next, (limit - records.len()).min(64))?;
+            if page.is_empty() {
+                break;
+            }
+            for (key, value) in &page {
+                let last = codec::decode_output_key(key)?;
+                for (seq, record) in codec::split_output(key, last, value)? {
+                    if seq >= next && seq < below {
+                        records.push((seq, record.to_vec()));
+                    }
+                }
+                next = next.max(last.saturating_add(1));
+            }
+        }
+        records.extend(pending);
+        records.truncate(limit);
         let resolve = |at: &PayloadRef| self.resolve(at);
-        page.iter()
-            .map(|(key, value)| codec::decode_output(key, value, &resolve))
+        records
+            .iter()
+            .map(|(seq, value)| codec::decode_output(&codec::output_key(*seq), value, &resolve))
             .collect()
     }
 }

@@ -47,6 +47,7 @@
 
 mod codec;
 mod error;
+mod journal;
 mod kv;
 mod memory;
 mod payload_log;
@@ -61,6 +62,7 @@ mod sled;
 mod store;
 
 pub use crate::error::StoreError;
+pub use crate::journal::Policy as CompactionPolicy;
 pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
 pub use crate::memory::{MemoryBackend, MemoryStore};
 #[cfg(feature = "redis")]

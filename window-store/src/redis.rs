@@ -7,11 +7,18 @@
 //!   record), every score 0, so `ZRANGEBYLEX` walks them in byte order (the order of the memory
 //!   and sled backends) and a key prefix is a lexicographic range;
 //! - `{wn:NAME}:vals`: a hash from key to value;
-//! - `{wn:NAME}:log`: the output log, a Redis Stream with one entry per fired window, id
-//!   `0-(seq+1)`, and the fields `seq`, `epoch`, `reason`, `start_ms`, `end_ms`, `count`, `key`
-//!   (keyed windows only) and `record` (the exact encoding, which is what the store reads back).
+//! - `{wn:NAME}:log`: the output log, a Redis Stream, id `0-(seq+1)` of the entry's (last)
+//!   record. An entry holds one fired window, with the fields `seq`, `epoch`, `reason`,
+//!   `start_ms`, `end_ms`, `count`, `key` (keyed windows only) and `record` (the exact encoding,
+//!   which is what the store reads back), or a block of consecutive ones, with the fields
+//!   `first`, `last`, `records` and `record` (the block's encoding, `codec::OUTPUT_BLOCK`).
 //!   Other Redis clients can follow it with `XREAD BLOCK` or consumer groups. Appends are checked
-//!   to rise, so the log is append-only, and never trimmed by the store;
+//!   to rise (a block from its first record), so the log is append-only, and never trimmed by
+//!   the store. Entries appear when the journal is compacted (within about 200 ms of the commit;
+//!   `KvStore::compact` waits for it): the store itself reads not-yet-compacted records from
+//!   its memory;
+//! - journal records (`J` + number, see the `journal` module) among the keys above: each commit
+//!   writes one, the compactor removes it with the merged effect it had;
 //! - `{wn:NAME}:epoch`: the fencing epoch: the highest any batch has carried or any lease
 //!   acquisition granted, in decimal;
 //! - `{wn:NAME}:lease`: the coordinator lease (see the `redis_lease` module).
@@ -89,7 +96,8 @@ impl RedisStore {
     /// Connects to the Redis server at `url` (`redis://HOST:PORT/DB`) and opens the store in
     /// `namespace` (created on its first write). See [`RedisBackend::connect`].
     pub fn connect(url: &str, namespace: &str) -> Result<RedisStore, StoreError> {
-        Ok(KvStore::new(RedisBackend::connect(url, namespace)?))
+        Ok(KvStore::new(RedisBackend::connect(url, namespace)?)
+            .with_journal(crate::journal::Policy::default()))
     }
 }
 
@@ -100,6 +108,8 @@ pub struct RedisBackend {
     con: RefCell<redis::Connection>,
     /// The URL, with any password hidden, for error messages.
     url: String,
+    /// The URL as given, to open a second connection (never shown).
+    given_url: String,
     namespace: String,
     keys_key: String,
     vals_key: String,
@@ -141,6 +151,7 @@ impl RedisBackend {
         let mut backend = RedisBackend {
             con: RefCell::new(con),
             url: shown,
+            given_url: url.to_owned(),
             namespace: namespace.to_owned(),
             keys_key: namespaced(namespace, "keys"),
             vals_key: namespaced(namespace, "vals"),
@@ -233,6 +244,15 @@ impl RedisBackend {
 }
 
 impl KvBackend for RedisBackend {
+    fn twin(&self) -> Option<Result<Box<dyn KvBackend>, StoreError>> {
+        Some(
+            RedisBackend::connect(&self.given_url, &self.namespace).map(|mut twin| {
+                twin.epoch = self.epoch;
+                Box::new(twin) as Box<dyn KvBackend>
+            }),
+        )
+    }
+
     fn scan(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         let mut min = inclusive(start.max(prefix));
@@ -572,8 +592,15 @@ while i <= #ARGV do
         end
       end
     end
-    -- The output log is append-only: never a record twice, never out of order.
-    if seq <= last then
+    -- The output log is append-only: never a record twice, never out of order (a block of
+    -- records names its first one in a leading field).
+    -- (In the Stream's terms: ids are 0-(seq+1).)
+    local first = seq
+    if ARGV[i + 3] == 'first' then
+      first = tonumber(ARGV[i + 4])
+      if first then first = first + 1 end
+    end
+    if not first or first <= last or first > seq then
       return {3, ARGV[i + 1]}
     end
     last = seq
@@ -659,6 +686,17 @@ fn parse_stream_id(id: &str) -> Option<u64> {
 /// The readable fields of a log entry, for other Redis clients (`XREAD`, consumer groups); the
 /// store itself reads back only the `record` field, the exact encoding.
 fn stream_fields(seq: u64, value: &[u8]) -> Result<Vec<(&'static str, String)>, StoreError> {
+    if value.first() == Some(&codec::OUTPUT_BLOCK) {
+        // A block: `first` leads, so that the script refuses a block reaching back into the log.
+        let key = codec::output_key(seq);
+        let records = codec::split_output(&key, seq, value)?;
+        let first = records.first().map_or(seq, |(first, _)| *first);
+        return Ok(vec![
+            ("first", first.to_string()),
+            ("last", seq.to_string()),
+            ("records", records.len().to_string()),
+        ]);
+    }
     let record = codec::decode_output(&codec::output_key(seq), value, &|_| {
         Err(StoreError::Backend(
             "a Redis output record refers to a payload log, which only a sled store has".to_owned(),

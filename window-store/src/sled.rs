@@ -1,8 +1,9 @@
 //! The sled backend: the embedded, durable default.
 //!
-//! One sled tree holds every record; a step is one `sled::Batch` applied with `apply_batch`,
-//! which sled makes atomic (after a crash, all of a batch or none of it), and `sync` is
-//! `Db::flush`, which writes and fsyncs everything applied so far. Acknowledge only after it.
+//! One sled tree holds every record; a commit is one journal record (see the `journal` module)
+//! and a compaction round one `sled::Batch` applied with `apply_batch`, which sled makes atomic
+//! (after a crash, all of a batch or none of it), and `sync` is `Db::flush`, which writes and
+//! fsyncs everything applied so far. Acknowledge only after it.
 //!
 //! A failed write or sync is final: sled keeps the error and every later call fails with it, and
 //! its flush can wait forever once a write failed (a waiter can miss the failure's wake-up, sled
@@ -26,6 +27,12 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`. Fails with [`StoreError::Locked`] when another
     /// process holds the directory.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        SledStore::open_with(dir, crate::journal::Policy::default())
+    }
+
+    /// [`SledStore::open`] with the journal's compaction `policy` (tests and benchmarks: a
+    /// compactor that runs rounds back to back, say).
+    pub fn open_with(dir: &Path, policy: crate::journal::Policy) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             // We flush before every acknowledgement; sled's own timer would only add fsyncs.
@@ -42,7 +49,8 @@ impl SledStore {
             flushed: None,
             flusher: None,
         })
-        .with_payload_log(payloads))
+        .with_payload_log(payloads)
+        .with_journal(policy))
     }
 }
 
@@ -260,6 +268,17 @@ fn flush(db: &sled::Db) -> Result<(), String> {
 }
 
 impl KvBackend for SledBackend {
+    fn twin(&self) -> Option<Result<Box<dyn KvBackend>, StoreError>> {
+        Some(Ok(Box::new(SledBackend {
+            db: self.db.clone(),
+            dir: self.dir.clone(),
+            failed: false,
+            flushes: 0,
+            flushed: None,
+            flusher: None,
+        })))
+    }
+
     fn scan(&self, prefix: &[u8], start: &[u8], limit: usize) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.range(start..).take(limit) {

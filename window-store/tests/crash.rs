@@ -2,6 +2,8 @@
 //! steady stream into a sled store and reports each acknowledgement (after `sync`) on stdout; the
 //! parent SIGKILLs it at random moments, restarts it, and at the end checks the store against the
 //! acknowledgements: no acknowledged event lost, no event emitted twice, a dense output log.
+//! Every other child runs its journal's compactor with no delay between rounds, so that its kill
+//! lands inside a compaction (and the next child's recovery replays what that round left).
 //!
 //! `CRASH_CYCLES` sets the number of kills (default 5; `cargo xtask crash` runs 50).
 
@@ -16,11 +18,14 @@ use window_core::{
     Engine, EngineConfig, Event, EventId, IdFrame, LatePolicy, PurgePolicy, SizeMs, Timestamp,
     WindowKey,
 };
-use window_store::{Batch, OutputRecord, SledStore, WindowStore, open_engine};
+use window_store::{Batch, CompactionPolicy, OutputRecord, SledStore, WindowStore, open_engine};
 use window_testkit::{Process, Stderr, count_from_env, temp_dir};
 
 const CHILD_DIR: &str = "WINDOW_STORE_CRASH_DIR";
 const CHILD_START: &str = "WINDOW_STORE_CRASH_START";
+/// Set for a child whose journal compactor runs rounds back to back, so that most kills land
+/// inside a compaction.
+const CHILD_COMPACTING: &str = "WINDOW_STORE_CRASH_COMPACTING";
 /// Events per engine step, and steps per sync (group commit).
 const STEP_EVENTS: u64 = 50;
 const STEPS_PER_SYNC: u64 = 4;
@@ -86,8 +91,19 @@ fn commit(
 
 /// The child: ingest from `start` on, forever, acknowledging after each sync.
 #[allow(clippy::print_stdout)] // The child reports acknowledgements to the parent on stdout.
-fn child(dir: &Path, start: u64) {
-    let mut store = SledStore::open(dir).expect("child opens the store");
+fn child(dir: &Path, start: u64, compacting_constantly: bool) {
+    let mut store = if compacting_constantly {
+        SledStore::open_with(
+            dir,
+            CompactionPolicy {
+                delay: Duration::ZERO,
+                ..CompactionPolicy::default()
+            },
+        )
+    } else {
+        SledStore::open(dir)
+    }
+    .expect("child opens the store");
     let (mut engine, mut next_seq) = open_engine(&mut store, config()).expect("child recovers");
     let size = SizeMs::new(SIZE_MS).expect("size");
     let mut stdout = std::io::stdout().lock();
@@ -108,9 +124,14 @@ fn child(dir: &Path, start: u64) {
     }
 }
 
-/// Runs the child until a SIGKILL after `lifetime`; returns the highest acknowledged bound.
-fn run_child(dir: &Path, start: u64, lifetime: Duration) -> u64 {
+/// Runs the child until a SIGKILL after `lifetime`; returns the highest acknowledged bound, or
+/// `None` when the kill came before its first acknowledgement (while it was still recovering:
+/// replaying its journal, say, which is a moment worth killing it at too).
+fn run_child(dir: &Path, start: u64, lifetime: Duration, compacting: bool) -> Option<u64> {
     let mut command = Command::new(std::env::current_exe().expect("own path"));
+    if compacting {
+        command.env(CHILD_COMPACTING, "1");
+    }
     command
         .env(CHILD_DIR, dir)
         .env(CHILD_START, start.to_string())
@@ -136,12 +157,13 @@ fn run_child(dir: &Path, start: u64, lifetime: Duration) -> u64 {
         );
     }
     child.kill().expect("SIGKILL the child");
-    reader.join().expect("reader").unwrap_or(start)
+    reader.join().expect("reader")
 }
 
 fn main() {
     if let (Ok(dir), Ok(start)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_START)) {
-        child(Path::new(&dir), start.parse().expect("start"));
+        let constantly = std::env::var(CHILD_COMPACTING).is_ok();
+        child(Path::new(&dir), start.parse().expect("start"), constantly);
         return;
     }
     let cycles = count_from_env("CRASH_CYCLES", 5) as u64;
@@ -156,7 +178,14 @@ fn main() {
         let lifetime = Duration::from_millis(60 + seed % 240);
         // Resend a little of what was acknowledged: ingestion must be idempotent.
         let start = acked.saturating_sub(STEP_EVENTS * 3);
-        let now_acked = run_child(dir.path(), start, lifetime);
+        // Every other child compacts constantly: its kill lands inside a compaction round.
+        let compacting = cycle % 2 == 1;
+        let Some(now_acked) = run_child(dir.path(), start, lifetime, compacting) else {
+            eprintln!(
+                "crash cycle {cycle}: killed after {lifetime:?}, before its first acknowledgement"
+            );
+            continue;
+        };
         assert!(now_acked >= acked, "acknowledgements went backwards");
         eprintln!("crash cycle {cycle}: killed after {lifetime:?}, acknowledged below {now_acked}");
         acked = now_acked;
