@@ -272,6 +272,17 @@ pub fn encode_chunk_stored(
     None
 }
 
+/// A chunk's header alone (what a merge needs to know whether chunks follow each other).
+pub fn decode_chunk_header(key: &[u8], value: &[u8]) -> Result<Header, StoreError> {
+    let mut r = Reader::versioned(key, value, VERSION_PAYLOAD_REFS)?;
+    Ok(Header {
+        pane_start: r.varint()?,
+        id_count: r.varint()?,
+        aggregate: r.opt_aggregate()?,
+        pane_opened_at: r.opt_ts()?,
+    })
+}
+
 pub fn decode_chunk(key: &[u8], value: &[u8]) -> Result<(Header, ChunkIds), StoreError> {
     let mut r = Reader::versioned(key, value, VERSION_PAYLOAD_REFS)?;
     let header = Header {

@@ -22,9 +22,10 @@
 //!   batch's own records before.
 //! - A compaction round applies the effect of its journal records and removes them in one atomic
 //!   backend batch, so after any crash each journal record is either still there (its effect is
-//!   not in the layout) or gone (its effect is). Recovery ([`replay`]) applies every record still
-//!   there, in order, the same way, before reading the layout: the state read is the state of
-//!   every committed batch, in order.
+//!   not in the layout) or gone (its effect is). Recovery (`KvStore::recover`) lays the records
+//!   still there over a copy of the layout in memory, merged the same way, and reads that: the
+//!   state of every committed batch, in order. It writes nothing; those records are the first
+//!   round of the compactor of the next writer.
 //! - The merged ops of a round have the effect of its batches' ops applied one after another:
 //!   merging only drops writes a later op of the round overwrites or removes, and joins chunks
 //!   that follow each other.
@@ -32,8 +33,10 @@
 //!   after its round is applied), so a reader never misses one.
 //! - Fencing is unchanged: the journal record is written by the same fenced call that wrote the
 //!   batch before, and the compactor writes with the same epoch, so a fenced writer's compactor is
-//!   refused too. A new holder replays (and removes) the journal before its first batch.
-//! - A compaction that fails stops the store: the next commit or sync returns its error.
+//!   refused too. Each journal write also expects the head record ([`HEAD_KEY`]) as its writer
+//!   left it, so a second writer that the fence does not stop is refused at its first write.
+//! - A compaction that fails stops the store: the next commit or sync returns its error. A
+//!   store whose commit or sync failed has its compactor apply nothing more.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::mpsc;
@@ -51,6 +54,17 @@ use crate::kv::{KvBackend, KvOp};
 pub const JOURNAL_PREFIX: u8 = b'J';
 /// The version byte of a journal record.
 const VERSION: u8 = 1;
+
+/// The head record: the number of the last journal record written, never removed. Each journal
+/// write expects it as the writer left it, so a second writer on the store (one the fence does
+/// not stop: the same epoch, or a sled directory copied) is refused at its first write.
+pub const HEAD_KEY: &[u8] = b"H";
+
+fn head_number(head: &[u8]) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(head.try_into().map_err(|_| {
+        StoreError::corrupt(HEAD_KEY, "the journal head is not 8 bytes")
+    })?))
+}
 
 /// The key of journal record `n`.
 pub fn journal_key(n: u64) -> Vec<u8> {
@@ -96,6 +110,7 @@ const PUT: u8 = 0;
 const PUT_NEW: u8 = 1;
 const DELETE_PREFIX: u8 = 2;
 const APPEND: u8 = 3;
+const EXPECT: u8 = 4;
 
 /// A journal record: the version, the number of ops, then each op (a tag, then its key or
 /// sequence number and its value, each length-prefixed).
@@ -107,6 +122,7 @@ pub fn encode(ops: &[KvOp]) -> Vec<u8> {
                 KvOp::Put(k, v) | KvOp::PutNew(k, v) => k.len() + v.len() + 8,
                 KvOp::DeletePrefix(p) => p.len() + 4,
                 KvOp::Append(_, v) => v.len() + 12,
+                KvOp::Expect(k, v) => k.len() + v.as_ref().map_or(0, Vec::len) + 9,
             }
         })
         .sum();
@@ -137,6 +153,17 @@ pub fn encode(ops: &[KvOp]) -> Vec<u8> {
                 out.extend_from_slice(&seq.to_le_bytes());
                 bytes(&mut out, v);
             }
+            KvOp::Expect(k, v) => {
+                out.push(EXPECT);
+                bytes(&mut out, k);
+                match v {
+                    None => out.push(0),
+                    Some(v) => {
+                        out.push(1);
+                        bytes(&mut out, v);
+                    }
+                }
+            }
         }
     }
     out
@@ -166,6 +193,14 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<KvOp>, StoreError> {
             APPEND => {
                 let seq = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
                 KvOp::Append(seq, r.bytes()?)
+            }
+            EXPECT => {
+                let key = r.bytes()?;
+                let value = match r.take(1)?[0] {
+                    0 => None,
+                    _ => Some(r.bytes()?),
+                };
+                KvOp::Expect(key, value)
             }
             other => return Err(r.corrupt(&format!("unknown op {other}"))),
         });
@@ -212,24 +247,77 @@ impl<'a> Cursor<'a> {
 
 /// A window's chunk being joined with the chunks that follow it in the round.
 struct Tail {
-    /// Where its op is in `Merger::ops`.
+    /// Where its op goes in `Merger::ops`.
     at: usize,
     key: Vec<u8>,
     header: Header,
+    /// The chunk as it was written, until another one joins it (most windows get one chunk
+    /// a round: they are never decoded).
+    raw: Option<Vec<u8>>,
     ids: Vec<EventId>,
     payloads: Vec<Option<StoredPayload>>,
+}
+
+impl Tail {
+    /// The tail's value, as written or joined.
+    fn value(self) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+        let value = match self.raw {
+            Some(raw) => raw,
+            None => codec::encode_chunk_stored(&self.header, &self.ids, &self.payloads)
+                .ok_or_else(|| {
+                    StoreError::corrupt(
+                        &self.key,
+                        "chunks of one window hold both payload texts and payload log references",
+                    )
+                })?,
+        };
+        Ok((self.key, value))
+    }
+
+    /// Joins the next chunk (`ids`, `payloads`, ending with `header`).
+    fn join(
+        &mut self,
+        header: Header,
+        ids: Vec<EventId>,
+        payloads: Vec<Option<StoredPayload>>,
+    ) -> Result<(), StoreError> {
+        if let Some(raw) = self.raw.take() {
+            let (_, (own_ids, own_payloads)) = codec::decode_chunk(&self.key, &raw)?;
+            self.ids = own_ids;
+            self.payloads = own_payloads;
+        }
+        if !payloads.is_empty() || !self.payloads.is_empty() {
+            self.payloads.resize(self.ids.len(), None);
+            if payloads.is_empty() {
+                self.payloads.resize(self.ids.len() + ids.len(), None);
+            } else {
+                self.payloads.extend(payloads);
+            }
+        }
+        self.ids.extend(ids);
+        self.header = header;
+        Ok(())
+    }
+}
+
+/// What a round writes of one window: its growing last chunk, and the earlier chunks of the
+/// round that the last one does not follow (their keys and where their ops are).
+#[derive(Default)]
+struct WindowWrites {
+    tail: Option<Tail>,
+    written: Vec<(Vec<u8>, usize)>,
 }
 
 /// The ops of several batches, in order, merged into ops with the same effect.
 #[derive(Default)]
 pub struct Merger {
-    /// The merged ops; `None` where a later op made one unnecessary, a placeholder `Put` where a
-    /// [`Tail`] goes.
+    /// The merged ops; `None` where a later op made one unnecessary, or where a window's tail
+    /// or an output block goes once complete.
     ops: Vec<Option<KvOp>>,
-    /// Overwritable records written in the round, by key: where their op is.
+    /// Overwritable records other than chunks written in the round, by key: where their op is.
     puts: BTreeMap<Vec<u8>, usize>,
-    /// Per window (its key prefix): its last chunk in the round, still growing.
-    tails: HashMap<Vec<u8>, Tail>,
+    /// Per window (its key prefix): its chunks in the round.
+    windows: HashMap<Vec<u8>, WindowWrites>,
     /// Output records of consecutive seqs being gathered into one block: where its op goes, the
     /// last seq, the records.
     block: Option<(usize, u64, Vec<Vec<u8>>)>,
@@ -249,12 +337,44 @@ fn split_chunk_key(key: &[u8]) -> Option<(&[u8], u64)> {
     Some((prefix, u64::from_be_bytes(rest[1..].try_into().ok()?)))
 }
 
+/// Whether `prefix` is a whole window's prefix (`codec::window_prefix`), not a shorter one
+/// covering several windows.
+fn is_window_prefix(prefix: &[u8]) -> bool {
+    // 'W', end, start, size (8 bytes each), then 0 or 1, a length and the key.
+    match prefix.get(25) {
+        Some(0) => prefix.len() == 26,
+        Some(1) => prefix.get(26..30).is_some_and(|len| {
+            let len = u32::from_be_bytes(len.try_into().expect("4 bytes")) as usize;
+            prefix.len() == 30 + len
+        }),
+        _ => false,
+    }
+}
+
 impl Merger {
     /// Adds the next op.
     pub fn push(&mut self, op: KvOp) -> Result<(), StoreError> {
         match op {
             KvOp::Put(key, value) => self.put(key, value),
             KvOp::DeletePrefix(prefix) => {
+                if let Some(writes) = self.windows.remove(&prefix) {
+                    // A window's prefix (what removals name): its chunks alone.
+                    self.cancel(writes);
+                } else if prefix.first() == Some(&WINDOW_PREFIX) && is_window_prefix(&prefix) {
+                    // A window with no chunk in the round.
+                } else {
+                    let doomed: Vec<Vec<u8>> = self
+                        .windows
+                        .keys()
+                        .filter(|window| window.starts_with(&prefix))
+                        .cloned()
+                        .collect();
+                    for window in doomed {
+                        if let Some(writes) = self.windows.remove(&window) {
+                            self.cancel(writes);
+                        }
+                    }
+                }
                 let doomed: Vec<Vec<u8>> = self
                     .puts
                     .range(prefix.clone()..)
@@ -265,12 +385,6 @@ impl Merger {
                     if let Some(at) = self.puts.remove(&key) {
                         self.ops[at] = None;
                     }
-                }
-                if split_chunk_key(&[prefix.as_slice(), &[0; 9]].concat()).is_some() {
-                    // A window's prefix (what removals name): its tail alone.
-                    self.tails.remove(&prefix);
-                } else {
-                    self.tails.retain(|window, _| !window.starts_with(&prefix));
                 }
                 self.ops.push(Some(KvOp::DeletePrefix(prefix)));
                 Ok(())
@@ -310,88 +424,78 @@ impl Merger {
         }
     }
 
+    /// Drops every write of a window's chunks in the round (the window was removed after them).
+    fn cancel(&mut self, writes: WindowWrites) {
+        for at in writes
+            .tail
+            .map(|t| t.at)
+            .into_iter()
+            .chain(writes.written.into_iter().map(|(_, at)| at))
+        {
+            self.ops[at] = None;
+        }
+    }
+
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
-        if let Some((window, first)) = split_chunk_key(&key) {
-            let (header, (ids, payloads)) = codec::decode_chunk(&key, &value)?;
-            if let Some(tail) = self.tails.get_mut(window)
-                && tail.header.id_count == first
-                && tail.header.id_count + ids.len() as u64 == header.id_count
-            {
-                // The next chunk of the same window: joined to the tail.
-                if !payloads.is_empty() || !tail.payloads.is_empty() {
-                    tail.payloads.resize(tail.ids.len(), None);
-                    if payloads.is_empty() {
-                        tail.payloads.resize(tail.ids.len() + ids.len(), None);
-                    } else {
-                        tail.payloads.extend(payloads);
-                    }
-                }
-                tail.ids.extend(ids);
-                tail.header = header;
-                return Ok(());
-            }
-            // A new tail (the first chunk of the window in this round, or one that does not
-            // follow the last): the earlier tail, if any, is written as it stands.
-            let window = window.to_vec();
-            if let Some(old) = self.tails.remove(&window)
-                && self.puts.get(&old.key) == Some(&old.at)
-            {
-                self.ops[old.at] = Some(KvOp::Put(old.key.clone(), encode_tail(&old)?));
-            }
+        let Some((window, first)) = split_chunk_key(&key) else {
             if let Some(old) = self.puts.remove(&key) {
                 self.ops[old] = None;
             }
-            let at = self.ops.len();
-            self.ops.push(None);
-            self.puts.insert(key.clone(), at);
-            self.tails.insert(
-                window,
-                Tail {
-                    at,
-                    key,
-                    header,
-                    ids,
-                    payloads,
-                },
-            );
+            self.puts.insert(key.clone(), self.ops.len());
+            self.ops.push(Some(KvOp::Put(key, value)));
             return Ok(());
+        };
+        let header = codec::decode_chunk_header(&key, &value)?;
+        let writes = match self.windows.get_mut(window) {
+            Some(writes) => writes,
+            None => self.windows.entry(window.to_vec()).or_default(),
+        };
+        if let Some(tail) = &mut writes.tail
+            && tail.header.id_count == first
+            && header.id_count >= first
+        {
+            let (_, (ids, payloads)) = codec::decode_chunk(&key, &value)?;
+            if first + ids.len() as u64 == header.id_count {
+                // The next chunk of the same window: joined to the tail.
+                return tail.join(header, ids, payloads);
+            }
         }
-        if let Some(old) = self.puts.remove(&key) {
-            self.ops[old] = None;
+        // A new tail (the window's first chunk in the round, or one that does not follow the
+        // last): the earlier tail is written as it stands, unless this one replaces it.
+        if let Some(old) = writes.tail.take() {
+            let at = old.at;
+            let (old_key, old_value) = old.value()?;
+            self.ops[at] = Some(KvOp::Put(old_key.clone(), old_value));
+            writes.written.push((old_key, at));
         }
-        self.puts.insert(key.clone(), self.ops.len());
-        self.ops.push(Some(KvOp::Put(key, value)));
+        if let Some(i) = writes.written.iter().position(|(k, _)| *k == key) {
+            let (_, at) = writes.written.swap_remove(i);
+            self.ops[at] = None;
+        }
+        writes.tail = Some(Tail {
+            at: self.ops.len(),
+            key,
+            header,
+            raw: Some(value),
+            ids: Vec::new(),
+            payloads: Vec::new(),
+        });
+        self.ops.push(None);
         Ok(())
     }
 
     /// The merged ops.
     pub fn finish(mut self) -> Result<Vec<KvOp>, StoreError> {
         self.close_block();
-        let mut tails: HashMap<usize, Tail> = self
-            .tails
-            .drain()
-            .map(|(_, tail)| (tail.at, tail))
-            .collect();
-        let mut out = Vec::with_capacity(self.ops.len());
-        for (at, op) in self.ops.into_iter().enumerate() {
-            if let Some(op) = op {
-                out.push(op);
-            } else if let Some(tail) = tails.remove(&at) {
-                let value = encode_tail(&tail)?;
-                out.push(KvOp::Put(tail.key, value));
+        for (_, writes) in self.windows.drain() {
+            if let Some(tail) = writes.tail {
+                let at = tail.at;
+                let (key, value) = tail.value()?;
+                self.ops[at] = Some(KvOp::Put(key, value));
             }
         }
-        Ok(out)
+        Ok(self.ops.into_iter().flatten().collect())
     }
-}
-
-fn encode_tail(tail: &Tail) -> Result<Vec<u8>, StoreError> {
-    codec::encode_chunk_stored(&tail.header, &tail.ids, &tail.payloads).ok_or_else(|| {
-        StoreError::corrupt(
-            &tail.key,
-            "chunks of one window hold both payload texts and payload log references",
-        )
-    })
 }
 
 /// Merges the ops of journal records (their numbers and ops, in order) and adds the removal of
@@ -439,39 +543,25 @@ pub fn compaction(
     Ok(ops)
 }
 
-/// Records read per page when replaying: they can be large.
-const REPLAY_PAGE: usize = 16;
-/// Journal bytes replayed in one backend batch.
-const REPLAY_BYTES: usize = 64 << 20;
+/// Records read per page: they can be large.
+const READ_PAGE: usize = 16;
 
-/// Applies every journal record still in `backend`, in order, removing them as it goes (each
-/// group of records and its removal one atomic batch, as a compaction round). Returns the number
-/// the next journal record gets.
-pub fn replay(backend: &mut dyn KvBackend) -> Result<u64, StoreError> {
+/// Every journal record `backend` holds, in order, decoded: the batches committed but not yet
+/// compacted (left behind by a crash, or by a writer that stopped before its compactor ran).
+pub fn read_all(backend: &dyn KvBackend) -> Result<Vec<(u64, Vec<KvOp>)>, StoreError> {
     let prefix = [JOURNAL_PREFIX];
-    let mut next = 0;
+    let mut records = Vec::new();
+    let mut start = prefix.to_vec();
     loop {
-        let mut records = Vec::new();
-        let mut bytes = 0;
-        let mut start = prefix.to_vec();
-        while bytes < REPLAY_BYTES {
-            let page = backend.scan(&prefix, &start, REPLAY_PAGE)?;
-            let Some((last, _)) = page.last() else {
-                break;
-            };
-            start = last.clone();
-            start.push(0);
-            for (key, value) in page {
-                let n = journal_number(&key)?;
-                bytes += value.len();
-                next = n + 1;
-                records.push((n, decode(&key, &value)?));
-            }
+        let page = backend.scan(&prefix, &start, READ_PAGE)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(records);
+        };
+        start = last.clone();
+        start.push(0);
+        for (key, value) in page {
+            records.push((journal_number(&key)?, decode(&key, &value)?));
         }
-        if records.is_empty() {
-            return Ok(next);
-        }
-        backend.apply(compaction(records, &mut None)?)?;
     }
 }
 
@@ -484,6 +574,9 @@ struct Shared {
     outputs: Mutex<BTreeMap<u64, Vec<u8>>>,
     /// Why the compactor stopped, once it failed.
     failure: Mutex<Option<StoreError>>,
+    /// The foreground failed: the compactor applies nothing more (what it holds stays in the
+    /// journal for the next recovery), so that a failed store is not written on its way out.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 enum Job {
@@ -500,38 +593,78 @@ enum Job {
 #[derive(Debug)]
 pub struct Journal {
     policy: Policy,
-    /// The number the next record gets; `None` until the journal was replayed.
+    /// The number the next record gets; `None` until the journal was read.
     next: Option<u64>,
+    /// What the head record held after this writer's last write (or at recovery): every
+    /// journal write expects it unchanged, so a second writer is refused at once.
+    head: Option<Vec<u8>>,
     shared: Arc<Shared>,
     compactor: Option<Compactor>,
     /// The windows the backend holds records of (their key prefixes), when recovery listed
     /// them: handed to the compactor, which keeps it up to date.
     stored: Option<HashSet<Vec<u8>>>,
+    /// Journal records found at recovery: the compactor's first round.
+    initial: Vec<(u64, Vec<KvOp>)>,
 }
 
 #[derive(Debug)]
 struct Compactor {
     tx: mpsc::SyncSender<Job>,
     thread: JoinHandle<()>,
+    /// Disconnected when the thread ends.
+    ended: mpsc::Receiver<()>,
 }
+
+/// How long a stop waits for the compactor's last round: a backend that does not answer (a
+/// paused Redis) must not hold the process that is stopping (its commits failed already, or
+/// its last round waits in the journal for the next recovery).
+const STOP_PATIENCE: Duration = Duration::from_secs(10);
 
 impl Journal {
     pub fn new(policy: Policy) -> Journal {
         Journal {
             policy,
             next: None,
+            head: None,
             shared: Arc::default(),
             compactor: None,
             stored: None,
+            initial: Vec::new(),
         }
     }
 
-    /// Replays what the backend's journal holds, once; before anything reads the layout.
-    pub fn replay(&mut self, backend: &mut dyn KvBackend) -> Result<(), StoreError> {
-        if self.next.is_none() {
-            self.next = Some(replay(backend)?);
+    /// Waits until the compactor (if it runs) applied every batch committed so far, so that
+    /// the backend's layout and journal are what recovery should read.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        self.drain()
+    }
+
+    /// Reads the journal records `backend` holds (see [`read_all`]) and the head, and sets this
+    /// writer's numbering after them. Until the compactor starts, they are kept for its first
+    /// round (the holder's compactor applies them, never a reader), and their output records
+    /// are served from memory. Returns them, for recovery to lay over the layout.
+    pub fn leftovers(
+        &mut self,
+        backend: &dyn KvBackend,
+    ) -> Result<Vec<(u64, Vec<KvOp>)>, StoreError> {
+        let records = read_all(backend)?;
+        self.head = backend.get(HEAD_KEY)?;
+        let written = match &self.head {
+            Some(head) => head_number(head)?.saturating_add(1),
+            None => 0,
+        };
+        let after = records.last().map_or(0, |(n, _)| n + 1);
+        self.next = Some(written.max(after).max(self.next.unwrap_or(0)));
+        if self.compactor.is_none() {
+            let mut outputs = self.shared.outputs.lock().expect("journal lock");
+            for op in records.iter().flat_map(|(_, ops)| ops) {
+                if let KvOp::Append(seq, value) = op {
+                    outputs.insert(*seq, value.clone());
+                }
+            }
+            self.initial = records.clone();
         }
-        Ok(())
+        Ok(records)
     }
 
     /// Tells the journal every window the backend holds records of (recovery listed them),
@@ -551,17 +684,43 @@ impl Journal {
     }
 
     /// Writes `ops` as one journal record through `backend`, and hands them to the compactor
-    /// (started at the first record, with the backend's [`KvBackend::twin`]).
+    /// (started before the first record, with the backend's [`KvBackend::twin`]). The write
+    /// expects the head record as this writer left it and moves it on, in the same batch.
     pub fn commit(
         &mut self,
         backend: &mut dyn KvBackend,
         ops: Vec<KvOp>,
     ) -> Result<(), StoreError> {
         self.check()?;
-        self.replay(backend)?;
+        if self.next.is_none() {
+            self.leftovers(backend)?;
+        }
+        // The compactor's handle first: a batch is never journaled without a compactor to take
+        // it; its thread starts once this writer's first record is in.
+        let twin = match &self.compactor {
+            Some(_) => None,
+            None => Some(backend.twin().unwrap_or_else(|| {
+                Err(StoreError::InvalidBatch(
+                    "this backend cannot be shared with a compactor: open it without a journal"
+                        .to_owned(),
+                ))
+            })?),
+        };
         let n = self.next.unwrap_or(0);
         let record = encode(&ops);
         let bytes = record.len();
+        let head = n.to_be_bytes().to_vec();
+        let written = backend.apply(vec![
+            KvOp::Expect(HEAD_KEY.to_vec(), self.head.clone()),
+            KvOp::Put(HEAD_KEY.to_vec(), head.clone()),
+            KvOp::PutNew(journal_key(n), record),
+        ]);
+        if let Err(error) = written {
+            self.abandon();
+            return Err(error);
+        }
+        self.head = Some(head);
+        self.next = Some(n + 1);
         {
             let mut outputs = self.shared.outputs.lock().expect("journal lock");
             for op in &ops {
@@ -570,20 +729,13 @@ impl Journal {
                 }
             }
         }
-        backend.apply(vec![KvOp::PutNew(journal_key(n), record)])?;
-        self.next = Some(n + 1);
-        if self.compactor.is_none() {
-            let twin = backend.twin().unwrap_or_else(|| {
-                Err(StoreError::InvalidBatch(
-                    "this backend cannot be shared with a compactor: open it without a journal"
-                        .to_owned(),
-                ))
-            })?;
+        if let Some(twin) = twin {
             self.compactor = Some(Compactor::start(
                 twin,
                 self.policy,
                 &self.shared,
                 self.stored.take(),
+                std::mem::take(&mut self.initial),
             )?);
         }
         let compactor = self.compactor.as_ref().expect("started above");
@@ -594,6 +746,13 @@ impl Journal {
             ));
         }
         Ok(())
+    }
+
+    /// The store failed: the compactor applies nothing more.
+    pub fn abandon(&self) {
+        self.shared
+            .abandoned
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Output records from `from` on that are not compacted yet, at most `limit`, and the lowest
@@ -613,8 +772,11 @@ impl Journal {
     pub fn drain(&self) -> Result<(), StoreError> {
         if let Some(compactor) = &self.compactor {
             let (tx, rx) = mpsc::channel();
-            if compactor.tx.send(Job::Drain(tx)).is_ok() {
-                let _ = rx.recv();
+            if compactor.tx.send(Job::Drain(tx)).is_err() || rx.recv().is_err() {
+                self.check()?;
+                return Err(StoreError::Backend(
+                    "the journal's compactor thread is gone".to_owned(),
+                ));
             }
         }
         self.check()
@@ -624,7 +786,14 @@ impl Journal {
     pub fn stop(&mut self) {
         if let Some(compactor) = self.compactor.take() {
             drop(compactor.tx);
-            let _ = compactor.thread.join();
+            match compactor.ended.recv_timeout(STOP_PATIENCE) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Left to end with the process: what it did not apply is in the journal.
+                }
+                _ => {
+                    let _ = compactor.thread.join();
+                }
+            }
         }
     }
 }
@@ -635,16 +804,28 @@ impl Compactor {
         policy: Policy,
         shared: &Arc<Shared>,
         stored: Option<HashSet<Vec<u8>>>,
+        initial: Vec<(u64, Vec<KvOp>)>,
     ) -> Result<Compactor, StoreError> {
         let (tx, rx) = mpsc::sync_channel(policy.backlog);
+        let (ended_tx, ended) = mpsc::channel::<()>();
         let shared = Arc::clone(shared);
         let thread = std::thread::Builder::new()
             .name("journal-compactor".into())
-            .spawn(move || compact(backend, rx, policy, &shared, stored))
+            .spawn(move || {
+                let _ended = ended_tx;
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    compact(backend, rx, policy, &shared, stored, initial);
+                }));
+                if ran.is_err() {
+                    *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+                        StoreError::Backend("the journal's compactor thread panicked".to_owned()),
+                    );
+                }
+            })
             .map_err(|e| {
                 StoreError::Backend(format!("starting the journal's compactor thread: {e}"))
             })?;
-        Ok(Compactor { tx, thread })
+        Ok(Compactor { tx, thread, ended })
     }
 }
 
@@ -656,7 +837,11 @@ fn compact(
     policy: Policy,
     shared: &Shared,
     mut stored: Option<HashSet<Vec<u8>>>,
+    initial: Vec<(u64, Vec<KvOp>)>,
 ) {
+    if !initial.is_empty() && !apply_round(&mut *backend, initial, &mut stored, shared) {
+        return;
+    }
     let mut open = true;
     while open {
         let Ok(first) = rx.recv() else {
@@ -689,30 +874,44 @@ fn compact(
                 }
             }
         }
-        if !records.is_empty() {
-            let highest = records
-                .iter()
-                .flat_map(|(_, ops)| ops.iter())
-                .filter_map(|op| match op {
-                    KvOp::Append(seq, _) => Some(*seq),
-                    _ => None,
-                })
-                .max();
-            let applied = compaction(records, &mut stored).and_then(|ops| backend.apply(ops));
-            if let Err(error) = applied {
-                *shared.failure.lock().expect("journal lock") = Some(error);
-                return;
-            }
-            if let Some(highest) = highest {
-                let mut outputs = shared.outputs.lock().expect("journal lock");
-                let kept = outputs.split_off(&(highest + 1));
-                *outputs = kept;
-            }
+        if shared.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if !records.is_empty() && !apply_round(&mut *backend, records, &mut stored, shared) {
+            return;
         }
         for reply in drains {
             let _ = reply.send(());
         }
     }
+}
+
+/// Applies one round; false once it failed (the failure is recorded for the foreground).
+fn apply_round(
+    backend: &mut dyn KvBackend,
+    records: Vec<(u64, Vec<KvOp>)>,
+    stored: &mut Option<HashSet<Vec<u8>>>,
+    shared: &Shared,
+) -> bool {
+    let highest = records
+        .iter()
+        .flat_map(|(_, ops)| ops.iter())
+        .filter_map(|op| match op {
+            KvOp::Append(seq, _) => Some(*seq),
+            _ => None,
+        })
+        .max();
+    let applied = compaction(records, stored).and_then(|ops| backend.apply(ops));
+    if let Err(error) = applied {
+        *shared.failure.lock().expect("journal lock") = Some(error);
+        return false;
+    }
+    if let Some(highest) = highest {
+        let mut outputs = shared.outputs.lock().expect("journal lock");
+        let kept = outputs.split_off(&(highest + 1));
+        *outputs = kept;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -732,7 +931,7 @@ mod tests {
         Remove,
     }
 
-    fn window(n: usize) -> WindowKey {
+    fn window_key(n: usize) -> WindowKey {
         WindowKey {
             start: Timestamp::from_millis(n as i64 * 10),
             size: SizeMs::new(10).expect("size"),
@@ -754,7 +953,7 @@ mod tests {
                 let w = *w % counts.len();
                 match step {
                     Step::Remove => {
-                        ops.push(KvOp::DeletePrefix(codec::window_prefix(&window(w))));
+                        ops.push(KvOp::DeletePrefix(codec::window_prefix(&window_key(w))));
                         ops.push(KvOp::Append(*seq, format!("record {seq}").into_bytes()));
                         *seq += 1;
                         counts[w] = 0;
@@ -762,7 +961,7 @@ mod tests {
                     Step::Append(k) => {
                         let first = counts[w];
                         if first == 0 {
-                            ops.push(KvOp::DeletePrefix(codec::window_prefix(&window(w))));
+                            ops.push(KvOp::DeletePrefix(codec::window_prefix(&window_key(w))));
                         }
                         counts[w] += *k as u64;
                         let ids: Vec<EventId> =
@@ -774,7 +973,7 @@ mod tests {
                             pane_opened_at: Some(Timestamp::from_millis(n as i64)),
                         };
                         ops.push(KvOp::Put(
-                            codec::chunk_key(&window(w), first),
+                            codec::chunk_key(&window_key(w), first),
                             codec::encode_chunk(&header, &ids, codec::Payloads::Texts(&[])),
                         ));
                     }
@@ -833,6 +1032,7 @@ mod tests {
                         batch.insert(key.clone(), None);
                     }
                 }
+                KvOp::Expect(..) => panic!("a round carries no expectation"),
             }
         }
         let ops = batch
@@ -906,6 +1106,61 @@ mod tests {
                 prop_assert_eq!(decode(&journal_key(n), &encode(&ops))?, ops);
             }
         }
+    }
+
+    /// What makes a round cheaper than its batches: one chunk per window, nothing of a window
+    /// opened and removed within it, one block of output records.
+    #[test]
+    fn a_round_writes_one_chunk_per_live_window_and_one_block() {
+        let plan = vec![
+            vec![(0, Step::Append(2)), (1, Step::Append(1))],
+            vec![(0, Step::Append(3)), (1, Step::Remove)],
+            vec![
+                (0, Step::Append(0)),
+                (2, Step::Append(1)),
+                (2, Step::Remove),
+            ],
+            vec![(0, Step::Append(1)), (3, Step::Remove)],
+        ];
+        let mut counts = [0u64; 4];
+        let mut seq = 0;
+        let records = batches(&plan, &mut counts, &mut seq);
+        let ops = compaction(records, &mut Some(HashSet::new())).expect("merge");
+        let chunks: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                KvOp::Put(key, value) => Some((split_chunk_key(key)?, value)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(chunks.len(), 1, "{ops:?}");
+        let ((window, first), value) = &chunks[0];
+        assert_eq!(*window, codec::window_prefix(&window_key(0)).as_slice());
+        assert_eq!(*first, 0);
+        let (header, (ids, _)) = codec::decode_chunk(b"k", value).expect("chunk");
+        assert_eq!(header.id_count, 6);
+        assert_eq!(ids, (0..6).map(EventId::Int).collect::<Vec<_>>());
+        // Only window 0 was ever stored, and it was never removed: no removal is written.
+        assert!(
+            !ops.iter()
+                .any(|op| matches!(op, KvOp::DeletePrefix(p) if p[0] == WINDOW_PREFIX))
+        );
+        let appends: Vec<_> = ops
+            .iter()
+            .filter_map(|op| match op {
+                KvOp::Append(last, value) => Some((*last, value)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(appends.len(), 1);
+        let (last, block) = appends[0];
+        assert_eq!(last, 2);
+        let key = codec::output_key(last);
+        let records = codec::split_output(&key, last, block).expect("block");
+        assert_eq!(
+            records.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
     }
 
     #[test]

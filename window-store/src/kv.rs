@@ -3,7 +3,7 @@
 //! The memory and sled stores are this one type over two backends, so they share the layout,
 //! the codec and the recovery code, and the conformance suite checks both the same way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use window_core::{ClosedWindow, EngineSnapshot, Payload, WindowKey, WindowSnapshot};
@@ -13,7 +13,7 @@ use crate::codec::{
     StoredPayload, WINDOW_PREFIX,
 };
 use crate::error::StoreError;
-use crate::journal::{Journal, Policy};
+use crate::journal::{self, Journal, Policy};
 use crate::payload_log::{PayloadLog, PayloadRef};
 use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
 
@@ -30,6 +30,9 @@ pub enum KvOp {
     PutNew(Vec<u8>, Vec<u8>),
     /// Remove every key that starts with the prefix.
     DeletePrefix(Vec<u8>),
+    /// Refuse the whole batch, applying nothing, unless the key holds this value (`None`: unless
+    /// it is absent): a writer's check that nobody else wrote since it last did.
+    Expect(Vec<u8>, Option<Vec<u8>>),
     /// Append the encoded output record numbered `seq` to the output log. The log is
     /// append-only: if it already holds `seq`, the whole batch is refused with
     /// [`StoreError::InvalidBatch`]. Ordered key-value backends keep it as the key
@@ -47,6 +50,11 @@ pub(crate) enum Plain {
         fresh: bool,
     },
     DeletePrefix(Vec<u8>),
+    /// Refuse the batch unless the key holds the value (`None`: is absent).
+    Expect {
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
 }
 
 impl KvOp {
@@ -68,8 +76,33 @@ impl KvOp {
                 fresh: true,
             },
             KvOp::DeletePrefix(prefix) => Plain::DeletePrefix(prefix),
+            KvOp::Expect(key, value) => Plain::Expect { key, value },
         }
     }
+}
+
+/// Refuses `ops` if a key an [`KvOp::Expect`] names does not hold what it expects (`get` looks
+/// it up); the check memory and sled run before applying anything.
+pub(crate) fn refuse_unexpected(
+    ops: &[Plain],
+    mut get: impl FnMut(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<(), StoreError> {
+    for op in ops {
+        if let Plain::Expect { key, value } = op
+            && get(key)? != *value
+        {
+            return Err(changed_underneath(key));
+        }
+    }
+    Ok(())
+}
+
+/// The error for a [`KvOp::Expect`] that does not hold.
+pub(crate) fn changed_underneath(key: &[u8]) -> StoreError {
+    StoreError::InvalidBatch(format!(
+        "record {} changed since this writer last wrote it (a second writer on this store?); nothing of the batch was applied",
+        crate::error::hex(key)
+    ))
 }
 
 /// Refuses `ops` if a key that must be fresh exists already (`exists` looks it up); the check
@@ -141,6 +174,9 @@ pub struct KvStore<B> {
     payloads: Option<LoggedPayloads>,
     /// With a journal, each batch is one record, compacted in the background (see `journal`).
     journal: Option<Journal>,
+    /// During a recovery that found journal records: the layout with them applied, in memory
+    /// (recovery reads it instead of the backend, and writes nothing).
+    overlay: Option<crate::memory::MemoryBackend>,
 }
 
 impl<B> Drop for KvStore<B> {
@@ -227,6 +263,7 @@ impl<B: KvBackend> KvStore<B> {
             meta: None,
             payloads: None,
             journal: None,
+            overlay: None,
         }
     }
 
@@ -298,7 +335,7 @@ impl<B: KvBackend> KvStore<B> {
         let mut start = prefix.to_vec();
         let mut records = Vec::new();
         loop {
-            let page = self.backend.scan(&prefix, &start, 4096)?;
+            let page = self.source().scan(&prefix, &start, 4096)?;
             let Some((last, _)) = page.last() else {
                 break;
             };
@@ -349,7 +386,13 @@ impl<B: KvBackend> KvStore<B> {
         if let Some(meta) = self.meta {
             return Ok(meta);
         }
-        self.replay()?;
+        if self.journal.is_some() {
+            // The meta record may be in the journal: recovery reads it, with the rest.
+            self.recover()?;
+            let meta = self.meta.unwrap_or_default();
+            self.meta = Some(meta);
+            return Ok(meta);
+        }
         let meta = match self.backend.get(META_KEY)? {
             Some(value) => codec::decode_meta(META_KEY, &value)?,
             None => Meta::default(),
@@ -358,23 +401,103 @@ impl<B: KvBackend> KvStore<B> {
         Ok(meta)
     }
 
-    /// Applies what the journal holds (once), so that the layout is every committed batch's.
-    fn replay(&mut self) -> Result<(), StoreError> {
-        match &mut self.journal {
-            Some(journal) => journal.replay(&mut self.backend),
-            None => Ok(()),
+    /// Where recovery reads: the backend, or the overlay while there is one.
+    fn source(&self) -> &dyn KvBackend {
+        match &self.overlay {
+            Some(overlay) => overlay,
+            None => &self.backend,
         }
+    }
+
+    /// With a journal: lets the compactor catch up, reads the journal records the backend
+    /// still holds, and when there are some, lays them over a copy of the layout in memory
+    /// (`overlay`), which recovery then reads. Returns the windows the backend itself holds
+    /// records of, when it listed them (for the compactor), or `None` when recovery's own list
+    /// is the backend's.
+    fn overlay_journal(&mut self) -> Result<Option<HashSet<Vec<u8>>>, StoreError> {
+        let Some(journal) = &mut self.journal else {
+            return Ok(None);
+        };
+        journal.settle()?;
+        let leftovers = journal.leftovers(&self.backend)?;
+        if leftovers.is_empty() {
+            return Ok(None);
+        }
+        let mut overlay = crate::memory::MemoryBackend::default();
+        let mut stored = HashSet::new();
+        let mut copied = Vec::new();
+        if let Some(meta) = self.backend.get(META_KEY)? {
+            copied.push(KvOp::Put(META_KEY.to_vec(), meta));
+        }
+        for prefix in [WINDOW_PREFIX, REQUEST_PREFIX, GROUP_PREFIX] {
+            let prefix = [prefix];
+            let mut start = prefix.to_vec();
+            loop {
+                let page = self.backend.scan(&prefix, &start, 4096)?;
+                let Some((last, _)) = page.last() else {
+                    break;
+                };
+                start = last.clone();
+                start.push(0);
+                for (key, value) in page {
+                    if key[0] == WINDOW_PREFIX {
+                        let (window, _) = codec::decode_chunk_key(&key)?;
+                        stored.insert(codec::window_prefix(&window));
+                    }
+                    copied.push(KvOp::Put(key, value));
+                }
+            }
+        }
+        overlay.apply(copied)?;
+        overlay.apply(journal::compaction(leftovers, &mut None)?)?;
+        self.overlay = Some(overlay);
+        Ok(Some(stored))
     }
 }
 
 impl<B: KvBackend> WindowStore for KvStore<B> {
     fn recover(&mut self) -> Result<Option<Recovered>, StoreError> {
-        self.replay()?;
-        let Some(value) = self.backend.get(META_KEY)? else {
-            // Every batch writes the meta record: without it, the store holds no window.
-            if let Some(journal) = &mut self.journal {
-                journal.stored_windows(Default::default());
-            }
+        let listed = self.overlay_journal()?;
+        let recovered = self.recover_layout();
+        self.overlay = None;
+        let recovered = recovered?;
+        if let Some(journal) = &mut self.journal {
+            journal.stored_windows(match (listed, &recovered) {
+                (Some(listed), _) => listed,
+                (None, Some(recovered)) => recovered
+                    .snapshot
+                    .windows
+                    .iter()
+                    .map(|w| codec::window_prefix(&w.window))
+                    .collect(),
+                // Every batch writes the meta record: without it, the store holds no window.
+                (None, None) => HashSet::new(),
+            });
+        }
+        Ok(recovered)
+    }
+
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.commit_batch(batch)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.sync_all()
+    }
+
+    fn check_writer(&mut self) -> Result<(), StoreError> {
+        self.backend.check_writer()
+    }
+
+    fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
+        self.read_log(from, limit)
+    }
+}
+
+impl<B: KvBackend> KvStore<B> {
+    /// Recovery proper, from [`Self::source`].
+    fn recover_layout(&mut self) -> Result<Option<Recovered>, StoreError> {
+        let Some(value) = self.source().get(META_KEY)? else {
             return Ok(None);
         };
         let meta = codec::decode_meta(META_KEY, &value)?;
@@ -385,7 +508,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         let prefix = [WINDOW_PREFIX];
         let mut start = prefix.to_vec();
         loop {
-            let page = self.backend.scan(&prefix, &start, 4096)?;
+            let page = self.source().scan(&prefix, &start, 4096)?;
             let Some((last, _)) = page.last() else {
                 break;
             };
@@ -449,14 +572,6 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         if let Some((snap, stored)) = current.take() {
             windows.push(self.recovered_window(snap, stored)?);
         }
-        if let Some(journal) = &mut self.journal {
-            journal.stored_windows(
-                windows
-                    .iter()
-                    .map(|w| codec::window_prefix(&w.window))
-                    .collect(),
-            );
-        }
         // Windows come out by end; the engine's snapshot order is (start, size, key).
         windows.sort_by(|a, b| a.window.cmp(&b.window));
         let requests = self.recover_requests()?;
@@ -474,7 +589,7 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         }))
     }
 
-    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+    fn commit_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let mut meta = self.meta()?;
         let mut ops = Vec::with_capacity(
             2 + batch.dirty.removed.len()
@@ -573,18 +688,18 @@ impl<B: KvBackend> WindowStore for KvStore<B> {
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), StoreError> {
+    fn sync_all(&mut self) -> Result<(), StoreError> {
         if let Some(journal) = &self.journal {
             journal.check()?;
         }
-        self.backend.sync()
+        let synced = self.backend.sync();
+        if let (Err(_), Some(journal)) = (&synced, &self.journal) {
+            journal.abandon();
+        }
+        synced
     }
 
-    fn check_writer(&mut self) -> Result<(), StoreError> {
-        self.backend.check_writer()
-    }
-
-    fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
+    fn read_log(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
         // Records not compacted yet first: every committed record below the lowest of them is
         // in the backend's log (the compactor forgets a record only once it is there).
         let (pending, lowest) = match &self.journal {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites};
+use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites, refuse_unexpected};
 
 /// A window store in memory. `sync` is a no-op: nothing survives the process.
 pub type MemoryStore = KvStore<MemoryBackend>;
@@ -51,11 +51,13 @@ impl KvBackend for MemoryBackend {
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
         let ops: Vec<Plain> = ops.into_iter().map(KvOp::plain).collect();
         refuse_overwrites(&ops, |key| Ok(self.map.contains_key(key)))?;
+        refuse_unexpected(&ops, |key| Ok(self.map.get(key).cloned()))?;
         for op in ops {
             match op {
                 Plain::Put { key, value, .. } => {
                     self.map.insert(key, value);
                 }
+                Plain::Expect { .. } => {}
                 Plain::DeletePrefix(prefix) => {
                     let doomed: Vec<Vec<u8>> = self
                         .map

@@ -87,7 +87,7 @@ use redis::{ErrorKind, ServerErrorKind};
 
 use crate::codec;
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Record, overwrite_refused};
+use crate::kv::{KvBackend, KvOp, KvStore, Record, changed_underneath, overwrite_refused};
 
 /// A window store in a Redis server.
 pub type RedisStore = KvStore<RedisBackend>;
@@ -96,8 +96,16 @@ impl RedisStore {
     /// Connects to the Redis server at `url` (`redis://HOST:PORT/DB`) and opens the store in
     /// `namespace` (created on its first write). See [`RedisBackend::connect`].
     pub fn connect(url: &str, namespace: &str) -> Result<RedisStore, StoreError> {
-        Ok(KvStore::new(RedisBackend::connect(url, namespace)?)
-            .with_journal(crate::journal::Policy::default()))
+        RedisStore::connect_with(url, namespace, crate::journal::Policy::default())
+    }
+
+    /// [`RedisStore::connect`] with the journal's compaction `policy`.
+    pub fn connect_with(
+        url: &str,
+        namespace: &str,
+        policy: crate::journal::Policy,
+    ) -> Result<RedisStore, StoreError> {
+        Ok(KvStore::new(RedisBackend::connect(url, namespace)?).with_journal(policy))
     }
 }
 
@@ -330,6 +338,20 @@ impl KvBackend for RedisBackend {
                     Cow::Owned(inclusive(prefix)),
                     Cow::Owned(exclusive_upper(prefix)),
                 ]),
+                KvOp::Expect(key, value) => {
+                    args.push(Cow::Borrowed(b"E".as_slice()));
+                    args.push(Cow::Borrowed(key.as_slice()));
+                    match value {
+                        None => args.extend([
+                            Cow::Borrowed(b"0".as_slice()),
+                            Cow::Borrowed(b"".as_slice()),
+                        ]),
+                        Some(value) => args.extend([
+                            Cow::Borrowed(b"1".as_slice()),
+                            Cow::Borrowed(value.as_slice()),
+                        ]),
+                    }
+                }
                 KvOp::Append(seq, value) => {
                     let fields = stream_fields(*seq, value)?;
                     args.push(Cow::Borrowed(b"A".as_slice()));
@@ -351,6 +373,7 @@ impl KvBackend for RedisBackend {
         match applied {
             1 => Ok(()),
             2 => Err(overwrite_refused(&detail)),
+            4 => Err(changed_underneath(&detail)),
             3 => Err(StoreError::InvalidBatch(format!(
                 "the batch would append output record {} to {}, which already holds it or a later one (a second writer on this store?); nothing of it was applied",
                 String::from_utf8_lossy(&detail),
@@ -605,6 +628,15 @@ while i <= #ARGV do
     end
     last = seq
     step = 3 + n
+  elseif op == 'E' then
+    if i + 3 > #ARGV then
+      return redis.error_reply('ERR window-store: malformed expectation at argument ' .. i)
+    end
+    local held = redis.call('HGET', KEYS[2], ARGV[i + 1])
+    if (ARGV[i + 2] == '0' and held) or (ARGV[i + 2] ~= '0' and held ~= ARGV[i + 3]) then
+      return {4, ARGV[i + 1]}
+    end
+    step = 4
   elseif (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
     return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
   elseif op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
@@ -631,6 +663,8 @@ while i <= #ARGV do
     local n = tonumber(ARGV[i + 2])
     redis.call('XADD', KEYS[4], ARGV[i + 1], unpack(ARGV, i + 3, i + 2 + n))
     i = i + 3 + n
+  elseif op == 'E' then
+    i = i + 4
   elseif op == 'D' then
     local doomed = {}
     while ARGV[i] == 'D' do

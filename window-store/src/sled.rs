@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites};
+use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites, refuse_unexpected};
 use crate::payload_log::PayloadLog;
 
 /// A window store in a sled directory.
@@ -300,10 +300,14 @@ impl KvBackend for SledBackend {
         // One process holds a sled directory, so a look before the batch is as good as a look
         // inside it.
         refuse_overwrites(&ops, |key| self.db.contains_key(key).map_err(backend))?;
+        refuse_unexpected(&ops, |key| {
+            Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
+        })?;
         let mut batch = sled::Batch::default();
         for op in ops {
             match op {
                 Plain::Put { key, value, .. } => batch.insert(key, value),
+                Plain::Expect { .. } => {}
                 Plain::DeletePrefix(prefix) => {
                     for item in self.db.scan_prefix(&prefix) {
                         let (key, _) = item.map_err(backend)?;
