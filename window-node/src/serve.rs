@@ -52,8 +52,10 @@ pub struct ServeArgs {
     memory: bool,
 
     /// Keep everything in a Redis server shared by several machines (`redis://HOST:PORT/`,
-    /// `redis://HOST:PORT/DB`, `redis://:PASSWORD@HOST:PORT/`) instead of --data-dir. Every node
-    /// on the same server and --namespace competes for one lease: the holder fires windows, the
+    /// `redis://HOST:PORT/DB`, `redis://:PASSWORD@HOST:PORT/`) or in a Redis Cluster
+    /// (`redis+cluster://HOST:PORT,HOST:PORT,...`: some of its masters; with --partitions each
+    /// partition lands on the master of its own hash tag) instead of --data-dir. Every node on
+    /// the same server and --namespace competes for one lease: the holder fires windows, the
     /// others forward their clients to it.
     #[arg(
         long,

@@ -20,7 +20,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 // `WAIT` (20 s) is longer than `--failover-timeout` (15 s), so a node that retries a request for
 // that long before answering error 11 is not mistaken for a dead one.
-use window_testkit::{Conn, Node, RedisServer, Signal, WAIT, count_from_env, run, temp_dir};
+use window_testkit::{
+    Conn, Node, RedisCluster, RedisServer, Signal, WAIT, count_from_env, run, temp_dir,
+};
 
 /// How many times the kill test kills a holder: `FAILOVER_KILLS`, 3 by default.
 fn kills() -> usize {
@@ -54,6 +56,16 @@ impl Place {
         Place {
             url: server.url(),
             namespace: server.fresh_namespace(),
+            partitions,
+        }
+    }
+
+    /// On a Redis Cluster: the partitions' namespaces (`NS.i`, each its own hash tag) spread
+    /// over its masters.
+    fn on_cluster(cluster: &RedisCluster, partitions: usize) -> Place {
+        Place {
+            url: cluster.url(),
+            namespace: "clustered".to_owned(),
             partitions,
         }
     }
@@ -406,8 +418,24 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
     };
     // Six over three: after a kill the two survivors hold three each, so every replacement
     // gets its two by handovers, under load.
-    let place = Place::new(&server, 6);
-    let mut nodes: Vec<Node> = (0..3).map(|_| start(&place)).collect();
+    holders_die_and_nothing_acknowledged_is_lost(&Place::new(&server, 6), kills());
+}
+
+/// The same on a Redis Cluster of three masters (`--store redis+cluster://...`): the six
+/// partitions' namespaces on the masters of their hash tags, one holder killed under load.
+#[test]
+fn on_a_redis_cluster_a_holder_dies_and_nothing_acknowledged_is_lost() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    holders_die_and_nothing_acknowledged_is_lost(&Place::on_cluster(&cluster, 6), 1);
+}
+
+/// Three nodes on `place`, a client ingesting through the first, `kills` times the node (not
+/// the first) holding the most partitions SIGKILLed and replaced; then every acknowledged
+/// event must come out exactly once.
+fn holders_die_and_nothing_acknowledged_is_lost(place: &Place, kills: usize) {
+    let mut nodes: Vec<Node> = (0..3).map(|_| start(place)).collect();
     wait_for(
         &nodes,
         place.partitions,
@@ -417,7 +445,7 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
     let client = Client::start(nodes[0].addr);
 
     let mut takeovers = Vec::new();
-    for kill in 0..kills() {
+    for kill in 0..kills {
         // Let the load run, and let the replacement of the last kill get its share.
         std::thread::sleep(Duration::from_millis(500));
         let before = wait_for(
@@ -449,9 +477,9 @@ fn with_partitions_a_holder_dies_again_and_again_and_nothing_acknowledged_is_los
                 "kill {kill}: the takeover of partition {p} raises its epoch: {before:#?} then {after:#?}"
             );
         }
-        nodes.push(start(&place));
+        nodes.push(start(place));
     }
-    let (load, windows, per_partition, final_leases) = client.finish(&nodes, &place);
+    let (load, windows, per_partition, final_leases) = client.finish(&nodes, place);
     let epochs: Vec<u64> = final_leases.iter().map(|l| l.epoch).collect();
     let slowest = takeovers.iter().max().copied().unwrap_or_default();
     eprintln!(

@@ -23,6 +23,15 @@
 //!   acquisition granted, in decimal;
 //! - `{wn:NAME}:lease`: the coordinator lease (see the `redis_lease` module).
 //!
+//! # Redis Cluster
+//! A URL `redis+cluster://HOST:PORT,HOST:PORT,...` (some of the cluster's masters) opens a
+//! cluster connection (redis-rs's synchronous `ClusterConnection`), which sends each command to
+//! the master of its first key's hash slot and follows the cluster's redirections. Every key of a
+//! namespace shares the hash tag `{wn:NAME}`, so a namespace lives on one master and its scripts
+//! run there whole; the partitions of a namespace (`NAME.0`, `NAME.1`, ...) have tags of their
+//! own and spread over the masters. What a master's failover can lose is what its asynchronous
+//! replication had not sent (see "Durability" below).
+//!
 //! # Atomicity
 //! `apply` is one call of a Lua script (`EVALSHA`, with the script loaded at connect and `EVAL`
 //! as the fallback when the server answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`).
@@ -113,7 +122,7 @@ impl RedisStore {
 pub struct RedisBackend {
     /// The connection. The backend's reads take `&self`; the synchronous client needs `&mut` for
     /// every command. Only one thread uses a backend at a time (it is `Send`, not `Sync`).
-    con: RefCell<redis::Connection>,
+    con: RefCell<Con>,
     /// The URL, with any password hidden, for error messages.
     url: String,
     /// The URL as given, to open a second connection (never shown).
@@ -188,7 +197,7 @@ impl RedisBackend {
     pub fn highest_epoch(&self) -> Result<Option<u64>, StoreError> {
         let text: Option<String> = redis::cmd("GET")
             .arg(&self.epoch_key)
-            .query(&mut *self.con.borrow_mut())
+            .query(&mut **self.con.borrow_mut())
             .map_err(|e| self.error("GET epoch", e))?;
         text.map(|t| self.parse_epoch(&t)).transpose()
     }
@@ -202,7 +211,7 @@ impl RedisBackend {
         redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(source)
-            .query(self.con.get_mut())
+            .query(&mut **self.con.get_mut())
             .map_err(|e| backend_error(&self.url, "SCRIPT LOAD", e))
     }
 
@@ -240,7 +249,8 @@ impl RedisBackend {
             }
             cmd
         };
-        let con = &mut *self.con.borrow_mut();
+        let mut guard = self.con.borrow_mut();
+        let con: &mut dyn redis::ConnectionLike = &mut **guard;
         match call("EVALSHA", sha).query(con) {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 // Also caches the script again on the server for the next EVALSHA.
@@ -312,7 +322,7 @@ impl KvBackend for RedisBackend {
         redis::cmd("HGET")
             .arg(&self.vals_key)
             .arg(key)
-            .query(&mut *self.con.borrow_mut())
+            .query(&mut **self.con.borrow_mut())
             .map_err(|e| self.error("HGET", e))
     }
 
@@ -406,7 +416,7 @@ impl KvBackend for RedisBackend {
             .arg("+")
             .arg("COUNT")
             .arg(limit.min(i64::MAX as usize))
-            .query(&mut *self.con.borrow_mut())
+            .query(&mut **self.con.borrow_mut())
             .map_err(|e| self.error("XRANGE of the output log", e))?;
         entries
             .into_iter()
@@ -457,7 +467,7 @@ pub(crate) fn namespaced(namespace: &str, name: &str) -> String {
 /// so nothing is ever half done; a script the new server lacks is loaded again by
 /// `Script::invoke`.
 pub(crate) struct RedisLink {
-    con: redis::Connection,
+    con: Con,
     /// The URL as given (it may hold a password), to reconnect.
     dial: String,
     /// The URL with any password hidden, for messages.
@@ -487,12 +497,12 @@ impl RedisLink {
     }
 
     /// The connection, opened again first if the last call failed.
-    pub(crate) fn ready(&mut self) -> Result<&mut redis::Connection, StoreError> {
+    pub(crate) fn ready(&mut self) -> Result<&mut (dyn redis::ConnectionLike + Send), StoreError> {
         if self.broken {
             self.con = open_connection(&self.dial)?;
             self.broken = false;
         }
-        Ok(&mut self.con)
+        Ok(&mut *self.con)
     }
 
     /// The error of a failed call, after which the next call reconnects.
@@ -502,35 +512,80 @@ impl RedisLink {
     }
 }
 
+/// A connection to one Redis server, or to a Redis Cluster (which routes each command by the
+/// hash slot of its first key: a namespace's keys share one hash tag, so its scripts run on
+/// the master that holds that slot).
+pub(crate) type Con = Box<dyn redis::ConnectionLike + Send>;
+
+/// The URL scheme of a Redis Cluster: `redis+cluster://HOST:PORT,HOST:PORT,...` (any of its
+/// masters; the client learns the others from them).
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
 /// Opens a connection to `url` with this crate's timeouts, and checks the server is Redis 7.0 or
 /// later. Errors name the server (password hidden) and say what to do.
-pub(crate) fn open_connection(url: &str) -> Result<redis::Connection, StoreError> {
+pub(crate) fn open_connection(url: &str) -> Result<Con, StoreError> {
+    if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+        return open_cluster(url, nodes);
+    }
     let shown = redact(url);
     let client = redis::Client::open(url).map_err(|e| {
         StoreError::Backend(format!(
-            "invalid Redis URL {shown}: {e}; expected redis://HOST:PORT/ or redis://HOST:PORT/DB"
+            "invalid Redis URL {shown}: {e}; expected redis://HOST:PORT/, redis://HOST:PORT/DB or redis+cluster://HOST:PORT,HOST:PORT"
         ))
     })?;
     let mut con = client
         .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(|e| {
-            let text = format!(
-                "cannot connect to Redis at {shown}: {e}; check that redis-server is running there and reachable (try redis-cli -u URL ping)"
-            );
-            if unreachable(&e) {
-                StoreError::Unreachable(text)
-            } else {
-                StoreError::Backend(text)
-            }
-        })?;
+        .map_err(|e| cannot_connect(&shown, &e))?;
     con.set_read_timeout(Some(IO_TIMEOUT))
         .and_then(|()| con.set_write_timeout(Some(IO_TIMEOUT)))
         .map_err(|e| backend_error(&shown, "setting socket timeouts", e))?;
     check_version(&mut con, &shown)?;
-    Ok(con)
+    Ok(Box::new(con))
 }
 
-fn check_version(con: &mut redis::Connection, shown: &str) -> Result<(), StoreError> {
+/// A cluster connection through the masters listed in `nodes` (comma-separated `HOST:PORT`,
+/// each with an optional `user:password@`).
+fn open_cluster(url: &str, nodes: &str) -> Result<Con, StoreError> {
+    let shown = redact(url);
+    let nodes: Vec<String> = nodes
+        .trim_end_matches('/')
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| format!("redis://{n}/"))
+        .collect();
+    if nodes.is_empty() {
+        return Err(StoreError::Backend(format!(
+            "invalid Redis Cluster URL {shown}: no node; expected redis+cluster://HOST:PORT,HOST:PORT"
+        )));
+    }
+    // The version is each server's: ask the first node itself.
+    let first = redis::Client::open(nodes[0].as_str())
+        .and_then(|c| c.get_connection_with_timeout(CONNECT_TIMEOUT))
+        .map_err(|e| cannot_connect(&shown, &e))?;
+    let mut first = first;
+    check_version(&mut first, &shown)?;
+    let con = redis::cluster::ClusterClient::builder(nodes)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(IO_TIMEOUT)
+        .build()
+        .and_then(|client| client.get_connection())
+        .map_err(|e| cannot_connect(&shown, &e))?;
+    Ok(Box::new(con))
+}
+
+fn cannot_connect(shown: &str, e: &redis::RedisError) -> StoreError {
+    let text = format!(
+        "cannot connect to Redis at {shown}: {e}; check that redis-server is running there and reachable (try redis-cli -u URL ping)"
+    );
+    if unreachable(e) {
+        StoreError::Unreachable(text)
+    } else {
+        StoreError::Backend(text)
+    }
+}
+
+fn check_version(con: &mut dyn redis::ConnectionLike, shown: &str) -> Result<(), StoreError> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query(con)

@@ -43,6 +43,7 @@ mod error;
 mod node;
 mod process;
 pub mod procfs;
+mod redis_cluster;
 mod redis_server;
 mod wait;
 
@@ -53,6 +54,7 @@ pub use crate::conn::{Conn, Next};
 pub use crate::error::Error;
 pub use crate::node::Node;
 pub use crate::process::{Finished, Lines, Process, Signal, Stderr, run};
+pub use crate::redis_cluster::RedisCluster;
 pub use crate::redis_server::{Persistence, RedisServer, StartError};
 pub use crate::wait::{wait_for, wait_until};
 pub use tempfile::TempDir;

@@ -91,6 +91,15 @@ impl RedisServer {
     /// Starts a server keeping `persistence`, running and logging in `dir` (a temporary
     /// directory when `None`), and waits until it answers `PING`.
     pub fn launch(persistence: Persistence, dir: Option<&Path>) -> Result<RedisServer, StartError> {
+        RedisServer::launch_with(persistence, dir, &[])
+    }
+
+    /// [`RedisServer::launch`] with more `redis-server` arguments (a cluster node's).
+    pub(crate) fn launch_with(
+        persistence: Persistence,
+        dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<RedisServer, StartError> {
         let (dir, temp) = match dir {
             Some(dir) => {
                 fs::create_dir_all(dir).map_err(|e| {
@@ -107,7 +116,7 @@ impl RedisServer {
         };
         let mut last = Error::new("no start tried");
         for _ in 0..TRIES {
-            match RedisServer::try_start(persistence, &dir) {
+            match RedisServer::try_start_on(persistence, &dir, None, extra) {
                 Ok((process, port)) => {
                     return Ok(RedisServer {
                         process,
@@ -134,7 +143,7 @@ impl RedisServer {
     /// Starts the server again on the same port and directory, keeping `persistence` (what it
     /// kept on disk is loaded again).
     pub fn restart(&mut self, persistence: Persistence) -> Result<(), Error> {
-        let (process, _) = RedisServer::try_start_on(persistence, &self.dir, Some(self.port))
+        let (process, _) = RedisServer::try_start_on(persistence, &self.dir, Some(self.port), &[])
             .map_err(|e| match e {
                 StartError::NotInstalled => Error::new("redis-server is not installed"),
                 StartError::Failed(why) => why,
@@ -143,14 +152,11 @@ impl RedisServer {
         Ok(())
     }
 
-    fn try_start(persistence: Persistence, dir: &Path) -> Result<(Process, u16), StartError> {
-        RedisServer::try_start_on(persistence, dir, None)
-    }
-
     fn try_start_on(
         persistence: Persistence,
         dir: &Path,
         port: Option<u16>,
+        extra: &[&str],
     ) -> Result<(Process, u16), StartError> {
         let failed = |what: String| StartError::Failed(Error::new(what));
         let port = match port {
@@ -174,6 +180,7 @@ impl RedisServer {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--daemonize", "no"])
             .args(kept)
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .stdin(Stdio::null())
@@ -267,7 +274,7 @@ impl RedisServer {
 }
 
 /// One command to the server on `port`, each read and write bounded.
-fn command_on(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
+pub(crate) fn command_on(port: u16, args: &[&str]) -> std::io::Result<Vec<String>> {
     let stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;

@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use serde_json::Value;
-use window_testkit::{Conn, Node, Persistence, RedisServer, Signal, StartError, procfs, wait_for};
+use window_testkit::{
+    Conn, Node, Persistence, RedisCluster, RedisServer, Signal, StartError, procfs, wait_for,
+};
 
 use super::{NODE, Outcome, Results, human, loadgen, ratio};
 
@@ -260,19 +262,26 @@ fn partitioned(
                 server.durability
             ),
         )?);
+        let mut single = None;
         for nodes in 1..=3 {
             let mut store = server.store_options(&format!("p{nodes}"));
             store.extend(["--partitions".to_owned(), PARTITIONS.to_string()]);
-            results.outcomes.push(partitioned_scenario(
+            let (outcome, redis_cpu) = partitioned_scenario(
                 work,
                 &partitioned_name(nodes),
                 &keyed,
                 options,
                 &store,
                 nodes,
-                server,
-            )?);
+                &[&server.server],
+                &format!("--store redis://127.0.0.1 ({})", server.durability),
+            )?;
+            if nodes == 3 {
+                single = Some((outcome.events_per_s(), redis_cpu.first().copied()));
+            }
+            results.outcomes.push(outcome);
         }
+        clustered(work, &keyed, options, single, results)?;
     } else {
         results.notes.push(
             "Skipped: the partitioned Redis scenarios (this build's `serve` has no --partitions)."
@@ -282,9 +291,74 @@ fn partitioned(
     Ok(())
 }
 
+/// Masters of the cluster row.
+const MASTERS: usize = 3;
+
+/// The partitioned workload on 3 nodes over a Redis Cluster of [`MASTERS`] masters (no
+/// persistence: cluster nodes run without an append-only file here), beside the same run on one
+/// Redis (`single`: its events/s and redis-server CPU seconds).
+fn clustered(
+    work: &Path,
+    keyed: &[&str],
+    options: &[String],
+    single: Option<(f64, Option<f64>)>,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let cluster = match RedisCluster::launch(MASTERS) {
+        Ok(cluster) => cluster,
+        Err(StartError::NotInstalled) => {
+            results
+                .notes
+                .push("Skipped: the Redis Cluster row (redis-server is not installed).".to_owned());
+            return Ok(());
+        }
+        Err(StartError::Failed(why)) => bail!("starting a Redis Cluster: {why}"),
+    };
+    let store = vec![
+        "--store".to_owned(),
+        cluster.url(),
+        "--namespace".to_owned(),
+        format!("bench-{}-cluster", std::process::id()),
+        "--partitions".to_owned(),
+        PARTITIONS.to_string(),
+    ];
+    let masters: Vec<&RedisServer> = cluster.masters().iter().collect();
+    let name = format!(
+        "daemon ingest, Redis Cluster ({MASTERS} masters) --partitions {PARTITIONS}, 3 nodes, {PARTITION_KEYS} keys, 4 connections x 4 in flight"
+    );
+    let (outcome, cpu) = partitioned_scenario(
+        work,
+        &name,
+        keyed,
+        options,
+        &store,
+        3,
+        &masters,
+        &format!("--store redis+cluster:// ({MASTERS} masters on 127.0.0.1, no persistence)"),
+    )?;
+    if let Some((single_rate, single_cpu)) = single {
+        let busiest = cpu.iter().copied().fold(0.0f64, f64::max);
+        let cpu_note = match single_cpu {
+            Some(one) => format!(
+                "the busiest master spent {busiest:.2} CPU s, {:.2} of the single redis-server's {one:.2} (aim: at most 0.5)",
+                busiest / one.max(1e-9)
+            ),
+            None => format!("the busiest master spent {busiest:.2} CPU s"),
+        };
+        results.notes.push(format!(
+            "Redis Cluster ({MASTERS} masters) / one Redis, --partitions {PARTITIONS} on 3 nodes, same run: {:.2} of its events/s ({:.0} vs {single_rate:.0}; aim: at least 1.0); {cpu_note}. One machine's 2 cores run every master, node and loadgen, so the spread, not the total, is what this shows.",
+            outcome.events_per_s() / single_rate.max(1e-9),
+            outcome.events_per_s(),
+        ));
+    }
+    results.outcomes.push(outcome);
+    Ok(())
+}
+
 /// Starts `nodes` processes on one partitioned namespace, waits until the partitions are
 /// spread over all of them (each holds its share), runs loadgen with a connection to every
 /// node, checks that no partition moved during the run, and stops them.
+#[allow(clippy::too_many_arguments)] // One scenario's settings, as `scenario` takes them.
 fn partitioned_scenario(
     work: &Path,
     name: &str,
@@ -292,8 +366,9 @@ fn partitioned_scenario(
     options: &[String],
     store: &[String],
     nodes: usize,
-    redis: &Redis,
-) -> anyhow::Result<Outcome> {
+    redis: &[&RedisServer],
+    store_note: &str,
+) -> anyhow::Result<(Outcome, Vec<f64>)> {
     eprintln!("xtask: starting {nodes} window-node serve process(es) for {name:?}");
     let mut started: Vec<Node> = Vec::with_capacity(nodes);
     for _ in 0..nodes {
@@ -320,7 +395,7 @@ fn partitioned_scenario(
     }
     let before = holders;
     let targets: Vec<SocketAddr> = started.iter().map(|n| n.addr).collect();
-    let run = measured(work, name, args, &started, &targets, Some(redis))?;
+    let run = measured(work, name, args, &started, &targets, redis)?;
     let after = partition_holders(&stats(started[0].addr)?);
     ensure!(
         after == before,
@@ -328,10 +403,11 @@ fn partitioned_scenario(
     );
     stop(started)?;
     let redis_note = run.redis_note();
-    run.outcome(&format!(
-        "--store redis://127.0.0.1 ({}), --partitions {PARTITIONS} over {nodes} node(s) ({share} each at most), a connection to every node, each routing to the partitions' holders. Node CPU: all {nodes} node processes' during the run{redis_note}; peak RSS: the first node's",
-        redis.durability
-    ))
+    let cpu = run.redis_cpu.clone();
+    let outcome = run.outcome(&format!(
+        "{store_note}, --partitions {PARTITIONS} over {nodes} node(s) ({share} each at most), a connection to every node, each routing to the partitions' holders. Node CPU: all {nodes} node processes' during the run{redis_note}; peak RSS: the first node's"
+    ))?;
+    Ok((outcome, cpu))
 }
 
 /// A loadgen run over `targets`, with the CPU seconds `nodes` and redis-server spent in it and
@@ -339,7 +415,8 @@ fn partitioned_scenario(
 struct Measured {
     summary: super::Summary,
     node_cpu: f64,
-    redis_cpu: Option<f64>,
+    /// Each Redis server's CPU seconds during the run.
+    redis_cpu: Vec<f64>,
     peak_rss_kib: Option<u64>,
 }
 
@@ -349,7 +426,7 @@ fn measured(
     args: &[&str],
     nodes: &[Node],
     targets: &[SocketAddr],
-    redis: Option<&Redis>,
+    redis: &[&RedisServer],
 ) -> anyhow::Result<Measured> {
     let tcp = targets
         .iter()
@@ -362,7 +439,12 @@ fn measured(
             .filter_map(|n| procfs::cpu_seconds(n.process.pid()))
             .sum()
     };
-    let redis_cpu = || redis.and_then(|r| procfs::cpu_seconds(r.server.process().pid()));
+    let redis_cpu = || -> Vec<Option<f64>> {
+        redis
+            .iter()
+            .map(|r| procfs::cpu_seconds(r.process().pid()))
+            .collect()
+    };
     let (cpu_before, redis_before) = (node_cpu(), redis_cpu());
     let mut loadgen_args = vec!["--tcp", tcp.as_str()];
     loadgen_args.extend_from_slice(args);
@@ -371,7 +453,11 @@ fn measured(
     Ok(Measured {
         summary,
         node_cpu: cpu_after - cpu_before,
-        redis_cpu: redis_before.zip(redis_after).map(|(a, b)| b - a),
+        redis_cpu: redis_before
+            .iter()
+            .zip(&redis_after)
+            .filter_map(|(a, b)| Some((*b)? - (*a)?))
+            .collect(),
         peak_rss_kib: procfs::peak_rss_kib(nodes[0].process.pid()),
     })
 }
@@ -379,8 +465,17 @@ fn measured(
 impl Measured {
     /// `; redis-server N CPU s`, or nothing without Redis.
     fn redis_note(&self) -> String {
-        self.redis_cpu
-            .map_or(String::new(), |s| format!("; redis-server {s:.2} CPU s"))
+        match self.redis_cpu.as_slice() {
+            [] => String::new(),
+            [one] => format!("; redis-server {one:.2} CPU s"),
+            many => format!(
+                "; redis-server masters {} CPU s",
+                many.iter()
+                    .map(|s| format!("{s:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+        }
     }
 
     fn outcome(self, note: &str) -> anyhow::Result<Outcome> {
@@ -480,7 +575,8 @@ fn scenario(
     if clients == Clients::All || targets.is_empty() {
         targets.push(coordinator);
     }
-    let run = measured(work, name, args, &started, &targets, redis)?;
+    let servers: Vec<&RedisServer> = redis.iter().map(|r| &r.server).collect();
+    let run = measured(work, name, args, &started, &targets, &servers)?;
 
     // The lease must not have moved: a takeover would make this a failover run.
     let line = stats(coordinator)?;
@@ -580,7 +676,7 @@ fn stats(addr: SocketAddr) -> anyhow::Result<Value> {
 /// The benchmarks' `redis-server` (window-testkit's, in the work directory), with what the
 /// report says of it.
 pub(super) struct Redis {
-    server: RedisServer,
+    pub(super) server: RedisServer,
     version: String,
     /// The durability setting it runs with, as the report says it.
     pub(super) durability: String,
