@@ -46,9 +46,9 @@ use std::time::{Duration, Instant};
 
 use window_core::EventId;
 
+use crate::backend::{KvBackend, KvOp};
 use crate::codec::{self, Header, StoredPayload, WINDOW_PREFIX};
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp};
 
 /// The prefix of journal records.
 pub const JOURNAL_PREFIX: u8 = b'J';

@@ -45,6 +45,7 @@
 //! partitioned namespace's live nodes (by Redis's clock) and its recorded number of partitions;
 //! which partitions a node takes is, again, the caller's decision.
 
+mod backend;
 mod codec;
 mod error;
 mod journal;
@@ -61,10 +62,11 @@ mod redis_members;
 mod sled;
 mod store;
 
+pub use crate::backend::{KvBackend, KvOp, Record};
 pub use crate::error::StoreError;
 pub use crate::journal::Policy as CompactionPolicy;
-pub use crate::kv::{KvBackend, KvOp, KvStore, Record};
-pub use crate::memory::{MemoryBackend, MemoryStore};
+pub use crate::kv::{KvStore, MemoryStore};
+pub use crate::memory::MemoryBackend;
 #[cfg(feature = "redis")]
 pub use crate::redis::{RedisBackend, RedisStore};
 #[cfg(feature = "redis")]

@@ -2,18 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::backend::{KvBackend, KvOp, Plain, Record, refuse_overwrites, refuse_unexpected};
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites, refuse_unexpected};
-
-/// A window store in memory. `sync` is a no-op: nothing survives the process.
-pub type MemoryStore = KvStore<MemoryBackend>;
-
-impl MemoryStore {
-    /// An empty memory store.
-    pub fn in_memory() -> MemoryStore {
-        KvStore::new(MemoryBackend::default())
-    }
-}
 
 /// An ordered map in memory.
 #[derive(Debug, Default, Clone)]

@@ -94,9 +94,10 @@ use std::time::Duration;
 
 use redis::{ErrorKind, ServerErrorKind};
 
+use crate::backend::{KvBackend, KvOp, Record, changed_underneath, overwrite_refused};
 use crate::codec;
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Record, changed_underneath, overwrite_refused};
+use crate::kv::KvStore;
 
 /// A window store in a Redis server.
 pub type RedisStore = KvStore<RedisBackend>;

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::backend::{KvBackend, KvOp, Plain, Record, refuse_overwrites, refuse_unexpected};
 use crate::error::StoreError;
-use crate::kv::{KvBackend, KvOp, KvStore, Plain, Record, refuse_overwrites, refuse_unexpected};
+use crate::kv::KvStore;
 use crate::payload_log::PayloadLog;
 
 /// A window store in a sled directory.
