@@ -65,6 +65,21 @@ pub struct ServeArgs {
     )]
     store: Option<String>,
 
+    /// With --store: when Redis makes an acknowledged batch durable on its disk. `everysec`
+    /// (the default) leaves the server's configuration alone: with `appendonly yes` and
+    /// `appendfsync everysec` (Redis's usual setting) a crash of the machine can lose about the
+    /// last second. `always` sets the server's `appendfsync always` at start (CONFIG SET, on
+    /// every master of a cluster): Redis fsyncs before it answers, so nothing acknowledged is
+    /// lost; the server must run with `appendonly yes`. Its cost is in bench/report.md.
+    #[arg(
+        long,
+        value_name = "POLICY",
+        value_enum,
+        default_value = "everysec",
+        env = "WINDOW_NODE_REDIS_FSYNC"
+    )]
+    redis_fsync: RedisFsync,
+
     /// With --store: the name of this pipeline's keys in Redis (one lease, one output log).
     #[arg(
         long,
@@ -179,6 +194,15 @@ pub enum Time {
     Ingest,
 }
 
+/// See `--redis-fsync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RedisFsync {
+    /// The server's own setting (appendfsync everysec, as Redis is usually run).
+    Everysec,
+    /// `appendfsync always`, set at start: Redis fsyncs every batch before it answers.
+    Always,
+}
+
 /// Runs the daemon until SIGINT or SIGTERM; then stops accepting, makes everything acknowledged
 /// durable, and returns.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -210,6 +234,10 @@ const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = driver_config(&args)?;
+    if let (Some(url), RedisFsync::Always) = (&args.store, args.redis_fsync) {
+        blocking(|| window_store::require_fsync_always(url)).context("--redis-fsync always")?;
+        tracing::info!("the Redis server fsyncs before it answers (appendfsync always)");
+    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

@@ -75,7 +75,9 @@
 //!   also lost the epochs they raised, so fencing is as strong as the replication under it.
 //!
 //! Run Redis with `appendonly yes` (and `appendfsync always` where a machine crash must not lose
-//! acknowledged events); this backend neither reads nor changes the server's configuration.
+//! acknowledged events). The store neither reads nor changes the server's configuration;
+//! [`require_fsync_always`] (what `serve --redis-fsync always` calls at start) checks
+//! `appendonly yes` and sets `appendfsync always`.
 //! Redis 7.2 added `WAITAOF` (block until this client's writes are fsynced locally and on `n`
 //! replicas), which would let `sync` give sled's guarantee under `everysec`; it is not used yet,
 //! because it fails outright on a server without `appendonly` and the Redis this project tests
@@ -444,6 +446,62 @@ impl KvBackend for RedisBackend {
     /// Nothing to do: see "Durability" in the module doc.
     fn sync(&mut self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// Makes the Redis server (every master of a cluster) fsync its append-only file before it
+/// answers (`CONFIG SET appendfsync always`), after checking that it keeps one (`appendonly
+/// yes`): what `serve --redis-fsync always` asks for. Errors say what to change.
+pub fn require_fsync_always(url: &str) -> Result<(), StoreError> {
+    let shown = redact(url);
+    let mut con = open_connection(url)?;
+    let con: &mut dyn redis::ConnectionLike = &mut *con;
+    let reply: redis::Value = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendonly")
+        .query(con)
+        .map_err(|e| refused_config(&shown, "CONFIG GET appendonly", e))?;
+    // One server answers a list, a cluster a map per master: every value must be `yes`.
+    let mut values = Vec::new();
+    collect_strings(&reply, &mut values);
+    // (A cluster's map names its masters too: only the settings' values count.)
+    let kept: Vec<&String> = values
+        .iter()
+        .filter(|v| *v == "yes" || *v == "no")
+        .collect();
+    if kept.is_empty() || kept.iter().any(|v| v.as_str() != "yes") {
+        return Err(StoreError::Backend(format!(
+            "Redis at {shown} keeps no append-only file (appendonly is {kept:?}), so it cannot fsync what it acknowledges; start it with --appendonly yes, or leave --redis-fsync at everysec"
+        )));
+    }
+    let _: redis::Value = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query(con)
+        .map_err(|e| refused_config(&shown, "CONFIG SET appendfsync always", e))?;
+    Ok(())
+}
+
+fn refused_config(shown: &str, what: &str, e: redis::RedisError) -> StoreError {
+    StoreError::Backend(format!(
+        "Redis at {shown}: {what} failed: {e}; a server that refuses CONFIG (many managed services do) must be configured with appendfsync always by its operator, and this node started with --redis-fsync everysec"
+    ))
+}
+
+/// Every string (bulk or simple) in a reply, depth first.
+fn collect_strings(value: &redis::Value, out: &mut Vec<String>) {
+    match value {
+        redis::Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
+        redis::Value::SimpleString(text) => out.push(text.clone()),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().for_each(|v| collect_strings(v, out));
+        }
+        redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
+            collect_strings(k, out);
+            collect_strings(v, out);
+        }),
+        _ => {}
     }
 }
 

@@ -731,3 +731,22 @@ fn journaled_batches_are_recovered_read_only_and_compacted_by_the_next_holder() 
     assert_eq!(recovered.snapshot, next_engine.snapshot());
     assert_eq!(after.read_output(0, 10).unwrap(), fired);
 }
+
+/// `serve --redis-fsync always`: refused by a server without an append-only file (it could not
+/// keep the promise), and on one with it, the server fsyncs before it answers from then on.
+#[test]
+fn fsync_always_needs_an_append_only_file_and_sets_the_server() {
+    let Some(plain) = RedisServer::start() else {
+        return;
+    };
+    match window_store::require_fsync_always(&plain.url()) {
+        Err(StoreError::Backend(text)) => assert!(text.contains("--appendonly yes"), "{text}"),
+        other => panic!("a server without appendonly was accepted: {other:?}"),
+    }
+    let durable =
+        window_testkit::RedisServer::launch(window_testkit::Persistence::AppendOnlyEverySec, None)
+            .expect("redis-server with appendonly");
+    assert_eq!(durable.setting("appendfsync").unwrap(), "everysec");
+    window_store::require_fsync_always(&durable.url()).unwrap();
+    assert_eq!(durable.setting("appendfsync").unwrap(), "always");
+}

@@ -176,12 +176,52 @@ pub(super) fn run(
         )?;
         results.outcomes.push(outcome);
     }
+    if serve_help.contains("--redis-fsync") {
+        fsync_always(work, &args, &options, results)?;
+    }
     many_keys(work, &args, &options, &server, results)?;
     partitioned(work, &args, &options, serve_help, &server, results)?;
     results.redis = RedisStatus::Ran {
         version: server.version.clone(),
         durability: server.durability.clone(),
     };
+    Ok(())
+}
+
+/// The one-node Redis row again with `--redis-fsync always` (on a server of its own, which the
+/// node sets to `appendfsync always`), beside the everysec row of the same run: what the
+/// stronger promise costs.
+fn fsync_always(
+    work: &Path,
+    args: &[&str],
+    options: &[String],
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    let Some(server) = Redis::start(&work.join("fsync-always"))? else {
+        return Ok(());
+    };
+    let mut store = server.store_options("always");
+    store.extend(["--redis-fsync".to_owned(), "always".to_owned()]);
+    let outcome = scenario(
+        work,
+        "daemon ingest, Redis --redis-fsync always, 1 node, 4 connections x 4 in flight",
+        args,
+        options,
+        &store,
+        1,
+        Clients::All,
+        Some(&server),
+        "--store redis://127.0.0.1 (appendonly yes; the node sets appendfsync always: Redis fsyncs each batch before it answers), fresh namespace; the one node holds the lease",
+    )?;
+    if let Some(everysec) = results.outcomes.iter().find(|o| o.name == redis_name(1)) {
+        results.notes.push(format!(
+            "Redis --redis-fsync always / everysec, one node, same run: {:.2} ({:.0} vs {:.0} events/s): the cost of an fsync before every answer.",
+            outcome.events_per_s() / everysec.events_per_s().max(1e-9),
+            outcome.events_per_s(),
+            everysec.events_per_s(),
+        ));
+    }
+    results.outcomes.push(outcome);
     Ok(())
 }
 
