@@ -133,7 +133,7 @@ pub trait KvBackend: Send {
     /// Makes every applied batch durable.
     fn sync(&mut self) -> Result<(), StoreError>;
 
-    /// See [`WindowStore::check_writer`].
+    /// See [`crate::WindowStore::check_writer`].
     fn check_writer(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
