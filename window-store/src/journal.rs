@@ -648,6 +648,15 @@ impl Journal {
         backend: &dyn KvBackend,
     ) -> Result<Vec<(u64, Vec<KvOp>)>, StoreError> {
         let records = read_all(backend)?;
+        if self.compactor.is_some() {
+            // Settled: every record of this writer is compacted, so any left is another's.
+            if let Some((n, _)) = records.first() {
+                return Err(StoreError::InvalidBatch(format!(
+                    "the journal holds record {n}, which this writer did not write (a second writer on this store?)"
+                )));
+            }
+            return Ok(records);
+        }
         self.head = backend.get(HEAD_KEY)?;
         let written = match &self.head {
             Some(head) => head_number(head)?.saturating_add(1),
@@ -677,10 +686,19 @@ impl Journal {
 
     /// The compactor's error, once it failed.
     pub fn check(&self) -> Result<(), StoreError> {
-        match &*self.shared.failure.lock().expect("journal lock") {
-            Some(error) => Err(error.clone()),
-            None => Ok(()),
+        if let Some(error) = &*self.shared.failure.lock().expect("journal lock") {
+            return Err(error.clone());
         }
+        if self
+            .shared
+            .abandoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::Backend(
+                "an earlier write or sync of this store failed; it takes no more".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// Writes `ops` as one journal record through `backend`, and hands them to the compactor
@@ -730,13 +748,21 @@ impl Journal {
             }
         }
         if let Some(twin) = twin {
-            self.compactor = Some(Compactor::start(
+            let started = Compactor::start(
                 twin,
                 self.policy,
                 &self.shared,
                 self.stored.take(),
                 std::mem::take(&mut self.initial),
-            )?);
+            );
+            match started {
+                Ok(compactor) => self.compactor = Some(compactor),
+                Err(error) => {
+                    // Its records stay in the journal, for the next writer's first round.
+                    self.abandon();
+                    return Err(error);
+                }
+            }
         }
         let compactor = self.compactor.as_ref().expect("started above");
         if compactor.tx.send(Job::Batch { n, ops, bytes }).is_err() {
@@ -839,8 +865,27 @@ fn compact(
     mut stored: Option<HashSet<Vec<u8>>>,
     initial: Vec<(u64, Vec<KvOp>)>,
 ) {
-    if !initial.is_empty() && !apply_round(&mut *backend, initial, &mut stored, shared) {
-        return;
+    // The records recovery found, in rounds of `round_bytes` or so (a long journal left by a
+    // crash must not become one backend call too large for it).
+    let mut round = Vec::new();
+    let mut bytes = 0;
+    let mut initial = initial.into_iter().peekable();
+    while let Some((n, ops)) = initial.next() {
+        bytes += ops.iter().map(op_bytes).sum::<usize>();
+        round.push((n, ops));
+        if bytes >= policy.round_bytes || initial.peek().is_none() {
+            if shared.abandoned.load(std::sync::atomic::Ordering::SeqCst)
+                || !apply_round(
+                    &mut *backend,
+                    std::mem::take(&mut round),
+                    &mut stored,
+                    shared,
+                )
+            {
+                return;
+            }
+            bytes = 0;
+        }
     }
     let mut open = true;
     while open {
@@ -883,6 +928,16 @@ fn compact(
         for reply in drains {
             let _ = reply.send(());
         }
+    }
+}
+
+/// About how many bytes an op carries.
+fn op_bytes(op: &KvOp) -> usize {
+    match op {
+        KvOp::Put(k, v) | KvOp::PutNew(k, v) => k.len() + v.len(),
+        KvOp::DeletePrefix(p) => p.len(),
+        KvOp::Append(_, v) => v.len(),
+        KvOp::Expect(k, v) => k.len() + v.as_ref().map_or(0, Vec::len),
     }
 }
 

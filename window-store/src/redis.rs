@@ -33,8 +33,9 @@
 //! replication had not sent (see "Durability" below).
 //!
 //! # Atomicity
-//! `apply` is one call of a Lua script (`EVALSHA`, with the script loaded at connect and `EVAL`
-//! as the fallback when the server answers `NOSCRIPT`, e.g. after a restart or `SCRIPT FLUSH`).
+//! `apply` is one call of a Lua script (`EVALSHA` of its SHA-1, with `EVAL` as the fallback when
+//! the server answers `NOSCRIPT`: the first call on a server, or after a restart or `SCRIPT
+//! FLUSH`).
 //! Redis runs a script with no other command in between, so other clients see all of a batch or
 //! none of it. Redis does not roll back a script that fails halfway, so the script checks the
 //! epoch and the whole batch before its first write; the writes that follow (`HSET`, `ZADD`,
@@ -181,8 +182,11 @@ impl RedisBackend {
             apply_sha: String::new(),
             scan_sha: String::new(),
         };
-        backend.apply_sha = backend.load(APPLY)?;
-        backend.scan_sha = backend.load(SCAN)?;
+        // The SHA-1s are computed here, not asked of `SCRIPT LOAD`: on a cluster that command
+        // goes to every node (replicas too) and fails if any is down. The first `EVALSHA` on a
+        // server without the script falls back to `EVAL`, which caches it there.
+        backend.apply_sha = redis::Script::new(APPLY).get_hash().to_owned();
+        backend.scan_sha = redis::Script::new(SCAN).get_hash().to_owned();
         Ok(backend)
     }
 
@@ -208,14 +212,6 @@ impl RedisBackend {
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
-    }
-
-    fn load(&mut self, source: &str) -> Result<String, StoreError> {
-        redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(source)
-            .query(&mut **self.con.get_mut())
-            .map_err(|e| backend_error(&self.url, "SCRIPT LOAD", e))
     }
 
     fn error(&self, what: &str, error: redis::RedisError) -> StoreError {
@@ -451,58 +447,83 @@ impl KvBackend for RedisBackend {
 
 /// Makes the Redis server (every master of a cluster) fsync its append-only file before it
 /// answers (`CONFIG SET appendfsync always`), after checking that it keeps one (`appendonly
-/// yes`): what `serve --redis-fsync always` asks for. Errors say what to change.
+/// yes`): what `serve --redis-fsync always` asks for. Errors say what to change. The setting is
+/// not written to the server's configuration file (no `CONFIG REWRITE`): a server restarted, or
+/// a master added, runs with its own until a node starts with the flag again.
 pub fn require_fsync_always(url: &str) -> Result<(), StoreError> {
     let shown = redact(url);
-    let mut con = open_connection(url)?;
-    let con: &mut dyn redis::ConnectionLike = &mut *con;
-    let reply: redis::Value = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("appendonly")
-        .query(con)
-        .map_err(|e| refused_config(&shown, "CONFIG GET appendonly", e))?;
-    // One server answers a list, a cluster a map per master: every value must be `yes`.
-    let mut values = Vec::new();
-    collect_strings(&reply, &mut values);
-    // (A cluster's map names its masters too: only the settings' values count.)
-    let kept: Vec<&String> = values
-        .iter()
-        .filter(|v| *v == "yes" || *v == "no")
+    let servers = match url.strip_prefix(CLUSTER_SCHEME) {
+        // Each master asked itself: a cluster connection would send CONFIG GET to one node.
+        Some(nodes) => cluster_masters(&shown, nodes)?,
+        None => vec![url.to_owned()],
+    };
+    for server in &servers {
+        let shown = redact(server);
+        let mut con = open_connection(server)?;
+        let con: &mut dyn redis::ConnectionLike = &mut *con;
+        let reply: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendonly")
+            .query(con)
+            .map_err(|e| refused_config(&shown, "CONFIG GET appendonly", e))?;
+        if reply.get(1).map(String::as_str) != Some("yes") {
+            return Err(StoreError::Backend(format!(
+                "Redis at {shown} keeps no append-only file (appendonly is {:?}), so it cannot fsync what it acknowledges; start it with --appendonly yes, or leave --redis-fsync at everysec",
+                reply.get(1)
+            )));
+        }
+        let _: redis::Value = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg("always")
+            .query(con)
+            .map_err(|e| refused_config(&shown, "CONFIG SET appendfsync always", e))?;
+    }
+    Ok(())
+}
+
+/// The `redis://` URL of every master of the cluster whose nodes `nodes` lists (as `CLUSTER
+/// NODES` on the first of them says).
+fn cluster_masters(shown: &str, nodes: &str) -> Result<Vec<String>, StoreError> {
+    let first = nodes.split(',').map(str::trim).find(|n| !n.is_empty()).ok_or_else(|| {
+        StoreError::Backend(format!(
+            "invalid Redis Cluster URL {shown}: no node; expected redis+cluster://HOST:PORT,HOST:PORT"
+        ))
+    })?;
+    let (auth, _) = first.rsplit_once('@').unwrap_or(("", first));
+    let mut con = open_connection(&format!("redis://{first}/"))?;
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut *con)
+        .map_err(|e| backend_error(shown, "CLUSTER NODES", e))?;
+    let masters: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.split(',').any(|f| f == "master") || flags.contains("fail") {
+                return None;
+            }
+            let address = fields.get(1)?.split('@').next()?;
+            Some(if auth.is_empty() {
+                format!("redis://{address}/")
+            } else {
+                format!("redis://{auth}@{address}/")
+            })
+        })
         .collect();
-    if kept.is_empty() || kept.iter().any(|v| v.as_str() != "yes") {
+    if masters.is_empty() {
         return Err(StoreError::Backend(format!(
-            "Redis at {shown} keeps no append-only file (appendonly is {kept:?}), so it cannot fsync what it acknowledges; start it with --appendonly yes, or leave --redis-fsync at everysec"
+            "Redis Cluster at {shown}: CLUSTER NODES lists no live master"
         )));
     }
-    let _: redis::Value = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendfsync")
-        .arg("always")
-        .query(con)
-        .map_err(|e| refused_config(&shown, "CONFIG SET appendfsync always", e))?;
-    Ok(())
+    Ok(masters)
 }
 
 fn refused_config(shown: &str, what: &str, e: redis::RedisError) -> StoreError {
     StoreError::Backend(format!(
         "Redis at {shown}: {what} failed: {e}; a server that refuses CONFIG (many managed services do) must be configured with appendfsync always by its operator, and this node started with --redis-fsync everysec"
     ))
-}
-
-/// Every string (bulk or simple) in a reply, depth first.
-fn collect_strings(value: &redis::Value, out: &mut Vec<String>) {
-    match value {
-        redis::Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
-        redis::Value::SimpleString(text) => out.push(text.clone()),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            items.iter().for_each(|v| collect_strings(v, out));
-        }
-        redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-            collect_strings(k, out);
-            collect_strings(v, out);
-        }),
-        _ => {}
-    }
 }
 
 /// Refuses a namespace that would break the hash tag.

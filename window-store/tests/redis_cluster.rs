@@ -112,3 +112,32 @@ fn the_lease_and_the_membership_work_on_a_cluster() {
     assert_eq!(members.claim_partitions(4).unwrap(), 4);
     assert_eq!(members.claim_partitions(5).unwrap(), 4);
 }
+
+/// `--redis-fsync always` on a cluster asks every master: refused while any keeps no
+/// append-only file, and once all do, every master fsyncs before it answers.
+#[test]
+fn fsync_always_is_checked_and_set_on_every_master() {
+    let Some(cluster) = RedisCluster::start(3) else {
+        return;
+    };
+    let set = |server: &window_testkit::RedisServer, value: &str| {
+        server
+            .command(&["CONFIG", "SET", "appendonly", value])
+            .unwrap();
+    };
+    // Two of three keep an append-only file: still refused.
+    for master in &cluster.masters()[..2] {
+        set(master, "yes");
+    }
+    match window_store::require_fsync_always(&cluster.url()) {
+        Err(window_store::StoreError::Backend(text)) => {
+            assert!(text.contains("--appendonly yes"), "{text}")
+        }
+        other => panic!("a master without appendonly was let through: {other:?}"),
+    }
+    set(&cluster.masters()[2], "yes");
+    window_store::require_fsync_always(&cluster.url()).unwrap();
+    for master in cluster.masters() {
+        assert_eq!(master.setting("appendfsync").unwrap(), "always");
+    }
+}
