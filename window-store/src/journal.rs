@@ -6,9 +6,10 @@
 //! `KvStore::commit` builds the batch's ops as always (one chunk per touched window, the removals,
 //! the fired windows' output records, the remembered requests, the groups, the meta), but writes
 //! them to the backend as **one** record, `J` + the journal number (big-endian), holding the ops'
-//! encoding ([`encode`]). That is one key per batch whatever the batch touched: for Redis one
-//! `HSET` and one `ZADD` of a binary value in the fenced script, for sled one insert. The ops
-//! themselves go to the compactor thread.
+//! encoding ([`encode`]), and moves the head record ([`HEAD_KEY`]) in the same write. That is two
+//! keys per batch whatever the batch touched: for Redis one fenced script call (a `HGET` of the
+//! head, `HSET`s and `ZADD`s of the two), for sled one batch of two inserts. The ops themselves go
+//! to the compactor thread.
 //!
 //! The compactor collects the batches that arrive within [`Policy::delay`] (or until
 //! [`Policy::round_bytes`] of them), merges them ([`Merger`]: a key written twice is written once,

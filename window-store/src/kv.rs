@@ -124,8 +124,8 @@ impl<B: KvBackend> KvStore<B> {
 
     /// The store, writing each batch as one journal record that a background thread compacts
     /// into the layout (see the `journal` module). The backend must be able to give the
-    /// compactor a handle of its own ([`KvBackend::twin`]); without one, batches are written
-    /// directly.
+    /// compactor a handle of its own ([`KvBackend::twin`]); without one, the first commit fails
+    /// and says so (sled and Redis can; the memory store is opened without a journal).
     pub fn with_journal(mut self, policy: Policy) -> KvStore<B> {
         self.journal = Some(Journal::new(policy));
         self

@@ -1,7 +1,6 @@
 //! A real Redis Cluster of `redis-server` masters on free loopback ports, made with
 //! `redis-cli --cluster create`, killed and reaped on drop.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -144,10 +143,5 @@ impl RedisCluster {
             }
         }
         Err(Error::new(format!("no master serves slot {slot} of {key}")))
-    }
-
-    /// The directory the cluster runs in.
-    pub fn dir(&self) -> &Path {
-        self._dir.path()
     }
 }

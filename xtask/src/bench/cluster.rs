@@ -225,6 +225,15 @@ fn fsync_always(
     Ok(())
 }
 
+/// The loadgen arguments `args` with `--keys` set to `keys`.
+fn with_keys<'a>(args: &[&'a str], keys: &'a str) -> Vec<&'a str> {
+    let mut keyed = args.to_vec();
+    if let Some(at) = keyed.iter().position(|a| *a == "--keys") {
+        keyed[at + 1] = keys;
+    }
+    keyed
+}
+
 /// Keys of the many-keys Redis row: with loadgen's 1000 fresh events per window, about one
 /// event per window and key, so nearly every event opens a window of its own and fires it.
 pub(super) const MANY_KEYS: &str = "1000";
@@ -238,10 +247,7 @@ fn many_keys(
     server: &Redis,
     results: &mut Results,
 ) -> anyhow::Result<()> {
-    let mut keyed: Vec<&str> = args.to_vec();
-    if let Some(at) = keyed.iter().position(|a| *a == "--keys") {
-        keyed[at + 1] = MANY_KEYS;
-    }
+    let keyed = with_keys(args, MANY_KEYS);
     let store = server.store_options("many");
     let outcome = scenario(
         work,
@@ -283,10 +289,7 @@ fn partitioned(
     if serve_help.contains("--partitions") {
         // The same workload with more keys, so that every partition gets some; its
         // unpartitioned baseline runs too, for a ratio within this run.
-        let mut keyed: Vec<&str> = args.to_vec();
-        if let Some(at) = keyed.iter().position(|a| *a == "--keys") {
-            keyed[at + 1] = PARTITION_KEYS;
-        }
+        let keyed = with_keys(args, PARTITION_KEYS);
         let store = server.store_options("keyed");
         results.outcomes.push(scenario(
             work,
