@@ -131,3 +131,31 @@ fn a_data_dir_written_before_the_journal_reads_and_grows() {
         memory.read_output(3, 4).expect("memory page")
     );
 }
+
+/// Writes the fixture `sled-journal-in-tree` to `$WRITE_FIXTURE` (run by hand, at commit 7fb0ee8:
+/// `WRITE_FIXTURE=DIR cargo test -p window-store --test fixture -- --ignored`): steps 0..10
+/// committed and compacted, steps 10..20 committed and synced as journal records in the sled
+/// tree that no compactor applied (the process ends first), as a crash would leave them.
+#[test]
+#[ignore]
+fn write_the_journal_in_tree_fixture() {
+    let Ok(out) = std::env::var("WRITE_FIXTURE") else {
+        return;
+    };
+    let out = Path::new(&out);
+    let mut store = SledStore::open_with(
+        out,
+        window_store::CompactionPolicy {
+            delay: std::time::Duration::from_secs(3600),
+            round_bytes: usize::MAX,
+            backlog: 512,
+        },
+    )
+    .expect("open");
+    let (mut engine, mut seq) = open_engine(&mut store, config()).expect("open engine");
+    run(&mut engine, &mut store, &mut seq, 0..10);
+    store.compact().expect("compact the first steps");
+    run(&mut engine, &mut store, &mut seq, 10..20);
+    // Never dropped: the compactor does not get to apply steps 10..20.
+    std::mem::forget(store);
+}
