@@ -50,6 +50,7 @@ use window_core::EventId;
 use crate::backend::{KvBackend, KvOp};
 use crate::codec::{self, Header, StoredPayload, WINDOW_PREFIX};
 use crate::error::StoreError;
+use crate::journal_file::{self, COMPACTED_KEY, JournalFiles};
 
 /// The prefix of journal records.
 pub const JOURNAL_PREFIX: u8 = b'J';
@@ -510,6 +511,16 @@ pub fn compaction(
     records: Vec<(u64, Vec<KvOp>)>,
     stored: &mut Option<HashSet<Vec<u8>>>,
 ) -> Result<Vec<KvOp>, StoreError> {
+    compaction_below(records, stored, u64::MAX)
+}
+
+/// [`compaction`], removing only the records numbered below `in_backend_below` (the rest are
+/// in journal files, which the compactor marks compacted instead).
+fn compaction_below(
+    records: Vec<(u64, Vec<KvOp>)>,
+    stored: &mut Option<HashSet<Vec<u8>>>,
+    in_backend_below: u64,
+) -> Result<Vec<KvOp>, StoreError> {
     let mut merger = Merger::default();
     let mut numbers = Vec::with_capacity(records.len());
     for (n, ops) in records {
@@ -539,6 +550,7 @@ pub fn compaction(
     ops.extend(
         numbers
             .into_iter()
+            .filter(|n| *n < in_backend_below)
             .map(|n| KvOp::DeletePrefix(journal_key(n))),
     );
     Ok(ops)
@@ -578,6 +590,9 @@ struct Shared {
     /// The foreground failed: the compactor applies nothing more (what it holds stays in the
     /// journal for the next recovery), so that a failed store is not written on its way out.
     abandoned: std::sync::atomic::AtomicBool,
+    /// With journal files: the number of the last record compacted and synced, plus one (0:
+    /// none yet), for the writer to remove the segments that hold nothing else.
+    compacted: std::sync::atomic::AtomicU64,
 }
 
 enum Job {
@@ -606,6 +621,11 @@ pub struct Journal {
     stored: Option<HashSet<Vec<u8>>>,
     /// Journal records found at recovery: the compactor's first round.
     initial: Vec<(u64, Vec<KvOp>)>,
+    /// The records are in these files instead of the backend (sled; see `journal_file`).
+    files: Option<JournalFiles>,
+    /// Records numbered below this are in the backend (all of them without files; with files,
+    /// those a build that kept them in the sled tree left behind), removed by key when compacted.
+    in_backend_below: u64,
 }
 
 #[derive(Debug)]
@@ -631,7 +651,30 @@ impl Journal {
             compactor: None,
             stored: None,
             initial: Vec::new(),
+            files: None,
+            in_backend_below: u64::MAX,
         }
+    }
+
+    /// The journal, its records in `files` instead of the backend: a commit appends to them and
+    /// a sync syncs them; the compactor records in the backend how far it compacted
+    /// ([`COMPACTED_KEY`]) and syncs the backend after each round.
+    pub fn in_files(policy: Policy, files: JournalFiles) -> Journal {
+        Journal {
+            files: Some(files),
+            ..Journal::new(policy)
+        }
+    }
+
+    /// With files: makes every record appended durable (the backend is not written by commits).
+    /// `None` without files: the backend's own sync covers the records.
+    pub fn sync_files(&mut self) -> Option<Result<(), StoreError>> {
+        let files = self.files.as_mut()?;
+        let synced = files.sync();
+        if synced.is_err() {
+            self.abandon();
+        }
+        Some(synced)
     }
 
     /// Waits until the compactor (if it runs) applied every batch committed so far, so that
@@ -648,7 +691,27 @@ impl Journal {
         &mut self,
         backend: &dyn KvBackend,
     ) -> Result<Vec<(u64, Vec<KvOp>)>, StoreError> {
-        let records = read_all(backend)?;
+        let mut records = read_all(backend)?;
+        let mut compacted_after = 0;
+        if let Some(files) = &mut self.files {
+            let compacted = match backend.get(COMPACTED_KEY)? {
+                Some(value) => Some(journal_file::compacted_number(&value)?),
+                None => None,
+            };
+            compacted_after = compacted.map_or(0, |c| c + 1);
+            if self.compactor.is_none() {
+                self.in_backend_below = records.last().map_or(0, |(n, _)| n + 1);
+            }
+            for (n, body) in files.read(compacted)? {
+                if records.last().is_some_and(|(last, _)| n <= *last) {
+                    return Err(StoreError::corrupt(
+                        &journal_key(n),
+                        "a journal record in the files is numbered before one in the sled tree",
+                    ));
+                }
+                records.push((n, decode(&journal_key(n), &body)?));
+            }
+        }
         if self.compactor.is_some() {
             // Settled: every record of this writer is compacted, so any left is another's.
             if let Some((n, _)) = records.first() {
@@ -664,8 +727,16 @@ impl Journal {
             None => 0,
         };
         let after = records.last().map_or(0, |(n, _)| n + 1);
-        self.next = Some(written.max(after).max(self.next.unwrap_or(0)));
+        self.next = Some(
+            written
+                .max(after)
+                .max(compacted_after)
+                .max(self.next.unwrap_or(0)),
+        );
         if self.compactor.is_none() {
+            self.shared
+                .compacted
+                .store(compacted_after, std::sync::atomic::Ordering::SeqCst);
             let mut outputs = self.shared.outputs.lock().expect("journal lock");
             for op in records.iter().flat_map(|(_, ops)| ops) {
                 if let KvOp::Append(seq, value) = op {
@@ -728,17 +799,32 @@ impl Journal {
         let n = self.next.unwrap_or(0);
         let record = encode(&ops);
         let bytes = record.len();
-        let head = n.to_be_bytes().to_vec();
-        let written = backend.apply(vec![
-            KvOp::Expect(HEAD_KEY.to_vec(), self.head.clone()),
-            KvOp::Put(HEAD_KEY.to_vec(), head.clone()),
-            KvOp::PutNew(journal_key(n), record),
-        ]);
+        let written = match &mut self.files {
+            Some(files) => {
+                let compacted = self
+                    .shared
+                    .compacted
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    .checked_sub(1);
+                files.append(n, &record, compacted)
+            }
+            None => {
+                let head = n.to_be_bytes().to_vec();
+                let written = backend.apply(vec![
+                    KvOp::Expect(HEAD_KEY.to_vec(), self.head.clone()),
+                    KvOp::Put(HEAD_KEY.to_vec(), head.clone()),
+                    KvOp::PutNew(journal_key(n), record),
+                ]);
+                if written.is_ok() {
+                    self.head = Some(head);
+                }
+                written
+            }
+        };
         if let Err(error) = written {
             self.abandon();
             return Err(error);
         }
-        self.head = Some(head);
         self.next = Some(n + 1);
         {
             let mut outputs = self.shared.outputs.lock().expect("journal lock");
@@ -751,7 +837,11 @@ impl Journal {
         if let Some(twin) = twin {
             let started = Compactor::start(
                 twin,
-                self.policy,
+                Rounds {
+                    policy: self.policy,
+                    in_backend_below: self.in_backend_below,
+                    files: self.files.is_some(),
+                },
                 &self.shared,
                 self.stored.take(),
                 std::mem::take(&mut self.initial),
@@ -828,12 +918,12 @@ impl Journal {
 impl Compactor {
     fn start(
         backend: Box<dyn KvBackend>,
-        policy: Policy,
+        rounds: Rounds,
         shared: &Arc<Shared>,
         stored: Option<HashSet<Vec<u8>>>,
         initial: Vec<(u64, Vec<KvOp>)>,
     ) -> Result<Compactor, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(policy.backlog);
+        let (tx, rx) = mpsc::sync_channel(rounds.policy.backlog);
         let (ended_tx, ended) = mpsc::channel::<()>();
         let shared = Arc::clone(shared);
         let thread = std::thread::Builder::new()
@@ -841,7 +931,7 @@ impl Compactor {
             .spawn(move || {
                 let _ended = ended_tx;
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    compact(backend, rx, policy, &shared, stored, initial);
+                    compact(backend, rx, rounds, &shared, stored, initial);
                 }));
                 if ran.is_err() {
                     *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(
@@ -856,16 +946,28 @@ impl Compactor {
     }
 }
 
+/// How the compactor runs its rounds.
+#[derive(Clone, Copy, Debug)]
+struct Rounds {
+    policy: Policy,
+    /// Records numbered below this are in the backend, removed by key.
+    in_backend_below: u64,
+    /// The others are in journal files: each round marks how far it compacted
+    /// ([`COMPACTED_KEY`]) and syncs the backend before the files may be removed.
+    files: bool,
+}
+
 /// The compactor thread: rounds of batches, each applied as one backend batch, until the
 /// foreground is gone (then a last round) or a round fails.
 fn compact(
     mut backend: Box<dyn KvBackend>,
     rx: mpsc::Receiver<Job>,
-    policy: Policy,
+    rounds: Rounds,
     shared: &Shared,
     mut stored: Option<HashSet<Vec<u8>>>,
     initial: Vec<(u64, Vec<KvOp>)>,
 ) {
+    let policy = rounds.policy;
     // The records recovery found, in rounds of `round_bytes` or so (a long journal left by a
     // crash must not become one backend call too large for it).
     let mut round = Vec::new();
@@ -881,6 +983,7 @@ fn compact(
                     std::mem::take(&mut round),
                     &mut stored,
                     shared,
+                    rounds,
                 )
             {
                 return;
@@ -923,7 +1026,8 @@ fn compact(
         if shared.abandoned.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        if !records.is_empty() && !apply_round(&mut *backend, records, &mut stored, shared) {
+        if !records.is_empty() && !apply_round(&mut *backend, records, &mut stored, shared, rounds)
+        {
             return;
         }
         for reply in drains {
@@ -948,6 +1052,7 @@ fn apply_round(
     records: Vec<(u64, Vec<KvOp>)>,
     stored: &mut Option<HashSet<Vec<u8>>>,
     shared: &Shared,
+    rounds: Rounds,
 ) -> bool {
     let highest = records
         .iter()
@@ -957,10 +1062,34 @@ fn apply_round(
             _ => None,
         })
         .max();
-    let applied = compaction(records, stored).and_then(|ops| backend.apply(ops));
+    let in_files = records
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| *n >= rounds.in_backend_below)
+        .max()
+        .filter(|_| rounds.files);
+    let applied = compaction_below(records, stored, rounds.in_backend_below).and_then(|mut ops| {
+        if let Some(last) = in_files {
+            ops.push(KvOp::Put(
+                COMPACTED_KEY.to_vec(),
+                journal_file::compacted_value(last),
+            ));
+        }
+        backend.apply(ops)?;
+        if rounds.files {
+            // Before the writer may remove the files these records are in.
+            backend.sync()?;
+        }
+        Ok(())
+    });
     if let Err(error) = applied {
         *shared.failure.lock().expect("journal lock") = Some(error);
         return false;
+    }
+    if let Some(last) = in_files {
+        shared
+            .compacted
+            .store(last + 1, std::sync::atomic::Ordering::SeqCst);
     }
     if let Some(highest) = highest {
         let mut outputs = shared.outputs.lock().expect("journal lock");

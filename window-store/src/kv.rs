@@ -15,6 +15,7 @@ use crate::codec::{
 };
 use crate::error::StoreError;
 use crate::journal::{self, Journal, Policy};
+use crate::journal_file::JournalFiles;
 use crate::memory::MemoryBackend;
 use crate::payload_log::{PayloadLog, PayloadRef};
 use crate::store::{Batch, OutputRecord, Recovered, RememberedRequest, WindowStore};
@@ -128,6 +129,14 @@ impl<B: KvBackend> KvStore<B> {
     /// and says so (sled and Redis can; the memory store is opened without a journal).
     pub fn with_journal(mut self, policy: Policy) -> KvStore<B> {
         self.journal = Some(Journal::new(policy));
+        self
+    }
+
+    /// [`with_journal`](Self::with_journal), the records in `files` instead of the backend (sled:
+    /// see the `journal_file` module). A sync then syncs the files; the backend is synced by the
+    /// compactor after each round.
+    pub fn with_journal_files(mut self, policy: Policy, files: JournalFiles) -> KvStore<B> {
+        self.journal = Some(Journal::in_files(policy, files));
         self
     }
 
@@ -544,8 +553,11 @@ impl<B: KvBackend> KvStore<B> {
     }
 
     fn sync_all(&mut self) -> Result<(), StoreError> {
-        if let Some(journal) = &self.journal {
+        if let Some(journal) = &mut self.journal {
             journal.check()?;
+            if let Some(synced) = journal.sync_files() {
+                return synced;
+            }
         }
         let synced = self.backend.sync();
         if let (Err(_), Some(journal)) = (&synced, &self.journal) {

@@ -49,6 +49,7 @@ mod backend;
 mod codec;
 mod error;
 mod journal;
+mod journal_file;
 mod kv;
 mod memory;
 mod payload_log;

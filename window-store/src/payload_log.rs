@@ -203,7 +203,7 @@ fn open_segment(dir: &Path, n: u32) -> Result<(File, u64), StoreError> {
     Ok((file, len))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error("syncing", dir, &e))
@@ -220,7 +220,7 @@ fn segment_number(name: &str) -> Option<u32> {
         .flatten()
 }
 
-fn io_error(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
+pub(crate) fn io_error(what: &str, path: &Path, e: &std::io::Error) -> StoreError {
     StoreError::Backend(format!("{what} {}: {e}", path.display()))
 }
 

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend::{KvBackend, KvOp, Plain, Record, refuse_overwrites, refuse_unexpected};
 use crate::error::StoreError;
+use crate::journal_file::JournalFiles;
 use crate::kv::KvStore;
 use crate::payload_log::PayloadLog;
 
@@ -49,9 +50,10 @@ impl SledStore {
             flushes: 0,
             flushed: None,
             flusher: None,
+            blobs_synced: None,
         })
         .with_payload_log(payloads)
-        .with_journal(policy))
+        .with_journal_files(policy, JournalFiles::open(&dir.join("journal"))?))
     }
 }
 
@@ -89,6 +91,8 @@ pub struct SledBackend {
     flushed: Option<Flushed>,
     /// The thread that runs every sync's flush (started at the first).
     flusher: Option<Flusher>,
+    /// The newest file in `blobs/` synced (see `sync_blobs`).
+    blobs_synced: Option<u64>,
 }
 
 /// The flush thread: it flushes once per number it is sent.
@@ -248,6 +252,47 @@ impl SledBackend {
     }
 }
 
+impl SledBackend {
+    /// Syncs the files sled wrote to `blobs/` since the last sync (named by their log sequence
+    /// number), and the directory: sled writes a value or tree node over an eighth of its
+    /// segment size to a file of its own and never syncs it, while its log, which `flush`
+    /// syncs, points at it. Run before the flush, so that no durable log entry can point at a
+    /// blob that is not.
+    fn sync_blobs(&mut self) -> std::io::Result<()> {
+        let dir = self.dir.join("blobs");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut newest = self.blobs_synced;
+        for entry in entries {
+            let entry = entry?;
+            let Some(lsn) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if self.blobs_synced.is_some_and(|synced| lsn <= synced) {
+                continue;
+            }
+            match std::fs::File::open(entry.path()).and_then(|file| file.sync_all()) {
+                Ok(()) => newest = newest.max(Some(lsn)),
+                // Removed by sled's collection of blobs nothing points at any more.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if newest != self.blobs_synced {
+            std::fs::File::open(&dir)?.sync_all()?;
+            self.blobs_synced = newest;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for SledBackend {
     fn drop(&mut self) {
         if self.failed {
@@ -277,6 +322,7 @@ impl KvBackend for SledBackend {
             flushes: 0,
             flushed: None,
             flusher: None,
+            blobs_synced: None,
         })))
     }
 
@@ -328,6 +374,9 @@ impl KvBackend for SledBackend {
     fn sync(&mut self) -> Result<(), StoreError> {
         if self.failed {
             return Err(self.write_failed("syncing", "an earlier write or sync failed"));
+        }
+        if let Err(e) = self.sync_blobs() {
+            return Err(self.write_failed("syncing", e));
         }
         self.bounded_flush()
     }

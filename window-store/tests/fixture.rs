@@ -132,6 +132,69 @@ fn a_data_dir_written_before_the_journal_reads_and_grows() {
     );
 }
 
+#[test]
+fn a_data_dir_with_journal_records_in_the_sled_tree_reads_and_grows() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sled-journal-in-tree");
+    let dir = temp_dir();
+    copy_dir(&fixture, dir.path());
+
+    let mut memory = MemoryStore::in_memory();
+    let (mut expected, mut expected_seq) = open_engine(&mut memory, config()).expect("memory");
+    run(&mut expected, &mut memory, &mut expected_seq, 0..20);
+
+    // A compactor that runs only when asked, so that the directory can be copied as a crash
+    // would leave it.
+    let policy = window_store::CompactionPolicy {
+        delay: std::time::Duration::from_secs(3600),
+        round_bytes: usize::MAX,
+        backlog: 512,
+    };
+    let mut store = SledStore::open_with(dir.path(), policy).expect("open the fixture");
+    let in_tree = |store: &SledStore| {
+        use window_store::KvBackend;
+        store.backend().scan(b"J", b"J", 100).expect("scan").len()
+    };
+    assert!(
+        in_tree(&store) > 0,
+        "the fixture holds journal records in the sled tree"
+    );
+    let (mut engine, mut seq) = open_engine(&mut store, config()).expect("recover the fixture");
+    assert_eq!(seq, expected_seq);
+    assert_eq!(engine.snapshot(), expected.snapshot());
+    assert_eq!(
+        store.read_output(0, 1000).expect("old log"),
+        memory.read_output(0, 1000).expect("memory log")
+    );
+
+    // This build's first round compacts the old records out of the tree; its own go to files.
+    run(&mut engine, &mut store, &mut seq, 20..30);
+    store.compact().expect("compact");
+    assert_eq!(
+        in_tree(&store),
+        0,
+        "the old records are compacted and removed"
+    );
+    run(&mut engine, &mut store, &mut seq, 30..40);
+    run(&mut expected, &mut memory, &mut expected_seq, 20..40);
+    // As a crash would leave it: steps 30..40 in the journal files only.
+    let copy = temp_dir();
+    copy_dir(dir.path(), copy.path());
+    assert!(
+        std::fs::read_dir(copy.path().join("journal"))
+            .expect("journal files")
+            .count()
+            > 0
+    );
+    let mut store = SledStore::open(copy.path()).expect("reopen");
+    let (engine, seq) = open_engine(&mut store, config()).expect("recover again");
+    assert_eq!(seq, expected_seq);
+    assert_eq!(engine.snapshot(), expected.snapshot());
+    assert_eq!(
+        store.read_output(0, 1000).expect("whole log"),
+        memory.read_output(0, 1000).expect("memory log")
+    );
+}
+
 /// Writes the fixture `sled-journal-in-tree` to `$WRITE_FIXTURE` (run by hand, at commit 7fb0ee8:
 /// `WRITE_FIXTURE=DIR cargo test -p window-store --test fixture -- --ignored`): steps 0..10
 /// committed and compacted, steps 10..20 committed and synced as journal records in the sled
