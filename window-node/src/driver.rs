@@ -34,8 +34,9 @@ pub const BACKLOG_PAGE: usize = 4096;
 /// What subscribers receive live.
 #[derive(Debug, Clone)]
 pub enum Published {
-    /// A fired window, durable in the output log.
-    Window(Arc<OutputRecord>),
+    /// A fired window, durable in the output log, with the bytes the live feed carried up to
+    /// and including it (see [`held_bytes`]): a subscriber is that far along.
+    Window(Arc<OutputRecord>, u64),
     /// A late event (not logged).
     Late(Arc<LateNotice>),
 }
@@ -48,7 +49,46 @@ pub struct Subscription {
     /// The sequence number after the backlog.
     pub next_seq: u64,
     /// Present when the backlog reaches the end of the log: everything after it arrives here.
-    pub live: Option<broadcast::Receiver<Published>>,
+    pub live: Option<Live>,
+}
+
+/// A subscriber's live feed, and how far the feed has gone: the records it has not taken yet
+/// stay in memory for it, so it is dropped once they hold too many bytes
+/// (`--subscriber-buffer-bytes`; see `tcp`).
+#[derive(Debug)]
+pub struct Live {
+    pub feed: broadcast::Receiver<Published>,
+    /// The bytes the feed has carried, as each group is published.
+    pub head: watch::Receiver<u64>,
+    /// Where this subscriber starts: the head when it subscribed.
+    pub taken: u64,
+}
+
+/// About the memory a fired window holds while a subscriber has not taken it: the record, its
+/// ids, their texts and its payloads.
+pub fn held_bytes(record: &OutputRecord) -> u64 {
+    let window = &record.window;
+    let ids: usize = window
+        .ids
+        .iter()
+        .map(|id| match id {
+            window_core::EventId::Int(_) => std::mem::size_of::<window_core::EventId>(),
+            window_core::EventId::Text(text) | window_core::EventId::Number(text) => {
+                std::mem::size_of::<window_core::EventId>() + text.len()
+            }
+        })
+        .sum();
+    let payloads: usize = window
+        .payloads
+        .iter()
+        .map(|p| {
+            std::mem::size_of::<Option<window_core::Payload>>() + p.as_ref().map_or(0, |p| p.len())
+        })
+        .sum();
+    (std::mem::size_of::<OutputRecord>()
+        + window.window.key.as_ref().map_or(0, |k| k.len())
+        + ids
+        + payloads) as u64
 }
 
 /// A request to the driver.
@@ -185,6 +225,8 @@ pub struct Driver {
     service: Service,
     store: Box<dyn WindowStore>,
     publish: broadcast::Sender<Published>,
+    /// The bytes the live feed has carried ([`held_bytes`] of each window published).
+    head: watch::Sender<u64>,
     metrics: Arc<Metrics>,
     /// Processing time: wall time at start plus monotonic time since.
     clock: Clock,
@@ -234,6 +276,7 @@ impl Driver {
             config,
             store,
             publish,
+            head: watch::Sender::new(0),
             metrics,
             clock,
             gate: None,
@@ -349,6 +392,11 @@ impl Driver {
                 return Err(error.into());
             }
         };
+        // The fired windows go out first, right after the sync (they are durable): their
+        // subscribers and group members wait no longer than the group's own acknowledgements.
+        let fired: Vec<Arc<OutputRecord>> = fired.into_iter().map(Arc::new).collect();
+        self.publish_group(&fired, trigger);
+        self.deliver(now, deliveries, &fired);
         // Stats too are answered only once the group is known to be this holder's.
         for reply in stats {
             let _ = reply.send(self.service.stats());
@@ -356,9 +404,6 @@ impl Driver {
         for reply in pending {
             reply.send();
         }
-        let fired: Vec<Arc<OutputRecord>> = fired.into_iter().map(Arc::new).collect();
-        self.publish_group(&fired, trigger);
-        self.deliver(now, deliveries, &fired);
         for (from_seq, reply) in subscribes {
             let _ = reply.send(self.subscribe(from_seq));
         }
@@ -543,10 +588,17 @@ impl Driver {
 
     fn publish_group(&mut self, fired: &[Arc<OutputRecord>], trigger: Instant) {
         let latency = trigger.elapsed().as_micros() as u64;
+        let mut head = *self.head.borrow();
         for record in fired {
             self.metrics.observe_fire_latency(latency);
+            head += held_bytes(record);
             // No subscriber is not an error: the log keeps everything.
-            let _ = self.publish.send(Published::Window(Arc::clone(record)));
+            let _ = self
+                .publish
+                .send(Published::Window(Arc::clone(record), head));
+        }
+        if !fired.is_empty() {
+            self.head.send_replace(head);
         }
         for late in self.service.take_late() {
             let _ = self.publish.send(Published::Late(Arc::new(late)));
@@ -562,7 +614,11 @@ impl Driver {
         let backlog = blocking(|| self.store.read_output(from, BACKLOG_PAGE))
             .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?;
         let next_seq = from + backlog.len() as u64;
-        let live = (next_seq >= end).then(|| self.publish.subscribe());
+        let live = (next_seq >= end).then(|| Live {
+            feed: self.publish.subscribe(),
+            head: self.head.subscribe(),
+            taken: *self.head.borrow(),
+        });
         Ok(Subscription {
             backlog,
             next_seq,
@@ -866,7 +922,7 @@ mod tests {
 
     async fn next_window(running: &mut Running) -> Arc<OutputRecord> {
         match running.feed.recv().await.expect("feed") {
-            Published::Window(record) => record,
+            Published::Window(record, _) => record,
             Published::Late(late) => panic!("unexpected late event {late:?}"),
         }
     }

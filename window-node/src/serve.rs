@@ -170,6 +170,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 65_536, env = "WINDOW_NODE_SUBSCRIBER_BUFFER")]
     subscriber_buffer: usize,
 
+    /// Bytes of fired windows a subscriber may leave unread before it is disconnected (it
+    /// resumes with `from_seq`): what a subscriber that stops reading can make this process hold.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = at_least_one, env = "WINDOW_NODE_SUBSCRIBER_BUFFER_BYTES")]
+    subscriber_buffer_bytes: usize,
+
     /// Several processes may share one --data-dir: one holds the lease and coordinates, the
     /// others forward their clients to it. When the coordinator is gone, a follower waits this
     /// long for a new one before answering the requests it holds with error 11.
@@ -600,6 +605,7 @@ fn shared(
         metrics,
         holder: holder.to_string(),
         line_budget: LineBudget::new(args.max_buffered_line_bytes),
+        subscriber_buffer_bytes: args.subscriber_buffer_bytes as u64,
     })
 }
 

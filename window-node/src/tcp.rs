@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 use window_core::{IdFrame, WindowSpec};
 use window_store::OutputRecord;
 
-use crate::driver::{Command, Delivered, OwnedEvent, Published, Stats, Subscription};
+use crate::driver::{Command, Delivered, Live, OwnedEvent, Published, Stats, Subscription};
 use crate::group_route::GroupStream;
 use crate::line_budget::{LineBudget, Share};
 use crate::metrics::Metrics;
@@ -67,6 +67,9 @@ pub struct Shared {
     pub holder: String,
     /// Bytes of unfinished lines over all connections (`--max-buffered-line-bytes`).
     pub line_budget: Arc<LineBudget>,
+    /// Bytes of fired windows a subscriber may leave untaken before it is dropped
+    /// (`--subscriber-buffer-bytes`).
+    pub subscriber_buffer_bytes: u64,
 }
 
 impl Shared {
@@ -846,7 +849,11 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
     let event_to = to.unsolicited();
     let streamed = event_to.header(shared.style);
     let mut next = subscription.next_seq;
-    let mut live: broadcast::Receiver<Published> = loop {
+    let Live {
+        feed: mut live,
+        mut head,
+        mut taken,
+    } = loop {
         for record in &subscription.backlog {
             let view = logged(shared.frame, record, part.partition);
             reply::window_closed(&mut out, &streamed, &view);
@@ -872,6 +879,12 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
         };
         next = subscription.next_seq;
     };
+    let limit = shared.subscriber_buffer_bytes;
+    let behind = |next: u64| {
+        ProtoError::Unavailable(format!(
+            "this subscriber fell too far behind and was disconnected; subscribe again with from_seq {next} (the log is durable, nothing is lost)"
+        ))
+    };
     loop {
         let received = tokio::select! {
             received = live.recv() => received,
@@ -881,7 +894,7 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
                     // The reader queues nothing else once subscribed; the client is gone.
                     Some(_) | None => return,
                 }
-                if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                if !write_watching(write, &out, &mut head, taken, limit, &shared.metrics).await {
                     return;
                 }
                 out.clear();
@@ -892,10 +905,7 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
             Ok(published) => published,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 Metrics::add(&shared.metrics.subscribers_dropped, 1);
-                let error = ProtoError::Unavailable(format!(
-                    "this subscriber fell too far behind and was disconnected; subscribe again with from_seq {next} (the log is durable, nothing is lost)"
-                ));
-                reply::error(&mut out, &streamed, &error);
+                reply::error(&mut out, &streamed, &behind(next));
                 let _ = write.write_all(&out).await;
                 let _ = write.flush().await;
                 return;
@@ -903,7 +913,16 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
             Err(broadcast::error::RecvError::Closed) => return,
         };
         match &published {
-            Published::Window(record) => {
+            Published::Window(record, through) => {
+                taken = *through;
+                if head.borrow().saturating_sub(taken) > limit {
+                    // The windows it has not taken hold too much memory for it.
+                    Metrics::add(&shared.metrics.subscribers_dropped, 1);
+                    reply::error(&mut out, &streamed, &behind(next));
+                    let _ = write.write_all(&out).await;
+                    let _ = write.flush().await;
+                    return;
+                }
                 if record.seq < next {
                     continue;
                 }
@@ -924,10 +943,49 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
         }
         // Batch what is already waiting into one write.
         if live.is_empty() || out.len() > 64 * 1024 {
-            if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+            if !write_watching(write, &out, &mut head, taken, limit, &shared.metrics).await {
                 return;
             }
             out.clear();
+        }
+    }
+}
+
+/// Writes `out` to a subscriber, unless the live feed gets more than `limit` bytes ahead of
+/// what it has taken (`taken`) while the write waits (a subscriber that does not read): then it
+/// is dropped (counted), mid-line perhaps, which frees the windows held for it; it resumes with
+/// `from_seq`. False when the subscription ends.
+async fn write_watching<W: AsyncWriteExt + Unpin>(
+    write: &mut W,
+    out: &[u8],
+    head: &mut watch::Receiver<u64>,
+    taken: u64,
+    limit: u64,
+    metrics: &Metrics,
+) -> bool {
+    let written = async {
+        write.write_all(out).await?;
+        write.flush().await
+    };
+    tokio::pin!(written);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            result = &mut written => return result.is_ok(),
+            changed = head.changed(), if watching => {
+                if changed.is_err() {
+                    // The driver is gone: nothing more is published.
+                    watching = false;
+                } else if head.borrow_and_update().saturating_sub(taken) > limit {
+                    tracing::warn!(
+                        behind_bytes = *head.borrow() - taken,
+                        limit,
+                        "a subscriber that does not read fell over --subscriber-buffer-bytes behind; disconnected"
+                    );
+                    Metrics::add(&metrics.subscribers_dropped, 1);
+                    return false;
+                }
+            }
         }
     }
 }

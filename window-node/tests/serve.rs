@@ -1318,3 +1318,65 @@ fn a_repeated_request_id_is_answered_from_its_record_across_sigkill() {
         );
     }
 }
+
+/// A subscriber that stops reading is disconnected once the windows it has not taken hold more
+/// than `--subscriber-buffer-bytes` (counted in the metrics), so it cannot make the daemon hold
+/// the whole stream; nothing is lost: a subscriber from seq 0 then reads every window.
+#[test]
+fn a_subscriber_that_stops_reading_is_dropped_past_its_byte_limit() {
+    let dir = temp_dir();
+    let (daemon, metrics) = start_with_metrics(
+        dir.path(),
+        &[
+            "--window-size",
+            "1s",
+            "--idle-timeout",
+            "0s",
+            "--max-events",
+            "500",
+            "--subscriber-buffer-bytes",
+            "1000000",
+        ],
+    );
+    // Subscribes, then never reads.
+    let mut stalled = TcpStream::connect(daemon.addr).expect("connect the stalled subscriber");
+    stalled
+        .write_all(b"{\"type\":\"subscribe\",\"msg_id\":1}\n")
+        .expect("subscribe");
+    let mut client = connect(&daemon);
+    // 200 windows of 500 ids of 200 bytes: 20 MB on the wire, far over what the loopback
+    // socket's buffers take, and over 1 MB held for it once they are full.
+    let requests = 400;
+    let padding = "x".repeat(190);
+    for r in 0..requests {
+        let events: Vec<String> = (0..250)
+            .map(|i| {
+                let n = r * 250 + i;
+                format!(r#"{{"id":"{padding}-{n:06}","timestamp":{}}}"#, BASE + n)
+            })
+            .collect();
+        let reply = client.request(&format!(
+            r#"{{"type":"ingest","msg_id":{},"events":[{}]}}"#,
+            r + 1,
+            events.join(",")
+        ));
+        assert_eq!(reply["type"], "ingest_ok", "{reply}");
+    }
+    let fired = (requests * 250 / 500) as usize;
+    wait_until(WAIT, "the stalled subscriber dropped", || {
+        metric(&scrape(metrics).1, "window_node_subscribers_dropped_total") == 1.0
+    })
+    .expect("a subscriber that does not read was not dropped");
+    // Its connection ends: what it finds there is less than the stream.
+    stalled.set_read_timeout(Some(WAIT)).expect("read timeout");
+    let mut got = Vec::new();
+    stalled
+        .read_to_end(&mut got)
+        .expect("the stalled subscriber's connection closed");
+    let lines = got.iter().filter(|b| **b == b'\n').count();
+    assert!(lines < fired, "it got {lines} lines of {fired} windows");
+    // The log has every window.
+    let mut again = subscribe(&daemon, Some(0));
+    let windows = read_n(&mut again, fired, "window_closed");
+    check_dense(&windows, 0);
+}
