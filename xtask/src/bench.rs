@@ -157,8 +157,16 @@ pub fn run(quick: bool, only: Option<&str>, peers: Peers) -> anyhow::Result<()> 
     results.notes.extend(skipped);
     memory(quick, &work, &mut results)?;
 
-    let report = render(&results, quick, started.elapsed());
+    let mut report = render(&results, quick, started.elapsed());
     let md = out_dir.join("report.md");
+    // The soak section is `cargo xtask soak`'s: kept as it was.
+    if let Some(soak) = fs::read_to_string(&md)
+        .ok()
+        .as_deref()
+        .and_then(soak_section)
+    {
+        report = format!("{report}\n{soak}\n");
+    }
     fs::write(&md, &report).with_context(|| format!("writing {}", md.display()))?;
     let svg = out_dir.join("report.svg");
     chart(&results, &work, &svg)?;
@@ -213,6 +221,39 @@ fn run_apparatus_only(quick: bool) -> anyhow::Result<()> {
     eprint!("{section}");
     eprintln!("xtask: wrote the apparatus section of {}", md.display());
     Ok(())
+}
+
+/// The markers of the soak section (`cargo xtask soak` writes it; a full bench keeps it).
+const SOAK_BEGIN: &str = "<!-- soak -->";
+const SOAK_END: &str = "<!-- /soak -->";
+
+/// Writes `table` (the soak test's figures) as the soak section of `bench/report.md`.
+pub fn write_soak_section(table: &str) -> anyhow::Result<()> {
+    let mut section = String::new();
+    let _ = writeln!(section, "{SOAK_BEGIN}");
+    let _ = writeln!(section, "## Soak: memory limits under load\n");
+    let _ = writeln!(
+        section,
+        "`cargo xtask soak`: each limit driven past itself with real connections against the \
+         release daemon (window-node's `soak` test at 4x its test-run size); the daemon's peak \
+         RSS (`VmHWM`) must stay under the bound.\n"
+    );
+    section.push_str(table);
+    let _ = writeln!(section, "{SOAK_END}");
+    let md = PathBuf::from("bench/report.md");
+    let report = fs::read_to_string(&md).unwrap_or_default();
+    fs::write(&md, splice(&report, SOAK_BEGIN, SOAK_END, &section))
+        .with_context(|| format!("writing {}", md.display()))?;
+    eprint!("{section}");
+    eprintln!("xtask: wrote the soak section of {}", md.display());
+    Ok(())
+}
+
+/// The soak section of `report`, when it has one.
+fn soak_section(report: &str) -> Option<&str> {
+    let begin = report.find(SOAK_BEGIN)?;
+    let end = report.find(SOAK_END)? + SOAK_END.len();
+    (begin < end).then(|| &report[begin..end])
 }
 
 /// `report` with the section between `begin` and `end` replaced by `section` (appended when it

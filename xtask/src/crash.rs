@@ -35,3 +35,34 @@ pub fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// How many times the test run's sizes `cargo xtask soak` drives each limit.
+const SOAK_SCALE: u32 = 4;
+
+/// `cargo xtask soak`: every memory limit driven past itself (window-node's `soak` test, at
+/// `SOAK_SCALE` times its size, optimized), the daemon's peak RSS held to each stated bound; the
+/// figures go into `bench/report.md`'s soak section.
+pub fn soak() -> anyhow::Result<()> {
+    let report = std::path::PathBuf::from("target/soak.md");
+    let scale = SOAK_SCALE.to_string();
+    let report_path = report.display().to_string();
+    crate::cargo_with_env(
+        &[
+            "test",
+            "--release",
+            "-p",
+            "window-node",
+            "--test",
+            "soak",
+            "--",
+            "--nocapture",
+        ],
+        &[
+            ("SOAK_SCALE", scale.as_str()),
+            ("SOAK_REPORT", report_path.as_str()),
+        ],
+    )?;
+    let table = std::fs::read_to_string(&report)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", report.display()))?;
+    crate::bench::write_soak_section(&table)
+}

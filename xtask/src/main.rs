@@ -21,6 +21,8 @@ tasks:
   ci              cargo fmt --check, clippy -D warnings, dependency direction, all tests
   deps            the dependency direction alone: core, proto, service and cluster know no I/O crate
   crash           SIGKILL runs: the store crash test (50 kills), failover (20 coordinator kills), partitions (20 holder kills)
+  soak            every memory limit driven past itself with real connections, peak RSS checked
+                  against its bound; the figures go into bench/report.md
   bench [--quick] end-to-end scenarios through the release binary, checked for correctness,
                   written to bench/report.md (--quick: small inputs, a smoke check of every
                   scenario for CI, written to target/bench-quick/; --only pipe | apparatus:
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("deps") => check_core_dependencies(),
         Some("crash") => crash::run(),
+        Some("soak") => crash::soak(),
         Some("bench") => bench::run(
             args.iter().any(|a| a == "--quick"),
             args.iter()
