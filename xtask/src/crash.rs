@@ -43,7 +43,10 @@ const SOAK_SCALE: u32 = 4;
 /// `SOAK_SCALE` times its size, optimized), the daemon's peak RSS held to each stated bound; the
 /// figures go into `bench/report.md`'s soak section.
 pub fn soak() -> anyhow::Result<()> {
-    let report = std::path::PathBuf::from("target/soak.md");
+    // Absolute: the test runs in the package's directory.
+    let target = std::env::current_dir()?.join("target");
+    std::fs::create_dir_all(&target)?;
+    let report = target.join("soak.md");
     let scale = SOAK_SCALE.to_string();
     let report_path = report.display().to_string();
     crate::cargo_with_env(
