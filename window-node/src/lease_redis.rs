@@ -14,7 +14,10 @@
 //! has removed the key.
 //!
 //! Losing the lease is fail-stop: on `StepDown` the keeper reports [`Role::Lost`] and stops, and
-//! `serve` exits. The in-memory engine may hold changes the store refused, so the process does not
+//! `serve` exits. A namespace wiped or replaced under the process (`StoreError::NamespaceLost`
+//! from an observation, acquisition or renewal: see `window_store::RedisLease`) is reported as
+//! [`Role::NamespaceLost`], never retried: the process stops and must not come back on that
+//! namespace. The in-memory engine may hold changes the store refused, so the process does not
 //! try to carry on; restarted, it joins as a follower and recovers from Redis if it wins again.
 //! Whatever the paused or partitioned holder still tries to write is refused by the fencing epoch,
 //! which the new holder raised in the same script that took the lease.
@@ -44,6 +47,10 @@ pub enum Role {
     Holding { epoch: u64 },
     /// This process held the lease and lost it: it must stop.
     Lost { reason: String },
+    /// The namespace's state in Redis was lost or replaced under this process (the error's text,
+    /// which names the namespace and says what to do): it must stop, holding or following, and
+    /// not start the namespace over.
+    NamespaceLost { error: String },
 }
 
 /// Whether the holder may still commit: the lease with its margin, checked on this process's
@@ -166,6 +173,7 @@ impl LeaseClock {
 pub struct LeaseKeeper {
     role: watch::Receiver<Role>,
     gate: Arc<FireGate>,
+    identity: Arc<Mutex<Option<String>>>,
     stop: Option<Sender<Stop>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -202,8 +210,10 @@ impl LeaseKeeper {
         });
         let (role_tx, role) = watch::channel(Role::Starting);
         let (stop, stopped) = channel();
+        let identity = Arc::new(Mutex::new(None));
         let keeper = Keeper {
             lease,
+            identity: Arc::clone(&identity),
             me,
             config,
             clock,
@@ -221,6 +231,7 @@ impl LeaseKeeper {
         Ok(LeaseKeeper {
             role,
             gate,
+            identity,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -234,6 +245,15 @@ impl LeaseKeeper {
     /// The gate the driver asks before each commit.
     pub fn gate(&self) -> Arc<FireGate> {
         Arc::clone(&self.gate)
+    }
+
+    /// The namespace's identity as of the last acquisition (set before [`Role::Holding`] is
+    /// reported): what the holder's store checks its batches against.
+    pub fn identity(&self) -> Option<String> {
+        self.identity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Gives the lease up and goes on following: call it only after the driver that used the
@@ -265,6 +285,8 @@ impl Drop for LeaseKeeper {
 
 struct Keeper {
     lease: RedisLease,
+    /// Shared with [`LeaseKeeper::identity`].
+    identity: Arc<Mutex<Option<String>>>,
     me: String,
     config: LeaseConfig,
     clock: LeaseClock,
@@ -289,6 +311,7 @@ impl Keeper {
         let mut failing = false;
         loop {
             let view = match self.lease.observe() {
+                Err(error @ StoreError::NamespaceLost { .. }) => return self.namespace_lost(error),
                 Ok(view) => {
                     if failing {
                         tracing::info!("Redis answers again");
@@ -338,6 +361,8 @@ impl Keeper {
                     .try_acquire(&view, &self.me, epoch, self.config.ttl())
                 {
                     Ok(true) => {
+                        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) =
+                            self.lease.identity().map(str::to_owned);
                         self.hold(HeldLease { epoch, expires_at });
                         tracing::info!(epoch, "took the lease");
                         let _ = self.role.send(Role::Holding { epoch });
@@ -347,6 +372,10 @@ impl Keeper {
                     Ok(false) => {
                         self.give_back();
                         Duration::from_millis(5)
+                    }
+                    Err(error @ StoreError::NamespaceLost { .. }) => {
+                        self.give_back();
+                        return self.namespace_lost(error);
                     }
                     Err(error) => {
                         self.give_back();
@@ -368,6 +397,9 @@ impl Keeper {
                         }
                         // Not ours any more: the next decision steps down.
                         Ok(false) => Duration::ZERO,
+                        Err(error @ StoreError::NamespaceLost { .. }) => {
+                            return self.namespace_lost(error);
+                        }
                         Err(error) => {
                             // The gate keeps the old end: firing stops by itself if this lasts.
                             tracing::warn!(%error, "renewing the lease failed; retrying");
@@ -400,6 +432,15 @@ impl Keeper {
                 return;
             }
         }
+    }
+
+    /// The namespace was lost or replaced: stop holding (the gate closes) and following, and
+    /// say so; never retried.
+    fn namespace_lost(&mut self, error: StoreError) {
+        self.hold_nothing();
+        let _ = self.role.send(Role::NamespaceLost {
+            error: error.to_string(),
+        });
     }
 
     fn hold(&mut self, held: HeldLease) {
@@ -484,20 +525,52 @@ fn observation(view: &LeaseView, now: Timestamp) -> Observation {
     }
 }
 
-/// Resolves when the Redis lease is lost, with the reason; never without a Redis lease.
-pub async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> String {
+/// What a process says that met its Redis namespace lost or replaced (the error that follows
+/// names the namespace and says what to do).
+pub const NAMESPACE_LOST: &str = "the Redis namespace was lost or replaced under this node: it stops (coordinating or following) and exits without acknowledging anything more (requests in flight got error 13 or a closed connection); do not restart nodes on this namespace as it is";
+
+/// Why a lease keeper stopped (see [`lease_lost`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeaseEnded {
+    /// The lease was lost (or the keeper stopped): fail-stop; restarted, the process rejoins as
+    /// a follower.
+    Lost(String),
+    /// The namespace was lost or replaced (the error's text, which says what to do): the
+    /// process stops and must not be restarted on that namespace as it is.
+    NamespaceLost(String),
+}
+
+impl std::fmt::Display for LeaseEnded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LeaseEnded::Lost(reason) | LeaseEnded::NamespaceLost(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl LeaseEnded {
+    /// What a role that ended says (`None` for a role that goes on).
+    pub fn of(role: &Role) -> Option<LeaseEnded> {
+        match role {
+            Role::Lost { reason } => {
+                Some(LeaseEnded::Lost(format!("lost the Redis lease: {reason}")))
+            }
+            Role::NamespaceLost { error } => Some(LeaseEnded::NamespaceLost(error.clone())),
+            Role::Starting | Role::Following { .. } | Role::Holding { .. } => None,
+        }
+    }
+}
+
+/// Resolves when the Redis lease is lost or its namespace was, with the reason; never without a
+/// Redis lease.
+pub async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> LeaseEnded {
     let Some(role) = role else {
         return std::future::pending().await;
     };
-    match role
-        .wait_for(|role| matches!(role, Role::Lost { .. }))
-        .await
-    {
-        Ok(role) => match &*role {
-            Role::Lost { reason } => format!("lost the Redis lease: {reason}"),
-            other => format!("lost the Redis lease ({other:?})"),
-        },
-        Err(_) => "the Redis lease thread stopped".to_owned(),
+    match role.wait_for(|role| LeaseEnded::of(role).is_some()).await {
+        Ok(role) => LeaseEnded::of(&role)
+            .unwrap_or_else(|| LeaseEnded::Lost(format!("lost the Redis lease ({:?})", *role))),
+        Err(_) => LeaseEnded::Lost("the Redis lease thread stopped".to_owned()),
     }
 }
 

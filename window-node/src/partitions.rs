@@ -33,7 +33,7 @@ use tokio::task::JoinSet;
 use window_store::{RedisMembership, RedisStore};
 
 use crate::driver::{Command, DriverConfig, RunningDriver, blocking};
-use crate::lease_redis::{LeaseKeeper, Quota, Role, lease_lost};
+use crate::lease_redis::{LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Quota, Role, lease_lost};
 use crate::metrics::Metrics;
 use crate::upstream::Coordinator;
 use window_cluster::lease::{LeaseConfig, fair_share, hand_over};
@@ -263,10 +263,15 @@ async fn keep_partition(
     let namespace = namespace_of(&setup.namespace, partition);
     loop {
         let epoch = tokio::select! {
-            held = role.wait_for(|r| matches!(r, Role::Holding { .. } | Role::Lost { .. })) => {
-                match &*held.context("the lease thread stopped")? {
-                    Role::Holding { epoch } => *epoch,
-                    other => anyhow::bail!("partition {partition}: the lease was lost before it was used: {other:?}"),
+            held = role.wait_for(|r| matches!(r, Role::Holding { .. }) || LeaseEnded::of(r).is_some()) => {
+                let held = held.context("the lease thread stopped")?;
+                match (LeaseEnded::of(&held), &*held) {
+                    (None, Role::Holding { epoch }) => *epoch,
+                    (Some(LeaseEnded::NamespaceLost(error)), _) => {
+                        return Err(anyhow::anyhow!("{error}")
+                            .context(format!("partition {partition}: {}", NAMESPACE_LOST)));
+                    }
+                    (_, other) => anyhow::bail!("partition {partition}: the lease was lost before it was used: {other:?}"),
                 }
             }
             _ = stopped.wait_for(|stop| *stop) => {
@@ -276,9 +281,13 @@ async fn keep_partition(
         };
         // A handover asked for before this holding began is out of date.
         while handover.try_recv().is_ok() {}
+        let identity = keeper.identity();
         let store = blocking(|| -> anyhow::Result<RedisStore> {
             let mut store = RedisStore::connect(&setup.url, &namespace)?;
             store.backend_mut().set_epoch(epoch);
+            if let Some(identity) = &identity {
+                store.backend_mut().set_identity(identity);
+            }
             Ok(store)
         })
         .with_context(|| format!("opening the Redis store of partition {partition}"))?;
@@ -306,9 +315,13 @@ async fn keep_partition(
                 table.set_local(partition, None);
                 return Err(anyhow::Error::new(stopped).context(format!("partition {partition} stopped")));
             }
-            reason = lease_lost(Some(&mut role)) => {
+            ended = lease_lost(Some(&mut role)) => {
                 table.set_local(partition, None);
-                anyhow::bail!("partition {partition}: {reason}");
+                return Err(match ended {
+                    LeaseEnded::Lost(reason) => anyhow::anyhow!("partition {partition}: {reason}"),
+                    LeaseEnded::NamespaceLost(error) => anyhow::anyhow!("{error}")
+                        .context(format!("partition {partition}: {}", NAMESPACE_LOST)),
+                });
             }
             Some(()) = handover.recv() => Next::HandOver,
             _ = stopped.wait_for(|stop| *stop) => Next::Stop,

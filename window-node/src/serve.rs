@@ -19,7 +19,7 @@ use crate::driver::{
 };
 use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::{FileLease, HolderKind, describe_holder};
-use crate::lease_redis::{LeaseKeeper, Role, lease_lost};
+use crate::lease_redis::{LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Role, lease_lost};
 use crate::line_budget::LineBudget;
 use crate::metrics::{self, Metrics};
 use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
@@ -358,8 +358,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
             return Err(anyhow::Error::new(stopped).context(advice));
         }
-        reason = lease_lost(lost.as_mut()) => {
-            return Err(anyhow::anyhow!("{reason}").context(STOPPED_EARLY));
+        ended = lease_lost(lost.as_mut()) => {
+            return Err(match ended {
+                LeaseEnded::Lost(reason) => anyhow::anyhow!("{reason}").context(STOPPED_EARLY),
+                LeaseEnded::NamespaceLost(error) => anyhow::anyhow!("{error}").context(NAMESPACE_LOST),
+            });
         }
     }
     tracing::info!("stopping: no new connections; finishing what was received");
@@ -445,13 +448,21 @@ async fn take_tenure(
         let mut role = keeper.role();
         let held = async move {
             let role = role
-                .wait_for(|role| matches!(role, Role::Holding { .. } | Role::Lost { .. }))
+                .wait_for(|role| {
+                    matches!(role, Role::Holding { .. }) || LeaseEnded::of(role).is_some()
+                })
                 .await
                 .context("the lease thread stopped")?;
-            match &*role {
-                Role::Holding { epoch } => Ok(*epoch),
-                other => Err(anyhow::anyhow!(
-                    "the lease was lost before it was used: {other:?}"
+            match LeaseEnded::of(&role) {
+                None => match &*role {
+                    Role::Holding { epoch } => Ok(*epoch),
+                    other => Err(anyhow::anyhow!("the lease keeper reported {other:?}")),
+                },
+                Some(LeaseEnded::NamespaceLost(error)) => {
+                    Err(anyhow::anyhow!("{error}").context(NAMESPACE_LOST))
+                }
+                Some(LeaseEnded::Lost(reason)) => Err(anyhow::anyhow!(
+                    "the lease was lost before it was used: {reason}"
                 )),
             }
         };
@@ -461,9 +472,15 @@ async fn take_tenure(
             keeper.release();
             return Ok(None);
         };
+        // The identity the acquisition saw or created: a namespace wiped since is refused at
+        // recovery or at the first batch, never started over.
+        let identity = keeper.identity();
         let store = blocking(|| -> anyhow::Result<RedisStore> {
             let mut store = RedisStore::connect(url, &args.namespace)?;
             store.backend_mut().set_epoch(epoch);
+            if let Some(identity) = &identity {
+                store.backend_mut().set_identity(identity);
+            }
             Ok(store)
         })
         .with_context(|| format!("opening the Redis store in namespace {:?}", args.namespace))?;
@@ -623,6 +640,9 @@ const STOPPED_EARLY: &str = "stopped coordinating and exiting, without acknowled
 /// What a process whose driver stopped by itself says: what to do depends on why.
 fn stopped_early(stopped: &DriverStopped) -> &'static str {
     match stopped {
+        DriverStopped::Failed(DriverError::Store(StoreError::NamespaceLost { .. })) => {
+            NAMESPACE_LOST
+        }
         DriverStopped::Failed(DriverError::Store(
             StoreError::Backend(_) | StoreError::Corrupt { .. },
         )) => {

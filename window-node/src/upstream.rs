@@ -83,7 +83,10 @@ fn holder_of(role: &Role, me: SocketAddr) -> Option<Holder> {
             holder: Some((address, epoch)),
         } => Some((address.parse().ok()?, *epoch)),
         Role::Holding { epoch } => Some((me, *epoch)),
-        Role::Starting | Role::Following { holder: None } | Role::Lost { .. } => None,
+        Role::Starting
+        | Role::Following { holder: None }
+        | Role::Lost { .. }
+        | Role::NamespaceLost { .. } => None,
     }
 }
 

@@ -472,3 +472,64 @@ fn an_unreachable_redis_is_error_11_and_a_follower_recovers_when_it_returns() {
         "an acknowledged event is lost: {text}"
     );
 }
+
+/// A Redis namespace wiped under running nodes (FLUSHALL; issue 19 item 7): the holder's next
+/// batch is refused, the request gets error 13 naming the namespace, and the holder exits
+/// non-zero with one error line that says what to do; the follower, which knew the namespace
+/// too, exits the same way instead of taking the lease; nobody starts the namespace over at
+/// epoch 1 and seq 0.
+#[test]
+fn a_wiped_namespace_stops_the_holder_and_the_follower() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (url, ns) = (server.url(), server.fresh_namespace());
+    let args = [
+        "--window-size",
+        "60s",
+        "--store",
+        &url,
+        "--namespace",
+        &ns,
+        "--lease-ttl",
+        "30s",
+    ];
+    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
+    holder.wait_logged("coordinating");
+    let mut follower = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("follower");
+    follower.wait_logged("following");
+    let mut client = Conn::open(holder.addr).expect("connect");
+    let kept = client.request(
+        r#"{"type":"ingest","msg_id":1,"events":[{"id":"kept","timestamp":1705305600000}]}"#,
+    );
+    assert_eq!(kept["accepted"], 1, "{kept}");
+
+    server.command(&["FLUSHALL"]).expect("FLUSHALL");
+    let refused = client.request(
+        r#"{"type":"ingest","msg_id":2,"events":[{"id":"after","timestamp":1705305600001}]}"#,
+    );
+    assert_eq!(
+        [&refused["in_reply_to"], &refused["code"]],
+        [&json!(2), &json!(13)],
+        "{refused}"
+    );
+    let text = refused["text"].as_str().expect("text");
+    assert!(text.contains(&ns) && text.contains("FLUSHALL"), "{text}");
+    for (name, node) in [("holder", &mut holder), ("follower", &mut follower)] {
+        let status = node
+            .process
+            .wait_exit(EXIT_WITHIN)
+            .unwrap_or_else(|e| panic!("the {name} exits: {e}"));
+        assert!(!status.success(), "{name}: {status}");
+        assert_one_error_line(&node.process, "new --namespace");
+        let log = node.process.log_text();
+        assert!(log.contains(&format!("Redis namespace \"{ns}\"")), "{log}");
+    }
+    // Nobody made the namespace anew (no epoch, no identity, no log).
+    let left = server.command(&["KEYS", "*"]).expect("KEYS");
+    assert!(
+        left.iter()
+            .all(|key| !key.ends_with(":epoch") && !key.ends_with(":id")),
+        "{left:?}"
+    );
+}

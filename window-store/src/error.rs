@@ -1,5 +1,7 @@
 //! Store errors. Corrupt data is kept apart from backend I/O: recovery treats them differently
-//! (corruption refuses to start and names the record; I/O may be retried).
+//! (corruption refuses to start and names the record; I/O may be retried). A Redis namespace
+//! whose state was lost or replaced under the process is a third kind ([`StoreError::NamespaceLost`]):
+//! neither retried nor started over.
 
 /// What can go wrong in a store.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -39,6 +41,22 @@ pub enum StoreError {
     /// out). A batch sent may or may not have been applied; the server may come back.
     #[error("storage unreachable: {0}")]
     Unreachable(String),
+    /// The namespace's state in Redis is not the one this process knew: its identity key or its
+    /// fencing epoch is missing or different (FLUSHALL, a Redis restarted without its data, a
+    /// replica promoted without the last writes), or its output log lacks records its meta record
+    /// says it holds. Nothing of the refused write was applied; the process must stop, and no node
+    /// may carry on in the namespace as if nothing happened (`seq` numbers would name other
+    /// windows than before). Never transient.
+    #[error(
+        "Redis namespace {namespace:?}: {reason}; the namespace's state in Redis was lost or replaced (FLUSHALL, a Redis restarted without its data, a replica promoted without the last writes); acknowledged events may be gone; stop every node of this namespace, inspect Redis, and start over on a new --namespace or restore the data"
+    )]
+    NamespaceLost {
+        /// The namespace.
+        namespace: String,
+        /// What was found: a missing identity, a different identity, a missing or lowered
+        /// epoch, or the seqs missing from the output log.
+        reason: String,
+    },
     /// A batch broke the store's rules (a bug in the caller, not bad data).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

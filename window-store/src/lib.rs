@@ -59,6 +59,8 @@ mod redis;
 mod redis_lease;
 #[cfg(feature = "redis")]
 mod redis_members;
+#[cfg(feature = "redis")]
+mod redis_namespace;
 #[cfg(feature = "sled")]
 mod sled;
 mod store;
@@ -105,11 +107,20 @@ pub struct Opened {
 }
 
 /// Restores an engine and the remembered requests from `store`, or starts afresh.
+///
+/// Checks first that the output log ends where the recovered `next_seq` says (its last record
+/// is `next_seq - 1`, none above) and starts at seq 0: a log that lost records (its tail, or its
+/// head) is an error, never a state to carry on from. Two short reads, whatever the log's
+/// length; the Redis backend also checks, while recovering, that nothing is missing between.
 pub fn open(
     store: &mut dyn WindowStore,
     config: window_core::EngineConfig,
 ) -> Result<Opened, StoreError> {
-    let mut opened = match store.recover()? {
+    let recovered = store.recover()?;
+    if let Some(recovered) = &recovered {
+        check_output_log(store, recovered.next_seq)?;
+    }
+    let mut opened = match recovered {
         Some(recovered) => Opened {
             engine: window_core::Engine::restore(config, recovered.snapshot),
             next_seq: recovered.next_seq,
@@ -125,4 +136,54 @@ pub fn open(
     };
     opened.engine.track_changes();
     Ok(opened)
+}
+
+/// Checks that the output log holds seq 0 and `next_seq - 1` and nothing at or above `next_seq`
+/// (see [`open`]).
+fn check_output_log(store: &dyn WindowStore, next_seq: u64) -> Result<(), StoreError> {
+    let corrupt = |seq: u64, reason: String| {
+        Err(StoreError::corrupt(
+            &codec::output_key(seq),
+            format!(
+                "the meta record says next_seq {next_seq} (the output log holds every seq below it), but {reason}"
+            ),
+        ))
+    };
+    let Some(last) = next_seq.checked_sub(1) else {
+        return match store.read_output(0, 1)?.first() {
+            Some(record) => corrupt(record.seq, format!("the log holds seq {}", record.seq)),
+            None => Ok(()),
+        };
+    };
+    match store.read_output(0, 1)?.first() {
+        Some(record) if record.seq == 0 => {}
+        Some(record) => {
+            return corrupt(
+                0,
+                format!(
+                    "the log starts at seq {}: seqs 0-{} are missing",
+                    record.seq,
+                    record.seq - 1
+                ),
+            );
+        }
+        None => return corrupt(0, "the log is empty".to_owned()),
+    }
+    let tail: Vec<u64> = store
+        .read_output(last, 2)?
+        .iter()
+        .map(|record| record.seq)
+        .collect();
+    match tail.as_slice() {
+        [] => corrupt(last, format!("the log ends below seq {last}")),
+        [seq, ..] if *seq != last => corrupt(
+            last,
+            format!("the log has no seq {last} (the next record it holds is {seq})"),
+        ),
+        [_, above, ..] => corrupt(
+            *above,
+            format!("the log holds seq {above}, at or above next_seq"),
+        ),
+        _ => Ok(()),
+    }
 }

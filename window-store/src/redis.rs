@@ -21,7 +21,9 @@
 //!   writes one, the compactor removes it with the merged effect it had;
 //! - `{wn:NAME}:epoch`: the fencing epoch: the highest any batch has carried or any lease
 //!   acquisition granted, in decimal;
-//! - `{wn:NAME}:lease`: the coordinator lease (see the `redis_lease` module).
+//! - `{wn:NAME}:lease`: the coordinator lease (see the `redis_lease` module);
+//! - `{wn:NAME}:id`: the namespace's identity, a random 128-bit id written once, beside the
+//!   epoch, by the first lease acquisition or batch (see "Identity" below).
 //!
 //! # Redis Cluster
 //! A URL `redis+cluster://HOST:PORT,HOST:PORT,...` (some of the cluster's masters) opens a
@@ -53,6 +55,21 @@
 //! successor has written once with the next epoch. Equal epochs pass: the holder writes many
 //! batches. Epochs are compared as decimal strings of digits, so they are exact for all of `u64`
 //! (Lua's numbers are doubles).
+//!
+//! # Identity
+//! A namespace wiped under running nodes (FLUSHALL, a Redis restarted without its data, a
+//! replica promoted without the last writes) must not be started over by them as if it were new:
+//! seq numbers would name other windows than before. So the backend learns the namespace's
+//! identity (`{wn:NAME}:id`) when it connects (or is given the lease's,
+//! [`RedisBackend::set_identity`]); the batch script then refuses, applying nothing, a batch of a
+//! backend that knows an identity when the namespace holds none, another, or no fencing epoch,
+//! and [`RedisBackend::check_writer`] does the same check; both come back as
+//! [`StoreError::NamespaceLost`]. A backend that found no identity creates one with its first
+//! batch (a new namespace, or one made by a build before identities). Reading the meta record
+//! (recovery) checks the identity too, and that the output log holds exactly the seqs below
+//! the meta record's `next_seq`, in one read-only script, whatever the log's length (see the
+//! `redis_namespace` module); the batch script appends to the log densely (a block's first seq
+//! right after the log's last one), so a log that lost its tail is refused too.
 //!
 //! # Durability: what `sync` means here
 //! `sync` does nothing, and that is a choice: Redis has no per-call flush for a client to ask
@@ -101,6 +118,7 @@ use crate::backend::{KvBackend, KvOp, Record, changed_underneath, overwrite_refu
 use crate::codec;
 use crate::error::StoreError;
 use crate::kv::KvStore;
+use crate::redis_namespace::{self, Identity, MetaState};
 
 /// A window store in a Redis server.
 pub type RedisStore = KvStore<RedisBackend>;
@@ -136,11 +154,16 @@ pub struct RedisBackend {
     vals_key: String,
     epoch_key: String,
     log_key: String,
+    id_key: String,
     /// The fencing epoch this process writes with; `None` writes with epoch 0.
     epoch: Option<u64>,
+    /// The namespace's identity as this backend knows it (see "Identity" in the module doc).
+    identity: Identity,
     /// The SHA-1 of [`APPLY`] and [`SCAN`], as `SCRIPT LOAD` returned them.
     apply_sha: String,
     scan_sha: String,
+    meta_sha: String,
+    log_ids_sha: String,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -149,6 +172,7 @@ impl std::fmt::Debug for RedisBackend {
             .field("url", &self.url)
             .field("namespace", &self.namespace)
             .field("epoch", &self.epoch)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
@@ -165,10 +189,18 @@ impl RedisBackend {
     /// Fails, with a message that names the server and says what to do, when the URL is not a
     /// Redis URL, the server cannot be reached or refuses us, it is older than Redis 7.0, or the
     /// namespace is empty or contains `{` or `}` (which would break the hash tag).
+    ///
+    /// Learns the namespace's identity if it has one: from then on, a batch is refused when the
+    /// namespace no longer holds it (see "Identity" in the module doc).
     pub fn connect(url: &str, namespace: &str) -> Result<RedisBackend, StoreError> {
         let shown = redact(url);
         check_namespace(namespace)?;
-        let con = open_connection(url)?;
+        let mut con = open_connection(url)?;
+        let id_key = namespaced(namespace, "id");
+        let held: Option<String> = redis::cmd("GET")
+            .arg(&id_key)
+            .query(&mut *con)
+            .map_err(|e| backend_error(&shown, "GET the namespace's identity", e))?;
         let mut backend = RedisBackend {
             con: RefCell::new(con),
             url: shown,
@@ -178,18 +210,130 @@ impl RedisBackend {
             vals_key: namespaced(namespace, "vals"),
             epoch_key: namespaced(namespace, "epoch"),
             log_key: namespaced(namespace, "log"),
+            id_key,
             epoch: None,
+            identity: Identity::from_held(held)?,
             apply_sha: String::new(),
             scan_sha: String::new(),
+            meta_sha: String::new(),
+            log_ids_sha: String::new(),
         };
         // The SHA-1s are computed here, not asked of `SCRIPT LOAD`: on a cluster that command
         // goes to every node (replicas too) and fails if any is down. The first `EVALSHA` on a
         // server without the script falls back to `EVAL`, which caches it there.
         backend.apply_sha = redis::Script::new(APPLY).get_hash().to_owned();
         backend.scan_sha = redis::Script::new(SCAN).get_hash().to_owned();
+        backend.meta_sha = redis::Script::new(redis_namespace::META_STATE)
+            .get_hash()
+            .to_owned();
+        backend.log_ids_sha = redis::Script::new(redis_namespace::LOG_IDS)
+            .get_hash()
+            .to_owned();
         Ok(backend)
     }
 
+    /// Sets the namespace's identity this backend checks every batch against: the one the lease
+    /// acquisition saw or created ([`crate::RedisLease::identity`]), so that a namespace wiped
+    /// between the acquisition and the first batch is noticed too.
+    pub fn set_identity(&mut self, identity: &str) {
+        self.identity = Identity::Known(identity.to_owned());
+    }
+
+    /// The namespace's identity as this backend knows it: `None` until the namespace has one
+    /// (this backend's first batch creates it).
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.known()
+    }
+
+    /// The error for this namespace, lost or replaced.
+    fn lost(&self, reason: impl Into<String>) -> StoreError {
+        redis_namespace::lost(&self.namespace, reason)
+    }
+
+    /// Checks an identity and epoch read from the namespace against what this backend knows.
+    fn check_identity(&self, held: Option<&str>, epoch: Option<&str>) -> Result<(), StoreError> {
+        let Some(known) = self.identity.known() else {
+            return Ok(());
+        };
+        match held {
+            None => Err(self.lost(redis_namespace::missing_identity(&self.id_key, known))),
+            Some(held) if held != known => {
+                Err(self.lost(redis_namespace::other_identity(&self.id_key, known, held)))
+            }
+            Some(_) if epoch.is_none() => {
+                Err(self.lost(redis_namespace::missing_epoch(&self.epoch_key)))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The meta record, after checking (in the same look) the identity and that the output log
+    /// holds exactly the seqs below its `next_seq`.
+    fn checked_meta(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let reply: Vec<Vec<u8>> = self
+            .eval(
+                redis_namespace::META_STATE,
+                &self.meta_sha,
+                &[codec::META_KEY],
+            )
+            .map_err(|e| self.error("the recovery check script", e))?;
+        let state = MetaState::parse(reply).ok_or_else(|| {
+            StoreError::Backend(format!(
+                "Redis at {}: the recovery check script returned an unexpected reply",
+                self.url
+            ))
+        })?;
+        self.check_identity(state.identity.as_deref(), state.epoch.as_deref())?;
+        let next_seq = match &state.meta {
+            Some(value) => codec::decode_meta(codec::META_KEY, value)?.next_seq,
+            None => 0,
+        };
+        if !state.log.holds_exactly(next_seq) {
+            let gaps = redis_namespace::describe_gaps(&self.log_spans()?, next_seq);
+            let said = match &state.meta {
+                Some(_) => format!("its meta record says next_seq {next_seq}"),
+                None => "it has no meta record (so no fired window)".to_owned(),
+            };
+            return Err(self.lost(format!(
+                "{said}, so its output log {} should hold every seq below it and no other, but {gaps} ({})",
+                self.log_key,
+                state.log.describe()
+            )));
+        }
+        Ok(state.meta)
+    }
+
+    /// Every entry of the output log as (first seq, last seq), without the records: read only
+    /// to name what an inconsistent log lacks.
+    fn log_spans(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        const PAGE: usize = 4096;
+        let mut spans = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let count = PAGE.to_string();
+            let reply: Vec<String> = self
+                .eval(
+                    redis_namespace::LOG_IDS,
+                    &self.log_ids_sha,
+                    &[start.as_bytes(), count.as_bytes()],
+                )
+                .map_err(|e| self.error("reading the output log's ids", e))?;
+            let page = redis_namespace::parse_log_ids(reply).ok_or_else(|| {
+                StoreError::corrupt(
+                    self.log_key.as_bytes(),
+                    "the output log holds an entry that is not 0-(seq+1)",
+                )
+            })?;
+            let full = page.len() == PAGE;
+            for (first, last, id) in page {
+                spans.push((first, last));
+                start = format!("({id}");
+            }
+            if !full {
+                return Ok(spans);
+            }
+        }
+    }
     /// Sets the fencing epoch every following batch carries (see the module doc).
     pub fn set_epoch(&mut self, epoch: u64) {
         self.epoch = Some(epoch);
@@ -239,6 +383,7 @@ impl RedisBackend {
             &self.vals_key,
             &self.epoch_key,
             &self.log_key,
+            &self.id_key,
         ];
         let call = |verb: &str, body: &str| {
             let mut cmd = redis::cmd(verb);
@@ -265,6 +410,9 @@ impl KvBackend for RedisBackend {
         Some(
             RedisBackend::connect(&self.given_url, &self.namespace).map(|mut twin| {
                 twin.epoch = self.epoch;
+                // The compactor applies only what this backend wrote (its first write created
+                // the identity if it was new), so the twin checks it from its first round.
+                twin.identity = Identity::Known(self.identity.value().to_owned());
                 Box::new(twin) as Box<dyn KvBackend>
             }),
         )
@@ -317,7 +465,12 @@ impl KvBackend for RedisBackend {
         Ok(out)
     }
 
+    /// The meta record is read only by recovery: with it, the identity and the output log are
+    /// checked against it in the same look (see "Identity" in the module doc).
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if key == codec::META_KEY {
+            return self.checked_meta();
+        }
         redis::cmd("HGET")
             .arg(&self.vals_key)
             .arg(key)
@@ -328,8 +481,13 @@ impl KvBackend for RedisBackend {
     fn apply(&mut self, ops: Vec<KvOp>) -> Result<(), StoreError> {
         use std::borrow::Cow;
         let epoch = self.epoch.unwrap_or(0);
-        let mut args: Vec<Cow<'_, [u8]>> = Vec::with_capacity(1 + 3 * ops.len());
+        let mut args: Vec<Cow<'_, [u8]>> = Vec::with_capacity(3 + 3 * ops.len());
         args.push(Cow::Owned(epoch.to_string().into_bytes()));
+        args.push(Cow::Borrowed(self.identity.value().as_bytes()));
+        args.push(Cow::Borrowed(match self.identity {
+            Identity::Known(_) => b"known".as_slice(),
+            Identity::Proposed(_) => b"new".as_slice(),
+        }));
         for op in &ops {
             match op {
                 KvOp::Put(key, value) => args.extend([
@@ -376,11 +534,36 @@ impl KvBackend for RedisBackend {
             }
         }
         let refs: Vec<&[u8]> = args.iter().map(|arg| arg.as_ref()).collect();
-        let (applied, detail): (i64, Vec<u8>) = self
+        let (applied, detail, extra): (i64, Vec<u8>, Vec<u8>) = self
             .eval(APPLY, &self.apply_sha, &refs)
             .map_err(|e| self.error("the batch script", e))?;
+        let known = self.identity.value().to_owned();
         match applied {
-            1 => Ok(()),
+            1 => {
+                // A new namespace's identity is this backend's own from now on.
+                self.identity = Identity::Known(known);
+                Ok(())
+            }
+            5 => Err(self.lost(redis_namespace::missing_identity(&self.id_key, &known))),
+            6 => Err(self.lost(redis_namespace::other_identity(
+                &self.id_key,
+                &known,
+                &String::from_utf8_lossy(&detail),
+            ))),
+            7 => Err(self.lost(redis_namespace::missing_epoch(&self.epoch_key))),
+            8 => {
+                let seq = parse_stream_id(&String::from_utf8_lossy(&detail));
+                let after = String::from_utf8_lossy(&extra)
+                    .parse::<u64>()
+                    .ok()
+                    .and_then(|id| id.checked_sub(1));
+                Err(self.lost(format!(
+                    "the batch would append seq {} to the output log {}, whose last entry is {}: the seqs between are missing from the log; nothing of the batch was applied",
+                    seq.map_or_else(|| "?".to_owned(), |s| s.to_string()),
+                    self.log_key,
+                    after.map_or_else(|| "none (the log is empty)".to_owned(), |s| format!("seq {s}")),
+                )))
+            }
             2 => Err(overwrite_refused(&detail)),
             4 => Err(changed_underneath(&detail)),
             3 => Err(StoreError::InvalidBatch(format!(
@@ -397,7 +580,13 @@ impl KvBackend for RedisBackend {
 
     fn check_writer(&mut self) -> Result<(), StoreError> {
         let epoch = self.epoch.unwrap_or(0);
-        match self.highest_epoch()? {
+        let (held, highest): (Option<String>, Option<String>) = redis::cmd("MGET")
+            .arg(&self.id_key)
+            .arg(&self.epoch_key)
+            .query(&mut **self.con.borrow_mut())
+            .map_err(|e| self.error("MGET identity and epoch", e))?;
+        self.check_identity(held.as_deref(), highest.as_deref())?;
+        match highest.map(|t| self.parse_epoch(&t)).transpose()? {
             Some(highest) if highest > epoch => Err(StoreError::Fenced { epoch, highest }),
             _ => Ok(()),
         }
@@ -705,12 +894,19 @@ fn unreachable(error: &redis::RedisError) -> bool {
         || error.is_timeout()
 }
 
-/// Applies a batch. KEYS: the key set, the values, the epoch, the output log (a stream).
-/// ARGV[1]: the batch's epoch; then per op `P key value`, `N key value` (a key that must not
+/// Applies a batch. KEYS: the key set, the values, the epoch, the output log (a stream), the
+/// namespace's identity.
+/// ARGV[1]: the batch's epoch; ARGV[2]: the identity; ARGV[3]: `known` (refuse unless the
+/// namespace holds that identity and an epoch) or `new` (create the identity if absent); then
+/// per op `P key value`, `N key value` (a key that must not
 /// exist), `D min max` (a `ZRANGEBYLEX` range) or `A id n field value ...` (append an entry with
-/// `n` field and value items to the log, whose ids must rise). Returns `{1, highest}` when
-/// applied, `{0, highest}` when fenced, `{2, key}` when an `N` key exists and `{3, id}` when the
-/// log already holds `id` or a later entry; nothing is written in the last three cases.
+/// `n` field and value items to the log, whose ids must rise). Returns `{1, highest, ''}` when
+/// applied, `{0, highest, ''}` when fenced, `{2, key, ''}` when an `N` key exists, `{3, id, ''}`
+/// when the log already holds `id` or a later entry, `{4, key, ''}` when an expectation fails,
+/// `{5, '', ''}` when the identity is missing, `{6, found, ''}` when it is another,
+/// `{7, '', ''}` when the epoch is missing, and `{8, id, last}` when the append would leave a
+/// gap after the log's last entry `last` ('0': none); nothing is written in all but the first
+/// case.
 const APPLY: &str = r#"#!lua
 -- Epochs are decimal strings without leading zeros: compare by length, then by digits.
 local function older(a, b)
@@ -721,16 +917,26 @@ local function log_seq(id)
   return tonumber(string.match(id, '^0%-(%d+)$'))
 end
 local epoch = ARGV[1]
+local identity = ARGV[2]
+local held = redis.call('GET', KEYS[5])
 local highest = redis.call('GET', KEYS[3])
+-- A namespace lost or replaced under this writer: refused before anything else.
+if ARGV[3] == 'known' then
+  if not held then return {5, '', ''} end
+  if held ~= identity then return {6, held, ''} end
+  if not highest then return {7, '', ''} end
+elseif held and held ~= identity then
+  return {6, held, ''}
+end
 if highest and older(epoch, highest) then
-  return {0, highest}
+  return {0, highest, ''}
 end
 -- Check the whole batch before the first write: Redis does not undo a script that fails halfway.
 -- The log's last entry is read only by a batch that appends: XREVRANGE hands the script the
 -- whole entry, the last fired window with all its ids and payloads, which would make every
 -- batch as slow as the copy of the largest window.
 local last = nil
-local i = 2
+local i = 4
 while i <= #ARGV do
   local op = ARGV[i]
   local step = 3
@@ -759,7 +965,12 @@ while i <= #ARGV do
       if first then first = first + 1 end
     end
     if not first or first <= last or first > seq then
-      return {3, ARGV[i + 1]}
+      return {3, ARGV[i + 1], ''}
+    end
+    -- Densely: a record missing between the log's last entry and this one means the log lost
+    -- its tail (so recovery can trust a log whose ends and count are right).
+    if first ~= last + 1 then
+      return {8, ARGV[i + 1], tostring(last)}
     end
     last = seq
     step = 3 + n
@@ -769,19 +980,22 @@ while i <= #ARGV do
     end
     local held = redis.call('HGET', KEYS[2], ARGV[i + 1])
     if (ARGV[i + 2] == '0' and held) or (ARGV[i + 2] ~= '0' and held ~= ARGV[i + 3]) then
-      return {4, ARGV[i + 1]}
+      return {4, ARGV[i + 1], ''}
     end
     step = 4
   elseif (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
     return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
   elseif op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
-    return {2, ARGV[i + 1]}
+    return {2, ARGV[i + 1], ''}
   end
   i = i + step
 end
 if not highest or older(highest, epoch) then
   redis.call('SET', KEYS[3], epoch)
   highest = epoch
+end
+if not held then
+  redis.call('SET', KEYS[5], identity, 'NX')
 end
 -- unpack has a stack limit: call in slices (of an even length, so pairs stay together).
 local function sliced(command, key, items)
@@ -791,7 +1005,7 @@ local function sliced(command, key, items)
 end
 -- A run of ops of one kind is one call per key, not one per op (a batch touches a record per
 -- window, so the calls, not the bytes, are the cost); runs keep the batch's order.
-i = 2
+i = 4
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'A' then
@@ -823,10 +1037,10 @@ while i <= #ARGV do
     sliced('ZADD', KEYS[1], members)
   end
 end
-return {1, highest}
+return {1, highest, ''}
 "#;
 
-/// Reads a page. KEYS as for [`APPLY`]; ARGV: min, max (a `ZRANGEBYLEX` range), count. Returns
+/// Reads a page. KEYS as for [`APPLY`] (it reads the first two); ARGV: min, max (a `ZRANGEBYLEX` range), count. Returns
 /// key, value, key, value, ... (a value is nil when the hash lacks it).
 const SCAN: &str = r#"#!lua flags=no-writes
 local keys = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], ARGV[2], 'LIMIT', 0, ARGV[3])

@@ -462,7 +462,12 @@ fn the_keys_are_hash_tagged_by_namespace() {
     names.sort();
     assert_eq!(
         names,
-        ["{wn:layout}:epoch", "{wn:layout}:keys", "{wn:layout}:vals"]
+        [
+            "{wn:layout}:epoch",
+            "{wn:layout}:id",
+            "{wn:layout}:keys",
+            "{wn:layout}:vals"
+        ]
     );
     let members: Vec<(Vec<u8>, f64)> = redis::cmd("ZRANGE")
         .arg("{wn:layout}:keys")
@@ -749,4 +754,223 @@ fn fsync_always_needs_an_append_only_file_and_sets_the_server() {
     assert_eq!(durable.setting("appendfsync").unwrap(), "everysec");
     window_store::require_fsync_always(&durable.url()).unwrap();
     assert_eq!(durable.setting("appendfsync").unwrap(), "always");
+}
+
+// ---- a namespace lost or replaced under the store ----
+
+/// One window fired per commit, each compacted on its own (one Stream entry per seq); returns
+/// the store, its engine and its next seq.
+fn fire_windows(server: &RedisServer, namespace: &str, count: i64) -> (RedisStore, Engine, u64) {
+    let size = SizeMs::new(10).unwrap();
+    let mut store = RedisStore::connect(&server.url(), namespace).unwrap();
+    store.backend_mut().set_epoch(1);
+    let (mut engine, mut seq) = open_engine(&mut store, EngineConfig::default()).unwrap();
+    for i in 0..count {
+        engine
+            .handle_events(
+                Timestamp::EPOCH,
+                size,
+                vec![Event {
+                    id: EventId::Int(i),
+                    ts: Timestamp::from_millis(10 * i + 5),
+                    key: None,
+                    value: None,
+                    payload: None,
+                }],
+            )
+            .unwrap();
+        let fired = engine.flush(None);
+        commit(&mut engine, &mut store, &mut seq, fired).unwrap();
+        store.compact().unwrap();
+    }
+    (store, engine, seq)
+}
+
+fn lost_reason(result: Result<impl std::fmt::Debug, StoreError>, namespace: &str) -> String {
+    match result {
+        Err(error @ StoreError::NamespaceLost { .. }) => {
+            let message = error.to_string();
+            assert!(
+                message.contains(&format!("{namespace:?}"))
+                    && message.contains("FLUSHALL")
+                    && message.contains("new --namespace"),
+                "{message}"
+            );
+            let StoreError::NamespaceLost { reason, .. } = error else {
+                unreachable!()
+            };
+            reason
+        }
+        other => panic!("expected NamespaceLost, got {other:?}"),
+    }
+}
+
+fn all_keys(server: &RedisServer) -> Vec<String> {
+    server.command(&["KEYS", "*"]).unwrap()
+}
+
+/// FLUSHALL under a running store: its next commit (and the check of a group that writes
+/// nothing) is refused with `NamespaceLost`, and nothing is written, so the namespace stays
+/// empty; a store that never saw the namespace makes it afresh, with a new identity.
+#[test]
+fn a_flushall_under_a_store_refuses_its_next_commit_and_writes_nothing() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let namespace = server.fresh_namespace();
+    let (mut store, mut engine, mut seq) = fire_windows(&server, &namespace, 3);
+    let identity = store.backend().identity().expect("created").to_owned();
+    assert_eq!(
+        server
+            .command(&["GET", &format!("{{wn:{namespace}}}:id")])
+            .unwrap(),
+        std::slice::from_ref(&identity)
+    );
+
+    server.command(&["FLUSHALL"]).unwrap();
+    let refused = store.check_writer();
+    assert!(lost_reason(refused, &namespace).contains("missing"));
+    engine
+        .handle_events(
+            Timestamp::EPOCH,
+            SizeMs::new(10).unwrap(),
+            vec![Event {
+                id: EventId::Int(100),
+                ts: Timestamp::from_millis(1005),
+                key: None,
+                value: None,
+                payload: None,
+            }],
+        )
+        .unwrap();
+    let fired = engine.flush(None);
+    let reason = lost_reason(commit(&mut engine, &mut store, &mut seq, fired), &namespace);
+    assert!(
+        reason.contains("identity") && reason.contains("missing"),
+        "{reason}"
+    );
+    drop(store);
+    assert_eq!(
+        all_keys(&server),
+        Vec::<String>::new(),
+        "nothing was written"
+    );
+
+    // A store that never saw the namespace creates it as new.
+    let (fresh, _, next) = fire_windows(&server, &namespace, 1);
+    assert_eq!(next, 1);
+    assert_ne!(fresh.backend().identity(), Some(identity.as_str()));
+}
+
+/// A namespace replaced under the store (another identity, or its epoch gone) is refused too.
+#[test]
+fn a_replaced_identity_or_a_missing_epoch_is_refused() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let namespace = server.fresh_namespace();
+    let mut redis = backend(&server, &namespace);
+    assert_eq!(
+        redis.identity(),
+        None,
+        "a new namespace has no identity yet"
+    );
+    redis.apply(vec![put(b"a", b"1")]).unwrap();
+    let identity = redis
+        .identity()
+        .expect("created by the first batch")
+        .to_owned();
+    let id_key = format!("{{wn:{namespace}}}:id");
+    server.command(&["SET", &id_key, "someone-else"]).unwrap();
+    let reason = lost_reason(redis.apply(vec![put(b"a", b"2")]), &namespace);
+    assert!(
+        reason.contains("someone-else") && reason.contains(&identity),
+        "{reason}"
+    );
+    // A backend that connects now learns the namespace as it is.
+    assert_eq!(
+        backend(&server, &namespace).identity(),
+        Some("someone-else")
+    );
+    server.command(&["SET", &id_key, &identity]).unwrap();
+    server
+        .command(&["DEL", &format!("{{wn:{namespace}}}:epoch")])
+        .unwrap();
+    let reason = lost_reason(redis.apply(vec![put(b"a", b"3")]), &namespace);
+    assert!(
+        reason.contains("epoch") && reason.contains("missing"),
+        "{reason}"
+    );
+    assert_eq!(redis.get(b"a").unwrap(), Some(b"1".to_vec()));
+}
+
+/// Recovery checks the output log against the meta record: entries deleted from the Stream
+/// (XDEL, XTRIM), at its head, in its middle or at its tail, are refused with the seqs missing;
+/// and a running holder whose log lost its tail cannot append after the hole.
+#[test]
+fn recovery_refuses_an_output_log_that_lost_entries() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let recover = |namespace: &str| {
+        let mut store = RedisStore::connect(&server.url(), namespace).unwrap();
+        open_engine(&mut store, EngineConfig::default()).map(|(_, seq)| seq)
+    };
+    let log = |namespace: &str| format!("{{wn:{namespace}}}:log");
+
+    // Intact: recovered as it is.
+    let whole = server.fresh_namespace();
+    drop(fire_windows(&server, &whole, 10));
+    assert_eq!(recover(&whole).unwrap(), 10);
+
+    // A record from the middle.
+    let middle = server.fresh_namespace();
+    drop(fire_windows(&server, &middle, 10));
+    server.command(&["XDEL", &log(&middle), "0-5"]).unwrap();
+    let reason = lost_reason(recover(&middle), &middle);
+    assert!(
+        reason.contains("next_seq 10") && reason.contains("lacks seqs 4 ("),
+        "{reason}"
+    );
+    assert!(reason.contains("XDEL or XTRIM"), "{reason}");
+
+    // The head, trimmed.
+    let head = server.fresh_namespace();
+    drop(fire_windows(&server, &head, 10));
+    server
+        .command(&["XTRIM", &log(&head), "MAXLEN", "3"])
+        .unwrap();
+    let reason = lost_reason(recover(&head), &head);
+    assert!(reason.contains("lacks seqs 0-6 ("), "{reason}");
+
+    // The tail, while its holder still runs: recovery refuses it, and so does the holder's
+    // next append (its compactor's round), which would leave a hole.
+    let tail = server.fresh_namespace();
+    let (mut holder, mut engine, mut seq) = fire_windows(&server, &tail, 10);
+    server.command(&["XDEL", &log(&tail), "0-10"]).unwrap();
+    let reason = lost_reason(recover(&tail), &tail);
+    assert!(reason.contains("lacks seqs 9 ("), "{reason}");
+    engine
+        .handle_events(
+            Timestamp::EPOCH,
+            SizeMs::new(10).unwrap(),
+            vec![Event {
+                id: EventId::Int(10),
+                ts: Timestamp::from_millis(105),
+                key: None,
+                value: None,
+                payload: None,
+            }],
+        )
+        .unwrap();
+    let fired = engine.flush(None);
+    commit(&mut engine, &mut holder, &mut seq, fired).unwrap();
+    let reason = lost_reason(holder.compact(), &tail);
+    assert!(
+        reason.contains("append seq 10") && reason.contains("last entry is seq 8"),
+        "{reason}"
+    );
+    drop(holder);
+    let entries = server.command(&["XLEN", &log(&tail)]).unwrap();
+    assert_eq!(entries, ["9"], "nothing appended after the hole");
 }

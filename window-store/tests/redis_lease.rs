@@ -211,3 +211,88 @@ fn a_lost_connection_is_reopened_on_the_next_call() {
     assert!(a.renew("a:1", 1, TTL).unwrap(), "then a new one works");
     assert_eq!(a.observe().unwrap().holding.unwrap().epoch, 1);
 }
+
+fn lost_reason<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+    match result {
+        Err(StoreError::NamespaceLost { reason, .. }) => reason,
+        other => panic!("expected NamespaceLost, got {other:?}"),
+    }
+}
+
+/// FLUSHALL under a holder and a follower: whoever knew the namespace's identity is refused
+/// (observing, renewing, acquiring) and writes nothing; a process that never saw it creates the
+/// namespace afresh, with another identity, which the others then see as a replaced namespace.
+#[test]
+fn a_wiped_namespace_refuses_the_lease_to_those_that_knew_it() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ns = server.fresh_namespace();
+    let (mut holder, mut follower) = (lease(&server, &ns), lease(&server, &ns));
+    let seen = holder.observe().unwrap();
+    assert_eq!((seen.identity.clone(), holder.identity()), (None, None));
+    assert!(holder.try_acquire(&seen, "a:1", 1, TTL).unwrap());
+    let identity = holder
+        .identity()
+        .expect("created with the lease")
+        .to_owned();
+    let before = follower.observe().unwrap();
+    assert_eq!(before.identity.as_deref(), Some(identity.as_str()));
+    assert_eq!(follower.identity(), Some(identity.as_str()));
+
+    server.command(&["FLUSHALL"]).unwrap();
+    let reason = lost_reason(holder.renew("a:1", 1, TTL));
+    assert!(
+        reason.contains("identity") && reason.contains("missing"),
+        "{reason}"
+    );
+    lost_reason(holder.observe());
+    lost_reason(follower.observe());
+    // The follower's last view still showed the old holding: taking over at the next epoch is
+    // refused too, and writes nothing (no lease at the same epoch as the live holder's).
+    let reason = lost_reason(follower.try_acquire(&before, "b:1", 2, TTL));
+    assert!(reason.contains(&identity), "{reason}");
+    assert_eq!(
+        server.command(&["KEYS", "*"]).unwrap(),
+        Vec::<String>::new()
+    );
+
+    // A process that never saw the namespace makes it anew.
+    let mut newcomer = lease(&server, &ns);
+    let fresh = newcomer.observe().unwrap();
+    assert_eq!((fresh.epoch, fresh.identity.clone()), (0, None));
+    assert!(newcomer.try_acquire(&fresh, "c:1", 1, TTL).unwrap());
+    let new_identity = newcomer.identity().unwrap().to_owned();
+    assert_ne!(new_identity, identity);
+    let reason = lost_reason(follower.observe());
+    assert!(
+        reason.contains(&new_identity) && reason.contains(&identity),
+        "{reason}"
+    );
+}
+
+/// A holder whose fencing epoch went back (a replica promoted without the writes that raised
+/// it) or disappeared cannot renew.
+#[test]
+fn a_holder_cannot_renew_when_the_epoch_went_back_or_is_gone() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ns = server.fresh_namespace();
+    let mut holder = lease(&server, &ns);
+    let seen = holder.observe().unwrap();
+    assert!(holder.try_acquire(&seen, "a:1", 5, TTL).unwrap());
+    let epoch_key = format!("{{wn:{ns}}}:epoch");
+    server.command(&["SET", &epoch_key, "4"]).unwrap();
+    let reason = lost_reason(holder.renew("a:1", 5, TTL));
+    assert!(
+        reason.contains("went back from 5") && reason.contains("to 4"),
+        "{reason}"
+    );
+    server.command(&["DEL", &epoch_key]).unwrap();
+    let reason = lost_reason(holder.renew("a:1", 5, TTL));
+    assert!(
+        reason.contains("epoch") && reason.contains("missing"),
+        "{reason}"
+    );
+}
