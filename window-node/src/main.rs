@@ -248,7 +248,14 @@ fn init_logging(verbose: u8, daemon: bool) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // sled logs its own I/O errors (a full disk, say) on its threads; each also comes back to
+    // the store as an error, which the node reports once with what to do. Its lines are kept
+    // out unless RUST_LOG names sled.
+    let sled_named = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("sled"));
+    if !sled_named && let Ok(off) = "sled=off".parse() {
+        filter = filter.add_directive(off);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

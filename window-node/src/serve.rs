@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -237,12 +237,53 @@ const REPLY_GRACE: Duration = Duration::from_millis(500);
 /// (the lease then ends by its ttl).
 const RELEASE_WAIT: Duration = Duration::from_secs(1);
 
+/// Waits until the Redis server at `url` answers, trying again with backoff (up to
+/// [`REDIS_RETRY_MAX`] apart) and saying so every [`REDIS_WAIT_LOG`]: a node started before its
+/// Redis (or while Redis restarts) comes up once Redis does, without a supervisor. An error
+/// waiting cannot mend (a bad URL, refused credentials, an old server) ends the wait at once;
+/// so does a stop signal (`false`).
+async fn wait_for_redis(url: &str, stopped: &mut watch::Receiver<bool>) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let mut said: Option<Instant> = None;
+    loop {
+        let url_owned = url.to_owned();
+        match tokio::task::spawn_blocking(move || window_store::redis_reachable(&url_owned))
+            .await
+            .context("the Redis check's thread")?
+        {
+            Ok(()) => {
+                if said.is_some() {
+                    tracing::info!(waited = ?started.elapsed(), "Redis answers; starting");
+                }
+                return Ok(true);
+            }
+            Err(StoreError::Unreachable(reason)) => {
+                if said.is_none_or(|at| at.elapsed() >= REDIS_WAIT_LOG) {
+                    tracing::warn!(
+                        waited = ?started.elapsed(),
+                        "{reason}; waiting for it (stop with SIGTERM)"
+                    );
+                    said = Some(Instant::now());
+                }
+            }
+            Err(other) => return Err(anyhow::Error::new(other)),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stopped.wait_for(|stop| *stop) => return Ok(false),
+        }
+        delay = (delay * 2).min(REDIS_RETRY_MAX);
+    }
+}
+
+/// The longest pause between two tries of an unreachable Redis at start.
+const REDIS_RETRY_MAX: Duration = Duration::from_secs(2);
+/// How often a node waiting for Redis at start says so.
+const REDIS_WAIT_LOG: Duration = Duration::from_secs(5);
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = driver_config(&args)?;
-    if let (Some(url), RedisFsync::Always) = (&args.store, args.redis_fsync) {
-        blocking(|| window_store::require_fsync_always(url)).context("--redis-fsync always")?;
-        tracing::info!("the Redis server fsyncs before it answers (appendfsync always)");
-    }
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -283,6 +324,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         exit_now("a second signal");
     });
 
+    if let Some(url) = &args.store {
+        // What waiting cannot mend is said before it.
+        advertised(local, args.advertise)?;
+        if !wait_for_redis(url, &mut stopped).await? {
+            tracing::info!("stopped while waiting for Redis");
+            return Ok(());
+        }
+        if args.redis_fsync == RedisFsync::Always {
+            blocking(|| window_store::require_fsync_always(url)).context("--redis-fsync always")?;
+            tracing::info!("the Redis server fsyncs before it answers (appendfsync always)");
+        }
+    }
     // With a data directory or Redis, several processes share the state: the lease holder
     // coordinates, the others forward their clients to it until they take over.
     let mut config = config;

@@ -166,12 +166,24 @@ fn redis_option_mistakes_are_explained() {
         assert!(!out.status.success(), "{args:?} must fail");
         out.stderr
     };
-    // Port 1 on loopback: nothing listens there.
-    let unreachable = run(&["--store", "redis://127.0.0.1:1/", "--listen", "127.0.0.1:0"]);
+    // Port 1 on loopback: nothing listens there. A Redis that is away is waited for (it may be
+    // starting), saying why; SIGTERM ends the wait cleanly.
+    let mut waiting = Node::start(
+        env!("CARGO_BIN_EXE_window-node"),
+        ["--store", "redis://127.0.0.1:1/"],
+    )
+    .expect("a node waiting for Redis");
+    waiting.wait_logged("waiting for it");
     assert!(
-        unreachable.contains("cannot connect to Redis at redis://127.0.0.1:1/"),
-        "{unreachable}"
+        waiting
+            .process
+            .log_has("cannot connect to Redis at redis://127.0.0.1:1/"),
+        "{}",
+        waiting.process.log_text()
     );
+    waiting.process.signal(Signal::Term).expect("SIGTERM");
+    let status = waiting.process.wait_exit(WAIT).expect("it stops");
+    assert!(status.success(), "{status}");
     let unspecified = run(&["--store", "redis://127.0.0.1:1/", "--listen", "0.0.0.0:0"]);
     assert!(unspecified.contains("--advertise"), "{unspecified}");
     let not_a_url = run(&["--store", "mysql://db/", "--listen", "127.0.0.1:0"]);

@@ -473,6 +473,44 @@ fn an_unreachable_redis_is_error_11_and_a_follower_recovers_when_it_returns() {
     );
 }
 
+/// A node started while its Redis is away waits for it (saying so) instead of exiting, and
+/// serves once Redis is back, without a supervisor (issue 19 item 7).
+#[test]
+fn a_node_started_before_its_redis_waits_and_serves_once_it_is_up() {
+    let Ok(mut server) = RedisServer::launch(Persistence::AppendOnlyEverySec, None) else {
+        let _ = RedisServer::start();
+        return;
+    };
+    let (url, ns) = (server.url(), server.fresh_namespace());
+    server.stop().expect("stop redis");
+    let args = [
+        "--window-size",
+        "60s",
+        "--store",
+        &url,
+        "--namespace",
+        &ns,
+        "--lease-ttl",
+        "2s",
+    ];
+    let mut node = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("the node");
+    node.wait_logged("waiting for it");
+    assert!(
+        node.process.exited().expect("its status").is_none(),
+        "the node exited while Redis was away:\n{}",
+        node.process.log_text()
+    );
+    server
+        .restart(Persistence::AppendOnlyEverySec)
+        .expect("start redis");
+    node.wait_logged("coordinating");
+    let mut client = Conn::open(node.addr).expect("connect");
+    let reply = client.request(
+        r#"{"type":"ingest","msg_id":1,"events":[{"id":"late-start","timestamp":1705305600000}]}"#,
+    );
+    assert_eq!(reply["accepted"], 1, "{reply}");
+}
+
 /// A Redis namespace wiped under running nodes (FLUSHALL; issue 19 item 7): the holder's next
 /// batch is refused, the request gets error 13 naming the namespace, and the holder exits
 /// non-zero with one error line that says what to do; the follower, which knew the namespace

@@ -71,7 +71,7 @@ pub use crate::journal::Policy as CompactionPolicy;
 pub use crate::kv::{KvStore, MemoryStore};
 pub use crate::memory::MemoryBackend;
 #[cfg(feature = "redis")]
-pub use crate::redis::{RedisBackend, RedisStore, require_fsync_always};
+pub use crate::redis::{RedisBackend, RedisStore, redis_reachable, require_fsync_always};
 #[cfg(feature = "redis")]
 pub use crate::redis_lease::{Holding, LeaseView, RedisLease};
 #[cfg(feature = "redis")]

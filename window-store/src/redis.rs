@@ -792,6 +792,20 @@ pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
 /// Opens a connection to `url` with this crate's timeouts, and checks the server is Redis 7.0 or
 /// later. Errors name the server (password hidden) and say what to do.
+/// Whether the Redis server (or cluster) at `url` answers: `Ok` once a connection opens and the
+/// server is recent enough; [`StoreError::Unreachable`] while it cannot be reached or is still
+/// loading its data (worth waiting for); any other error for what waiting cannot mend (a bad URL,
+/// refused credentials, an old server).
+pub fn redis_reachable(url: &str) -> Result<(), StoreError> {
+    match open_connection(url) {
+        Ok(_) => Ok(()),
+        Err(StoreError::Backend(text)) if text.contains("LOADING") => {
+            Err(StoreError::Unreachable(text))
+        }
+        Err(error) => Err(error),
+    }
+}
+
 pub(crate) fn open_connection(url: &str) -> Result<Con, StoreError> {
     if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
         return open_cluster(url, nodes);
