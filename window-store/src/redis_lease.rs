@@ -216,15 +216,19 @@ impl RedisLease {
                 self.identity = Some(proposed);
                 Ok(true)
             }
-            -1 => Err(self.lost(redis_namespace::missing_identity(&self.id_key, &known))),
-            -2 => Err(self.lost(redis_namespace::other_identity(
-                &self.id_key,
-                &known,
-                &found,
-            ))),
-            -3 => Err(self.lost(redis_namespace::missing_epoch(&self.epoch_key))),
+            -3..=-1 => Err(self.identity_refused(taken, &known, &found)),
             _ => Ok(false),
         }
+    }
+
+    /// The error of a script that found the namespace without the identity this connection
+    /// knew (-1), with another (-2), or without a fencing epoch (-3).
+    fn identity_refused(&self, code: i64, known: &str, found: &str) -> StoreError {
+        self.lost(match code {
+            -1 => redis_namespace::missing_identity(&self.id_key, known),
+            -2 => redis_namespace::other_identity(&self.id_key, known, found),
+            _ => redis_namespace::missing_epoch(&self.epoch_key),
+        })
     }
 
     /// Extends the lease of `holder` at `epoch` to `ttl` from now (by Redis's clock). `false`
@@ -248,13 +252,7 @@ impl RedisLease {
             reply.map_err(|e| self.link.failed("renewing the lease", e))?;
         match renewed {
             1 => Ok(true),
-            -1 => Err(self.lost(redis_namespace::missing_identity(&self.id_key, &known))),
-            -2 => Err(self.lost(redis_namespace::other_identity(
-                &self.id_key,
-                &known,
-                &found,
-            ))),
-            -3 => Err(self.lost(redis_namespace::missing_epoch(&self.epoch_key))),
+            -3..=-1 => Err(self.identity_refused(renewed, &known, &found)),
             -4 => Err(self.lost(format!(
                 "its fencing epoch {} went back from {epoch} (this holder's) to {found}",
                 self.epoch_key

@@ -19,21 +19,26 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let kills = FAILOVER_KILLS.to_string();
     for test in ["failover", "partitions"] {
-        crate::cargo_with_env(
-            &[
-                "test",
-                "--release",
-                "-p",
-                "window-node",
-                "--test",
-                test,
-                "--",
-                "--nocapture",
-            ],
-            &[("FAILOVER_KILLS", kills.as_str())],
-        )?;
+        node_test(test, &[("FAILOVER_KILLS", kills.as_str())])?;
     }
     Ok(())
+}
+
+/// Runs window-node's integration test `test`, optimized and showing its output, with `env`.
+fn node_test(test: &str, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    crate::cargo_with_env(
+        &[
+            "test",
+            "--release",
+            "-p",
+            "window-node",
+            "--test",
+            test,
+            "--",
+            "--nocapture",
+        ],
+        env,
+    )
 }
 
 /// How many times the test run's sizes `cargo xtask soak` drives each limit.
@@ -49,17 +54,8 @@ pub fn soak() -> anyhow::Result<()> {
     let report = target.join("soak.md");
     let scale = SOAK_SCALE.to_string();
     let report_path = report.display().to_string();
-    crate::cargo_with_env(
-        &[
-            "test",
-            "--release",
-            "-p",
-            "window-node",
-            "--test",
-            "soak",
-            "--",
-            "--nocapture",
-        ],
+    node_test(
+        "soak",
         &[
             ("SOAK_SCALE", scale.as_str()),
             ("SOAK_REPORT", report_path.as_str()),

@@ -2,11 +2,12 @@
 //! connections, the subscriber that collects fired windows, and one request at a time with its
 //! latency.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 use window_proto::Kind;
@@ -139,7 +140,11 @@ pub(crate) fn connect_retrying(
 /// (created at seq 0), each acknowledging every window it gets.
 pub(crate) struct Subscriber {
     streams: Vec<TcpStream>,
+    /// Windows received; for a group, distinct seqs (a group delivers at least once: a window
+    /// may come again, with `delivery` above 1, and a consumer drops the repeat by seq).
     count: Arc<AtomicUsize>,
+    /// A group's seqs received so far.
+    seqs: Arc<Mutex<HashSet<u64>>>,
     threads: Vec<thread::JoinHandle<anyhow::Result<Vec<Received>>>>,
 }
 
@@ -150,6 +155,7 @@ impl Subscriber {
         let mut subscriber = Subscriber {
             streams: Vec::new(),
             count,
+            seqs: Arc::default(),
             threads: Vec::new(),
         };
         let request: &[u8] = if members == 0 {
@@ -169,9 +175,10 @@ impl Subscriber {
             );
             let acks = (members > 0).then(|| stream.try_clone()).transpose()?;
             let counted = Arc::clone(&subscriber.count);
-            subscriber
-                .threads
-                .push(thread::spawn(move || receive(reader, acks, &counted)));
+            let seqs = Arc::clone(&subscriber.seqs);
+            subscriber.threads.push(thread::spawn(move || {
+                receive(reader, acks, &counted, &seqs)
+            }));
             subscriber.streams.push(stream);
         }
         Ok(subscriber)
@@ -197,6 +204,15 @@ impl Subscriber {
         }
         if self.streams.len() > 1 {
             got.sort_by_key(|r| seq_of(&r.text));
+            // A repeat (a redelivery) is dropped by seq, as a group's consumer does.
+            let before = got.len();
+            got.dedup_by_key(|r| seq_of(&r.text));
+            if got.len() < before {
+                eprintln!(
+                    "loadgen: the group delivered {} window(s) again (at least once); repeats dropped by seq",
+                    before - got.len()
+                );
+            }
         }
         Ok(got)
     }
@@ -208,6 +224,7 @@ fn receive(
     mut reader: BufReader<TcpStream>,
     mut acks: Option<TcpStream>,
     counted: &AtomicUsize,
+    seqs: &Mutex<HashSet<u64>>,
 ) -> anyhow::Result<Vec<Received>> {
     let mut got = Vec::new();
     let mut unacked: Vec<u64> = Vec::new();
@@ -236,8 +253,16 @@ fn receive(
                 }
             }
         }
+        if acks.is_some() {
+            let mut seqs = seqs
+                .lock()
+                .map_err(|_| anyhow!("a member thread panicked"))?;
+            seqs.insert(seq_of(&text));
+            counted.store(seqs.len(), Ordering::Release);
+        } else {
+            counted.fetch_add(1, Ordering::Release);
+        }
         got.push(Received { text, at });
-        counted.fetch_add(1, Ordering::Release);
     }
 }
 
