@@ -235,11 +235,17 @@ impl JournalFiles {
                 .map_err(|e| io_error("cutting the torn end of", &path, &e))?;
         }
         let mut removed = false;
+        // A segment with no whole record (a writer that stopped right after starting it, or
+        // whose first record was torn) holds nothing, and may bear the name the next one takes.
+        for empty in self.closed.iter().filter(|s| s.last.is_none()) {
+            fs::remove_file(&empty.path).map_err(|e| io_error("removing", &empty.path, &e))?;
+            removed = true;
+        }
+        self.closed.retain(|s| s.last.is_some());
         while let Some(oldest) = self.closed.first() {
             let done = match (oldest.last, compacted) {
-                (None, _) => true,
                 (Some(last), Some(compacted)) => last <= compacted,
-                (Some(_), None) => false,
+                _ => false,
             };
             if !done {
                 break;
@@ -382,6 +388,29 @@ mod tests {
         last.read(Some(8)).unwrap();
         last.append(10, b"ten", Some(8)).unwrap();
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_segment_left_empty_is_replaced_by_the_next_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalFiles::open_with(dir.path(), 1 << 20).unwrap();
+        journal.append(0, b"zero", None).unwrap();
+        journal.sync().unwrap();
+        drop(journal);
+        // A writer that created its segment for record 1 and stopped before writing to it.
+        fs::write(dir.path().join(format!("{:016x}.log", 1)), b"").unwrap();
+        let mut next = JournalFiles::open_with(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            bodies(&next.read(None).unwrap()),
+            vec![(0, "zero".to_owned())]
+        );
+        next.append(1, b"one", None).unwrap();
+        next.sync().unwrap();
+        let mut reader = JournalFiles::open_with(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            bodies(&reader.read(None).unwrap()),
+            vec![(0, "zero".to_owned()), (1, "one".to_owned())]
+        );
     }
 
     #[test]
