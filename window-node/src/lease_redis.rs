@@ -13,14 +13,19 @@
 //! remaining time (`PTTL`) from Redis rather than comparing clocks, and takes over only once Redis
 //! has removed the key.
 //!
-//! Losing the lease is fail-stop: on `StepDown` the keeper reports [`Role::Lost`] and stops, and
-//! `serve` exits. A namespace wiped or replaced under the process (`StoreError::NamespaceLost`
-//! from an observation, acquisition or renewal: see `window_store::RedisLease`) is reported as
-//! [`Role::NamespaceLost`], never retried: the process stops and must not come back on that
-//! namespace. The in-memory engine may hold changes the store refused, so the process does not
-//! try to carry on; restarted, it joins as a follower and recovers from Redis if it wins again.
-//! Whatever the paused or partitioned holder still tries to write is refused by the fencing epoch,
-//! which the new holder raised in the same script that took the lease.
+//! Losing the lease (`StepDown`, or a renewal that did not succeed in time: a pause, Redis away)
+//! closes the gate, reports [`Role::Lost`] and goes on as a contender: the next observations
+//! report [`Role::Following`] and, once the lease is free (Redis back), [`Role::Holding`] with a
+//! new epoch. The holding that ended is over for good: its driver, whose gate is bound to its
+//! epoch ([`LeaseKeeper::gate_for`]), never commits again, and `serve` drops it with its
+//! in-memory state (which may hold changes the store refused); a later holding recovers afresh
+//! from Redis. Holders watch for the end of *their* holding ([`holding_ended`]), not for
+//! `Lost`, which the next observation may replace before they look. A namespace wiped or
+//! replaced under the process (`StoreError::NamespaceLost` from an observation, acquisition or
+//! renewal: see `window_store::RedisLease`) is reported as [`Role::NamespaceLost`], never
+//! retried: the keeper stops, and the process must not come back on that namespace. Whatever the
+//! paused or partitioned holder still tries to write is refused by the fencing epoch, which the
+//! new holder raised in the same script that took the lease.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
@@ -45,7 +50,8 @@ pub enum Role {
     Following { holder: Option<(String, u64)> },
     /// This process holds the lease with this epoch.
     Holding { epoch: u64 },
-    /// This process held the lease and lost it: it must stop.
+    /// This process held the lease and lost it (its holding is over; the keeper goes on
+    /// contending, so the next observation replaces this role).
     Lost { reason: String },
     /// The namespace's state in Redis was lost or replaced under this process (the error's text,
     /// which names the namespace and says what to do): it must stop, holding or following, and
@@ -99,6 +105,23 @@ impl FireGate {
 impl crate::driver::Gate for FireGate {
     fn may_fire(&self) -> bool {
         FireGate::may_fire(self)
+    }
+}
+
+/// The gate of one holding: open only while the lease is held with that epoch, so that a driver
+/// of an ended holding stays shut when the keeper takes the lease again.
+#[derive(Debug)]
+struct HoldingGate {
+    gate: Arc<FireGate>,
+    epoch: u64,
+}
+
+impl crate::driver::Gate for HoldingGate {
+    fn may_fire(&self) -> bool {
+        let held = *self.gate.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.is_some_and(|held| {
+            held.epoch == self.epoch && may_fire(&held, self.gate.clock.now(), &self.gate.config)
+        })
     }
 }
 
@@ -186,6 +209,9 @@ enum Stop {
     /// Give the lease up and go on following (a partition handed over to another node, after its
     /// driver drained and synced).
     HandOver,
+    /// Give the lease up and contend again at once (the holding's driver stopped on a store
+    /// failure; the next holding recovers from Redis).
+    StepDown,
 }
 
 impl LeaseKeeper {
@@ -242,9 +268,12 @@ impl LeaseKeeper {
         self.role.clone()
     }
 
-    /// The gate the driver asks before each commit.
-    pub fn gate(&self) -> Arc<FireGate> {
-        Arc::clone(&self.gate)
+    /// The gate the driver of the holding with `epoch` asks before each commit.
+    pub fn gate_for(&self, epoch: u64) -> Arc<dyn crate::driver::Gate> {
+        Arc::new(HoldingGate {
+            gate: Arc::clone(&self.gate),
+            epoch,
+        })
     }
 
     /// The namespace's identity as of the last acquisition (set before [`Role::Holding`] is
@@ -261,6 +290,15 @@ impl LeaseKeeper {
     pub fn hand_over(&self) {
         if let Some(stop) = &self.stop {
             let _ = stop.send(Stop::HandOver);
+        }
+    }
+
+    /// Gives the lease up (when Redis answers; otherwise it ends by its ttl) and goes on
+    /// contending at once: a holding whose driver stopped because the store failed. Call it only
+    /// after that driver stopped.
+    pub fn step_down(&self) {
+        if let Some(stop) = &self.stop {
+            let _ = stop.send(Stop::StepDown);
         }
     }
 
@@ -327,12 +365,13 @@ impl Keeper {
                     // A holder that cannot renew is done once its own view of the lease ends,
                     // even if nothing else wakes its driver.
                     if self.held.is_some() && !self.gate.may_fire() {
-                        self.hold_nothing();
-                        tracing::error!(%error, "lost the lease: it could not be renewed in time");
-                        let _ = self.role.send(Role::Lost {
-                            reason: format!("it could not be renewed in time ({error})"),
-                        });
-                        return;
+                        self.lost(format!("it could not be renewed in time ({error})"));
+                    }
+                    if self.held.is_none() {
+                        // Who holds the lease is not known while Redis does not answer (and a
+                        // holder that cannot reach it cannot commit): followers answer 11 after
+                        // their failover timeout rather than forward to a holder that may be gone.
+                        self.follow(Role::Following { holder: None });
                     }
                     if self.sleep(RETRY_AFTER_ERROR) {
                         return;
@@ -420,18 +459,21 @@ impl Keeper {
                     self.clock.until(retry_at).min(FOLLOWER_POLL)
                 }
                 Decision::StepDown { reason } => {
-                    self.hold_nothing();
-                    tracing::error!(%reason, "lost the lease");
-                    let _ = self.role.send(Role::Lost {
-                        reason: reason.to_string(),
-                    });
-                    return;
+                    self.lost(reason.to_string());
+                    RETRY_AFTER_ERROR
                 }
             };
             if self.sleep(wait) {
                 return;
             }
         }
+    }
+
+    /// The holding ended without being given up: close the gate, say so, and go on contending.
+    fn lost(&mut self, reason: String) {
+        self.hold_nothing();
+        tracing::error!(%reason, "lost the lease; contending for it again");
+        let _ = self.role.send(Role::Lost { reason });
     }
 
     /// The namespace was lost or replaced: stop holding (the gate closes) and following, and
@@ -493,6 +535,10 @@ impl Keeper {
                 }
                 match order {
                     Stop::Release => true,
+                    Stop::StepDown => {
+                        self.follow(Role::Following { holder: None });
+                        false
+                    }
                     Stop::HandOver => {
                         let ttl = i64::try_from(self.config.ttl().as_millis()).unwrap_or(i64::MAX);
                         self.shun_until = self.clock.now().checked_add(ttl);
@@ -529,11 +575,11 @@ fn observation(view: &LeaseView, now: Timestamp) -> Observation {
 /// names the namespace and says what to do).
 pub const NAMESPACE_LOST: &str = "the Redis namespace was lost or replaced under this node: it stops (coordinating or following) and exits without acknowledging anything more (requests in flight got error 13 or a closed connection); do not restart nodes on this namespace as it is";
 
-/// Why a lease keeper stopped (see [`lease_lost`]).
+/// Why a holding ended (see [`holding_ended`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeaseEnded {
-    /// The lease was lost (or the keeper stopped): fail-stop; restarted, the process rejoins as
-    /// a follower.
+    /// The lease was lost (not renewed in time, taken by another node) or its keeper stopped:
+    /// this holding is over; the keeper contends again.
     Lost(String),
     /// The namespace was lost or replaced (the error's text, which says what to do): the
     /// process stops and must not be restarted on that namespace as it is.
@@ -548,29 +594,38 @@ impl std::fmt::Display for LeaseEnded {
     }
 }
 
-impl LeaseEnded {
-    /// What a role that ended says (`None` for a role that goes on).
-    pub fn of(role: &Role) -> Option<LeaseEnded> {
-        match role {
-            Role::Lost { reason } => {
-                Some(LeaseEnded::Lost(format!("lost the Redis lease: {reason}")))
-            }
-            Role::NamespaceLost { error } => Some(LeaseEnded::NamespaceLost(error.clone())),
-            Role::Starting | Role::Following { .. } | Role::Holding { .. } => None,
-        }
-    }
-}
-
-/// Resolves when the Redis lease is lost or its namespace was, with the reason; never without a
-/// Redis lease.
-pub async fn lease_lost(role: Option<&mut watch::Receiver<Role>>) -> LeaseEnded {
+/// Resolves when this process no longer holds the lease with `epoch` (never without a Redis
+/// lease), with why: lost (a role reported after the loss, such as following, says only that it
+/// moved on) or the namespace lost.
+pub async fn holding_ended(role: Option<&mut watch::Receiver<Role>>, epoch: u64) -> LeaseEnded {
     let Some(role) = role else {
         return std::future::pending().await;
     };
-    match role.wait_for(|role| LeaseEnded::of(role).is_some()).await {
-        Ok(role) => LeaseEnded::of(&role)
-            .unwrap_or_else(|| LeaseEnded::Lost(format!("lost the Redis lease ({:?})", *role))),
+    match role.wait_for(|role| *role != Role::Holding { epoch }).await {
+        Ok(role) => match &*role {
+            Role::NamespaceLost { error } => LeaseEnded::NamespaceLost(error.clone()),
+            Role::Lost { reason } => LeaseEnded::Lost(format!("lost the Redis lease: {reason}")),
+            other => LeaseEnded::Lost(format!(
+                "lost the Redis lease of epoch {epoch} (the keeper now reports {other:?})"
+            )),
+        },
         Err(_) => LeaseEnded::Lost("the Redis lease thread stopped".to_owned()),
+    }
+}
+
+/// Resolves with the epoch once this process holds the lease, or with the namespace's loss
+/// (never with a lost lease: the keeper contends again).
+pub async fn holding(role: &mut watch::Receiver<Role>) -> Result<u64, LeaseEnded> {
+    let role = role
+        .wait_for(|role| matches!(role, Role::Holding { .. } | Role::NamespaceLost { .. }))
+        .await
+        .map_err(|_| LeaseEnded::Lost("the Redis lease thread stopped".to_owned()))?;
+    match &*role {
+        Role::Holding { epoch } => Ok(*epoch),
+        Role::NamespaceLost { error } => Err(LeaseEnded::NamespaceLost(error.clone())),
+        other => Err(LeaseEnded::Lost(format!(
+            "the lease keeper reported {other:?}"
+        ))),
     }
 }
 

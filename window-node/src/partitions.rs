@@ -16,8 +16,12 @@
 //! a driver for it ([`keep_partition`]); requests addressed to that partition (`"partition": i`,
 //! sent by the routers of all nodes, `router.rs`) go to that driver.
 //!
-//! Losing a partition's lease is fail-stop for the whole process, as without partitions: the
-//! process exits non-zero and its supervisor restarts it.
+//! Losing a partition's lease, or its driver stopping on a store failure (Redis away, refusing
+//! writes), ends that holding only: the driver is dropped with its in-memory state, requests for
+//! the partition go to whoever holds it next (error 11 meanwhile), and the keeper contends again,
+//! so a node that held partitions through a Redis restart serves them again once Redis is back,
+//! recovering each from what Redis holds. Only a namespace lost or replaced
+//! (`StoreError::NamespaceLost`) stops the process.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -33,7 +37,10 @@ use tokio::task::JoinSet;
 use window_store::{RedisMembership, RedisStore};
 
 use crate::driver::{Command, DriverConfig, RunningDriver, blocking};
-use crate::lease_redis::{LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Quota, Role, lease_lost};
+use crate::driver::{DriverError, DriverStopped};
+use crate::lease_redis::{
+    LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Quota, Role, holding, holding_ended,
+};
 use crate::metrics::Metrics;
 use crate::upstream::Coordinator;
 use window_cluster::lease::{LeaseConfig, fair_share, hand_over};
@@ -263,17 +270,14 @@ async fn keep_partition(
     let namespace = namespace_of(&setup.namespace, partition);
     loop {
         let epoch = tokio::select! {
-            held = role.wait_for(|r| matches!(r, Role::Holding { .. }) || LeaseEnded::of(r).is_some()) => {
-                let held = held.context("the lease thread stopped")?;
-                match (LeaseEnded::of(&held), &*held) {
-                    (None, Role::Holding { epoch }) => *epoch,
-                    (Some(LeaseEnded::NamespaceLost(error)), _) => {
-                        return Err(anyhow::anyhow!("{error}")
-                            .context(format!("partition {partition}: {}", NAMESPACE_LOST)));
-                    }
-                    (_, other) => anyhow::bail!("partition {partition}: the lease was lost before it was used: {other:?}"),
+            held = holding(&mut role) => match held {
+                Ok(epoch) => epoch,
+                Err(LeaseEnded::NamespaceLost(error)) => {
+                    return Err(anyhow::anyhow!("{error}")
+                        .context(format!("partition {partition}: {NAMESPACE_LOST}")));
                 }
-            }
+                Err(LeaseEnded::Lost(reason)) => anyhow::bail!("partition {partition}: {reason}"),
+            },
             _ = stopped.wait_for(|stop| *stop) => {
                 blocking(|| keeper.release());
                 return Ok(());
@@ -282,50 +286,94 @@ async fn keep_partition(
         // A handover asked for before this holding began is out of date.
         while handover.try_recv().is_ok() {}
         let identity = keeper.identity();
-        let store = blocking(|| -> anyhow::Result<RedisStore> {
+        let opened = blocking(|| -> anyhow::Result<RunningDriver> {
             let mut store = RedisStore::connect(&setup.url, &namespace)?;
             store.backend_mut().set_epoch(epoch);
             if let Some(identity) = &identity {
                 store.backend_mut().set_identity(identity);
             }
-            Ok(store)
-        })
-        .with_context(|| format!("opening the Redis store of partition {partition}"))?;
-        let config = DriverConfig {
-            epoch,
-            ..setup.driver
+            let config = DriverConfig {
+                epoch,
+                ..setup.driver
+            };
+            Ok(RunningDriver::start(
+                config,
+                Box::new(store),
+                setup.subscriber_buffer,
+                Arc::clone(&setup.metrics),
+                Some(keeper.gate_for(epoch)),
+            )?)
+        });
+        let mut running = match opened {
+            Ok(running) => running,
+            Err(error) if namespace_lost(&error) => {
+                return Err(error.context(format!("recovering partition {partition}")));
+            }
+            Err(error) => {
+                // Redis went away (or refused) between the lease and the recovery: contend again.
+                tracing::warn!(
+                    partition,
+                    epoch,
+                    "recovering partition {partition} failed; stepping down and contending again: {error:#}"
+                );
+                keeper.step_down();
+                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+                continue;
+            }
         };
-        let mut running = RunningDriver::start(
-            config,
-            Box::new(store),
-            setup.subscriber_buffer,
-            Arc::clone(&setup.metrics),
-            Some(keeper.gate()),
-        )
-        .with_context(|| format!("recovering partition {partition}"))?;
         table.set_local(partition, Some(running.commands()));
         setup.metrics.coordinating.fetch_add(1, Ordering::Relaxed);
         tracing::info!(partition, epoch, "coordinating partition {partition}");
         enum Next {
             HandOver,
             Stop,
+            Failed(DriverStopped),
+            Lost(LeaseEnded),
         }
         let next = tokio::select! {
-            stopped = running.stopped_by_itself() => {
-                table.set_local(partition, None);
-                return Err(anyhow::Error::new(stopped).context(format!("partition {partition} stopped")));
-            }
-            ended = lease_lost(Some(&mut role)) => {
-                table.set_local(partition, None);
-                return Err(match ended {
-                    LeaseEnded::Lost(reason) => anyhow::anyhow!("partition {partition}: {reason}"),
-                    LeaseEnded::NamespaceLost(error) => anyhow::anyhow!("{error}")
-                        .context(format!("partition {partition}: {}", NAMESPACE_LOST)),
-                });
-            }
+            stopped = running.stopped_by_itself() => Next::Failed(stopped),
+            ended = holding_ended(Some(&mut role), epoch) => Next::Lost(ended),
             Some(()) = handover.recv() => Next::HandOver,
             _ = stopped.wait_for(|stop| *stop) => Next::Stop,
         };
+        match next {
+            Next::Failed(stopped) => {
+                table.set_local(partition, None);
+                setup.metrics.coordinating.fetch_sub(1, Ordering::Relaxed);
+                let error = anyhow::Error::new(stopped);
+                if namespace_lost(&error) {
+                    return Err(
+                        error.context(format!("partition {partition} stopped: {NAMESPACE_LOST}"))
+                    );
+                }
+                tracing::warn!(
+                    partition,
+                    epoch,
+                    "partition {partition} stopped; stepping down and contending again (the next holding recovers from Redis): {error:#}"
+                );
+                keeper.step_down();
+                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+                continue;
+            }
+            Next::Lost(LeaseEnded::NamespaceLost(error)) => {
+                table.set_local(partition, None);
+                return Err(anyhow::anyhow!("{error}")
+                    .context(format!("partition {partition}: {NAMESPACE_LOST}")));
+            }
+            Next::Lost(LeaseEnded::Lost(reason)) => {
+                table.set_local(partition, None);
+                setup.metrics.coordinating.fetch_sub(1, Ordering::Relaxed);
+                tracing::warn!(
+                    partition,
+                    epoch,
+                    "partition {partition}: {reason}; its driver is dropped and this node contends again"
+                );
+                // Its gate is shut for good: it commits nothing more.
+                drop(running);
+                continue;
+            }
+            Next::HandOver | Next::Stop => {}
+        }
         // New requests get error 11 (the routers send them again to the next holder); the
         // driver answers what it has, syncs, and stops; only then does the lease go.
         table.set_local(partition, None);
@@ -347,12 +395,36 @@ async fn keep_partition(
                 }
                 tracing::info!(partition, epoch, "handed partition {partition} over");
             }
-            Next::Stop => {
+            Next::Stop | Next::Failed(_) | Next::Lost(_) => {
                 blocking(|| keeper.release());
                 return Ok(());
             }
         }
     }
+}
+
+/// How long a node that stepped down from a partition waits before it may take it again: a
+/// moment for Redis to recover, and for a node with room to take it first.
+const STEP_DOWN_PAUSE: Duration = Duration::from_millis(200);
+
+/// Whether `error` (or what caused it) is a Redis namespace lost or replaced: never retried.
+pub fn namespace_lost(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<window_store::StoreError>(),
+            Some(window_store::StoreError::NamespaceLost { .. })
+        ) || matches!(
+            cause.downcast_ref::<DriverError>(),
+            Some(DriverError::Store(
+                window_store::StoreError::NamespaceLost { .. }
+            ))
+        ) || matches!(
+            cause.downcast_ref::<DriverStopped>(),
+            Some(DriverStopped::Failed(DriverError::Store(
+                window_store::StoreError::NamespaceLost { .. }
+            )))
+        )
+    })
 }
 
 /// This node's membership: a thread that announces it every third of the lease ttl and sets the

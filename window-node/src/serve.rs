@@ -19,7 +19,7 @@ use crate::driver::{
 };
 use crate::follower::{Forwarding, forward_connection};
 use crate::lease_file::{FileLease, HolderKind, describe_holder};
-use crate::lease_redis::{LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Role, lease_lost};
+use crate::lease_redis::{LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Role, holding, holding_ended};
 use crate::line_budget::LineBudget;
 use crate::metrics::{self, Metrics};
 use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
@@ -233,10 +233,6 @@ const FORCED_EXIT_AFTER: Duration = Duration::from_secs(10);
 /// before it exits.
 const REPLY_GRACE: Duration = Duration::from_millis(500);
 
-/// How long a failed holder waits for the Redis lease to be released before it exits anyway
-/// (the lease then ends by its ttl).
-const RELEASE_WAIT: Duration = Duration::from_secs(1);
-
 /// Waits until the Redis server at `url` answers, trying again with backoff (up to
 /// [`REDIS_RETRY_MAX`] apart) and saying so every [`REDIS_WAIT_LOG`]: a node started before its
 /// Redis (or while Redis restarts) comes up once Redis does, without a supervisor. An error
@@ -339,84 +335,149 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // With a data directory or Redis, several processes share the state: the lease holder
     // coordinates, the others forward their clients to it until they take over.
     let mut config = config;
-    let mut holder = local;
+    let holder = local;
     if args.partitions.get() > 1 {
         return serve_partitions(&args, config, listener, local, metrics, stopped).await;
     }
-    let Some((tenure, store, epoch)) =
-        take_tenure(&args, &listener, local, &mut stopped, &mut holder).await?
-    else {
+    if let Some(url) = args.store.clone() {
+        return serve_redis(&args, &url, config, &listener, local, metrics, stopped).await;
+    }
+    let Some((tenure, store, epoch)) = take_tenure(&args, &listener, &mut stopped).await? else {
         tracing::info!("stopped while following");
         return Ok(());
     };
     config.epoch = epoch;
-    let gate: Option<Arc<dyn Gate>> = match &tenure {
-        Tenure::Redis(keeper) => Some(keeper.gate()),
-        _ => None,
-    };
-    let mut driver = RunningDriver::start(
-        config,
-        store,
-        args.subscriber_buffer,
-        Arc::clone(&metrics),
-        gate,
-    )
-    .context("recovering the open state")?;
     if let Tenure::File(lease) = &tenure {
         lease
             .publish(local)
             .context("publishing the coordinator's address in the data directory")?;
     }
+    let held = Holding {
+        config,
+        store,
+        gate: None,
+        role: None,
+        announce: !matches!(tenure, Tenure::Alone),
+    };
+    match hold(&args, held, &listener, &metrics, holder, &stopped).await? {
+        Ended::Stopped => {}
+        Ended::SteppedDown { why, .. } => {
+            // Only a Redis holding steps down; the others fail-stop inside `hold`.
+            return Err(anyhow::anyhow!("{why}").context(STOPPED_EARLY));
+        }
+    }
+    // The file lease is let go when `tenure` is dropped.
+    drop(tenure);
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// One holding of the lease: the driver's configuration (its epoch set), its store, and, with
+/// Redis, the gate bound to the epoch and the keeper's role (whose change ends the holding).
+struct Holding {
+    config: DriverConfig,
+    store: Box<dyn WindowStore>,
+    gate: Option<Arc<dyn Gate>>,
+    role: Option<watch::Receiver<Role>>,
+    /// Whether to say "coordinating" (not for a lone `--memory` node).
+    announce: bool,
+}
+
+/// How a holding ended.
+enum Ended {
+    /// Told to stop: the driver answered what it held, synced and stopped.
+    Stopped,
+    /// A Redis holding ended by itself (the lease lost, or the store failed in a way Redis may
+    /// mend): its driver and connections are gone, and the process contends again. After a
+    /// store failure the lease may still be held, and is given up.
+    SteppedDown { why: String, store_failed: bool },
+}
+
+/// Serves clients as the holder until told to stop (`Ended::Stopped`) or the holding ends by
+/// itself: with Redis that is `Ended::SteppedDown` (except a namespace lost: an error); with a
+/// data directory, an error (fail-stop).
+async fn hold(
+    args: &ServeArgs,
+    held: Holding,
+    listener: &TcpListener,
+    metrics: &Arc<Metrics>,
+    holder: SocketAddr,
+    stopped: &watch::Receiver<bool>,
+) -> anyhow::Result<Ended> {
+    let Holding {
+        config,
+        store,
+        gate,
+        mut role,
+        announce,
+    } = held;
+    let redis = role.is_some();
+    let mut driver = RunningDriver::start(
+        config,
+        store,
+        args.subscriber_buffer,
+        Arc::clone(metrics),
+        gate,
+    )
+    .context("recovering the open state")?;
     metrics.lease_epoch.store(config.epoch, Ordering::Relaxed);
     metrics.coordinating.store(1, Ordering::Relaxed);
-    if !matches!(tenure, Tenure::Alone) {
+    if announce {
         tracing::info!(
             epoch = config.epoch,
             "coordinating: this process holds the lease"
         );
     }
+    // Closes this holding's connections when it steps down: their requests went to its driver.
+    let (retire, retired) = watch::channel(false);
     let shared = shared(
-        &args,
+        args,
         &config,
         Route::Single(driver.commands()),
-        metrics,
+        Arc::clone(metrics),
         holder,
+        retired,
     );
     let mut stopping = stopped.clone();
-    let mut lost = match &tenure {
-        Tenure::Redis(keeper) => Some(keeper.role()),
-        _ => None,
-    };
     let accepting = tcp::accept_loop(
-        &listener,
+        listener,
         Arc::clone(&shared),
         tcp::Slots::new(args.max_connections),
         async move {
             let _ = stopping.wait_for(|stop| *stop).await;
         },
     );
-    tokio::select! {
-        () = accepting => {}
-        // The driver stops early only when the store failed or the lease lapsed: stop serving and
-        // say why.
+    let ended = tokio::select! {
+        () = accepting => None,
+        // The driver stops early only when the store failed or the lease lapsed.
         stopped = driver.stopped_by_itself() => {
-            let advice = stopped_early(&stopped);
             // The driver has answered every request it held (error 13 or 11); the connections'
-            // writers send those answers now. Give them a moment before the runtime goes.
+            // writers send those answers now. Give them a moment.
             tokio::time::sleep(REPLY_GRACE).await;
-            // Fail-stop: another node may take over at once (the file lease is let go when
-            // `tenure` is dropped on return).
-            if let Tenure::Redis(keeper) = tenure {
-                release_within(keeper, RELEASE_WAIT);
+            if !redis || matches!(
+                stopped,
+                DriverStopped::Failed(DriverError::Store(StoreError::NamespaceLost { .. }))
+            ) {
+                // Fail-stop: the file lease is let go when the process returns.
+                let advice = stopped_early(&stopped);
+                return Err(anyhow::Error::new(stopped).context(advice));
             }
-            return Err(anyhow::Error::new(stopped).context(advice));
+            Some((format!("{:#}", anyhow::Error::new(stopped)), true))
         }
-        ended = lease_lost(lost.as_mut()) => {
-            return Err(match ended {
-                LeaseEnded::Lost(reason) => anyhow::anyhow!("{reason}").context(STOPPED_EARLY),
-                LeaseEnded::NamespaceLost(error) => anyhow::anyhow!("{error}").context(NAMESPACE_LOST),
-            });
-        }
+        ended = holding_ended(role.as_mut(), config.epoch) => match ended {
+            LeaseEnded::NamespaceLost(error) => {
+                return Err(anyhow::anyhow!("{error}").context(NAMESPACE_LOST));
+            }
+            LeaseEnded::Lost(reason) => Some((reason, false)),
+        },
+    };
+    metrics.coordinating.store(0, Ordering::Relaxed);
+    if let Some((why, store_failed)) = ended {
+        // Its gate is shut for good (bound to its epoch): dropped, it answers nothing more, and
+        // the next holding recovers from Redis.
+        drop(driver);
+        let _ = retire.send(true);
+        return Ok(Ended::SteppedDown { why, store_failed });
     }
     tracing::info!("stopping: no new connections; finishing what was received");
     // The driver answers what is queued, syncs, and stops; later requests get error 11.
@@ -424,13 +485,140 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .stop()
         .await
         .context("the driver failed while stopping")?;
-    if let Tenure::Redis(keeper) = tenure {
-        // Everything acknowledged is in Redis: let a follower take over at once.
-        blocking(|| keeper.release());
-    }
-    tracing::info!("stopped cleanly");
-    Ok(())
+    Ok(Ended::Stopped)
 }
+
+/// `serve --store redis://...` without partitions: one lease keeper for the life of the process;
+/// it follows (forwarding its clients to the holder) until it holds the lease, serves as the
+/// holder, and when a holding ends by itself (the lease lost to a pause or to Redis going away,
+/// Redis failing a write) it steps down and contends again, so a node outlives a Redis restart.
+async fn serve_redis(
+    args: &ServeArgs,
+    url: &str,
+    mut config: DriverConfig,
+    listener: &TcpListener,
+    local: SocketAddr,
+    metrics: Arc<Metrics>,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let me = advertised(local, args.advertise)?;
+    let lease_config = LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
+        .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
+    tracing::info!(
+        namespace = %args.namespace,
+        advertise = %me,
+        ttl = ?lease_config.ttl(),
+        renew_every = ?lease_config.renew_every(),
+        clock_skew_allowance = ?lease_config.clock_skew_allowance(),
+        "Redis store and lease"
+    );
+    blocking(|| partitions::claim_partitions(url, &args.namespace, 1))?;
+    let keeper = blocking(|| {
+        LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config, None)
+    })
+    .with_context(|| format!("starting the Redis lease in namespace {:?}", args.namespace))?;
+    let forwarding = Arc::new(Forwarding {
+        coordinator: Coordinator::Redis {
+            role: keeper.role(),
+            me,
+        },
+        max_line_bytes: args.max_line_bytes,
+        failover_timeout: args.failover_timeout,
+        style: style(args),
+        line_budget: LineBudget::new(args.max_buffered_line_bytes),
+    });
+    loop {
+        let mut role = keeper.role();
+        let held = async move {
+            holding(&mut role).await.map_err(|ended| match ended {
+                LeaseEnded::NamespaceLost(error) => {
+                    anyhow::anyhow!("{error}").context(NAMESPACE_LOST)
+                }
+                LeaseEnded::Lost(reason) => anyhow::anyhow!("{reason}"),
+            })
+        };
+        let Some(epoch) = follow_until(
+            listener,
+            args.max_connections,
+            Arc::clone(&forwarding),
+            &mut stopped,
+            held,
+        )
+        .await?
+        else {
+            keeper.release();
+            tracing::info!("stopped while following");
+            return Ok(());
+        };
+        // The identity the acquisition saw or created: a namespace wiped since is refused at
+        // recovery or at the first batch, never started over.
+        let identity = keeper.identity();
+        let store = blocking(|| -> Result<RedisStore, StoreError> {
+            let mut store = RedisStore::connect(url, &args.namespace)?;
+            store.backend_mut().set_epoch(epoch);
+            if let Some(identity) = &identity {
+                store.backend_mut().set_identity(identity);
+            }
+            Ok(store)
+        });
+        let store = match store {
+            Ok(store) => store,
+            Err(error @ StoreError::NamespaceLost { .. }) => {
+                return Err(anyhow::Error::new(error).context(NAMESPACE_LOST));
+            }
+            Err(error) => {
+                tracing::warn!(
+                    epoch,
+                    "opening the Redis store failed; stepping down and contending again: {error}"
+                );
+                keeper.step_down();
+                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+                continue;
+            }
+        };
+        config.epoch = epoch;
+        let held = Holding {
+            config,
+            store: Box::new(store),
+            gate: Some(keeper.gate_for(epoch)),
+            role: Some(keeper.role()),
+            announce: true,
+        };
+        let ended = match hold(args, held, listener, &metrics, me, &stopped).await {
+            Ok(ended) => ended,
+            Err(error) if !partitions::namespace_lost(&error) && !*stopped.borrow() => {
+                // Recovery failed (Redis went away again): contend again.
+                Ended::SteppedDown {
+                    why: format!("{error:#}"),
+                    store_failed: true,
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        match ended {
+            Ended::Stopped => {
+                // Everything acknowledged is in Redis: let a follower take over at once.
+                blocking(|| keeper.release());
+                tracing::info!("stopped cleanly");
+                return Ok(());
+            }
+            Ended::SteppedDown { why, store_failed } => {
+                tracing::warn!(
+                    epoch,
+                    "stepped down: {why}; nothing unacknowledged was kept (clients resend); contending for the lease again, and following meanwhile"
+                );
+                if store_failed {
+                    keeper.step_down();
+                }
+                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+            }
+        }
+    }
+}
+
+/// How long a holder that stepped down waits before it may take the lease again: a moment for
+/// Redis to recover, and for another node to take it first.
+const STEP_DOWN_PAUSE: Duration = Duration::from_millis(200);
 
 /// The daemon's windows and firing rules, from its options (epoch 0 until a lease is held).
 fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
@@ -459,85 +647,14 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
 
 /// The lease this process coordinates under, its store and its epoch: at once in memory;
 /// otherwise after following the holder until this process takes the lease (`None` when the
-/// process was stopped first). `holder` becomes the address the others reach it at.
+/// process was stopped first). (A Redis lease is `serve_redis`'s.)
 async fn take_tenure(
     args: &ServeArgs,
     listener: &TcpListener,
-    local: SocketAddr,
     stopped: &mut watch::Receiver<bool>,
-    holder: &mut SocketAddr,
 ) -> anyhow::Result<Option<Held>> {
     let held: Held = if args.memory {
         (Tenure::Alone, Box::new(MemoryStore::in_memory()), 0)
-    } else if let Some(url) = &args.store {
-        let me = advertised(local, args.advertise)?;
-        *holder = me;
-        let lease_config =
-            LeaseConfig::new(args.lease_ttl, args.lease_ttl / 3, args.lease_ttl / 10)
-                .map_err(|e| anyhow::anyhow!("--lease-ttl: {e}"))?;
-        tracing::info!(
-            namespace = %args.namespace,
-            advertise = %me,
-            ttl = ?lease_config.ttl(),
-            renew_every = ?lease_config.renew_every(),
-            clock_skew_allowance = ?lease_config.clock_skew_allowance(),
-            "Redis store and lease"
-        );
-        blocking(|| partitions::claim_partitions(url, &args.namespace, 1))?;
-        let keeper = blocking(|| {
-            LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config, None)
-        })
-        .with_context(|| format!("starting the Redis lease in namespace {:?}", args.namespace))?;
-        let forwarding = Arc::new(Forwarding {
-            coordinator: Coordinator::Redis {
-                role: keeper.role(),
-                me,
-            },
-            max_line_bytes: args.max_line_bytes,
-            failover_timeout: args.failover_timeout,
-            style: style(args),
-            line_budget: LineBudget::new(args.max_buffered_line_bytes),
-        });
-        let mut role = keeper.role();
-        let held = async move {
-            let role = role
-                .wait_for(|role| {
-                    matches!(role, Role::Holding { .. }) || LeaseEnded::of(role).is_some()
-                })
-                .await
-                .context("the lease thread stopped")?;
-            match LeaseEnded::of(&role) {
-                None => match &*role {
-                    Role::Holding { epoch } => Ok(*epoch),
-                    other => Err(anyhow::anyhow!("the lease keeper reported {other:?}")),
-                },
-                Some(LeaseEnded::NamespaceLost(error)) => {
-                    Err(anyhow::anyhow!("{error}").context(NAMESPACE_LOST))
-                }
-                Some(LeaseEnded::Lost(reason)) => Err(anyhow::anyhow!(
-                    "the lease was lost before it was used: {reason}"
-                )),
-            }
-        };
-        let Some(epoch) =
-            follow_until(listener, args.max_connections, forwarding, stopped, held).await?
-        else {
-            keeper.release();
-            return Ok(None);
-        };
-        // The identity the acquisition saw or created: a namespace wiped since is refused at
-        // recovery or at the first batch, never started over.
-        let identity = keeper.identity();
-        let store = blocking(|| -> anyhow::Result<RedisStore> {
-            let mut store = RedisStore::connect(url, &args.namespace)?;
-            store.backend_mut().set_epoch(epoch);
-            if let Some(identity) = &identity {
-                store.backend_mut().set_identity(identity);
-            }
-            Ok(store)
-        })
-        .with_context(|| format!("opening the Redis store in namespace {:?}", args.namespace))?;
-        (Tenure::Redis(keeper), Box::new(store), epoch)
     } else {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
@@ -618,7 +735,10 @@ async fn serve_partitions(
         table: running.table(),
         links: Arc::new(Links::new(running.table(), args.failover_timeout)),
     };
-    let shared = shared(args, &config, route, metrics, me);
+    // The partitions' connections outlive every holding (each request finds its partition's
+    // driver anew), so nothing retires them.
+    let (_never, retired) = watch::channel(false);
+    let shared = shared(args, &config, route, metrics, me, retired);
     let mut stopping = stopped.clone();
     let slots = tcp::Slots::new(args.max_connections);
     let accepting = tcp::accept_loop(&listener, shared, slots, async move {
@@ -654,6 +774,7 @@ fn shared(
     route: Route,
     metrics: Arc<Metrics>,
     holder: SocketAddr,
+    retired: watch::Receiver<bool>,
 ) -> Arc<Shared> {
     let frame = config.engine.frame;
     Arc::new(Shared {
@@ -676,6 +797,7 @@ fn shared(
         holder: holder.to_string(),
         line_budget: LineBudget::new(args.max_buffered_line_bytes),
         subscriber_buffer_bytes: args.subscriber_buffer_bytes as u64,
+        retired,
     })
 }
 
@@ -705,24 +827,6 @@ fn stopped_early(stopped: &DriverStopped) -> &'static str {
     }
 }
 
-/// Releases the Redis lease so that a follower takes over at once, waiting at most `within`
-/// (Redis may not answer; the lease then ends by its ttl).
-fn release_within(keeper: LeaseKeeper, within: Duration) {
-    let (done, released) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("lease-release".into())
-        .spawn(move || {
-            keeper.release();
-            let _ = done.send(());
-        });
-    if spawned.is_ok() && released.recv_timeout(within).is_err() {
-        tracing::warn!(
-            ?within,
-            "the lease was not released in time; it ends by its ttl"
-        );
-    }
-}
-
 /// Ends the process at once, saying why.
 fn exit_now(why: &str) -> ! {
     tracing::error!("exiting at once: {why}; anything not acknowledged was not made durable");
@@ -735,8 +839,6 @@ enum Tenure {
     Alone,
     /// The file lock on the data directory.
     File(FileLease),
-    /// The Redis lease, kept by its thread.
-    Redis(LeaseKeeper),
 }
 
 /// The address this node is reached at by the others.

@@ -70,6 +70,9 @@ pub struct Shared {
     /// Bytes of fired windows a subscriber may leave untaken before it is dropped
     /// (`--subscriber-buffer-bytes`).
     pub subscriber_buffer_bytes: u64,
+    /// Turns true when the holding these connections were accepted for ended (a Redis holder
+    /// stepped down): they are closed, and their clients reconnect to whoever holds the lease.
+    pub retired: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -161,6 +164,13 @@ pub async fn accept_loop(
     }
 }
 
+/// Resolves once `retired` turns true (never when its sender is gone without turning it).
+async fn retired(mut retired: watch::Receiver<bool>) {
+    if retired.wait_for(|retired| *retired).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn refuse(mut stream: TcpStream, style: Style, max: usize) {
     let mut out = Vec::new();
     let error = ProtoError::Unavailable(format!(
@@ -241,7 +251,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut routed_acks: Option<Vec<mpsc::Sender<String>>> = None;
     loop {
         let idle = shared.idle_timeout.filter(|_| !subscribed);
-        let read = read_line(&mut reader, &mut splitter, &mut share, idle).await;
+        let read = tokio::select! {
+            read = read_line(&mut reader, &mut splitter, &mut share, idle) => read,
+            () = retired(shared.retired.clone()) => {
+                tracing::debug!(%peer, "closing a connection: this node stepped down");
+                break;
+            }
+        };
         let outgoing = match read {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 tracing::debug!(%peer, "closing an idle connection");

@@ -51,7 +51,7 @@ impl Coordinator {
                 dir.display()
             );
         }
-        "no coordinator is reachable (the lease holder died and none took over yet); retry: ingest is idempotent".to_owned()
+        "no coordinator is reachable (the lease holder died, or Redis does not answer, and none took over yet); retry: ingest is idempotent".to_owned()
     }
 
     /// Resolves once the coordinator is known to be another than `current` (a takeover while

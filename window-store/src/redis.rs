@@ -103,11 +103,12 @@
 //!
 //! # Failure
 //! Every call has a 30 s I/O timeout. A server that cannot be reached (connection refused, lost,
-//! timed out) comes back as [`StoreError::Unreachable`], an error the server answered (out of
-//! memory under `maxmemory`, a read-only replica, ...) as [`StoreError::Backend`], both naming
-//! the server; a batch whose call failed may or may not have been applied, and the connection is
-//! not reopened behind the caller's back. The node treats a failed commit as fatal and stops; a
-//! restarted process recovers from what Redis holds.
+//! timed out) or that refuses for now (out of memory under `maxmemory`, loading, busy) comes back
+//! as [`StoreError::Unreachable`], another error the server answered (a read-only replica, ...)
+//! as [`StoreError::Backend`], both naming the server; a batch whose call failed may or may not
+//! have been applied, and the connection is not reopened behind the caller's back. The node
+//! drops the holding whose commit failed and contends for the lease again: the next holding
+//! recovers from what Redis holds.
 
 use std::cell::RefCell;
 use std::time::Duration;
@@ -901,11 +902,20 @@ pub(crate) fn backend_error(url: &str, what: &str, error: redis::RedisError) -> 
 
 /// Whether `error` says the server could not be reached (rather than that it answered with an
 /// error).
+///
+/// A refusal the server will lift by itself counts too: out of memory under `maxmemory` (a
+/// script that may write is refused before it runs, so nothing was applied), still loading its
+/// data, busy with a long script, a cluster resharding or without its master. The node answers
+/// 11 meanwhile and serves again once Redis accepts writes.
 fn unreachable(error: &redis::RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_refusal()
         || error.is_connection_dropped()
         || error.is_timeout()
+        || matches!(
+            error.code(),
+            Some("OOM" | "LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "CLUSTERDOWN")
+        )
 }
 
 /// Applies a batch. KEYS: the key set, the values, the epoch, the output log (a stream), the

@@ -51,13 +51,23 @@ impl RedisMembership {
     /// A namespace that holds an unpartitioned store already (from before the number was
     /// recorded) counts as one partition: its windows must not be left behind unseen.
     pub fn claim_partitions(&mut self, count: u32) -> Result<u32, StoreError> {
-        let con = self.link.ready()?;
-        let reply = self
-            .claim
-            .key(&self.partitions_key)
-            .key(&self.epoch_key)
-            .arg(count)
-            .invoke(con);
+        // Read first: once recorded, the number is only read, so a node restarting while Redis
+        // refuses writes (maxmemory) is not stopped by a write it does not need.
+        let known: Result<Option<String>, _> = redis::cmd("GET")
+            .arg(&self.partitions_key)
+            .query(self.link.ready()?);
+        let known = known.map_err(|e| self.link.failed("reading the number of partitions", e))?;
+        let reply = match known {
+            Some(recorded) => Ok(recorded),
+            None => {
+                let con = self.link.ready()?;
+                self.claim
+                    .key(&self.partitions_key)
+                    .key(&self.epoch_key)
+                    .arg(count)
+                    .invoke(con)
+            }
+        };
         let recorded: String =
             reply.map_err(|e| self.link.failed("recording the number of partitions", e))?;
         recorded.parse().map_err(|_| {

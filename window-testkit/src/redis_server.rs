@@ -30,6 +30,9 @@ pub enum Persistence {
     Off,
     /// An append-only file fsynced every second (`--appendonly yes --appendfsync everysec`).
     AppendOnlyEverySec,
+    /// An append-only file fsynced before every reply (`--appendfsync always`): what survives a
+    /// SIGKILL of the server is everything it answered.
+    AppendOnlyAlways,
 }
 
 /// Why [`RedisServer::launch`] started no server.
@@ -132,6 +135,13 @@ impl RedisServer {
         Err(StartError::Failed(last))
     }
 
+    /// Kills the server (SIGKILL: with [`Persistence::AppendOnlyAlways`] it keeps what it
+    /// answered, and nothing more) and reaps it: unreachable until [`RedisServer::restart`].
+    pub fn kill(&mut self) -> Result<(), Error> {
+        self.process.kill()?;
+        Ok(())
+    }
+
     /// Stops the server (SIGTERM: it writes its append-only file first, as on a clean
     /// shutdown) and waits for its exit: from now on it is unreachable, until [`RedisServer::restart`].
     pub fn stop(&mut self) -> Result<(), Error> {
@@ -174,6 +184,7 @@ impl RedisServer {
             Persistence::AppendOnlyEverySec => {
                 &["--appendonly", "yes", "--appendfsync", "everysec"]
             }
+            Persistence::AppendOnlyAlways => &["--appendonly", "yes", "--appendfsync", "always"],
         };
         let mut command = Command::new("redis-server");
         command

@@ -34,6 +34,12 @@ mod workload;
 
 use clap::Parser;
 
+/// jemalloc, like the node: with glibc's malloc about a quarter of loadgen's time went to its
+/// free lists when a run fires hundreds of thousands of windows, and loadgen, not the node, bound
+/// the 1000-key rows.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = options::Cli::parse();
     match scenario::run(&cli) {
