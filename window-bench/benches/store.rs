@@ -109,6 +109,7 @@ impl<S: WindowStore> Pipeline<S> {
                     fired,
                     requests: Vec::new(),
                     groups: Vec::new(),
+                    trim_log_below: None,
                 })
                 .expect("commit");
             if sync == Sync::EveryStep {
@@ -180,6 +181,7 @@ fn fill(store: &mut dyn WindowStore, config: EngineConfig, events: usize) -> Eng
                 fired: Vec::new(),
                 requests: Vec::new(),
                 groups: Vec::new(),
+                trim_log_below: None,
             })
             .expect("commit");
     }

@@ -164,6 +164,8 @@ pub struct DriverConfig {
     pub max_event_ahead_ms: Option<u64>,
     /// The most windows open at once (`None`: no limit).
     pub max_open_windows: Option<usize>,
+    /// The newest fired windows the output log keeps at least (`None`: all of them).
+    pub log_retention: Option<u64>,
     /// Lease epoch stamped on every fired window.
     pub epoch: u64,
 }
@@ -270,6 +272,7 @@ impl Driver {
             ack_timeout_ms: config.ack_timeout_ms,
             max_event_ahead_ms: config.max_event_ahead_ms,
             max_open_windows: config.max_open_windows,
+            log_retention: config.log_retention,
         };
         Ok(Driver {
             service: Service::restore(service_config, opened, clock.now()),
@@ -583,6 +586,10 @@ impl Driver {
         blocking(|| self.store.commit(&batch))?;
         let fired = self.service.on_committed(now, batch);
         Metrics::add(&self.metrics.windows_fired, fired.len() as u64);
+        self.metrics.log_start.store(
+            self.service.log_start(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         Ok(fired)
     }
 
@@ -611,8 +618,11 @@ impl Driver {
         // the live feed skips the records before it.
         let end = self.service.next_seq();
         let from = from_seq.unwrap_or(end);
-        let backlog = blocking(|| self.store.read_output(from, BACKLOG_PAGE))
-            .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?;
+        let backlog =
+            blocking(|| self.store.read_output(from, BACKLOG_PAGE)).map_err(|e| match e {
+                StoreError::Trimmed { from, oldest } => window_service::trimmed(from, oldest),
+                e => ProtoError::Internal(format!("reading the output log: {e}")),
+            })?;
         let next_seq = from + backlog.len() as u64;
         let live = (next_seq >= end).then(|| Live {
             feed: self.publish.subscribe(),
@@ -881,6 +891,7 @@ mod tests {
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
             max_open_windows: None,
+            log_retention: None,
         };
         let (publish, feed) = broadcast::channel(64);
         let store = Box::new(MemoryStore::in_memory());
@@ -1049,6 +1060,7 @@ mod fencing {
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
             max_open_windows: None,
+            log_retention: None,
         };
         let (publish, feed) = broadcast::channel(16);
         let mut driver = Driver::new(
@@ -1194,6 +1206,7 @@ mod repeats {
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
             max_open_windows: None,
+            log_retention: None,
         };
         // A restart right after a stop: the stopped driver's sled may still be letting go of
         // its lock (it does when its last background thread ends), as after a process exit.

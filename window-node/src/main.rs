@@ -140,7 +140,7 @@ enum Command {
     /// Run the TCP daemon: clients `ingest` events and `subscribe` to fired windows; windows
     /// fire on their own by event time (watermark), idle timeout, length or age; everything is
     /// durable in --data-dir before it is acknowledged.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Window a file or a stream of events (NDJSON, or CSV with a header) and write one line per
     /// fired window, in firing order, to stdout or --output: window bounds, key, count,
     /// sum/min/max of the values, ids. At the end of input every open window fires. Bad lines
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Some(Command::Serve(args)) => return serve::run(args),
+        Some(Command::Serve(args)) => return serve::run(*args),
         Some(Command::Aggregate(_)) | None => {}
     }
     let lateness = cli.allowed_lateness.map(millis);

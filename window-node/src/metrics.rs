@@ -30,6 +30,9 @@ pub struct Metrics {
     pub coordinating: AtomicU64,
     /// The lease epoch this process coordinates with (0 while following or without a lease).
     pub lease_epoch: AtomicU64,
+    /// The oldest seq the output log keeps (`--log-retention`); with `--partitions`, the last
+    /// partition's to change.
+    pub log_start: AtomicU64,
     fire_latency_buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
     fire_latency_count: AtomicU64,
     fire_latency_sum_us: AtomicU64,
@@ -119,6 +122,11 @@ impl Metrics {
                 "window_node_lease_epoch",
                 "The lease epoch this process coordinates with; 0 while it follows.",
                 get(&self.lease_epoch),
+            ),
+            (
+                "window_node_output_log_start",
+                "The oldest seq the output log keeps (--log-retention dropped the windows below it; 0 while it keeps everything).",
+                get(&self.log_start),
             ),
         ] {
             let _ = writeln!(

@@ -761,6 +761,7 @@ async fn write_replies(
                         connections: shared.metrics.connections_open.load(Ordering::Relaxed),
                         refused_ahead: stats.refused_ahead,
                         refused_open_windows: stats.refused_open_windows,
+                        log_start: stats.log_start,
                     };
                     let stats = StatsReply {
                         open_windows: stats.open_windows as u64,

@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use window_testkit::calendar::utc as format_ts;
 use window_testkit::{Conn, Next, Node, Signal, TempDir, WAIT, temp_dir, wait_for, wait_until};
 
@@ -1379,4 +1379,93 @@ fn a_subscriber_that_stops_reading_is_dropped_past_its_byte_limit() {
     let mut again = subscribe(&daemon, Some(0));
     let windows = read_n(&mut again, fired, "window_closed");
     check_dense(&windows, 0);
+}
+
+/// `--log-retention` (issue 19 item 2): the output log keeps the newest windows it is told to
+/// (and every window a consumer group has not acknowledged); a `subscribe` or a new group whose
+/// `from_seq` is below the oldest kept gets error 12 naming it; `stats` and the metrics say where
+/// the log starts; the mark survives a restart.
+#[test]
+fn the_output_log_keeps_what_its_retention_says() {
+    let dir = temp_dir();
+    let args = [
+        "--window-size",
+        "1s",
+        "--allowed-lateness",
+        "0s",
+        "--idle-timeout",
+        "0s",
+        "--log-retention",
+        "6",
+    ];
+    let (daemon, metrics) = start_with_metrics(dir.path(), &args);
+    let mut client = connect(&daemon);
+    let fill = |client: &mut Conn, windows: std::ops::RangeInclusive<i64>| {
+        for k in windows {
+            ingest_ok(client, k as u64, &window_events(k), [2, 0, 0]);
+        }
+    };
+    fill(&mut client, 0..=10); // Fires windows 0..=9: seq 0..20; keeps 14..20.
+    let stats = stats_of(&mut client);
+    assert_eq!(
+        (&stats["emitted_windows"], &stats["log_start"]),
+        (&json!(20), &json!(14)),
+        "{stats}"
+    );
+    let refused = |daemon: &Node, request: Value| {
+        let mut conn = connect(daemon);
+        let reply = conn.request(&request.to_string());
+        assert_eq!(
+            (&reply["type"], &reply["code"]),
+            (&json!("error"), &json!(12)),
+            "{reply}"
+        );
+        let text = reply["text"].as_str().expect("text").to_owned();
+        assert!(
+            text.contains("seq 14") && text.contains("from_seq 13"),
+            "{text}"
+        );
+    };
+    refused(
+        &daemon,
+        json!({"type": "subscribe", "msg_id": 1, "from_seq": 13}),
+    );
+    refused(
+        &daemon,
+        json!({"type": "subscribe", "msg_id": 1, "group": "late", "from_seq": 13}),
+    );
+    let mut kept = subscribe(&daemon, Some(14));
+    let got = read_n(&mut kept, 6, "window_closed");
+    check_dense(&got, 14);
+    kept.assert_quiet(QUIET);
+    let (_, body) = scrape(metrics);
+    assert_eq!(
+        metric(&body, "window_node_output_log_start"),
+        14.0,
+        "{body}"
+    );
+
+    // A group that has not acknowledged seq 16 keeps it (and what follows) in the log.
+    let mut member = connect(&daemon);
+    let ok = member.request(
+        &json!({"type": "subscribe", "msg_id": 1, "group": "g", "from_seq": 16}).to_string(),
+    );
+    assert_eq!(ok["type"], "subscribe_ok", "{ok}");
+    fill(&mut client, 11..=15); // Seq 20..30: six back would be 24.
+    let stats = stats_of(&mut client);
+    assert_eq!(
+        (&stats["emitted_windows"], &stats["log_start"]),
+        (&json!(30), &json!(16)),
+        "{stats}"
+    );
+    drop(member);
+
+    // The mark is durable: a restarted daemon starts its log there.
+    drop(kept);
+    drop(daemon);
+    let daemon = start(dir.path(), &args);
+    let mut client = connect(&daemon);
+    assert_eq!(stats_of(&mut client)["log_start"], 16);
+    let mut again = subscribe(&daemon, Some(16));
+    check_dense(&read_n(&mut again, 14, "window_closed"), 16);
 }

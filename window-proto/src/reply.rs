@@ -235,6 +235,8 @@ pub struct HolderStats<'a> {
     pub refused_ahead: u64,
     /// Requests refused for opening more windows than allowed (`--max-open-windows`).
     pub refused_open_windows: u64,
+    /// The oldest seq the output log keeps (`--log-retention`; 0 while it keeps everything).
+    pub log_start: u64,
 }
 
 /// One partition in a partitioned node's `stats_ok`.
@@ -409,6 +411,7 @@ pub fn stats_ok(out: &mut Vec<u8>, h: &Header<'_>, stats: &StatsReply<'_>) {
             w.key("refused_ahead").int(holder.refused_ahead);
             w.key("refused_open_windows")
                 .int(holder.refused_open_windows);
+            w.key("log_start").int(holder.log_start);
         }
         if let Some(config) = &stats.config {
             w.key("config").begin_object();

@@ -16,6 +16,13 @@ use window_proto::reply::GroupStats;
 use window_proto::{ProtoError, check_group_name};
 use window_store::GroupRecord;
 
+/// The refusal of a `from_seq` below the oldest window the output log keeps.
+pub fn trimmed(from: u64, oldest: u64) -> ProtoError {
+    ProtoError::malformed(format!(
+        "from_seq {from} is below the oldest window the output log keeps (seq {oldest}; --log-retention dropped the older ones): give from_seq {oldest} or later"
+    ))
+}
+
 /// A member: one subscribed connection, named by its owner.
 pub type MemberId = u64;
 
@@ -76,6 +83,11 @@ pub struct Groups {
 }
 
 impl Groups {
+    /// The lowest seq some group has not acknowledged (what the log's retention must keep).
+    pub fn lowest_unacked(&self) -> Option<u64> {
+        self.groups.values().map(|g| g.acked_below).min()
+    }
+
     /// The groups of `records` (from the store), with nothing out: every seq delivered before
     /// and not acknowledged waits to be delivered again.
     pub fn restore(records: Vec<GroupRecord>, ack_timeout_ms: u64) -> Groups {
@@ -109,15 +121,22 @@ impl Groups {
     /// group starts at `from_seq` (a seq beyond `log_end` skips the windows before it), or at
     /// `log_end` (the next window fired) without one; an existing group ignores `from_seq`.
     /// Returns the seq the group started at.
+    /// A new group cannot start below `log_start`, the oldest window the log keeps.
     pub fn join(
         &mut self,
         name: &str,
         member: MemberId,
         max_unacked: u32,
         from_seq: Option<u64>,
-        log_end: u64,
+        (log_start, log_end): (u64, u64),
     ) -> Result<u64, ProtoError> {
         check_group_name(name)?;
+        if let Some(from) = from_seq
+            && from < log_start
+            && !self.groups.contains_key(name)
+        {
+            return Err(trimmed(from, log_start));
+        }
         if max_unacked == 0 {
             return Err(ProtoError::malformed(
                 "max_unacked must be at least 1 (windows a member may hold unacknowledged)",

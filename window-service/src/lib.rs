@@ -33,7 +33,7 @@ mod groups;
 mod remembered;
 mod service;
 
-pub use crate::groups::{Delivery, MemberId};
+pub use crate::groups::{Delivery, MemberId, trimmed};
 pub use crate::service::{
     Answer, Config, DEFAULT_ACK_TIMEOUT_MS, IDLE_TICK_MS, LateNotice, NoLog, OutputLog, OwnedEvent,
     Service, Stats, TimeBase, WATERMARK_WRITE_EVERY_MS,

@@ -59,6 +59,10 @@ pub struct Config {
     /// with error 11, to be sent again once windows have fired (`--max-open-windows`); `None`
     /// for no limit.
     pub max_open_windows: Option<usize>,
+    /// Keep at least this many of the newest fired windows in the output log (and every window a
+    /// consumer group has not acknowledged); older ones are trimmed in the batches
+    /// (`--log-retention`). `None` keeps the whole log.
+    pub log_retention: Option<u64>,
 }
 
 /// `--ack-timeout` unless told otherwise.
@@ -168,6 +172,8 @@ pub struct Stats {
     /// Requests refused because they would have opened more windows than allowed, since this
     /// process started.
     pub refused_open_windows: u64,
+    /// The oldest seq the output log keeps (`--log-retention`).
+    pub log_start: u64,
 }
 
 /// The part of the engine's state the store's meta record holds.
@@ -206,6 +212,8 @@ pub struct Service {
     /// Requests refused for an event too far ahead, since this process started.
     refused_ahead: u64,
     refused_open_windows: u64,
+    /// The oldest seq the output log keeps (its retention's mark, as committed).
+    log_start: u64,
 }
 
 impl Service {
@@ -217,6 +225,7 @@ impl Service {
             next_seq: 0,
             requests: Vec::new(),
             groups: Vec::new(),
+            log_start: 0,
         };
         Service::restore(config, opened, now)
     }
@@ -228,12 +237,14 @@ impl Service {
             next_seq,
             requests,
             groups,
+            log_start,
         } = opened;
         Service {
             groups: Groups::restore(groups, config.ack_timeout_ms),
             committed_end: next_seq,
             refused_ahead: 0,
             refused_open_windows: 0,
+            log_start,
             watermark_at_arrival: engine.watermark(),
             config,
             engine,
@@ -409,13 +420,34 @@ impl Service {
             fired: std::mem::take(&mut self.unwritten),
             requests: std::mem::take(&mut self.unwritten_requests),
             groups,
+            trim_log_below: self.trim_point(),
         })
+    }
+
+    /// Where the output log may start now: `--log-retention` windows back from its end, but
+    /// never past a window a consumer group has not acknowledged; `None` when that is not above
+    /// where it starts already.
+    fn trim_point(&self) -> Option<u64> {
+        let keep = self.config.log_retention?;
+        let mut below = self.next_seq.saturating_sub(keep.max(1));
+        if let Some(pinned) = self.groups.lowest_unacked() {
+            below = below.min(pinned);
+        }
+        (below > self.log_start).then_some(below)
+    }
+
+    /// The oldest seq the output log keeps.
+    pub fn log_start(&self) -> u64 {
+        self.log_start
     }
 
     /// Notes that `batch` (from [`Service::poll_batch`]) is committed, at `now`; returns its
     /// fired windows, to publish once the batch is synced.
     pub fn on_committed(&mut self, now: Timestamp, batch: Batch) -> Vec<OutputRecord> {
         self.written = Some((meta_of(&batch.dirty), now));
+        if let Some(below) = batch.trim_log_below {
+            self.log_start = self.log_start.max(below);
+        }
         if let Some(last) = batch.fired.last() {
             self.committed_end = last.seq + 1;
         }
@@ -431,8 +463,13 @@ impl Service {
         max_unacked: u32,
         from_seq: Option<u64>,
     ) -> Result<u64, ProtoError> {
-        self.groups
-            .join(name, member, max_unacked, from_seq, self.committed_end)
+        self.groups.join(
+            name,
+            member,
+            max_unacked,
+            from_seq,
+            (self.log_start, self.committed_end),
+        )
     }
 
     /// `member` left (its connection ended): what it held goes to the others.
@@ -498,6 +535,7 @@ impl Service {
             time: self.config.time,
             refused_ahead: self.refused_ahead,
             refused_open_windows: self.refused_open_windows,
+            log_start: self.log_start,
         }
     }
 
@@ -666,8 +704,13 @@ impl Service {
         let end = first.saturating_add(count);
         let mut records = if first < written_end {
             let limit = usize::try_from(end.min(written_end) - first).unwrap_or(usize::MAX);
-            log.read_output(first, limit)
-                .map_err(|e| ProtoError::Internal(format!("reading the output log: {e}")))?
+            log.read_output(first, limit).map_err(|e| match e {
+                StoreError::Trimmed { oldest, .. } => ProtoError::malformed(format!(
+                    "this request_id was answered before with windows seq {first} to {}, which the output log no longer keeps (--log-retention: it starts at seq {oldest}); the first answer cannot be given again: use a new request_id for a new request",
+                    end - 1
+                )),
+                e => ProtoError::Internal(format!("reading the output log: {e}")),
+            })?
         } else {
             Vec::new()
         };

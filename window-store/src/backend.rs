@@ -25,6 +25,10 @@ pub enum KvOp {
     /// [`StoreError::InvalidBatch`]. Ordered key-value backends keep it as the key
     /// `codec::output_key(seq)`; Redis keeps it in a Stream.
     Append(u64, Vec<u8>),
+    /// Remove the output log's values that hold only records below this seq (a value holding a
+    /// block of records goes once its last record is below it): the log's retention. What stays
+    /// below the seq is hidden by the store, which keeps where the log starts.
+    TrimLog(u64),
 }
 
 /// An op as ordered key-value backends (memory, sled) carry it out: the output log is keys
@@ -37,6 +41,11 @@ pub(crate) enum Plain {
         fresh: bool,
     },
     DeletePrefix(Vec<u8>),
+    /// Remove the keys from `from` (inclusive) to `to` (exclusive).
+    DeleteRange {
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
     /// Refuse the batch unless the key holds the value (`None`: is absent).
     Expect {
         key: Vec<u8>,
@@ -63,6 +72,10 @@ impl KvOp {
                 fresh: true,
             },
             KvOp::DeletePrefix(prefix) => Plain::DeletePrefix(prefix),
+            KvOp::TrimLog(below) => Plain::DeleteRange {
+                from: codec::output_key(0),
+                to: codec::output_key(below),
+            },
             KvOp::Expect(key, value) => Plain::Expect { key, value },
         }
     }

@@ -60,6 +60,8 @@ pub enum StoredPayload {
 
 /// Key of the meta record.
 pub const META_KEY: &[u8] = b"M";
+/// Key of where the output log starts (the retention's mark; absent: seq 0), a big-endian u64.
+pub const LOG_START_KEY: &[u8] = b"L";
 /// Prefix of window records.
 pub const WINDOW_PREFIX: u8 = b'W';
 /// Prefix of output records.

@@ -57,6 +57,17 @@ pub enum StoreError {
         /// epoch, or the seqs missing from the output log.
         reason: String,
     },
+    /// The output log no longer holds the records asked for: its retention dropped every record
+    /// below `oldest`.
+    #[error(
+        "the output log keeps seq {oldest} and later (its retention dropped the older windows); seq {from} is gone: read from seq {oldest} or later"
+    )]
+    Trimmed {
+        /// The first seq asked for.
+        from: u64,
+        /// The oldest seq the log keeps.
+        oldest: u64,
+    },
     /// A batch broke the store's rules (a bug in the caller, not bad data).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

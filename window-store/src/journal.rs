@@ -113,6 +113,7 @@ const PUT_NEW: u8 = 1;
 const DELETE_PREFIX: u8 = 2;
 const APPEND: u8 = 3;
 const EXPECT: u8 = 4;
+const TRIM_LOG: u8 = 5;
 
 /// A journal record: the version, the number of ops, then each op (a tag, then its key or
 /// sequence number and its value, each length-prefixed).
@@ -124,6 +125,7 @@ pub fn encode(ops: &[KvOp]) -> Vec<u8> {
                 KvOp::Put(k, v) | KvOp::PutNew(k, v) => k.len() + v.len() + 8,
                 KvOp::DeletePrefix(p) => p.len() + 4,
                 KvOp::Append(_, v) => v.len() + 12,
+                KvOp::TrimLog(_) => 8,
                 KvOp::Expect(k, v) => k.len() + v.as_ref().map_or(0, Vec::len) + 9,
             }
         })
@@ -149,6 +151,10 @@ pub fn encode(ops: &[KvOp]) -> Vec<u8> {
             KvOp::DeletePrefix(p) => {
                 out.push(DELETE_PREFIX);
                 bytes(&mut out, p);
+            }
+            KvOp::TrimLog(below) => {
+                out.push(TRIM_LOG);
+                out.extend_from_slice(&below.to_le_bytes());
             }
             KvOp::Append(seq, v) => {
                 out.push(APPEND);
@@ -196,6 +202,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<KvOp>, StoreError> {
                 let seq = u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"));
                 KvOp::Append(seq, r.bytes()?)
             }
+            TRIM_LOG => KvOp::TrimLog(u64::from_le_bytes(r.take(8)?.try_into().expect("8 bytes"))),
             EXPECT => {
                 let key = r.bytes()?;
                 let value = match r.take(1)?[0] {
@@ -1043,6 +1050,7 @@ fn op_bytes(op: &KvOp) -> usize {
         KvOp::DeletePrefix(p) => p.len(),
         KvOp::Append(_, v) => v.len(),
         KvOp::Expect(k, v) => k.len() + v.as_ref().map_or(0, Vec::len),
+        KvOp::TrimLog(_) => 8,
     }
 }
 
@@ -1214,6 +1222,12 @@ mod tests {
                 }
                 KvOp::DeletePrefix(prefix) => {
                     for (key, _) in before.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+                        batch.insert(key.clone(), None);
+                    }
+                }
+                KvOp::TrimLog(below) => {
+                    let (from, to) = (codec::output_key(0), codec::output_key(below));
+                    for (key, _) in before.iter().filter(|(k, _)| *k >= from && *k < to) {
                         batch.insert(key.clone(), None);
                     }
                 }

@@ -10,8 +10,8 @@ use window_core::{ClosedWindow, EngineSnapshot, Payload, WindowKey, WindowSnapsh
 
 use crate::backend::{KvBackend, KvOp};
 use crate::codec::{
-    self, GROUP_PREFIX, Header, META_KEY, Meta, Payloads, REQUEST_PREFIX, StoredPayload,
-    WINDOW_PREFIX,
+    self, GROUP_PREFIX, Header, LOG_START_KEY, META_KEY, Meta, Payloads, REQUEST_PREFIX,
+    StoredPayload, WINDOW_PREFIX,
 };
 use crate::error::StoreError;
 use crate::journal::{self, Journal, Policy};
@@ -26,6 +26,8 @@ pub struct KvStore<B> {
     backend: B,
     /// The meta record as last committed (read once at recovery).
     meta: Option<Meta>,
+    /// The oldest seq the output log keeps (its retention's mark; read at recovery).
+    log_start: u64,
     /// Where payload texts go, when the store keeps them apart from its records.
     payloads: Option<LoggedPayloads>,
     /// With a journal, each batch is one record, compacted in the background (see `journal`).
@@ -117,6 +119,7 @@ impl<B: KvBackend> KvStore<B> {
         KvStore {
             backend,
             meta: None,
+            log_start: 0,
             payloads: None,
             journal: None,
             overlay: None,
@@ -440,6 +443,13 @@ impl<B: KvBackend> KvStore<B> {
         windows.sort_by(|a, b| a.window.cmp(&b.window));
         let requests = self.recover_requests()?;
         let groups = self.read_all(GROUP_PREFIX, codec::decode_group)?;
+        let log_start = match self.source().get(LOG_START_KEY)? {
+            None => 0,
+            Some(value) => u64::from_be_bytes(value.as_slice().try_into().map_err(|_| {
+                StoreError::corrupt(LOG_START_KEY, "the log start is not 8 bytes".to_owned())
+            })?),
+        };
+        self.log_start = log_start;
         Ok(Some(Recovered {
             snapshot: EngineSnapshot {
                 windows,
@@ -450,6 +460,7 @@ impl<B: KvBackend> KvStore<B> {
             next_seq: meta.next_seq,
             requests,
             groups,
+            log_start,
         }))
     }
 
@@ -544,11 +555,24 @@ impl<B: KvBackend> KvStore<B> {
         meta.watermark = batch.dirty.watermark;
         meta.counters = batch.dirty.counters;
         ops.push(KvOp::Put(META_KEY.to_vec(), codec::encode_meta(&meta)));
+        // The retention: the mark first (what reads obey), then the records below it go.
+        let log_start = match batch.trim_log_below {
+            Some(below) if below > self.log_start && below < meta.next_seq => {
+                ops.push(KvOp::Put(
+                    LOG_START_KEY.to_vec(),
+                    below.to_be_bytes().to_vec(),
+                ));
+                ops.push(KvOp::TrimLog(below));
+                below
+            }
+            _ => self.log_start,
+        };
         match &mut self.journal {
             Some(journal) => journal.commit(&mut self.backend, ops)?,
             None => self.backend.apply(ops)?,
         }
         self.meta = Some(meta);
+        self.log_start = log_start;
         Ok(())
     }
 
@@ -567,6 +591,12 @@ impl<B: KvBackend> KvStore<B> {
     }
 
     fn read_log(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError> {
+        if from < self.log_start {
+            return Err(StoreError::Trimmed {
+                from,
+                oldest: self.log_start,
+            });
+        }
         // Records not compacted yet first: every committed record below the lowest of them is
         // in the backend's log (the compactor forgets a record only once it is there).
         let (pending, lowest) = match &self.journal {

@@ -104,13 +104,15 @@ pub struct Opened {
     pub requests: Vec<RememberedRequest>,
     /// Every consumer group's durable state.
     pub groups: Vec<GroupRecord>,
+    /// The oldest seq the output log keeps (0 unless a retention trimmed it).
+    pub log_start: u64,
 }
 
 /// Restores an engine and the remembered requests from `store`, or starts afresh.
 ///
 /// Checks first that the output log ends where the recovered `next_seq` says (its last record
-/// is `next_seq - 1`, none above) and starts at seq 0: a log that lost records (its tail, or its
-/// head) is an error, never a state to carry on from. Two short reads, whatever the log's
+/// is `next_seq - 1`, none above) and starts where its retention left it (seq 0 without one): a
+/// log that lost records (its tail, or its head) is an error, never a state to carry on from. Two short reads, whatever the log's
 /// length; the Redis backend also checks, while recovering, that nothing is missing between.
 pub fn open(
     store: &mut dyn WindowStore,
@@ -118,7 +120,7 @@ pub fn open(
 ) -> Result<Opened, StoreError> {
     let recovered = store.recover()?;
     if let Some(recovered) = &recovered {
-        check_output_log(store, recovered.next_seq)?;
+        check_output_log(store, recovered.log_start, recovered.next_seq)?;
     }
     let mut opened = match recovered {
         Some(recovered) => Opened {
@@ -126,21 +128,23 @@ pub fn open(
             next_seq: recovered.next_seq,
             requests: recovered.requests,
             groups: recovered.groups,
+            log_start: recovered.log_start,
         },
         None => Opened {
             engine: window_core::Engine::new(config),
             next_seq: 0,
             requests: Vec::new(),
             groups: Vec::new(),
+            log_start: 0,
         },
     };
     opened.engine.track_changes();
     Ok(opened)
 }
 
-/// Checks that the output log holds seq 0 and `next_seq - 1` and nothing at or above `next_seq`
-/// (see [`open`]).
-fn check_output_log(store: &dyn WindowStore, next_seq: u64) -> Result<(), StoreError> {
+/// Checks that the output log holds `start` (seq 0 unless a retention trimmed it) and
+/// `next_seq - 1` and nothing at or above `next_seq` (see [`open`]).
+fn check_output_log(store: &dyn WindowStore, start: u64, next_seq: u64) -> Result<(), StoreError> {
     let corrupt = |seq: u64, reason: String| {
         Err(StoreError::corrupt(
             &codec::output_key(seq),
@@ -150,24 +154,24 @@ fn check_output_log(store: &dyn WindowStore, next_seq: u64) -> Result<(), StoreE
         ))
     };
     let Some(last) = next_seq.checked_sub(1) else {
-        return match store.read_output(0, 1)?.first() {
+        return match store.read_output(start, 1)?.first() {
             Some(record) => corrupt(record.seq, format!("the log holds seq {}", record.seq)),
             None => Ok(()),
         };
     };
-    match store.read_output(0, 1)?.first() {
-        Some(record) if record.seq == 0 => {}
+    match store.read_output(start, 1)?.first() {
+        Some(record) if record.seq == start => {}
         Some(record) => {
             return corrupt(
-                0,
+                start,
                 format!(
-                    "the log starts at seq {}: seqs 0-{} are missing",
+                    "the log starts at seq {}: seqs {start}-{} are missing",
                     record.seq,
                     record.seq - 1
                 ),
             );
         }
-        None => return corrupt(0, "the log is empty".to_owned()),
+        None => return corrupt(start, "the log is empty".to_owned()),
     }
     let tail: Vec<u64> = store
         .read_output(last, 2)?

@@ -48,6 +48,13 @@ impl KvBackend for MemoryBackend {
                     self.map.insert(key, value);
                 }
                 Plain::Expect { .. } => {}
+                Plain::DeleteRange { from, to } => {
+                    let doomed: Vec<Vec<u8>> =
+                        self.map.range(from..to).map(|(k, _)| k.clone()).collect();
+                    for key in doomed {
+                        self.map.remove(&key);
+                    }
+                }
                 Plain::DeletePrefix(prefix) => {
                     let doomed: Vec<Vec<u8>> = self
                         .map

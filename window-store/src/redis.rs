@@ -489,8 +489,14 @@ impl KvBackend for RedisBackend {
             Identity::Known(_) => b"known".as_slice(),
             Identity::Proposed(_) => b"new".as_slice(),
         }));
+        if ops.iter().any(|op| matches!(op, KvOp::TrimLog(_))) {
+            return Err(StoreError::InvalidBatch(
+                "the Redis store keeps its whole output log (no retention yet: its recovery checks that no entry was ever deleted)".to_owned(),
+            ));
+        }
         for op in &ops {
             match op {
+                KvOp::TrimLog(_) => {}
                 KvOp::Put(key, value) => args.extend([
                     Cow::Borrowed(b"P".as_slice()),
                     Cow::Borrowed(key.as_slice()),

@@ -355,6 +355,12 @@ impl KvBackend for SledBackend {
             match op {
                 Plain::Put { key, value, .. } => batch.insert(key, value),
                 Plain::Expect { .. } => {}
+                Plain::DeleteRange { from, to } => {
+                    for item in self.db.range(from..to) {
+                        let (key, _) = item.map_err(backend)?;
+                        batch.remove(key);
+                    }
+                }
                 Plain::DeletePrefix(prefix) => {
                     for item in self.db.scan_prefix(&prefix) {
                         let (key, _) = item.map_err(backend)?;

@@ -28,7 +28,8 @@ pub trait WindowStore: Send {
         Ok(())
     }
 
-    /// Output records with `seq >= from`, in order, at most `limit`.
+    /// Output records with `seq >= from`, in order, at most `limit`;
+    /// [`StoreError::Trimmed`] when `from` is below the oldest record the log keeps.
     fn read_output(&self, from: u64, limit: usize) -> Result<Vec<OutputRecord>, StoreError>;
 }
 
@@ -43,6 +44,9 @@ pub struct Batch {
     pub requests: Vec<RememberedRequest>,
     /// Consumer groups whose state changed, each written whole.
     pub groups: Vec<GroupRecord>,
+    /// The output log's retention: from this batch on the log starts at this seq (records below
+    /// it are dropped or hidden). Ignored unless it is above where the log starts now.
+    pub trim_log_below: Option<u64>,
 }
 
 /// The durable state of one consumer group: where it is in the output log and what its members
@@ -121,4 +125,6 @@ pub struct Recovered {
     pub requests: Vec<RememberedRequest>,
     /// Every consumer group, by name.
     pub groups: Vec<GroupRecord>,
+    /// The oldest seq the output log keeps (0 unless a retention trimmed it).
+    pub log_start: u64,
 }

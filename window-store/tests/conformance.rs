@@ -154,6 +154,7 @@ fn commit(
             fired: fired.clone(),
             requests: Vec::new(),
             groups: Vec::new(),
+            trim_log_below: None,
         })
         .expect("commit");
     store.sync().expect("sync");
@@ -396,6 +397,7 @@ fn a_batch_that_breaks_the_sequence_is_rejected() {
         }],
         requests: Vec::new(),
         groups: Vec::new(),
+        trim_log_below: None,
     };
     assert!(matches!(
         store.commit(&batch),
@@ -495,6 +497,7 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
                 fired: Vec::new(),
                 requests: first.to_vec(),
                 groups: Vec::new(),
+                trim_log_below: None,
             })
             .unwrap_or_else(|e| panic!("{name}: commit: {e}"));
         store.sync().unwrap();
@@ -513,6 +516,7 @@ fn remembered_requests_survive_a_reopen_and_the_ring_keeps_the_newest() {
                 fired: Vec::new(),
                 requests: vec![wrapped.clone()],
                 groups: Vec::new(),
+                trim_log_below: None,
             })
             .unwrap_or_else(|e| panic!("{name}: commit: {e}"));
         store.sync().unwrap();
@@ -570,6 +574,7 @@ fn consumer_groups_survive_a_reopen_each_written_whole() {
                 fired: Vec::new(),
                 requests: Vec::new(),
                 groups,
+                trim_log_below: None,
             })
             .expect("commit");
         store.sync().expect("sync");
@@ -746,4 +751,103 @@ fn payload_log_bytes(dir: &Path) -> u64 {
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum()
+}
+
+/// The output log's retention (`Batch::trim_log_below`): reads below the mark are refused,
+/// naming the oldest seq kept, the records from the mark on are all there, and the mark survives
+/// a reopen, whose checks start at it.
+fn the_log_retention_trims_and_survives_a_reopen(h: &mut dyn Harness) {
+    let config = EngineConfig {
+        frame: IdFrame::Utc,
+        purge: PurgePolicy {
+            max_events: NonZeroU32::new(1),
+            max_age_ms: None,
+        },
+        allowed_lateness_ms: None,
+        late: LatePolicy::Drop,
+    };
+    let size = SizeMs::new(10).unwrap();
+    let mut store = h.fresh();
+    let (mut engine, mut next_seq) = open_engine(&mut *store, config).expect("open");
+    let mut fire =
+        |engine: &mut Engine, store: &mut dyn WindowStore, id: i64, trim: Option<u64>| {
+            engine
+                .handle_events(
+                    Timestamp::from_millis(id),
+                    size,
+                    vec![Event {
+                        id: EventId::Int(id),
+                        ts: Timestamp::from_millis(id * 10),
+                        key: None,
+                        value: None,
+                        payload: None,
+                    }],
+                )
+                .expect("events");
+            let fired: Vec<OutputRecord> = std::iter::from_fn(|| engine.poll_closed())
+                .map(|window| {
+                    next_seq += 1;
+                    OutputRecord {
+                        seq: next_seq - 1,
+                        epoch: 1,
+                        window,
+                    }
+                })
+                .collect();
+            assert_eq!(fired.len(), 1, "one event, one window (--max-events 1)");
+            store
+                .commit(&Batch {
+                    dirty: engine.take_dirty(),
+                    fired,
+                    requests: Vec::new(),
+                    groups: Vec::new(),
+                    trim_log_below: trim,
+                })
+                .expect("commit");
+            store.sync().expect("sync");
+        };
+    for id in 0..30 {
+        fire(&mut engine, &mut *store, id, None);
+    }
+    assert_eq!(store.read_output(0, 100).expect("whole log").len(), 30);
+    // Seq 30 fires in the batch that moves the mark to 20.
+    fire(&mut engine, &mut *store, 30, Some(20));
+    let refused = store.read_output(5, 10).expect_err("below the mark");
+    assert!(
+        matches!(
+            refused,
+            StoreError::Trimmed {
+                from: 5,
+                oldest: 20
+            }
+        ),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("seq 20"), "{refused}");
+    let kept: Vec<u64> = store
+        .read_output(20, 100)
+        .expect("from the mark")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(kept, (20..=30).collect::<Vec<_>>());
+    // A mark at or below the current one changes nothing.
+    fire(&mut engine, &mut *store, 31, Some(10));
+    assert!(store.read_output(19, 1).is_err());
+    store = h.reopen(store);
+    let opened = window_store::open(&mut *store, config).expect("reopen from the mark");
+    assert_eq!((opened.log_start, opened.next_seq), (20, 32));
+    let kept = store.read_output(0, 100);
+    assert!(matches!(kept, Err(StoreError::Trimmed { oldest: 20, .. })));
+    assert_eq!(store.read_output(20, 100).expect("kept").len(), 12);
+}
+
+#[test]
+fn memory_store_keeps_its_log_from_the_retention_mark() {
+    the_log_retention_trims_and_survives_a_reopen(&mut Memory);
+}
+
+#[test]
+fn sled_store_keeps_its_log_from_the_retention_mark() {
+    the_log_retention_trims_and_survives_a_reopen(&mut Sled::new());
 }

@@ -85,6 +85,7 @@ fn commit(
             fired,
             requests: Vec::new(),
             groups: Vec::new(),
+            trim_log_below: None,
         })
         .expect("commit");
 }

@@ -69,6 +69,7 @@ fn run(
                 fired,
                 requests: Vec::new(),
                 groups: Vec::new(),
+                trim_log_below: None,
             })
             .expect("commit");
         store.sync().expect("sync");

@@ -572,6 +572,7 @@ fn commit(
         fired,
         requests: Vec::new(),
         groups: Vec::new(),
+        trim_log_below: None,
     })?;
     store.sync()?;
     *next_seq = seq;

@@ -35,6 +35,7 @@ fn commit(
             fired,
             requests: Vec::new(),
             groups: Vec::new(),
+            trim_log_below: None,
         })
         .expect("commit");
     store.sync().expect("sync");

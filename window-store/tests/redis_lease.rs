@@ -183,6 +183,7 @@ fn commit(engine: &mut Engine, store: &mut dyn WindowStore) -> Result<(), StoreE
         fired: Vec::new(),
         requests: Vec::new(),
         groups: Vec::new(),
+        trim_log_below: None,
     })
 }
 
