@@ -274,8 +274,12 @@ impl Driver {
             max_open_windows: config.max_open_windows,
             log_retention: config.log_retention,
         };
+        let service = Service::restore(service_config, opened, clock.now());
+        metrics
+            .log_start
+            .store(service.log_start(), std::sync::atomic::Ordering::Relaxed);
         Ok(Driver {
-            service: Service::restore(service_config, opened, clock.now()),
+            service,
             config,
             store,
             publish,

@@ -209,9 +209,9 @@ enum Stop {
     /// Give the lease up and go on following (a partition handed over to another node, after its
     /// driver drained and synced).
     HandOver,
-    /// Give the lease up and contend again at once (the holding's driver stopped on a store
-    /// failure; the next holding recovers from Redis).
-    StepDown,
+    /// Give up the holding with this epoch and contend again after a pause (its driver stopped
+    /// on a store failure; the next holding recovers from Redis).
+    StepDown(u64),
 }
 
 impl LeaseKeeper {
@@ -293,13 +293,18 @@ impl LeaseKeeper {
         }
     }
 
-    /// Gives the lease up (when Redis answers; otherwise it ends by its ttl) and goes on
-    /// contending at once: a holding whose driver stopped because the store failed. Call it only
-    /// after that driver stopped.
-    pub fn step_down(&self) {
+    /// Ends the holding with `epoch` (ignored when the keeper no longer holds it, or holds a
+    /// later one): reports following, gives the lease up (when Redis answers; otherwise it ends
+    /// by its ttl), and contends again after [`STEP_DOWN_PAUSE`], so that another node may take
+    /// it first. For a holding whose driver stopped because the store failed: call it only after
+    /// that driver stopped. Resolves once the role has left `Holding { epoch }`, so that the next
+    /// holding seen is a new one.
+    pub async fn step_down(&self, epoch: u64) {
         if let Some(stop) = &self.stop {
-            let _ = stop.send(Stop::StepDown);
+            let _ = stop.send(Stop::StepDown(epoch));
         }
+        let mut role = self.role();
+        let _ = role.wait_for(|role| *role != Role::Holding { epoch }).await;
     }
 
     /// Gives the lease up and waits for the thread (a clean shutdown, after the last sync).
@@ -340,6 +345,11 @@ struct Keeper {
 
 /// A follower looks at the lease at least this often.
 const FOLLOWER_POLL: Duration = Duration::from_millis(200);
+
+/// After stepping down, the keeper leaves the lease alone this long (a third of the ttl at most):
+/// a follower, which looks every [`FOLLOWER_POLL`], may take it first, so a node whose holdings
+/// keep failing does not keep the lease from a healthy one.
+const STEP_DOWN_PAUSE: Duration = Duration::from_secs(1);
 
 /// How long to wait before trying again after Redis failed to answer.
 const RETRY_AFTER_ERROR: Duration = Duration::from_millis(100);
@@ -521,8 +531,18 @@ impl Keeper {
         match self.stopped.recv_timeout(wait) {
             Err(RecvTimeoutError::Timeout) => false,
             Ok(order) => {
+                if let Stop::StepDown(epoch) = order
+                    && self.held.is_none_or(|held| held.epoch != epoch)
+                {
+                    // That holding ended already (and a later one is not this order's).
+                    return false;
+                }
                 if let Some(held) = self.held {
                     self.hold_nothing();
+                    if matches!(order, Stop::StepDown(_)) {
+                        // Said before the release, which may wait for a Redis that is away.
+                        self.follow(Role::Following { holder: None });
+                    }
                     match self.lease.release(&self.me, held.epoch) {
                         Ok(true) => tracing::info!(epoch = held.epoch, "released the lease"),
                         Ok(false) => {
@@ -535,7 +555,10 @@ impl Keeper {
                 }
                 match order {
                     Stop::Release => true,
-                    Stop::StepDown => {
+                    Stop::StepDown(_) => {
+                        let pause = self.config.renew_every().min(STEP_DOWN_PAUSE);
+                        let pause = i64::try_from(pause.as_millis()).unwrap_or(i64::MAX);
+                        self.shun_until = self.clock.now().checked_add(pause);
                         self.follow(Role::Following { holder: None });
                         false
                     }

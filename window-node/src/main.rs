@@ -17,6 +17,7 @@ mod node;
 mod options;
 mod partitions;
 mod recovery;
+mod redis_faults;
 mod router;
 mod serve;
 mod stdin;

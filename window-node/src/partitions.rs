@@ -36,12 +36,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use window_store::{RedisMembership, RedisStore};
 
+use crate::driver::DriverStopped;
 use crate::driver::{Command, DriverConfig, RunningDriver, blocking};
-use crate::driver::{DriverError, DriverStopped};
 use crate::lease_redis::{
     LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Quota, Role, holding, holding_ended,
 };
 use crate::metrics::Metrics;
+use crate::redis_faults::{mendable, mendable_error, namespace_lost};
 use crate::upstream::Coordinator;
 use window_cluster::lease::{LeaseConfig, fair_share, hand_over};
 use window_cluster::partition::{namespace_of, partition_of};
@@ -183,8 +184,9 @@ impl Partitions {
 
     /// Serves the partitions this node holds, hands over what is above its share, and takes
     /// what others hand over, until `stopped` turns true (then every held partition drains,
-    /// syncs and is released, and the node leaves the members) or a partition's lease is lost
-    /// (an error: fail-stop).
+    /// syncs and is released, and the node leaves the members) or a partition meets what Redis
+    /// cannot mend (a namespace lost, a broken record or batch, a driver that panicked: an
+    /// error, and the process stops). A lost lease or a Redis fault ends that holding only.
     pub async fn run(
         self,
         setup: Arc<Setup>,
@@ -250,7 +252,7 @@ impl Partitions {
                 }
             }
         };
-        // Fail-stop: the process exits; its membership and leases end by their ttl.
+        // Stopping on an error: the process exits; its membership and leases end by their ttl.
         drop(release);
         result
     }
@@ -306,19 +308,18 @@ async fn keep_partition(
         });
         let mut running = match opened {
             Ok(running) => running,
-            Err(error) if namespace_lost(&error) => {
-                return Err(error.context(format!("recovering partition {partition}")));
-            }
-            Err(error) => {
+            Err(error) if mendable_error(&error) => {
                 // Redis went away (or refused) between the lease and the recovery: contend again.
                 tracing::warn!(
                     partition,
                     epoch,
                     "recovering partition {partition} failed; stepping down and contending again: {error:#}"
                 );
-                keeper.step_down();
-                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+                keeper.step_down(epoch).await;
                 continue;
+            }
+            Err(error) => {
+                return Err(error.context(format!("recovering partition {partition}")));
             }
         };
         table.set_local(partition, Some(running.commands()));
@@ -340,19 +341,22 @@ async fn keep_partition(
             Next::Failed(stopped) => {
                 table.set_local(partition, None);
                 setup.metrics.coordinating.fetch_sub(1, Ordering::Relaxed);
+                let may_mend = mendable(&stopped);
                 let error = anyhow::Error::new(stopped);
                 if namespace_lost(&error) {
                     return Err(
                         error.context(format!("partition {partition} stopped: {NAMESPACE_LOST}"))
                     );
                 }
+                if !may_mend {
+                    return Err(error.context(format!("partition {partition} stopped")));
+                }
                 tracing::warn!(
                     partition,
                     epoch,
                     "partition {partition} stopped; stepping down and contending again (the next holding recovers from Redis): {error:#}"
                 );
-                keeper.step_down();
-                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+                keeper.step_down(epoch).await;
                 continue;
             }
             Next::Lost(LeaseEnded::NamespaceLost(error)) => {
@@ -401,30 +405,6 @@ async fn keep_partition(
             }
         }
     }
-}
-
-/// How long a node that stepped down from a partition waits before it may take it again: a
-/// moment for Redis to recover, and for a node with room to take it first.
-const STEP_DOWN_PAUSE: Duration = Duration::from_millis(200);
-
-/// Whether `error` (or what caused it) is a Redis namespace lost or replaced: never retried.
-pub fn namespace_lost(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        matches!(
-            cause.downcast_ref::<window_store::StoreError>(),
-            Some(window_store::StoreError::NamespaceLost { .. })
-        ) || matches!(
-            cause.downcast_ref::<DriverError>(),
-            Some(DriverError::Store(
-                window_store::StoreError::NamespaceLost { .. }
-            ))
-        ) || matches!(
-            cause.downcast_ref::<DriverStopped>(),
-            Some(DriverStopped::Failed(DriverError::Store(
-                window_store::StoreError::NamespaceLost { .. }
-            )))
-        )
-    })
 }
 
 /// This node's membership: a thread that announces it every third of the lease ttl and sets the

@@ -24,6 +24,7 @@ use crate::line_budget::LineBudget;
 use crate::metrics::{self, Metrics};
 use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
 use crate::partitions::{self, Partitions};
+use crate::redis_faults;
 use crate::router::Links;
 use crate::tcp::{self, Route, Shared};
 use crate::upstream::Coordinator;
@@ -463,10 +464,7 @@ async fn hold(
             // The driver has answered every request it held (error 13 or 11); the connections'
             // writers send those answers now. Give them a moment.
             tokio::time::sleep(REPLY_GRACE).await;
-            if !redis || matches!(
-                stopped,
-                DriverStopped::Failed(DriverError::Store(StoreError::NamespaceLost { .. }))
-            ) {
+            if !redis || !redis_faults::mendable(&stopped) {
                 // Fail-stop: the file lease is let go when the process returns.
                 let advice = stopped_early(&stopped);
                 return Err(anyhow::Error::new(stopped).context(advice));
@@ -580,8 +578,10 @@ async fn serve_redis(
                     epoch,
                     "opening the Redis store failed; stepping down and contending again: {error}"
                 );
-                keeper.step_down();
-                tokio::time::sleep(STEP_DOWN_PAUSE).await;
+                if !step_down(&keeper, epoch, &mut stopped).await {
+                    keeper.release();
+                    return Ok(());
+                }
                 continue;
             }
         };
@@ -595,7 +595,7 @@ async fn serve_redis(
         };
         let ended = match hold(args, held, listener, &metrics, me, &stopped).await {
             Ok(ended) => ended,
-            Err(error) if !partitions::namespace_lost(&error) && !*stopped.borrow() => {
+            Err(error) if redis_faults::mendable_error(&error) && !*stopped.borrow() => {
                 // Recovery failed (Redis went away again): contend again.
                 Ended::SteppedDown {
                     why: format!("{error:#}"),
@@ -616,18 +616,24 @@ async fn serve_redis(
                     epoch,
                     "stepped down: {why}; nothing unacknowledged was kept (clients resend); contending for the lease again, and following meanwhile"
                 );
-                if store_failed {
-                    keeper.step_down();
+                // A lost lease ended the holding already; a failed store leaves it to end here.
+                if store_failed && !step_down(&keeper, epoch, &mut stopped).await {
+                    keeper.release();
+                    return Ok(());
                 }
-                tokio::time::sleep(STEP_DOWN_PAUSE).await;
             }
         }
     }
 }
 
-/// How long a holder that stepped down waits before it may take the lease again: a moment for
-/// Redis to recover, and for another node to take it first.
-const STEP_DOWN_PAUSE: Duration = Duration::from_millis(200);
+/// Ends the holding with `epoch` and waits until the keeper has left it; false when told to
+/// stop first.
+async fn step_down(keeper: &LeaseKeeper, epoch: u64, stopped: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = keeper.step_down(epoch) => true,
+        _ = stopped.wait_for(|stop| *stop) => false,
+    }
+}
 
 /// The daemon's windows and firing rules, from its options (epoch 0 until a lease is held).
 fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {

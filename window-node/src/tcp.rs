@@ -892,7 +892,15 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
         };
         subscription = match rx.await {
             Ok(Ok(s)) => s,
-            _ => return,
+            Ok(Err(error)) => {
+                // The log's retention passed the subscriber while it paged (error 12 names the
+                // oldest seq kept), or the log could not be read: said, then closed.
+                reply::error(&mut out, &event_to.header(shared.style), &error);
+                let _ = write.write_all(&out).await;
+                let _ = write.flush().await;
+                return;
+            }
+            Err(_) => return,
         };
         next = subscription.next_seq;
     };

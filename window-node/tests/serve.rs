@@ -1166,6 +1166,7 @@ fn stats_ok_reports_every_field() {
         "connections",
         "refused_ahead",
         "refused_open_windows",
+        "log_start",
         "config",
     ];
     let positions: Vec<usize> = fields
@@ -1188,7 +1189,7 @@ fn stats_ok_reports_every_field() {
             "type": "stats_ok", "in_reply_to": 1, "open_windows": 0, "buffered_events": 0,
             "emitted_windows": 0, "accepted": 0, "duplicates": 0, "late": 0, "watermark": null,
             "lease_holder": daemon.addr.to_string(), "epoch": 1, "connections": 1,
-            "refused_ahead": 0, "refused_open_windows": 0, "config": {"window_size_ms": 1000, "time": "event", "allowed_lateness_ms": 0,
+            "refused_ahead": 0, "refused_open_windows": 0, "log_start": 0, "config": {"window_size_ms": 1000, "time": "event", "allowed_lateness_ms": 0,
                        "max_events": null, "max_age_ms": null}
         })
     );
@@ -1215,7 +1216,7 @@ fn stats_ok_reports_every_field() {
             "type": "stats_ok", "in_reply_to": 999, "open_windows": 1, "buffered_events": 1,
             "emitted_windows": 2, "accepted": 3, "duplicates": 1, "late": 1,
             "watermark": format_ts(BASE + 1_100), "lease_holder": daemon.addr.to_string(), "epoch": 1,
-            "connections": 2, "refused_ahead": 0, "refused_open_windows": 0, "config": empty["config"]
+            "connections": 2, "refused_ahead": 0, "refused_open_windows": 0, "log_start": 0, "config": empty["config"]
         })
     );
 }

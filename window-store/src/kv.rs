@@ -293,8 +293,10 @@ impl<B: KvBackend> KvStore<B> {
         let mut overlay = MemoryBackend::default();
         let mut stored = HashSet::new();
         let mut copied = Vec::new();
-        if let Some(meta) = self.backend.get(META_KEY)? {
-            copied.push(KvOp::Put(META_KEY.to_vec(), meta));
+        for key in [META_KEY, LOG_START_KEY] {
+            if let Some(value) = self.backend.get(key)? {
+                copied.push(KvOp::Put(key.to_vec(), value));
+            }
         }
         for prefix in [WINDOW_PREFIX, REQUEST_PREFIX, GROUP_PREFIX] {
             let prefix = [prefix];

@@ -9,8 +9,9 @@
 //! Durability: [`PayloadLog::write_durable`] writes and `fdatasync`s what was appended before
 //! the store applies the batch that refers to it, so no durable record can point at bytes that
 //! are not. Bytes appended by a batch that then failed or was lost in a crash are never referred
-//! to and stay as dead space; a reopened log appends after them. Segments are never removed:
-//! the output log they serve is kept whole too.
+//! to and stay as dead space; a reopened log appends after them. Segments are never removed,
+//! even when `--log-retention` dropped every output record that referred to them: with payloads
+//! the retention bounds the output log's records, not this log's bytes (a known gap).
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};

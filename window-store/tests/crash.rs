@@ -22,6 +22,8 @@ use window_store::{Batch, CompactionPolicy, OutputRecord, SledStore, WindowStore
 use window_testkit::{Process, Stderr, count_from_env, temp_dir};
 
 const CHILD_DIR: &str = "WINDOW_STORE_CRASH_DIR";
+/// Set for the retention child (see [`retention_child`]).
+const CHILD_RETENTION: &str = "WINDOW_STORE_CRASH_RETENTION";
 const CHILD_START: &str = "WINDOW_STORE_CRASH_START";
 /// Set for a child whose journal compactor runs rounds back to back, so that most kills land
 /// inside a compaction.
@@ -161,12 +163,110 @@ fn run_child(dir: &Path, start: u64, lifetime: Duration, compacting: bool) -> Op
     reader.join().expect("reader")
 }
 
+/// The retention child: fires 30 windows, moves the log's start to 20 and lets that compact;
+/// then, with a compactor that waits an hour, commits one more batch that moves no mark, syncs
+/// it (in the journal only), says `ready` and waits for its SIGKILL.
+#[allow(clippy::print_stdout)] // The child reports to the parent on stdout.
+fn retention_child(dir: &Path) {
+    let size = SizeMs::new(SIZE_MS).expect("size");
+    let one_each = EngineConfig {
+        purge: PurgePolicy {
+            max_events: NonZeroU32::new(1),
+            max_age_ms: None,
+        },
+        ..config()
+    };
+    let step = |engine: &mut Engine, store: &mut SledStore, next_seq: &mut u64, n: u64, trim| {
+        engine
+            .handle_events(Timestamp::from_millis(n as i64), size, vec![event(n)])
+            .expect("events");
+        let fired: Vec<OutputRecord> = std::iter::from_fn(|| engine.poll_closed())
+            .map(|window| {
+                *next_seq += 1;
+                OutputRecord {
+                    seq: *next_seq - 1,
+                    epoch: 0,
+                    window,
+                }
+            })
+            .collect();
+        store
+            .commit(&Batch {
+                dirty: engine.take_dirty(),
+                fired,
+                requests: Vec::new(),
+                groups: Vec::new(),
+                trim_log_below: trim,
+            })
+            .expect("commit");
+        store.sync().expect("sync");
+    };
+    {
+        let mut store = SledStore::open(dir).expect("open");
+        let (mut engine, mut next_seq) = open_engine(&mut store, one_each).expect("recover");
+        for n in 0..30 {
+            step(&mut engine, &mut store, &mut next_seq, n, None);
+        }
+        step(&mut engine, &mut store, &mut next_seq, 30, Some(20));
+        // Dropped: the compactor applies everything (the mark and the trim) before it goes.
+    }
+    let mut store = SledStore::open_with(
+        dir,
+        CompactionPolicy {
+            delay: Duration::from_secs(3600),
+            ..CompactionPolicy::default()
+        },
+    )
+    .expect("reopen");
+    let (mut engine, mut next_seq) = open_engine(&mut store, one_each).expect("recover");
+    assert_eq!(next_seq, 31);
+    step(&mut engine, &mut store, &mut next_seq, 31, None);
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "ready").expect("report");
+    stdout.flush().expect("report");
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+/// A crash with journal records left over, after the output log's start was moved: recovery
+/// lays the leftovers over the compacted layout, mark included, and opens from the mark.
+fn retention_survives_a_crash_with_leftovers() {
+    let dir = temp_dir();
+    let mut command = Command::new(std::env::current_exe().expect("own path"));
+    command
+        .env(CHILD_RETENTION, dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    let mut child = Process::spawn(&mut command, Stderr::Capture).expect("spawn the child");
+    let ready = child
+        .stdout_lines()
+        .expect("stdout")
+        .next(Duration::from_secs(60));
+    assert_eq!(
+        ready.as_deref().ok(),
+        Some("ready"),
+        "{}",
+        child.failure("did not get ready")
+    );
+    child.kill().expect("SIGKILL the child");
+    let mut store = SledStore::open(dir.path()).expect("reopen after the crash");
+    let opened = window_store::open(&mut store, config()).expect("recover from the mark");
+    assert_eq!((opened.log_start, opened.next_seq), (20, 32));
+    assert!(store.read_output(19, 1).is_err(), "below the mark");
+    assert_eq!(store.read_output(20, 100).expect("kept").len(), 12);
+    eprintln!("retention: a crash with leftovers recovers the mark (20) and seqs 20..32");
+}
+
 fn main() {
+    if let Ok(dir) = std::env::var(CHILD_RETENTION) {
+        retention_child(Path::new(&dir));
+        return;
+    }
     if let (Ok(dir), Ok(start)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_START)) {
         let constantly = std::env::var(CHILD_COMPACTING).is_ok();
         child(Path::new(&dir), start.parse().expect("start"), constantly);
         return;
     }
+    retention_survives_a_crash_with_leftovers();
     let cycles = count_from_env("CRASH_CYCLES", 5) as u64;
     let dir = temp_dir();
     let started = Instant::now();
