@@ -411,29 +411,31 @@ fn window_events(k: i64) -> [Ev; 2] {
     ]
 }
 
+/// One-second windows that fire by the watermark only (no lateness, no idle timeout).
+const WATERMARK_ONLY: [&str; 6] = [
+    "--window-size",
+    "1s",
+    "--allowed-lateness",
+    "0s",
+    "--idle-timeout",
+    "0s",
+];
+
+/// Ingests the two events of each window in `windows` (see [`window_events`]).
+fn fill(client: &mut Conn, windows: std::ops::RangeInclusive<i64>) {
+    for k in windows {
+        ingest_ok(client, k as u64, &window_events(k), [2, 0, 0]);
+    }
+}
+
 /// A subscriber reads part of the log, goes away while more windows fire, and comes back with
 /// `from_seq`: it gets the rest, backlog then live, with no gap and no duplicate. A subscriber
 /// without `from_seq` gets only new windows.
 #[test]
 fn a_subscriber_resumes_with_from_seq() {
     let dir = temp_dir();
-    let daemon = start(
-        dir.path(),
-        &[
-            "--window-size",
-            "1s",
-            "--allowed-lateness",
-            "0s",
-            "--idle-timeout",
-            "0s",
-        ],
-    );
+    let daemon = start(dir.path(), &WATERMARK_ONLY);
     let mut client = connect(&daemon);
-    let fill = |client: &mut Conn, windows: std::ops::RangeInclusive<i64>| {
-        for k in windows {
-            ingest_ok(client, k as u64, &window_events(k), [2, 0, 0]);
-        }
-    };
 
     let mut first = subscribe(&daemon, Some(0));
     fill(&mut client, 0..=5); // Fires windows 0..=4: seq 0..10.
@@ -1389,23 +1391,12 @@ fn a_subscriber_that_stops_reading_is_dropped_past_its_byte_limit() {
 #[test]
 fn the_output_log_keeps_what_its_retention_says() {
     let dir = temp_dir();
-    let args = [
-        "--window-size",
-        "1s",
-        "--allowed-lateness",
-        "0s",
-        "--idle-timeout",
-        "0s",
-        "--log-retention",
-        "6",
-    ];
+    let args: Vec<&str> = WATERMARK_ONLY
+        .into_iter()
+        .chain(["--log-retention", "6"])
+        .collect();
     let (daemon, metrics) = start_with_metrics(dir.path(), &args);
     let mut client = connect(&daemon);
-    let fill = |client: &mut Conn, windows: std::ops::RangeInclusive<i64>| {
-        for k in windows {
-            ingest_ok(client, k as u64, &window_events(k), [2, 0, 0]);
-        }
-    };
     fill(&mut client, 0..=10); // Fires windows 0..=9: seq 0..20; keeps 14..20.
     let stats = stats_of(&mut client);
     assert_eq!(

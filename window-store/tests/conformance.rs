@@ -136,6 +136,17 @@ fn commit(
     next_seq: &mut u64,
     extra: Vec<window_core::ClosedWindow>,
 ) -> Vec<OutputRecord> {
+    commit_trimming(engine, store, next_seq, extra, None)
+}
+
+/// [`commit`], moving the output log's start to `trim` in the same batch.
+fn commit_trimming(
+    engine: &mut Engine,
+    store: &mut dyn WindowStore,
+    next_seq: &mut u64,
+    extra: Vec<window_core::ClosedWindow>,
+    trim: Option<u64>,
+) -> Vec<OutputRecord> {
     let mut fired = Vec::new();
     for window in extra
         .into_iter()
@@ -154,7 +165,7 @@ fn commit(
             fired: fired.clone(),
             requests: Vec::new(),
             groups: Vec::new(),
-            trim_log_below: None,
+            trim_log_below: trim,
         })
         .expect("commit");
     store.sync().expect("sync");
@@ -769,43 +780,23 @@ fn the_log_retention_trims_and_survives_a_reopen(h: &mut dyn Harness) {
     let size = SizeMs::new(10).unwrap();
     let mut store = h.fresh();
     let (mut engine, mut next_seq) = open_engine(&mut *store, config).expect("open");
-    let mut fire =
-        |engine: &mut Engine, store: &mut dyn WindowStore, id: i64, trim: Option<u64>| {
-            engine
-                .handle_events(
-                    Timestamp::from_millis(id),
-                    size,
-                    vec![Event {
-                        id: EventId::Int(id),
-                        ts: Timestamp::from_millis(id * 10),
-                        key: None,
-                        value: None,
-                        payload: None,
-                    }],
-                )
-                .expect("events");
-            let fired: Vec<OutputRecord> = std::iter::from_fn(|| engine.poll_closed())
-                .map(|window| {
-                    next_seq += 1;
-                    OutputRecord {
-                        seq: next_seq - 1,
-                        epoch: 1,
-                        window,
-                    }
-                })
-                .collect();
-            assert_eq!(fired.len(), 1, "one event, one window (--max-events 1)");
-            store
-                .commit(&Batch {
-                    dirty: engine.take_dirty(),
-                    fired,
-                    requests: Vec::new(),
-                    groups: Vec::new(),
-                    trim_log_below: trim,
-                })
-                .expect("commit");
-            store.sync().expect("sync");
-        };
+    let mut fire = |engine: &mut Engine, store: &mut dyn WindowStore, id: i64, trim| {
+        engine
+            .handle_events(
+                Timestamp::from_millis(id),
+                size,
+                vec![Event {
+                    id: EventId::Int(id),
+                    ts: Timestamp::from_millis(id * 10),
+                    key: None,
+                    value: None,
+                    payload: None,
+                }],
+            )
+            .expect("events");
+        let fired = commit_trimming(engine, store, &mut next_seq, Vec::new(), trim);
+        assert_eq!(fired.len(), 1, "one event, one window (--max-events 1)");
+    };
     for id in 0..30 {
         fire(&mut engine, &mut *store, id, None);
     }

@@ -68,6 +68,17 @@ fn commit(
     next_seq: &mut u64,
     extra: Vec<window_core::ClosedWindow>,
 ) {
+    commit_trimming(engine, store, next_seq, extra, None);
+}
+
+/// [`commit`], moving the output log's start to `trim` in the same batch.
+fn commit_trimming(
+    engine: &mut Engine,
+    store: &mut dyn WindowStore,
+    next_seq: &mut u64,
+    extra: Vec<window_core::ClosedWindow>,
+    trim: Option<u64>,
+) {
     let fired = extra
         .into_iter()
         .chain(std::iter::from_fn(|| engine.poll_closed()))
@@ -87,7 +98,7 @@ fn commit(
             fired,
             requests: Vec::new(),
             groups: Vec::new(),
-            trim_log_below: None,
+            trim_log_below: trim,
         })
         .expect("commit");
 }
@@ -180,25 +191,7 @@ fn retention_child(dir: &Path) {
         engine
             .handle_events(Timestamp::from_millis(n as i64), size, vec![event(n)])
             .expect("events");
-        let fired: Vec<OutputRecord> = std::iter::from_fn(|| engine.poll_closed())
-            .map(|window| {
-                *next_seq += 1;
-                OutputRecord {
-                    seq: *next_seq - 1,
-                    epoch: 0,
-                    window,
-                }
-            })
-            .collect();
-        store
-            .commit(&Batch {
-                dirty: engine.take_dirty(),
-                fired,
-                requests: Vec::new(),
-                groups: Vec::new(),
-                trim_log_below: trim,
-            })
-            .expect("commit");
+        commit_trimming(engine, store, next_seq, Vec::new(), trim);
         store.sync().expect("sync");
     };
     {
