@@ -130,8 +130,8 @@ pub struct ServeArgs {
     /// dropped as new ones fire (a window some consumer group has not acknowledged is kept, with
     /// every later one), and a `subscribe` or group join with a `from_seq` below the oldest kept
     /// gets error 12 naming it. `0` keeps the whole log. Default: 1000000 with --memory (about
-    /// 200 MB of fired windows), the whole log with --data-dir (it is on disk). Not available
-    /// with --store yet.
+    /// 200 MB of fired windows), the whole log with --data-dir and --store (with Redis, give it
+    /// to bound Redis's memory; with --partitions, per partition).
     #[arg(long, value_name = "WINDOWS", env = "WINDOW_NODE_LOG_RETENTION")]
     log_retention: Option<u64>,
 
@@ -656,24 +656,19 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
         ack_timeout_ms: millis(args.ack_timeout),
         max_event_ahead_ms: (!args.max_event_ahead.is_zero()).then(|| millis(args.max_event_ahead)),
         max_open_windows: Some(args.max_open_windows),
-        log_retention: log_retention(args)?,
+        log_retention: log_retention(args),
         epoch: 0,
     })
 }
 
 /// `--log-retention`, or its default for the store; `None` keeps the whole log.
-fn log_retention(args: &ServeArgs) -> anyhow::Result<Option<u64>> {
+fn log_retention(args: &ServeArgs) -> Option<u64> {
     let keep = match args.log_retention {
         Some(keep) => keep,
         None if args.memory => DEFAULT_MEMORY_LOG_RETENTION,
         None => 0,
     };
-    if keep > 0 && args.store.is_some() {
-        anyhow::bail!(
-            "--log-retention {keep}: the Redis store keeps its whole output log (its recovery checks that no entry of the Stream was ever deleted); leave --log-retention out (or give 0) with --store"
-        );
-    }
-    Ok((keep > 0).then_some(keep))
+    (keep > 0).then_some(keep)
 }
 
 /// `--log-retention` with `--memory` unless told otherwise: about 200 MB of fired windows.

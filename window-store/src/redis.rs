@@ -156,6 +156,9 @@ pub struct RedisBackend {
     epoch_key: String,
     log_key: String,
     id_key: String,
+    /// How many entries the log's retention removed from the Stream (`XTRIM`), so that recovery
+    /// can tell them from entries lost.
+    trimmed_key: String,
     /// The fencing epoch this process writes with; `None` writes with epoch 0.
     epoch: Option<u64>,
     /// The namespace's identity as this backend knows it (see "Identity" in the module doc).
@@ -212,6 +215,7 @@ impl RedisBackend {
             epoch_key: namespaced(namespace, "epoch"),
             log_key: namespaced(namespace, "log"),
             id_key,
+            trimmed_key: namespaced(namespace, "trimmed"),
             epoch: None,
             identity: Identity::from_held(held)?,
             apply_sha: String::new(),
@@ -290,7 +294,8 @@ impl RedisBackend {
             None => 0,
         };
         if !state.log.holds_exactly(next_seq) {
-            let gaps = redis_namespace::describe_gaps(&self.log_spans()?, next_seq);
+            let gaps =
+                redis_namespace::describe_gaps(&self.log_spans()?, state.log.start, next_seq);
             let said = match &state.meta {
                 Some(_) => format!("its meta record says next_seq {next_seq}"),
                 None => "it has no meta record (so no fired window)".to_owned(),
@@ -385,6 +390,7 @@ impl RedisBackend {
             &self.epoch_key,
             &self.log_key,
             &self.id_key,
+            &self.trimmed_key,
         ];
         let call = |verb: &str, body: &str| {
             let mut cmd = redis::cmd(verb);
@@ -489,14 +495,13 @@ impl KvBackend for RedisBackend {
             Identity::Known(_) => b"known".as_slice(),
             Identity::Proposed(_) => b"new".as_slice(),
         }));
-        if ops.iter().any(|op| matches!(op, KvOp::TrimLog(_))) {
-            return Err(StoreError::InvalidBatch(
-                "the Redis store keeps its whole output log (no retention yet: its recovery checks that no entry was ever deleted)".to_owned(),
-            ));
-        }
         for op in &ops {
             match op {
-                KvOp::TrimLog(_) => {}
+                KvOp::TrimLog(below) => args.extend([
+                    Cow::Borrowed(b"T".as_slice()),
+                    Cow::Owned(stream_id(*below).into_bytes()),
+                    Cow::Borrowed(b"".as_slice()),
+                ]),
                 KvOp::Put(key, value) => args.extend([
                     Cow::Borrowed(b"P".as_slice()),
                     Cow::Borrowed(key.as_slice()),
@@ -1013,6 +1018,10 @@ while i <= #ARGV do
       return {4, ARGV[i + 1], ''}
     end
     step = 4
+  elseif op == 'T' then
+    if not log_seq(ARGV[i + 1] or '') then
+      return redis.error_reply('ERR window-store: malformed trim at argument ' .. i)
+    end
   elseif (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
     return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
   elseif op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
@@ -1044,6 +1053,12 @@ while i <= #ARGV do
     i = i + 3 + n
   elseif op == 'E' then
     i = i + 4
+  elseif op == 'T' then
+    -- The retention: entries whose last record is below the mark go, counted, so that recovery
+    -- tells them from entries lost (entries-added = length + trimmed).
+    local removed = redis.call('XTRIM', KEYS[4], 'MINID', ARGV[i + 1])
+    if removed > 0 then redis.call('INCRBY', KEYS[6], removed) end
+    i = i + 3
   elseif op == 'D' then
     local doomed = {}
     while ARGV[i] == 'D' do

@@ -13,9 +13,10 @@
 //!   the namespace over under the nodes' feet. A namespace with no identity (new, or made by a
 //!   build before identities) gets one from its next writer.
 //! - **The output log against the meta record.** With `next_seq = N` in the compacted meta
-//!   record the Stream must hold exactly the seqs `0..N`: its first entry starts at seq 0, its
-//!   last ends at `N-1`, and no entry was ever deleted from it (Redis counts the entries ever
-//!   added; the batch script only appends, densely). That is one read-only script at recovery,
+//!   record the Stream must hold exactly the seqs `S..N`, `S` the retention's mark (0 without
+//!   one): its first entry holds seq `S`, its last ends at `N-1`, and no entry was deleted from
+//!   it but those the retention removed, all below `S` and counted in `{wn:NS}:trimmed` (Redis
+//!   counts the entries ever added; the batch script only appends, densely). That is one read-only script at recovery,
 //!   whatever the log's length; only when it fails is the log's list of ids read, to name the
 //!   missing seqs.
 
@@ -114,6 +115,12 @@ pub(crate) struct LogShape {
     pub(crate) first: Option<u64>,
     /// The last entry's last seq.
     pub(crate) last: Option<u64>,
+    /// The first entry's last seq (a block's; a single record's own).
+    pub(crate) first_last: Option<u64>,
+    /// Entries the retention removed (`{wn:NS}:trimmed`).
+    pub(crate) trimmed: u64,
+    /// Where the retention says the log starts (the `L` record; 0 without one).
+    pub(crate) start: u64,
 }
 
 impl MetaState {
@@ -131,7 +138,9 @@ impl MetaState {
             first_id,
             first_field,
             last_id,
-        ] = <[Vec<u8>; 10]>::try_from(reply).ok()?;
+            trimmed,
+            start,
+        ] = <[Vec<u8>; 12]>::try_from(reply).ok()?;
         let text = |bytes: Vec<u8>| String::from_utf8(bytes).ok();
         let present = |bytes: Vec<u8>| text(bytes).filter(|t| !t.is_empty());
         let number = |bytes: Vec<u8>| text(bytes).and_then(|t| t.parse::<u64>().ok());
@@ -140,9 +149,14 @@ impl MetaState {
             Some(id) => stream_seq(&id).map(Some),
             None => Some(None),
         };
+        let first_last = seq_of(present(first_id.clone()))?;
         let first = match present(first_field) {
             Some(field) => Some(field.parse().ok()?),
-            None => seq_of(present(first_id))?,
+            None => first_last,
+        };
+        let start = match start.len() {
+            0 => 0,
+            _ => u64::from_be_bytes(start.try_into().ok()?),
         };
         let last = seq_of(present(last_id))?;
         Some(MetaState {
@@ -155,23 +169,38 @@ impl MetaState {
                 max_deleted: text(max_deleted)?,
                 first,
                 last,
+                first_last,
+                trimmed: number(trimmed)?,
+                start,
             },
         })
     }
 }
 
 impl LogShape {
-    /// Whether the Stream holds exactly the seqs `0..next_seq`, as far as its shape tells (the
-    /// batch script appends densely, so a Stream that lost no entry and spans `0..next_seq`
-    /// holds them all).
+    /// Whether the Stream holds exactly the seqs `start..next_seq` (`start` the retention's
+    /// mark, 0 without one), as far as its shape tells: the batch script appends densely, so a
+    /// Stream that lost no entry but those its retention removed (all below the mark, and
+    /// counted), and whose first entry holds the mark and last ends at `next_seq - 1`, holds
+    /// them all.
     pub(crate) fn holds_exactly(&self, next_seq: u64) -> bool {
-        let nothing_deleted =
-            self.added == self.length && (self.max_deleted.is_empty() || self.max_deleted == "0-0");
+        let deleted_below_mark = match stream_seq(&self.max_deleted) {
+            None => self.max_deleted.is_empty() || self.max_deleted == "0-0",
+            Some(seq) => seq < self.start,
+        };
+        let nothing_lost = self.added == self.length + self.trimmed && deleted_below_mark;
         let spans = match next_seq.checked_sub(1) {
             None => self.length == 0,
-            Some(last) => self.length > 0 && self.first == Some(0) && self.last == Some(last),
+            Some(last) => {
+                self.length > 0
+                    && self.first.is_some_and(|first| first <= self.start)
+                    && self
+                        .first_last
+                        .is_some_and(|first_last| first_last >= self.start)
+                    && self.last == Some(last)
+            }
         };
-        nothing_deleted && spans
+        nothing_lost && spans
     }
 
     /// What the shape says, for the reason of an error.
@@ -180,8 +209,13 @@ impl LogShape {
             "the log has {} entries, {} were ever added",
             self.length, self.added
         );
-        if self.added != self.length || !(self.max_deleted.is_empty() || self.max_deleted == "0-0")
-        {
+        if self.trimmed > 0 {
+            text.push_str(&format!(
+                ", {} removed by the retention below seq {}",
+                self.trimmed, self.start
+            ));
+        }
+        if self.added != self.length + self.trimmed {
             text.push_str(" (entries were deleted from it: XDEL or XTRIM)");
         }
         text
@@ -195,9 +229,9 @@ fn stream_seq(id: &str) -> Option<u64> {
 
 /// The seqs below `next_seq` missing from a log whose entries span `entries` (first, last seq
 /// each, in order), and those it holds at or above `next_seq`, in words.
-pub(crate) fn describe_gaps(entries: &[(u64, u64)], next_seq: u64) -> String {
+pub(crate) fn describe_gaps(entries: &[(u64, u64)], start: u64, next_seq: u64) -> String {
     let mut missing: Vec<(u64, u64)> = Vec::new();
-    let mut expected = 0u64;
+    let mut expected = start;
     let mut beyond: Option<(u64, u64)> = None;
     for &(first, last) in entries {
         if first > expected && expected < next_seq {
@@ -270,7 +304,8 @@ if redis.call('EXISTS', KEYS[4]) == 1 then
   end
 end
 return {has_meta, value, redis.call('GET', KEYS[5]) or '', redis.call('GET', KEYS[3]) or '',
-  length, added, deleted, first_id, first_field, last_id}
+  length, added, deleted, first_id, first_field, last_id, redis.call('GET', KEYS[6]) or '0',
+  redis.call('HGET', KEYS[2], 'L') or ''}
 "#;
 
 /// A page of the output log's entries without their records: id, `first` field ('' for a single
@@ -315,19 +350,22 @@ mod tests {
     fn gaps_are_named_as_ranges() {
         // The brief's example: the log holds 45-50 and 75-84.
         let held = [(45, 50), (75, 84)];
-        assert_eq!(describe_gaps(&held, 85), "it lacks seqs 0-44, 51-74");
+        assert_eq!(describe_gaps(&held, 0, 85), "it lacks seqs 0-44, 51-74");
         assert_eq!(
-            describe_gaps(&held, 48),
+            describe_gaps(&held, 0, 48),
             "it lacks seqs 0-44; it holds seqs 48-84 at or above next_seq"
         );
-        assert_eq!(describe_gaps(&[(0, 3), (5, 5)], 9), "it lacks seqs 4, 6-8");
-        assert_eq!(describe_gaps(&[], 1), "it lacks seqs 0");
         assert_eq!(
-            describe_gaps(&[(0, 9)], 10),
+            describe_gaps(&[(0, 3), (5, 5)], 0, 9),
+            "it lacks seqs 4, 6-8"
+        );
+        assert_eq!(describe_gaps(&[], 0, 1), "it lacks seqs 0");
+        assert_eq!(
+            describe_gaps(&[(0, 9)], 0, 10),
             "its entries span every seq below it"
         );
         let many: Vec<(u64, u64)> = (0..20).map(|i| (2 * i + 1, 2 * i + 1)).collect();
-        assert!(describe_gaps(&many, 40).ends_with("and 12 more ranges"));
+        assert!(describe_gaps(&many, 0, 40).ends_with("and 12 more ranges"));
     }
 
     #[test]
@@ -338,6 +376,9 @@ mod tests {
             max_deleted: "0-0".into(),
             first: Some(0),
             last: Some(84),
+            first_last: Some(30),
+            trimmed: 0,
+            start: 0,
         };
         assert!(whole.holds_exactly(85));
         assert!(!whole.holds_exactly(48), "ends above");
@@ -355,6 +396,55 @@ mod tests {
         assert!(!late_start.holds_exactly(85));
         assert!(LogShape::default().holds_exactly(0));
         assert!(!LogShape::default().holds_exactly(1));
+        // The retention removed two entries, every record below seq 40: the log holds 40..85.
+        let retained = LogShape {
+            length: 2,
+            added: 4,
+            max_deleted: "0-35".into(),
+            first: Some(35),
+            first_last: Some(50),
+            trimmed: 2,
+            start: 40,
+            ..whole.clone()
+        };
+        assert!(retained.holds_exactly(85));
+        assert!(
+            retained
+                .describe()
+                .contains("2 removed by the retention below seq 40")
+        );
+        assert!(
+            !LogShape {
+                trimmed: 1,
+                ..retained.clone()
+            }
+            .holds_exactly(85),
+            "one lost"
+        );
+        assert!(
+            !LogShape {
+                max_deleted: "0-45".into(),
+                ..retained.clone()
+            }
+            .holds_exactly(85),
+            "a deletion at or above the mark"
+        );
+        assert!(
+            !LogShape {
+                first: Some(41),
+                ..retained.clone()
+            }
+            .holds_exactly(85),
+            "the mark's record is gone"
+        );
+        assert!(
+            !LogShape {
+                first_last: Some(39),
+                ..retained
+            }
+            .holds_exactly(85),
+            "the first entry ends below the mark"
+        );
     }
 
     #[test]

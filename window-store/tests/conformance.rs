@@ -764,11 +764,9 @@ fn payload_log_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// The output log's retention (`Batch::trim_log_below`): reads below the mark are refused,
-/// naming the oldest seq kept, the records from the mark on are all there, and the mark survives
-/// a reopen, whose checks start at it.
-fn the_log_retention_trims_and_survives_a_reopen(h: &mut dyn Harness) {
-    let config = EngineConfig {
+/// Windows of one event each (`--max-events 1`): each event fires its window at once.
+fn config_of_one() -> EngineConfig {
+    EngineConfig {
         frame: IdFrame::Utc,
         purge: PurgePolicy {
             max_events: NonZeroU32::new(1),
@@ -776,7 +774,14 @@ fn the_log_retention_trims_and_survives_a_reopen(h: &mut dyn Harness) {
         },
         allowed_lateness_ms: None,
         late: LatePolicy::Drop,
-    };
+    }
+}
+
+/// The output log's retention (`Batch::trim_log_below`): reads below the mark are refused,
+/// naming the oldest seq kept, the records from the mark on are all there, and the mark survives
+/// a reopen, whose checks start at it.
+fn the_log_retention_trims_and_survives_a_reopen(h: &mut dyn Harness) {
+    let config = config_of_one();
     let size = SizeMs::new(10).unwrap();
     let mut store = h.fresh();
     let (mut engine, mut next_seq) = open_engine(&mut *store, config).expect("open");
@@ -841,4 +846,75 @@ fn memory_store_keeps_its_log_from_the_retention_mark() {
 #[test]
 fn sled_store_keeps_its_log_from_the_retention_mark() {
     the_log_retention_trims_and_survives_a_reopen(&mut Sled::new());
+}
+
+#[test]
+fn redis_store_keeps_its_log_from_the_retention_mark() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut redis = Redis {
+        server,
+        namespace: String::new(),
+    };
+    the_log_retention_trims_and_survives_a_reopen(&mut redis);
+    // Whole entries of the Stream go once their last record is below the mark: fire four more
+    // windows in a compaction round of their own, then move the mark into them.
+    let mut store: Box<dyn WindowStore> = Box::new(redis.connect());
+    let (mut engine, mut next_seq) = open_engine(&mut *store, config_of_one()).expect("open");
+    assert_eq!(next_seq, 32);
+    let size = SizeMs::new(10).unwrap();
+    let mut fire = |store: &mut dyn WindowStore, id: i64, trim| {
+        let event = Event {
+            id: EventId::Int(id),
+            ts: Timestamp::from_millis(id * 10),
+            key: None,
+            value: None,
+            payload: None,
+        };
+        engine
+            .handle_events(Timestamp::from_millis(id), size, vec![event])
+            .expect("events");
+        commit_trimming(&mut engine, store, &mut next_seq, Vec::new(), trim);
+    };
+    for id in 32..36 {
+        fire(&mut *store, id, None);
+    }
+    // The journal's compactor gathers a round for 200 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    fire(&mut *store, 36, Some(33));
+    drop(store); // The compactor applies what is left before it goes.
+    let log = format!("{{wn:{}}}:log", redis.namespace);
+    let count = |args: &[&str]| -> u64 {
+        let reply = redis.server.command(args).expect("redis");
+        reply.first().map_or(0, |n| n.parse().expect("a number"))
+    };
+    let trimmed = count(&["GET", &format!("{{wn:{}}}:trimmed", redis.namespace)]);
+    let length = count(&["XLEN", &log]);
+    assert!(
+        trimmed >= 1 && length >= 1,
+        "the entries below seq 33 went, counted: {length} left, {trimmed} trimmed"
+    );
+    let mut store: Box<dyn WindowStore> = Box::new(redis.connect());
+    let opened = window_store::open(&mut *store, config_of_one()).expect("reopen");
+    assert_eq!((opened.log_start, opened.next_seq), (33, 37));
+    let kept: Vec<u64> = store
+        .read_output(33, 100)
+        .expect("kept")
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(kept, (33..37).collect::<Vec<_>>());
+    drop(store);
+    // An entry deleted by hand at or above the mark is still noticed.
+    redis
+        .server
+        .command(&["XTRIM", &log, "MAXLEN", "0"])
+        .expect("XTRIM by hand");
+    let mut store = redis.connect();
+    let refused = window_store::open(&mut store, config_of_one()).expect_err("entries lost");
+    assert!(
+        matches!(refused, StoreError::NamespaceLost { .. }),
+        "{refused}"
+    );
 }
