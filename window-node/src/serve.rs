@@ -907,10 +907,14 @@ async fn follow_until<T>(
             "following: {holder} holds the lease in {}; forwarding requests to it",
             dir.display()
         );
+    } else if let Some(holder) = forwarding.coordinator.holder() {
+        tracing::info!(
+            coordinator = ?holder,
+            "following: another process holds the lease; forwarding requests to it"
+        );
     } else {
         tracing::info!(
-            coordinator = ?forwarding.coordinator.holder(),
-            "following: another process holds the lease; forwarding requests to it"
+            "following: no process holds the lease now (Redis away, or a takeover under way); requests wait for one up to --failover-timeout, then get error 11"
         );
     }
     loop {
