@@ -382,10 +382,21 @@ async fn keep_partition(
         // driver answers what it has, syncs, and stops; only then does the lease go.
         table.set_local(partition, None);
         setup.metrics.coordinating.fetch_sub(1, Ordering::Relaxed);
-        running
-            .stop()
-            .await
-            .with_context(|| format!("partition {partition} failed while stopping"))?;
+        if let Err(stopped) = running.stop().await {
+            if !mendable(&stopped) || matches!(next, Next::Stop) {
+                return Err(anyhow::Error::new(stopped)
+                    .context(format!("partition {partition} failed while stopping")));
+            }
+            // A handover whose last sync failed on Redis: the partition is not handed over
+            // cleanly, but its holding ends all the same, and the next holder recovers it.
+            tracing::warn!(
+                partition,
+                epoch,
+                "partition {partition} failed while handing over; stepping down instead: {stopped}"
+            );
+            keeper.step_down(epoch).await;
+            continue;
+        }
         match next {
             Next::HandOver => {
                 keeper.hand_over();

@@ -553,7 +553,7 @@ async fn serve_redis(
         )
         .await?
         else {
-            keeper.release();
+            blocking(|| keeper.release());
             tracing::info!("stopped while following");
             return Ok(());
         };
@@ -579,7 +579,7 @@ async fn serve_redis(
                     "opening the Redis store failed; stepping down and contending again: {error}"
                 );
                 if !step_down(&keeper, epoch, &mut stopped).await {
-                    keeper.release();
+                    blocking(|| keeper.release());
                     return Ok(());
                 }
                 continue;
@@ -618,7 +618,7 @@ async fn serve_redis(
                 );
                 // A lost lease ended the holding already; a failed store leaves it to end here.
                 if store_failed && !step_down(&keeper, epoch, &mut stopped).await {
-                    keeper.release();
+                    blocking(|| keeper.release());
                     return Ok(());
                 }
             }
