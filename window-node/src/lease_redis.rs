@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use window_core::Timestamp;
-use window_store::{LeaseView, RedisLease, StoreError};
+use window_store::{LeaseView, RedisLease, RedisStore, StoreError};
 
 use window_cluster::lease::{
     Decision, HeldLease, LeaseConfig, LeaseRecord, Observation, decide, may_fire,
@@ -71,8 +71,13 @@ pub struct FireGate {
 impl FireGate {
     /// True while this process holds the lease with the skew allowance still left.
     pub fn may_fire(&self) -> bool {
-        let held = *self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.is_some_and(|held| may_fire(&held, self.clock.now(), &self.config))
+        self.may_fire_if(|_| true)
+    }
+
+    /// [`FireGate::may_fire`], for a held lease that `held` also accepts.
+    fn may_fire_if(&self, held: impl FnOnce(&HeldLease) -> bool) -> bool {
+        let lease = *self.held.lock().unwrap_or_else(|e| e.into_inner());
+        lease.is_some_and(|lease| held(&lease) && may_fire(&lease, self.clock.now(), &self.config))
     }
 
     /// A gate that stays open for an hour, for tests of what the store's fence does alone.
@@ -118,10 +123,7 @@ struct HoldingGate {
 
 impl crate::driver::Gate for HoldingGate {
     fn may_fire(&self) -> bool {
-        let held = *self.gate.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.is_some_and(|held| {
-            held.epoch == self.epoch && may_fire(&held, self.gate.clock.now(), &self.gate.config)
-        })
+        self.gate.may_fire_if(|held| held.epoch == self.epoch)
     }
 }
 
@@ -276,13 +278,27 @@ impl LeaseKeeper {
         })
     }
 
-    /// The namespace's identity as of the last acquisition (set before [`Role::Holding`] is
-    /// reported): what the holder's store checks its batches against.
-    pub fn identity(&self) -> Option<String> {
-        self.identity
+    /// Opens the store of `namespace` for the holding with `epoch` (blocking I/O): its batches
+    /// carry that epoch (the fence) and are checked against the namespace's identity as of the
+    /// last acquisition (set before [`Role::Holding`] is reported), so a namespace wiped since is
+    /// refused at recovery or at the first batch, never started over.
+    pub fn open_store(
+        &self,
+        url: &str,
+        namespace: &str,
+        epoch: u64,
+    ) -> Result<RedisStore, StoreError> {
+        let identity = self
+            .identity
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .clone();
+        let mut store = RedisStore::connect(url, namespace)?;
+        store.backend_mut().set_epoch(epoch);
+        if let Some(identity) = &identity {
+            store.backend_mut().set_identity(identity);
+        }
+        Ok(store)
     }
 
     /// Gives the lease up and goes on following: call it only after the driver that used the
@@ -328,7 +344,7 @@ impl Drop for LeaseKeeper {
 
 struct Keeper {
     lease: RedisLease,
-    /// Shared with [`LeaseKeeper::identity`].
+    /// Shared with [`LeaseKeeper::open_store`].
     identity: Arc<Mutex<Option<String>>>,
     me: String,
     config: LeaseConfig,

@@ -20,8 +20,8 @@
 //! writes), ends that holding only: the driver is dropped with its in-memory state, requests for
 //! the partition go to whoever holds it next (error 11 meanwhile), and the keeper contends again,
 //! so a node that held partitions through a Redis restart serves them again once Redis is back,
-//! recovering each from what Redis holds. Only a namespace lost or replaced
-//! (`StoreError::NamespaceLost`) stops the process.
+//! recovering each from what Redis holds. What Redis cannot mend (a namespace lost or replaced, a
+//! broken record or batch, a driver that panicked: `redis_faults.rs`) stops the process.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -34,10 +34,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
-use window_store::{RedisMembership, RedisStore};
+use window_store::RedisMembership;
 
-use crate::driver::DriverStopped;
-use crate::driver::{Command, DriverConfig, RunningDriver, blocking};
+use crate::driver::{Command, DriverConfig, DriverStopped, RunningDriver, blocking};
 use crate::lease_redis::{
     LeaseEnded, LeaseKeeper, NAMESPACE_LOST, Quota, Role, holding, holding_ended,
 };
@@ -287,13 +286,8 @@ async fn keep_partition(
         };
         // A handover asked for before this holding began is out of date.
         while handover.try_recv().is_ok() {}
-        let identity = keeper.identity();
         let opened = blocking(|| -> anyhow::Result<RunningDriver> {
-            let mut store = RedisStore::connect(&setup.url, &namespace)?;
-            store.backend_mut().set_epoch(epoch);
-            if let Some(identity) = &identity {
-                store.backend_mut().set_identity(identity);
-            }
+            let store = keeper.open_store(&setup.url, &namespace, epoch)?;
             let config = DriverConfig {
                 epoch,
                 ..setup.driver

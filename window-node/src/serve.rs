@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use window_core::WindowSpec;
-use window_store::{MemoryStore, RedisStore, SledStore, StoreError, WindowStore};
+use window_store::{MemoryStore, SledStore, StoreError, WindowStore};
 
 use crate::driver::{
     DriverConfig, DriverError, DriverStopped, Gate, RunningDriver, blocking, describe,
@@ -345,7 +345,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // With a data directory or Redis, several processes share the state: the lease holder
     // coordinates, the others forward their clients to it until they take over.
     let mut config = config;
-    let holder = local;
     if args.partitions.get() > 1 {
         return serve_partitions(&args, config, listener, local, metrics, stopped).await;
     }
@@ -369,7 +368,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         role: None,
         announce: !matches!(tenure, Tenure::Alone),
     };
-    match hold(&args, held, &listener, &metrics, holder, &stopped).await? {
+    match hold(&args, held, &listener, &metrics, local, &stopped).await? {
         Ended::Stopped => {}
         Ended::SteppedDown { why, .. } => {
             // Only a Redis holding steps down; the others fail-stop inside `hold`.
@@ -524,16 +523,13 @@ async fn serve_redis(
         LeaseKeeper::start(url, &args.namespace, me.to_string(), lease_config, None)
     })
     .with_context(|| format!("starting the Redis lease in namespace {:?}", args.namespace))?;
-    let forwarding = Arc::new(Forwarding {
-        coordinator: Coordinator::Redis {
+    let forwarding = forwarding(
+        args,
+        Coordinator::Redis {
             role: keeper.role(),
             me,
         },
-        max_line_bytes: args.max_line_bytes,
-        failover_timeout: args.failover_timeout,
-        style: style(args),
-        line_budget: LineBudget::new(args.max_buffered_line_bytes),
-    });
+    );
     loop {
         let mut role = keeper.role();
         let held = async move {
@@ -557,18 +553,7 @@ async fn serve_redis(
             tracing::info!("stopped while following");
             return Ok(());
         };
-        // The identity the acquisition saw or created: a namespace wiped since is refused at
-        // recovery or at the first batch, never started over.
-        let identity = keeper.identity();
-        let store = blocking(|| -> Result<RedisStore, StoreError> {
-            let mut store = RedisStore::connect(url, &args.namespace)?;
-            store.backend_mut().set_epoch(epoch);
-            if let Some(identity) = &identity {
-                store.backend_mut().set_identity(identity);
-            }
-            Ok(store)
-        });
-        let store = match store {
+        let store = match blocking(|| keeper.open_store(url, &args.namespace, epoch)) {
             Ok(store) => store,
             Err(error @ StoreError::NamespaceLost { .. }) => {
                 return Err(anyhow::Error::new(error).context(NAMESPACE_LOST));
@@ -687,13 +672,7 @@ async fn take_tenure(
     } else {
         std::fs::create_dir_all(&args.data_dir)
             .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-        let forwarding = Arc::new(Forwarding {
-            coordinator: Coordinator::Dir(args.data_dir.clone()),
-            max_line_bytes: args.max_line_bytes,
-            failover_timeout: args.failover_timeout,
-            style: style(args),
-            line_budget: LineBudget::new(args.max_buffered_line_bytes),
-        });
+        let forwarding = forwarding(args, Coordinator::Dir(args.data_dir.clone()));
         let dir = args.data_dir.clone();
         let held = async move {
             let mut retry = tokio::time::interval(Duration::from_millis(100));
@@ -827,6 +806,17 @@ fn shared(
         line_budget: LineBudget::new(args.max_buffered_line_bytes),
         subscriber_buffer_bytes: args.subscriber_buffer_bytes as u64,
         retired,
+    })
+}
+
+/// How a follower forwards its clients to the holder `coordinator` names.
+fn forwarding(args: &ServeArgs, coordinator: Coordinator) -> Arc<Forwarding> {
+    Arc::new(Forwarding {
+        coordinator,
+        max_line_bytes: args.max_line_bytes,
+        failover_timeout: args.failover_timeout,
+        style: style(args),
+        line_budget: LineBudget::new(args.max_buffered_line_bytes),
     })
 }
 

@@ -249,11 +249,14 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let mut member: Option<(MemberId, mpsc::Sender<Command>)> = None;
     // A consumer group over partitions: where each partition's acks go.
     let mut routed_acks: Option<Vec<mpsc::Sender<String>>> = None;
+    // One wait for the whole connection, not one per line.
+    let retired = retired(shared.retired.clone());
+    tokio::pin!(retired);
     loop {
         let idle = shared.idle_timeout.filter(|_| !subscribed);
         let read = tokio::select! {
             read = read_line(&mut reader, &mut splitter, &mut share, idle) => read,
-            () = retired(shared.retired.clone()) => {
+            () = &mut retired => {
                 tracing::debug!(%peer, "closing a connection: this node stepped down");
                 break;
             }

@@ -23,6 +23,24 @@ use window_testkit::{
 /// the machine is shared).
 const EXIT_WITHIN: Duration = Duration::from_secs(5);
 
+/// `serve` arguments for a node on the Redis at `url`, namespace `ns`: one-minute windows, a
+/// lease of `ttl`, then `extra`.
+fn on_redis<'a>(url: &'a str, ns: &'a str, ttl: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    [
+        "--window-size",
+        "60s",
+        "--store",
+        url,
+        "--namespace",
+        ns,
+        "--lease-ttl",
+        ttl,
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect()
+}
+
 /// A script that runs window-node with files limited to about 2 MB, writes past the limit
 /// failing with EFBIG instead of killing the process (SIGXFSZ ignored survives the exec).
 fn limited_binary(dir: &Path) -> PathBuf {
@@ -294,19 +312,8 @@ fn a_redis_that_refuses_writes_is_error_11_and_the_node_serves_again_when_it_tak
         return;
     };
     let (url, ns) = (server.url(), server.fresh_namespace());
-    let args = [
-        "--window-size",
-        "60s",
-        "--store",
-        &url,
-        "--namespace",
-        &ns,
-        "--lease-ttl",
-        "30s",
-        "--failover-timeout",
-        "1s",
-    ];
-    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
+    let args = on_redis(&url, &ns, "30s", &["--failover-timeout", "1s"]);
+    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("holder");
     let mut client = Conn::open(holder.addr).expect("connect");
     let kept = client.request(
         r#"{"type":"ingest","msg_id":1,"events":[{"id":"kept","timestamp":1705305600000}]}"#,
@@ -428,21 +435,10 @@ fn an_unreachable_redis_is_error_11_and_the_nodes_serve_again_when_it_returns() 
         return;
     };
     let (url, ns) = (server.url(), server.fresh_namespace());
-    let args = [
-        "--window-size",
-        "60s",
-        "--store",
-        &url,
-        "--namespace",
-        &ns,
-        "--lease-ttl",
-        "2s",
-        "--failover-timeout",
-        "1s",
-    ];
-    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
+    let args = on_redis(&url, &ns, "2s", &["--failover-timeout", "1s"]);
+    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("holder");
     holder.wait_logged("coordinating");
-    let mut follower = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("follower");
+    let mut follower = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("follower");
     let mut client = Conn::open(holder.addr).expect("connect");
     let kept = client.request(
         r#"{"type":"ingest","msg_id":1,"request_id":"k","events":[{"id":"kept","timestamp":1705305600000}]}"#,
@@ -499,17 +495,8 @@ fn a_node_started_before_its_redis_waits_and_serves_once_it_is_up() {
     };
     let (url, ns) = (server.url(), server.fresh_namespace());
     server.stop().expect("stop redis");
-    let args = [
-        "--window-size",
-        "60s",
-        "--store",
-        &url,
-        "--namespace",
-        &ns,
-        "--lease-ttl",
-        "2s",
-    ];
-    let mut node = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("the node");
+    let args = on_redis(&url, &ns, "2s", &[]);
+    let mut node = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("the node");
     node.wait_logged("waiting for it");
     assert!(
         node.process.exited().expect("its status").is_none(),
@@ -538,19 +525,10 @@ fn a_wiped_namespace_stops_the_holder_and_the_follower() {
         return;
     };
     let (url, ns) = (server.url(), server.fresh_namespace());
-    let args = [
-        "--window-size",
-        "60s",
-        "--store",
-        &url,
-        "--namespace",
-        &ns,
-        "--lease-ttl",
-        "30s",
-    ];
-    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("holder");
+    let args = on_redis(&url, &ns, "30s", &[]);
+    let mut holder = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("holder");
     holder.wait_logged("coordinating");
-    let mut follower = Node::start(env!("CARGO_BIN_EXE_window-node"), args).expect("follower");
+    let mut follower = Node::start(env!("CARGO_BIN_EXE_window-node"), &args).expect("follower");
     follower.wait_logged("following");
     let mut client = Conn::open(holder.addr).expect("connect");
     let kept = client.request(

@@ -107,12 +107,7 @@ fn a_data_dir_written_before_the_journal_reads_and_grows() {
 
     let mut store = SledStore::open(dir.path()).expect("open the fixture");
     let (mut engine, mut seq) = open_engine(&mut store, config()).expect("recover the fixture");
-    assert_eq!(seq, expected_seq);
-    assert_eq!(engine.snapshot(), expected.snapshot());
-    assert_eq!(
-        store.read_output(0, 1000).expect("old log"),
-        memory.read_output(0, 1000).expect("memory log")
-    );
+    assert_same((&store, &engine, seq), (&memory, &expected, expected_seq));
 
     // This build writes on top (journal, output blocks), and reads old and new alike.
     run(&mut engine, &mut store, &mut seq, 20..40);
@@ -121,15 +116,24 @@ fn a_data_dir_written_before_the_journal_reads_and_grows() {
     drop(store);
     let mut store = SledStore::open(dir.path()).expect("reopen");
     let (engine, seq) = open_engine(&mut store, config()).expect("recover again");
-    assert_eq!(seq, expected_seq);
-    assert_eq!(engine.snapshot(), expected.snapshot());
-    assert_eq!(
-        store.read_output(0, 1000).expect("whole log"),
-        memory.read_output(0, 1000).expect("memory log")
-    );
+    assert_same((&store, &engine, seq), (&memory, &expected, expected_seq));
     assert_eq!(
         store.read_output(3, 4).expect("a page inside"),
         memory.read_output(3, 4).expect("memory page")
+    );
+}
+
+/// The recovered store, engine and next seq equal the expected ones (the same steps in memory):
+/// the open state, the seq and the whole output log.
+fn assert_same(
+    (store, engine, seq): (&SledStore, &Engine, u64),
+    (memory, expected, expected_seq): (&MemoryStore, &Engine, u64),
+) {
+    assert_eq!(seq, expected_seq);
+    assert_eq!(engine.snapshot(), expected.snapshot());
+    assert_eq!(
+        store.read_output(0, 1000).expect("the log"),
+        memory.read_output(0, 1000).expect("memory log")
     );
 }
 
@@ -160,12 +164,7 @@ fn a_data_dir_with_journal_records_in_the_sled_tree_reads_and_grows() {
         "the fixture holds journal records in the sled tree"
     );
     let (mut engine, mut seq) = open_engine(&mut store, config()).expect("recover the fixture");
-    assert_eq!(seq, expected_seq);
-    assert_eq!(engine.snapshot(), expected.snapshot());
-    assert_eq!(
-        store.read_output(0, 1000).expect("old log"),
-        memory.read_output(0, 1000).expect("memory log")
-    );
+    assert_same((&store, &engine, seq), (&memory, &expected, expected_seq));
 
     // This build's first round compacts the old records out of the tree; its own go to files.
     run(&mut engine, &mut store, &mut seq, 20..30);
@@ -188,12 +187,7 @@ fn a_data_dir_with_journal_records_in_the_sled_tree_reads_and_grows() {
     );
     let mut store = SledStore::open(copy.path()).expect("reopen");
     let (engine, seq) = open_engine(&mut store, config()).expect("recover again");
-    assert_eq!(seq, expected_seq);
-    assert_eq!(engine.snapshot(), expected.snapshot());
-    assert_eq!(
-        store.read_output(0, 1000).expect("whole log"),
-        memory.read_output(0, 1000).expect("memory log")
-    );
+    assert_same((&store, &engine, seq), (&memory, &expected, expected_seq));
 }
 
 /// Writes the fixture `sled-journal-in-tree` to `$WRITE_FIXTURE` (run by hand, at commit 7fb0ee8:
