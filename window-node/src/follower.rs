@@ -1,29 +1,39 @@
 //! Followers: a `serve` process that does not hold the lease serves its clients by forwarding
 //! their request lines to the coordinator and relaying the replies.
 //!
-//! Each client connection gets its own connection to the coordinator. Requests not yet answered
-//! are remembered; when the coordinator goes away (it died, and another process, maybe this one,
-//! takes over) the follower reconnects to the new coordinator and sends them again, so a client
-//! sees a delay, not an error: ingest is idempotent by event id, so a resent batch is not counted
-//! twice. Every forwarded line is marked with a request id (unless the client gave one), which
-//! the coordinator records with the request's outcome in the same batch: a resent `close` or
-//! `flush`, or an `ingest` whose window was closed meanwhile, is answered from that record rather
-//! than run a second time. A coordinator that answers error 11 (it is stopping) is treated like
-//! one that went away: the request is sent again to the next one. A subscription is resumed from
-//! the next sequence number it had not yet seen. Only when no coordinator appears within the
-//! failover timeout are the waiting requests answered with error 11 (safe to retry). Those rules
-//! are `window_cluster::link::Link`'s; this is its shell for one client connection.
+//! Requests go over a few links to the coordinator shared by every client connection
+//! ([`FOLLOWER_LINKS`], see [`crate::links`]): each connection's lines go over one of them, in
+//! order, pipelined with the other connections' lines, and the replies come back to it in order.
+//! So a follower costs the coordinator a few connections however many clients it serves, and
+//! idle clients of a follower do not use up the coordinator's `--max-connections`. Requests not
+//! yet answered are remembered; when the coordinator goes away (it died, and another process,
+//! maybe this one, takes over) the link reconnects to the new coordinator and sends them again,
+//! so a client sees a delay, not an error: ingest is idempotent by event id, so a resent batch is
+//! not counted twice. Every forwarded line is marked with a request id (unless the client gave
+//! one), which the coordinator records with the request's outcome in the same batch: a resent
+//! `close` or `flush`, or an `ingest` whose window was closed meanwhile, is answered from that
+//! record rather than run a second time. A coordinator that answers error 11 (it is stopping) is
+//! treated like one that went away: the request is sent again to the next one. Only when no
+//! coordinator appears within the failover timeout are the waiting requests answered with error
+//! 11 (safe to retry). Those rules are `window_cluster::link::Link`'s.
+//!
+//! A subscription streams, so a connection that subscribes gets a connection of its own to the
+//! coordinator from then on (its requests before were all answered first); it is resumed from
+//! the next sequence number it had not yet seen when the coordinator changes.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
 use window_cluster::link::{Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
 
 use crate::clock::monotonic;
 use crate::line_budget::{LineBudget, Share};
+use crate::links::{Answer, Links};
 use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
 use window_proto::Kind;
 use window_proto::ProtoError;
@@ -32,11 +42,18 @@ use window_proto::reply::{self, Address, Header};
 use window_proto::{Line, LineSplitter};
 use window_proto::{Style, peek_group_subscribe, peek_msg_id, peek_subscribe};
 
+/// Links a follower keeps to the coordinator, shared by its client connections.
+pub const FOLLOWER_LINKS: usize = 4;
+
+/// Replies one client connection may wait for at once: a client pipelining more waits (its
+/// lines are not read) until the oldest is answered.
+const PENDING: usize = 64;
+
 /// What forwarding needs to know.
 #[derive(Debug)]
 pub struct Forwarding {
     /// Where to find the coordinator.
-    pub coordinator: Coordinator,
+    pub coordinator: Arc<Coordinator>,
     pub max_line_bytes: usize,
     /// How long to wait for a coordinator before answering error 11.
     pub failover_timeout: Duration,
@@ -44,6 +61,47 @@ pub struct Forwarding {
     /// Bytes of unfinished client lines over all forwarded connections
     /// (`--max-buffered-line-bytes`): a client whose line would cross it is disconnected.
     pub line_budget: Arc<LineBudget>,
+    /// The shared links to the coordinator.
+    links: Links,
+    /// The link the next client connection uses.
+    next_link: AtomicUsize,
+}
+
+impl Forwarding {
+    pub fn new(
+        coordinator: Coordinator,
+        max_line_bytes: usize,
+        failover_timeout: Duration,
+        style: Style,
+        line_budget: Arc<LineBudget>,
+    ) -> Forwarding {
+        let coordinator = Arc::new(coordinator);
+        let links = Links::new(
+            vec![Arc::clone(&coordinator); FOLLOWER_LINKS],
+            failover_timeout,
+        );
+        Forwarding {
+            coordinator,
+            max_line_bytes,
+            failover_timeout,
+            style,
+            line_budget,
+            links,
+            next_link: AtomicUsize::new(0),
+        }
+    }
+
+    /// Error 11 for `line` (the client's, maybe marked), which no coordinator answered.
+    fn unavailable(&self, line: Option<&str>, out: &mut Vec<u8>) {
+        let error = ProtoError::Unavailable(self.coordinator.unreachable());
+        let msg_id = line.and_then(peek_msg_id);
+        let header = Header {
+            style: self.style,
+            address: Address::default(),
+            in_reply_to: msg_id.as_deref(),
+        };
+        reply::error(out, &header, &error);
+    }
 }
 
 /// Whose a forwarded line is (the line itself is kept by the link).
@@ -75,24 +133,84 @@ struct Forwarded {
 pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) {
     let _ = client.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
+    let mut client_read = BufReader::with_capacity(64 * 1024, client_read);
+    let mut splitter = LineSplitter::new(forwarding.max_line_bytes);
+    let mut share = forwarding.line_budget.share();
+    let mut ids = RequestIds::new();
+    let n = forwarding.next_link.fetch_add(1, Ordering::Relaxed) % FOLLOWER_LINKS;
+    let (pending, answers) = mpsc::channel(PENDING);
+    let writer = tokio::spawn(write_answers(client_write, answers, Arc::clone(&forwarding)));
+    // Requests over the shared link until the client subscribes (or is done).
+    let subscribe = loop {
+        let Some(line) = read_client(&mut client_read, &mut splitter, &mut share).await else {
+            break None;
+        };
+        if peek_subscribe(&line).is_some() {
+            break Some(line);
+        }
+        let marked = mark(&line, &ids.next(), forwarding.max_line_bytes);
+        let answer = forwarding.links.ask(n, marked).await;
+        if pending.send(answer).await.is_err() {
+            // The writer stopped: the client is gone.
+            break None;
+        }
+    };
+    drop(pending);
+    // Every request before the subscription is answered before the stream starts.
+    let Ok(Some(client_write)) = writer.await else {
+        return;
+    };
+    let Some(line) = subscribe else {
+        return;
+    };
     let mut this = Forwarded {
-        client_read: BufReader::with_capacity(64 * 1024, client_read),
+        client_read,
         client_write,
-        splitter: LineSplitter::new(forwarding.max_line_bytes),
-        share: forwarding.line_budget.share(),
+        splitter,
+        share,
         link: Link::new(LinkConfig::new(forwarding.failover_timeout), monotonic()),
-        ids: RequestIds::new(),
+        ids,
         subscribed: None,
         group_line: None,
         client_done: false,
     };
+    let line = this.take(line, forwarding.max_line_bytes);
+    this.link.push(monotonic(), line, Waiting::Client);
+    stream_connection(this, &forwarding).await;
+}
+
+/// Writes the answers to a client's requests, in the order it asked; gives the writing half back
+/// once every answer was written, `None` when the client is gone.
+async fn write_answers(
+    mut client_write: OwnedWriteHalf,
+    mut answers: mpsc::Receiver<oneshot::Receiver<Answer>>,
+    forwarding: Arc<Forwarding>,
+) -> Option<OwnedWriteHalf> {
+    let mut out = Vec::new();
+    while let Some(answer) = answers.recv().await {
+        out.clear();
+        match answer.await {
+            Ok(Answer::Reply(text)) => {
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'\n');
+            }
+            Ok(Answer::GaveUp(line)) => forwarding.unavailable(Some(&line), &mut out),
+            Err(_) => forwarding.unavailable(None, &mut out),
+        }
+        client_write.write_all(&out).await.ok()?;
+    }
+    Some(client_write)
+}
+
+/// Serves a subscribed client connection over a connection of its own to the coordinator.
+async fn stream_connection(mut this: Forwarded, forwarding: &Forwarding) {
     loop {
         let deadline = this.link.give_up_at().unwrap_or_else(monotonic);
         let Some((upstream, coordinator)) = connect_to(&forwarding.coordinator, deadline).await
         else {
             // No coordinator: answer what waits with error 11, then go on (a coordinator may
             // appear before the client's next request).
-            if this.give_up(&forwarding).await.is_err()
+            if this.give_up(forwarding).await.is_err()
                 || this.client_done
                 || this.subscribed.is_some()
             {
@@ -199,17 +317,10 @@ impl Forwarded {
 
     /// Answers every waiting client line with error 11; `Err` when the client is gone.
     async fn give_up(&mut self, forwarding: &Forwarding) -> std::io::Result<()> {
-        let error = ProtoError::Unavailable(forwarding.coordinator.unreachable());
         let mut out = Vec::new();
         for (line, waiting) in self.link.give_up(monotonic()) {
             if waiting == Waiting::Client {
-                let msg_id = peek_msg_id(&line);
-                let header = Header {
-                    style: forwarding.style,
-                    address: Address::default(),
-                    in_reply_to: msg_id.as_deref(),
-                };
-                reply::error(&mut out, &header, &error);
+                forwarding.unavailable(Some(&line), &mut out);
             }
         }
         self.client_write.write_all(&out).await
@@ -352,13 +463,13 @@ mod tests {
     /// A follower of `coordinator` that serves `listener`, with one client connected to it.
     async fn forward_on(listener: TcpListener, coordinator: Coordinator) -> BufReader<TcpStream> {
         let address = listener.local_addr().unwrap();
-        let forwarding = Arc::new(Forwarding {
+        let forwarding = Arc::new(Forwarding::new(
             coordinator,
-            max_line_bytes: 1 << 20,
-            failover_timeout: Duration::from_secs(5),
-            style: Style::Compact,
-            line_budget: crate::line_budget::LineBudget::new(1 << 30),
-        });
+            1 << 20,
+            Duration::from_secs(5),
+            Style::Compact,
+            crate::line_budget::LineBudget::new(1 << 30),
+        ));
         tokio::spawn(async move {
             let (client, _) = listener.accept().await.unwrap();
             forward_connection(client, forwarding).await;

@@ -12,6 +12,7 @@ mod group_route;
 mod lease_file;
 mod lease_redis;
 mod line_budget;
+mod links;
 mod metrics;
 mod node;
 mod options;

@@ -10,7 +10,7 @@
 //!   it had not seen; `from_seq` is one number for all partitions or one per partition, and
 //!   every window carries its `partition` (its `seq` is that partition's).
 //!
-//! A node has one link per partition ([`Links`]), shared by all its client connections: a
+//! A node has one link per partition ([`PartitionLinks`], over [`Links`]), shared by all its client connections: a
 //! connection to the node that holds the partition's lease (maybe this one, over loopback, so
 //! that a partition served here and one served elsewhere take the same path) that sends the
 //! partition's requests in the order they were asked, keeps the unanswered ones, and sends them
@@ -29,12 +29,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 use window_core::Timestamp;
 
-use crate::clock::monotonic;
 use crate::feeds::{Feed, connect_feed, merge_feeds};
 use crate::group_route::{GroupStream, route_group};
+use crate::links::{Answer, Links};
 use crate::partitions::PartitionTable;
-use crate::upstream::{Coordinator, Replies, RequestIds, connect_to, lines_out};
-use window_cluster::link::{IN_FLIGHT, Link, LinkConfig, RECONNECT_PAUSE, RETRY_PAUSE, Reply};
+use crate::upstream::{Coordinator, RequestIds};
+use window_cluster::link::RETRY_PAUSE;
 use window_proto::ProtoError;
 use window_proto::peer::{Peek, PeerFields, expect_reply, request_line, unexpected};
 use window_proto::reply::{
@@ -57,34 +57,36 @@ pub enum Routed {
     Group(GroupStream),
 }
 
-/// A node's links to the partitions' holders, opened as needed and shared by its connections.
-pub struct Links {
+/// A node's links to the partitions' holders (one per partition, see [`Links`]), shared by its
+/// connections.
+pub struct PartitionLinks {
     table: Arc<PartitionTable>,
-    links: Mutex<Vec<Option<mpsc::Sender<Ask>>>>,
+    links: Links,
     ids: Mutex<RequestIds>,
     failover_timeout: Duration,
 }
 
-impl std::fmt::Debug for Links {
+impl std::fmt::Debug for PartitionLinks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Links")
+        f.debug_struct("PartitionLinks")
             .field("partitions", &self.table.count())
             .finish_non_exhaustive()
     }
 }
 
-/// A line for a partition's holder and where its reply goes.
-struct Ask {
-    line: String,
-    reply: oneshot::Sender<String>,
-}
-
-impl Links {
-    pub fn new(table: Arc<PartitionTable>, failover_timeout: Duration) -> Links {
-        let count = table.count() as usize;
-        Links {
+impl PartitionLinks {
+    pub fn new(table: Arc<PartitionTable>, failover_timeout: Duration) -> PartitionLinks {
+        let targets = (0..table.count())
+            .map(|p| {
+                table
+                    .coordinator(p)
+                    .map(Arc::clone)
+                    .expect("a partition below the count")
+            })
+            .collect();
+        PartitionLinks {
             table,
-            links: Mutex::new((0..count).map(|_| None).collect()),
+            links: Links::new(targets, failover_timeout),
             ids: Mutex::new(RequestIds::new()),
             failover_timeout,
         }
@@ -95,45 +97,11 @@ impl Links {
         self.ids.lock().unwrap_or_else(|e| e.into_inner()).next()
     }
 
-    /// The link to `partition`'s holder, started on first use (or after it ended).
-    fn link(&self, partition: u32) -> mpsc::Sender<Ask> {
-        let mut links = self.links.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = &mut links[partition as usize];
-        match slot {
-            Some(link) if !link.is_closed() => link.clone(),
-            _ => {
-                let (tx, rx) = mpsc::channel(ASK_QUEUE);
-                let coordinator = self
-                    .table
-                    .coordinator(partition)
-                    .map(Arc::clone)
-                    .expect("a partition below the count");
-                let config = LinkConfig {
-                    in_flight: IN_FLIGHT,
-                    failover_timeout: self.failover_timeout,
-                    unreachable_patience: UNREACHABLE_PATIENCE,
-                };
-                tokio::spawn(run_link(coordinator, partition, rx, config));
-                slot.insert(tx).clone()
-            }
-        }
-    }
-
-    /// Sends `line` to the holder of `partition`, waiting while the link is full (back-pressure
-    /// from a slow holder reaches the clients); its reply line arrives on the receiver.
-    async fn ask(&self, partition: u32, line: String) -> oneshot::Receiver<String> {
-        let (reply, answer) = oneshot::channel();
-        if let Err(mpsc::error::SendError(ask)) =
-            self.link(partition).send(Ask { line, reply }).await
-        {
-            let _ = ask.reply.send(unavailable_line(partition));
-        }
-        answer
+    /// Sends `line` to the holder of `partition` (see [`Links::ask`]).
+    async fn ask(&self, partition: u32, line: String) -> oneshot::Receiver<Answer> {
+        self.links.ask(partition as usize, line).await
     }
 }
-
-/// Asks waiting for a link to take them.
-const ASK_QUEUE: usize = 256;
 
 /// What the router needs of the node's settings.
 #[derive(Clone, Copy, Debug)]
@@ -152,7 +120,7 @@ pub async fn route(
     request_id: Option<String>,
     to: ReplyTo,
     shared: RouteLimits,
-    links: &Links,
+    links: &PartitionLinks,
 ) -> Routed {
     let id = || part_id(links, request_id.as_deref());
     match body {
@@ -208,7 +176,7 @@ pub async fn route(
 
 /// The request id of a request's parts (each part adds `/pN`): the client's, a hash standing
 /// for it when it is too long to extend (the same for a resend of the same id), or a fresh one.
-fn part_id(links: &Links, request_id: Option<&str>) -> String {
+fn part_id(links: &PartitionLinks, request_id: Option<&str>) -> String {
     match request_id {
         Some(id) if id.len() + 12 <= MAX_REQUEST_ID => id.to_owned(),
         Some(id) => format!("h{:032x}", xxhash_rust::xxh3::xxh3_128(id.as_bytes())),
@@ -222,7 +190,7 @@ async fn route_ingest(
     id: String,
     to: ReplyTo,
     shared: RouteLimits,
-    links: &Links,
+    links: &PartitionLinks,
 ) -> Routed {
     let style = shared.style;
     let count = links.table.count();
@@ -304,7 +272,7 @@ async fn route_close(
     id: String,
     to: ReplyTo,
     style: Style,
-    links: &Links,
+    links: &PartitionLinks,
 ) -> Routed {
     let partition = links.table.of(key.as_deref());
     let line = line_for("close", partition, &id, |w| {
@@ -331,7 +299,7 @@ async fn route_flush(
     id: String,
     to: ReplyTo,
     style: Style,
-    links: &Links,
+    links: &PartitionLinks,
 ) -> Routed {
     let count = links.table.count();
     let mut answers = Vec::with_capacity(count as usize);
@@ -363,7 +331,7 @@ async fn route_flush(
 }
 
 /// `stats`: from every partition; the counts summed beside a `partitions` list.
-async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
+async fn route_stats(to: ReplyTo, style: Style, links: &PartitionLinks) -> Routed {
     let count = links.table.count();
     let mut answers = Vec::with_capacity(count as usize);
     for p in 0..count {
@@ -399,7 +367,7 @@ async fn route_stats(to: ReplyTo, style: Style, links: &Links) -> Routed {
 }
 
 /// `subscribe`: one subscription per partition, merged into one stream.
-fn route_subscribe(from_seq: Option<FromSeq>, to: ReplyTo, style: Style, links: &Links) -> Routed {
+fn route_subscribe(from_seq: Option<FromSeq>, to: ReplyTo, style: Style, links: &PartitionLinks) -> Routed {
     let count = links.table.count();
     let starts: Vec<Option<u64>> = match from_seq {
         None => vec![None; count as usize],
@@ -459,7 +427,7 @@ fn ready_error(style: Style, to: &ReplyTo, error: &ProtoError) -> Routed {
 /// Waits for every answer, then builds the reply with `merge`; an error answer (or a merge that
 /// fails) becomes the reply instead.
 fn reply_when_answered(
-    answers: Vec<(u32, oneshot::Receiver<String>)>,
+    answers: Vec<(u32, oneshot::Receiver<Answer>)>,
     style: Style,
     to: ReplyTo,
     merge: impl FnOnce(Vec<String>) -> Result<Vec<u8>, ProtoError> + Send + 'static,
@@ -468,7 +436,10 @@ fn reply_when_answered(
     tokio::spawn(async move {
         let mut texts = Vec::with_capacity(answers.len());
         for (partition, answer) in answers {
-            texts.push(answer.await.unwrap_or_else(|_| unavailable_line(partition)));
+            texts.push(match answer.await {
+                Ok(Answer::Reply(text)) => text,
+                Ok(Answer::GaveUp(_)) | Err(_) => unavailable_line(partition),
+            });
         }
         let out = merge(texts).unwrap_or_else(|error| {
             let mut out = Vec::new();
@@ -575,103 +546,6 @@ fn unavailable_line(partition: u32) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// True for a holder's error 11. Every reply on a link is asked, so a reply that cannot be an
-/// error (most are, and some are large `flushed` lists) is let through without a parse.
-fn is_unavailable(text: &str) -> bool {
-    text.contains("error") && Peek::of(text).is_some_and(|p| p.is_unavailable())
-}
-
-/// One link's shell: takes a partition's asks, lets the [`Link`] say what to send and whom a
-/// reply answers, and carries that out on a connection to the partition's holder. Ends when the
-/// asks end and every one was answered.
-async fn run_link(
-    coordinator: Arc<Coordinator>,
-    partition: u32,
-    mut asks: mpsc::Receiver<Ask>,
-    config: LinkConfig,
-) {
-    let mut link: Link<oneshot::Sender<String>> = Link::new(config, monotonic());
-    let mut asks_done = false;
-    loop {
-        // Connected once there is something to send; a connection the holder closed (its idle
-        // timeout, say) is opened again only for the next line.
-        if link.is_idle() {
-            if asks_done {
-                return;
-            }
-            match asks.recv().await {
-                Some(ask) => link.push(monotonic(), ask.line, ask.reply),
-                None => return,
-            };
-        }
-        let deadline = link.give_up_at().unwrap_or_else(monotonic);
-        let Some((upstream, holder)) = connect_to(&coordinator, deadline).await else {
-            // Everything asked so far, queued or not, gets its error now.
-            while let Ok(ask) = asks.try_recv() {
-                link.push(monotonic(), ask.line, ask.reply);
-            }
-            for (_, reply) in link.give_up(monotonic()) {
-                let _ = reply.send(unavailable_line(partition));
-            }
-            continue;
-        };
-        let (up_read, mut up_write) = upstream.into_split();
-        let mut replies = Replies::new(up_read);
-        if up_write
-            .write_all(&lines_out(link.connected()))
-            .await
-            .is_err()
-        {
-            link.lost(monotonic());
-            tokio::time::sleep(RECONNECT_PAUSE).await;
-            continue;
-        }
-        loop {
-            if asks_done && link.is_idle() {
-                return;
-            }
-            tokio::select! {
-                // Fewer lines in flight than the holder queues replies for (see `IN_FLIGHT`).
-                ask = asks.recv(), if !asks_done && link.may_take() => match ask {
-                    Some(ask) => {
-                        if let Some(line) = link.push(monotonic(), ask.line, ask.reply)
-                            && up_write.write_all(format!("{line}\n").as_bytes()).await.is_err()
-                        {
-                            break;
-                        }
-                    }
-                    None => asks_done = true,
-                },
-                () = coordinator.moved_from(holder) => break,
-                text = replies.next() => {
-                    let Some(text) = text else { break };
-                    let text = text.trim_end();
-                    match link.reply(monotonic(), is_unavailable(text)) {
-                        Reply::Answer(reply) => {
-                            let _ = reply.send(text.to_owned());
-                        }
-                        Reply::Retry => {
-                            // A handover or a stop: the next holder gets everything unanswered
-                            // (the request ids make the resends safe).
-                            tokio::time::sleep(RETRY_PAUSE).await;
-                            break;
-                        }
-                        // Nothing was asked: a refusal at the connection limit, say.
-                        Reply::Unsolicited => tracing::debug!(partition, text, "an unsolicited line from a partition's holder"),
-                    }
-                }
-            }
-        }
-        link.lost(monotonic());
-        if !link.is_idle() {
-            tokio::time::sleep(RECONNECT_PAUSE).await;
-        }
-    }
-}
-
-/// How long a link that found no holder waits for one before it answers the next ask.
-const UNREACHABLE_PATIENCE: Duration = Duration::from_millis(200);
-
 /// Follows one partition's output log from `from` (only new windows when `None`) across
 /// failovers, until the merger is gone.
 async fn follow_partition(
@@ -752,6 +626,7 @@ async fn follow_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::links::is_unavailable;
 
     #[test]
     fn windows_sort_by_time_not_by_text() {

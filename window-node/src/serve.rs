@@ -25,7 +25,7 @@ use crate::metrics::{self, Metrics};
 use crate::options::{DEFAULT_LATENESS, EngineArgs, at_least_one, millis, parse_duration};
 use crate::partitions::{self, Partitions};
 use crate::redis_faults;
-use crate::router::Links;
+use crate::router::PartitionLinks;
 use crate::tcp::{self, Route, Shared};
 use crate::upstream::Coordinator;
 use window_cluster::lease::LeaseConfig;
@@ -741,7 +741,7 @@ async fn serve_partitions(
         .with_context(|| format!("joining the partitions of namespace {:?}", args.namespace))?;
     let route = Route::Partitioned {
         table: running.table(),
-        links: Arc::new(Links::new(running.table(), args.failover_timeout)),
+        links: Arc::new(PartitionLinks::new(running.table(), args.failover_timeout)),
     };
     // The partitions' connections outlive every holding (each request finds its partition's
     // driver anew), so nothing retires them.
@@ -811,13 +811,13 @@ fn shared(
 
 /// How a follower forwards its clients to the holder `coordinator` names.
 fn forwarding(args: &ServeArgs, coordinator: Coordinator) -> Arc<Forwarding> {
-    Arc::new(Forwarding {
+    Arc::new(Forwarding::new(
         coordinator,
-        max_line_bytes: args.max_line_bytes,
-        failover_timeout: args.failover_timeout,
-        style: style(args),
-        line_budget: LineBudget::new(args.max_buffered_line_bytes),
-    })
+        args.max_line_bytes,
+        args.failover_timeout,
+        style(args),
+        LineBudget::new(args.max_buffered_line_bytes),
+    ))
 }
 
 fn style(args: &ServeArgs) -> Style {
@@ -890,7 +890,7 @@ async fn follow_until<T>(
     if let Ok(result) = tokio::time::timeout(Duration::from_millis(500), held.as_mut()).await {
         return result.map(Some);
     }
-    if let Coordinator::Dir(dir) = &forwarding.coordinator
+    if let Coordinator::Dir(dir) = &*forwarding.coordinator
         && let Some(holder) = describe_holder(dir)
     {
         tracing::info!(

@@ -22,7 +22,7 @@ use crate::group_route::GroupStream;
 use crate::line_budget::{LineBudget, Share};
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
-use crate::router::{Links, RouteLimits, Routed, route};
+use crate::router::{PartitionLinks, RouteLimits, Routed, route};
 use window_cluster::link::PIPELINE;
 use window_proto::ProtoError;
 use window_proto::reply::{
@@ -45,7 +45,7 @@ pub enum Route {
     /// request to the router, which splits it over the partitions' holders.
     Partitioned {
         table: Arc<PartitionTable>,
-        links: Arc<Links>,
+        links: Arc<PartitionLinks>,
     },
 }
 
@@ -493,7 +493,7 @@ async fn handle_request(text: &str, shared: &Shared) -> Outgoing {
 /// Where a request goes: a driver of this process, the router, or nowhere (an error).
 enum Target<'a> {
     Local(Part),
-    Router(&'a Links),
+    Router(&'a PartitionLinks),
     Refused(ProtoError),
 }
 

@@ -186,6 +186,55 @@ fn a_follower_keeps_the_connection_limit() {
     assert_eq!(reply["windows"], json!([]), "{reply}");
 }
 
+/// Issue 19 item 5 (its second half): a follower forwards its clients over a few shared links,
+/// so many idle clients of a follower do not use up the coordinator's `--max-connections`, and
+/// one client's pipelined requests are answered in order while others share its link.
+#[test]
+fn a_follower_shares_a_few_links_to_the_coordinator_among_its_clients() {
+    let dir = temp_dir();
+    // Room for the follower's links and one client of its own, not for the follower's clients.
+    let holder = start(dir.path(), &["--max-connections", "6"]);
+    holder.wait_logged("coordinating");
+    let follower = start(dir.path(), &["--max-connections", "100"]);
+    let stats = r#"{"type":"stats","msg_id":1}"#;
+    let mut idle: Vec<Conn> = (0..24)
+        .map(|n| {
+            let mut conn = Conn::open(follower.addr).expect("connect");
+            let reply = window_testkit::wait_for(window_testkit::WAIT, "the follower serves", || {
+                conn.call(stats)
+            })
+            .expect("a reply");
+            assert_eq!(reply["type"], "stats_ok", "client {n} of the follower: {reply}");
+            conn
+        })
+        .collect();
+    // The holder still has room for a client of its own.
+    let mut own = Conn::open(holder.addr).expect("connect");
+    let reply = own.request(stats);
+    assert_eq!(reply["type"], "stats_ok", "the holder's own client: {reply}");
+    // One client pipelines 40 requests; the others' requests share the links meanwhile.
+    let t = 1_705_305_600_000_i64;
+    let mut busy = Conn::open(follower.addr).expect("connect");
+    for n in 0..40_u64 {
+        let events = json!([{"id": n, "timestamp": t + n as i64}]);
+        busy.send(&json!({"type": "ingest", "msg_id": n, "events": events}).to_string())
+            .expect("send");
+    }
+    for (n, conn) in idle.iter_mut().enumerate() {
+        let reply = conn.request(stats);
+        assert_eq!(reply["type"], "stats_ok", "client {n}: {reply}");
+    }
+    for n in 0..40_u64 {
+        let reply = busy.recv();
+        assert_eq!(reply["type"], "ingest_ok", "{reply}");
+        assert_eq!(reply["in_reply_to"], n, "replies in the order asked: {reply}");
+        assert_eq!(reply["accepted"], 1, "{reply}");
+    }
+    let reply = own.request(stats);
+    assert_eq!(reply["accepted"], 40, "every event reached the holder once: {reply}");
+    drop(idle);
+}
+
 /// Issue 19 item 2, its first limit: `--max-open-windows`. A request that would open more
 /// windows is refused whole with error 11 (nothing of it taken) and counted in stats; once
 /// windows have fired the same request goes in.
