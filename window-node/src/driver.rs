@@ -164,8 +164,8 @@ pub struct DriverConfig {
     pub max_event_ahead_ms: Option<u64>,
     /// The most windows open at once (`None`: no limit).
     pub max_open_windows: Option<usize>,
-    /// The newest fired windows the output log keeps at least (`None`: all of them).
-    pub log_retention: Option<u64>,
+    /// How much of the output log to keep.
+    pub log_retention: window_service::Retention,
     /// Lease epoch stamped on every fired window.
     pub epoch: u64,
 }
@@ -895,7 +895,7 @@ mod tests {
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
             max_open_windows: None,
-            log_retention: None,
+            log_retention: window_service::Retention::KEEP_ALL,
         };
         let (publish, feed) = broadcast::channel(64);
         let store = Box::new(MemoryStore::in_memory());
@@ -1064,7 +1064,7 @@ mod fencing {
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
             max_open_windows: None,
-            log_retention: None,
+            log_retention: window_service::Retention::KEEP_ALL,
         };
         let (publish, feed) = broadcast::channel(16);
         let mut driver = Driver::new(
@@ -1210,7 +1210,7 @@ mod repeats {
             ack_timeout_ms: 30_000,
             max_event_ahead_ms: None,
             max_open_windows: None,
-            log_retention: None,
+            log_retention: window_service::Retention::KEEP_ALL,
         };
         // A restart right after a stop: the stopped driver's sled may still be letting go of
         // its lock (it does when its last background thread ends), as after a process exit.

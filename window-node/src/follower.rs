@@ -139,7 +139,11 @@ pub async fn forward_connection(client: TcpStream, forwarding: Arc<Forwarding>) 
     let mut ids = RequestIds::new();
     let n = forwarding.next_link.fetch_add(1, Ordering::Relaxed) % FOLLOWER_LINKS;
     let (pending, answers) = mpsc::channel(PENDING);
-    let writer = tokio::spawn(write_answers(client_write, answers, Arc::clone(&forwarding)));
+    let writer = tokio::spawn(write_answers(
+        client_write,
+        answers,
+        Arc::clone(&forwarding),
+    ));
     // Requests over the shared link until the client subscribes (or is done).
     let subscribe = loop {
         let Some(line) = read_client(&mut client_read, &mut splitter, &mut share).await else {

@@ -365,7 +365,7 @@ fn service_config(config: &NodeConfig, epoch: u64) -> Config {
         ack_timeout_ms: window_service::DEFAULT_ACK_TIMEOUT_MS,
         max_event_ahead_ms: None,
         max_open_windows: None,
-        log_retention: None,
+        log_retention: window_service::Retention::KEEP_ALL,
         time: TimeBase::Event,
     }
 }

@@ -367,7 +367,12 @@ async fn route_stats(to: ReplyTo, style: Style, links: &PartitionLinks) -> Route
 }
 
 /// `subscribe`: one subscription per partition, merged into one stream.
-fn route_subscribe(from_seq: Option<FromSeq>, to: ReplyTo, style: Style, links: &PartitionLinks) -> Routed {
+fn route_subscribe(
+    from_seq: Option<FromSeq>,
+    to: ReplyTo,
+    style: Style,
+    links: &PartitionLinks,
+) -> Routed {
     let count = links.table.count();
     let starts: Vec<Option<u64>> = match from_seq {
         None => vec![None; count as usize],

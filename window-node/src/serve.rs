@@ -30,7 +30,7 @@ use crate::tcp::{self, Route, Shared};
 use crate::upstream::Coordinator;
 use window_cluster::lease::LeaseConfig;
 use window_proto::{Style, Timestamps};
-use window_service::TimeBase;
+use window_service::{Retention, TimeBase};
 
 /// Options of `window-node serve`. Every option can also come from an environment variable.
 #[derive(Debug, Args)]
@@ -134,6 +134,14 @@ pub struct ServeArgs {
     /// to bound Redis's memory; with --partitions, per partition).
     #[arg(long, value_name = "WINDOWS", env = "WINDOW_NODE_LOG_RETENTION")]
     log_retention: Option<u64>,
+
+    /// Drop fired windows from the output log once they are older than this (`10m`, `24h`, `7d`
+    /// is `168h`), by this node's clock when they fired, as the node writes its next batches (a
+    /// window some consumer group has not acknowledged is kept, with every later one). With
+    /// --log-retention too, a window goes when either says so. `0s` (the default): no age limit.
+    /// Fire times are not stored: after a restart the windows recovered count as fired then.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration, env = "WINDOW_NODE_LOG_RETENTION_AGE")]
+    log_retention_age: Duration,
 
     /// How long a consumer group's member may hold a window unacknowledged before it goes to
     /// another member (with `delivery` raised).
@@ -646,14 +654,17 @@ fn driver_config(args: &ServeArgs) -> anyhow::Result<DriverConfig> {
     })
 }
 
-/// `--log-retention`, or its default for the store; `None` keeps the whole log.
-fn log_retention(args: &ServeArgs) -> Option<u64> {
+/// `--log-retention` (or its default for the store) and `--log-retention-age`.
+fn log_retention(args: &ServeArgs) -> Retention {
     let keep = match args.log_retention {
         Some(keep) => keep,
         None if args.memory => DEFAULT_MEMORY_LOG_RETENTION,
         None => 0,
     };
-    (keep > 0).then_some(keep)
+    Retention {
+        windows: (keep > 0).then_some(keep),
+        age_ms: (!args.log_retention_age.is_zero()).then(|| millis(args.log_retention_age)),
+    }
 }
 
 /// `--log-retention` with `--memory` unless told otherwise: about 200 MB of fired windows.

@@ -200,18 +200,25 @@ fn a_follower_shares_a_few_links_to_the_coordinator_among_its_clients() {
     let mut idle: Vec<Conn> = (0..24)
         .map(|n| {
             let mut conn = Conn::open(follower.addr).expect("connect");
-            let reply = window_testkit::wait_for(window_testkit::WAIT, "the follower serves", || {
-                conn.call(stats)
-            })
-            .expect("a reply");
-            assert_eq!(reply["type"], "stats_ok", "client {n} of the follower: {reply}");
+            let reply =
+                window_testkit::wait_for(window_testkit::WAIT, "the follower serves", || {
+                    conn.call(stats)
+                })
+                .expect("a reply");
+            assert_eq!(
+                reply["type"], "stats_ok",
+                "client {n} of the follower: {reply}"
+            );
             conn
         })
         .collect();
     // The holder still has room for a client of its own.
     let mut own = Conn::open(holder.addr).expect("connect");
     let reply = own.request(stats);
-    assert_eq!(reply["type"], "stats_ok", "the holder's own client: {reply}");
+    assert_eq!(
+        reply["type"], "stats_ok",
+        "the holder's own client: {reply}"
+    );
     // One client pipelines 40 requests; the others' requests share the links meanwhile.
     let t = 1_705_305_600_000_i64;
     let mut busy = Conn::open(follower.addr).expect("connect");
@@ -227,11 +234,17 @@ fn a_follower_shares_a_few_links_to_the_coordinator_among_its_clients() {
     for n in 0..40_u64 {
         let reply = busy.recv();
         assert_eq!(reply["type"], "ingest_ok", "{reply}");
-        assert_eq!(reply["in_reply_to"], n, "replies in the order asked: {reply}");
+        assert_eq!(
+            reply["in_reply_to"], n,
+            "replies in the order asked: {reply}"
+        );
         assert_eq!(reply["accepted"], 1, "{reply}");
     }
     let reply = own.request(stats);
-    assert_eq!(reply["accepted"], 40, "every event reached the holder once: {reply}");
+    assert_eq!(
+        reply["accepted"], 40,
+        "every event reached the holder once: {reply}"
+    );
     drop(idle);
 }
 

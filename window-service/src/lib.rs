@@ -31,9 +31,11 @@ mod close;
 mod fingerprint;
 mod groups;
 mod remembered;
+mod retention;
 mod service;
 
 pub use crate::groups::{Delivery, MemberId, trimmed};
+pub use crate::retention::Retention;
 pub use crate::service::{
     Answer, Config, DEFAULT_ACK_TIMEOUT_MS, IDLE_TICK_MS, LateNotice, NoLog, OutputLog, OwnedEvent,
     Service, Stats, TimeBase, WATERMARK_WRITE_EVERY_MS,

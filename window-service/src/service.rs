@@ -15,6 +15,7 @@ use crate::close::close_window;
 use crate::fingerprint;
 use crate::groups::{Delivery, Groups, MemberId};
 use crate::remembered::Remembered;
+use crate::retention::{FiredTimes, Retention};
 use window_proto::reply::GroupStats;
 
 /// How often the idle watermark is advanced while no events arrive.
@@ -59,10 +60,9 @@ pub struct Config {
     /// with error 11, to be sent again once windows have fired (`--max-open-windows`); `None`
     /// for no limit.
     pub max_open_windows: Option<usize>,
-    /// Keep at least this many of the newest fired windows in the output log (and every window a
-    /// consumer group has not acknowledged); older ones are trimmed in the batches
-    /// (`--log-retention`). `None` keeps the whole log.
-    pub log_retention: Option<u64>,
+    /// How much of the output log to keep (`--log-retention`, `--log-retention-age`); older
+    /// windows are trimmed in the batches, except those a consumer group has not acknowledged.
+    pub log_retention: Retention,
 }
 
 /// `--ack-timeout` unless told otherwise.
@@ -214,6 +214,8 @@ pub struct Service {
     refused_open_windows: u64,
     /// The oldest seq the output log keeps (its retention's mark, as committed).
     log_start: u64,
+    /// When the log's windows fired, with an age limit.
+    fired_times: Option<FiredTimes>,
 }
 
 impl Service {
@@ -240,6 +242,10 @@ impl Service {
             log_start,
         } = opened;
         Service {
+            fired_times: config
+                .log_retention
+                .age_ms
+                .map(|age| FiredTimes::new(age, next_seq, now)),
             groups: Groups::restore(groups, config.ack_timeout_ms),
             committed_end: next_seq,
             refused_ahead: 0,
@@ -420,16 +426,27 @@ impl Service {
             fired: std::mem::take(&mut self.unwritten),
             requests: std::mem::take(&mut self.unwritten_requests),
             groups,
-            trim_log_below: self.trim_point(),
+            trim_log_below: self.trim_point(now),
         })
     }
 
-    /// Where the output log may start now: `--log-retention` windows back from its end, but
-    /// never past a window a consumer group has not acknowledged; `None` when that is not above
-    /// where it starts already.
-    fn trim_point(&self) -> Option<u64> {
-        let keep = self.config.log_retention?;
-        let mut below = self.next_seq.saturating_sub(keep.max(1));
+    /// Where the output log may start at `now`: `--log-retention` windows back from its end, or
+    /// past the windows older than `--log-retention-age`, whichever is further, but never past
+    /// a window a consumer group has not acknowledged; `None` when that is not above where it
+    /// starts already.
+    fn trim_point(&self, now: Timestamp) -> Option<u64> {
+        let retention = self.config.log_retention;
+        let by_count = retention
+            .windows
+            .map(|keep| self.next_seq.saturating_sub(keep.max(1)));
+        let by_age = retention
+            .age_ms
+            .zip(self.fired_times.as_ref())
+            .and_then(|(age, times)| {
+                let age = i64::try_from(age).unwrap_or(i64::MAX);
+                times.fired_by(Timestamp::from_millis(now.as_millis().saturating_sub(age)))
+            });
+        let mut below = by_count.max(by_age)?;
         if let Some(pinned) = self.groups.lowest_unacked() {
             below = below.min(pinned);
         }
@@ -450,6 +467,10 @@ impl Service {
         }
         if let Some(last) = batch.fired.last() {
             self.committed_end = last.seq + 1;
+        }
+        if let Some(times) = &mut self.fired_times {
+            times.trimmed(self.log_start);
+            times.fired(self.committed_end, now);
         }
         batch.fired
     }
