@@ -3,7 +3,7 @@
 //! The memory, sled and Redis stores are this one type over three backends, so they share the
 //! layout, the codec and the recovery code, and the conformance suite checks them the same way.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use window_core::{ClosedWindow, EngineSnapshot, Payload, WindowKey, WindowSnapshot};
@@ -52,6 +52,12 @@ impl<B> Drop for KvStore<B> {
 /// output record refers to the text its chunks wrote instead of writing it again; a payload not
 /// found here (it fired in the step that admitted it) is appended then. Holding the payload keeps
 /// its allocation alive, so identity cannot be mistaken.
+///
+/// It also knows which segments of the log can still be read, so that the others are removed:
+/// those holding a payload of an open window's pane (`open_refs`), and those an output record the
+/// log still keeps refers to (`output_refs`, by the newest such record). The output records
+/// written before this process opened the store are not read at recovery, so the segments that
+/// existed then are kept until the log's start passes every record of that time.
 #[derive(Debug)]
 struct LoggedPayloads {
     log: PayloadLog,
@@ -59,6 +65,16 @@ struct LoggedPayloads {
     /// Within one commit: what `open` held of the windows the batch removed, so that a window
     /// removed and opened again in the same batch keeps both instances' payloads apart.
     retiring: HashMap<WindowKey, VecDeque<(Payload, PayloadRef)>>,
+    /// Per segment: the payloads of `open` and `retiring` in it.
+    open_refs: BTreeMap<u32, u64>,
+    /// Per segment: the newest output record written by this process that refers to it.
+    output_refs: BTreeMap<u32, u64>,
+    /// The segment appended to when the store was opened: it and those before may be referred
+    /// to by output records written before.
+    opened_segment: u32,
+    /// Every output record written before the store was opened is below this seq (set at the
+    /// first commit, from the meta record).
+    opened_next_seq: Option<u64>,
 }
 
 impl LoggedPayloads {
@@ -79,6 +95,7 @@ impl LoggedPayloads {
                     .map(|p| {
                         let at = self.log.append(p)?;
                         open.push_back((Arc::clone(p), at));
+                        *self.open_refs.entry(at.segment).or_default() += 1;
                         Ok(at)
                     })
                     .transpose()
@@ -86,11 +103,16 @@ impl LoggedPayloads {
             .collect()
     }
 
-    /// Where the payloads of a fired pane are: those its chunks wrote, the rest appended now.
-    fn fired(&mut self, window: &ClosedWindow) -> Result<Vec<Option<PayloadRef>>, StoreError> {
+    /// Where the payloads of output record `seq`, a fired pane, are: those its chunks wrote, the
+    /// rest appended now.
+    fn fired(
+        &mut self,
+        seq: u64,
+        window: &ClosedWindow,
+    ) -> Result<Vec<Option<PayloadRef>>, StoreError> {
         let mut retiring = self.retiring.get_mut(&window.window);
         let mut open = self.open.get_mut(&window.window);
-        window
+        let refs = window
             .payloads
             .iter()
             .map(|p| {
@@ -102,6 +124,7 @@ impl LoggedPayloads {
                             {
                                 let at = *at;
                                 written.pop_front();
+                                release(&mut self.open_refs, at.segment);
                                 return Ok(at);
                             }
                         }
@@ -109,7 +132,51 @@ impl LoggedPayloads {
                     })
                     .transpose()
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        for at in refs.iter().flatten() {
+            self.output_refs.insert(at.segment, seq);
+        }
+        Ok(refs)
+    }
+
+    /// The end of a commit: what the removed windows held and did not fire is referred to no
+    /// more.
+    fn retired(&mut self) {
+        for (_, written) in self.retiring.drain() {
+            for (_, at) in written {
+                release(&mut self.open_refs, at.segment);
+            }
+        }
+    }
+
+    /// Removes the closed segments nothing readable refers to once the output log starts at
+    /// `log_start` (durably: call after a sync). A segment that cannot be removed is left.
+    fn remove_unreferenced(&mut self, log_start: u64) {
+        let before_open_dropped = self.opened_next_seq.is_some_and(|next| log_start >= next);
+        let dead: Vec<u32> = self
+            .log
+            .closed()
+            .filter(|s| {
+                !self.open_refs.contains_key(s)
+                    && self.output_refs.get(s).is_none_or(|&seq| seq < log_start)
+                    && (*s > self.opened_segment || before_open_dropped)
+            })
+            .collect();
+        for segment in dead {
+            // A failure leaves the file, found again (and removed) by a later process.
+            let _ = self.log.remove(segment);
+            self.output_refs.remove(&segment);
+        }
+    }
+}
+
+/// One payload of `segment` less is referred to.
+fn release(refs: &mut BTreeMap<u32, u64>, segment: u32) {
+    if let Some(count) = refs.get_mut(&segment) {
+        *count -= 1;
+        if *count == 0 {
+            refs.remove(&segment);
+        }
     }
 }
 
@@ -157,9 +224,13 @@ impl<B: KvBackend> KvStore<B> {
     /// them, instead of in the records.
     pub fn with_payload_log(mut self, log: PayloadLog) -> KvStore<B> {
         self.payloads = Some(LoggedPayloads {
+            opened_segment: log.segment(),
             log,
             open: HashMap::new(),
             retiring: HashMap::new(),
+            open_refs: BTreeMap::new(),
+            output_refs: BTreeMap::new(),
+            opened_next_seq: None,
         });
         self
     }
@@ -243,6 +314,9 @@ impl<B: KvBackend> KvStore<B> {
         if let Some(logged) = &mut self.payloads
             && !written.is_empty()
         {
+            for (_, at) in &written {
+                *logged.open_refs.entry(at.segment).or_default() += 1;
+            }
             logged.open.insert(snap.window.clone(), written);
         }
         snap.payloads = payloads;
@@ -468,6 +542,9 @@ impl<B: KvBackend> KvStore<B> {
 
     fn commit_batch(&mut self, batch: &Batch) -> Result<(), StoreError> {
         let mut meta = self.meta()?;
+        if let Some(logged) = &mut self.payloads {
+            logged.opened_next_seq.get_or_insert(meta.next_seq);
+        }
         let mut ops = Vec::with_capacity(
             2 + batch.dirty.removed.len()
                 + 2 * batch.dirty.windows.len()
@@ -541,7 +618,7 @@ impl<B: KvBackend> KvStore<B> {
             let payloads = &record.window.payloads;
             let value = match &mut self.payloads {
                 Some(logged) if !payloads.is_empty() => {
-                    let refs = logged.fired(&record.window)?;
+                    let refs = logged.fired(record.seq, &record.window)?;
                     codec::encode_output(record, Payloads::Refs(&refs))
                 }
                 _ => codec::encode_output(record, Payloads::Texts(payloads)),
@@ -549,7 +626,7 @@ impl<B: KvBackend> KvStore<B> {
             ops.push(KvOp::Append(record.seq, value));
         }
         if let Some(logged) = &mut self.payloads {
-            logged.retiring.clear();
+            logged.retired();
             // The texts are durable before any record that refers to them can be.
             logged.log.write_durable()?;
         }
@@ -579,6 +656,16 @@ impl<B: KvBackend> KvStore<B> {
     }
 
     fn sync_all(&mut self) -> Result<(), StoreError> {
+        self.sync_records()?;
+        // Every batch committed is durable now, its retention's mark too: the payload segments
+        // only the dropped records referred to can go.
+        if let Some(logged) = &mut self.payloads {
+            logged.remove_unreferenced(self.log_start);
+        }
+        Ok(())
+    }
+
+    fn sync_records(&mut self) -> Result<(), StoreError> {
         if let Some(journal) = &mut self.journal {
             journal.check()?;
             if let Some(synced) = journal.sync_files() {

@@ -9,11 +9,15 @@
 //! Durability: [`PayloadLog::write_durable`] writes and `fdatasync`s what was appended before
 //! the store applies the batch that refers to it, so no durable record can point at bytes that
 //! are not. Bytes appended by a batch that then failed or was lost in a crash are never referred
-//! to and stay as dead space; a reopened log appends after them. Segments are never removed,
-//! even when `--log-retention` dropped every output record that referred to them: with payloads
-//! the retention bounds the output log's records, not this log's bytes (a known gap).
+//! to and stay as dead space; a reopened log appends after them.
+//!
+//! Removal: a closed segment goes once no record that can still be read refers to it (the store
+//! decides which, see `kv::LoggedPayloads`): the output log's retention dropped every output
+//! record that did, and no open window's pane holds a payload in it. Removal happens after the
+//! batch that dropped those records is durable, so no record a recovery can read refers to a
+//! removed segment.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -34,7 +38,7 @@ pub struct PayloadRef {
 }
 
 /// A segment is closed and the next one started once it holds this many bytes.
-const SEGMENT_BYTES: u64 = 256 << 20;
+pub(crate) const SEGMENT_BYTES: u64 = 256 << 20;
 
 /// Appends payload texts to segment files and reads them back.
 #[derive(Debug)]
@@ -42,6 +46,8 @@ pub struct PayloadLog {
     dir: PathBuf,
     /// The segment being appended to.
     segment: u32,
+    /// The closed segments on disk (every one below `segment` not removed).
+    closed: BTreeSet<u32>,
     file: File,
     /// Bytes in `file`, written or not: where the next payload goes.
     len: u64,
@@ -62,15 +68,17 @@ impl PayloadLog {
         PayloadLog::open_with(dir, SEGMENT_BYTES)
     }
 
-    fn open_with(dir: &Path, segment_bytes: u64) -> Result<PayloadLog, StoreError> {
+    /// [`PayloadLog::open`], closing segments at `segment_bytes`.
+    pub(crate) fn open_with(dir: &Path, segment_bytes: u64) -> Result<PayloadLog, StoreError> {
         fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, &e))?;
-        let mut newest = 0;
+        let mut closed = BTreeSet::new();
         for entry in fs::read_dir(dir).map_err(|e| io_error("listing", dir, &e))? {
             let entry = entry.map_err(|e| io_error("listing", dir, &e))?;
             if let Some(n) = segment_number(&entry.file_name().to_string_lossy()) {
-                newest = newest.max(n);
+                closed.insert(n);
             }
         }
+        let newest = closed.pop_last().unwrap_or(0);
         let (file, len) = open_segment(dir, newest)?;
         // The directory and the segment's name must be durable before anything refers to them.
         sync_dir(dir)?;
@@ -80,6 +88,7 @@ impl PayloadLog {
         Ok(PayloadLog {
             dir: dir.to_path_buf(),
             segment: newest,
+            closed,
             file,
             len,
             segment_bytes,
@@ -143,10 +152,35 @@ impl PayloadLog {
         let (file, len) = open_segment(&self.dir, self.segment + 1)?;
         // The new file's name must be durable before anything refers to it.
         sync_dir(&self.dir)?;
+        self.closed.insert(self.segment);
         self.segment += 1;
         self.file = file;
         self.len = len;
         Ok(())
+    }
+
+    /// The segment being appended to.
+    pub fn segment(&self) -> u32 {
+        self.segment
+    }
+
+    /// The closed segments on disk, oldest first.
+    pub fn closed(&self) -> impl Iterator<Item = u32> + '_ {
+        self.closed.iter().copied()
+    }
+
+    /// Removes closed segment `n`, which nothing refers to any more. A failed removal leaves
+    /// the file (a reopened log finds it again, and it is removed then).
+    pub fn remove(&mut self, n: u32) -> Result<(), StoreError> {
+        if !self.closed.remove(&n) {
+            return Ok(());
+        }
+        self.readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&n);
+        let path = segment_path(&self.dir, n);
+        fs::remove_file(&path).map_err(|e| io_error("removing", &path, &e))
     }
 
     /// Reads the payload at `at`, checking its length and CRC.

@@ -35,6 +35,16 @@ impl SledStore {
     /// [`SledStore::open`] with the journal's compaction `policy` (tests and benchmarks: a
     /// compactor that runs rounds back to back, say).
     pub fn open_with(dir: &Path, policy: crate::journal::Policy) -> Result<SledStore, StoreError> {
+        SledStore::open_with_payload_segments(dir, policy, crate::payload_log::SEGMENT_BYTES)
+    }
+
+    /// [`SledStore::open_with`], the payload log's segments closed at `segment_bytes` (tests:
+    /// small segments, to see them rotate and go).
+    pub fn open_with_payload_segments(
+        dir: &Path,
+        policy: crate::journal::Policy,
+        segment_bytes: u64,
+    ) -> Result<SledStore, StoreError> {
         let db = sled::Config::new()
             .path(dir)
             // We flush before every acknowledgement; sled's own timer would only add fsyncs.
@@ -42,7 +52,7 @@ impl SledStore {
             .open()
             .map_err(|e| open_error(dir, e))?;
         // Opened once sled holds the directory's lock: one writer appends to it.
-        let payloads = PayloadLog::open(&dir.join("payloads"))?;
+        let payloads = PayloadLog::open_with(&dir.join("payloads"), segment_bytes)?;
         Ok(KvStore::new(SledBackend {
             db,
             dir: dir.to_path_buf(),

@@ -918,3 +918,121 @@ fn redis_store_keeps_its_log_from_the_retention_mark() {
         "{refused}"
     );
 }
+
+/// The files of a sled store's payload log, by segment number.
+fn payload_segments(dir: &Path) -> Vec<u32> {
+    let mut segments: Vec<u32> = std::fs::read_dir(dir.join("payloads"))
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".log").unwrap().parse().unwrap()
+        })
+        .collect();
+    segments.sort_unstable();
+    segments
+}
+
+/// sled's payload log keeps only what can still be read: a closed segment goes, once its batch
+/// is durable, when the retention dropped every output record that referred to it and no open
+/// window's pane holds a payload in it; what is kept reads back, also after a reopen, whose
+/// store keeps the segments from before it until the log's start passes every record of then.
+#[test]
+fn sled_removes_the_payload_segments_nothing_readable_refers_to() {
+    let dir = temp_dir();
+    let config = EngineConfig {
+        purge: PurgePolicy {
+            max_events: NonZeroU32::new(3),
+            max_age_ms: None,
+        },
+        ..EngineConfig::default()
+    };
+    let size = SizeMs::new(1_000_000).unwrap();
+    // 40-byte payloads in 64-byte segments: payload n is alone in segment n.
+    let event = |id: i64, key: Option<&'static str>| Event {
+        id: EventId::Int(id),
+        ts: Timestamp::from_millis(id),
+        key,
+        value: None,
+        payload: Some(format!("\"{id:038}\"").into()),
+    };
+    let open = |dir: &Path| {
+        retry_while_locked(|| {
+            SledStore::open_with_payload_segments(
+                dir,
+                window_store::CompactionPolicy::default(),
+                64,
+            )
+        })
+    };
+    let mut store = open(dir.path());
+    let (mut engine, mut next_seq) = open_engine(&mut store, config).unwrap();
+    let mut fired = Vec::new();
+    let mut step = |engine: &mut Engine, store: &mut SledStore, e: Event, trim: Option<u64>| {
+        engine
+            .handle_events(Timestamp::EPOCH, size, vec![e])
+            .unwrap();
+        fired.extend(commit_trimming(
+            engine,
+            store,
+            &mut next_seq,
+            Vec::new(),
+            trim,
+        ));
+    };
+    // Id 0 opens a window of key "old" that stays open; ids 1-30 fill ten panes of three:
+    // seq k holds ids 3k+1..3k+3.
+    step(&mut engine, &mut store, event(0, Some("old")), None);
+    for id in 1..=30 {
+        let trim = (id == 30).then_some(9);
+        step(&mut engine, &mut store, event(id, None), trim);
+    }
+    assert_eq!(fired.len(), 10);
+    // Kept: segment 0 (the open window's), 28-30 (seq 9's; 30 is the one appended to).
+    assert_eq!(payload_segments(dir.path()), [0, 28, 29, 30]);
+    let kept = store.read_output(9, 10).unwrap();
+    assert_eq!(kept, fired[9..], "what the log keeps reads back");
+
+    // Reopened: the segments from before stay until the log's start passes seq 9.
+    drop(store);
+    let mut store = open(dir.path());
+    let (mut engine, mut next_seq) = open_engine(&mut store, config).unwrap();
+    assert_eq!(next_seq, 10);
+    let mut fired = Vec::new();
+    let mut step = |engine: &mut Engine, store: &mut SledStore, e: Event, trim: Option<u64>| {
+        engine
+            .handle_events(Timestamp::EPOCH, size, vec![e])
+            .unwrap();
+        fired.extend(commit_trimming(
+            engine,
+            store,
+            &mut next_seq,
+            Vec::new(),
+            trim,
+        ));
+    };
+    step(&mut engine, &mut store, event(31, None), None);
+    step(&mut engine, &mut store, event(32, None), None);
+    assert_eq!(payload_segments(dir.path()), [0, 28, 29, 30, 31, 32]);
+    step(&mut engine, &mut store, event(33, None), Some(10));
+    // Seq 10 (ids 31-33) is the log; the window "old" still holds segment 0.
+    assert_eq!(payload_segments(dir.path()), [0, 31, 32, 33]);
+    // The window "old" fills its pane (seq 11: ids 0, 34, 35), then seq 12 passes it.
+    step(&mut engine, &mut store, event(34, Some("old")), None);
+    step(&mut engine, &mut store, event(35, Some("old")), None);
+    for id in 36..=38 {
+        step(
+            &mut engine,
+            &mut store,
+            event(id, None),
+            (id == 38).then_some(12),
+        );
+    }
+    assert_eq!(payload_segments(dir.path()), [36, 37, 38]);
+    let old = &fired[1];
+    assert_eq!(old.seq, 11);
+    assert_eq!(old.window.window.key.as_deref(), Some("old"));
+    assert_eq!(old.window.payloads.len(), 3, "{old:?}");
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.read_output(12, 10).unwrap(), fired[2..]);
+}

@@ -25,6 +25,12 @@ const CHILD_DIR: &str = "WINDOW_STORE_CRASH_DIR";
 /// Set for the retention child (see [`retention_child`]).
 const CHILD_RETENTION: &str = "WINDOW_STORE_CRASH_RETENTION";
 const CHILD_START: &str = "WINDOW_STORE_CRASH_START";
+/// Set for a child whose events carry payloads, in small payload segments, and whose every sync
+/// moves the output log's start to [`PAYLOAD_KEEP`] windows back (see [`payloads_under_retention`]).
+const CHILD_PAYLOADS: &str = "WINDOW_STORE_CRASH_PAYLOADS";
+/// The payload child's segments, and the windows its log keeps.
+const PAYLOAD_SEGMENT_BYTES: u64 = 4096;
+const PAYLOAD_KEEP: u64 = 100;
 /// Set for a child whose journal compactor runs rounds back to back, so that most kills land
 /// inside a compaction.
 const CHILD_COMPACTING: &str = "WINDOW_STORE_CRASH_COMPACTING";
@@ -60,6 +66,11 @@ fn event(n: u64) -> Event<'static> {
         value: Some((n % 10) as f64),
         payload: None,
     }
+}
+
+/// The payload the payload child gives event `n`.
+fn payload_of(n: u64) -> String {
+    format!("{{\"n\":{n}}}")
 }
 
 fn commit(
@@ -105,8 +116,14 @@ fn commit_trimming(
 
 /// The child: ingest from `start` on, forever, acknowledging after each sync.
 #[allow(clippy::print_stdout)] // The child reports acknowledgements to the parent on stdout.
-fn child(dir: &Path, start: u64, compacting_constantly: bool) {
-    let mut store = if compacting_constantly {
+fn child(dir: &Path, start: u64, compacting_constantly: bool, payloads: bool) {
+    let mut store = if payloads {
+        SledStore::open_with_payload_segments(
+            dir,
+            CompactionPolicy::default(),
+            PAYLOAD_SEGMENT_BYTES,
+        )
+    } else if compacting_constantly {
         SledStore::open_with(
             dir,
             CompactionPolicy {
@@ -123,12 +140,19 @@ fn child(dir: &Path, start: u64, compacting_constantly: bool) {
     let mut stdout = std::io::stdout().lock();
     let mut n = start;
     loop {
-        for _ in 0..STEPS_PER_SYNC {
-            let batch: Vec<Event<'_>> = (n..n + STEP_EVENTS).map(event).collect();
+        for step in 0..STEPS_PER_SYNC {
+            let batch: Vec<Event<'_>> = (n..n + STEP_EVENTS)
+                .map(|n| Event {
+                    payload: payloads.then(|| payload_of(n).into()),
+                    ..event(n)
+                })
+                .collect();
             engine
                 .handle_events(Timestamp::from_millis(n as i64), size, batch)
                 .expect("events");
-            commit(&mut engine, &mut store, &mut next_seq, Vec::new());
+            let trim = (payloads && step == STEPS_PER_SYNC - 1)
+                .then(|| next_seq.saturating_sub(PAYLOAD_KEEP));
+            commit_trimming(&mut engine, &mut store, &mut next_seq, Vec::new(), trim);
             n += STEP_EVENTS;
         }
         store.sync().expect("sync");
@@ -141,10 +165,19 @@ fn child(dir: &Path, start: u64, compacting_constantly: bool) {
 /// Runs the child until a SIGKILL after `lifetime`; returns the highest acknowledged bound, or
 /// `None` when the kill came before its first acknowledgement (while it was still recovering:
 /// replaying its journal, say, which is a moment worth killing it at too).
-fn run_child(dir: &Path, start: u64, lifetime: Duration, compacting: bool) -> Option<u64> {
+fn run_child(
+    dir: &Path,
+    start: u64,
+    lifetime: Duration,
+    compacting: bool,
+    payloads: bool,
+) -> Option<u64> {
     let mut command = Command::new(std::env::current_exe().expect("own path"));
     if compacting {
         command.env(CHILD_COMPACTING, "1");
+    }
+    if payloads {
+        command.env(CHILD_PAYLOADS, "1");
     }
     command
         .env(CHILD_DIR, dir)
@@ -249,6 +282,63 @@ fn retention_survives_a_crash_with_leftovers() {
     eprintln!("retention: a crash with leftovers recovers the mark (20) and seqs 20..32");
 }
 
+/// Payload segments go while a child that trims its log every sync is SIGKILLed again and again:
+/// after the last kill, the recovery reads every open window's payloads back, every window the
+/// log keeps has the payloads of its ids, and the log's older segments are gone.
+fn payloads_under_retention(cycles: u64) {
+    let dir = temp_dir();
+    let mut acked = 0_u64;
+    for cycle in 0..cycles {
+        let lifetime = Duration::from_millis(150 + 50 * cycle);
+        let start = acked.saturating_sub(STEP_EVENTS * 3);
+        if let Some(now_acked) = run_child(dir.path(), start, lifetime, false, true) {
+            acked = acked.max(now_acked);
+        }
+    }
+    assert!(acked > 0, "the payload child never acknowledged anything");
+    let mut store = SledStore::open(dir.path()).expect("reopen");
+    // Recovery reads the open windows' payloads: a segment removed too early fails it here.
+    let opened = window_store::open(&mut store, config()).expect("recover with payloads");
+    let log = store
+        .read_output(opened.log_start, usize::MAX)
+        .expect("read what the log keeps");
+    assert!(opened.log_start > 0, "the child moved the log's start");
+    assert_eq!(log.len() as u64, opened.next_seq - opened.log_start);
+    for record in &log {
+        let texts: Vec<Option<String>> = record
+            .window
+            .payloads
+            .iter()
+            .map(|p| p.as_deref().map(str::to_owned))
+            .collect();
+        let want: Vec<Option<String>> = record
+            .window
+            .ids
+            .iter()
+            .map(|id| match id {
+                EventId::Int(n) => Some(payload_of(*n as u64)),
+                other => panic!("unexpected id {other:?}"),
+            })
+            .collect();
+        assert_eq!(texts, want, "seq {}", record.seq);
+    }
+    let segments = std::fs::read_dir(dir.path().join("payloads"))
+        .expect("the payload log")
+        .count();
+    let written: u64 = (0..acked).map(|n| payload_of(n).len() as u64).sum();
+    assert!(
+        (segments as u64) < written / PAYLOAD_SEGMENT_BYTES,
+        "{segments} segments left of {} written at least",
+        written / PAYLOAD_SEGMENT_BYTES
+    );
+    eprintln!(
+        "payloads: {cycles} SIGKILLs under retention; {acked} acknowledged, the log keeps seq {}..{} with their payloads; {segments} payload segments left of {} written",
+        opened.log_start,
+        opened.next_seq,
+        written / PAYLOAD_SEGMENT_BYTES
+    );
+}
+
 fn main() {
     if let Ok(dir) = std::env::var(CHILD_RETENTION) {
         retention_child(Path::new(&dir));
@@ -256,10 +346,17 @@ fn main() {
     }
     if let (Ok(dir), Ok(start)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_START)) {
         let constantly = std::env::var(CHILD_COMPACTING).is_ok();
-        child(Path::new(&dir), start.parse().expect("start"), constantly);
+        let payloads = std::env::var(CHILD_PAYLOADS).is_ok();
+        child(
+            Path::new(&dir),
+            start.parse().expect("start"),
+            constantly,
+            payloads,
+        );
         return;
     }
     retention_survives_a_crash_with_leftovers();
+    payloads_under_retention(count_from_env("CRASH_CYCLES", 5).min(3) as u64);
     let cycles = count_from_env("CRASH_CYCLES", 5) as u64;
     let dir = temp_dir();
     let started = Instant::now();
@@ -274,7 +371,7 @@ fn main() {
         let start = acked.saturating_sub(STEP_EVENTS * 3);
         // Every other child compacts constantly: its kill lands inside a compaction round.
         let compacting = cycle % 2 == 1;
-        let Some(now_acked) = run_child(dir.path(), start, lifetime, compacting) else {
+        let Some(now_acked) = run_child(dir.path(), start, lifetime, compacting, false) else {
             eprintln!(
                 "crash cycle {cycle}: killed after {lifetime:?}, before its first acknowledgement"
             );
