@@ -492,14 +492,25 @@ fn holders_die_and_nothing_acknowledged_is_lost(place: &Place, kills: usize) {
     );
 }
 
-/// Redis SIGKILLed under two nodes that each hold partitions, and restarted two seconds later
-/// (append-only, fsynced before every reply, so it keeps everything it answered; issue 19 item
-/// 7): meanwhile requests wait at the routers (up to `--failover-timeout`, then error 11) and
-/// no node exits; once Redis is back the nodes take the partitions again by themselves and serve within
-/// a few seconds, and the output log holds every acknowledged event exactly once, each
-/// partition's `seq` dense from 0 (never reused).
-#[test]
-fn redis_killed_and_restarted_under_partitioned_nodes_heals_without_a_restart() {
+/// What happens to Redis under the partitioned nodes (issue 19 item 7).
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// SIGKILLed, and restarted two seconds later (append-only, fsynced before every reply, so
+    /// it keeps everything it answered).
+    Killed,
+    /// SIGSTOPped for two and a half seconds (past every lease's ttl of one second), then
+    /// SIGCONTinued.
+    Paused,
+    /// Refusing every write (`maxmemory 1`, OOM) for two seconds, then taking them again.
+    RefusingWrites,
+}
+
+/// Redis fails under two nodes that each hold partitions while a client ingests through one of
+/// them: meanwhile requests wait at the routers (up to `--failover-timeout`, then error 11) and
+/// no node exits; once Redis is back the nodes take the partitions again by themselves, under new
+/// epochs, and serve within a few seconds, and the output log holds every acknowledged event
+/// exactly once, each partition's `seq` dense from 0 (never reused).
+fn a_redis_fault_under_partitioned_nodes_heals_without_a_restart(fault: Fault) {
     let Ok(mut server) = RedisServer::launch(Persistence::AppendOnlyAlways, None) else {
         let _ = RedisServer::start();
         return;
@@ -514,18 +525,46 @@ fn redis_killed_and_restarted_under_partitioned_nodes_heals_without_a_restart() 
     );
     let client = Client::start(nodes[0].addr);
     std::thread::sleep(Duration::from_millis(800));
-    server.kill().expect("SIGKILL redis");
-    std::thread::sleep(Duration::from_secs(2));
+    match fault {
+        Fault::Killed => server.kill().expect("SIGKILL redis"),
+        Fault::Paused => server
+            .process()
+            .signal(Signal::Stop)
+            .expect("SIGSTOP redis"),
+        Fault::RefusingWrites => {
+            server
+                .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+                .expect("noeviction");
+            server
+                .command(&["CONFIG", "SET", "maxmemory", "1"])
+                .expect("maxmemory 1");
+        }
+    }
+    std::thread::sleep(match fault {
+        Fault::Paused => Duration::from_millis(2500),
+        Fault::Killed | Fault::RefusingWrites => Duration::from_secs(2),
+    });
     for node in &mut nodes {
         assert!(
             node.process.exited().expect("poll").is_none(),
-            "a node exited while Redis was away: {:?}",
+            "{fault:?}: a node exited while Redis was away: {:?}",
             node.process.log_tail(10)
         );
     }
-    server
-        .restart(Persistence::AppendOnlyAlways)
-        .expect("restart redis");
+    match fault {
+        Fault::Killed => server
+            .restart(Persistence::AppendOnlyAlways)
+            .expect("restart redis"),
+        Fault::Paused => server
+            .process()
+            .signal(Signal::Cont)
+            .expect("SIGCONT redis"),
+        Fault::RefusingWrites => {
+            server
+                .command(&["CONFIG", "SET", "maxmemory", "0"])
+                .expect("maxmemory 0");
+        }
+    }
     let back = Instant::now();
     // Served again: a flush through each node is answered.
     for node in &nodes {
@@ -535,7 +574,7 @@ fn redis_killed_and_restarted_under_partitioned_nodes_heals_without_a_restart() 
     for node in &nodes {
         assert!(
             node.process.log_has("contend"),
-            "each node stepped down from its partitions and contended again: {:?}",
+            "{fault:?}: each node stepped down from its partitions and contended again: {:?}",
             node.process.log_tail(10)
         );
     }
@@ -543,13 +582,76 @@ fn redis_killed_and_restarted_under_partitioned_nodes_heals_without_a_restart() 
     let epochs: Vec<u64> = leases.iter().map(|l| l.epoch).collect();
     assert!(
         epochs.iter().all(|&e| e >= 2),
-        "every partition was taken again, under a new epoch: {leases:#?}"
+        "{fault:?}: every partition was taken again, under a new epoch: {leases:#?}"
     );
     eprintln!(
-        "Redis restart under partitions: {} acknowledged events ({} resends) all emitted exactly once in {} windows (per partition {per_partition:?}, epochs {epochs:?}); served again {served_after:?} after Redis came back",
+        "Redis {fault:?} under partitions: {} acknowledged events ({} resends) all emitted exactly once in {} windows (per partition {per_partition:?}, epochs {epochs:?}); served again {served_after:?} after Redis came back",
         load.acked.len(),
         load.resends,
         windows.len(),
+    );
+}
+
+#[test]
+fn redis_killed_and_restarted_under_partitioned_nodes_heals_without_a_restart() {
+    a_redis_fault_under_partitioned_nodes_heals_without_a_restart(Fault::Killed);
+}
+
+#[test]
+fn redis_paused_past_the_leases_under_partitioned_nodes_heals_without_a_restart() {
+    a_redis_fault_under_partitioned_nodes_heals_without_a_restart(Fault::Paused);
+}
+
+#[test]
+fn redis_refusing_writes_under_partitioned_nodes_heals_without_a_restart() {
+    a_redis_fault_under_partitioned_nodes_heals_without_a_restart(Fault::RefusingWrites);
+}
+
+/// The namespace wiped (FLUSHALL) under two nodes that each hold partitions (issue 19 item 7):
+/// no node starts a partition over at epoch 1 and seq 0; each stops, non-zero, saying the
+/// namespace's state was lost, and nothing of the namespace is made anew.
+#[test]
+fn a_wiped_namespace_stops_every_partitioned_node() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 4);
+    let mut nodes: Vec<Node> = (0..2).map(|_| start(&place)).collect();
+    wait_for(
+        &nodes,
+        place.partitions,
+        "four partitions over two nodes",
+        balanced,
+    );
+    let events: Vec<Value> = (0..KEYS)
+        .map(|n| json!({"id": n, "timestamp": BASE_TS, "key": format!("k{n}")}))
+        .collect();
+    let ingest = json!({"type": "ingest", "msg_id": 1, "events": events}).to_string();
+    let ok = call_until(nodes[0].addr, &ingest, "ingest_ok");
+    assert_eq!(ok["accepted"], KEYS, "{ok}");
+
+    server.command(&["FLUSHALL"]).expect("FLUSHALL");
+    // A request after the wipe cannot be applied; whatever it is answered, the nodes stop.
+    if let Ok(mut conn) = Conn::open(nodes[0].addr) {
+        let _ = conn.call(&ingest.replace("\"msg_id\":1", "\"msg_id\":2"));
+    }
+    for (n, node) in nodes.iter_mut().enumerate() {
+        let status = node
+            .process
+            .wait_exit(SETTLE)
+            .unwrap_or_else(|e| panic!("node {n} exits after the wipe: {e}"));
+        assert!(!status.success(), "node {n}: {status}");
+        let log = node.process.log_text();
+        assert!(
+            log.contains(&place.namespace) && log.contains("new --namespace"),
+            "node {n} names the namespace and what to do: {log}"
+        );
+    }
+    let left = server.command(&["KEYS", "*"]).expect("KEYS");
+    assert!(
+        left.iter()
+            .all(|key| !key.ends_with(":epoch") && !key.ends_with(":id")),
+        "nothing of the namespace made anew: {left:?}"
     );
 }
 
