@@ -10,9 +10,10 @@
 //!   it had not seen; `from_seq` is one number for all partitions or one per partition, and
 //!   every window carries its `partition` (its `seq` is that partition's).
 //!
-//! A node has one link per partition ([`PartitionLinks`], over [`Links`]), shared by all its client connections: a
-//! connection to the node that holds the partition's lease (maybe this one, over loopback, so
-//! that a partition served here and one served elsewhere take the same path) that sends the
+//! A partition this node holds is served in process ([`PartitionLinks::serve_here`]: the
+//! holder's own request handler, without a connection). For the others a node has one link per
+//! partition ([`PartitionLinks`], over [`Links`]), shared by all its client connections: a
+//! connection to the node that holds the partition's lease that sends the
 //! partition's requests in the order they were asked, keeps the unanswered ones, and sends them
 //! again to the next holder when the holder goes away, moves, or answers error 11 (a handover
 //! or a stop), for up to the failover timeout. Replies come back in order on the link, so the
@@ -21,7 +22,9 @@
 //! pipelined on it make large group commits. A subscription has connections of its own (one
 //! per partition), since it streams.
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -31,7 +34,7 @@ use window_core::Timestamp;
 
 use crate::feeds::{Feed, connect_feed, merge_feeds};
 use crate::group_route::{GroupStream, route_group};
-use crate::links::{Answer, Links};
+use crate::links::{Answer, Links, is_unavailable};
 use crate::partitions::PartitionTable;
 use crate::upstream::{Coordinator, RequestIds};
 use window_cluster::link::RETRY_PAUSE;
@@ -57,11 +60,22 @@ pub enum Routed {
     Group(GroupStream),
 }
 
-/// A node's links to the partitions' holders (one per partition, see [`Links`]), shared by its
+/// The reply text of a partition's request served in this process.
+pub type LocalAnswer = Pin<Box<dyn Future<Output = String> + Send>>;
+/// A partition's request handed to this process's driver of it: resolves once it is queued
+/// there (so requests keep their order), to the reply to come.
+pub type LocalReply = Pin<Box<dyn Future<Output = LocalAnswer> + Send>>;
+/// Serves a partition's request line in this process (`tcp::answer_here`).
+pub type ServeHere = Box<dyn Fn(String) -> LocalReply + Send + Sync>;
+
+/// A node's way to each partition's holder: for a partition this process holds, its driver,
+/// directly; for the others, a link (one per partition, see [`Links`]) shared by its
 /// connections.
 pub struct PartitionLinks {
     table: Arc<PartitionTable>,
-    links: Links,
+    links: Arc<Links>,
+    /// How a partition held here is served (set once the connections' settings exist).
+    here: OnceLock<ServeHere>,
     ids: Mutex<RequestIds>,
     failover_timeout: Duration,
 }
@@ -86,7 +100,8 @@ impl PartitionLinks {
             .collect();
         PartitionLinks {
             table,
-            links: Links::new(targets, failover_timeout),
+            links: Arc::new(Links::new(targets, failover_timeout)),
+            here: OnceLock::new(),
             ids: Mutex::new(RequestIds::new()),
             failover_timeout,
         }
@@ -97,8 +112,38 @@ impl PartitionLinks {
         self.ids.lock().unwrap_or_else(|e| e.into_inner()).next()
     }
 
-    /// Sends `line` to the holder of `partition` (see [`Links::ask`]).
+    /// Serves the partitions this process holds with `here`, not over a link to itself.
+    pub fn serve_here(&self, here: ServeHere) {
+        let _ = self.here.set(here);
+    }
+
+    /// Sends `line` to the holder of `partition`: this process's driver when it holds the
+    /// partition, else over the partition's link (see [`Links::ask`]). A partition being handed
+    /// over or stopped here answers error 11, and the line goes over the link then, which finds
+    /// the next holder (across such a handover a client's requests to that partition may run out
+    /// of order; the request ids keep each one's effect to once).
     async fn ask(&self, partition: u32, line: String) -> oneshot::Receiver<Answer> {
+        if let Some(here) = self.here.get()
+            && self.table.local(partition).is_some()
+        {
+            let reply = here(line.clone()).await;
+            let links = Arc::clone(&self.links);
+            let (answer, receiver) = oneshot::channel();
+            tokio::spawn(async move {
+                let text = reply.await;
+                let result = if is_unavailable(&text) {
+                    links
+                        .ask(partition as usize, line)
+                        .await
+                        .await
+                        .unwrap_or(Answer::Reply(text))
+                } else {
+                    Answer::Reply(text)
+                };
+                let _ = answer.send(result);
+            });
+            return receiver;
+        }
         self.links.ask(partition as usize, line).await
     }
 }
@@ -631,7 +676,6 @@ async fn follow_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::links::is_unavailable;
 
     #[test]
     fn windows_sort_by_time_not_by_text() {

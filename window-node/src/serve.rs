@@ -750,14 +750,22 @@ async fn serve_partitions(
     );
     let running = blocking(|| Partitions::start(&setup))
         .with_context(|| format!("joining the partitions of namespace {:?}", args.namespace))?;
+    let links = Arc::new(PartitionLinks::new(running.table(), args.failover_timeout));
     let route = Route::Partitioned {
         table: running.table(),
-        links: Arc::new(PartitionLinks::new(running.table(), args.failover_timeout)),
+        links: Arc::clone(&links),
     };
     // The partitions' connections outlive every holding (each request finds its partition's
     // driver anew), so nothing retires them.
     let (_never, retired) = watch::channel(false);
     let shared = shared(args, &config, route, metrics, me, retired);
+    // The router serves the partitions held here in process (not over loopback). Weak: the
+    // connections' settings hold the router.
+    let weak = Arc::downgrade(&shared);
+    links.serve_here(Box::new(move |line| match weak.upgrade() {
+        Some(shared) => tcp::answer_here(&shared, line),
+        None => tcp::answer_stopped(),
+    }));
     let mut stopping = stopped.clone();
     let slots = tcp::Slots::new(args.max_connections);
     let accepting = tcp::accept_loop(&listener, shared, slots, async move {

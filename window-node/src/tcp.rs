@@ -22,7 +22,7 @@ use crate::group_route::GroupStream;
 use crate::line_budget::{LineBudget, Share};
 use crate::metrics::Metrics;
 use crate::partitions::PartitionTable;
-use crate::router::{PartitionLinks, RouteLimits, Routed, route};
+use crate::router::{LocalReply, PartitionLinks, RouteLimits, Routed, route};
 use window_cluster::link::PIPELINE;
 use window_proto::ProtoError;
 use window_proto::reply::{
@@ -731,88 +731,22 @@ async fn write_replies(
     while let Some(item) = queue.recv().await {
         out.clear();
         let style = shared.style;
+        let item = reply_once(item, &shared, &mut out).await.err();
         match item {
-            Outgoing::Ready(bytes) => out = bytes,
-            Outgoing::Ingest(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(ok) => reply::ingest_ok(&mut out, &to.header(style), ok),
-                Err(error) => reply::error(&mut out, &to.header(style), &error),
-            },
-            Outgoing::Close(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(record) => reply::window_closed(
-                    &mut out,
-                    &to.header(style),
-                    &logged(shared.frame, &record, part.partition),
-                ),
-                Err(error) => reply::error(&mut out, &to.header(style), &error),
-            },
-            Outgoing::Flush(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(records) => reply::flushed(
-                    &mut out,
-                    &to.header(style),
-                    records
-                        .iter()
-                        .map(|record| logged(shared.frame, record, part.partition)),
-                ),
-                Err(error) => reply::error(&mut out, &to.header(style), &error),
-            },
-            Outgoing::Stats(to, rx) => match rx.await {
-                Ok(stats) => {
-                    let holder = HolderStats {
-                        watermark: stats.watermark,
-                        lease_holder: &shared.holder,
-                        epoch: stats.epoch,
-                        connections: shared.metrics.connections_open.load(Ordering::Relaxed),
-                        refused_ahead: stats.refused_ahead,
-                        refused_open_windows: stats.refused_open_windows,
-                        log_start: stats.log_start,
-                    };
-                    let stats = StatsReply {
-                        open_windows: stats.open_windows as u64,
-                        buffered_events: stats.buffered_events as u64,
-                        emitted_windows: stats.next_seq,
-                        accepted: stats.counters.accepted,
-                        duplicates: stats.counters.duplicates,
-                        late: stats.counters.late,
-                        holder: Some(holder),
-                        partitions: None,
-                        groups: &stats.groups,
-                        config: Some(ConfigStats {
-                            window_size_ms: shared.spec.size.get(),
-                            time: match stats.time {
-                                TimeBase::Event => TimeKind::Event,
-                                TimeBase::Ingest => TimeKind::Ingest,
-                            },
-                            allowed_lateness_ms: stats.engine.allowed_lateness_ms,
-                            max_events: stats.engine.purge.max_events.map(|n| n.get()),
-                            max_age_ms: stats.engine.purge.max_age_ms,
-                        }),
-                    };
-                    reply::stats_ok(&mut out, &to.header(style), &stats);
-                }
-                Err(_) => reply::error(&mut out, &to.header(style), &lost()),
-            },
-            Outgoing::Routed(rx) => {
-                out = rx.await.unwrap_or_else(|_| {
-                    let mut out = Vec::new();
-                    reply::error(&mut out, &ReplyTo::default().header(style), &lost());
-                    out
-                });
-            }
-            Outgoing::RoutedStream(lines) | Outgoing::RoutedGroup(GroupStream { lines, .. }) => {
+            None => {}
+            Some(
+                Outgoing::RoutedStream(lines) | Outgoing::RoutedGroup(GroupStream { lines, .. }),
+            ) => {
                 stream_routed(&mut write, &mut queue, lines).await;
                 let _ = write.flush().await;
                 return;
             }
-            Outgoing::Acked(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                Ok(acked) => reply::ack_ok(&mut out, &to.header(style), acked),
-                Err(error) => reply::error(&mut out, &to.header(style), &error),
-            },
-            Outgoing::Group(joining) => {
+            Some(Outgoing::Group(joining)) => {
                 stream_group(&mut write, &mut queue, &shared, *joining).await;
                 let _ = write.flush().await;
                 return;
             }
-            Outgoing::Subscribe(to, part, rx) => {
+            Some(Outgoing::Subscribe(to, part, rx)) => {
                 match rx.await.unwrap_or_else(|_| Err(lost())) {
                     Ok(subscription) => {
                         stream_subscription(
@@ -834,6 +768,7 @@ async fn write_replies(
                 let _ = write.flush().await;
                 return;
             }
+            Some(_) => unreachable!("reply_once answers every other kind"),
         }
         if write.write_all(&out).await.is_err() {
             return;
@@ -843,6 +778,128 @@ async fn write_replies(
         }
     }
     let _ = write.flush().await;
+}
+
+/// Writes the reply to a request answered once into `out`, when its outcome is known; a stream
+/// (a subscription, a group's membership) is given back.
+async fn reply_once(item: Outgoing, shared: &Shared, out: &mut Vec<u8>) -> Result<(), Outgoing> {
+    let style = shared.style;
+    match item {
+        Outgoing::Ready(bytes) => *out = bytes,
+        Outgoing::Ingest(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+            Ok(ok) => reply::ingest_ok(out, &to.header(style), ok),
+            Err(error) => reply::error(out, &to.header(style), &error),
+        },
+        Outgoing::Close(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+            Ok(record) => reply::window_closed(
+                out,
+                &to.header(style),
+                &logged(shared.frame, &record, part.partition),
+            ),
+            Err(error) => reply::error(out, &to.header(style), &error),
+        },
+        Outgoing::Flush(to, part, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+            Ok(records) => reply::flushed(
+                out,
+                &to.header(style),
+                records
+                    .iter()
+                    .map(|record| logged(shared.frame, record, part.partition)),
+            ),
+            Err(error) => reply::error(out, &to.header(style), &error),
+        },
+        Outgoing::Stats(to, rx) => match rx.await {
+            Ok(stats) => {
+                let holder = HolderStats {
+                    watermark: stats.watermark,
+                    lease_holder: &shared.holder,
+                    epoch: stats.epoch,
+                    connections: shared.metrics.connections_open.load(Ordering::Relaxed),
+                    refused_ahead: stats.refused_ahead,
+                    refused_open_windows: stats.refused_open_windows,
+                    log_start: stats.log_start,
+                };
+                let stats = StatsReply {
+                    open_windows: stats.open_windows as u64,
+                    buffered_events: stats.buffered_events as u64,
+                    emitted_windows: stats.next_seq,
+                    accepted: stats.counters.accepted,
+                    duplicates: stats.counters.duplicates,
+                    late: stats.counters.late,
+                    holder: Some(holder),
+                    partitions: None,
+                    groups: &stats.groups,
+                    config: Some(ConfigStats {
+                        window_size_ms: shared.spec.size.get(),
+                        time: match stats.time {
+                            TimeBase::Event => TimeKind::Event,
+                            TimeBase::Ingest => TimeKind::Ingest,
+                        },
+                        allowed_lateness_ms: stats.engine.allowed_lateness_ms,
+                        max_events: stats.engine.purge.max_events.map(|n| n.get()),
+                        max_age_ms: stats.engine.purge.max_age_ms,
+                    }),
+                };
+                reply::stats_ok(out, &to.header(style), &stats);
+            }
+            Err(_) => reply::error(out, &to.header(style), &lost()),
+        },
+        Outgoing::Routed(rx) => {
+            *out = rx.await.unwrap_or_else(|_| {
+                let mut out = Vec::new();
+                reply::error(&mut out, &ReplyTo::default().header(style), &lost());
+                out
+            });
+        }
+        Outgoing::Acked(to, rx) => match rx.await.unwrap_or_else(|_| Err(lost())) {
+            Ok(acked) => reply::ack_ok(out, &to.header(style), acked),
+            Err(error) => reply::error(out, &to.header(style), &error),
+        },
+        stream @ (Outgoing::RoutedStream(_)
+        | Outgoing::RoutedGroup(_)
+        | Outgoing::Group(_)
+        | Outgoing::Subscribe(..)) => return Err(stream),
+    }
+    Ok(())
+}
+
+/// [`answer_here`] once the process's connections' settings are gone (it is stopping): error 11.
+// The outer future queues the request, the inner one is its reply: yielding it is the point.
+#[allow(clippy::async_yields_async)]
+pub fn answer_stopped() -> LocalReply {
+    Box::pin(async {
+        Box::pin(async {
+            let mut out = Vec::new();
+            reply::error(
+                &mut out,
+                &ReplyTo::default().header(Style::Compact),
+                &lost(),
+            );
+            String::from_utf8_lossy(&out).trim_end().to_owned()
+        }) as crate::router::LocalAnswer
+    })
+}
+
+/// Answers a partition's request line in this process, as its holder's connection would (the
+/// router's way to a partition this process serves): once the request is queued to its driver,
+/// the reply to come. A subscription is not answered here (it streams over a connection).
+#[allow(clippy::async_yields_async)] // As for `answer_stopped`.
+pub fn answer_here(shared: &Arc<Shared>, line: String) -> LocalReply {
+    let shared = Arc::clone(shared);
+    Box::pin(async move {
+        let outgoing = handle_request(&line, &shared).await;
+        Box::pin(async move {
+            let mut out = Vec::new();
+            if reply_once(outgoing, &shared, &mut out).await.is_err() {
+                let error = ProtoError::Internal(
+                    "a stream was asked of the local partition path".to_owned(),
+                );
+                out.clear();
+                reply::error(&mut out, &ReplyTo::default().header(shared.style), &error);
+            }
+            String::from_utf8_lossy(&out).trim_end().to_owned()
+        }) as crate::router::LocalAnswer
+    })
 }
 
 /// Sends `subscribe_ok`, the backlog (paging through the log), then live windows, until the

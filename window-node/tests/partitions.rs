@@ -607,6 +607,50 @@ fn redis_refusing_writes_under_partitioned_nodes_heals_without_a_restart() {
     a_redis_fault_under_partitioned_nodes_heals_without_a_restart(Fault::RefusingWrites);
 }
 
+/// A node's router serves the partitions the node holds in process (issue 18 item 5): its
+/// requests reach the partitions' drivers directly, not over connections to itself, so the
+/// node's connections are its clients only.
+#[test]
+fn a_node_serves_the_partitions_it_holds_in_process() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 4);
+    let node = start(&place);
+    // Waited for in its log: a `stats` through the router before the node holds a partition
+    // would open a link to the partition's holder, which stays open.
+    window_testkit::wait_for(SETTLE, "four partitions on one node", || {
+        let held = node
+            .process
+            .log_text()
+            .matches("coordinating partition")
+            .count();
+        (held == place.partitions).then_some(())
+    })
+    .expect("the node holds every partition");
+    let nodes = [node];
+    let mut client = Conn::open(nodes[0].addr).expect("connect");
+    let events: Vec<Value> = (0..KEYS)
+        .map(|n| json!({"id": n, "timestamp": BASE_TS, "key": format!("k{n}")}))
+        .collect();
+    let ok = client.request(&json!({"type": "ingest", "msg_id": 1, "events": events}).to_string());
+    assert_eq!(ok["accepted"], KEYS, "{ok}");
+    let flushed = client.request(r#"{"type":"flush","msg_id":2}"#);
+    let windows = flushed["windows"].as_array().expect("windows");
+    assert_eq!(windows.len() as i64, KEYS, "{flushed}");
+    let partitions: std::collections::BTreeSet<u64> = windows
+        .iter()
+        .map(|w| w["partition"].as_u64().expect("partition"))
+        .collect();
+    assert_eq!(partitions.len(), 4, "every partition took part: {flushed}");
+    let stats = client.request(r#"{"type":"stats","msg_id":3,"partition":0}"#);
+    assert_eq!(stats["type"], "stats_ok", "{stats}");
+    assert_eq!(
+        stats["connections"], 1,
+        "the client's is the node's only connection: {stats}"
+    );
+}
+
 /// The namespace wiped (FLUSHALL) under two nodes that each hold partitions (issue 19 item 7):
 /// no node starts a partition over at epoch 1 and seq 0; each stops, non-zero, saying the
 /// namespace's state was lost, and nothing of the namespace is made anew.
