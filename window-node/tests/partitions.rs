@@ -106,6 +106,18 @@ fn start(place: &Place) -> Node {
     .expect("a node starts")
 }
 
+/// Starts `count` nodes of `place` and waits until its partitions are spread over them.
+fn spread(place: &Place, count: usize) -> Vec<Node> {
+    let nodes: Vec<Node> = (0..count).map(|_| start(place)).collect();
+    wait_for(
+        &nodes,
+        place.partitions,
+        &format!("{} partitions spread over {count} nodes", place.partitions),
+        balanced,
+    );
+    nodes
+}
+
 /// One partition's entry in `stats`: who holds its lease (if anyone), its epoch, and how many
 /// windows it has fired.
 #[derive(Clone, Debug)]
@@ -435,13 +447,7 @@ fn on_a_redis_cluster_a_holder_dies_and_nothing_acknowledged_is_lost() {
 /// the first) holding the most partitions SIGKILLed and replaced; then every acknowledged
 /// event must come out exactly once.
 fn holders_die_and_nothing_acknowledged_is_lost(place: &Place, kills: usize) {
-    let mut nodes: Vec<Node> = (0..3).map(|_| start(place)).collect();
-    wait_for(
-        &nodes,
-        place.partitions,
-        "six partitions spread over three nodes",
-        balanced,
-    );
+    let mut nodes = spread(place, 3);
     let client = Client::start(nodes[0].addr);
 
     let mut takeovers = Vec::new();
@@ -516,13 +522,7 @@ fn a_redis_fault_under_partitioned_nodes_heals_without_a_restart(fault: Fault) {
         return;
     };
     let place = Place::new(&server, 4);
-    let mut nodes: Vec<Node> = (0..2).map(|_| start(&place)).collect();
-    wait_for(
-        &nodes,
-        place.partitions,
-        "four partitions over two nodes",
-        balanced,
-    );
+    let mut nodes = spread(&place, 2);
     let client = Client::start(nodes[0].addr);
     std::thread::sleep(Duration::from_millis(800));
     match fault {
@@ -660,13 +660,7 @@ fn a_wiped_namespace_stops_every_partitioned_node() {
         return;
     };
     let place = Place::new(&server, 4);
-    let mut nodes: Vec<Node> = (0..2).map(|_| start(&place)).collect();
-    wait_for(
-        &nodes,
-        place.partitions,
-        "four partitions over two nodes",
-        balanced,
-    );
+    let mut nodes = spread(&place, 2);
     let events: Vec<Value> = (0..KEYS)
         .map(|n| json!({"id": n, "timestamp": BASE_TS, "key": format!("k{n}")}))
         .collect();

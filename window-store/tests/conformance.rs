@@ -621,6 +621,55 @@ fn consumer_groups_survive_a_reopen_each_written_whole() {
     }
 }
 
+/// Windows whose panes fire at three events (`--max-events 3`).
+fn panes_of_three() -> EngineConfig {
+    EngineConfig {
+        purge: PurgePolicy {
+            max_events: NonZeroU32::new(3),
+            max_age_ms: None,
+        },
+        ..EngineConfig::default()
+    }
+}
+
+/// A sled store and its engine, one event per committed batch.
+struct OneByOne {
+    store: SledStore,
+    engine: Engine,
+    next_seq: u64,
+    size: SizeMs,
+    /// What fired, since opened.
+    fired: Vec<OutputRecord>,
+}
+
+impl OneByOne {
+    fn open(mut store: SledStore, config: EngineConfig, size: SizeMs) -> OneByOne {
+        let (engine, next_seq) = open_engine(&mut store, config).unwrap();
+        OneByOne {
+            store,
+            engine,
+            next_seq,
+            size,
+            fired: Vec::new(),
+        }
+    }
+
+    /// Commits `event`, moving the log's start to `trim` in the same batch.
+    fn step(&mut self, event: Event<'_>, trim: Option<u64>) {
+        self.engine
+            .handle_events(Timestamp::EPOCH, self.size, vec![event])
+            .unwrap();
+        let fired = commit_trimming(
+            &mut self.engine,
+            &mut self.store,
+            &mut self.next_seq,
+            Vec::new(),
+            trim,
+        );
+        self.fired.extend(fired);
+    }
+}
+
 /// sled keeps payload texts in its payload log, each written once: the chunk that admitted it and
 /// the output record of its pane both refer to the same bytes, also across a reopen (the
 /// recovered window's payloads are still known as written), and a payload that fires in the step
@@ -628,13 +677,7 @@ fn consumer_groups_survive_a_reopen_each_written_whole() {
 #[test]
 fn sled_writes_each_payload_once_and_reads_it_back_after_a_reopen() {
     let dir = temp_dir();
-    let config = EngineConfig {
-        purge: PurgePolicy {
-            max_events: NonZeroU32::new(3),
-            max_age_ms: None,
-        },
-        ..EngineConfig::default()
-    };
+    let config = panes_of_three();
     let size = SizeMs::new(1_000).unwrap();
     let event = |id: i64| Event {
         id: EventId::Int(id),
@@ -939,13 +982,7 @@ fn payload_segments(dir: &Path) -> Vec<u32> {
 #[test]
 fn sled_removes_the_payload_segments_nothing_readable_refers_to() {
     let dir = temp_dir();
-    let config = EngineConfig {
-        purge: PurgePolicy {
-            max_events: NonZeroU32::new(3),
-            max_age_ms: None,
-        },
-        ..EngineConfig::default()
-    };
+    let config = panes_of_three();
     let size = SizeMs::new(1_000_000).unwrap();
     // 40-byte payloads in 64-byte segments: payload n is alone in segment n.
     let event = |id: i64, key: Option<&'static str>| Event {
@@ -964,75 +1001,42 @@ fn sled_removes_the_payload_segments_nothing_readable_refers_to() {
             )
         })
     };
-    let mut store = open(dir.path());
-    let (mut engine, mut next_seq) = open_engine(&mut store, config).unwrap();
-    let mut fired = Vec::new();
-    let mut step = |engine: &mut Engine, store: &mut SledStore, e: Event, trim: Option<u64>| {
-        engine
-            .handle_events(Timestamp::EPOCH, size, vec![e])
-            .unwrap();
-        fired.extend(commit_trimming(
-            engine,
-            store,
-            &mut next_seq,
-            Vec::new(),
-            trim,
-        ));
-    };
+    let mut run = OneByOne::open(open(dir.path()), config, size);
     // Id 0 opens a window of key "old" that stays open; ids 1-30 fill ten panes of three:
     // seq k holds ids 3k+1..3k+3.
-    step(&mut engine, &mut store, event(0, Some("old")), None);
+    run.step(event(0, Some("old")), None);
     for id in 1..=30 {
-        let trim = (id == 30).then_some(9);
-        step(&mut engine, &mut store, event(id, None), trim);
+        run.step(event(id, None), (id == 30).then_some(9));
     }
-    assert_eq!(fired.len(), 10);
+    assert_eq!(run.fired.len(), 10);
     // Kept: segment 0 (the open window's), 28-30 (seq 9's; 30 is the one appended to).
     assert_eq!(payload_segments(dir.path()), [0, 28, 29, 30]);
-    let kept = store.read_output(9, 10).unwrap();
-    assert_eq!(kept, fired[9..], "what the log keeps reads back");
+    let kept = run.store.read_output(9, 10).unwrap();
+    assert_eq!(kept, run.fired[9..], "what the log keeps reads back");
 
     // Reopened: the segments from before stay until the log's start passes seq 9.
-    drop(store);
-    let mut store = open(dir.path());
-    let (mut engine, mut next_seq) = open_engine(&mut store, config).unwrap();
-    assert_eq!(next_seq, 10);
-    let mut fired = Vec::new();
-    let mut step = |engine: &mut Engine, store: &mut SledStore, e: Event, trim: Option<u64>| {
-        engine
-            .handle_events(Timestamp::EPOCH, size, vec![e])
-            .unwrap();
-        fired.extend(commit_trimming(
-            engine,
-            store,
-            &mut next_seq,
-            Vec::new(),
-            trim,
-        ));
-    };
-    step(&mut engine, &mut store, event(31, None), None);
-    step(&mut engine, &mut store, event(32, None), None);
+    drop(run);
+    let mut run = OneByOne::open(open(dir.path()), config, size);
+    assert_eq!(run.next_seq, 10);
+    run.step(event(31, None), None);
+    run.step(event(32, None), None);
     assert_eq!(payload_segments(dir.path()), [0, 28, 29, 30, 31, 32]);
-    step(&mut engine, &mut store, event(33, None), Some(10));
+    run.step(event(33, None), Some(10));
     // Seq 10 (ids 31-33) is the log; the window "old" still holds segment 0.
     assert_eq!(payload_segments(dir.path()), [0, 31, 32, 33]);
     // The window "old" fills its pane (seq 11: ids 0, 34, 35), then seq 12 passes it.
-    step(&mut engine, &mut store, event(34, Some("old")), None);
-    step(&mut engine, &mut store, event(35, Some("old")), None);
+    run.step(event(34, Some("old")), None);
+    run.step(event(35, Some("old")), None);
     for id in 36..=38 {
-        step(
-            &mut engine,
-            &mut store,
-            event(id, None),
-            (id == 38).then_some(12),
-        );
+        run.step(event(id, None), (id == 38).then_some(12));
     }
     assert_eq!(payload_segments(dir.path()), [36, 37, 38]);
+    let fired = std::mem::take(&mut run.fired);
+    drop(run);
     let old = &fired[1];
     assert_eq!(old.seq, 11);
     assert_eq!(old.window.window.key.as_deref(), Some("old"));
     assert_eq!(old.window.payloads.len(), 3, "{old:?}");
-    drop(store);
     let store = open(dir.path());
     assert_eq!(store.read_output(12, 10).unwrap(), fired[2..]);
 }
