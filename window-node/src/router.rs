@@ -74,8 +74,9 @@ pub type ServeHere = Box<dyn Fn(String) -> LocalReply + Send + Sync>;
 pub struct PartitionLinks {
     table: Arc<PartitionTable>,
     links: Arc<Links>,
-    /// How a partition held here is served (set once the connections' settings exist).
-    here: OnceLock<ServeHere>,
+    /// Per partition, the task serving its requests here while this process holds it (set once
+    /// the connections' settings exist).
+    here: OnceLock<Vec<mpsc::Sender<LocalAsk>>>,
     ids: Mutex<RequestIds>,
     failover_timeout: Duration,
 }
@@ -112,9 +113,24 @@ impl PartitionLinks {
         self.ids.lock().unwrap_or_else(|e| e.into_inner()).next()
     }
 
-    /// Serves the partitions this process holds with `here`, not over a link to itself.
+    /// Serves the partitions this process holds with `here`, not over a link to itself: one task
+    /// per partition takes its requests in the order asked (a pipeline like a link's, so the
+    /// partitions' requests are parsed and queued in parallel, without the connection).
     pub fn serve_here(&self, here: ServeHere) {
-        let _ = self.here.set(here);
+        let here = Arc::new(here);
+        let workers = (0..self.table.count())
+            .map(|partition| {
+                let (asks, queue) = mpsc::channel(LOCAL_QUEUE);
+                tokio::spawn(serve_partition_here(
+                    Arc::clone(&here),
+                    partition,
+                    queue,
+                    Arc::clone(&self.links),
+                ));
+                asks
+            })
+            .collect();
+        let _ = self.here.set(workers);
     }
 
     /// Sends `line` to the holder of `partition`: this process's driver when it holds the
@@ -123,28 +139,57 @@ impl PartitionLinks {
     /// the next holder (across such a handover a client's requests to that partition may run out
     /// of order; the request ids keep each one's effect to once).
     async fn ask(&self, partition: u32, line: String) -> oneshot::Receiver<Answer> {
-        if let Some(here) = self.here.get()
-            && self.table.local(partition).is_some()
-        {
-            let reply = here(line.clone()).await;
-            let links = Arc::clone(&self.links);
-            let (answer, receiver) = oneshot::channel();
-            tokio::spawn(async move {
-                let text = reply.await;
-                let result = if is_unavailable(&text) {
-                    links
-                        .ask(partition as usize, line)
-                        .await
-                        .await
-                        .unwrap_or(Answer::Reply(text))
-                } else {
-                    Answer::Reply(text)
-                };
-                let _ = answer.send(result);
-            });
-            return receiver;
-        }
+        let line = match self.here.get() {
+            Some(workers) if self.table.local(partition).is_some() => {
+                let (answer, receiver) = oneshot::channel();
+                match workers[partition as usize]
+                    .send(LocalAsk { line, answer })
+                    .await
+                {
+                    Ok(()) => return receiver,
+                    Err(mpsc::error::SendError(ask)) => ask.line,
+                }
+            }
+            _ => line,
+        };
         self.links.ask(partition as usize, line).await
+    }
+}
+
+/// A partition's request for this process's driver of it, and where its answer goes.
+struct LocalAsk {
+    line: String,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// Requests waiting for a partition's local task.
+const LOCAL_QUEUE: usize = 256;
+
+/// Serves `partition`'s requests here, in the order asked: each is queued to the driver before
+/// the next is read; its reply is awaited apart. One the driver refuses with error 11 goes over
+/// the partition's link.
+async fn serve_partition_here(
+    here: Arc<ServeHere>,
+    partition: u32,
+    mut asks: mpsc::Receiver<LocalAsk>,
+    links: Arc<Links>,
+) {
+    while let Some(LocalAsk { line, answer }) = asks.recv().await {
+        let reply = here(line.clone()).await;
+        let links = Arc::clone(&links);
+        tokio::spawn(async move {
+            let text = reply.await;
+            let result = if is_unavailable(&text) {
+                links
+                    .ask(partition as usize, line)
+                    .await
+                    .await
+                    .unwrap_or(Answer::Reply(text))
+            } else {
+                Answer::Reply(text)
+            };
+            let _ = answer.send(result);
+        });
     }
 }
 
