@@ -95,7 +95,7 @@ impl LoggedPayloads {
                     .map(|p| {
                         let at = self.log.append(p)?;
                         open.push_back((Arc::clone(p), at));
-                        *self.open_refs.entry(at.segment).or_default() += 1;
+                        hold(&mut self.open_refs, at.segment);
                         Ok(at)
                     })
                     .transpose()
@@ -133,8 +133,13 @@ impl LoggedPayloads {
                     .transpose()
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // A pane's payloads lie in one segment or a few in a row: one entry per run of them.
+        let mut last = None;
         for at in refs.iter().flatten() {
-            self.output_refs.insert(at.segment, seq);
+            if last != Some(at.segment) {
+                self.output_refs.insert(at.segment, seq);
+                last = Some(at.segment);
+            }
         }
         Ok(refs)
     }
@@ -168,6 +173,11 @@ impl LoggedPayloads {
             self.output_refs.remove(&segment);
         }
     }
+}
+
+/// One payload of `segment` more is referred to.
+fn hold(refs: &mut BTreeMap<u32, u64>, segment: u32) {
+    *refs.entry(segment).or_default() += 1;
 }
 
 /// One payload of `segment` less is referred to.
@@ -315,7 +325,7 @@ impl<B: KvBackend> KvStore<B> {
             && !written.is_empty()
         {
             for (_, at) in &written {
-                *logged.open_refs.entry(at.segment).or_default() += 1;
+                hold(&mut logged.open_refs, at.segment);
             }
             logged.open.insert(snap.window.clone(), written);
         }
