@@ -88,19 +88,21 @@ impl LoggedPayloads {
             Some(open) => open,
             None => self.open.entry(window.clone()).or_default(),
         };
-        payloads
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map(|p| {
-                        let at = self.log.append(p)?;
-                        open.push_back((Arc::clone(p), at));
-                        hold(&mut self.open_refs, at.segment);
-                        Ok(at)
-                    })
-                    .transpose()
-            })
-            .collect()
+        // Counted per run of one segment (a chunk's payloads lie in one or two), on every way out.
+        let mut held = Run::new(&mut self.open_refs, hold);
+        let mut refs = Vec::with_capacity(payloads.len());
+        for p in payloads {
+            refs.push(match p {
+                Some(p) => {
+                    let at = self.log.append(p)?;
+                    open.push_back((Arc::clone(p), at));
+                    held.add(at.segment);
+                    Some(at)
+                }
+                None => None,
+            });
+        }
+        Ok(refs)
     }
 
     /// Where the payloads of output record `seq`, a fired pane, are: those its chunks wrote, the
@@ -112,27 +114,27 @@ impl LoggedPayloads {
     ) -> Result<Vec<Option<PayloadRef>>, StoreError> {
         let mut retiring = self.retiring.get_mut(&window.window);
         let mut open = self.open.get_mut(&window.window);
-        let refs = window
-            .payloads
-            .iter()
-            .map(|p| {
-                p.as_ref()
-                    .map(|p| {
-                        for written in [retiring.as_mut(), open.as_mut()].into_iter().flatten() {
-                            if let Some((front, at)) = written.front()
-                                && Arc::ptr_eq(front, p)
-                            {
-                                let at = *at;
-                                written.pop_front();
-                                release(&mut self.open_refs, at.segment);
-                                return Ok(at);
-                            }
-                        }
-                        self.log.append(p)
-                    })
-                    .transpose()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut released = Run::new(&mut self.open_refs, release);
+        let mut refs = Vec::with_capacity(window.payloads.len());
+        'payloads: for p in &window.payloads {
+            let Some(p) = p else {
+                refs.push(None);
+                continue;
+            };
+            for written in [retiring.as_mut(), open.as_mut()].into_iter().flatten() {
+                if let Some((front, at)) = written.front()
+                    && Arc::ptr_eq(front, p)
+                {
+                    let at = *at;
+                    written.pop_front();
+                    released.add(at.segment);
+                    refs.push(Some(at));
+                    continue 'payloads;
+                }
+            }
+            refs.push(Some(self.log.append(p)?));
+        }
+        drop(released);
         // A pane's payloads lie in one segment or a few in a row: one entry per run of them.
         let mut last = None;
         for at in refs.iter().flatten() {
@@ -148,8 +150,9 @@ impl LoggedPayloads {
     /// more.
     fn retired(&mut self) {
         for (_, written) in self.retiring.drain() {
+            let mut released = Run::new(&mut self.open_refs, release);
             for (_, at) in written {
-                release(&mut self.open_refs, at.segment);
+                released.add(at.segment);
             }
         }
     }
@@ -175,17 +178,55 @@ impl LoggedPayloads {
     }
 }
 
-/// One payload of `segment` more is referred to.
-fn hold(refs: &mut BTreeMap<u32, u64>, segment: u32) {
-    *refs.entry(segment).or_default() += 1;
+/// `n` payloads of `segment` more are referred to.
+fn hold(refs: &mut BTreeMap<u32, u64>, segment: u32, n: u64) {
+    *refs.entry(segment).or_default() += n;
 }
 
-/// One payload of `segment` less is referred to.
-fn release(refs: &mut BTreeMap<u32, u64>, segment: u32) {
+/// `n` payloads of `segment` less are referred to.
+fn release(refs: &mut BTreeMap<u32, u64>, segment: u32, n: u64) {
     if let Some(count) = refs.get_mut(&segment) {
-        *count -= 1;
+        *count = count.saturating_sub(n);
         if *count == 0 {
             refs.remove(&segment);
+        }
+    }
+}
+
+/// Payloads held or released one by one, counted into the per-segment map once per run of one
+/// segment (and what is counted when it is dropped, so an early return counts too): a map
+/// update per run instead of per payload, on the driver's hot path.
+struct Run<'a> {
+    refs: &'a mut BTreeMap<u32, u64>,
+    apply: fn(&mut BTreeMap<u32, u64>, u32, u64),
+    segment: u32,
+    n: u64,
+}
+
+impl<'a> Run<'a> {
+    fn new(refs: &'a mut BTreeMap<u32, u64>, apply: fn(&mut BTreeMap<u32, u64>, u32, u64)) -> Self {
+        Run {
+            refs,
+            apply,
+            segment: 0,
+            n: 0,
+        }
+    }
+
+    fn add(&mut self, segment: u32) {
+        if self.n > 0 && segment != self.segment {
+            (self.apply)(self.refs, self.segment, self.n);
+            self.n = 0;
+        }
+        self.segment = segment;
+        self.n += 1;
+    }
+}
+
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            (self.apply)(self.refs, self.segment, self.n);
         }
     }
 }
@@ -324,9 +365,11 @@ impl<B: KvBackend> KvStore<B> {
         if let Some(logged) = &mut self.payloads
             && !written.is_empty()
         {
+            let mut held = Run::new(&mut logged.open_refs, hold);
             for (_, at) in &written {
-                hold(&mut logged.open_refs, at.segment);
+                held.add(at.segment);
             }
+            drop(held);
             logged.open.insert(snap.window.clone(), written);
         }
         snap.payloads = payloads;
