@@ -50,6 +50,7 @@ use window_core::EventId;
 use crate::backend::{KvBackend, KvOp};
 use crate::codec::{self, Header, StoredPayload, WINDOW_PREFIX};
 use crate::error::StoreError;
+use crate::handoff;
 use crate::journal_file::{self, COMPACTED_KEY, JournalFiles};
 
 /// The prefix of journal records.
@@ -605,11 +606,11 @@ struct Shared {
     compacted: std::sync::atomic::AtomicU64,
 }
 
+#[derive(Debug)]
 enum Job {
     Batch {
         n: u64,
         ops: Vec<KvOp>,
-        bytes: usize,
     },
     /// Answered once everything sent before is compacted.
     Drain(mpsc::Sender<()>),
@@ -640,7 +641,7 @@ pub struct Journal {
 
 #[derive(Debug)]
 struct Compactor {
-    tx: mpsc::SyncSender<Job>,
+    queue: handoff::Writer<Job>,
     thread: JoinHandle<()>,
     /// Disconnected when the thread ends.
     ended: mpsc::Receiver<()>,
@@ -866,7 +867,11 @@ impl Journal {
             }
         }
         let compactor = self.compactor.as_ref().expect("started above");
-        if compactor.tx.send(Job::Batch { n, ops, bytes }).is_err() {
+        if compactor
+            .queue
+            .push(Job::Batch { n, ops }, bytes, false)
+            .is_err()
+        {
             self.check()?;
             return Err(StoreError::Backend(
                 "the journal's compactor thread is gone".to_owned(),
@@ -899,7 +904,7 @@ impl Journal {
     pub fn drain(&self) -> Result<(), StoreError> {
         if let Some(compactor) = &self.compactor {
             let (tx, rx) = mpsc::channel();
-            if compactor.tx.send(Job::Drain(tx)).is_err() || rx.recv().is_err() {
+            if compactor.queue.push(Job::Drain(tx), 0, true).is_err() || rx.recv().is_err() {
                 self.check()?;
                 return Err(StoreError::Backend(
                     "the journal's compactor thread is gone".to_owned(),
@@ -912,7 +917,7 @@ impl Journal {
     /// Stops the compactor after it compacted everything sent to it (unless it failed).
     pub fn stop(&mut self) {
         if let Some(compactor) = self.compactor.take() {
-            drop(compactor.tx);
+            drop(compactor.queue);
             match compactor.ended.recv_timeout(STOP_PATIENCE) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Left to end with the process: what it did not apply is in the journal.
@@ -933,7 +938,7 @@ impl Compactor {
         stored: Option<HashSet<Vec<u8>>>,
         initial: Vec<(u64, Vec<KvOp>)>,
     ) -> Result<Compactor, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(rounds.policy.backlog);
+        let (queue, rx) = handoff::channel(rounds.policy.backlog, rounds.policy.round_bytes);
         let (ended_tx, ended) = mpsc::channel::<()>();
         let shared = Arc::clone(shared);
         let thread = std::thread::Builder::new()
@@ -941,8 +946,10 @@ impl Compactor {
             .spawn(move || {
                 let _ended = ended_tx;
                 let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    compact(backend, rx, rounds, &shared, stored, initial);
+                    compact(backend, &rx, rounds, &shared, stored, initial);
                 }));
+                // Whichever way it ended: a writer must not wait for it.
+                drop(rx);
                 if ran.is_err() {
                     *shared.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(
                         StoreError::Backend("the journal's compactor thread panicked".to_owned()),
@@ -952,7 +959,11 @@ impl Compactor {
             .map_err(|e| {
                 StoreError::Backend(format!("starting the journal's compactor thread: {e}"))
             })?;
-        Ok(Compactor { tx, thread, ended })
+        Ok(Compactor {
+            queue,
+            thread,
+            ended,
+        })
     }
 }
 
@@ -971,7 +982,7 @@ struct Rounds {
 /// foreground is gone (then a last round) or a round fails.
 fn compact(
     mut backend: Box<dyn KvBackend>,
-    rx: mpsc::Receiver<Job>,
+    rx: &handoff::Reader<Job>,
     rounds: Rounds,
     shared: &Shared,
     mut stored: Option<HashSet<Vec<u8>>>,
@@ -1001,36 +1012,14 @@ fn compact(
             bytes = 0;
         }
     }
-    let mut open = true;
-    while open {
-        let Ok(first) = rx.recv() else {
-            return;
-        };
-        let deadline = Instant::now() + policy.delay;
+    while rx.first() {
+        let jobs = rx.gather(Instant::now() + policy.delay);
         let mut records = Vec::new();
         let mut drains = Vec::new();
-        let mut bytes = 0;
-        let mut job = Some(first);
-        loop {
-            match job.take() {
-                Some(Job::Batch { n, ops, bytes: b }) => {
-                    bytes += b;
-                    records.push((n, ops));
-                }
-                Some(Job::Drain(reply)) => drains.push(reply),
-                None => {}
-            }
-            if bytes >= policy.round_bytes || !drains.is_empty() {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(next) => job = Some(next),
-                Err(mpsc::RecvTimeoutError::Timeout) => break,
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    open = false;
-                    break;
-                }
+        for job in jobs {
+            match job {
+                Job::Batch { n, ops } => records.push((n, ops)),
+                Job::Drain(reply) => drains.push(reply),
             }
         }
         if shared.abandoned.load(std::sync::atomic::Ordering::SeqCst) {

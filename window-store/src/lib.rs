@@ -48,6 +48,7 @@
 mod backend;
 mod codec;
 mod error;
+mod handoff;
 mod journal;
 mod journal_file;
 mod kv;
