@@ -180,6 +180,7 @@ pub(super) fn run(
         fsync_always(work, &args, &options, results)?;
     }
     many_keys(work, &args, &options, &server, results)?;
+    one_event(work, &args, &options, &server, results)?;
     partitioned(work, &args, &options, serve_help, &server, results)?;
     results.redis = RedisStatus::Ran {
         version: server.version.clone(),
@@ -227,11 +228,109 @@ fn fsync_always(
 
 /// The loadgen arguments `args` with `--keys` set to `keys`.
 fn with_keys<'a>(args: &[&'a str], keys: &'a str) -> Vec<&'a str> {
-    let mut keyed = args.to_vec();
-    if let Some(at) = keyed.iter().position(|a| *a == "--keys") {
-        keyed[at + 1] = keys;
+    with_args(args, &[("--keys", keys)])
+}
+
+/// The loadgen arguments `args` with each `(flag, value)` of `set` set (replaced, or added).
+fn with_args<'a>(args: &[&'a str], set: &[(&'a str, &'a str)]) -> Vec<&'a str> {
+    let mut out = args.to_vec();
+    for (flag, value) in set {
+        match out.iter().position(|a| a == flag) {
+            Some(at) => out[at + 1] = value,
+            None => out.extend([*flag, *value]),
+        }
     }
-    keyed
+    out
+}
+
+/// Scenario name of the one-event requests (the report's latency budget looks it up).
+pub(super) const ONE_EVENT: &str = "daemon ingest, Redis, 1 node, one-event requests, 1 in flight";
+
+/// One-event requests with one in flight through Redis (how node-apparatus users push: one
+/// element, awaited), beside the round trip of a Redis `PING` from a blocking client on this
+/// machine in the same run. An acknowledged request is two such hops at least (the client's to
+/// the node, the node's script call to Redis), so the PING says how far from the machine's floor
+/// the node is (issue 18, item 6).
+fn one_event(
+    work: &Path,
+    args: &[&str],
+    options: &[String],
+    server: &Redis,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    // A hundredth of the workload's events: a few seconds at a few thousand requests a second.
+    let events = args
+        .iter()
+        .position(|a| *a == "--events")
+        .and_then(|at| args.get(at + 1)?.parse::<u64>().ok())
+        .map_or(10_000, |n| (n / 100).max(200))
+        .to_string();
+    let one = with_args(
+        args,
+        &[
+            ("--events", &events),
+            ("--batch", "1"),
+            ("--in-flight", "1"),
+            ("--connections", "1"),
+        ],
+    );
+    let store = server.store_options("one-event");
+    let outcome = scenario(
+        work,
+        ONE_EVENT,
+        &one,
+        options,
+        &store,
+        1,
+        Clients::All,
+        Some(server),
+        &format!(
+            "--store redis://127.0.0.1 ({}): each request one event, the next written when its ack is read",
+            server.durability
+        ),
+    )?;
+    let pings = if events.parse::<u64>().unwrap_or(0) >= 10_000 {
+        5_000
+    } else {
+        500
+    };
+    let ping = ping_round_trip(server.server.port(), pings)?;
+    let per_request = 1e6 / outcome.events_per_s().max(1e-9);
+    let ping_us = ping.as_secs_f64() * 1e6;
+    results.notes.push(format!(
+        "One-event requests through Redis, one in flight: {:.0} events/s, {per_request:.0} µs a          request. A Redis PING from a blocking client on this machine, same run: {ping_us:.0} µs          a round trip (median of {pings}), so a request took {:.1} PING round trips; its floor          is 2 (the client's round trip to the node, the node's script call to Redis), {:.0}          requests/s here. node-apparatus's push is two Redis round trips as well (its one-in-flight          figure: the DistributedTimeWindow section). Issue 18 aims at >= 15K events/s and >= 3x          node-apparatus, which this machine's round trips do not allow; docs/latency.md has the          budget.",
+        outcome.events_per_s(),
+        per_request / ping_us.max(1e-9),
+        1e6 / (2.0 * ping_us).max(1e-9),
+    ));
+    results.outcomes.push(outcome);
+    Ok(())
+}
+
+/// The median round trip of `count` Redis `PING`s on one blocking connection to `port`.
+fn ping_round_trip(port: u16, count: usize) -> anyhow::Result<Duration> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .with_context(|| format!("connecting to redis-server on port {port}"))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut times = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = std::time::Instant::now();
+        writer.write_all(b"PING\r\n")?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        times.push(started.elapsed());
+        ensure!(
+            line == "+PONG\r\n",
+            "redis-server answered PING with {line:?}"
+        );
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
 }
 
 /// Keys of the many-keys Redis row: with loadgen's 1000 fresh events per window, about one
