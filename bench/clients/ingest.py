@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python", "src"))
 
-from window_node_client import connect  # noqa: E402
+from window_node_client import _json, connect  # noqa: E402
 
 BASE = 1_705_305_600_000
 
@@ -47,7 +47,17 @@ async def main() -> None:
     await asyncio.gather(*(worker() for _ in range(args.in_flight)))
     seconds = time.perf_counter() - started
     await client.aclose()
-    print(json.dumps({"events": args.events, "seconds": seconds, "accepted": accepted}))
+    print(
+        json.dumps(
+            {
+                "events": args.events,
+                "seconds": seconds,
+                "accepted": accepted,
+                # orjson when installed (window-node-client[fast]), the standard library otherwise.
+                "encoder": _json.ENCODER,
+            }
+        )
+    )
 
 
 asyncio.run(main())

@@ -94,6 +94,11 @@ fn measure(name: &str, command: &mut Command) -> anyhow::Result<Outcome> {
         summary["accepted"].as_u64() == Some(events),
         "{name}: not every event was accepted: {summary}"
     );
+    let mut note = "the client's own program (bench/clients/, window-bench clientload): 500-event ingest requests, 16 awaited at once, every event accepted; a fresh serve --memory".to_owned();
+    // The Python client encodes with orjson when it is installed, with json otherwise.
+    if let Some(encoder) = summary["encoder"].as_str() {
+        note.push_str(&format!("; JSON through {encoder}"));
+    }
     Ok(Outcome {
         name: name.to_owned(),
         events,
@@ -102,7 +107,7 @@ fn measure(name: &str, command: &mut Command) -> anyhow::Result<Outcome> {
         cpu_seconds: None,
         ack_us: None,
         fire_p99_us: None,
-        note: "the client's own program (bench/clients/, window-bench clientload): 500-event ingest requests, 16 awaited at once, every event accepted; a fresh serve --memory".to_owned(),
+        note,
     })
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import uuid
 from typing import (
     Any,
@@ -25,6 +24,7 @@ from typing import (
     Union,
 )
 
+from . import _json
 from .errors import (
     UNAVAILABLE,
     ClientClosedError,
@@ -55,8 +55,7 @@ def parse_node(node: Node) -> Tuple[str, int]:
 def _encode_tail(body: Mapping[str, Any]) -> bytes:
     """The request's JSON without its opening brace, so that each send can put a fresh
     ``msg_id`` in front without encoding the events again."""
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text[1:].encode("utf-8")
+    return _json.dumps(body)[1:]
 
 
 def _whole(body: Mapping[str, Any]) -> bytes:
@@ -334,7 +333,7 @@ class Client:
                 if not line.endswith(b"\n"):
                     break
                 try:
-                    msg = json.loads(line)
+                    msg = _json.loads(line)
                 except ValueError:
                     continue
                 if not isinstance(msg, dict):
@@ -449,7 +448,7 @@ class Subscription:
                 self._drop()
                 continue
             try:
-                msg = json.loads(line)
+                msg = _json.loads(line)
             except ValueError:
                 continue
             kind = msg.get("type") if isinstance(msg, dict) else None
@@ -530,7 +529,7 @@ class Subscription:
                 line = await asyncio.wait_for(reader.readline(), max(timeout, 0.1))
                 if not line.endswith(b"\n"):
                     return None
-                msg = json.loads(line)
+                msg = _json.loads(line)
                 if isinstance(msg, dict) and (
                     msg.get("in_reply_to") == 1 or msg.get("type") == "error"
                 ):
@@ -704,7 +703,7 @@ class GroupSubscription:
             if not line.endswith(b"\n"):
                 return
             try:
-                msg = json.loads(line)
+                msg = _json.loads(line)
             except ValueError:
                 continue
             if not isinstance(msg, dict):
