@@ -39,7 +39,7 @@
 //! - A compaction that fails stops the store: the next commit or sync returns its error. A
 //!   store whose commit or sync failed has its compactor apply nothing more.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -327,10 +327,20 @@ pub struct Merger {
     /// Overwritable records other than chunks written in the round, by key: where their op is.
     puts: BTreeMap<Vec<u8>, usize>,
     /// Per window (its key prefix): its chunks in the round.
-    windows: HashMap<Vec<u8>, WindowWrites>,
-    /// Output records of consecutive seqs being gathered into one block: where its op goes, the
-    /// last seq, the records.
-    block: Option<(usize, u64, Vec<Vec<u8>>)>,
+    windows: foldhash::HashMap<Vec<u8>, WindowWrites>,
+    /// Output records of consecutive seqs being gathered into one block.
+    block: Option<Block>,
+}
+
+/// Output records of consecutive seqs gathered into one block.
+struct Block {
+    /// Where its op goes.
+    at: usize,
+    /// The last seq.
+    last: u64,
+    records: Vec<Vec<u8>>,
+    /// The records' bytes.
+    bytes: usize,
 }
 
 /// Output records per block, at most (so that a reader who wants one reads few others).
@@ -403,17 +413,23 @@ impl Merger {
                 Ok(())
             }
             KvOp::Append(seq, value) => {
-                if let Some((_, last, records)) = &mut self.block
-                    && last.checked_add(1) == Some(seq)
-                    && records.len() < BLOCK_RECORDS
-                    && records.iter().map(Vec::len).sum::<usize>() + value.len() <= BLOCK_BYTES
+                if let Some(block) = &mut self.block
+                    && block.last.checked_add(1) == Some(seq)
+                    && block.records.len() < BLOCK_RECORDS
+                    && block.bytes + value.len() <= BLOCK_BYTES
                 {
-                    *last = seq;
-                    records.push(value);
+                    block.last = seq;
+                    block.bytes += value.len();
+                    block.records.push(value);
                     return Ok(());
                 }
                 self.close_block();
-                self.block = Some((self.ops.len(), seq, vec![value]));
+                self.block = Some(Block {
+                    at: self.ops.len(),
+                    last: seq,
+                    bytes: value.len(),
+                    records: vec![value],
+                });
                 self.ops.push(None);
                 Ok(())
             }
@@ -427,7 +443,13 @@ impl Merger {
     /// Writes the block being gathered into its place: one record as itself, several as an
     /// output block under the last one's seq.
     fn close_block(&mut self) {
-        if let Some((at, last, mut records)) = self.block.take() {
+        if let Some(Block {
+            at,
+            last,
+            mut records,
+            ..
+        }) = self.block.take()
+        {
             let value = if records.len() == 1 {
                 records.pop().expect("one record")
             } else {
