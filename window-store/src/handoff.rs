@@ -5,8 +5,9 @@
 //! each batch bought nothing and cost every commit a thread wake-up (a futex call for the writer,
 //! a context switch for the reader: with one small request in flight, about one switch in six
 //! of the whole process's). Here a push wakes the reader only when it is idle (the first batch
-//! of a round starts the delay), when the push is urgent (a drain someone waits for), or when
-//! the round holds enough bytes to go at once.
+//! of a round starts the delay), when the push is urgent (a drain someone waits for), when the
+//! round holds enough bytes to go at once, or when the queue is full (a writer never waits out
+//! the delay).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -48,8 +49,8 @@ impl<T> Reader<T> {
         self.0.first()
     }
 
-    /// Waits until `deadline`, an urgent item, a full round or the close, then takes everything
-    /// queued, in order.
+    /// Waits until `deadline`, an urgent item, a full round or queue, or the close, then takes
+    /// everything queued, in order.
     pub(crate) fn gather(&self, deadline: Instant) -> Vec<T> {
         self.0.gather(deadline)
     }
@@ -123,6 +124,8 @@ impl<T> Handoff<T> {
     fn push(&self, item: T, bytes: usize, urgent: bool) -> Result<(), T> {
         let mut state = self.lock();
         while state.items.len() >= self.capacity && state.reader != ReaderIs::Gone {
+            // A full queue ends the round being gathered: the writer must not wait out its delay.
+            self.readable.notify_one();
             state = self.writable.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         if state.reader == ReaderIs::Gone {
@@ -162,7 +165,12 @@ impl<T> Handoff<T> {
         let mut state = self.lock();
         loop {
             let now = Instant::now();
-            if state.closed || state.urgent || state.bytes >= self.round_bytes || now >= deadline {
+            if state.closed
+                || state.urgent
+                || state.bytes >= self.round_bytes
+                || state.items.len() >= self.capacity
+                || now >= deadline
+            {
                 break;
             }
             state.reader = ReaderIs::Gathering;
@@ -254,6 +262,26 @@ mod tests {
         let _writer = fill.join().unwrap();
         assert_eq!(round, vec!["a", "b"]);
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_full_queue_ends_the_round_instead_of_holding_the_writer_for_its_delay() {
+        let (writer, reader) = channel(2, usize::MAX);
+        writer.push(0, 1, false).unwrap();
+        assert!(reader.first());
+        let pushes = std::thread::spawn(move || {
+            for n in 1..4 {
+                writer.push(n, 1, false).unwrap();
+            }
+            writer
+        });
+        let started = Instant::now();
+        let round = reader.gather(started + Duration::from_secs(30));
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let _writer = pushes.join().unwrap();
+        let mut all = round;
+        all.extend(reader.gather(Instant::now()));
+        assert_eq!(all, vec![0, 1, 2, 3]);
     }
 
     #[test]
