@@ -3,7 +3,7 @@
 //!
 //! The compactor gathers the batches of a round for its delay anyway, so waking its thread for
 //! each batch bought nothing and cost every commit a thread wake-up (a futex call for the writer,
-//! a context switch for the reader: with one small request in flight, about one switch in six
+//! a context switch for the reader: with one small request in flight, about one switch in five
 //! of the whole process's). Here a push wakes the reader only when it is idle (the first batch
 //! of a round starts the delay), when the push is urgent (a drain someone waits for), when the
 //! round holds enough bytes to go at once, or when the queue is full (a writer never waits out
@@ -92,7 +92,8 @@ struct State<T> {
 enum ReaderIs {
     /// Waiting for any item.
     Idle,
-    /// Waiting out a round's delay: woken only for an urgent item, a full round or the close.
+    /// Waiting out a round's delay: woken only when the round is due before it ends
+    /// ([`Handoff::due`]).
     Gathering,
     /// Applying a round (or not waiting at all).
     Busy,
@@ -124,7 +125,7 @@ impl<T> Handoff<T> {
     fn push(&self, item: T, bytes: usize, urgent: bool) -> Result<(), T> {
         let mut state = self.lock();
         while state.items.len() >= self.capacity && state.reader != ReaderIs::Gone {
-            // A full queue ends the round being gathered: the writer must not wait out its delay.
+            // A full queue makes the round due: the writer must not wait out its delay.
             self.readable.notify_one();
             state = self.writable.wait(state).unwrap_or_else(|e| e.into_inner());
         }
@@ -136,7 +137,7 @@ impl<T> Handoff<T> {
         state.urgent |= urgent;
         let wake = match state.reader {
             ReaderIs::Idle => true,
-            ReaderIs::Gathering => state.urgent || state.bytes >= self.round_bytes,
+            ReaderIs::Gathering => self.due(&state),
             ReaderIs::Busy | ReaderIs::Gone => false,
         };
         drop(state);
@@ -144,6 +145,15 @@ impl<T> Handoff<T> {
             self.readable.notify_one();
         }
         Ok(())
+    }
+
+    /// Whether the round being gathered goes before its deadline: the writer is done, an urgent
+    /// item waits, or the round or the queue is full.
+    fn due(&self, state: &State<T>) -> bool {
+        state.closed
+            || state.urgent
+            || state.bytes >= self.round_bytes
+            || state.items.len() >= self.capacity
     }
 
     fn close(&self) {
@@ -165,12 +175,7 @@ impl<T> Handoff<T> {
         let mut state = self.lock();
         loop {
             let now = Instant::now();
-            if state.closed
-                || state.urgent
-                || state.bytes >= self.round_bytes
-                || state.items.len() >= self.capacity
-                || now >= deadline
-            {
+            if self.due(&state) || now >= deadline {
                 break;
             }
             state.reader = ReaderIs::Gathering;

@@ -186,7 +186,7 @@ fn hold(refs: &mut BTreeMap<u32, u64>, segment: u32, n: u64) {
 /// `n` payloads of `segment` less are referred to.
 fn release(refs: &mut BTreeMap<u32, u64>, segment: u32, n: u64) {
     if let Some(count) = refs.get_mut(&segment) {
-        *count = count.saturating_sub(n);
+        *count -= n;
         if *count == 0 {
             refs.remove(&segment);
         }
