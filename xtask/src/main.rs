@@ -30,6 +30,26 @@ tasks:
                   scenario adds DuckDB, Polars and Bytewax, pip-installed into
                   target/bench-peers-venv, skipped with a note when that fails)";
 
+/// `bench`'s flags: `None` for `--help`; an unknown flag is an error, never ignored (a full
+/// run takes ten minutes and rewrites the report).
+fn bench_args(args: &[String]) -> anyhow::Result<Option<(bool, Option<&str>, bench::Peers)>> {
+    let (mut quick, mut only, mut peers) = (false, None, bench::Peers::Skip);
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--quick" => quick = true,
+            "--peers" => peers = bench::Peers::Run,
+            "--only" => match args.next() {
+                Some(name) => only = Some(name.as_str()),
+                None => bail!("--only needs a scenario name (pipe or apparatus)\n\n{USAGE}"),
+            },
+            other => bail!("unknown flag {other:?} for bench\n\n{USAGE}"),
+        }
+    }
+    Ok(Some((quick, only, peers)))
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -37,18 +57,14 @@ fn main() -> ExitCode {
         Some("deps") => check_core_dependencies(),
         Some("crash") => crash::run(),
         Some("soak") => crash::soak(),
-        Some("bench") => bench::run(
-            args.iter().any(|a| a == "--quick"),
-            args.iter()
-                .position(|a| a == "--only")
-                .and_then(|i| args.get(i + 1))
-                .map(String::as_str),
-            if args.iter().any(|a| a == "--peers") {
-                bench::Peers::Run
-            } else {
-                bench::Peers::Skip
-            },
-        ),
+        Some("bench") => match bench_args(&args[1..]) {
+            Ok(None) => {
+                eprintln!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            Ok(Some((quick, only, peers))) => bench::run(quick, only, peers),
+            Err(e) => Err(e),
+        },
         Some("-h" | "--help" | "help") | None => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
