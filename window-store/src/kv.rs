@@ -547,7 +547,12 @@ impl<B: KvBackend> KvStore<B> {
                 } else if !stored.is_empty() {
                     stored.resize(snap.ids.len() + ids.len(), None);
                 }
-                snap.ids.extend(ids);
+                if snap.ids.is_empty() {
+                    // A window's first chunk (often its only one) moves in without a copy.
+                    snap.ids = ids;
+                } else {
+                    snap.ids.extend(ids);
+                }
                 if header.id_count != snap.ids.len() as u64 {
                     return Err(StoreError::corrupt(
                         key,

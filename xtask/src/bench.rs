@@ -101,7 +101,8 @@ struct Results {
     /// (what, value, how) lines of the memory section.
     memory: Vec<(String, String, String)>,
     /// Restart of the node over a data directory: (seconds to first reply, open events).
-    node_restart: Option<(f64, u64)>,
+    /// Node restarts over a data directory: (median seconds, open events).
+    node_restart: Vec<(f64, u64)>,
     notes: Vec<String>,
     /// What became of the Redis scenarios.
     redis: cluster::RedisStatus,
@@ -470,7 +471,25 @@ fn durable_stdin(
             .outcomes
             .push(held.outcome("windows left open at exit, for the restart below")?);
         let open = held.num("buffered_events").unwrap_or(0.0) as u64;
-        results.node_restart = Some(restart_node(&dir, open)?);
+        results.node_restart.push(restart_node(&dir, open)?);
+        if million == "1000000" {
+            // Issue 18's second restart figure: ten million open events (not a table row: its
+            // writing is only the way there).
+            let dir = work.join("data-open-10m");
+            let held = loadgen(
+                work,
+                "stdin assign, 10 M events left open, --data-dir (loadgen)",
+                &["--request", "assign", "--events", "10000000", "--no-flush"],
+                &["--data-dir", &dir.display().to_string()],
+            )?;
+            ensure!(
+                held.json.contains("\"verified\": true"),
+                "10 M events left open: not verified"
+            );
+            let open = held.num("buffered_events").unwrap_or(0.0) as u64;
+            results.node_restart.push(restart_node(&dir, open)?);
+            let _ = fs::remove_dir_all(&dir);
+        }
     } else {
         results.notes.push(
             "Skipped: stdin streaming with `--data-dir`, durable against in-memory end to end, \
@@ -608,7 +627,17 @@ fn supports_data_dir() -> anyhow::Result<bool> {
 
 /// Starts the node over `dir` and times its first reply: the restart, with recovery. Checks that
 /// the open state came back whole.
+/// The median of three restarts over `dir`: process start to the first reply (a `stats`
+/// that must count `open_events`).
 fn restart_node(dir: &Path, open_events: u64) -> anyhow::Result<(f64, u64)> {
+    let mut seconds = (0..3)
+        .map(|_| restart_once(dir, open_events))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    seconds.sort_by(f64::total_cmp);
+    Ok((seconds[1], open_events))
+}
+
+fn restart_once(dir: &Path, open_events: u64) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut child = Process::spawn(
         Command::new(NODE)
@@ -639,7 +668,7 @@ fn restart_node(dir: &Path, open_events: u64) -> anyhow::Result<(f64, u64)> {
         buffered == open_events,
         "after a restart the node holds {buffered} events, before it held {open_events}"
     );
-    Ok((seconds, buffered))
+    Ok(seconds)
 }
 
 /// A loadgen summary.
@@ -1207,12 +1236,20 @@ fn headline(out: &mut String, results: &Results) {
             duration(b.mean_ns)
         );
     }
-    if let Some((seconds, events)) = results.node_restart {
+    for &(seconds, events) in &results.node_restart {
+        // Issue 18's goals: 100 ms for a million open events, a second for ten million.
+        // (The quick run's smaller directory has none.)
+        let goal = events as f64 / 10_000_000.0;
+        let verdict = match seconds <= goal {
+            _ if events < 1_000_000 => String::new(),
+            true => format!("; goal <= {:.0} ms: met", goal * 1000.0),
+            false => format!("; goal <= {:.0} ms: **NOT met**", goal * 1000.0),
+        };
         let _ = writeln!(
             out,
-            "| node restart with {} open events | {:.0} ms | process start over `--data-dir` to its first reply |",
+            "| node restart with {} open events | {:.0} ms{verdict} | process start over `--data-dir` to its first reply, median of 3 |",
             human(events as f64),
-            seconds * 1000.0
+            seconds * 1000.0,
         );
     }
     for (what, value, _) in &results.memory {
