@@ -599,7 +599,9 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
         loadgen(work, name, &args, &node_args)
     };
     for (n, &(name, extra, durable, note)) in runs.iter().enumerate() {
-        results.outcomes.push(run(n, name, extra, durable)?.outcome(note)?);
+        results
+            .outcomes
+            .push(run(n, name, extra, durable)?.outcome(note)?);
     }
     // The two goal ratios (payloads / none, a group / one subscriber) compare runs a few
     // seconds apart on a shared machine: two more rounds of the three, alternating, and the
@@ -620,7 +622,13 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
                 let figures: Vec<String> = first
                     .map(Outcome::events_per_s)
                     .into_iter()
-                    .chain(results.again.iter().filter(|(a, _)| a == name).map(|&(_, v)| v))
+                    .chain(
+                        results
+                            .again
+                            .iter()
+                            .filter(|(a, _)| a == name)
+                            .map(|&(_, v)| v),
+                    )
                     .map(human)
                     .collect();
                 format!("{name}: {}", figures.join(", "))
@@ -1427,7 +1435,10 @@ fn ratios(out: &mut String, results: &Results) {
 fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static str)> {
     // The median of a scenario's rounds (one, unless it ran again).
     let scenario = |prefix: &str| {
-        let outcome = results.outcomes.iter().find(|o| o.name.starts_with(prefix))?;
+        let outcome = results
+            .outcomes
+            .iter()
+            .find(|o| o.name.starts_with(prefix))?;
         let mut rounds: Vec<f64> = std::iter::once(outcome.events_per_s())
             .chain(
                 results

@@ -88,7 +88,8 @@ pub(crate) struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(crate) group_members: usize,
 
-    /// Give every event a payload of this many bytes of JSON text (0: none).
+    /// Give every event a payload of this many bytes of JSON text (0: none). Every window the
+    /// node lists is checked to carry it once per id (and, without payloads, to list none).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub(crate) payload_bytes: usize,
 

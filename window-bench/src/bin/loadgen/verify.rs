@@ -15,6 +15,7 @@ use window_bench::{RefClosed, RefConfig, RefEvent, RefWindow, Reference};
 
 use crate::client::{Received, histogram, micros};
 use crate::options::{RequestKind, Transport};
+use crate::workload::PayloadCheck;
 use crate::workload::{Dataset, normalize_id};
 
 /// What the node answered in one run.
@@ -69,7 +70,9 @@ pub(crate) fn verify(
     seen: &Observed<'_>,
 ) -> anyhow::Result<(Checked, Histogram<u64>)> {
     let mut reference = Reference::new(config);
-    let (expected_fired, fired_by) = check_replies(kind, data, &mut reference, seen.replies)?;
+    let payloads = data.payloads()?;
+    let (expected_fired, fired_by) =
+        check_replies(kind, data, &mut reference, seen.replies, &payloads)?;
 
     // Every window that fired on its own, in order, with dense seq numbers. Over TCP the
     // subscription also carries the flushed windows, after those.
@@ -89,7 +92,14 @@ pub(crate) fn verify(
     );
     let mut fire = histogram();
     for (n, (line, want)) in own.iter().zip(&expected_fired).enumerate() {
-        check_emitted(line, &want.window, want.reason, n as u64, &reference)?;
+        check_emitted(
+            line,
+            &want.window,
+            want.reason,
+            n as u64,
+            &reference,
+            &payloads,
+        )?;
         let sent = seen.sent[fired_by[n]];
         fire.saturating_record(micros(line.at.saturating_duration_since(sent)));
     }
@@ -109,7 +119,7 @@ pub(crate) fn verify(
     let want = match seen.flushed {
         Some(flushed) => {
             let want = reference.flush();
-            let got = windows_of(&body(flushed)?, "windows", &reference)?;
+            let got = windows_of(&body(flushed)?, "windows", &reference, &payloads)?;
             compare_windows(&got, &want, &reference, "the final flush")?;
             want
         }
@@ -124,7 +134,7 @@ pub(crate) fn verify(
         );
         for (n, (line, window)) in flush_lines.iter().zip(&want).enumerate() {
             let seq = (own.len() + n) as u64;
-            check_emitted(line, window, "flush", seq, &reference)?;
+            check_emitted(line, window, "flush", seq, &reference, &payloads)?;
         }
     }
     Ok((checked, fire))
@@ -138,6 +148,7 @@ fn check_replies(
     data: &Dataset,
     reference: &mut Reference,
     replies: &[Received],
+    payloads: &PayloadCheck,
 ) -> anyhow::Result<(Vec<RefClosed>, Vec<usize>)> {
     let mut expected_fired: Vec<RefClosed> = Vec::new();
     // The request whose events fired each expected window.
@@ -163,7 +174,7 @@ fn check_replies(
                     what == Kind::WindowResult.as_str(),
                     "reply {msg_id} is {what}"
                 );
-                let got = windows_of(&body, "windows", reference)?;
+                let got = windows_of(&body, "windows", reference, payloads)?;
                 let want = reference.group(&batch);
                 let context = format!("window_result of request {msg_id}");
                 compare_windows(&got, &want, reference, &context)?;
@@ -260,7 +271,7 @@ pub(crate) fn verify_unordered(
             want.buffered(pane);
         }
     }
-    let got = emitted_panes(seen.fired, &reference)?;
+    let got = emitted_panes(seen.fired, &reference, &data.payloads()?)?;
     // Every window's panes: sizes (exactly --max-events for a length pane), order (at most one
     // other pane, last), reason of the last one, and ids (disjoint, together the window's).
     check_panes(&reference, &want, &got)?;
@@ -273,12 +284,13 @@ pub(crate) fn verify_unordered(
 fn emitted_panes(
     fired: &[Received],
     reference: &Reference,
+    payloads: &PayloadCheck,
 ) -> anyhow::Result<BTreeMap<WindowOf, Vec<EmittedPane>>> {
     let mut got: BTreeMap<WindowOf, Vec<EmittedPane>> = BTreeMap::new();
     let mut seqs: BTreeMap<Option<u64>, Vec<u64>> = BTreeMap::new();
     for line in fired {
         let body = body(&line.text)?;
-        let window = window_of(&body, reference)?;
+        let window = window_of(&body, reference, payloads)?;
         let seq = body.get("seq").and_then(Value::as_u64).context("seq")?;
         let partition = body.get("partition").and_then(Value::as_u64);
         let reason = body
@@ -349,9 +361,10 @@ fn check_emitted(
     reason: &str,
     seq: u64,
     reference: &Reference,
+    payloads: &PayloadCheck,
 ) -> anyhow::Result<()> {
     let body = body(&line.text)?;
-    let got = window_of(&body, reference)?;
+    let got = window_of(&body, reference, payloads)?;
     compare_windows(
         &[got],
         std::slice::from_ref(want),
@@ -383,7 +396,11 @@ pub(crate) fn body(line: &str) -> anyhow::Result<Value> {
 
 /// A window entry as the node wrote it, in the reference's terms. The start comes from the
 /// window id; ids are normalized as the reference writes them.
-fn window_of(entry: &Value, reference: &Reference) -> anyhow::Result<RefWindow> {
+fn window_of(
+    entry: &Value,
+    reference: &Reference,
+    payloads: &PayloadCheck,
+) -> anyhow::Result<RefWindow> {
     let id = entry
         .get("window_id")
         .and_then(Value::as_str)
@@ -407,6 +424,32 @@ fn window_of(entry: &Value, reference: &Reference) -> anyhow::Result<RefWindow> 
         "window {id} says count {count} but lists {} ids",
         ids.len()
     );
+    let listed = entry.get("payloads");
+    match payloads {
+        PayloadCheck::Unchecked => {}
+        PayloadCheck::Absent => ensure!(
+            listed.is_none(),
+            "window {id} lists payloads, but no event had one"
+        ),
+        PayloadCheck::Every(want) => {
+            let listed = listed
+                .and_then(Value::as_array)
+                .with_context(|| format!("window {id} lists no payloads"))?;
+            ensure!(
+                listed.len() == ids.len(),
+                "window {id} lists {} payloads for {} ids",
+                listed.len(),
+                ids.len()
+            );
+            if let Some(at) = listed.iter().position(|p| p != want) {
+                bail!(
+                    "window {id}: the payload of event {} is {:.200}, not the one sent",
+                    ids[at],
+                    listed[at]
+                );
+            }
+        }
+    }
     Ok(RefWindow {
         start,
         key: entry.get("key").and_then(Value::as_str).map(str::to_owned),
@@ -415,12 +458,17 @@ fn window_of(entry: &Value, reference: &Reference) -> anyhow::Result<RefWindow> 
     })
 }
 
-fn windows_of(body: &Value, field: &str, reference: &Reference) -> anyhow::Result<Vec<RefWindow>> {
+fn windows_of(
+    body: &Value,
+    field: &str,
+    reference: &Reference,
+    payloads: &PayloadCheck,
+) -> anyhow::Result<Vec<RefWindow>> {
     body.get(field)
         .and_then(Value::as_array)
         .with_context(|| format!("no {field} array"))?
         .iter()
-        .map(|w| window_of(w, reference))
+        .map(|w| window_of(w, reference, payloads))
         .collect()
 }
 

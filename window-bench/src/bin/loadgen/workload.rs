@@ -9,6 +9,16 @@ use window_bench::{GenEvent, IdKind, RefEvent, Render, TimestampForm, Values, Wo
 
 use crate::options::{Cli, Ids, RequestKind, Timestamps};
 
+/// What the windows a node lists must say of payloads.
+pub(crate) enum PayloadCheck {
+    /// No `payloads` list (no event had one: the window looks as it did before payloads).
+    Absent,
+    /// One per id, each this value (every generated event carries the same payload).
+    Every(Value),
+    /// Not checked (events read from a file).
+    Unchecked,
+}
+
 /// The events to send, in requests.
 pub(crate) enum Dataset {
     Generated {
@@ -68,6 +78,20 @@ impl Dataset {
                 )
             }
         }
+    }
+
+    /// What every window the node lists must carry as its `payloads`.
+    pub(crate) fn payloads(&self) -> anyhow::Result<PayloadCheck> {
+        Ok(match self {
+            Dataset::Generated { render, .. } => match &render.payload {
+                Some(text) => PayloadCheck::Every(
+                    serde_json::from_str(text).context("the workload's payload is not JSON")?,
+                ),
+                None => PayloadCheck::Absent,
+            },
+            // A file's events carry what they carry: the reference does not model it.
+            Dataset::File { .. } => PayloadCheck::Unchecked,
+        })
     }
 
     pub(crate) fn reference_batch(&self, request: usize) -> Vec<RefEvent> {
