@@ -226,7 +226,9 @@ impl Engine {
             let pane_start = snap.pane_start.min(snap.ids.len());
             let mut window = match OpenWindow::restored(snap.ids, pane_start, &engine.hasher) {
                 Ok(mut window) => {
-                    for (at, payload) in snap.payloads.into_iter().enumerate().skip(pane_start) {
+                    let ids = window.ids.len();
+                    let payloads = snap.payloads.into_iter().take(ids).enumerate();
+                    for (at, payload) in payloads.skip(pane_start) {
                         window.payloads.push(at - pane_start, payload);
                     }
                     window
@@ -941,6 +943,36 @@ mod tests {
                 (0..100).map(EventId::Int).collect::<Vec<_>>()
             );
             assert_eq!(admitted, 100);
+        }
+    }
+
+    // A snapshot that repeats an id (a damaged or foreign store; the engine never writes one) is
+    // restored with each id once, small windows and indexed ones alike.
+    #[test]
+    fn a_snapshot_that_repeats_an_id_keeps_it_once() {
+        let config = EngineConfig::default();
+        let size = SizeMs::new(60_000).expect("size");
+        for len in [5_i64, 40] {
+            let mut engine = Engine::new(config);
+            let events = (0..len).map(event).collect();
+            engine
+                .handle_events(Timestamp::EPOCH, size, events)
+                .expect("fits");
+            let mut snapshot = engine.snapshot();
+            snapshot.windows[0].ids.push(EventId::Int(3));
+            let mut engine = Engine::restore(config, snapshot);
+            let admission = engine
+                .handle_events(Timestamp::EPOCH, size, vec![event(len - 1)])
+                .expect("fits");
+            assert_eq!(
+                (admission.accepted, admission.duplicates),
+                (0, 1),
+                "{len} ids"
+            );
+            let flushed = engine.flush(None);
+            assert_eq!(flushed.len(), 1);
+            let expected: Vec<EventId> = (0..len).map(EventId::Int).collect();
+            assert_eq!(flushed[0].ids, expected, "{len} ids, 3 once");
         }
     }
 }

@@ -445,7 +445,7 @@ fn window_of(
                 bail!(
                     "window {id}: the payload of event {} is {:.200}, not the one sent",
                     ids[at],
-                    listed[at]
+                    listed[at].to_string()
                 );
             }
         }
