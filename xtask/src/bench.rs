@@ -104,6 +104,8 @@ struct Results {
     node_restart: Vec<(f64, u64)>,
     /// More events/s of a scenario, from rounds run again after the first (by name).
     again: Vec<(String, f64)>,
+    /// The clients' and loadgen's events/s in each round of the clients scenario (by name).
+    client_rounds: Vec<(String, Vec<f64>)>,
     notes: Vec<String>,
     /// What became of the Redis scenarios.
     redis: cluster::RedisStatus,
@@ -154,9 +156,10 @@ pub fn run(quick: bool, only: Option<&str>, peers: Peers) -> anyhow::Result<()> 
     results.outcomes.extend(side_by_side.outcomes());
     results.apparatus = Some(side_by_side);
     // After the apparatus scenario, which builds the TypeScript client's dist/.
-    let (rows, skipped) = clients::run(quick, &work)?;
-    results.outcomes.extend(rows);
-    results.notes.extend(skipped);
+    let clients = clients::run(quick, &work)?;
+    results.outcomes.extend(clients.rows);
+    results.notes.extend(clients.notes);
+    results.client_rounds = clients.rounds;
     memory(quick, &work, &mut results)?;
 
     let mut report = render(&results, quick, started.elapsed());
@@ -500,6 +503,26 @@ fn durable_stdin(
     Ok(())
 }
 
+/// The daemon rows' workload of `events` events.
+fn daemon_workload(events: &str) -> [&str; 14] {
+    [
+        "--events",
+        events,
+        "--batch",
+        "500",
+        "--keys",
+        "10",
+        "--duplicate-fraction",
+        "0.01",
+        "--disorder-ms",
+        "2000",
+        "--max-events",
+        "64",
+        "--allowed-lateness-ms",
+        "1200000",
+    ]
+}
+
 /// The daemon scenarios behind the goal ratios (100-byte payloads / none, a group of 3 / one
 /// subscriber): run in three alternating rounds, the ratios taken of medians.
 const GOAL_ROUNDS: [&str; 3] = [
@@ -526,22 +549,7 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
     // One workload for every run, so the ratios compare transports and settings only. The
     // lateness is long enough that four connections four requests deep cannot make an event
     // late, so the multi-connection run can be checked too. The multi-process runs use it too.
-    let workload = [
-        "--events",
-        events,
-        "--batch",
-        "500",
-        "--keys",
-        "10",
-        "--duplicate-fraction",
-        "0.01",
-        "--disorder-ms",
-        "2000",
-        "--max-events",
-        "64",
-        "--allowed-lateness-ms",
-        "1200000",
-    ];
+    let workload = daemon_workload(events);
     let runs: [(&str, &[&str], bool, &str); 7] = [
         (
             "daemon ingest, --memory, 1 in flight",
@@ -1420,15 +1428,12 @@ fn ratios(out: &mut String, results: &Results) {
     for (what, value) in cluster::ratio_lines(results) {
         lines.push((what, value, "loadgen"));
     }
-    let events_per_s = |prefix: &str| {
-        results
-            .outcomes
-            .iter()
-            .find(|o| o.name.starts_with(prefix))
-            .map(Outcome::events_per_s)
-    };
-    for (what, value) in clients::ratio_lines(&events_per_s) {
-        lines.push((what, value, "clients' programs and loadgen"));
+    for (what, value) in clients::ratio_lines(&results.client_rounds) {
+        lines.push((
+            what,
+            value,
+            "clients' programs and loadgen, medians of the same rounds",
+        ));
     }
     for (what, value) in apparatus::ratio_lines(results.apparatus.as_ref()) {
         lines.push((what, value, "bench/peers/apparatus/dtw-bench.mjs"));
