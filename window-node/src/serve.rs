@@ -128,10 +128,11 @@ pub struct ServeArgs {
 
     /// Keep at least this many of the newest fired windows in the output log (unless
     /// --log-retention-age drops them first); older ones are dropped as new ones fire (a window
-    /// some consumer group has not acknowledged is kept, with every later one), and a `subscribe` or group join with a `from_seq` below the oldest kept
-    /// gets error 12 naming it. `0` keeps the whole log. Default: 1000000 with --memory (about
-    /// 200 MB of fired windows), the whole log with --data-dir and --store (with Redis, give it
-    /// to bound Redis's memory; with --partitions, per partition).
+    /// some consumer group has not acknowledged is kept, with every later one), and a
+    /// `subscribe` or group join with a `from_seq` below the oldest kept gets error 12 naming it.
+    /// `0` keeps the whole log. Default: 1000000 with --memory (about 200 MB of fired windows),
+    /// the whole log with --data-dir and --store (with Redis, give it to bound Redis's memory;
+    /// with --partitions, per partition).
     #[arg(long, value_name = "WINDOWS", env = "WINDOW_NODE_LOG_RETENTION")]
     log_retention: Option<u64>,
 

@@ -210,17 +210,25 @@ mod tests {
 
     use super::*;
 
+    /// Pushes `items` (plain, one byte each) from a thread of their own; hands the writer back.
+    fn push_from_a_thread(
+        writer: Writer<i32>,
+        items: std::ops::Range<i32>,
+    ) -> std::thread::JoinHandle<Writer<i32>> {
+        std::thread::spawn(move || {
+            for n in items {
+                writer.push(n, 1, false).unwrap();
+            }
+            writer
+        })
+    }
+
     #[test]
     fn a_round_waits_out_its_delay_and_takes_everything_pushed_meanwhile_in_order() {
         let (writer, reader) = channel(16, usize::MAX);
         writer.push(0, 1, false).unwrap();
         assert!(reader.first());
-        let pushes = std::thread::spawn(move || {
-            for n in 1..5 {
-                writer.push(n, 1, false).unwrap();
-            }
-            writer
-        });
+        let pushes = push_from_a_thread(writer, 1..5);
         let started = Instant::now();
         let delay = Duration::from_millis(100);
         let round = reader.gather(started + delay);
@@ -274,12 +282,7 @@ mod tests {
         let (writer, reader) = channel(2, usize::MAX);
         writer.push(0, 1, false).unwrap();
         assert!(reader.first());
-        let pushes = std::thread::spawn(move || {
-            for n in 1..4 {
-                writer.push(n, 1, false).unwrap();
-            }
-            writer
-        });
+        let pushes = push_from_a_thread(writer, 1..4);
         let started = Instant::now();
         let round = reader.gather(started + Duration::from_secs(30));
         assert!(started.elapsed() < Duration::from_secs(30));

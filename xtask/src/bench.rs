@@ -102,10 +102,10 @@ struct Results {
     memory: Vec<(String, String, String)>,
     /// Node restarts over a data directory: (median seconds, open events).
     node_restart: Vec<(f64, u64)>,
-    /// More events/s of a scenario, from rounds run again after the first (by name).
-    again: Vec<(String, f64)>,
-    /// The clients' and loadgen's events/s in each round of the clients scenario (by name).
-    client_rounds: Vec<(String, Vec<f64>)>,
+    /// The daemon's goal scenarios, run in rounds (none with `--quick`).
+    daemon_rounds: Rounds,
+    /// loadgen and the clients, run in rounds side by side.
+    client_rounds: Rounds,
     notes: Vec<String>,
     /// What became of the Redis scenarios.
     redis: cluster::RedisStatus,
@@ -476,7 +476,7 @@ fn durable_stdin(
             .push(held.outcome("windows left open at exit, for the restart below")?);
         let open = held.num("buffered_events").unwrap_or(0.0) as u64;
         results.node_restart.push(restart_node(&dir, open)?);
-        if million == "1000000" {
+        if !results.quick {
             // Issue 18's second restart figure: ten million open events (not a table row: its
             // writing is only the way there).
             let dir = work.join("data-open-10m");
@@ -501,6 +501,36 @@ fn durable_stdin(
         );
     }
     Ok(())
+}
+
+/// Events/s of scenarios run in several rounds, by name, each in the order its rounds ran.
+type Rounds = Vec<(String, Vec<f64>)>;
+
+/// Adds one round's events/s of `name`.
+fn record(rounds: &mut Rounds, name: &str, per_s: f64) {
+    match rounds.iter_mut().find(|(n, _)| n == name) {
+        Some((_, figures)) => figures.push(per_s),
+        None => rounds.push((name.to_owned(), vec![per_s])),
+    }
+}
+
+/// The median of some figures (the upper one of an even count); 0 for none.
+fn median(figures: &[f64]) -> f64 {
+    let mut sorted = figures.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `name: a, b, c; name: ...`, for a report's note.
+fn rounds_text(rounds: &Rounds) -> String {
+    rounds
+        .iter()
+        .map(|(name, figures)| {
+            let figures: Vec<String> = figures.iter().map(|&v| human(v)).collect();
+            format!("{name}: {}", figures.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The daemon rows' workload of `events` events.
@@ -612,9 +642,11 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
         loadgen(work, name, &args, &node_args)
     };
     for (n, &(name, extra, durable, note)) in runs.iter().enumerate() {
-        results
-            .outcomes
-            .push(run(n, name, extra, durable)?.outcome(note)?);
+        let outcome = run(n, name, extra, durable)?.outcome(note)?;
+        if !quick && GOAL_ROUNDS.contains(&name) {
+            record(&mut results.daemon_rounds, name, outcome.events_per_s());
+        }
+        results.outcomes.push(outcome);
     }
     // The two goal ratios (payloads / none, a group / one subscriber) compare runs a few
     // seconds apart on a shared machine: two more rounds of the three, alternating, and the
@@ -631,34 +663,14 @@ fn daemon(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()>
             for &n in &goal_runs {
                 let (name, extra, durable, note) = runs[n];
                 let again = run(n, name, extra, durable)?.outcome(note)?;
-                results.again.push((name.to_owned(), again.events_per_s()));
+                record(&mut results.daemon_rounds, name, again.events_per_s());
             }
         }
-        let per_round: Vec<String> = goal_runs
-            .iter()
-            .map(|&n| {
-                let name = runs[n].0;
-                let first = results.outcomes.iter().find(|o| o.name == name);
-                let figures: Vec<String> = first
-                    .map(Outcome::events_per_s)
-                    .into_iter()
-                    .chain(
-                        results
-                            .again
-                            .iter()
-                            .filter(|(a, _)| a == name)
-                            .map(|&(_, v)| v),
-                    )
-                    .map(human)
-                    .collect();
-                format!("{name}: {}", figures.join(", "))
-            })
-            .collect();
         results.notes.push(format!(
             "The daemon's goal ratios (100-byte payloads / none, a group of 3 / one subscriber) \
              are of medians over three rounds, each running the three scenarios one after the \
              other; events/s per round: {}. The table above shows each scenario's first round.",
-            per_round.join("; ")
+            rounds_text(&results.daemon_rounds)
         ));
     }
     let serve_help = Command::new(NODE)
@@ -691,11 +703,10 @@ fn supports_data_dir() -> anyhow::Result<bool> {
 
 /// The median of three restarts over `dir` (see [`restart_once`]), and `open_events`.
 fn restart_node(dir: &Path, open_events: u64) -> anyhow::Result<(f64, u64)> {
-    let mut seconds = (0..3)
+    let seconds = (0..3)
         .map(|_| restart_once(dir, open_events))
         .collect::<anyhow::Result<Vec<f64>>>()?;
-    seconds.sort_by(f64::total_cmp);
-    Ok((seconds[1], open_events))
+    Ok((median(&seconds), open_events))
 }
 
 /// Starts the node over `dir` and times its first reply: the restart, with recovery. Checks that
@@ -1451,23 +1462,19 @@ fn ratios(out: &mut String, results: &Results) {
 
 /// The daemon's ratios: durable against in memory, and pipelined against one in flight.
 fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static str)> {
-    // A scenario's events/s in each round it ran, the first round first (one, unless it ran
-    // again).
-    let rounds = |prefix: &str| {
-        let outcome = results
+    let first = |prefix: &str| {
+        results
             .outcomes
             .iter()
-            .find(|o| o.name.starts_with(prefix))?;
-        let rounds: Vec<f64> = std::iter::once(outcome.events_per_s())
-            .chain(
-                results
-                    .again
-                    .iter()
-                    .filter(|(name, _)| *name == outcome.name)
-                    .map(|&(_, per_s)| per_s),
-            )
-            .collect();
-        Some(rounds)
+            .find(|o| o.name.starts_with(prefix))
+            .map(Outcome::events_per_s)
+    };
+    let rounds = |prefix: &str| {
+        results
+            .daemon_rounds
+            .iter()
+            .find(|(name, _)| name.starts_with(prefix))
+            .map(|(_, figures)| median(figures))
     };
     let mut lines = Vec::new();
     for (what, a, b) in [
@@ -1502,25 +1509,15 @@ fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static s
             "daemon ingest, --data-dir, 16 in flight",
         ),
     ] {
-        // Medians when both sides ran in every round, else the first round's figures.
-        let (a, b) = (rounds(a), rounds(b));
-        let both = matches!((&a, &b), (Some(a), Some(b)) if a.len() > 1 && a.len() == b.len());
-        let pick = |rounds: Option<Vec<f64>>| {
-            rounds.map(|mut r| {
-                if both {
-                    r.sort_by(f64::total_cmp);
-                    r[r.len() / 2]
-                } else {
-                    r[0]
-                }
-            })
+        // Medians when both sides ran in the rounds, else the first round's figures.
+        let (value, from) = match (rounds(a), rounds(b)) {
+            (Some(a), Some(b)) => (
+                ratio(Some(a), Some(b)),
+                "loadgen, medians of 3 alternating rounds",
+            ),
+            _ => (ratio(first(a), first(b)), "loadgen"),
         };
-        let from = if both {
-            "loadgen, medians of 3 alternating rounds"
-        } else {
-            "loadgen"
-        };
-        lines.push((what.to_owned(), ratio(pick(a), pick(b)), from));
+        lines.push((what.to_owned(), value, from));
     }
     lines
 }

@@ -14,7 +14,7 @@ use anyhow::{Context, ensure};
 use serde_json::Value;
 use window_testkit::Node;
 
-use super::{NODE, Outcome};
+use super::{NODE, Outcome, Rounds};
 
 const CLIENTLOAD: &str = "target/release/clientload";
 const TS_DRIVER: &str = "bench/clients/ingest.mjs";
@@ -29,7 +29,7 @@ pub(super) struct Clients {
     /// The clients it skipped.
     pub notes: Vec<String>,
     /// Events/s of loadgen and of each client in every round, by name.
-    pub rounds: Vec<(String, Vec<f64>)>,
+    pub rounds: Rounds,
 }
 
 /// loadgen's row in the clients' rounds (the daemon rows' `--memory`, 16 in flight workload).
@@ -68,7 +68,7 @@ pub(super) fn run(quick: bool, work: &Path) -> anyhow::Result<Clients> {
     for round in 0..if quick { 1 } else { 3 } {
         let summary = super::loadgen(work, LOADGEN, &loadgen_args, &["--memory"])?;
         let outcome = summary.outcome("loadgen beside the clients")?;
-        record(&mut found.rounds, LOADGEN, outcome.events_per_s());
+        super::record(&mut found.rounds, LOADGEN, outcome.events_per_s());
         let mut clients: Vec<(&str, Command)> = vec![(
             "client ingest: Rust (window-client), --memory, 16 in flight",
             Command::new(CLIENTLOAD),
@@ -96,35 +96,20 @@ pub(super) fn run(quick: bool, work: &Path) -> anyhow::Result<Clients> {
         }
         for (name, mut command) in clients {
             let outcome = measure(name, &mut command)?;
-            record(&mut found.rounds, name, outcome.events_per_s());
+            super::record(&mut found.rounds, name, outcome.events_per_s());
             if round == 0 {
                 found.rows.push(outcome);
             }
         }
     }
-    let per_round: Vec<String> = found
-        .rounds
-        .iter()
-        .map(|(name, figures)| {
-            let figures: Vec<String> = figures.iter().map(|&v| super::human(v)).collect();
-            format!("{name}: {}", figures.join(", "))
-        })
-        .collect();
     found.notes.push(format!(
         "The clients / loadgen ratios are of medians over {} round(s), each running loadgen's \
          `--memory`, 16 in flight workload (a fresh daemon) and then every client; events/s per \
          round: {}. The table shows each client's first round.",
         found.rounds.first().map_or(0, |(_, r)| r.len()),
-        per_round.join("; ")
+        super::rounds_text(&found.rounds)
     ));
     Ok(found)
-}
-
-fn record(rounds: &mut Vec<(String, Vec<f64>)>, name: &str, per_s: f64) {
-    match rounds.iter_mut().find(|(n, _)| n == name) {
-        Some((_, figures)) => figures.push(per_s),
-        None => rounds.push((name.to_owned(), vec![per_s])),
-    }
 }
 
 /// Runs one client against a fresh daemon and checks that every event was accepted.
@@ -175,12 +160,10 @@ fn measure(name: &str, command: &mut Command) -> anyhow::Result<Outcome> {
 }
 
 /// The ratios against loadgen, of the medians of the same rounds.
-pub(super) fn ratio_lines(rounds: &[(String, Vec<f64>)]) -> Vec<(String, Option<f64>)> {
+pub(super) fn ratio_lines(rounds: &Rounds) -> Vec<(String, Option<f64>)> {
     let median = |prefix: &str| {
         let (_, figures) = rounds.iter().find(|(name, _)| name.starts_with(prefix))?;
-        let mut figures = figures.clone();
-        figures.sort_by(f64::total_cmp);
-        figures.get(figures.len() / 2).copied()
+        Some(super::median(figures))
     };
     let loadgen = median(LOADGEN);
     ["Rust", "TypeScript", "Python"]

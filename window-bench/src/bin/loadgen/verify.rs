@@ -15,8 +15,7 @@ use window_bench::{RefClosed, RefConfig, RefEvent, RefWindow, Reference};
 
 use crate::client::{Received, histogram, micros};
 use crate::options::{RequestKind, Transport};
-use crate::workload::PayloadCheck;
-use crate::workload::{Dataset, normalize_id};
+use crate::workload::{Dataset, PayloadCheck, normalize_id};
 
 /// What the node answered in one run.
 pub(crate) struct Observed<'a> {
