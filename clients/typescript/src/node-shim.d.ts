@@ -6,7 +6,7 @@ declare module "node:net" {
   export interface Socket {
     setEncoding(encoding: "utf8"): this;
     setNoDelay(noDelay?: boolean): this;
-    write(data: string): boolean;
+    write(data: string | Uint8Array): boolean;
     end(): this;
     destroy(error?: Error): this;
     pause(): this;
@@ -30,4 +30,7 @@ declare module "node:crypto" {
 declare function setTimeout(callback: () => void, ms: number): unknown;
 declare function clearTimeout(handle: unknown): void;
 declare function setImmediate(callback: () => void): unknown;
+declare class TextEncoder {
+  encodeInto(source: string, destination: Uint8Array): { read: number; written: number };
+}
 declare const console: { error(...args: unknown[]): void; warn(...args: unknown[]): void };

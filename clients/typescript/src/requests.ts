@@ -1,12 +1,15 @@
 // The client's request connection: ingest, close, flush and stats, pipelined on one connection,
 // sent again to the next node when the connection is lost or a node answers error 11.
 
+import { encodeLine } from "./encode.js";
 import { ErrorCode, WindowNodeError } from "./errors.js";
 import { connectAny, errorOf, sleep, type Line, type Message, type Rotation } from "./wire.js";
 
 interface Pending {
-  /** The request, msg_id included; sent again as it is (its request_id makes that safe). */
-  body: { type: string; msg_id: number; [field: string]: unknown };
+  /** The request's type, for its errors. */
+  type: string;
+  /** The request's line, msg_id included; sent again as it is (its request_id makes that safe). */
+  line: Uint8Array;
   resolve(reply: Message): void;
   reject(error: WindowNodeError): void;
   /** When it was first sent: it is given up (error 11) after the failover timeout. */
@@ -39,11 +42,11 @@ export class Requests {
       return Promise.reject(new WindowNodeError(ErrorCode.Unavailable, "the client was ended", type));
     }
     const msgId = this.nextMsgId++;
-    const body = { type, msg_id: msgId, ...fields };
+    const line = encodeLine({ type, msg_id: msgId, ...fields });
     return new Promise<Message>((resolve, reject) => {
-      this.pending.set(msgId, { body, resolve, reject, since: Date.now() });
+      this.pending.set(msgId, { type, line, resolve, reject, since: Date.now() });
       if (this.line !== undefined && !this.line.isClosed) {
-        this.line.send(body);
+        this.line.write(line);
       } else {
         void this.ensure().catch(() => {});
       }
@@ -82,11 +85,11 @@ export class Requests {
                 new WindowNodeError(
                   ErrorCode.Unavailable,
                   `no node answered within ${this.rotation.failoverTimeoutMs} ms; it is safe to send it again`,
-                  pending.body.type,
+                  pending.type,
                 ),
               );
             } else {
-              line.send(pending.body);
+              line.write(pending.line);
             }
           }
         })
@@ -114,7 +117,7 @@ export class Requests {
     if (pending === undefined) return;
     this.pending.delete(msgId);
     if (message.type === "error") {
-      pending.reject(errorOf(message, pending.body.type));
+      pending.reject(errorOf(message, pending.type));
     } else {
       pending.resolve(message);
     }
@@ -134,7 +137,7 @@ export class Requests {
     const waiting = [...this.pending.values()];
     this.pending.clear();
     for (const pending of waiting) {
-      pending.reject(new WindowNodeError(error.code, error.message, pending.body.type));
+      pending.reject(new WindowNodeError(error.code, error.message, pending.type));
     }
   }
 }

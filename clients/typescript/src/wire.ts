@@ -1,6 +1,7 @@
 // Line-delimited JSON over TCP: one connection to one node, and the node list's rotation.
 
 import { createConnection, type Socket } from "node:net";
+import { encodeLine } from "./encode.js";
 import { ErrorCode, WindowNodeError } from "./errors.js";
 
 /** A message as it came off the wire. */
@@ -77,9 +78,14 @@ export class Line {
     return this.closed || this.socket.destroyed;
   }
 
-  send(body: object): void {
+  send(body: Record<string, unknown>): void {
+    this.write(encodeLine(body));
+  }
+
+  /** Writes a line encoded already (`encodeLine`). */
+  write(line: Uint8Array): void {
     if (!this.isClosed) {
-      this.socket.write(JSON.stringify(body) + "\n");
+      this.socket.write(line);
     }
   }
 
