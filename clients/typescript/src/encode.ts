@@ -54,12 +54,15 @@ const PAYLOAD = fieldPrefix("payload");
 
 const utf8Encoder = new TextEncoder();
 
+/** "00" to "99": two digits a division. */
+const DIGIT_PAIRS = Uint8Array.from({ length: 200 }, (_, i) => 0x30 + (i % 2 === 0 ? Math.floor(i / 20) : (i >> 1) % 10));
+
 class Writer {
   private buffer: Uint8Array;
   private at = 0;
 
   constructor(capacity: number) {
-    this.buffer = new Uint8Array(capacity);
+    this.buffer = Buffer.allocUnsafe(capacity);
   }
 
   bytes(): Uint8Array {
@@ -116,8 +119,32 @@ class Writer {
     }
     const e = event as { id?: unknown; timestamp?: unknown; key?: unknown; value?: unknown; payload?: unknown };
     this.byte(OPEN_BRACE);
-    let first = this.field(ID, e.id, true);
-    first = this.field(TIMESTAMP, e.timestamp, first);
+    // The common types are dispatched here, so that each call site stays monomorphic.
+    let first = true;
+    const id = e.id;
+    if (typeof id === "number") {
+      this.copy(ID[0]);
+      this.number(id);
+      first = false;
+    } else if (typeof id === "string") {
+      this.copy(ID[0]);
+      this.string(id);
+      first = false;
+    } else {
+      first = this.field(ID, id, first);
+    }
+    const timestamp = e.timestamp;
+    if (typeof timestamp === "number") {
+      this.copy(TIMESTAMP[first ? 0 : 1]);
+      this.number(timestamp);
+      first = false;
+    } else if (typeof timestamp === "string") {
+      this.copy(TIMESTAMP[first ? 0 : 1]);
+      this.string(timestamp);
+      first = false;
+    } else {
+      first = this.field(TIMESTAMP, timestamp, first);
+    }
     first = this.field(KEY, e.key, first);
     first = this.field(VALUE, e.value, first);
     this.field(PAYLOAD, e.payload, first);
@@ -193,9 +220,11 @@ class Writer {
     const buffer = this.buffer;
     let at = this.at + 8;
     this.at = at;
-    for (let k = 0; k < 8; k++) {
-      const q = (low / 10) | 0;
-      buffer[--at] = 0x30 + low - q * 10;
+    for (let k = 0; k < 4; k++) {
+      const q = (low / 100) | 0;
+      const pair = (low - q * 100) << 1;
+      buffer[--at] = DIGIT_PAIRS[pair + 1];
+      buffer[--at] = DIGIT_PAIRS[pair];
       low = q;
     }
   }
@@ -209,16 +238,24 @@ class Writer {
     const buffer = this.buffer;
     let at = this.at + digits;
     this.at = at;
-    do {
-      const q = (x / 10) | 0;
-      buffer[--at] = 0x30 + x - q * 10;
+    while (x >= 100) {
+      const q = (x / 100) | 0;
+      const pair = (x - q * 100) << 1;
+      buffer[--at] = DIGIT_PAIRS[pair + 1];
+      buffer[--at] = DIGIT_PAIRS[pair];
       x = q;
-    } while (x > 0);
+    }
+    if (x >= 10) {
+      buffer[--at] = DIGIT_PAIRS[(x << 1) + 1];
+      buffer[--at] = DIGIT_PAIRS[x << 1];
+    } else {
+      buffer[--at] = 0x30 + x;
+    }
   }
 
   private room(n: number): void {
     if (this.at + n <= this.buffer.length) return;
-    const grown = new Uint8Array(Math.max(this.buffer.length * 2, this.at + n));
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.at + n));
     grown.set(this.buffer.subarray(0, this.at));
     this.buffer = grown;
   }

@@ -30,6 +30,8 @@ declare module "node:crypto" {
 declare function setTimeout(callback: () => void, ms: number): unknown;
 declare function clearTimeout(handle: unknown): void;
 declare function setImmediate(callback: () => void): unknown;
+/** Node's Buffer, as far as this package uses it: memory that is not zeroed first. */
+declare const Buffer: { allocUnsafe(size: number): Uint8Array };
 declare class TextEncoder {
   encodeInto(source: string, destination: Uint8Array): { read: number; written: number };
 }
