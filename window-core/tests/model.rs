@@ -37,7 +37,18 @@ use window_core::{
 /// The window sizes of the generated batches. 7 does not divide the grader frame's two hours, so
 /// the two frames align its windows differently; 10 does, so they align them alike.
 const SIZES: [i64; 2] = [7, 10];
-const KEYS: [&str; 2] = ["a", "b"];
+/// Keys that fire in byte order: two short ones, the empty key, keys whose first 8 bytes tie
+/// (the engine sorts by those first), one with a NUL byte and one beyond ASCII.
+const KEYS: [&str; 8] = [
+    "a",
+    "b",
+    "",
+    "prefix-8-b",
+    "prefix-8-a",
+    "prefix-8",
+    "a\u{0}",
+    "é",
+];
 /// Payloads, as JSON text the engine keeps untouched.
 const PAYLOADS: [&str; 3] = ["{\"a\":[1,{\"b\":null}]}", "\"é ✓\"", "7"];
 
@@ -142,7 +153,12 @@ fn engine_config() -> impl Strategy<Value = EngineConfig> {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let key = prop_oneof![2 => Just(None), 1 => Just(Some(0)), 1 => Just(Some(1))];
+    let key = prop_oneof![
+        2 => Just(None),
+        1 => Just(Some(0)),
+        1 => Just(Some(1)),
+        1 => (2..KEYS.len()).prop_map(Some),
+    ];
     let payload = prop::option::weighted(0.3, 0..PAYLOADS.len());
     let event = (
         -15..15i64,
