@@ -132,7 +132,18 @@ impl Node {
     /// Answers one request line at processing time `now`, appending the reply (and any windows
     /// that fired on their own) to `out`.
     pub fn handle_line(&mut self, now: Timestamp, line: &str, out: &mut Vec<u8>) {
-        let fired = match parse_request(line) {
+        self.handle_parsed(now, parse_request(line), out);
+    }
+
+    /// Answers a request line parsed already (by `parse_request`, on the stdin reader thread),
+    /// as [`Node::handle_line`] answers the line.
+    pub fn handle_parsed(
+        &mut self,
+        now: Timestamp,
+        parsed: Result<Request<'_>, (ReplyTo, ProtoError)>,
+        out: &mut Vec<u8>,
+    ) {
+        let fired = match parsed {
             Ok(request) => {
                 let to = request.reply_to();
                 self.awaiting_sync(&to);

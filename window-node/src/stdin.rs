@@ -1,6 +1,8 @@
-//! The stdin/stdout loop: a reader thread splits stdin into lines; the main thread answers them
-//! and writes every reply through one buffered writer, flushed whenever it has answered all the
-//! lines read so far, so a client sees a batch's replies at once.
+//! The stdin/stdout loop: a reader thread splits stdin into lines and parses each whole request
+//! line; the main thread answers them and writes every reply through one buffered writer,
+//! flushed whenever it has answered all the lines read so far, so a client sees a batch's
+//! replies at once. Parsing on the reader thread runs it beside the answering of the lines
+//! before: on two cores, process_window's parse and its windowing overlap.
 
 use std::io::{self, BufRead, Write};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -8,10 +10,61 @@ use std::thread;
 
 use crate::clock;
 use crate::node::Node;
-use window_proto::ProtoError;
 use window_proto::{Assembled, Reassembler};
 use window_proto::{Line, LineSplitter};
+use window_proto::{ProtoError, ReplyTo, Request, parse_request};
 use window_store::StoreError;
+
+/// A line as the reader hands it over.
+enum Input {
+    /// As read: not UTF-8, blank, too long, or perhaps one part of a request over several lines.
+    Line(Line),
+    /// A whole request line, parsed.
+    Parsed(ParsedLine),
+}
+
+/// What `parse_request` made of a line: taken (once) by the answering thread.
+type Parsed<'a> = Option<Result<Request<'a>, (ReplyTo, ProtoError)>>;
+
+self_cell::self_cell!(
+    /// A request line with its request, which borrows the line's text.
+    struct ParsedLine {
+        owner: String,
+        #[covariant]
+        dependent: Parsed,
+    }
+);
+
+impl Input {
+    /// Parses `line` when it is a whole request by itself: UTF-8, not blank, and not ending
+    /// where a request written over several lines would go on (the answering thread answers it
+    /// as text when a request over several lines is being put together).
+    fn read(line: Line) -> Input {
+        let Line::Text(bytes) = line else {
+            return Input::Line(line);
+        };
+        match String::from_utf8(bytes) {
+            Ok(text) if !text.trim().is_empty() && !continues(&text) => {
+                Input::Parsed(ParsedLine::new(text, |text| Some(parse_request(text))))
+            }
+            Ok(text) => Input::Line(Line::Text(text.into_bytes())),
+            Err(not_utf8) => Input::Line(Line::Text(not_utf8.into_bytes())),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Input::Line(Line::Text(bytes)) => bytes.len(),
+            Input::Line(Line::TooLong { .. }) => 0,
+            Input::Parsed(parsed) => parsed.borrow_owner().len(),
+        }
+    }
+}
+
+/// Whether a line ends where a request written over several lines goes on.
+fn continues(text: &str) -> bool {
+    text.trim_end().ends_with(['{', '[', ',', ':'])
+}
 
 /// Batches of lines the reader may run ahead of the answering thread. With `BATCH_BYTES` this
 /// bounds the memory held for unanswered input to a few MiB (or a few lines, if lines are large).
@@ -48,7 +101,7 @@ where
 
 fn answer<W: Write>(
     node: &mut Node,
-    rx: &Receiver<Vec<Line>>,
+    rx: &Receiver<Vec<Input>>,
     output: &mut W,
     max_line_bytes: usize,
 ) -> io::Result<()> {
@@ -115,8 +168,8 @@ impl Failed {
         self,
         node: &mut Node,
         output: &mut W,
-        lines: impl Iterator<Item = Line>,
-        rx: &Receiver<Vec<Line>>,
+        lines: impl Iterator<Item = Input>,
+        rx: &Receiver<Vec<Input>>,
     ) -> io::Error {
         let error = match self {
             Failed::Output(error) => return error,
@@ -131,13 +184,16 @@ impl Failed {
         let read = lines.chain(std::iter::from_fn(|| rx.try_recv().ok()).flatten());
         for line in read {
             match line {
-                Line::Text(bytes) => {
+                Input::Line(Line::Text(bytes)) => {
                     let text = String::from_utf8_lossy(&bytes);
                     if !text.trim().is_empty() {
                         node.refuse_line(&text, &refused, &mut out);
                     }
                 }
-                Line::TooLong { .. } => node.reject_line(&refused, &mut out),
+                Input::Line(Line::TooLong { .. }) => node.reject_line(&refused, &mut out),
+                Input::Parsed(parsed) => {
+                    node.refuse_line(parsed.borrow_owner(), &refused, &mut out)
+                }
             }
         }
         let _ = output.write_all(&out).and_then(|()| output.flush());
@@ -165,17 +221,28 @@ fn answer_assembled(node: &mut Node, assembled: Assembled, out: &mut Vec<u8>) {
 fn handle(
     node: &mut Node,
     joiner: &mut Reassembler,
-    line: Line,
+    input: Input,
     out: &mut Vec<u8>,
     max_line_bytes: usize,
 ) {
+    let line = match input {
+        // A whole request on one line, the common case, parsed by the reader.
+        Input::Parsed(mut parsed) if !joiner.is_pending() => {
+            parsed.with_dependent_mut(|_, request| {
+                if let Some(request) = request.take() {
+                    node.handle_parsed(clock::now(), request, out);
+                }
+            });
+            return;
+        }
+        // The next part of a request over several lines.
+        Input::Parsed(parsed) => Line::Text(parsed.into_owner().into_bytes()),
+        Input::Line(line) => line,
+    };
     match line {
         Line::Text(bytes) => match std::str::from_utf8(&bytes) {
             Ok(text) if text.trim().is_empty() => {}
-            // A whole request on one line, the common case, is answered without copying.
-            Ok(text)
-                if !joiner.is_pending() && !text.trim_end().ends_with(['{', '[', ',', ':']) =>
-            {
+            Ok(text) if !joiner.is_pending() && !continues(text) => {
                 node.handle_line(clock::now(), text, out);
             }
             Ok(text) => {
@@ -204,7 +271,7 @@ fn handle(
 /// Splits `input` into lines (`\n`, `\r\n` accepted), never holding more than `max` bytes of one,
 /// and hands them over in batches: when a batch is full, or when no more input is buffered (so a
 /// client waiting for a reply is never kept waiting for a full batch).
-fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Line>>) -> io::Result<()> {
+fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Input>>) -> io::Result<()> {
     let mut batch = Batch::default();
     let mut splitter = LineSplitter::new(max);
     loop {
@@ -215,7 +282,7 @@ fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Line>>) 
         };
         if buf.is_empty() {
             // End of input: a last line without a line end still counts.
-            batch.lines.extend(splitter.finish());
+            batch.lines.extend(splitter.finish().map(Input::read));
             let _ = batch.send(tx);
             return Ok(());
         }
@@ -235,17 +302,15 @@ fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Line>>) 
 /// Lines read but not yet handed over.
 #[derive(Default)]
 struct Batch {
-    lines: Vec<Line>,
+    lines: Vec<Input>,
     bytes: usize,
 }
 
 impl Batch {
     fn push(&mut self, line: Line) {
-        self.bytes += match &line {
-            Line::Text(bytes) => bytes.len(),
-            Line::TooLong { .. } => 0,
-        };
-        self.lines.push(line);
+        let input = Input::read(line);
+        self.bytes += input.bytes();
+        self.lines.push(input);
     }
 
     fn is_full(&self) -> bool {
@@ -253,7 +318,7 @@ impl Batch {
     }
 
     /// Sends the batch (if it holds anything); an error means the receiver is gone.
-    fn send(&mut self, tx: &SyncSender<Vec<Line>>) -> Result<(), ()> {
+    fn send(&mut self, tx: &SyncSender<Vec<Input>>) -> Result<(), ()> {
         self.bytes = 0;
         if self.lines.is_empty() {
             return Ok(());
