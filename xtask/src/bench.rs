@@ -358,7 +358,11 @@ fn find_bench<'a>(benches: &'a [Bench], prefix: &str) -> Option<&'a Bench> {
 
 fn end_to_end(quick: bool, work: &Path, results: &mut Results) -> anyhow::Result<()> {
     // Issue 17's goal for process_window is stated on 10,000-event requests.
-    let (lines, per_line) = if quick { (10, 10_000) } else { (100, PROCESS_WINDOW_REQUEST) };
+    let (lines, per_line) = if quick {
+        (10, 10_000)
+    } else {
+        (100, PROCESS_WINDOW_REQUEST)
+    };
     results
         .outcomes
         .push(process_window_batches(lines, per_line)?);
