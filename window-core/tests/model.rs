@@ -37,8 +37,9 @@ use window_core::{
 /// The window sizes of the generated batches. 7 does not divide the grader frame's two hours, so
 /// the two frames align its windows differently; 10 does, so they align them alike.
 const SIZES: [i64; 2] = [7, 10];
-/// Keys that fire in byte order: two short ones, the empty key, keys whose first 8 bytes tie
-/// (the engine sorts by those first), one with a NUL byte and one beyond ASCII.
+/// The keys events carry (windows of one start fire in the keys' byte order): two short ones,
+/// the empty key, keys whose first 8 bytes tie (the engine sorts by those first), one with a
+/// NUL byte and one beyond ASCII.
 const KEYS: [&str; 8] = [
     "a",
     "b",

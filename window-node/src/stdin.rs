@@ -67,7 +67,8 @@ fn continues(text: &str) -> bool {
 }
 
 /// Batches of lines the reader may run ahead of the answering thread. With `BATCH_BYTES` this
-/// bounds the memory held for unanswered input to a few MiB (or a few lines, if lines are large).
+/// bounds the memory held for unanswered input to a few MiB of text (or a few lines, if lines
+/// are large), and about as much again of their parsed requests.
 const QUEUE: usize = 4;
 /// The reader hands over lines in batches of about this many bytes (or one larger line).
 const BATCH_BYTES: usize = 1 << 20;
@@ -242,9 +243,7 @@ fn handle(
     match line {
         Line::Text(bytes) => match std::str::from_utf8(&bytes) {
             Ok(text) if text.trim().is_empty() => {}
-            Ok(text) if !joiner.is_pending() && !continues(text) => {
-                node.handle_line(clock::now(), text, out);
-            }
+            // Whole request lines come parsed (`Input::read`): text is part of a longer one.
             Ok(text) => {
                 for assembled in joiner.push(text, max_line_bytes) {
                     answer_assembled(node, assembled, out);

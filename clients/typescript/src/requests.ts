@@ -42,7 +42,13 @@ export class Requests {
       return Promise.reject(new WindowNodeError(ErrorCode.Unavailable, "the client was ended", type));
     }
     const msgId = this.nextMsgId++;
-    const line = encodeLine({ type, msg_id: msgId, ...fields });
+    let line: Uint8Array;
+    try {
+      line = encodeLine({ type, msg_id: msgId, ...fields });
+    } catch (error) {
+      // What JSON cannot carry (a BigInt, a cycle): this request fails, the client goes on.
+      return Promise.reject(error);
+    }
     return new Promise<Message>((resolve, reject) => {
       this.pending.set(msgId, { type, line, resolve, reject, since: Date.now() });
       if (this.line !== undefined && !this.line.isClosed) {

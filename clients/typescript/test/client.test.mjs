@@ -165,6 +165,21 @@ test("a consumer group of three shares the windows; a SIGKILLed member's unackno
   }
 });
 
+test("an event JSON cannot carry fails its ingest only; the in-flight slot is given back", async () => {
+  // One slot: a failed ingest that kept it would leave every later ingest waiting.
+  const client = await connect({ nodes: [node.address], maxInFlight: 1 });
+  try {
+    const cycle = {};
+    cycle.self = cycle;
+    await assert.rejects(client.ingest([{ id: 1n, timestamp: 0 }]), TypeError);
+    await assert.rejects(client.ingest([{ id: "cycle", timestamp: 0, payload: cycle }]), TypeError);
+    const result = await client.ingest([{ id: "after-bigint", timestamp: 1_720_000_000_000 }]);
+    assert.equal(result.accepted, 1);
+  } finally {
+    await client.end();
+  }
+});
+
 test("a bad event is refused whole with a typed error carrying code 12", async () => {
   const client = await connect({ nodes: [node.address] });
   try {

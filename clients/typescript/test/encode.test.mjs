@@ -1,5 +1,6 @@
 // The request encoder (src/encode.ts) against JSON.stringify: the same bytes for every body whose
-// events carry only WindowEvent's fields, over hand-picked awkward values and random ones.
+// plain-object events carry only WindowEvent's fields in their order, over hand-picked awkward
+// values and random ones; the same JSON value for fields in another order.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -98,6 +99,39 @@ test("random events encode as JSON.stringify does", () => {
     }));
     assertSame({ type: "ingest", msg_id: round, request_id: `r-${round}`, events });
   }
+});
+
+test("events that are not plain objects are sent as JSON.stringify makes them", () => {
+  class Reading {
+    constructor(id) {
+      this.id = id;
+      this.timestamp = 5;
+    }
+    get key() {
+      return "from a getter";
+    }
+  }
+  const renamed = { id: 1, ts: 7, toJSON: () => ({ id: 1, timestamp: 7 }) };
+  const bare = Object.assign(Object.create(null), { id: 2, timestamp: 3, key: "k" });
+  assertSame({
+    type: "ingest",
+    msg_id: 1,
+    events: [new Reading(1), renamed, new Date(0), new Number(5), bare],
+  });
+});
+
+test("fields in another order give the same JSON value", () => {
+  const body = { type: "ingest", msg_id: 1, events: [{ payload: [1], key: "k", timestamp: 9, id: "a", value: 2 }] };
+  const line = new TextDecoder().decode(encodeLine(body));
+  assert.deepEqual(JSON.parse(line), JSON.parse(JSON.stringify(body)));
+  assert.equal(line, '{"type":"ingest","msg_id":1,"events":[{"id":"a","timestamp":9,"key":"k","value":2,"payload":[1]}]}\n');
+});
+
+test("what JSON cannot carry throws, as JSON.stringify does", () => {
+  const cycle = {};
+  cycle.self = cycle;
+  assert.throws(() => encodeLine({ type: "ingest", events: [{ id: 1n }] }), TypeError);
+  assert.throws(() => encodeLine({ type: "ingest", events: [{ id: 1, payload: cycle }] }), TypeError);
 });
 
 test("fields beyond WindowEvent's are left out (the daemon ignores them)", () => {
