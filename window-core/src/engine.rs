@@ -733,22 +733,20 @@ impl Slot {
     fn into_sorted_windows(self) -> Vec<(Option<Box<str>>, OpenWindow)> {
         let mut sorted = Vec::with_capacity(self.len());
         sorted.extend(self.unkeyed.map(|w| (None, w)));
-        let mut keyed: Vec<Option<(Box<str>, OpenWindow)>> =
-            self.keyed.into_iter().map(Some).collect();
-        let mut order: Vec<(u64, usize)> = keyed
+        let (mut keys, mut windows): (Vec<Box<str>>, Vec<Option<OpenWindow>>) = self
+            .keyed
+            .into_iter()
+            .map(|(key, window)| (key, Some(window)))
+            .unzip();
+        let mut order: Vec<(u64, usize)> = keys
             .iter()
             .enumerate()
-            .map(|(at, entry)| (entry.as_ref().map_or(0, |(key, _)| key_prefix(key)), at))
+            .map(|(at, key)| (key_prefix(key), at))
             .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                let key = |at: usize| keyed[at].as_ref().map(|(key, _)| key);
-                key(a.1).cmp(&key(b.1))
-            })
-        });
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| keys[a.1].cmp(&keys[b.1])));
         for (_, at) in order {
-            if let Some((key, window)) = keyed[at].take() {
-                sorted.push((Some(key), window));
+            if let Some(window) = windows[at].take() {
+                sorted.push((Some(std::mem::take(&mut keys[at])), window));
             }
         }
         sorted

@@ -281,7 +281,9 @@ fn read_lines<R: BufRead>(mut input: R, max: usize, tx: &SyncSender<Vec<Input>>)
         };
         if buf.is_empty() {
             // End of input: a last line without a line end still counts.
-            batch.lines.extend(splitter.finish().map(Input::read));
+            if let Some(line) = splitter.finish() {
+                batch.push(line);
+            }
             let _ = batch.send(tx);
             return Ok(());
         }

@@ -527,6 +527,21 @@ fn median(figures: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The median events/s of the rounds of the scenario whose name starts with `prefix`.
+fn rounds_median(rounds: &Rounds, prefix: &str) -> Option<f64> {
+    let (_, figures) = rounds.iter().find(|(name, _)| name.starts_with(prefix))?;
+    Some(median(figures))
+}
+
+/// Events/s of the (first round of the) scenario whose name starts with `prefix`.
+fn first_per_s(results: &Results, prefix: &str) -> Option<f64> {
+    results
+        .outcomes
+        .iter()
+        .find(|o| o.name.starts_with(prefix))
+        .map(Outcome::events_per_s)
+}
+
 /// `name: a, b, c; name: ...`, for a report's note.
 fn rounds_text(rounds: &Rounds) -> String {
     rounds
@@ -1364,13 +1379,7 @@ fn headline(out: &mut String, results: &Results) {
 fn ratios(out: &mut String, results: &Results) {
     let per_s = |name: &str| find_bench(&results.benches, name).and_then(Bench::per_s);
     let mean = |name: &str| find_bench(&results.benches, name).map(|b| b.mean_ns);
-    let scenario = |prefix: &str| {
-        results
-            .outcomes
-            .iter()
-            .find(|o| o.name.starts_with(prefix))
-            .map(Outcome::events_per_s)
-    };
+    let scenario = |prefix: &str| first_per_s(results, prefix);
     let mut lines: Vec<(String, Option<f64>, &str)> = vec![
         (
             "durable group commit / memory (events/s)".to_owned(),
@@ -1484,20 +1493,8 @@ fn ratios(out: &mut String, results: &Results) {
 
 /// The daemon's ratios: durable against in memory, and pipelined against one in flight.
 fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static str)> {
-    let first = |prefix: &str| {
-        results
-            .outcomes
-            .iter()
-            .find(|o| o.name.starts_with(prefix))
-            .map(Outcome::events_per_s)
-    };
-    let rounds = |prefix: &str| {
-        results
-            .daemon_rounds
-            .iter()
-            .find(|(name, _)| name.starts_with(prefix))
-            .map(|(_, figures)| median(figures))
-    };
+    let first = |prefix: &str| first_per_s(results, prefix);
+    let rounds = |prefix: &str| rounds_median(&results.daemon_rounds, prefix);
     let mut lines = Vec::new();
     for (what, a, b) in [
         (

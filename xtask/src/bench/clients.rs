@@ -161,10 +161,7 @@ fn measure(name: &str, command: &mut Command) -> anyhow::Result<Outcome> {
 
 /// The ratios against loadgen, of the medians of the same rounds.
 pub(super) fn ratio_lines(rounds: &Rounds) -> Vec<(String, Option<f64>)> {
-    let median = |prefix: &str| {
-        let (_, figures) = rounds.iter().find(|(name, _)| name.starts_with(prefix))?;
-        Some(super::median(figures))
-    };
+    let median = |prefix: &str| super::rounds_median(rounds, prefix);
     let loadgen = median(LOADGEN);
     ["Rust", "TypeScript", "Python"]
         .into_iter()
