@@ -98,11 +98,7 @@ impl Fields for WindowView<'_> {
             w.key("key").str(key);
         }
         w.key("count").int(closed.ids.len());
-        w.key("events").begin_array();
-        for id in &closed.ids {
-            w.event_id(id);
-        }
-        w.end_array();
+        w.key("events").event_ids(&closed.ids);
         w.payloads(closed.payloads.iter().map(|p| p.as_deref()));
         w.aggregate(closed.aggregate);
         match self.stamp {
@@ -359,15 +355,14 @@ pub fn window_result(
                 w.key("key").str(key);
             }
             w.key("count").int(window.events.len());
-            w.key("events").begin_array();
+            w.key("events")
+                .event_ids(window.events.iter().map(|&i| &events[i].id));
             let mut aggregate = None;
             for &i in &window.events {
-                w.event_id(&events[i].id);
                 if let Some(value) = events[i].value {
                     Aggregate::add(&mut aggregate, value);
                 }
             }
-            w.end_array();
             w.payloads(window.events.iter().map(|&i| events[i].payload.as_deref()));
             w.aggregate(aggregate);
             w.end_object();

@@ -78,6 +78,9 @@ pub struct Fields {
 pub enum Raw<'a> {
     /// A JSON value's text, e.g. `"abc"`, `12`, `null`.
     Json(&'a str),
+    /// A JSON value's text that the flat scanner read: a string has no escape and no control
+    /// character, so its content is the text between its quotes.
+    Plain(&'a str),
     /// A CSV cell: numbers are recognised by their text, an empty cell is absent.
     Cell(&'a str),
 }
@@ -90,7 +93,7 @@ pub fn pick_json<'a>(line: &'a str, fields: &Fields) -> Result<Picked<'a>, LineE
     if let [[id], [time], [key], [value]] = fields.paths.each_ref().map(FieldPath::segments)
         && let Some(found) = flat::pick(line, [id, time, key, value].map(|s| &**s))
     {
-        return Ok(found.map(|raw| raw.map(Raw::Json)));
+        return Ok(found.map(|raw| raw.map(Raw::Plain)));
     }
     serde_pick(line, fields)
 }
@@ -111,8 +114,8 @@ fn serde_pick<'a>(line: &'a str, fields: &Fields) -> Result<Picked<'a>, LineErro
 /// The event id: an integer, another number (kept as its text) or a string.
 pub fn event_id(raw: Raw<'_>) -> Result<EventId, LineError> {
     match raw {
-        Raw::Json(text) => match text.as_bytes().first() {
-            Some(b'"') => Ok(EventId::Text(json_str(text, Role::Id)?.into())),
+        Raw::Json(text) | Raw::Plain(text) => match text.as_bytes().first() {
+            Some(b'"') => Ok(EventId::Text(json_str(raw, Role::Id)?.into())),
             // `-0` parses as 0 but must be written back as given.
             Some(b'-' | b'0'..=b'9') => Ok(match text.parse::<i64>() {
                 Ok(n) if text != "-0" => EventId::Int(n),
@@ -136,8 +139,10 @@ pub fn event_time(
     memo: &mut DateMemo,
 ) -> Result<Timestamp, LineError> {
     let ts = match raw {
-        Raw::Json(text) if text.starts_with('"') => rfc3339(&json_str(text, Role::Time)?, memo)?,
-        Raw::Json(text) => epoch(text, unit)
+        Raw::Json(text) | Raw::Plain(text) if text.starts_with('"') => {
+            rfc3339(&json_str(raw, Role::Time)?, memo)?
+        }
+        Raw::Json(text) | Raw::Plain(text) => epoch(text, unit)
             .ok_or_else(|| invalid(Role::Time, text, "an RFC 3339 string or a number"))?,
         Raw::Cell(text) => match epoch(text, unit) {
             Some(ts) => ts,
@@ -151,14 +156,16 @@ pub fn event_time(
 /// The window key: a string (a number is keyed by its text); null or an empty cell is none.
 pub fn key(raw: Raw<'_>) -> Result<Option<Cow<'_, str>>, LineError> {
     match raw {
-        Raw::Json("null") | Raw::Cell("") => Ok(None),
-        Raw::Json(text) if text.starts_with('"') => json_str(text, Role::Key).map(Some),
-        Raw::Json(text)
+        Raw::Json("null") | Raw::Plain("null") | Raw::Cell("") => Ok(None),
+        Raw::Json(text) | Raw::Plain(text) if text.starts_with('"') => {
+            json_str(raw, Role::Key).map(Some)
+        }
+        Raw::Json(text) | Raw::Plain(text)
             if text.starts_with(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
         {
             Ok(Some(Cow::Borrowed(text)))
         }
-        Raw::Json(text) => Err(invalid(Role::Key, text, "a string or a number")),
+        Raw::Json(text) | Raw::Plain(text) => Err(invalid(Role::Key, text, "a string or a number")),
         Raw::Cell(text) => Ok(Some(Cow::Borrowed(text))),
     }
 }
@@ -166,11 +173,11 @@ pub fn key(raw: Raw<'_>) -> Result<Option<Cow<'_, str>>, LineError> {
 /// The value: a finite number; null or an empty cell is none.
 pub fn value(raw: Raw<'_>) -> Result<Option<f64>, LineError> {
     let text = match raw {
-        Raw::Json("null") | Raw::Cell("") => return Ok(None),
-        Raw::Json(text) if text.starts_with('"') => {
+        Raw::Json("null") | Raw::Plain("null") | Raw::Cell("") => return Ok(None),
+        Raw::Json(text) | Raw::Plain(text) if text.starts_with('"') => {
             return Err(invalid(Role::Value, text, "a finite number"));
         }
-        Raw::Json(text) | Raw::Cell(text) => text,
+        Raw::Json(text) | Raw::Plain(text) | Raw::Cell(text) => text,
     };
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() => Ok(Some(v)),
@@ -201,11 +208,14 @@ fn epoch(text: &str, unit: TimeUnit) -> Option<Timestamp> {
     (ms.abs() < 1e17).then(|| Timestamp::from_millis(ms as i64))
 }
 
-/// A JSON string's content, borrowed when it has no escapes.
-fn json_str(text: &str, role: Role) -> Result<Cow<'_, str>, LineError> {
-    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
-        && !inner.contains('\\')
-    {
+/// The content of a JSON string (`raw` starts with a quote), borrowed when it has no escapes.
+fn json_str(raw: Raw<'_>, role: Role) -> Result<Cow<'_, str>, LineError> {
+    let text = match raw {
+        // The flat scanner found its closing quote and nothing to unescape before it.
+        Raw::Plain(text) => return Ok(Cow::Borrowed(&text[1..text.len() - 1])),
+        Raw::Json(text) | Raw::Cell(text) => text,
+    };
+    if let Some(inner) = flat::plain_string(text) {
         return Ok(Cow::Borrowed(inner));
     }
     serde_json::from_str::<String>(text)
@@ -468,7 +478,20 @@ mod tests {
         let line = r#"{"id": 1, "timestamp": "2024-01-15T10:00:10Z", "key": "a", "value": 2}"#;
         assert!(flat::pick(line, ["id", "timestamp", "key", "value"]).is_some());
         let f = fields("id", "timestamp", "key", "value");
-        assert_eq!(pick_json(line, &f).ok(), serde_pick(line, &f).ok());
+        let text = |raw: Option<Raw<'_>>| match raw {
+            Some(Raw::Plain(text)) => Some(text.to_owned()),
+            _ => None,
+        };
+        let by_serde = serde_pick(line, &f).ok().map(|found| {
+            found.map(|raw| match raw {
+                Some(Raw::Json(text)) => Some(text.to_owned()),
+                _ => None,
+            })
+        });
+        assert_eq!(
+            pick_json(line, &f).ok().map(|found| found.map(text)),
+            by_serde
+        );
     }
 
     #[test]

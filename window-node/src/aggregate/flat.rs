@@ -26,7 +26,7 @@ pub fn pick<'a>(line: &'a str, names: [&str; 4]) -> Option<[Option<&'a str>; 4]>
         i = skip_space(b, i + 1);
         let value_end = scalar_end(b, i)?;
         for (slot, name) in found.iter_mut().zip(names) {
-            if name == key {
+            if same(name.as_bytes(), key.as_bytes()) {
                 *slot = Some(&line[i..value_end]);
             }
         }
@@ -37,6 +37,11 @@ pub fn pick<'a>(line: &'a str, names: [&str; 4]) -> Option<[Option<&'a str>; 4]>
             _ => return None,
         }
     }
+}
+
+/// Whether two short texts (keys) are equal, compared here rather than by a call to `memcmp`.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn skip_space(b: &[u8], mut i: usize) -> usize {
@@ -51,13 +56,47 @@ fn string_end(b: &[u8], i: usize) -> Option<usize> {
     if b.get(i) != Some(&b'"') {
         return None;
     }
-    let rest = &b[i + 1..];
-    let end = memchr::memchr(b'"', rest)?;
-    // Without a branch per byte, so that it vectorises.
-    let odd = rest[..end]
-        .iter()
-        .fold(false, |odd, &c| odd | (c == b'\\') | (c < 0x20));
-    (!odd).then_some(i + 1 + end + 1)
+    let stop = string_stop(b, i + 1);
+    (b.get(stop) == Some(&b'"')).then_some(stop + 1)
+}
+
+/// The content of `text` when it is one JSON string with no escape and no control character.
+pub fn plain_string(text: &str) -> Option<&str> {
+    (text.len() >= 2 && string_end(text.as_bytes(), 0) == Some(text.len()))
+        .then(|| &text[1..text.len() - 1])
+}
+
+/// The index of the first `"`, `\` or control character at or after `i`, or `b.len()`. Eight
+/// bytes at a time: the strings of events are short, so one pass without a call beats a
+/// vectorised search for the quote followed by a second pass for escapes.
+fn string_stop(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(word) = b.get(i..i + 8) {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let w = u64::from_le_bytes(bytes);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let slash = w ^ (ONES * u64::from(b'\\'));
+        // A byte's high bit marks it: zero after the xor (a quote, a backslash) or below 0x20.
+        // A borrow can mark a byte above one truly marked, never below it, so the lowest mark
+        // is exact.
+        let marks = ((quote.wrapping_sub(ONES) & !quote)
+            | (slash.wrapping_sub(ONES) & !slash)
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGHS;
+        if marks != 0 {
+            return i + (marks.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b
+        .get(i)
+        .is_some_and(|&c| c != b'"' && c != b'\\' && c >= 0x20)
+    {
+        i += 1;
+    }
+    i.min(b.len())
 }
 
 /// The index after a string (as [`string_end`]), a number, `true`, `false` or `null` at `i`.
@@ -131,6 +170,34 @@ mod tests {
             pick(r#"{"é": "ü", "id": "ß"}"#, NAMES),
             Some([Some("\"ß\""), None, None, None])
         );
+    }
+
+    #[test]
+    fn finds_the_first_quote_escape_or_control_character_at_any_offset() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', b'\n', 0x1f] {
+                for at in 0..=len {
+                    let mut text = vec![b'a'; len];
+                    // Bytes around 0x20 and above 0x80 are not stops.
+                    for (i, c) in text.iter_mut().enumerate() {
+                        *c = [b'a', b' ', 0x7f, 0x80, 0xff, b'!', b'#', b'['][i % 8];
+                    }
+                    if at < len {
+                        text[at] = stop;
+                        // A second stop after the first changes nothing.
+                        if at + 1 < len {
+                            text[at + 1] = b'"';
+                        }
+                    }
+                    assert_eq!(string_stop(&text, 0), at, "{len} {stop} {at}");
+                }
+            }
+        }
+        assert_eq!(plain_string(r#""abc""#), Some("abc"));
+        assert_eq!(plain_string(r#""""#), Some(""));
+        for text in [r#""a\"b""#, r#""ab"#, r#""a"b""#, "\"a\tb\"", "\"", ""] {
+            assert_eq!(plain_string(text), None, "{text}");
+        }
     }
 
     #[test]

@@ -168,11 +168,7 @@ impl Output {
                 w.key("count").int(window.ids.len());
                 w.aggregate(window.aggregate);
                 if self.shape.ids {
-                    w.key("ids").begin_array();
-                    for id in &window.ids {
-                        w.event_id(id);
-                    }
-                    w.end_array();
+                    w.key("ids").event_ids(&window.ids);
                 }
                 w.key("reason").str(reason);
                 w.end_object();
@@ -319,10 +315,5 @@ fn bounds_json(w: &mut JsonWriter<'_>, frame: IdFrame, bounds: WindowBounds, key
 
 /// The ids as a compact JSON array.
 fn ids_json(out: &mut Vec<u8>, ids: &[EventId]) {
-    let mut w = JsonWriter::new(out, Style::Compact);
-    w.begin_array();
-    for id in ids {
-        w.event_id(id);
-    }
-    w.end_array();
+    JsonWriter::new(out, Style::Compact).event_ids(ids);
 }
