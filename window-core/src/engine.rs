@@ -331,57 +331,91 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
 
         let mut admission = Admission::default();
-        for (event, bounds) in events.into_iter().zip(bounds) {
-            if self.watermark.is_some_and(|wm| bounds.end <= wm) {
-                admission.late_count += 1;
-                self.counters.late += 1;
-                if self.config.late == LatePolicy::Emit {
-                    admission.late.push(LateEvent { event, bounds });
-                }
-                continue;
-            }
-            let slot = self.slots.entry((bounds.start, size)).or_default();
-            let window = slot.get_or_open(event.key, self.unkeyed_hint);
-            if !window.admit(event.id, &self.hasher) {
+        let Engine {
+            config,
+            slots,
+            deadlines,
+            closed,
+            max_event_time,
+            watermark,
+            counters,
+            hasher,
+            changes,
+            unkeyed_hint,
+        } = self;
+        let purge = config.purge;
+        // One event into its window (found by the caller), as a step of the loop below.
+        let mut admit = |window: &mut OpenWindow, event: Event<'a>, bounds: WindowBounds| {
+            let key = event.key;
+            if !window.admit(event.id, hasher) {
                 // A duplicate's payload is ignored with it.
                 admission.duplicates += 1;
-                self.counters.duplicates += 1;
-                continue;
+                counters.duplicates += 1;
+                return;
             }
             window.payloads.push(window.pane_len() - 1, event.payload);
             admission.accepted += 1;
-            self.counters.accepted += 1;
+            counters.accepted += 1;
             // Only admitted events move event time: a retried duplicate says nothing new.
-            if self.max_event_time < Some(event.ts) {
-                self.max_event_time = Some(event.ts);
+            if *max_event_time < Some(event.ts) {
+                *max_event_time = Some(event.ts);
             }
-            touch(&mut self.changes, window, || {
-                window_key(bounds.start, size, event.key)
-            });
+            touch(changes, window, || window_key(bounds.start, size, key));
             if let Some(value) = event.value {
                 Aggregate::add(&mut window.aggregate, value);
             }
-            let purge = self.config.purge;
             if window.pane_opened_at.is_none() {
                 window.pane_opened_at = Some(now);
                 if let Some(age) = purge.max_age_ms {
-                    let key = window_key(bounds.start, size, event.key);
-                    self.deadlines.insert((deadline(now, age), key));
+                    deadlines.insert((deadline(now, age), window_key(bounds.start, size, key)));
                 }
             }
             if purge
                 .max_events
                 .is_some_and(|max| window.pane_len() >= max.get() as usize)
             {
-                let key = window_key(bounds.start, size, event.key);
+                let window_key = window_key(bounds.start, size, key);
                 if let (Some(opened), Some(age)) = (window.pane_opened_at, purge.max_age_ms) {
-                    self.deadlines.remove(&(deadline(opened, age), key.clone()));
+                    deadlines.remove(&(deadline(opened, age), window_key.clone()));
                 }
-                let closed = window.take_pane(key, CloseReason::Length);
-                self.counters.fired += 1;
-                self.closed.push_back(closed);
+                let fired = window.take_pane(window_key, CloseReason::Length);
+                counters.fired += 1;
+                closed.push_back(fired);
+            }
+        };
+        let (mut late_count, mut late) = (0, Vec::new());
+        let mut events = events.into_iter().zip(bounds);
+        let mut next = events.next();
+        while let Some((mut event, bounds)) = next.take() {
+            if watermark.is_some_and(|wm| bounds.end <= wm) {
+                late_count += 1;
+                if config.late == LatePolicy::Emit {
+                    late.push(LateEvent { event, bounds });
+                }
+                next = events.next();
+                continue;
+            }
+            let key = event.key;
+            let window = slots
+                .entry((bounds.start, size))
+                .or_default()
+                .get_or_open(key, *unkeyed_hint);
+            // This event and the ones right after it of the same window (events in a row mostly
+            // share theirs) go in with one lookup of the window.
+            loop {
+                admit(window, event, bounds);
+                match events.next() {
+                    Some((e, b)) if b == bounds && e.key == key => event = e,
+                    other => {
+                        next = other;
+                        break;
+                    }
+                }
             }
         }
+        admission.late_count += late_count;
+        admission.late = late;
+        self.counters.late += late_count as u64;
         self.advance_watermark();
         Ok(admission)
     }
