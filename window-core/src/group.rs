@@ -24,33 +24,32 @@ pub fn group_by_window<'a>(
     spec: WindowSpec,
     events: &[Event<'a>],
 ) -> Result<Vec<BatchWindow<'a>>, BatchError> {
-    let mut placed = Vec::with_capacity(events.len());
+    let mut placed: Vec<(WindowBounds, Option<&'a str>, usize)> = Vec::with_capacity(events.len());
+    // Events in a row mostly share their window: the division runs once per window.
+    let mut last: Option<WindowBounds> = None;
     for (index, event) in events.iter().enumerate() {
-        let bounds = spec.bounds(event.ts).ok_or(BatchError::WindowOverflow {
-            index,
-            ts: event.ts,
-            size: spec.size,
-        })?;
-        placed.push((bounds.start, event.key, index));
+        let bounds = match last {
+            Some(b) if b.start <= event.ts && event.ts < b.end => b,
+            _ => spec.bounds(event.ts).ok_or(BatchError::WindowOverflow {
+                index,
+                ts: event.ts,
+                size: spec.size,
+            })?,
+        };
+        last = Some(bounds);
+        placed.push((bounds, event.key, index));
     }
     // A stable sort keeps input order within a window, and is linear on sorted input.
-    placed.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    placed.sort_by(|a, b| (a.0.start, a.1).cmp(&(b.0.start, b.1)));
 
     let mut windows: Vec<BatchWindow<'a>> = Vec::new();
     let mut seen = HashSet::new();
-    for (start, key, index) in placed {
+    for (bounds, key, index) in placed {
         let same = windows
             .last()
-            .is_some_and(|w| w.bounds.start == start && w.key == key);
+            .is_some_and(|w| w.bounds.start == bounds.start && w.key == key);
         if !same {
             seen.clear();
-            let bounds = spec
-                .bounds(events[index].ts)
-                .ok_or(BatchError::WindowOverflow {
-                    index,
-                    ts: events[index].ts,
-                    size: spec.size,
-                })?;
             windows.push(BatchWindow {
                 bounds,
                 key,

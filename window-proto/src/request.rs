@@ -10,7 +10,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use window_core::{Event, EventId, Payload, SizeMs, Timestamp, WindowId};
+use window_core::{DateMemo, Event, EventId, Payload, SizeMs, Timestamp, WindowId};
 
 use crate::error::ProtoError;
 use crate::json::Style;
@@ -827,7 +827,7 @@ fn parse_body<'a>(
             until: fields
                 .until
                 .filter(|raw| raw.get() != "null")
-                .map(|raw| parse_timestamp(raw, "until"))
+                .map(|raw| parse_timestamp(raw, "until", &mut DateMemo::default()))
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
@@ -900,6 +900,8 @@ fn parse_events<'a>(
         keys: Vec::with_capacity(raw_events.len()),
         payloads: Vec::new(),
     };
+    // Events in a row mostly share their date: it is read once (see `DateMemo`).
+    let mut memo = DateMemo::default();
     for (index, event) in raw_events.iter().enumerate() {
         let field = |name| EventField { index, name };
         let id = required(event.id, field("id"), "a number or a string")?;
@@ -908,7 +910,7 @@ fn parse_events<'a>(
             (None, Timestamps::Optional) => Timestamp::EPOCH,
             (raw, _) => {
                 let raw = required(raw, field("timestamp"), TIMESTAMP)?;
-                parse_timestamp(raw, field("timestamp"))?
+                parse_timestamp(raw, field("timestamp"), &mut memo)?
             }
         };
         let key = match event.key.filter(|raw| raw.get() != "null") {
@@ -988,15 +990,18 @@ fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, ProtoErr
     }
 }
 
-/// Parses an RFC 3339 string or integer epoch milliseconds, within years 0000..=9999.
+/// Parses an RFC 3339 string or integer epoch milliseconds, within years 0000..=9999. `memo` is
+/// the last date read.
 fn parse_timestamp(
     raw: &RawValue,
     field: impl fmt::Display + Copy,
+    memo: &mut DateMemo,
 ) -> Result<Timestamp, ProtoError> {
     let text = raw.get();
     let ts = if text.starts_with('"') {
         let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
-        Timestamp::parse_rfc3339(&s).map_err(|e| ProtoError::malformed(format!("{field}: {e}")))?
+        Timestamp::parse_rfc3339_memo(&s, memo)
+            .map_err(|e| ProtoError::malformed(format!("{field}: {e}")))?
     } else {
         let integer = text.strip_prefix('-').unwrap_or(text);
         match text.parse::<i64>() {
