@@ -22,6 +22,7 @@
 //! never a store's.
 
 mod error;
+pub mod flat;
 mod json;
 mod kind;
 mod lines;

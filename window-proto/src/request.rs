@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 use window_core::{DateMemo, Event, EventId, Payload, SizeMs, Timestamp, WindowId};
 
 use crate::error::ProtoError;
+use crate::flat;
 use crate::json::Style;
 use crate::reply::{Address, Header};
 
@@ -250,11 +251,12 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Fields parsed in one pass, events and all: the fast path for valid requests.
-type Typed<'a> = Fields<'a, Box<TypedBody<'a>>, Vec<RawEvent<'a>>>;
+/// Fields parsed in one pass, the events kept as raw JSON for [`read_events`]: the fast path for
+/// valid requests.
+type Typed<'a> = Fields<'a, Box<TypedBody<'a>>, &'a RawValue>;
 /// The envelope body of [`Typed`] (a newtype breaks the type's recursion).
 #[derive(Deserialize)]
-struct TypedBody<'a>(#[serde(borrow)] Fields<'a, IgnoredBody, Vec<RawEvent<'a>>>);
+struct TypedBody<'a>(#[serde(borrow)] Fields<'a, IgnoredBody, &'a RawValue>);
 /// Fields with body and events kept as raw JSON: the careful path that explains errors.
 type Loose<'a> = Fields<'a, &'a RawValue, &'a RawValue>;
 /// A body inside a body is ignored, as any unknown field is.
@@ -297,25 +299,29 @@ pub fn parse_request_with(
             Some(body) => {
                 let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
                 let body = body.0;
+                let events = read_events(body.events, body.msg_id, &src, &dest)?;
                 typed_request(
                     src,
                     dest,
                     body.msg_id,
                     body.kind,
-                    body.events.as_deref(),
+                    events.as_deref(),
                     &body.rest_within(outer.request_id),
                     timestamps,
                 )
             }
-            None => typed_request(
-                None,
-                None,
-                outer.msg_id,
-                outer.kind,
-                outer.events.as_deref(),
-                &outer.rest(),
-                timestamps,
-            ),
+            None => {
+                let events = read_events(outer.events, outer.msg_id, &None, &None)?;
+                typed_request(
+                    None,
+                    None,
+                    outer.msg_id,
+                    outer.kind,
+                    events.as_deref(),
+                    &outer.rest(),
+                    timestamps,
+                )
+            }
         },
         Err(fast_error) => Err(explain(line, &fast_error, timestamps)),
     }
@@ -373,16 +379,9 @@ fn explain(
         }
         None => (None, None, outer),
     };
-    let events = match fields.events.map(parse_events_array).transpose() {
+    let events = match read_events(fields.events, fields.msg_id, &src, &dest) {
         Ok(events) => events,
-        Err(e) => {
-            let to = ReplyTo {
-                msg_id: fields.msg_id.map(|m| m.get().to_owned()),
-                src,
-                dest,
-            };
-            return (to, e);
-        }
+        Err(error) => return error,
     };
     match typed_request(
         src,
@@ -451,12 +450,40 @@ impl<'a, B, E> Fields<'a, B, E> {
     }
 }
 
+/// The raw `events` of a request, each event's fields as raw JSON text: by the flat scanner when
+/// every event is a flat object (the usual request), else by serde_json, whose errors say what
+/// is wrong. An error is answered to the request's `msg_id` as given.
+fn read_events<'a>(
+    raw: Option<&'a RawValue>,
+    msg_id: Option<&RawValue>,
+    src: &Option<String>,
+    dest: &Option<String>,
+) -> Result<Option<Vec<EventTexts<'a>>>, (ReplyTo, ProtoError)> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if let Some(events) = flat::objects(raw.get(), EventTexts::NAMES) {
+        return Ok(Some(events.into_iter().map(EventTexts::from).collect()));
+    }
+    match parse_events_array(raw) {
+        Ok(events) => Ok(Some(events.iter().map(EventTexts::of).collect())),
+        Err(error) => {
+            let to = ReplyTo {
+                msg_id: msg_id.map(|m| m.get().to_owned()),
+                src: src.clone(),
+                dest: dest.clone(),
+            };
+            Err((to, error))
+        }
+    }
+}
+
 fn typed_request<'a>(
     src: Option<String>,
     dest: Option<String>,
     msg_id: Option<&'a RawValue>,
     kind: Option<&'a RawValue>,
-    events: Option<&[RawEvent<'a>]>,
+    events: Option<&[EventTexts<'a>]>,
     rest: &Rest<'a>,
     timestamps: Timestamps,
 ) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
@@ -743,6 +770,44 @@ impl<'a> std::ops::Deref for RawEvent<'a> {
     }
 }
 
+/// One event's fields as raw JSON text, from the flat scanner or a [`RawEvent`]: what
+/// [`parse_events`] reads.
+#[derive(Clone, Copy, Debug)]
+struct EventTexts<'a> {
+    id: Option<&'a str>,
+    timestamp: Option<&'a str>,
+    key: Option<&'a str>,
+    value: Option<&'a str>,
+    payload: Option<&'a str>,
+}
+
+impl<'a> EventTexts<'a> {
+    /// The fields, in the order of [`From`]'s array.
+    const NAMES: [&'static str; 5] = ["id", "timestamp", "key", "value", "payload"];
+
+    fn of(event: &RawEvent<'a>) -> EventTexts<'a> {
+        EventTexts {
+            id: event.id.map(RawValue::get),
+            timestamp: event.timestamp.map(RawValue::get),
+            key: event.key.map(RawValue::get),
+            value: event.value.map(RawValue::get),
+            payload: event.payload.map(RawValue::get),
+        }
+    }
+}
+
+impl<'a> From<[Option<&'a str>; 5]> for EventTexts<'a> {
+    fn from([id, timestamp, key, value, payload]: [Option<&'a str>; 5]) -> EventTexts<'a> {
+        EventTexts {
+            id,
+            timestamp,
+            key,
+            value,
+            payload,
+        }
+    }
+}
+
 /// The fields of a [`RawEvent`].
 #[derive(Deserialize)]
 #[serde(bound(deserialize = "'de: 'a"))]
@@ -761,7 +826,7 @@ struct RawEventFields<'a> {
 
 fn parse_body<'a>(
     kind: Option<&'a RawValue>,
-    events: Option<&[RawEvent<'a>]>,
+    events: Option<&[EventTexts<'a>]>,
     fields: &Rest<'a>,
     timestamps: Timestamps,
 ) -> Result<Body<'a>, ProtoError> {
@@ -827,7 +892,7 @@ fn parse_body<'a>(
             until: fields
                 .until
                 .filter(|raw| raw.get() != "null")
-                .map(|raw| parse_timestamp(raw, "until", &mut DateMemo::default()))
+                .map(|raw| parse_timestamp(raw.get(), "until", &mut DateMemo::default()))
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
@@ -892,7 +957,7 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
 }
 
 fn parse_events<'a>(
-    raw_events: &[RawEvent<'a>],
+    raw_events: &[EventTexts<'a>],
     timestamps: Timestamps,
 ) -> Result<Batch<'a>, ProtoError> {
     let mut batch = Batch {
@@ -913,17 +978,17 @@ fn parse_events<'a>(
                 parse_timestamp(raw, field("timestamp"), &mut memo)?
             }
         };
-        let key = match event.key.filter(|raw| raw.get() != "null") {
+        let key = match event.key.filter(|&raw| raw != "null") {
             None => None,
             Some(raw) => Some(decode_str(raw).map_err(|v| invalid(field("key"), v, "a string"))?),
         };
-        let value = match event.value.filter(|raw| raw.get() != "null") {
+        let value = match event.value.filter(|&raw| raw != "null") {
             None => None,
             Some(raw) => Some(parse_value(raw, field("value"))?),
         };
-        if let Some(raw) = event.payload.filter(|raw| raw.get() != "null") {
+        if let Some(raw) = event.payload.filter(|&raw| raw != "null") {
             batch.payloads.resize(index, None);
-            batch.payloads.push(Some(one_line(raw.get())));
+            batch.payloads.push(Some(one_line(raw)));
         } else if !batch.payloads.is_empty() {
             batch.payloads.push(None);
         }
@@ -973,8 +1038,8 @@ impl fmt::Display for EventField {
     }
 }
 
-fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, ProtoError> {
-    let text = raw.get();
+fn parse_event_id(raw: &str, field: EventField) -> Result<EventId, ProtoError> {
+    let text = raw;
     match text.as_bytes().first() {
         Some(b'"') => Ok(EventId::Text(
             decode_str(raw)
@@ -993,11 +1058,11 @@ fn parse_event_id(raw: &RawValue, field: EventField) -> Result<EventId, ProtoErr
 /// Parses an RFC 3339 string or integer epoch milliseconds, within years 0000..=9999. `memo` is
 /// the last date read.
 fn parse_timestamp(
-    raw: &RawValue,
+    raw: &str,
     field: impl fmt::Display + Copy,
     memo: &mut DateMemo,
 ) -> Result<Timestamp, ProtoError> {
-    let text = raw.get();
+    let text = raw;
     let ts = if text.starts_with('"') {
         let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
         Timestamp::parse_rfc3339_memo(&s, memo)
@@ -1018,9 +1083,9 @@ fn parse_timestamp(
         .map_err(|e| ProtoError::malformed(format!("{field}: {e}")))
 }
 
-fn parse_value(raw: &RawValue, field: EventField) -> Result<f64, ProtoError> {
-    match raw.get().parse::<f64>() {
-        Ok(v) if v.is_finite() && !raw.get().starts_with('"') => Ok(v),
+fn parse_value(raw: &str, field: EventField) -> Result<f64, ProtoError> {
+    match raw.parse::<f64>() {
+        Ok(v) if v.is_finite() && !raw.starts_with('"') => Ok(v),
         _ => Err(invalid(field, raw, "a finite number")),
     }
 }
@@ -1064,13 +1129,13 @@ fn parse_window_id(raw: &RawValue) -> Result<WindowId, ProtoError> {
 }
 
 /// A field that must be there and not null; the error says what it must be.
-fn required<'a>(
-    raw: Option<&'a RawValue>,
+fn required<'a, T: JsonText + ?Sized>(
+    raw: Option<&'a T>,
     name: impl fmt::Display,
     expected: &str,
-) -> Result<&'a RawValue, ProtoError> {
+) -> Result<&'a T, ProtoError> {
     match raw {
-        Some(raw) if raw.get() != "null" => Ok(raw),
+        Some(raw) if raw.text() != "null" => Ok(raw),
         Some(_) => Err(ProtoError::malformed(format!(
             "{name} must be {expected}, got null"
         ))),
@@ -1081,11 +1146,9 @@ fn required<'a>(
 }
 
 /// Decodes a JSON string, borrowing when it has no escapes. On error returns the raw value.
-fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, &RawValue> {
-    let text = raw.get();
-    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
-        && !inner.contains('\\')
-    {
+fn decode_str<T: JsonText + ?Sized>(raw: &T) -> Result<Cow<'_, str>, &T> {
+    let text = raw.text();
+    if let Some(inner) = flat::plain_string(text) {
         return Ok(Cow::Borrowed(inner));
     }
     if !text.starts_with('"') {
@@ -1096,11 +1159,28 @@ fn decode_str(raw: &RawValue) -> Result<Cow<'_, str>, &RawValue> {
         .map_err(|_| raw)
 }
 
-fn invalid(field: impl fmt::Display, raw: &RawValue, expected: &str) -> ProtoError {
+fn invalid<T: JsonText + ?Sized>(field: impl fmt::Display, raw: &T, expected: &str) -> ProtoError {
     ProtoError::malformed(format!(
         "{field} must be {expected}, got {}",
-        shorten(raw.get())
+        shorten(raw.text())
     ))
+}
+
+/// A JSON value's raw text: serde_json's [`RawValue`], or a slice the flat scanner found.
+trait JsonText {
+    fn text(&self) -> &str;
+}
+
+impl JsonText for RawValue {
+    fn text(&self) -> &str {
+        self.get()
+    }
+}
+
+impl JsonText for str {
+    fn text(&self) -> &str {
+        self
+    }
 }
 
 /// Explains a request (or body) that did not parse: valid JSON of the wrong shape, or not JSON.
@@ -1145,6 +1225,78 @@ fn shorten(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pieces of event objects: known and unknown keys (one escaped), values of every kind (some
+    /// the flat scanner leaves to serde_json: nested, escaped).
+    const EVENT_KEYS: [&str; 7] = [
+        "\"id\"",
+        "\"timestamp\"",
+        "\"key\"",
+        "\"value\"",
+        "\"payload\"",
+        "\"x\"",
+        "\"\\u0069d\"",
+    ];
+    const EVENT_VALUES: [&str; 12] = [
+        "7",
+        "-1.5e3",
+        "\"2024-01-15T10:00:10Z\"",
+        "\"a\"",
+        "null",
+        "true",
+        "\"\"",
+        "\"é\"",
+        "\"a\\\"b\"",
+        "{\"n\": [1, {}]}",
+        "[]",
+        "0",
+    ];
+
+    proptest::proptest! {
+        /// Whenever the flat scanner reads an events array, serde_json reads the same fields
+        /// with the same texts; and a request of only plain events takes the flat path.
+        #[test]
+        fn the_flat_events_path_agrees_with_serde(
+            events in proptest::collection::vec(
+                proptest::collection::vec((0..EVENT_KEYS.len(), 0..EVENT_VALUES.len(), proptest::bool::ANY), 0..5),
+                0..4,
+            ),
+        ) {
+            let objects: Vec<String> = events
+                .iter()
+                .map(|pairs| {
+                    let members: Vec<String> = pairs
+                        .iter()
+                        .map(|&(k, v, spaced)| {
+                            let gap = if spaced { " " } else { "" };
+                            format!("{gap}{}{gap}:{gap}{}", EVENT_KEYS[k], EVENT_VALUES[v])
+                        })
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                })
+                .collect();
+            let array = format!("[{}]", objects.join(", "));
+            fn texts(e: EventTexts<'_>) -> [Option<&str>; 5] {
+                [e.id, e.timestamp, e.key, e.value, e.payload]
+            }
+            let flat = flat::objects(&array, EventTexts::NAMES)
+                .map(|v| v.into_iter().map(EventTexts::from).map(texts).collect::<Vec<_>>());
+            let raw: &RawValue = serde_json::from_str(&array).expect("valid JSON");
+            let by_serde = parse_events_array(raw)
+                .ok()
+                .map(|v| v.iter().map(EventTexts::of).map(texts).collect::<Vec<_>>());
+            if let Some(flat) = &flat {
+                proptest::prop_assert_eq!(Some(flat), by_serde.as_ref(), "{}", array);
+            }
+            let plain = events.iter().all(|pairs| {
+                pairs.iter().all(|&(k, v, _)| k < 6 && v < 8)
+                    && (0..5).all(|k| pairs.iter().filter(|p| p.0 == k).count() <= 1)
+            });
+            if plain {
+                proptest::prop_assert!(flat.is_some(), "{}", array);
+            }
+        }
+    }
 
     fn payloads_of(line: &str) -> Vec<Option<String>> {
         let mut request = parse_request(line).expect("parses");

@@ -9,9 +9,9 @@ use std::str::FromStr;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use window_core::{DateMemo, EventId, Timestamp};
+use window_proto::flat;
 
 use crate::aggregate::error::LineError;
-use crate::aggregate::flat;
 use crate::aggregate::role::Role;
 
 /// A field by name, or a nested one by a dotted path (`user.id`).
@@ -466,7 +466,10 @@ mod tests {
                 let by_serde = serde_pick(&line, &f).map_err(|e| e.to_string());
                 proptest::prop_assert_eq!(by_serde, Ok(found.map(|r| r.map(Raw::Json))), "{}", line);
             }
-            let plain = pairs.iter().all(|&(k, v, _)| k < 5 && matches!(v, 0..=3 | 7 | 8 | 12 | 14 | 15));
+            // Plain: known escape-free keys and scalar values, no wanted name twice (serde's
+            // picker keeps the last; the scanner leaves repeats to it).
+            let plain = pairs.iter().all(|&(k, v, _)| k < 5 && matches!(v, 0..=3 | 7 | 8 | 12 | 14 | 15))
+                && (0..4).all(|k| pairs.iter().filter(|p| p.0 == k).count() <= 1);
             if stray.is_none() && plain {
                 proptest::prop_assert!(found.is_some(), "{}", line);
             }

@@ -4,9 +4,9 @@
 //! reason `end_of_input`. A summary goes to stderr.
 //!
 //! Modules, each depending only on those listed before it: `role` (the four fields: id, time,
-//! key, value), `error` (bad lines and the errors that stop a run), `flat` (the fast scanner of
-//! flat JSON objects), `fields` (field paths, picking them out of a line, what their text
-//! means), `input` (reading, splitting into lines, parsing on several threads, in order),
+//! key, value), `error` (bad lines and the errors that stop a run), `fields` (field paths,
+//! picking them out of a line with `window_proto::flat` or serde_json, what their text means),
+//! `input` (reading, splitting into lines, parsing on several threads, in order),
 //! `output` (the NDJSON or CSV writer), `progress` (the bar on a terminal), `options` (the
 //! command line), `run` (engine and output, chunk by chunk).
 //!
@@ -15,7 +15,6 @@
 
 mod error;
 mod fields;
-mod flat;
 mod input;
 mod options;
 mod output;

@@ -1,24 +1,66 @@
-//! The fast path of picking fields: one flat JSON object whose keys and string values have no
-//! escapes, scanned in one pass without a parser. Anything else (nesting, escapes, control
-//! characters, anything that is not valid JSON) returns `None`, and serde_json's picker decides,
-//! so this path only ever accepts lines that are valid JSON, with the same raw value texts.
+//! The fast path of reading JSON objects: a flat object (its values numbers, strings, `true`,
+//! `false` or `null`; no escape in its keys and strings) scanned in one pass without a parser.
+//! Anything else (nesting, escapes, control characters, a wanted name given twice, anything that
+//! is not valid JSON) returns `None`, and the caller's serde_json path decides, so this path only
+//! ever accepts valid JSON, and gives the same raw value texts as serde_json's `RawValue`.
+//!
+//! Used for the events of a request (`events`) and the lines of `window-node aggregate`.
 
-/// The raw JSON text of the values of the top-level `names` in `line` (the last one, if a name
-/// repeats), or `None` when the line is not a flat object this scanner reads.
-pub fn pick<'a>(line: &'a str, names: [&str; 4]) -> Option<[Option<&'a str>; 4]> {
+/// The raw JSON text of the values of the top-level `names` in `line`, or `None` when the line
+/// is not one flat object this scanner reads (or gives a wanted name twice).
+pub fn pick<'a, const N: usize>(line: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
     let b = line.as_bytes();
-    let mut found = [None; 4];
+    let (found, end) = object(line, skip_space(b, 0), names)?;
+    (skip_space(b, end) == b.len()).then_some(found)
+}
+
+/// The elements of `array`, a JSON array of flat objects, as [`pick`] reads each; `None` when
+/// it is anything else.
+pub fn objects<'a, const N: usize>(
+    array: &'a str,
+    names: [&str; N],
+) -> Option<Vec<[Option<&'a str>; N]>> {
+    let b = array.as_bytes();
     let mut i = skip_space(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    // Room for elements of 32 bytes or more: a list that grows copies itself.
+    let mut elements = Vec::with_capacity(b.len() / 32);
+    i = skip_space(b, i + 1);
+    if b.get(i) == Some(&b']') {
+        return (skip_space(b, i + 1) == b.len()).then_some(elements);
+    }
+    loop {
+        let (found, end) = object(array, i, names)?;
+        elements.push(found);
+        i = skip_space(b, end);
+        match b.get(i) {
+            Some(b',') => i = skip_space(b, i + 1),
+            Some(b']') => return (skip_space(b, i + 1) == b.len()).then_some(elements),
+            _ => return None,
+        }
+    }
+}
+
+/// One flat object starting at `text[i]`: the wanted values and the index after its `}`.
+fn object<'a, const N: usize>(
+    text: &'a str,
+    mut i: usize,
+    names: [&str; N],
+) -> Option<([Option<&'a str>; N], usize)> {
+    let b = text.as_bytes();
+    let mut found = [None; N];
     if b.get(i) != Some(&b'{') {
         return None;
     }
     i = skip_space(b, i + 1);
     if b.get(i) == Some(&b'}') {
-        return (skip_space(b, i + 1) == b.len()).then_some(found);
+        return Some((found, i + 1));
     }
     loop {
         let key_end = string_end(b, i)?;
-        let key = &line[i + 1..key_end - 1];
+        let key = &b[i + 1..key_end - 1];
         i = skip_space(b, key_end);
         if b.get(i) != Some(&b':') {
             return None;
@@ -26,14 +68,19 @@ pub fn pick<'a>(line: &'a str, names: [&str; 4]) -> Option<[Option<&'a str>; 4]>
         i = skip_space(b, i + 1);
         let value_end = scalar_end(b, i)?;
         for (slot, name) in found.iter_mut().zip(names) {
-            if same(name.as_bytes(), key.as_bytes()) {
-                *slot = Some(&line[i..value_end]);
+            if same(name.as_bytes(), key) {
+                // serde's derived readers refuse a repeated field; the pipe's picker keeps the
+                // last. Either way it is theirs to decide.
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(&text[i..value_end]);
             }
         }
         i = skip_space(b, value_end);
         match b.get(i) {
             Some(b',') => i = skip_space(b, i + 1),
-            Some(b'}') => return (skip_space(b, i + 1) == b.len()).then_some(found),
+            Some(b'}') => return Some((found, i + 1)),
             _ => return None,
         }
     }
@@ -155,11 +202,11 @@ mod tests {
 
     #[test]
     fn reads_flat_objects() {
-        let line = r#" { "id" : -1.5e+3, "timestamp":"2024-01-15T10:00:10Z","key":null,"x":true,"value":0, "id": 7 } "#;
+        let line = r#" { "id" : -1.5e+3, "timestamp":"2024-01-15T10:00:10Z","key":null,"x":true,"value":0, "x": 7 } "#;
         assert_eq!(
             pick(line, NAMES),
             Some([
-                Some("7"),
+                Some("-1.5e+3"),
                 Some("\"2024-01-15T10:00:10Z\""),
                 Some("null"),
                 Some("0")
@@ -201,6 +248,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_arrays_of_flat_objects() {
+        let names = ["id", "payload"];
+        assert_eq!(
+            objects(r#" [ {"id": 1}, {"payload": "a", "x": null} ,{} ] "#, names),
+            Some(vec![[Some("1"), None], [None, Some("\"a\"")], [None, None]])
+        );
+        assert_eq!(objects(" [ ] ", names), Some(vec![]));
+        for array in [
+            "",
+            "[",
+            "[{}",
+            "[{},]",
+            "[{}] x",
+            "{}",
+            "[1]",
+            r#"[{"payload": {"a": 1}}]"#,
+            r#"[{"id": 1} {"id": 2}]"#,
+        ] {
+            assert_eq!(objects(array, names), None, "{array}");
+        }
+    }
+
+    #[test]
     fn leaves_everything_else_to_the_parser() {
         for line in [
             r#"{"id": "a\"b"}"#,
@@ -218,6 +288,7 @@ mod tests {
             r#"{id: 1}"#,
             "{\"id\": \"a\tb\"}",
             r#"{"id": 1"#,
+            r#"{"id": 1, "id": 2}"#,
             "[1]",
             "",
         ] {
