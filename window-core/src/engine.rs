@@ -308,27 +308,33 @@ impl Engine {
             size,
             frame: self.config.frame,
         };
-        // Events in a row mostly share their window: the division runs once per window.
-        let mut last: Option<WindowBounds> = None;
-        let bounds = events
-            .iter()
-            .enumerate()
-            .map(|(index, e)| {
-                if let Some(b) = last
-                    && b.start <= e.ts
-                    && e.ts < b.end
+        // The batch as runs of events in a row that share their window (its bounds and key):
+        // most do, so the division runs and the window is looked up once per run.
+        let mut runs: Vec<(WindowBounds, usize)> = Vec::new();
+        let mut last: Option<(WindowBounds, Option<&str>)> = None;
+        for (index, e) in events.iter().enumerate() {
+            if let Some((b, key)) = last
+                && b.start <= e.ts
+                && e.ts < b.end
+            {
+                if key == e.key
+                    && let Some((_, len)) = runs.last_mut()
                 {
-                    return Ok(b);
+                    *len += 1;
+                } else {
+                    runs.push((b, 1));
+                    last = Some((b, e.key));
                 }
-                let b = spec.bounds(e.ts).ok_or(BatchError::WindowOverflow {
-                    index,
-                    ts: e.ts,
-                    size,
-                })?;
-                last = Some(b);
-                Ok(b)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                continue;
+            }
+            let b = spec.bounds(e.ts).ok_or(BatchError::WindowOverflow {
+                index,
+                ts: e.ts,
+                size,
+            })?;
+            runs.push((b, 1));
+            last = Some((b, e.key));
+        }
 
         let mut admission = Admission::default();
         let Engine {
@@ -384,33 +390,30 @@ impl Engine {
             }
         };
         let (mut late_count, mut late) = (0, Vec::new());
-        let mut events = events.into_iter().zip(bounds);
-        let mut next = events.next();
-        while let Some((mut event, bounds)) = next.take() {
+        let mut events = events.into_iter();
+        for (bounds, len) in runs {
+            let mut run = events.by_ref().take(len);
             if watermark.is_some_and(|wm| bounds.end <= wm) {
-                late_count += 1;
-                if config.late == LatePolicy::Emit {
-                    late.push(LateEvent { event, bounds });
+                for event in run {
+                    late_count += 1;
+                    if config.late == LatePolicy::Emit {
+                        late.push(LateEvent { event, bounds });
+                    }
                 }
-                next = events.next();
                 continue;
             }
-            let key = event.key;
+            let Some(first) = run.next() else {
+                continue;
+            };
             let window = slots
                 .entry((bounds.start, size))
                 .or_default()
-                .get_or_open(key, *unkeyed_hint);
-            // This event and the ones right after it of the same window (events in a row mostly
-            // share theirs) go in with one lookup of the window.
-            loop {
+                .get_or_open(first.key, *unkeyed_hint);
+            // Room for the run at once: a list and an index that grow copy and rehash.
+            window.reserve(len, hasher);
+            admit(window, first, bounds);
+            for event in run {
                 admit(window, event, bounds);
-                match events.next() {
-                    Some((e, b)) if b == bounds && e.key == key => event = e,
-                    other => {
-                        next = other;
-                        break;
-                    }
-                }
             }
         }
         admission.late_count += late_count;
@@ -901,6 +904,16 @@ impl OpenWindow {
         index.insert_unique(hash, ids.len(), |&at| hasher.hash_one(&ids[at]));
         ids.push(id);
         true
+    }
+
+    /// Room for `more` ids (and their index, once it is kept).
+    fn reserve(&mut self, more: usize, hasher: &DefaultHashBuilder) {
+        let OpenWindow { ids, index, .. } = self;
+        ids.reserve(more);
+        let total = ids.len() + more;
+        if total >= INDEX_FROM {
+            index.reserve(total - index.len(), |&at| hasher.hash_one(&ids[at]));
+        }
     }
 
     fn pane_len(&self) -> usize {
