@@ -10,8 +10,31 @@
 /// is not one flat object this scanner reads (or gives a wanted name twice).
 pub fn pick<'a, const N: usize>(line: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
     let b = line.as_bytes();
-    let (found, end) = object(line, skip_space(b, 0), names)?;
+    let (found, end) = object(line, skip_space(b, 0), names, |_, _| None)?;
     (skip_space(b, end) == b.len()).then_some(found)
+}
+
+/// [`pick`], where the value of `names[array]` may instead be an array of flat objects, read as
+/// [`objects`] reads one with `element_names` (a request and its `events`). Also gives the
+/// array's elements when it was one.
+#[allow(clippy::type_complexity)]
+pub fn pick_with_array<'a, const N: usize, const M: usize>(
+    line: &'a str,
+    names: [&str; N],
+    array: usize,
+    element_names: [&str; M],
+) -> Option<([Option<&'a str>; N], Option<Vec<[Option<&'a str>; M]>>)> {
+    let b = line.as_bytes();
+    let mut elements = None;
+    let (found, end) = object(line, skip_space(b, 0), names, |slot, i| {
+        if slot != array {
+            return None;
+        }
+        let (list, end) = array_at(line, i, element_names)?;
+        elements = Some(list);
+        Some(end)
+    })?;
+    (skip_space(b, end) == b.len()).then_some((found, elements))
 }
 
 /// The elements of `array`, a JSON array of flat objects, as [`pick`] reads each; `None` when
@@ -21,33 +44,48 @@ pub fn objects<'a, const N: usize>(
     names: [&str; N],
 ) -> Option<Vec<[Option<&'a str>; N]>> {
     let b = array.as_bytes();
-    let mut i = skip_space(b, 0);
+    let (elements, end) = array_at(array, skip_space(b, 0), names)?;
+    (skip_space(b, end) == b.len()).then_some(elements)
+}
+
+/// An array of flat objects starting at `text[i]`: their wanted values and the index after its
+/// `]`.
+#[allow(clippy::type_complexity)]
+fn array_at<'a, const N: usize>(
+    text: &'a str,
+    mut i: usize,
+    names: [&str; N],
+) -> Option<(Vec<[Option<&'a str>; N]>, usize)> {
+    let b = text.as_bytes();
     if b.get(i) != Some(&b'[') {
         return None;
     }
     // Room for elements of 32 bytes or more: a list that grows copies itself.
-    let mut elements = Vec::with_capacity(b.len() / 32);
+    let mut elements = Vec::with_capacity((b.len() - i) / 32);
     i = skip_space(b, i + 1);
     if b.get(i) == Some(&b']') {
-        return (skip_space(b, i + 1) == b.len()).then_some(elements);
+        return Some((elements, i + 1));
     }
     loop {
-        let (found, end) = object(array, i, names)?;
+        let (found, end) = object(text, i, names, |_, _| None)?;
         elements.push(found);
         i = skip_space(b, end);
         match b.get(i) {
             Some(b',') => i = skip_space(b, i + 1),
-            Some(b']') => return (skip_space(b, i + 1) == b.len()).then_some(elements),
+            Some(b']') => return Some((elements, i + 1)),
             _ => return None,
         }
     }
 }
 
-/// One flat object starting at `text[i]`: the wanted values and the index after its `}`.
+/// One flat object starting at `text[i]`: the wanted values and the index after its `}`. A
+/// wanted member whose value is not a scalar goes to `nested` (its name's index, where its
+/// value starts), which gives where the value ends, or `None`.
 fn object<'a, const N: usize>(
     text: &'a str,
     mut i: usize,
     names: [&str; N],
+    mut nested: impl FnMut(usize, usize) -> Option<usize>,
 ) -> Option<([Option<&'a str>; N], usize)> {
     let b = text.as_bytes();
     let mut found = [None; N];
@@ -66,7 +104,10 @@ fn object<'a, const N: usize>(
             return None;
         }
         i = skip_space(b, i + 1);
-        let value_end = scalar_end(b, i)?;
+        let value_end = match scalar_end(b, i) {
+            Some(end) => end,
+            None => nested(names.iter().position(|n| same(n.as_bytes(), key))?, i)?,
+        };
         for (slot, name) in found.iter_mut().zip(names) {
             if same(name.as_bytes(), key) {
                 // serde's derived readers refuse a repeated field; the pipe's picker keeps the
@@ -267,6 +308,36 @@ mod tests {
             r#"[{"id": 1} {"id": 2}]"#,
         ] {
             assert_eq!(objects(array, names), None, "{array}");
+        }
+    }
+
+    #[test]
+    fn reads_an_object_with_one_array_of_flat_objects() {
+        let names = ["type", "events", "n"];
+        let line = r#"{"type": "x", "events": [{"id": 1}, {"id": "b"}], "n": 2}"#;
+        assert_eq!(
+            pick_with_array(line, names, 1, ["id"]),
+            Some((
+                [
+                    Some("\"x\""),
+                    Some(r#"[{"id": 1}, {"id": "b"}]"#),
+                    Some("2")
+                ],
+                Some(vec![[Some("1")], [Some("\"b\"")]])
+            ))
+        );
+        assert_eq!(
+            pick_with_array(r#"{"events": 5}"#, names, 1, ["id"]),
+            Some(([None, Some("5"), None], None))
+        );
+        for line in [
+            r#"{"n": [1]}"#,
+            r#"{"events": [1]}"#,
+            r#"{"events": [{"id": [1]}]}"#,
+            r#"{"events": [], "events": []}"#,
+            r#"{"x": [{"id": 1}]}"#,
+        ] {
+            assert_eq!(pick_with_array(line, names, 1, ["id"]), None, "{line}");
         }
     }
 

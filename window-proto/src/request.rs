@@ -289,6 +289,100 @@ pub fn parse_request_with(
     line: &str,
     timestamps: Timestamps,
 ) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
+    match flat_request(line, timestamps) {
+        Some(request) => request,
+        None => serde_request(line, timestamps),
+    }
+}
+
+/// The members of a request the flat path reads, in the order of [`Fields`].
+const MEMBERS: [&str; 18] = [
+    "src",
+    "dest",
+    "body",
+    "type",
+    "msg_id",
+    "events",
+    "window_size_ms",
+    "node_id",
+    "window_id",
+    "key",
+    "until",
+    "from_seq",
+    "request_id",
+    "partition",
+    "group",
+    "consumer",
+    "max_unacked",
+    "seqs",
+];
+
+/// The usual request, a flat object whose `events` (if any) are flat objects, read by the flat
+/// scanner in one pass; `None` for any other line (an envelope, nested values, escapes, ...),
+/// which serde_json reads. Where both read a line, they read the same fields.
+fn flat_request(
+    line: &str,
+    timestamps: Timestamps,
+) -> Option<Result<Request<'_>, (ReplyTo, ProtoError)>> {
+    let (members, events) = flat::pick_with_array(line, MEMBERS, 5, EventTexts::NAMES)?;
+    let [
+        _src,
+        _dest,
+        body,
+        kind,
+        msg_id,
+        events_text,
+        window_size_ms,
+        node_id,
+        window_id,
+        key,
+        until,
+        from_seq,
+        request_id,
+        partition,
+        group,
+        consumer,
+        max_unacked,
+        seqs,
+    ] = members;
+    if body.is_some() {
+        return None;
+    }
+    let events = match (events_text, events) {
+        (None | Some("null"), _) => None,
+        (Some(_), Some(events)) => {
+            Some(events.into_iter().map(EventTexts::from).collect::<Vec<_>>())
+        }
+        // Not an array of flat objects: serde_json says what is wrong with it.
+        (Some(_), None) => return None,
+    };
+    let rest = Rest {
+        window_size_ms,
+        node_id,
+        window_id,
+        key,
+        until,
+        from_seq,
+        request_id,
+        partition,
+        group,
+        consumer,
+        max_unacked,
+        seqs,
+    };
+    Some(typed_request(
+        None,
+        None,
+        msg_id,
+        kind,
+        events.as_deref(),
+        &rest,
+        timestamps,
+    ))
+}
+
+/// [`parse_request_with`] by serde_json: any request, and the errors' explanations.
+fn serde_request(line: &str, timestamps: Timestamps) -> Result<Request<'_>, (ReplyTo, ProtoError)> {
     match serde_json::from_str::<Typed<'_>>(line) {
         Ok(outer) if outer.body.is_some() && outer.kind.is_some() => Err(both_type_and_body(
             outer
@@ -303,8 +397,8 @@ pub fn parse_request_with(
                 typed_request(
                     src,
                     dest,
-                    body.msg_id,
-                    body.kind,
+                    body.msg_id.map(RawValue::get),
+                    body.kind.map(RawValue::get),
                     events.as_deref(),
                     &body.rest_within(outer.request_id),
                     timestamps,
@@ -315,8 +409,8 @@ pub fn parse_request_with(
                 typed_request(
                     None,
                     None,
-                    outer.msg_id,
-                    outer.kind,
+                    outer.msg_id.map(RawValue::get),
+                    outer.kind.map(RawValue::get),
                     events.as_deref(),
                     &outer.rest(),
                     timestamps,
@@ -386,8 +480,8 @@ fn explain(
     match typed_request(
         src,
         dest,
-        fields.msg_id,
-        fields.kind,
+        fields.msg_id.map(RawValue::get),
+        fields.kind.map(RawValue::get),
         events.as_deref(),
         &fields.rest_within(envelope_request_id),
         timestamps,
@@ -408,35 +502,36 @@ fn explain(
 
 /// The fields of a request other than the envelope, the type, the id and the events.
 struct Rest<'a> {
-    window_size_ms: Option<&'a RawValue>,
-    node_id: Option<&'a RawValue>,
-    window_id: Option<&'a RawValue>,
-    key: Option<&'a RawValue>,
-    until: Option<&'a RawValue>,
-    from_seq: Option<&'a RawValue>,
-    request_id: Option<&'a RawValue>,
-    partition: Option<&'a RawValue>,
-    group: Option<&'a RawValue>,
-    consumer: Option<&'a RawValue>,
-    max_unacked: Option<&'a RawValue>,
-    seqs: Option<&'a RawValue>,
+    window_size_ms: Option<&'a str>,
+    node_id: Option<&'a str>,
+    window_id: Option<&'a str>,
+    key: Option<&'a str>,
+    until: Option<&'a str>,
+    from_seq: Option<&'a str>,
+    request_id: Option<&'a str>,
+    partition: Option<&'a str>,
+    group: Option<&'a str>,
+    consumer: Option<&'a str>,
+    max_unacked: Option<&'a str>,
+    seqs: Option<&'a str>,
 }
 
 impl<'a, B, E> Fields<'a, B, E> {
     fn rest(&self) -> Rest<'a> {
+        let text = |raw: Option<&'a RawValue>| raw.map(RawValue::get);
         Rest {
-            window_size_ms: self.window_size_ms,
-            node_id: self.node_id,
-            window_id: self.window_id,
-            key: self.key,
-            until: self.until,
-            from_seq: self.from_seq,
-            request_id: self.request_id,
-            partition: self.partition,
-            group: self.group,
-            consumer: self.consumer,
-            max_unacked: self.max_unacked,
-            seqs: self.seqs,
+            window_size_ms: text(self.window_size_ms),
+            node_id: text(self.node_id),
+            window_id: text(self.window_id),
+            key: text(self.key),
+            until: text(self.until),
+            from_seq: text(self.from_seq),
+            request_id: text(self.request_id),
+            partition: text(self.partition),
+            group: text(self.group),
+            consumer: text(self.consumer),
+            max_unacked: text(self.max_unacked),
+            seqs: text(self.seqs),
         }
     }
 
@@ -444,7 +539,7 @@ impl<'a, B, E> Fields<'a, B, E> {
     /// marks a forwarded line on the outside, without rewriting the client's body).
     fn rest_within(&self, envelope_request_id: Option<&'a RawValue>) -> Rest<'a> {
         Rest {
-            request_id: self.request_id.or(envelope_request_id),
+            request_id: self.request_id.or(envelope_request_id).map(RawValue::get),
             ..self.rest()
         }
     }
@@ -481,39 +576,39 @@ fn read_events<'a>(
 fn typed_request<'a>(
     src: Option<String>,
     dest: Option<String>,
-    msg_id: Option<&'a RawValue>,
-    kind: Option<&'a RawValue>,
+    msg_id: Option<&'a str>,
+    kind: Option<&'a str>,
     events: Option<&[EventTexts<'a>]>,
     rest: &Rest<'a>,
     timestamps: Timestamps,
 ) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
-    let msg_id = msg_id.filter(|m| m.get() != "null");
-    let reply_to = |msg_id: Option<&RawValue>| ReplyTo {
-        msg_id: msg_id.map(|m| m.get().to_owned()),
+    let msg_id = msg_id.filter(|&m| m != "null");
+    let reply_to = |msg_id: Option<&str>| ReplyTo {
+        msg_id: msg_id.map(|m| m.to_owned()),
         src: src.clone(),
         dest: dest.clone(),
     };
     if let Some(raw) = msg_id
-        && raw.get().parse::<i64>().is_err()
-        && raw.get().parse::<u64>().is_err()
+        && raw.parse::<i64>().is_err()
+        && raw.parse::<u64>().is_err()
     {
         let err = ProtoError::malformed(format!(
             "msg_id must be an integer (-2^63 to 2^64-1), got {}",
-            shorten(raw.get())
+            shorten(raw)
         ));
         return Err((reply_to(None), err));
     }
     let request_id = rest
         .request_id
-        .filter(|raw| raw.get() != "null")
+        .filter(|&raw| raw != "null")
         .map(parse_request_id)
         .transpose()
         .map_err(|e| (reply_to(msg_id), e))?;
     let partition = rest
         .partition
-        .filter(|raw| raw.get() != "null")
+        .filter(|&raw| raw != "null")
         .map(|raw| {
-            raw.get().parse::<u32>().map_err(|_| {
+            raw.parse::<u32>().map_err(|_| {
                 invalid(
                     "partition",
                     raw,
@@ -527,7 +622,7 @@ fn typed_request<'a>(
     Ok(Request {
         src,
         dest,
-        msg_id: msg_id.map(RawValue::get),
+        msg_id,
         request_id,
         partition,
         body,
@@ -536,8 +631,8 @@ fn typed_request<'a>(
 
 /// A `subscribe`'s group fields, when it names a group.
 fn parse_group(fields: &Rest<'_>) -> Result<Option<GroupJoin>, ProtoError> {
-    fn given(raw: Option<&RawValue>) -> Option<&RawValue> {
-        raw.filter(|raw| raw.get() != "null")
+    fn given(raw: Option<&str>) -> Option<&str> {
+        raw.filter(|&raw| raw != "null")
     }
     let Some(raw) = given(fields.group) else {
         if given(fields.max_unacked)
@@ -560,7 +655,7 @@ fn parse_group(fields: &Rest<'_>) -> Result<Option<GroupJoin>, ProtoError> {
     const MAX: &str = "a positive integer: how many windows this member may hold unacknowledged";
     let max_unacked = match given(fields.max_unacked) {
         None => DEFAULT_MAX_UNACKED,
-        Some(raw) => match raw.get().parse::<u32>() {
+        Some(raw) => match raw.parse::<u32>() {
             Ok(n) if n >= 1 => n,
             _ => return Err(invalid("max_unacked", raw, MAX)),
         },
@@ -573,20 +668,20 @@ fn parse_group(fields: &Rest<'_>) -> Result<Option<GroupJoin>, ProtoError> {
 }
 
 /// An `ack`'s `seqs`: at least one.
-fn parse_seqs(raw: &RawValue) -> Result<Vec<u64>, ProtoError> {
+fn parse_seqs(raw: &str) -> Result<Vec<u64>, ProtoError> {
     const WHAT: &str = "a non-empty array of the acknowledged windows' seq numbers";
-    match serde_json::from_str::<Vec<u64>>(raw.get()) {
+    match serde_json::from_str::<Vec<u64>>(raw) {
         Ok(seqs) if !seqs.is_empty() => Ok(seqs),
         _ => Err(invalid("seqs", raw, WHAT)),
     }
 }
 
-fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, ProtoError> {
+fn parse_from_seq(raw: &str) -> Result<FromSeq, ProtoError> {
     const WHAT: &str = "a non-negative integer, or with --partitions an array of one per partition";
-    if let Ok(seq) = raw.get().parse::<u64>() {
+    if let Ok(seq) = raw.parse::<u64>() {
         return Ok(FromSeq::All(seq));
     }
-    serde_json::from_str::<Vec<u64>>(raw.get())
+    serde_json::from_str::<Vec<u64>>(raw)
         .map(FromSeq::PerPartition)
         .map_err(|_| invalid("from_seq", raw, WHAT))
 }
@@ -594,7 +689,7 @@ fn parse_from_seq(raw: &RawValue) -> Result<FromSeq, ProtoError> {
 /// The longest request id taken, in bytes.
 pub const MAX_REQUEST_ID: usize = 256;
 
-fn parse_request_id(raw: &RawValue) -> Result<String, ProtoError> {
+fn parse_request_id(raw: &str) -> Result<String, ProtoError> {
     const WHAT: &str = "a non-empty string of at most 256 bytes, unique per request (e.g. a UUID)";
     let id = decode_str(raw).map_err(|v| invalid("request_id", v, WHAT))?;
     if id.is_empty() || id.len() > MAX_REQUEST_ID {
@@ -825,7 +920,7 @@ struct RawEventFields<'a> {
 }
 
 fn parse_body<'a>(
-    kind: Option<&'a RawValue>,
+    kind: Option<&'a str>,
     events: Option<&[EventTexts<'a>]>,
     fields: &Rest<'a>,
     timestamps: Timestamps,
@@ -841,7 +936,7 @@ fn parse_body<'a>(
     let kind = decode_str(kind).map_err(|_| {
         ProtoError::malformed(format!(
             "type must be a string, got {}: this node serves {REQUEST_TYPES}",
-            shorten(kind.get())
+            shorten(kind)
         ))
     })?;
     Ok(match &*kind {
@@ -883,7 +978,7 @@ fn parse_body<'a>(
             size: fields.window_size_ms.map(parse_size).transpose()?,
             key: fields
                 .key
-                .filter(|raw| raw.get() != "null")
+                .filter(|&raw| raw != "null")
                 .map(|raw| decode_str(raw).map_err(|v| invalid("key", v, "a string")))
                 .transpose()?
                 .map(Cow::into_owned),
@@ -891,15 +986,15 @@ fn parse_body<'a>(
         "flush" => Body::Flush {
             until: fields
                 .until
-                .filter(|raw| raw.get() != "null")
-                .map(|raw| parse_timestamp(raw.get(), "until", &mut DateMemo::default()))
+                .filter(|&raw| raw != "null")
+                .map(|raw| parse_timestamp(raw, "until", &mut DateMemo::default()))
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
             events: parse_events(events()?, timestamps)?,
             size: fields
                 .window_size_ms
-                .filter(|raw| raw.get() != "null")
+                .filter(|&raw| raw != "null")
                 .map(parse_size)
                 .transpose()?,
         },
@@ -914,7 +1009,7 @@ fn parse_body<'a>(
             group: parse_group(fields)?,
             from_seq: fields
                 .from_seq
-                .filter(|raw| raw.get() != "null")
+                .filter(|&raw| raw != "null")
                 .map(parse_from_seq)
                 .transpose()?,
         },
@@ -1090,16 +1185,15 @@ fn parse_value(raw: &str, field: EventField) -> Result<f64, ProtoError> {
     }
 }
 
-fn parse_size(raw: &RawValue) -> Result<SizeMs, ProtoError> {
-    raw.get()
-        .parse::<i64>()
+fn parse_size(raw: &str) -> Result<SizeMs, ProtoError> {
+    raw.parse::<i64>()
         .ok()
         .and_then(|ms| SizeMs::new(ms).ok())
         .ok_or_else(|| invalid("window_size_ms", raw, WINDOW_SIZE))
 }
 
-fn parse_window_id(raw: &RawValue) -> Result<WindowId, ProtoError> {
-    let text = raw.get();
+fn parse_window_id(raw: &str) -> Result<WindowId, ProtoError> {
+    let text = raw;
     if !text.starts_with('"') && text.parse::<f64>().is_ok() {
         return Err(ProtoError::malformed(format!(
             "window_id must be the string {WINDOW_ID_FORM} as the node writes it in replies, e.g. \"window-{text}\", not a bare number: got {}",
@@ -1251,6 +1345,50 @@ mod tests {
         "[]",
         "0",
     ];
+
+    /// Members of request lines: every field a request has (some twice), an unknown one, and
+    /// values of every kind, some the flat path leaves to serde_json.
+    const REQUEST_MEMBERS: [&str; 14] = [
+        r#""type": "process_window""#,
+        r#""type": "ingest""#,
+        r#""type": 7"#,
+        r#""msg_id": 3"#,
+        r#""msg_id": "x""#,
+        r#""events": [{"id": 1, "timestamp": "2024-01-15T10:00:10Z"}, {"id": 2, "timestamp": 60000}]"#,
+        r#""events": [{"id": 1, "timestamp": "2024-01-15T10:00:10Z", "payload": {"a": 1}}]"#,
+        r#""events": [{"id": 1}]"#,
+        r#""events": null"#,
+        r#""window_size_ms": 60000"#,
+        r#""window_size_ms": "1m""#,
+        r#""request_id": "r-1""#,
+        r#""other": [1, {"b": null}]"#,
+        r#""body": null"#,
+    ];
+
+    proptest::proptest! {
+        /// Whatever the flat path reads, serde_json's path reads the same way: the same request
+        /// or the same error.
+        #[test]
+        fn the_flat_request_path_agrees_with_serde(
+            members in proptest::collection::vec(0..REQUEST_MEMBERS.len(), 0..6),
+        ) {
+            let picked: Vec<&str> = members.iter().map(|&m| REQUEST_MEMBERS[m]).collect();
+            let line = format!("{{{}}}", picked.join(", "));
+            if let Some(flat) = flat_request(&line, Timestamps::Required) {
+                let by_serde = serde_request(&line, Timestamps::Required);
+                proptest::prop_assert_eq!(format!("{flat:?}"), format!("{by_serde:?}"), "{}", line);
+            }
+        }
+    }
+
+    #[test]
+    fn a_usual_request_takes_the_flat_path() {
+        let line = r#"{"type": "process_window", "msg_id": 1, "events": [{"id": 1, "timestamp": "2024-01-15T10:00:10Z", "key": "k", "value": 2.5}], "window_size_ms": 60000}"#;
+        assert!(flat_request(line, Timestamps::Required).is_some());
+        let envelope = r#"{"src": "c1", "dest": "n1", "body": {"type": "stats", "msg_id": 1}}"#;
+        assert!(flat_request(envelope, Timestamps::Required).is_none());
+        assert!(parse_request(envelope).is_ok());
+    }
 
     proptest::proptest! {
         /// Whenever the flat scanner reads an events array, serde_json reads the same fields
