@@ -874,6 +874,30 @@ struct EventTexts<'a> {
     key: Option<&'a str>,
     value: Option<&'a str>,
     payload: Option<&'a str>,
+    /// What is known of the strings among them.
+    strings: Strings,
+}
+
+/// What is known of the strings among some raw JSON texts.
+#[derive(Clone, Copy, Debug)]
+enum Strings {
+    /// The flat scanner read them: none has an escape, so a string's content is the text
+    /// between its quotes.
+    Plain,
+    /// Any JSON string: [`decode_str`] reads it.
+    Any,
+}
+
+impl Strings {
+    /// The content of `raw` when it is a JSON string, as [`decode_str`] gives it.
+    fn decode(self, raw: &str) -> Result<Cow<'_, str>, &str> {
+        match self {
+            Strings::Plain if raw.len() >= 2 && raw.starts_with('"') => {
+                Ok(Cow::Borrowed(&raw[1..raw.len() - 1]))
+            }
+            _ => decode_str(raw),
+        }
+    }
 }
 
 impl<'a> EventTexts<'a> {
@@ -887,6 +911,7 @@ impl<'a> EventTexts<'a> {
             key: event.key.map(RawValue::get),
             value: event.value.map(RawValue::get),
             payload: event.payload.map(RawValue::get),
+            strings: Strings::Any,
         }
     }
 }
@@ -899,6 +924,7 @@ impl<'a> From<[Option<&'a str>; 5]> for EventTexts<'a> {
             key,
             value,
             payload,
+            strings: Strings::Plain,
         }
     }
 }
@@ -987,7 +1013,7 @@ fn parse_body<'a>(
             until: fields
                 .until
                 .filter(|&raw| raw != "null")
-                .map(|raw| parse_timestamp(raw, "until", &mut DateMemo::default()))
+                .map(|raw| parse_timestamp(raw, "until", &mut DateMemo::default(), Strings::Any))
                 .transpose()?,
         },
         "ingest" => Body::Ingest {
@@ -1065,17 +1091,22 @@ fn parse_events<'a>(
     for (index, event) in raw_events.iter().enumerate() {
         let field = |name| EventField { index, name };
         let id = required(event.id, field("id"), "a number or a string")?;
-        let id = parse_event_id(id, field("id"))?;
+        let id = parse_event_id(id, field("id"), event.strings)?;
         let ts = match (event.timestamp, timestamps) {
             (None, Timestamps::Optional) => Timestamp::EPOCH,
             (raw, _) => {
                 let raw = required(raw, field("timestamp"), TIMESTAMP)?;
-                parse_timestamp(raw, field("timestamp"), &mut memo)?
+                parse_timestamp(raw, field("timestamp"), &mut memo, event.strings)?
             }
         };
         let key = match event.key.filter(|&raw| raw != "null") {
             None => None,
-            Some(raw) => Some(decode_str(raw).map_err(|v| invalid(field("key"), v, "a string"))?),
+            Some(raw) => Some(
+                event
+                    .strings
+                    .decode(raw)
+                    .map_err(|v| invalid(field("key"), v, "a string"))?,
+            ),
         };
         let value = match event.value.filter(|&raw| raw != "null") {
             None => None,
@@ -1133,11 +1164,12 @@ impl fmt::Display for EventField {
     }
 }
 
-fn parse_event_id(raw: &str, field: EventField) -> Result<EventId, ProtoError> {
+fn parse_event_id(raw: &str, field: EventField, strings: Strings) -> Result<EventId, ProtoError> {
     let text = raw;
     match text.as_bytes().first() {
         Some(b'"') => Ok(EventId::Text(
-            decode_str(raw)
+            strings
+                .decode(raw)
                 .map_err(|v| invalid(field, v, "a number or a string"))?
                 .into(),
         )),
@@ -1156,10 +1188,13 @@ fn parse_timestamp(
     raw: &str,
     field: impl fmt::Display + Copy,
     memo: &mut DateMemo,
+    strings: Strings,
 ) -> Result<Timestamp, ProtoError> {
     let text = raw;
     let ts = if text.starts_with('"') {
-        let s = decode_str(raw).map_err(|v| invalid(field, v, "a timestamp"))?;
+        let s = strings
+            .decode(raw)
+            .map_err(|v| invalid(field, v, "a timestamp"))?;
         Timestamp::parse_rfc3339_memo(&s, memo)
             .map_err(|e| ProtoError::malformed(format!("{field}: {e}")))?
     } else {
