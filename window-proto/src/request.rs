@@ -350,9 +350,10 @@ fn flat_request(
     }
     let events = match (events_text, events) {
         (None | Some("null"), _) => None,
-        (Some(_), Some(events)) => {
-            Some(events.into_iter().map(EventTexts::from).collect::<Vec<_>>())
-        }
+        (Some(_), Some(events)) => Some(EventTexts {
+            events,
+            strings: Strings::Plain,
+        }),
         // Not an array of flat objects: serde_json says what is wrong with it.
         (Some(_), None) => return None,
     };
@@ -375,7 +376,7 @@ fn flat_request(
         None,
         msg_id,
         kind,
-        events.as_deref(),
+        events.as_ref(),
         &rest,
         timestamps,
     ))
@@ -399,7 +400,7 @@ fn serde_request(line: &str, timestamps: Timestamps) -> Result<Request<'_>, (Rep
                     dest,
                     body.msg_id.map(RawValue::get),
                     body.kind.map(RawValue::get),
-                    events.as_deref(),
+                    events.as_ref(),
                     &body.rest_within(outer.request_id),
                     timestamps,
                 )
@@ -411,7 +412,7 @@ fn serde_request(line: &str, timestamps: Timestamps) -> Result<Request<'_>, (Rep
                     None,
                     outer.msg_id.map(RawValue::get),
                     outer.kind.map(RawValue::get),
-                    events.as_deref(),
+                    events.as_ref(),
                     &outer.rest(),
                     timestamps,
                 )
@@ -482,7 +483,7 @@ fn explain(
         dest,
         fields.msg_id.map(RawValue::get),
         fields.kind.map(RawValue::get),
-        events.as_deref(),
+        events.as_ref(),
         &fields.rest_within(envelope_request_id),
         timestamps,
     ) {
@@ -553,15 +554,18 @@ fn read_events<'a>(
     msg_id: Option<&RawValue>,
     src: &Option<String>,
     dest: &Option<String>,
-) -> Result<Option<Vec<EventTexts<'a>>>, (ReplyTo, ProtoError)> {
+) -> Result<Option<EventTexts<'a>>, (ReplyTo, ProtoError)> {
     let Some(raw) = raw else {
         return Ok(None);
     };
     if let Some(events) = flat::objects(raw.get(), EventTexts::NAMES) {
-        return Ok(Some(events.into_iter().map(EventTexts::from).collect()));
+        return Ok(Some(EventTexts {
+            events,
+            strings: Strings::Plain,
+        }));
     }
     match parse_events_array(raw) {
-        Ok(events) => Ok(Some(events.iter().map(EventTexts::of).collect())),
+        Ok(events) => Ok(Some(EventTexts::of(&events))),
         Err(error) => {
             let to = ReplyTo {
                 msg_id: msg_id.map(|m| m.get().to_owned()),
@@ -578,7 +582,7 @@ fn typed_request<'a>(
     dest: Option<String>,
     msg_id: Option<&'a str>,
     kind: Option<&'a str>,
-    events: Option<&[EventTexts<'a>]>,
+    events: Option<&EventTexts<'a>>,
     rest: &Rest<'a>,
     timestamps: Timestamps,
 ) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
@@ -865,15 +869,11 @@ impl<'a> std::ops::Deref for RawEvent<'a> {
     }
 }
 
-/// One event's fields as raw JSON text, from the flat scanner or a [`RawEvent`]: what
-/// [`parse_events`] reads.
-#[derive(Clone, Copy, Debug)]
+/// A request's events, each as the raw JSON texts of its fields (in [`EventTexts::NAMES`]
+/// order), from the flat scanner or serde_json: what [`parse_events`] reads.
+#[derive(Clone, Debug)]
 struct EventTexts<'a> {
-    id: Option<&'a str>,
-    timestamp: Option<&'a str>,
-    key: Option<&'a str>,
-    value: Option<&'a str>,
-    payload: Option<&'a str>,
+    events: Vec<[Option<&'a str>; 5]>,
     /// What is known of the strings among them.
     strings: Strings,
 }
@@ -901,30 +901,18 @@ impl Strings {
 }
 
 impl<'a> EventTexts<'a> {
-    /// The fields, in the order of [`From`]'s array.
+    /// An event's fields, in the order of its array.
     const NAMES: [&'static str; 5] = ["id", "timestamp", "key", "value", "payload"];
 
-    fn of(event: &RawEvent<'a>) -> EventTexts<'a> {
+    /// The events serde_json read.
+    fn of(events: &[RawEvent<'a>]) -> EventTexts<'a> {
+        let events = events
+            .iter()
+            .map(|e| [e.id, e.timestamp, e.key, e.value, e.payload].map(|f| f.map(RawValue::get)))
+            .collect();
         EventTexts {
-            id: event.id.map(RawValue::get),
-            timestamp: event.timestamp.map(RawValue::get),
-            key: event.key.map(RawValue::get),
-            value: event.value.map(RawValue::get),
-            payload: event.payload.map(RawValue::get),
+            events,
             strings: Strings::Any,
-        }
-    }
-}
-
-impl<'a> From<[Option<&'a str>; 5]> for EventTexts<'a> {
-    fn from([id, timestamp, key, value, payload]: [Option<&'a str>; 5]) -> EventTexts<'a> {
-        EventTexts {
-            id,
-            timestamp,
-            key,
-            value,
-            payload,
-            strings: Strings::Plain,
         }
     }
 }
@@ -947,7 +935,7 @@ struct RawEventFields<'a> {
 
 fn parse_body<'a>(
     kind: Option<&'a str>,
-    events: Option<&[EventTexts<'a>]>,
+    events: Option<&EventTexts<'a>>,
     fields: &Rest<'a>,
     timestamps: Timestamps,
 ) -> Result<Body<'a>, ProtoError> {
@@ -1078,41 +1066,41 @@ fn parse_events_array<'a>(raw: &'a RawValue) -> Result<Vec<RawEvent<'a>>, ProtoE
 }
 
 fn parse_events<'a>(
-    raw_events: &[EventTexts<'a>],
+    texts: &EventTexts<'a>,
     timestamps: Timestamps,
 ) -> Result<Batch<'a>, ProtoError> {
     let mut batch = Batch {
-        items: Vec::with_capacity(raw_events.len()),
-        keys: Vec::with_capacity(raw_events.len()),
+        items: Vec::with_capacity(texts.events.len()),
+        keys: Vec::with_capacity(texts.events.len()),
         payloads: Vec::new(),
     };
+    let strings = texts.strings;
     // Events in a row mostly share their date: it is read once (see `DateMemo`).
     let mut memo = DateMemo::default();
-    for (index, event) in raw_events.iter().enumerate() {
+    for (index, &[id, timestamp, key, value, payload]) in texts.events.iter().enumerate() {
         let field = |name| EventField { index, name };
-        let id = required(event.id, field("id"), "a number or a string")?;
-        let id = parse_event_id(id, field("id"), event.strings)?;
-        let ts = match (event.timestamp, timestamps) {
+        let id = required(id, field("id"), "a number or a string")?;
+        let id = parse_event_id(id, field("id"), strings)?;
+        let ts = match (timestamp, timestamps) {
             (None, Timestamps::Optional) => Timestamp::EPOCH,
             (raw, _) => {
                 let raw = required(raw, field("timestamp"), TIMESTAMP)?;
-                parse_timestamp(raw, field("timestamp"), &mut memo, event.strings)?
+                parse_timestamp(raw, field("timestamp"), &mut memo, strings)?
             }
         };
-        let key = match event.key.filter(|&raw| raw != "null") {
+        let key = match key.filter(|&raw| raw != "null") {
             None => None,
             Some(raw) => Some(
-                event
-                    .strings
+                strings
                     .decode(raw)
                     .map_err(|v| invalid(field("key"), v, "a string"))?,
             ),
         };
-        let value = match event.value.filter(|&raw| raw != "null") {
+        let value = match value.filter(|&raw| raw != "null") {
             None => None,
             Some(raw) => Some(parse_value(raw, field("value"))?),
         };
-        if let Some(raw) = event.payload.filter(|&raw| raw != "null") {
+        if let Some(raw) = payload.filter(|&raw| raw != "null") {
             batch.payloads.resize(index, None);
             batch.payloads.push(Some(one_line(raw)));
         } else if !batch.payloads.is_empty() {
@@ -1449,15 +1437,11 @@ mod tests {
                 })
                 .collect();
             let array = format!("[{}]", objects.join(", "));
-            fn texts(e: EventTexts<'_>) -> [Option<&str>; 5] {
-                [e.id, e.timestamp, e.key, e.value, e.payload]
-            }
-            let flat = flat::objects(&array, EventTexts::NAMES)
-                .map(|v| v.into_iter().map(EventTexts::from).map(texts).collect::<Vec<_>>());
+            let flat = flat::objects(&array, EventTexts::NAMES);
             let raw: &RawValue = serde_json::from_str(&array).expect("valid JSON");
             let by_serde = parse_events_array(raw)
                 .ok()
-                .map(|v| v.iter().map(EventTexts::of).map(texts).collect::<Vec<_>>());
+                .map(|v| EventTexts::of(&v).events);
             if let Some(flat) = &flat {
                 proptest::prop_assert_eq!(Some(flat), by_serde.as_ref(), "{}", array);
             }
