@@ -807,6 +807,9 @@ fn key_prefix(key: &str) -> u64 {
 /// index of its ids.
 const INDEX_FROM: usize = 16;
 
+/// The room a run of events may take at once in a window holding fewer ids than this.
+const RESERVE_MIN: usize = 1024;
+
 /// The most ids a new window is given room for at once (a hint, not a limit: 24 bytes an id).
 const MAX_HINT: usize = 1 << 20;
 
@@ -906,9 +909,13 @@ impl OpenWindow {
         true
     }
 
-    /// Room for `more` ids (and their index, once it is kept).
+    /// Room for `more` ids (and their index, once it is kept), at most doubling what the window
+    /// holds (plus [`RESERVE_MIN`]): the ids of a run may be duplicates, so room for all of
+    /// them at once could be room kept for nothing until the window closes; growing by at most
+    /// doubling keeps that to what a list that grows one id at a time would keep.
     fn reserve(&mut self, more: usize, hasher: &DefaultHashBuilder) {
         let OpenWindow { ids, index, .. } = self;
+        let more = more.min(ids.len().max(RESERVE_MIN));
         ids.reserve(more);
         let total = ids.len() + more;
         if total >= INDEX_FROM {
@@ -980,6 +987,51 @@ mod tests {
             value: None,
             payload: None,
         }
+    }
+
+    /// A run of one window's events takes room for itself at once, but no more than doubling
+    /// what the window holds: a batch of repeats keeps no room for ids it never admitted.
+    #[test]
+    fn a_run_of_repeats_keeps_no_room_for_ids_it_did_not_admit() {
+        let size = SizeMs::new(10).expect("size");
+        let mut engine = Engine::new(EngineConfig::default());
+        let repeats = vec![event(1); 100_000];
+        let admission = engine
+            .handle_events(Timestamp::EPOCH, size, repeats)
+            .expect("fits");
+        assert_eq!((admission.accepted, admission.duplicates), (1, 99_999));
+        let distinct = (2..=100_000).map(event).collect();
+        engine
+            .handle_events(Timestamp::EPOCH, size, distinct)
+            .expect("fits");
+        let window = engine
+            .slots
+            .values()
+            .next()
+            .and_then(|slot| slot.unkeyed.as_ref())
+            .expect("open");
+        assert_eq!(window.ids.len(), 100_000);
+        // The repeats took room for at most RESERVE_MIN; the distinct ids grew it by doubling.
+        assert!(
+            window.ids.capacity() < 2 * 100_000 + RESERVE_MIN,
+            "{}",
+            window.ids.capacity()
+        );
+        let mut repeats_only = Engine::new(EngineConfig::default());
+        repeats_only
+            .handle_events(Timestamp::EPOCH, size, vec![event(1); 100_000])
+            .expect("fits");
+        let window = repeats_only
+            .slots
+            .values()
+            .next()
+            .and_then(|slot| slot.unkeyed.as_ref())
+            .expect("open");
+        assert!(
+            window.ids.capacity() <= RESERVE_MIN,
+            "{}",
+            window.ids.capacity()
+        );
     }
 
     /// Deduplication is the same below and above the size at which a window builds its index,

@@ -60,8 +60,9 @@ fn array_at<'a, const N: usize>(
     if b.get(i) != Some(&b'[') {
         return None;
     }
-    // Room for elements of 32 bytes or more: a list that grows copies itself.
-    let mut elements = Vec::with_capacity((b.len() - i) / 32);
+    // Room for elements of 32 bytes or more (a list that grows copies itself), up to a bound:
+    // the text after the array may be long.
+    let mut elements = Vec::with_capacity(((b.len() - i) / 32).min(1 << 16));
     i = skip_space(b, i + 1);
     if b.get(i) == Some(&b']') {
         return Some((elements, i + 1));

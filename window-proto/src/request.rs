@@ -251,12 +251,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Fields parsed in one pass, the events kept as raw JSON for [`read_events`]: the fast path for
-/// valid requests.
-type Typed<'a> = Fields<'a, Box<TypedBody<'a>>, &'a RawValue>;
+/// Fields parsed in one pass, events and all: serde_json's path for valid requests.
+type Typed<'a> = Fields<'a, Box<TypedBody<'a>>, Vec<RawEvent<'a>>>;
 /// The envelope body of [`Typed`] (a newtype breaks the type's recursion).
 #[derive(Deserialize)]
-struct TypedBody<'a>(#[serde(borrow)] Fields<'a, IgnoredBody, &'a RawValue>);
+struct TypedBody<'a>(#[serde(borrow)] Fields<'a, IgnoredBody, Vec<RawEvent<'a>>>);
 /// Fields with body and events kept as raw JSON: the careful path that explains errors.
 type Loose<'a> = Fields<'a, &'a RawValue, &'a RawValue>;
 /// A body inside a body is ignored, as any unknown field is.
@@ -295,7 +294,9 @@ pub fn parse_request_with(
     }
 }
 
-/// The members of a request the flat path reads, in the order of [`Fields`].
+/// The members of a request the flat path reads: every field of [`Fields`], in its order (a
+/// field added there must be added here, or the flat path would ignore it; the test
+/// `every_field_is_read_by_both_paths` checks each).
 const MEMBERS: [&str; 18] = [
     "src",
     "dest",
@@ -394,7 +395,7 @@ fn serde_request(line: &str, timestamps: Timestamps) -> Result<Request<'_>, (Rep
             Some(body) => {
                 let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
                 let body = body.0;
-                let events = read_events(body.events, body.msg_id, &src, &dest)?;
+                let events = body.events.as_deref().map(EventTexts::of);
                 typed_request(
                     src,
                     dest,
@@ -406,7 +407,7 @@ fn serde_request(line: &str, timestamps: Timestamps) -> Result<Request<'_>, (Rep
                 )
             }
             None => {
-                let events = read_events(outer.events, outer.msg_id, &None, &None)?;
+                let events = outer.events.as_deref().map(EventTexts::of);
                 typed_request(
                     None,
                     None,
@@ -474,9 +475,16 @@ fn explain(
         }
         None => (None, None, outer),
     };
-    let events = match read_events(fields.events, fields.msg_id, &src, &dest) {
-        Ok(events) => events,
-        Err(error) => return error,
+    let events = match fields.events.map(parse_events_array).transpose() {
+        Ok(events) => events.as_deref().map(EventTexts::of),
+        Err(e) => {
+            let to = ReplyTo {
+                msg_id: fields.msg_id.map(|m| m.get().to_owned()),
+                src,
+                dest,
+            };
+            return (to, e);
+        }
     };
     match typed_request(
         src,
@@ -542,37 +550,6 @@ impl<'a, B, E> Fields<'a, B, E> {
         Rest {
             request_id: self.request_id.or(envelope_request_id).map(RawValue::get),
             ..self.rest()
-        }
-    }
-}
-
-/// The raw `events` of a request, each event's fields as raw JSON text: by the flat scanner when
-/// every event is a flat object (the usual request), else by serde_json, whose errors say what
-/// is wrong. An error is answered to the request's `msg_id` as given.
-fn read_events<'a>(
-    raw: Option<&'a RawValue>,
-    msg_id: Option<&RawValue>,
-    src: &Option<String>,
-    dest: &Option<String>,
-) -> Result<Option<EventTexts<'a>>, (ReplyTo, ProtoError)> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    if let Some(events) = flat::objects(raw.get(), EventTexts::NAMES) {
-        return Ok(Some(EventTexts {
-            events,
-            strings: Strings::Plain,
-        }));
-    }
-    match parse_events_array(raw) {
-        Ok(events) => Ok(Some(EventTexts::of(&events))),
-        Err(error) => {
-            let to = ReplyTo {
-                msg_id: msg_id.map(|m| m.get().to_owned()),
-                src: src.clone(),
-                dest: dest.clone(),
-            };
-            Err((to, error))
         }
     }
 }
@@ -1401,6 +1378,59 @@ mod tests {
                 let by_serde = serde_request(&line, Timestamps::Required);
                 proptest::prop_assert_eq!(format!("{flat:?}"), format!("{by_serde:?}"), "{}", line);
             }
+        }
+    }
+
+    #[test]
+    fn every_field_is_read_by_both_paths() {
+        // The derived reader hands its field names to `deserialize_struct`: catch them there.
+        struct Names<'c>(&'c mut Vec<&'static str>);
+        impl<'de> serde::Deserializer<'de> for Names<'_> {
+            type Error = serde::de::value::Error;
+            fn deserialize_any<V: serde::de::Visitor<'de>>(
+                self,
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                Err(serde::de::Error::custom("only a struct"))
+            }
+            fn deserialize_struct<V: serde::de::Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                self.0.extend_from_slice(fields);
+                Err(serde::de::Error::custom("names taken"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+                identifier ignored_any
+            }
+        }
+        let mut names = Vec::new();
+        assert!(Loose::deserialize(Names(&mut names)).is_err());
+        assert_eq!(names, MEMBERS);
+    }
+
+    #[test]
+    fn an_envelope_keeps_refusing_what_it_refused() {
+        // An envelope's own `events` must still be events, though the body's are the ones read.
+        let bad_outer =
+            r#"{"src":"c1","dest":"n1","body":{"type":"stats","msg_id":1},"events":[1]}"#;
+        let (to, error) = parse_request(bad_outer).expect_err("refused");
+        assert_eq!(to.msg_id.as_deref(), Some("1"));
+        assert!(
+            error.to_string().contains("invalid type: integer `1`"),
+            "{error}"
+        );
+        // A line with both `type` and `body` names no msg_id to answer when its events are bad.
+        for line in [
+            r#"{"type":"stats","msg_id":1,"body":{"type":"stats"},"events":[1]}"#,
+            r#"{"type":"stats","msg_id":1,"body":{"type":"stats","events":[1]}}"#,
+        ] {
+            let (to, _) = parse_request(line).expect_err("refused");
+            assert_eq!(to.msg_id, None, "{line}");
         }
     }
 
