@@ -989,6 +989,16 @@ mod tests {
         }
     }
 
+    /// The one open window, without a key.
+    fn only_window(engine: &Engine) -> &OpenWindow {
+        engine
+            .slots
+            .values()
+            .next()
+            .and_then(|slot| slot.unkeyed.as_ref())
+            .expect("open")
+    }
+
     /// A run of one window's events takes room for itself at once, but no more than doubling
     /// what the window holds: a batch of repeats keeps no room for ids it never admitted.
     #[test]
@@ -1004,12 +1014,7 @@ mod tests {
         engine
             .handle_events(Timestamp::EPOCH, size, distinct)
             .expect("fits");
-        let window = engine
-            .slots
-            .values()
-            .next()
-            .and_then(|slot| slot.unkeyed.as_ref())
-            .expect("open");
+        let window = only_window(&engine);
         assert_eq!(window.ids.len(), 100_000);
         // The repeats took room for at most RESERVE_MIN; the distinct ids grew it by doubling.
         assert!(
@@ -1021,12 +1026,7 @@ mod tests {
         repeats_only
             .handle_events(Timestamp::EPOCH, size, vec![event(1); 100_000])
             .expect("fits");
-        let window = repeats_only
-            .slots
-            .values()
-            .next()
-            .and_then(|slot| slot.unkeyed.as_ref())
-            .expect("open");
+        let window = only_window(&repeats_only);
         assert!(
             window.ids.capacity() <= RESERVE_MIN,
             "{}",

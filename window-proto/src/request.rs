@@ -318,6 +318,12 @@ const MEMBERS: [&str; 18] = [
     "seqs",
 ];
 
+/// Where [`MEMBERS`] lists the fields [`flat_request`] reads itself.
+const AT_BODY: usize = 2;
+const AT_TYPE: usize = 3;
+const AT_MSG_ID: usize = 4;
+const AT_EVENTS: usize = 5;
+
 /// The usual request, a flat object whose `events` (if any) are flat objects, read by the flat
 /// scanner in one pass; `None` for any other line (an envelope, nested values, escapes, ...),
 /// which serde_json reads. Where both read a line, they read the same fields.
@@ -325,31 +331,11 @@ fn flat_request(
     line: &str,
     timestamps: Timestamps,
 ) -> Option<Result<Request<'_>, (ReplyTo, ProtoError)>> {
-    let (members, events) = flat::pick_with_array(line, MEMBERS, 5, EventTexts::NAMES)?;
-    let [
-        _src,
-        _dest,
-        body,
-        kind,
-        msg_id,
-        events_text,
-        window_size_ms,
-        node_id,
-        window_id,
-        key,
-        until,
-        from_seq,
-        request_id,
-        partition,
-        group,
-        consumer,
-        max_unacked,
-        seqs,
-    ] = members;
-    if body.is_some() {
+    let (members, events) = flat::pick_with_array(line, MEMBERS, AT_EVENTS, EventTexts::NAMES)?;
+    if members[AT_BODY].is_some() {
         return None;
     }
-    let events = match (events_text, events) {
+    let events = match (members[AT_EVENTS], events) {
         (None | Some("null"), _) => None,
         (Some(_), Some(events)) => Some(EventTexts {
             events,
@@ -358,20 +344,11 @@ fn flat_request(
         // Not an array of flat objects: serde_json says what is wrong with it.
         (Some(_), None) => return None,
     };
-    let rest = Rest {
-        window_size_ms,
-        node_id,
-        window_id,
-        key,
-        until,
-        from_seq,
-        request_id,
-        partition,
-        group,
-        consumer,
-        max_unacked,
-        seqs,
-    };
+    let (kind, msg_id, rest) = (
+        members[AT_TYPE],
+        members[AT_MSG_ID],
+        Rest::of_members(&members),
+    );
     Some(typed_request(
         None,
         None,
@@ -391,36 +368,36 @@ fn serde_request(line: &str, timestamps: Timestamps) -> Result<Request<'_>, (Rep
                 .msg_id
                 .or(outer.body.as_ref().and_then(|b| b.0.msg_id)),
         )),
-        Ok(outer) => match outer.body {
-            Some(body) => {
-                let (src, dest) = (decode_opt(outer.src), decode_opt(outer.dest));
-                let body = body.0;
-                let events = body.events.as_deref().map(EventTexts::of);
-                typed_request(
-                    src,
-                    dest,
-                    body.msg_id.map(RawValue::get),
-                    body.kind.map(RawValue::get),
-                    events.as_ref(),
-                    &body.rest_within(outer.request_id),
-                    timestamps,
-                )
-            }
-            None => {
-                let events = outer.events.as_deref().map(EventTexts::of);
-                typed_request(
-                    None,
-                    None,
-                    outer.msg_id.map(RawValue::get),
-                    outer.kind.map(RawValue::get),
-                    events.as_ref(),
-                    &outer.rest(),
-                    timestamps,
-                )
-            }
+        Ok(outer) => match &outer.body {
+            Some(body) => typed_fields(
+                (decode_opt(outer.src), decode_opt(outer.dest)),
+                &body.0,
+                &body.0.rest_within(outer.request_id),
+                timestamps,
+            ),
+            None => typed_fields((None, None), &outer, &outer.rest(), timestamps),
         },
         Err(fast_error) => Err(explain(line, &fast_error, timestamps)),
     }
+}
+
+/// The request serde_json read (a bare one, or an envelope's body) with its `src` and `dest`.
+fn typed_fields<'a, B>(
+    (src, dest): (Option<String>, Option<String>),
+    fields: &Fields<'a, B, Vec<RawEvent<'a>>>,
+    rest: &Rest<'a>,
+    timestamps: Timestamps,
+) -> Result<Request<'a>, (ReplyTo, ProtoError)> {
+    let events = fields.events.as_deref().map(EventTexts::of);
+    typed_request(
+        src,
+        dest,
+        fields.msg_id.map(RawValue::get),
+        fields.kind.map(RawValue::get),
+        events.as_ref(),
+        rest,
+        timestamps,
+    )
 }
 
 /// A line that is both a bare request (`type`) and an envelope (`body`): which one it means
@@ -523,6 +500,26 @@ struct Rest<'a> {
     consumer: Option<&'a str>,
     max_unacked: Option<&'a str>,
     seqs: Option<&'a str>,
+}
+
+impl<'a> Rest<'a> {
+    /// The fields of a request's members as the flat scanner found them, in [`MEMBERS`] order.
+    fn of_members(members: &[Option<&'a str>; 18]) -> Rest<'a> {
+        Rest {
+            window_size_ms: members[6],
+            node_id: members[7],
+            window_id: members[8],
+            key: members[9],
+            until: members[10],
+            from_seq: members[11],
+            request_id: members[12],
+            partition: members[13],
+            group: members[14],
+            consumer: members[15],
+            max_unacked: members[16],
+            seqs: members[17],
+        }
+    }
 }
 
 impl<'a, B, E> Fields<'a, B, E> {
