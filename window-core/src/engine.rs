@@ -909,10 +909,11 @@ impl OpenWindow {
         true
     }
 
-    /// Room for `more` ids (and their index, once it is kept), at most doubling what the window
-    /// holds (plus [`RESERVE_MIN`]): the ids of a run may be duplicates, so room for all of
-    /// them at once could be room kept for nothing until the window closes; growing by at most
-    /// doubling keeps that to what a list that grows one id at a time would keep.
+    /// Room for `more` ids (and their index, once it is kept), growing the window by at most
+    /// what it holds, or [`RESERVE_MIN`] when it holds fewer: the ids of a run may be
+    /// duplicates, so room for all of them at once could be room kept for nothing until the
+    /// window closes; growing by at most doubling keeps that to what a list that grows one id
+    /// at a time would keep.
     fn reserve(&mut self, more: usize, hasher: &DefaultHashBuilder) {
         let OpenWindow { ids, index, .. } = self;
         let more = more.min(ids.len().max(RESERVE_MIN));

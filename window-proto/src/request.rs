@@ -1411,6 +1411,42 @@ mod tests {
     }
 
     #[test]
+    fn each_member_the_flat_path_finds_goes_to_its_own_field() {
+        let rest = Rest::of_members(&MEMBERS.map(Some));
+        let fields = [
+            rest.window_size_ms,
+            rest.node_id,
+            rest.window_id,
+            rest.key,
+            rest.until,
+            rest.from_seq,
+            rest.request_id,
+            rest.partition,
+            rest.group,
+            rest.consumer,
+            rest.max_unacked,
+            rest.seqs,
+        ];
+        let names = [
+            "window_size_ms",
+            "node_id",
+            "window_id",
+            "key",
+            "until",
+            "from_seq",
+            "request_id",
+            "partition",
+            "group",
+            "consumer",
+            "max_unacked",
+            "seqs",
+        ];
+        assert_eq!(fields, names.map(Some));
+        let at = [AT_BODY, AT_TYPE, AT_MSG_ID, AT_EVENTS].map(|i| MEMBERS[i]);
+        assert_eq!(at, ["body", "type", "msg_id", "events"]);
+    }
+
+    #[test]
     fn an_envelope_keeps_refusing_what_it_refused() {
         // An envelope's own `events` must still be events, though the body's are the ones read.
         let bad_outer =
