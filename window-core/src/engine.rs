@@ -314,8 +314,7 @@ impl Engine {
         let mut last: Option<(WindowBounds, Option<&str>)> = None;
         for (index, e) in events.iter().enumerate() {
             if let Some((b, key)) = last
-                && b.start <= e.ts
-                && e.ts < b.end
+                && b.contains(e.ts)
             {
                 if key == e.key
                     && let Some((_, len)) = runs.last_mut()

@@ -27,7 +27,7 @@ pub fn group_by_window<'a>(
     // Events in a row mostly share their window: the division runs once per window.
     let mut last: Option<WindowBounds> = None;
     let mut bounds = |index: usize, event: &Event<'_>| match last {
-        Some(b) if b.start <= event.ts && event.ts < b.end => Ok(b),
+        Some(b) if b.contains(event.ts) => Ok(b),
         _ => {
             let b = spec.bounds(event.ts).ok_or(BatchError::WindowOverflow {
                 index,

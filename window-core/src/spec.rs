@@ -128,6 +128,14 @@ pub struct WindowBounds {
     pub end: Timestamp,
 }
 
+impl WindowBounds {
+    /// Whether `ts` falls in the window: a caller that keeps the last event's window checks
+    /// this before dividing again (events in a row mostly share their window).
+    pub fn contains(&self, ts: Timestamp) -> bool {
+        self.start <= ts && ts < self.end
+    }
+}
+
 /// A window size in a frame: everything needed to put a timestamp into its window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowSpec {

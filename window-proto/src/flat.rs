@@ -4,7 +4,8 @@
 //! is not valid JSON) returns `None`, and the caller's serde_json path decides, so this path only
 //! ever accepts valid JSON, and gives the same raw value texts as serde_json's `RawValue`.
 //!
-//! Used for the events of a request (`events`) and the lines of `window-node aggregate`.
+//! Used for bare request lines and their `events` (`window_proto::request`), and the lines of
+//! `window-node aggregate`.
 
 /// The raw JSON text of the values of the top-level `names` in `line`, or `None` when the line
 /// is not one flat object this scanner reads (or gives a wanted name twice).

@@ -404,7 +404,7 @@ fn item<'a>(picked: Picked<'a>, parse: &Parse, memo: &mut Memo) -> Result<Parsed
     let ts = fields::event_time(raw_time, parse.fields.time_unit, &mut memo.date)?;
     let key = field(Role::Key).map(fields::key).transpose()?.flatten();
     let value = field(Role::Value).map(fields::value).transpose()?.flatten();
-    if memo.window.is_some_and(|b| b.start <= ts && ts < b.end) {
+    if memo.window.is_some_and(|b| b.contains(ts)) {
         return Ok((id, ts, key, value));
     }
     let bounds = parse
