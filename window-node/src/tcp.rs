@@ -1110,10 +1110,14 @@ async fn stream_group<W: AsyncWriteExt + Unpin>(
     }
     let streamed = to.unsolicited();
     loop {
-        if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
-            return;
+        // Batch what is already waiting into one write (a group commit hands a member many
+        // windows at once: one write each was one `sendto` a window).
+        if (deliveries.is_empty() && queue.is_empty()) || out.len() > 64 * 1024 {
+            if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                return;
+            }
+            out.clear();
         }
-        out.clear();
         tokio::select! {
             delivered = deliveries.recv() => {
                 let Some(delivered) = delivered else {
