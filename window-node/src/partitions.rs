@@ -3,8 +3,10 @@
 //!
 //! A window belongs to the partition of its key (`window_cluster::partition::partition_of`: xxh3 of the key's bytes
 //! modulo N; unkeyed events share the partition of the empty key). Partition `i` of namespace
-//! `NS` is the namespace `NS.i`, with its own hash tag (so Redis Cluster may put partitions on
-//! different shards), lease, fencing epoch, open state and output log with its own dense `seq`.
+//! `NS` is a namespace of its own, `NS.i~t` (`PartitionLayout::Spread`: its hash tag in the
+//! `i`-th of N equal ranges of a cluster's slots, so partitions spread evenly over the masters
+//! of a Redis Cluster; `NS.i` in namespaces made before that layout), with its own lease,
+//! fencing epoch, open state and output log with its own dense `seq`.
 //! So each partition is exactly the one-namespace design of `ARCHITECTURE.md`, and every
 //! guarantee there holds per partition.
 //!
@@ -44,19 +46,28 @@ use crate::metrics::Metrics;
 use crate::redis_faults::{mendable, mendable_error, namespace_lost};
 use crate::upstream::Coordinator;
 use window_cluster::lease::{LeaseConfig, fair_share, hand_over};
-use window_cluster::partition::{namespace_of, partition_of};
+use window_cluster::partition::{PartitionLayout, partition_of};
 
 /// Checks that `namespace` is (or now becomes) a namespace of `count` partitions; a node started
-/// with another count is refused, since keys would hash to other partitions.
-pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Result<()> {
+/// with another count is refused, since keys would hash to other partitions. Returns the
+/// namespaces of its partitions, by the layout the namespace was made with.
+pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Result<Vec<String>> {
     let mut members = RedisMembership::connect(url, namespace)?;
     let recorded = members.claim_partitions(count)?;
-    if recorded != count {
+    if recorded.count != count {
+        let recorded = recorded.count;
         anyhow::bail!(
             "namespace {namespace:?} was made with {recorded} partitions (--partitions {recorded}), not {count}: keys hash to partitions by that number, so every node must use it; start this node with --partitions {recorded}, or use another --namespace"
         );
     }
-    Ok(())
+    let layout = if recorded.spread {
+        PartitionLayout::Spread
+    } else {
+        PartitionLayout::Plain
+    };
+    Ok((0..count)
+        .map(|partition| layout.namespace_of(namespace, partition, count))
+        .collect())
 }
 
 /// How long a clean stop of the partitions may take: one announcement period (the others learn
@@ -136,6 +147,8 @@ pub struct Setup {
 pub struct Partitions {
     table: Arc<PartitionTable>,
     keepers: Vec<LeaseKeeper>,
+    /// Each partition's namespace, by the namespace's layout.
+    namespaces: Vec<String>,
     quota: Arc<Quota>,
     membership: Membership,
 }
@@ -143,17 +156,16 @@ pub struct Partitions {
 impl Partitions {
     /// Joins the namespace's members and starts competing for its partitions (blocking I/O).
     pub fn start(setup: &Setup) -> anyhow::Result<Partitions> {
-        claim_partitions(&setup.url, &setup.namespace, setup.count)?;
+        let namespaces = claim_partitions(&setup.url, &setup.namespace, setup.count)?;
         let quota = Quota::new(0);
         let membership = Membership::start(setup, Arc::clone(&quota))?;
         let me = setup.me.to_string();
         let mut keepers = Vec::new();
         let mut slots = Vec::new();
-        for partition in 0..setup.count {
-            let namespace = namespace_of(&setup.namespace, partition);
+        for (partition, namespace) in (0..).zip(&namespaces) {
             let keeper = LeaseKeeper::start(
                 &setup.url,
-                &namespace,
+                namespace,
                 me.clone(),
                 setup.lease,
                 Some(Arc::clone(&quota)),
@@ -171,6 +183,7 @@ impl Partitions {
         Ok(Partitions {
             table: Arc::new(PartitionTable { slots }),
             keepers,
+            namespaces,
             quota,
             membership,
         })
@@ -194,6 +207,7 @@ impl Partitions {
         let Partitions {
             table,
             keepers,
+            namespaces,
             quota,
             membership,
         } = self;
@@ -202,11 +216,12 @@ impl Partitions {
         // Told to the partitions only after this node left the members, so that the others'
         // shares have grown by the time its partitions are free.
         let (release, released) = watch::channel(false);
-        for (partition, keeper) in (0..).zip(keepers) {
+        for ((partition, keeper), namespace) in (0..).zip(keepers).zip(namespaces) {
             let (tx, rx) = mpsc::channel(1);
             handovers.push(tx);
             tasks.spawn(keep_partition(
                 partition,
+                namespace,
                 keeper,
                 Arc::clone(&setup),
                 Arc::clone(&table),
@@ -261,6 +276,7 @@ impl Partitions {
 /// it; hands it over when told to; stops when `stopped` turns true.
 async fn keep_partition(
     partition: u32,
+    namespace: String,
     keeper: LeaseKeeper,
     setup: Arc<Setup>,
     table: Arc<PartitionTable>,
@@ -268,7 +284,6 @@ async fn keep_partition(
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut role = keeper.role();
-    let namespace = namespace_of(&setup.namespace, partition);
     loop {
         let epoch = tokio::select! {
             held = holding(&mut role) => match held {

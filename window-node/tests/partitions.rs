@@ -10,7 +10,7 @@
 //! window while holders die again and again (`FAILOVER_KILLS`, default 3), and that mistakes in
 //! the option are explained.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
@@ -440,7 +440,28 @@ fn on_a_redis_cluster_a_holder_dies_and_nothing_acknowledged_is_lost() {
     let Some(cluster) = RedisCluster::start(3) else {
         return;
     };
-    holders_die_and_nothing_acknowledged_is_lost(&Place::on_cluster(&cluster, 6), 1);
+    let place = Place::on_cluster(&cluster, 6);
+    holders_die_and_nothing_acknowledged_is_lost(&place, 1);
+    // The partitions' namespaces are spread over the masters by construction (the spread
+    // layout): each of the three masters holds the keys of two of the six.
+    let per_master: Vec<BTreeSet<String>> = cluster
+        .masters()
+        .iter()
+        .map(|master| {
+            let keys = master.command(&["KEYS", "*"]).expect("KEYS");
+            keys.iter()
+                .filter_map(|key| {
+                    let tag = key.strip_prefix("{wn:")?.split('}').next()?;
+                    tag.strip_prefix(&format!("{}.", place.namespace))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .collect();
+    assert!(
+        per_master.iter().all(|partitions| partitions.len() == 2),
+        "the six partitions' namespaces, per master: {per_master:?}"
+    );
 }
 
 /// Three nodes on `place`, a client ingesting through the first, `kills` times the node (not

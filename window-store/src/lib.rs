@@ -76,7 +76,7 @@ pub use crate::redis::{RedisBackend, RedisStore, redis_reachable, require_fsync_
 #[cfg(feature = "redis")]
 pub use crate::redis_lease::{Holding, LeaseView, RedisLease};
 #[cfg(feature = "redis")]
-pub use crate::redis_members::RedisMembership;
+pub use crate::redis_members::{Recorded as RecordedPartitions, RedisMembership};
 #[cfg(feature = "sled")]
 pub use crate::sled::{SledBackend, SledStore};
 pub use crate::store::{

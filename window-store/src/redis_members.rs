@@ -10,7 +10,12 @@
 //! - `{wn:NAME}:partitions`: the number of partitions, set by the first node and never changed
 //!   (1 for a namespace whose unpartitioned store exists already). A node started with another
 //!   number refuses to run: keys hash to partitions by that number, so two numbers at once would
-//!   put one key's windows in two places.
+//!   put one key's windows in two places. A namespace of more than one partition made by this
+//!   build records `N spread`: its partitions' namespaces are named so that their hash tags
+//!   spread over a cluster's slots (`window_cluster::partition::PartitionLayout::Spread`); a
+//!   bare `N` (made by an earlier build) keeps the plain names `NAME.i`. Builds before the
+//!   spread layout refuse a namespace that records it (not a number), rather than look for its
+//!   partitions under the wrong names.
 
 use std::time::Duration;
 
@@ -44,13 +49,14 @@ impl RedisMembership {
         })
     }
 
-    /// Records `count` as the namespace's number of partitions if none is recorded yet, and
-    /// returns the recorded number (another than `count` when the namespace was made with
-    /// another).
+    /// Records `count` as the namespace's number of partitions if none is recorded yet (with
+    /// the spread layout when `count` is above 1), and returns what is recorded: the number
+    /// (another than `count` when the namespace was made with another) and whether its
+    /// partitions use the spread layout.
     ///
     /// A namespace that holds an unpartitioned store already (from before the number was
     /// recorded) counts as one partition: its windows must not be left behind unseen.
-    pub fn claim_partitions(&mut self, count: u32) -> Result<u32, StoreError> {
+    pub fn claim_partitions(&mut self, count: u32) -> Result<Recorded, StoreError> {
         // Read first: once recorded, the number is only read, so a node restarting while Redis
         // refuses writes (maxmemory) is not stopped by a write it does not need.
         let known: Result<Option<String>, _> = redis::cmd("GET")
@@ -60,20 +66,27 @@ impl RedisMembership {
         let reply = match known {
             Some(recorded) => Ok(recorded),
             None => {
+                let asked = if count > 1 {
+                    format!("{count} {SPREAD}")
+                } else {
+                    count.to_string()
+                };
                 let con = self.link.ready()?;
                 self.claim
                     .key(&self.partitions_key)
                     .key(&self.epoch_key)
-                    .arg(count)
+                    .arg(asked)
                     .invoke(con)
             }
         };
         let recorded: String =
             reply.map_err(|e| self.link.failed("recording the number of partitions", e))?;
-        recorded.parse().map_err(|_| {
+        Recorded::parse(&recorded).ok_or_else(|| {
             StoreError::corrupt(
                 self.partitions_key.as_bytes(),
-                format!("the number of partitions {recorded:?} is not a number"),
+                format!(
+                    "the number of partitions {recorded:?} is not a number, or a number and \"{SPREAD}\""
+                ),
             )
         })
     }
@@ -103,6 +116,31 @@ impl RedisMembership {
     }
 }
 
+/// The word after the number of partitions of a namespace with the spread layout.
+const SPREAD: &str = "spread";
+
+/// What `{wn:NAME}:partitions` records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The number of partitions.
+    pub count: u32,
+    /// The partitions' namespaces use the spread layout (else the plain one, `NAME.i`).
+    pub spread: bool,
+}
+
+impl Recorded {
+    fn parse(text: &str) -> Option<Recorded> {
+        let mut words = text.split(' ');
+        let count = words.next()?.parse().ok()?;
+        let spread = match words.next() {
+            None => false,
+            Some(SPREAD) => true,
+            Some(_) => return None,
+        };
+        words.next().is_none().then_some(Recorded { count, spread })
+    }
+}
+
 /// KEYS: the number of partitions, the unpartitioned store's epoch. ARGV: the number asked for.
 /// Returns the recorded number.
 const CLAIM: &str = r#"#!lua
@@ -122,3 +160,30 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return redis.call('ZCARD', KEYS[1])
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_is_a_number_and_maybe_the_spread_layout() {
+        let plain = |count| {
+            Some(Recorded {
+                count,
+                spread: false,
+            })
+        };
+        assert_eq!(Recorded::parse("6"), plain(6));
+        assert_eq!(Recorded::parse("1"), plain(1));
+        assert_eq!(
+            Recorded::parse("6 spread"),
+            Some(Recorded {
+                count: 6,
+                spread: true
+            })
+        );
+        for bad in ["", "six", "6 plain", "6 spread x", "6  spread", " 6", "-1"] {
+            assert_eq!(Recorded::parse(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use window_store::{Batch, RedisMembership, RedisStore, WindowStore};
+use window_store::{Batch, RecordedPartitions, RedisMembership, RedisStore, WindowStore};
 use window_testkit::RedisServer;
 
 fn members(server: &RedisServer, namespace: &str) -> RedisMembership {
@@ -19,13 +19,60 @@ fn the_first_number_of_partitions_is_the_one_kept() {
     };
     let ns = server.fresh_namespace();
     let (mut a, mut b) = (members(&server, &ns), members(&server, &ns));
-    assert_eq!(a.claim_partitions(4).unwrap(), 4);
+    let spread = |count| RecordedPartitions {
+        count,
+        spread: true,
+    };
+    assert_eq!(a.claim_partitions(4).unwrap(), spread(4));
     assert_eq!(
         b.claim_partitions(2).unwrap(),
-        4,
+        spread(4),
         "the recorded number wins"
     );
-    assert_eq!(b.claim_partitions(4).unwrap(), 4);
+    assert_eq!(b.claim_partitions(4).unwrap(), spread(4));
+    assert_eq!(
+        server
+            .command(&["GET", &format!("{{wn:{ns}}}:partitions")])
+            .unwrap(),
+        ["4 spread"]
+    );
+}
+
+#[test]
+fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ns = server.fresh_namespace();
+    // What builds before the spread layout recorded: the bare number.
+    server
+        .command(&["SET", &format!("{{wn:{ns}}}:partitions"), "4"])
+        .unwrap();
+    assert_eq!(
+        members(&server, &ns).claim_partitions(4).unwrap(),
+        RecordedPartitions {
+            count: 4,
+            spread: false
+        }
+    );
+    // One partition (no partitions) records the bare number, as before.
+    let other = server.fresh_namespace();
+    assert_eq!(
+        members(&server, &other).claim_partitions(1).unwrap(),
+        RecordedPartitions {
+            count: 1,
+            spread: false
+        }
+    );
+    // A record that is neither is an error naming the key, not a guess.
+    server
+        .command(&["SET", &format!("{{wn:{other}}}:partitions"), "4 sideways"])
+        .unwrap();
+    let error = members(&server, &other).claim_partitions(4).unwrap_err();
+    assert!(
+        error.to_string().contains("partitions"),
+        "the error names the record: {error}"
+    );
 }
 
 #[test]
@@ -38,7 +85,13 @@ fn a_namespace_with_an_unpartitioned_store_counts_as_one_partition() {
     let mut store = RedisStore::connect(&server.url(), &ns).unwrap();
     store.backend_mut().set_epoch(1);
     store.commit(&Batch::default()).unwrap();
-    assert_eq!(members(&server, &ns).claim_partitions(4).unwrap(), 1);
+    assert_eq!(
+        members(&server, &ns).claim_partitions(4).unwrap(),
+        RecordedPartitions {
+            count: 1,
+            spread: false
+        }
+    );
 }
 
 #[test]
