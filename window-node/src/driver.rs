@@ -428,11 +428,11 @@ impl Driver {
         let log = BlockingLog(&*self.store);
         Some(match command {
             Command::Ingest {
-                events,
+                mut events,
                 request_id,
                 reply,
             } => {
-                let batch = events.iter().map(OwnedEvent::as_event).collect();
+                let batch = events.iter_mut().map(OwnedEvent::take_event).collect();
                 let answer = self
                     .service
                     .ingest(now, self.config.size, batch, request_id);

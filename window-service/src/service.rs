@@ -114,14 +114,23 @@ impl OwnedEvent {
         }
     }
 
-    /// The event, borrowing its key.
-    pub fn as_event(&self) -> Event<'_> {
+    /// The event, moving its id and payload out (this one keeps the key the event borrows, and
+    /// is left holding the id 0 and no payload): a batch handed to the engine once needs no
+    /// copy of a string id nor a second reference to a payload.
+    pub fn take_event(&mut self) -> Event<'_> {
+        let OwnedEvent {
+            id,
+            ts,
+            key,
+            value,
+            payload,
+        } = self;
         Event {
-            id: self.id.clone(),
-            ts: self.ts,
-            key: self.key.as_deref(),
-            value: self.value,
-            payload: self.payload.clone(),
+            id: std::mem::replace(id, EventId::Int(0)),
+            ts: *ts,
+            key: key.as_deref(),
+            value: *value,
+            payload: payload.take(),
         }
     }
 }
