@@ -39,8 +39,10 @@ pub fn slot_of(namespace: &str) -> u16 {
 
 /// How many tag numbers [`PartitionLayout::Spread`] tries before it takes the whole range
 /// instead of its middle half (then the first number in the range; past that, the first one).
-/// With the middle half of one of `count` ranges a try lands with odds `1 / (2 count)`.
-const SPREAD_TRIES: u32 = 1 << 20;
+/// With the middle half of one of `count` ranges a try lands with odds `1 / (2 count)`: a few
+/// hundred tries a partition for the counts a namespace has (each partition is a lease and a
+/// connection per node), and a bound on a node's start with thousands.
+const SPREAD_TRIES: u32 = 1 << 14;
 
 impl PartitionLayout {
     /// The namespace partition `partition` of `count` in `namespace` keeps its keys in.

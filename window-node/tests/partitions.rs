@@ -714,6 +714,56 @@ fn a_wiped_namespace_stops_every_partitioned_node() {
     );
 }
 
+/// A namespace made with the plain layout (by an earlier build) whose record of its partitions
+/// was lost while the partitions' stores kept their data (a Redis failover without the last
+/// writes): a node records the plain layout again, finds every window where it was, and does not
+/// start the partitions afresh under the spread names.
+#[test]
+fn a_lost_record_of_the_partitions_keeps_the_layout_their_stores_use() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let place = Place::new(&server, 2);
+    let record = format!("{{wn:{}}}:partitions", place.namespace);
+    // What builds before the spread layout recorded: the bare number.
+    server.command(&["SET", &record, "2"]).expect("SET");
+    let events: Vec<Value> = (0..KEYS)
+        .map(|n| json!({"id": n, "timestamp": BASE_TS, "key": format!("k{n}")}))
+        .collect();
+    let ingest = json!({"type": "ingest", "msg_id": 1, "events": events}).to_string();
+    {
+        let node = start(&place);
+        let ok = call_until(node.addr, &ingest, "ingest_ok");
+        assert_eq!(ok["accepted"], KEYS, "{ok}");
+    } // SIGKILL, and reap.
+    let plain: Vec<String> = server
+        .command(&["KEYS", &format!("{{wn:{}.?}}:epoch", place.namespace)])
+        .expect("KEYS");
+    assert_eq!(
+        plain.len(),
+        2,
+        "both plain partitions hold a store: {plain:?}"
+    );
+
+    server.command(&["DEL", &record]).expect("DEL");
+    let node = start(&place);
+    let flushed = call_until(node.addr, r#"{"type":"flush","msg_id":2}"#, "flushed");
+    let windows = flushed["windows"].as_array().expect("windows");
+    let found: usize = windows
+        .iter()
+        .map(|w| w["events"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(
+        found, KEYS as usize,
+        "every acknowledged event found: {flushed}"
+    );
+    assert_eq!(
+        server.command(&["GET", &record]).expect("GET"),
+        ["2"],
+        "the plain layout recorded again"
+    );
+}
+
 /// Sends `line` to `addr` until the reply has type `wanted` (bounded by `SETTLE`), since a
 /// request can meet a partition in the middle of a handover and get error 11, which is safe to
 /// retry. A flush sent twice is harmless: the second finds nothing open.

@@ -50,13 +50,13 @@ impl RedisMembership {
     }
 
     /// Records `count` as the namespace's number of partitions if none is recorded yet (with
-    /// the spread layout when `count` is above 1), and returns what is recorded: the number
-    /// (another than `count` when the namespace was made with another) and whether its
-    /// partitions use the spread layout.
+    /// the spread layout when `count` is above 1 and `spread` says so), and returns what is
+    /// recorded: the number (another than `count` when the namespace was made with another) and
+    /// whether its partitions use the spread layout.
     ///
     /// A namespace that holds an unpartitioned store already (from before the number was
     /// recorded) counts as one partition: its windows must not be left behind unseen.
-    pub fn claim_partitions(&mut self, count: u32) -> Result<Recorded, StoreError> {
+    pub fn claim_partitions(&mut self, count: u32, spread: bool) -> Result<Recorded, StoreError> {
         // Read first: once recorded, the number is only read, so a node restarting while Redis
         // refuses writes (maxmemory) is not stopped by a write it does not need.
         let known: Result<Option<String>, _> = redis::cmd("GET")
@@ -66,7 +66,7 @@ impl RedisMembership {
         let reply = match known {
             Some(recorded) => Ok(recorded),
             None => {
-                let asked = if count > 1 {
+                let asked = if count > 1 && spread {
                     format!("{count} {SPREAD}")
                 } else {
                     count.to_string()
@@ -89,6 +89,19 @@ impl RedisMembership {
                 ),
             )
         })
+    }
+
+    /// Whether any of `namespaces` was ever written or leased (its fencing epoch exists): one
+    /// read each, so on a cluster each goes to the master of that namespace.
+    pub fn any_in_use(&mut self, namespaces: &[String]) -> Result<bool, StoreError> {
+        for namespace in namespaces {
+            let epoch = namespaced(namespace, "epoch");
+            let found: Result<bool, _> = redis::cmd("EXISTS").arg(&epoch).query(self.link.ready()?);
+            if found.map_err(|e| self.link.failed("looking for the partitions' stores", e))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Announces `node` as alive for `ttl` (by Redis's clock), drops members whose time has

@@ -107,8 +107,8 @@ fn the_lease_and_the_membership_work_on_a_cluster() {
     assert_eq!(b.observe().unwrap().holding.unwrap().holder, "a:1");
 
     let mut members = RedisMembership::connect(&cluster.url(), "members").expect("members");
-    assert_eq!(members.claim_partitions(4).unwrap().count, 4);
-    assert_eq!(members.claim_partitions(5).unwrap().count, 4);
+    assert_eq!(members.claim_partitions(4, true).unwrap().count, 4);
+    assert_eq!(members.claim_partitions(5, true).unwrap().count, 4);
 }
 
 /// `--redis-fsync always` on a cluster asks every master: refused while any keeps no

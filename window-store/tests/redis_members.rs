@@ -23,18 +23,50 @@ fn the_first_number_of_partitions_is_the_one_kept() {
         count,
         spread: true,
     };
-    assert_eq!(a.claim_partitions(4).unwrap(), spread(4));
+    assert_eq!(a.claim_partitions(4, true).unwrap(), spread(4));
     assert_eq!(
-        b.claim_partitions(2).unwrap(),
+        b.claim_partitions(2, true).unwrap(),
         spread(4),
         "the recorded number wins"
     );
-    assert_eq!(b.claim_partitions(4).unwrap(), spread(4));
+    assert_eq!(b.claim_partitions(4, true).unwrap(), spread(4));
     assert_eq!(
         server
             .command(&["GET", &format!("{{wn:{ns}}}:partitions")])
             .unwrap(),
         ["4 spread"]
+    );
+}
+
+#[test]
+fn the_plain_layout_is_recorded_when_asked_and_stores_in_use_are_found() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let ns = server.fresh_namespace();
+    let mut a = members(&server, &ns);
+    let plain = [format!("{ns}.0"), format!("{ns}.1")];
+    assert!(!a.any_in_use(&plain).unwrap(), "nothing written yet");
+    // A partition's store written (its fencing epoch exists): the namespace is in use.
+    let mut store = RedisStore::connect(&server.url(), &plain[1]).unwrap();
+    store.backend_mut().set_epoch(1);
+    store.commit(&Batch::default()).unwrap();
+    assert!(a.any_in_use(&plain).unwrap());
+    assert!(!a.any_in_use(&[format!("{ns}.2")]).unwrap());
+    assert_eq!(
+        a.claim_partitions(2, false).unwrap(),
+        RecordedPartitions {
+            count: 2,
+            spread: false
+        }
+    );
+    assert_eq!(
+        a.claim_partitions(2, true).unwrap(),
+        RecordedPartitions {
+            count: 2,
+            spread: false
+        },
+        "what is recorded stays"
     );
 }
 
@@ -49,7 +81,7 @@ fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
         .command(&["SET", &format!("{{wn:{ns}}}:partitions"), "4"])
         .unwrap();
     assert_eq!(
-        members(&server, &ns).claim_partitions(4).unwrap(),
+        members(&server, &ns).claim_partitions(4, true).unwrap(),
         RecordedPartitions {
             count: 4,
             spread: false
@@ -58,7 +90,7 @@ fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
     // One partition (no partitions) records the bare number, as before.
     let other = server.fresh_namespace();
     assert_eq!(
-        members(&server, &other).claim_partitions(1).unwrap(),
+        members(&server, &other).claim_partitions(1, true).unwrap(),
         RecordedPartitions {
             count: 1,
             spread: false
@@ -68,7 +100,9 @@ fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
     server
         .command(&["SET", &format!("{{wn:{other}}}:partitions"), "4 sideways"])
         .unwrap();
-    let error = members(&server, &other).claim_partitions(4).unwrap_err();
+    let error = members(&server, &other)
+        .claim_partitions(4, true)
+        .unwrap_err();
     assert!(
         error.to_string().contains("partitions"),
         "the error names the record: {error}"
@@ -86,7 +120,7 @@ fn a_namespace_with_an_unpartitioned_store_counts_as_one_partition() {
     store.backend_mut().set_epoch(1);
     store.commit(&Batch::default()).unwrap();
     assert_eq!(
-        members(&server, &ns).claim_partitions(4).unwrap(),
+        members(&server, &ns).claim_partitions(4, true).unwrap(),
         RecordedPartitions {
             count: 1,
             spread: false
