@@ -1,5 +1,7 @@
 //! Which partition a window belongs to, and where a partition keeps its keys.
 
+use std::ops::Range;
+
 /// The partition of a window with `key`, out of `count`.
 ///
 /// xxh3 is fixed by its specification, so every node and every release agrees on it (std's
@@ -38,10 +40,12 @@ pub fn slot_of(namespace: &str) -> u16 {
 }
 
 /// How many tag numbers [`PartitionLayout::Spread`] tries before it takes the whole range
-/// instead of its middle half (then the first number in the range; past that, the first one).
+/// instead of its middle half (then the first number in the range; past that, 0).
 /// With the middle half of one of `count` ranges a try lands with odds `1 / (2 count)`: a few
 /// hundred tries a partition for the counts a namespace has (each partition is a lease and a
-/// connection per node), and a bound on a node's start with thousands.
+/// connection per node), and a bound on a node's start with thousands (a try is one CRC over a
+/// few digits). Part of the layout: a namespace's names are computed again at every start, so
+/// changing this (or the search) moves existing partitions; the names are pinned in a test.
 const SPREAD_TRIES: u32 = 1 << 14;
 
 impl PartitionLayout {
@@ -50,17 +54,25 @@ impl PartitionLayout {
         match self {
             PartitionLayout::Plain => format!("{namespace}.{partition}"),
             PartitionLayout::Spread => {
-                let name = |t: u32| format!("{namespace}.{partition}~{t}");
+                let prefix = format!("{namespace}.{partition}~");
+                // The tag's CRC over the prefix once; each try adds its number's digits.
+                let mut tagged = crc16::State::<crc16::XMODEM>::new();
+                tagged.update(b"wn:");
+                tagged.update(prefix.as_bytes());
+                let slot = |t: u32| {
+                    let mut state = tagged;
+                    state.update(itoa::Buffer::new().format(t).as_bytes());
+                    u32::from(state.get() % SLOTS)
+                };
                 let (lo, hi) = slot_range(partition, count);
                 let quarter = (hi - lo) / 4;
-                let middle = (lo + quarter)..(hi - quarter);
-                let whole = lo..hi;
-                [middle, whole]
-                    .into_iter()
-                    .find_map(|range| {
-                        (0..SPREAD_TRIES).find(|&t| range.contains(&u32::from(slot_of(&name(t)))))
-                    })
-                    .map_or_else(|| name(0), name)
+                let first =
+                    |range: Range<u32>| (0..SPREAD_TRIES).find(|&t| range.contains(&slot(t)));
+                // Below 4 slots wide the middle half is the whole range: one pass.
+                let t = first((lo + quarter)..(hi - quarter))
+                    .or_else(|| (quarter > 0).then(|| first(lo..hi)).flatten())
+                    .unwrap_or(0);
+                format!("{prefix}{t}")
             }
         }
     }
@@ -121,14 +133,43 @@ mod tests {
 
     #[test]
     fn slots_are_what_redis_computes() {
-        // Redis's own examples (cluster-spec: CRC16 XMODEM of "123456789" is 0x31C3), and the
-        // slots `redis-cli CLUSTER KEYSLOT` gives for these tags.
+        // Redis's own examples: the cluster spec's CRC16 XMODEM of "123456789" is 0x31C3;
+        // `CLUSTER KEYSLOT somekey` is 11058 and `CLUSTER KEYSLOT {hash_tag}x` 2515 in its docs.
         assert_eq!(
             crc16::State::<crc16::XMODEM>::calculate(b"123456789"),
             0x31c3
         );
+        assert_eq!(keyslot("somekey"), 11058);
+        assert_eq!(keyslot("hash_tag"), 2515);
         assert_eq!(slot_of("orders"), keyslot("wn:orders"));
         assert_eq!(slot_of(""), keyslot("wn:"));
+    }
+
+    #[test]
+    fn spread_names_are_pinned() {
+        // The names existing namespaces' data lives under: computed by an independent
+        // implementation (Python, the bit-by-bit CRC16 of the cluster spec). A change here
+        // strands every spread namespace's partitions.
+        let names = |namespace, count| -> Vec<String> {
+            (0..count)
+                .map(|p| PartitionLayout::Spread.namespace_of(namespace, p, count))
+                .collect()
+        };
+        assert_eq!(
+            names("clustered", 6),
+            [
+                "clustered.0~1",
+                "clustered.1~3",
+                "clustered.2~2",
+                "clustered.3~10",
+                "clustered.4~10",
+                "clustered.5~0"
+            ]
+        );
+        assert_eq!(
+            names("orders", 3),
+            ["orders.0~3", "orders.1~5", "orders.2~2"]
+        );
     }
 
     /// CRC16 XMODEM written out bit by bit, as the cluster specification gives it: an

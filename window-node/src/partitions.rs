@@ -53,14 +53,20 @@ use window_cluster::partition::{PartitionLayout, partition_of};
 /// namespaces of its partitions, by the layout the namespace was made with.
 pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Result<Vec<String>> {
     let mut members = RedisMembership::connect(url, namespace)?;
-    // A namespace whose record of its partitions was lost (a Redis failover without the last
-    // writes) while partitions in the plain layout hold data keeps that layout: recording the
-    // spread one would leave their windows behind, unseen.
-    let plain: Vec<String> = (0..count)
-        .map(|partition| PartitionLayout::Plain.namespace_of(namespace, partition, count))
-        .collect();
-    let spread = count > 1 && !members.any_in_use(&plain)?;
-    let recorded = members.claim_partitions(count, spread)?;
+    let recorded = match members.recorded()? {
+        Some(recorded) => recorded,
+        None => {
+            // A namespace whose record of its partitions was lost (a Redis failover without the
+            // last writes) while partitions in the plain layout hold data keeps that layout:
+            // recording the spread one would leave their windows behind, unseen. Looked for
+            // only while nothing is recorded, so a start needs no master but the namespace's.
+            let plain: Vec<String> = (0..count)
+                .map(|partition| PartitionLayout::Plain.namespace_of(namespace, partition, count))
+                .collect();
+            let spread = count > 1 && !members.any_in_use(&plain)?;
+            members.claim_partitions(count, spread)?
+        }
+    };
     if recorded.count != count {
         let recorded = recorded.count;
         anyhow::bail!(

@@ -1112,7 +1112,8 @@ async fn stream_group<W: AsyncWriteExt + Unpin>(
     loop {
         // Batch what is already waiting into one write (a group commit hands a member many
         // windows at once: one write each was one `sendto` a window).
-        if (deliveries.is_empty() && queue.is_empty()) || out.len() > 64 * 1024 {
+        if !out.is_empty() && ((deliveries.is_empty() && queue.is_empty()) || out.len() > 64 * 1024)
+        {
             if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
                 return;
             }
@@ -1134,12 +1135,25 @@ async fn stream_group<W: AsyncWriteExt + Unpin>(
             }
             item = queue.recv() => match item {
                 Some(Outgoing::Ready(bytes)) => out.extend_from_slice(&bytes),
-                Some(Outgoing::Acked(to, rx)) => match rx.await.unwrap_or_else(|_| Err(lost())) {
-                    Ok(acked) => reply::ack_ok(&mut out, &to.header(style), acked),
-                    Err(error) => reply::error(&mut out, &to.header(style), &error),
-                },
-                // The client closed its side: the reader ended, and the member leaves.
-                Some(_) | None => return,
+                Some(Outgoing::Acked(to, rx)) => {
+                    // What is written goes out before the wait for the ack's sync.
+                    if !out.is_empty() {
+                        if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                            return;
+                        }
+                        out.clear();
+                    }
+                    match rx.await.unwrap_or_else(|_| Err(lost())) {
+                        Ok(acked) => reply::ack_ok(&mut out, &to.header(style), acked),
+                        Err(error) => reply::error(&mut out, &to.header(style), &error),
+                    }
+                }
+                // The client closed its side: the reader ended, and the member leaves (what
+                // is written still goes out; the caller flushes).
+                Some(_) | None => {
+                    let _ = write.write_all(&out).await;
+                    return;
+                }
             },
         }
     }
@@ -1178,7 +1192,11 @@ async fn stream_routed<W: AsyncWriteExt + Unpin>(
             },
             item = queue.recv() => match item {
                 Some(Outgoing::Ready(bytes)) => out.extend_from_slice(&bytes),
-                Some(_) | None => return,
+                // The client is gone; what is written still goes out (the caller flushes).
+                Some(_) | None => {
+                    let _ = write.write_all(&out).await;
+                    return;
+                }
             },
         }
         // Batch what is already waiting into one write.

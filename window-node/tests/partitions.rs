@@ -60,8 +60,8 @@ impl Place {
         }
     }
 
-    /// On a Redis Cluster: the partitions' namespaces (`NS.i`, each its own hash tag) spread
-    /// over its masters.
+    /// On a Redis Cluster: the partitions' namespaces (`NS.i~t`, each its own hash tag) spread
+    /// over its masters, two of six on each.
     fn on_cluster(cluster: &RedisCluster, partitions: usize) -> Place {
         Place {
             url: cluster.url(),

@@ -59,29 +59,37 @@ impl RedisMembership {
     pub fn claim_partitions(&mut self, count: u32, spread: bool) -> Result<Recorded, StoreError> {
         // Read first: once recorded, the number is only read, so a node restarting while Redis
         // refuses writes (maxmemory) is not stopped by a write it does not need.
+        if let Some(recorded) = self.recorded()? {
+            return Ok(recorded);
+        }
+        let asked = if count > 1 && spread {
+            format!("{count} {SPREAD}")
+        } else {
+            count.to_string()
+        };
+        let con = self.link.ready()?;
+        let reply = self
+            .claim
+            .key(&self.partitions_key)
+            .key(&self.epoch_key)
+            .arg(asked)
+            .invoke(con);
+        let recorded: String =
+            reply.map_err(|e| self.link.failed("recording the number of partitions", e))?;
+        self.parse(&recorded)
+    }
+
+    /// What the namespace records of its partitions, if anything (one read).
+    pub fn recorded(&mut self) -> Result<Option<Recorded>, StoreError> {
         let known: Result<Option<String>, _> = redis::cmd("GET")
             .arg(&self.partitions_key)
             .query(self.link.ready()?);
         let known = known.map_err(|e| self.link.failed("reading the number of partitions", e))?;
-        let reply = match known {
-            Some(recorded) => Ok(recorded),
-            None => {
-                let asked = if count > 1 && spread {
-                    format!("{count} {SPREAD}")
-                } else {
-                    count.to_string()
-                };
-                let con = self.link.ready()?;
-                self.claim
-                    .key(&self.partitions_key)
-                    .key(&self.epoch_key)
-                    .arg(asked)
-                    .invoke(con)
-            }
-        };
-        let recorded: String =
-            reply.map_err(|e| self.link.failed("recording the number of partitions", e))?;
-        Recorded::parse(&recorded).ok_or_else(|| {
+        known.map(|text| self.parse(&text)).transpose()
+    }
+
+    fn parse(&self, recorded: &str) -> Result<Recorded, StoreError> {
+        Recorded::parse(recorded).ok_or_else(|| {
             StoreError::corrupt(
                 self.partitions_key.as_bytes(),
                 format!(
@@ -144,13 +152,16 @@ pub struct Recorded {
 impl Recorded {
     fn parse(text: &str) -> Option<Recorded> {
         let mut words = text.split(' ');
-        let count = words.next()?.parse().ok()?;
+        let count = words
+            .next()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))?;
+        let count: u32 = count.parse().ok()?;
         let spread = match words.next() {
             None => false,
             Some(SPREAD) => true,
             Some(_) => return None,
         };
-        words.next().is_none().then_some(Recorded { count, spread })
+        (words.next().is_none() && !(spread && count < 2)).then_some(Recorded { count, spread })
     }
 }
 
@@ -195,7 +206,17 @@ mod tests {
                 spread: true
             })
         );
-        for bad in ["", "six", "6 plain", "6 spread x", "6  spread", " 6", "-1"] {
+        for bad in [
+            "",
+            "six",
+            "6 plain",
+            "6 spread x",
+            "6  spread",
+            " 6",
+            "-1",
+            "+6",
+            "1 spread",
+        ] {
             assert_eq!(Recorded::parse(bad), None, "{bad:?}");
         }
     }
