@@ -935,10 +935,9 @@ async fn stream_subscription<W: AsyncWriteExt + Unpin>(
             let view = logged(shared.frame, record, part.partition);
             reply::window_closed(&mut out, &streamed, &view);
         }
-        if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+        if !send_out(write, &mut out).await {
             return;
         }
-        out.clear();
         if let Some(live) = subscription.live.take() {
             break live;
         }
@@ -1112,12 +1111,11 @@ async fn stream_group<W: AsyncWriteExt + Unpin>(
     loop {
         // Batch what is already waiting into one write (a group commit hands a member many
         // windows at once: one write each was one `sendto` a window).
-        if !out.is_empty() && ((deliveries.is_empty() && queue.is_empty()) || out.len() > 64 * 1024)
+        if !out.is_empty()
+            && ((deliveries.is_empty() && queue.is_empty()) || out.len() > 64 * 1024)
+            && !send_out(write, &mut out).await
         {
-            if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
-                return;
-            }
-            out.clear();
+            return;
         }
         tokio::select! {
             delivered = deliveries.recv() => {
@@ -1137,11 +1135,8 @@ async fn stream_group<W: AsyncWriteExt + Unpin>(
                 Some(Outgoing::Ready(bytes)) => out.extend_from_slice(&bytes),
                 Some(Outgoing::Acked(to, rx)) => {
                     // What is written goes out before the wait for the ack's sync.
-                    if !out.is_empty() {
-                        if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
-                            return;
-                        }
-                        out.clear();
+                    if !out.is_empty() && !send_out(write, &mut out).await {
+                        return;
                     }
                     match rx.await.unwrap_or_else(|_| Err(lost())) {
                         Ok(acked) => reply::ack_ok(&mut out, &to.header(style), acked),
@@ -1157,6 +1152,15 @@ async fn stream_group<W: AsyncWriteExt + Unpin>(
             },
         }
     }
+}
+
+/// Writes and flushes what `out` holds, then empties it; false once the connection is gone.
+async fn send_out<W: AsyncWriteExt + Unpin>(write: &mut W, out: &mut Vec<u8>) -> bool {
+    if write.write_all(out).await.is_err() || write.flush().await.is_err() {
+        return false;
+    }
+    out.clear();
+    true
 }
 
 /// A logged window as the daemon shows it.
@@ -1200,11 +1204,8 @@ async fn stream_routed<W: AsyncWriteExt + Unpin>(
             },
         }
         // Batch what is already waiting into one write.
-        if lines.is_empty() || out.len() > 64 * 1024 {
-            if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
-                return;
-            }
-            out.clear();
+        if (lines.is_empty() || out.len() > 64 * 1024) && !send_out(write, &mut out).await {
+            return;
         }
     }
 }

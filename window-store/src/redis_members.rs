@@ -1,8 +1,9 @@
 //! The members of a partitioned Redis namespace: which nodes are alive, so that each takes its
 //! fair share of the partitions, and how many partitions the namespace was made with.
 //!
-//! Two keys under the namespace's own hash tag (`{wn:NAME}`; every partition `i` lives in the
-//! namespace `NAME.i`, with its own tag, lease and store):
+//! Two keys under the namespace's own hash tag (`{wn:NAME}`; every partition lives in a
+//! namespace of its own, `NAME.i~t` or `NAME.i` as recorded below, with its own tag, lease and
+//! store):
 //! - `{wn:NAME}:nodes`: a sorted set of node ids scored by when their membership ends, in
 //!   milliseconds of *Redis's* clock (`TIME`), so no node compares its clock with another's. A
 //!   node re-announces itself well before its score passes; every announcement first drops the

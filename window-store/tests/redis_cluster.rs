@@ -1,6 +1,7 @@
 //! The store, the lease and the membership on a real Redis Cluster of three masters (see
 //! `window_testkit::RedisCluster`): `redis+cluster://` URLs, each namespace on the master of its
-//! hash tag, so that the partitions of a namespace (`NS.0`, `NS.1`, ...) spread over the masters.
+//! hash tag, so that the partitions of a namespace (each a namespace of its own) spread over the
+//! masters.
 
 use std::collections::HashSet;
 use std::time::Duration;

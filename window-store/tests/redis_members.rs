@@ -12,6 +12,22 @@ fn members(server: &RedisServer, namespace: &str) -> RedisMembership {
     RedisMembership::connect(&server.url(), namespace).expect("connect to redis")
 }
 
+/// A record of `count` partitions in the plain layout.
+fn plain(count: u32) -> RecordedPartitions {
+    RecordedPartitions {
+        count,
+        spread: false,
+    }
+}
+
+/// A record of `count` partitions in the spread layout.
+fn spread(count: u32) -> RecordedPartitions {
+    RecordedPartitions {
+        count,
+        spread: true,
+    }
+}
+
 #[test]
 fn the_first_number_of_partitions_is_the_one_kept() {
     let Some(server) = RedisServer::start() else {
@@ -19,10 +35,6 @@ fn the_first_number_of_partitions_is_the_one_kept() {
     };
     let ns = server.fresh_namespace();
     let (mut a, mut b) = (members(&server, &ns), members(&server, &ns));
-    let spread = |count| RecordedPartitions {
-        count,
-        spread: true,
-    };
     assert_eq!(a.claim_partitions(4, true).unwrap(), spread(4));
     assert_eq!(
         b.claim_partitions(2, true).unwrap(),
@@ -45,27 +57,18 @@ fn the_plain_layout_is_recorded_when_asked_and_stores_in_use_are_found() {
     };
     let ns = server.fresh_namespace();
     let mut a = members(&server, &ns);
-    let plain = [format!("{ns}.0"), format!("{ns}.1")];
-    assert!(!a.any_in_use(&plain).unwrap(), "nothing written yet");
+    let namespaces = [format!("{ns}.0"), format!("{ns}.1")];
+    assert!(!a.any_in_use(&namespaces).unwrap(), "nothing written yet");
     // A partition's store written (its fencing epoch exists): the namespace is in use.
-    let mut store = RedisStore::connect(&server.url(), &plain[1]).unwrap();
+    let mut store = RedisStore::connect(&server.url(), &namespaces[1]).unwrap();
     store.backend_mut().set_epoch(1);
     store.commit(&Batch::default()).unwrap();
-    assert!(a.any_in_use(&plain).unwrap());
+    assert!(a.any_in_use(&namespaces).unwrap());
     assert!(!a.any_in_use(&[format!("{ns}.2")]).unwrap());
-    assert_eq!(
-        a.claim_partitions(2, false).unwrap(),
-        RecordedPartitions {
-            count: 2,
-            spread: false
-        }
-    );
+    assert_eq!(a.claim_partitions(2, false).unwrap(), plain(2));
     assert_eq!(
         a.claim_partitions(2, true).unwrap(),
-        RecordedPartitions {
-            count: 2,
-            spread: false
-        },
+        plain(2),
         "what is recorded stays"
     );
 }
@@ -82,19 +85,13 @@ fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
         .unwrap();
     assert_eq!(
         members(&server, &ns).claim_partitions(4, true).unwrap(),
-        RecordedPartitions {
-            count: 4,
-            spread: false
-        }
+        plain(4)
     );
     // One partition (no partitions) records the bare number, as before.
     let other = server.fresh_namespace();
     assert_eq!(
         members(&server, &other).claim_partitions(1, true).unwrap(),
-        RecordedPartitions {
-            count: 1,
-            spread: false
-        }
+        plain(1)
     );
     // A record that is neither is an error naming the key, not a guess.
     server
@@ -121,10 +118,7 @@ fn a_namespace_with_an_unpartitioned_store_counts_as_one_partition() {
     store.commit(&Batch::default()).unwrap();
     assert_eq!(
         members(&server, &ns).claim_partitions(4, true).unwrap(),
-        RecordedPartitions {
-            count: 1,
-            spread: false
-        }
+        plain(1)
     );
 }
 
