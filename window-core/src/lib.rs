@@ -50,7 +50,7 @@ pub use crate::spec::{
     EngineConfig, IdFrame, LatePolicy, PurgePolicy, SizeMs, SpecError, WindowBounds, WindowId,
     WindowSpec,
 };
-pub use crate::time::{DateMemo, Timestamp, TimestampError};
+pub use crate::time::{DateMemo, Rfc3339Text, Timestamp, TimestampError};
 pub use crate::window::{Aggregate, CloseReason, ClosedWindow, WindowKey, WindowSnapshot};
 
 #[cfg(test)]

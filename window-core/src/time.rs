@@ -2,8 +2,8 @@
 
 use std::fmt;
 
+use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use time::{OffsetDateTime, UtcOffset};
 
 /// A point in time, in whole milliseconds since the Unix epoch (UTC).
 ///
@@ -232,20 +232,18 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-impl fmt::Display for Timestamp {
-    /// UTC, `2024-01-15T10:00:00Z`, with `.mmm` only when the milliseconds are not zero.
-    ///
-    /// Timestamps outside years 0000..=9999 have no RFC 3339 form and are written as `@<ms>`,
-    /// so that formatting never panics; the node rejects them before they reach a reply.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let nanos = i128::from(self.0) * 1_000_000;
-        let dt = match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            Ok(dt) if (MIN_MS..=MAX_MS).contains(&self.0) => dt.to_offset(UtcOffset::UTC),
-            _ => return write!(f, "@{}", self.0),
-        };
-        // Digits written by hand: every fired window renders two of these, and `write!` with
-        // padding is several times slower.
-        let mut out = [0u8; 24];
+impl Timestamp {
+    /// The RFC 3339 text [`Display`](fmt::Display) writes, on the stack (no formatter): UTC,
+    /// `.mmm` only when the milliseconds are not zero. `None` outside years 0000..=9999, which
+    /// have no RFC 3339 form. Every fired window renders two of these.
+    pub fn rfc3339(self) -> Option<Rfc3339Text> {
+        if !(MIN_MS..=MAX_MS).contains(&self.0) {
+            return None;
+        }
+        let days = self.0.div_euclid(86_400_000);
+        let in_day = self.0.rem_euclid(86_400_000);
+        let (year, month, day) = civil_from_days(days);
+        let mut bytes = [0u8; 24];
         let digits = |out: &mut [u8], value: u32| {
             let mut value = value;
             for slot in out.iter_mut().rev() {
@@ -253,29 +251,78 @@ impl fmt::Display for Timestamp {
                 value /= 10;
             }
         };
-        let year = u32::try_from(dt.year()).unwrap_or(0);
-        digits(&mut out[0..4], year);
-        out[4] = b'-';
-        digits(&mut out[5..7], u32::from(u8::from(dt.month())));
-        out[7] = b'-';
-        digits(&mut out[8..10], u32::from(dt.day()));
-        out[10] = b'T';
-        digits(&mut out[11..13], u32::from(dt.hour()));
-        out[13] = b':';
-        digits(&mut out[14..16], u32::from(dt.minute()));
-        out[16] = b':';
-        digits(&mut out[17..19], u32::from(dt.second()));
-        let ms = dt.millisecond();
-        let end = if ms != 0 {
-            out[19] = b'.';
-            digits(&mut out[20..23], u32::from(ms));
-            out[23] = b'Z';
+        // In range, so 0 <= year <= 9999 and the other fields fit their digits.
+        digits(&mut bytes[0..4], year as u32);
+        bytes[4] = b'-';
+        digits(&mut bytes[5..7], month);
+        bytes[7] = b'-';
+        digits(&mut bytes[8..10], day);
+        bytes[10] = b'T';
+        let seconds = (in_day / 1000) as u32;
+        digits(&mut bytes[11..13], seconds / 3600);
+        bytes[13] = b':';
+        digits(&mut bytes[14..16], seconds / 60 % 60);
+        bytes[16] = b':';
+        digits(&mut bytes[17..19], seconds % 60);
+        let ms = (in_day % 1000) as u32;
+        let len = if ms != 0 {
+            bytes[19] = b'.';
+            digits(&mut bytes[20..23], ms);
+            bytes[23] = b'Z';
             24
         } else {
-            out[19] = b'Z';
+            bytes[19] = b'Z';
             20
         };
-        f.write_str(std::str::from_utf8(&out[..end]).map_err(|_| fmt::Error)?)
+        Some(Rfc3339Text { bytes, len })
+    }
+}
+
+/// A timestamp's RFC 3339 text, from [`Timestamp::rfc3339`].
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339Text {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl Rfc3339Text {
+    /// The text's bytes (ASCII).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01): the inverse of
+/// [`days_from_civil`] (H. Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+impl fmt::Display for Timestamp {
+    /// UTC, `2024-01-15T10:00:00Z`, with `.mmm` only when the milliseconds are not zero.
+    ///
+    /// Timestamps outside years 0000..=9999 have no RFC 3339 form and are written as `@<ms>`,
+    /// so that formatting never panics; the node rejects them before they reach a reply.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rfc3339() {
+            Some(text) => f.write_str(text.as_str()),
+            None => write!(f, "@{}", self.0),
+        }
     }
 }
 
@@ -370,6 +417,42 @@ mod tests {
         assert_eq!(show(-60_000), "1969-12-31T23:59:00Z");
         assert_eq!(show(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(show(i64::MIN), format!("@{}", i64::MIN));
+    }
+
+    #[test]
+    fn the_hand_written_text_is_the_time_crates() {
+        // The time crate's own RFC 3339 writer, milliseconds trimmed as `Display` does.
+        let reference = |ms: i64| {
+            let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .unwrap()
+                .format(&Rfc3339)
+                .unwrap();
+            // It writes the fewest fraction digits (`.32Z`); `Display` writes three or none.
+            match dt.split_once('.') {
+                Some((whole, fraction)) => {
+                    let digits = fraction.trim_end_matches('Z');
+                    format!("{whole}.{digits:0<3}Z")
+                }
+                None => dt,
+            }
+        };
+        let mut checked = 0;
+        // Day boundaries over every century of the range (leap years, century rules), and
+        // times within the day.
+        let mut ms = MIN_MS;
+        while ms <= MAX_MS {
+            for offset in [0, 1, 999, 1_000, 59_999, 3_599_999, 86_399_999] {
+                let t = ms.saturating_add(offset).min(MAX_MS);
+                assert_eq!(Timestamp(t).to_string(), reference(t), "{t}");
+                checked += 1;
+            }
+            ms += 86_400_000 * 13 + 7_654_321;
+        }
+        assert!(checked > 1_000_000);
+        assert!(Timestamp(MIN_MS - 1).rfc3339().is_none());
+        assert!(Timestamp(MAX_MS + 1).rfc3339().is_none());
+        assert_eq!(Timestamp(MAX_MS).to_string(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp(MIN_MS).to_string(), "0000-01-01T00:00:00Z");
     }
 
     #[test]

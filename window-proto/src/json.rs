@@ -6,7 +6,7 @@
 
 use std::io::Write;
 
-use window_core::{Aggregate, EventId, Timestamp};
+use window_core::{Aggregate, EventId, Timestamp, WindowId};
 
 /// Separator style.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct JsonWriter<'o> {
     out: &'o mut Vec<u8>,
     style: Style,
     /// One entry per open object or array: whether it already holds an element.
-    has_element: Vec<bool>,
+    has_element: Nesting,
     /// A key was just written: the next value follows it without a separator.
     after_key: bool,
 }
@@ -34,7 +34,7 @@ impl<'o> JsonWriter<'o> {
         JsonWriter {
             out,
             style,
-            has_element: Vec::with_capacity(8),
+            has_element: Nesting::default(),
             after_key: false,
         }
     }
@@ -43,7 +43,7 @@ impl<'o> JsonWriter<'o> {
     pub fn begin_object(&mut self) -> &mut Self {
         self.element();
         self.out.push(b'{');
-        self.has_element.push(false);
+        self.has_element.push();
         self
     }
 
@@ -51,7 +51,7 @@ impl<'o> JsonWriter<'o> {
     pub fn begin_array(&mut self) -> &mut Self {
         self.element();
         self.out.push(b'[');
-        self.has_element.push(false);
+        self.has_element.push();
         self
     }
 
@@ -137,10 +137,29 @@ impl<'o> JsonWriter<'o> {
         self.end_array()
     }
 
-    /// Writes a timestamp as an RFC 3339 UTC string.
+    /// Writes a timestamp as an RFC 3339 UTC string (as its `Display` writes it).
     pub fn timestamp(&mut self, ts: Timestamp) -> &mut Self {
         self.element();
-        let _ = write!(self.out, "\"{ts}\"");
+        match ts.rfc3339() {
+            Some(text) => {
+                self.out.push(b'"');
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.push(b'"');
+            }
+            None => {
+                let _ = write!(self.out, "\"{ts}\"");
+            }
+        }
+        self
+    }
+
+    /// Writes a window id as a string, as its `Display` writes it (`window-<n>`).
+    pub fn window_id(&mut self, id: WindowId) -> &mut Self {
+        self.element();
+        self.out.extend_from_slice(b"\"window-");
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(id.0).as_bytes());
+        self.out.push(b'"');
         self
     }
 
@@ -198,14 +217,58 @@ impl<'o> JsonWriter<'o> {
 
     /// Writes the separator before an object key or array element.
     fn separate(&mut self) {
-        if let Some(has) = self.has_element.last_mut() {
-            if *has {
-                self.out.extend_from_slice(match self.style {
-                    Style::Spaced => b", ",
-                    Style::Compact => b",",
-                });
+        if self.has_element.mark() == Some(true) {
+            self.out.extend_from_slice(match self.style {
+                Style::Spaced => b", ",
+                Style::Compact => b",",
+            });
+        }
+    }
+}
+
+/// Whether each open object or array holds an element yet: a stack of bits, without an
+/// allocation for the first 64 levels (every message the node writes nests a few deep).
+#[derive(Debug, Default)]
+struct Nesting {
+    /// Bit `i`: level `i` (from the outermost) holds an element.
+    bits: u64,
+    depth: usize,
+    /// Levels past the 64th.
+    deeper: Vec<bool>,
+}
+
+impl Nesting {
+    fn push(&mut self) {
+        if self.depth < 64 {
+            self.bits &= !(1 << self.depth);
+        } else {
+            self.deeper.push(false);
+        }
+        self.depth += 1;
+    }
+
+    fn pop(&mut self) {
+        if self.depth > 64 {
+            self.deeper.pop();
+        }
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    /// Marks the innermost level as holding an element; whether it held one before. Outside
+    /// any object or array: `None`.
+    fn mark(&mut self) -> Option<bool> {
+        match self.depth {
+            0 => None,
+            d if d <= 64 => {
+                let bit = 1 << (d - 1);
+                let had = self.bits & bit != 0;
+                self.bits |= bit;
+                Some(had)
             }
-            *has = true;
+            _ => self
+                .deeper
+                .last_mut()
+                .map(|has| std::mem::replace(has, true)),
         }
     }
 }
@@ -247,6 +310,56 @@ fn escape_str(out: &mut Vec<u8>, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commas_are_right_at_any_depth() {
+        // Past the 64 levels the bits hold, the rest of the stack takes over.
+        for depth in [1usize, 3, 63, 64, 65, 70] {
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out, Style::Compact);
+            for _ in 0..depth {
+                w.begin_array().int(1);
+            }
+            for _ in 0..depth {
+                w.int(2).end_array();
+            }
+            let text = String::from_utf8(out).unwrap();
+            let want = format!("{}{}", "[1,".repeat(depth), "2]".repeat(depth));
+            // Each level after the innermost ends with its own element `2` too.
+            let want = want.replace("][", "],[").replace("]2", "],2");
+            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                parsed,
+                serde_json::from_str::<serde_json::Value>(&want).unwrap(),
+                "{depth}"
+            );
+            assert_eq!(text, want, "{depth}");
+        }
+    }
+
+    #[test]
+    fn timestamps_and_window_ids_read_as_their_display() {
+        for ms in [
+            0,
+            -1,
+            1_705_312_800_250,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            i64::MIN,
+        ] {
+            let mut out = Vec::new();
+            let mut w = JsonWriter::new(&mut out, Style::Spaced);
+            w.begin_object();
+            w.key("t").timestamp(Timestamp::from_millis(ms));
+            w.key("id").window_id(WindowId(ms));
+            w.end_object();
+            let ts = Timestamp::from_millis(ms);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!(r#"{{"t": "{ts}", "id": "{}"}}"#, WindowId(ms))
+            );
+        }
+    }
 
     #[test]
     fn event_ids_are_an_array_in_either_style() {

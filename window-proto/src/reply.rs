@@ -90,8 +90,7 @@ impl Fields for WindowView<'_> {
     fn write_fields(&self, w: &mut JsonWriter<'_>) {
         let closed = self.window;
         let window = &closed.window;
-        w.key("window_id")
-            .str(&self.frame.id_of(window.start).to_string());
+        w.key("window_id").window_id(self.frame.id_of(window.start));
         w.key("window_start").timestamp(window.start);
         w.key("window_end").timestamp(window.end());
         if let Some(key) = &window.key {
@@ -298,8 +297,7 @@ pub fn assigned(
         let (Some(first), Some(event)) = (bounds.first(), events.first()) else {
             return;
         };
-        w.key("window_id")
-            .str(&frame.id_of(first.start).to_string());
+        w.key("window_id").window_id(frame.id_of(first.start));
         w.key("window_start").timestamp(first.start);
         w.key("window_end").timestamp(first.end);
         if let Some(key) = event.key {
@@ -350,7 +348,7 @@ pub fn window_result(
         for window in windows {
             w.begin_object();
             w.key("window_id")
-                .str(&frame.id_of(window.bounds.start).to_string());
+                .window_id(frame.id_of(window.bounds.start));
             if let Some(key) = window.key {
                 w.key("key").str(key);
             }
@@ -509,7 +507,7 @@ pub fn late_event(out: &mut Vec<u8>, h: &Header<'_>, late: &LateView<'_>) {
             w.key("key").str(key);
         }
         w.key("window_id")
-            .str(&late.frame.id_of(late.window_start).to_string());
+            .window_id(late.frame.id_of(late.window_start));
     });
 }
 

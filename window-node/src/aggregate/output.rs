@@ -302,8 +302,7 @@ fn permissions(path: &Path) -> std::fs::Permissions {
 
 /// `"window_id", "window_start", "window_end", "window_start_ms", "window_end_ms", "key"?`.
 fn bounds_json(w: &mut JsonWriter<'_>, frame: IdFrame, bounds: WindowBounds, key: Option<&str>) {
-    w.key("window_id")
-        .str(&frame.id_of(bounds.start).to_string());
+    w.key("window_id").window_id(frame.id_of(bounds.start));
     w.key("window_start").timestamp(bounds.start);
     w.key("window_end").timestamp(bounds.end);
     w.key("window_start_ms").int(bounds.start.as_millis());
