@@ -92,9 +92,14 @@ impl FromStr for IdFrame {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct WindowId(pub i64);
 
+impl WindowId {
+    /// What a window id's text starts with (then the number).
+    pub const PREFIX: &'static str = "window-";
+}
+
 impl fmt::Display for WindowId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "window-{}", self.0)
+        write!(f, "{}{}", WindowId::PREFIX, self.0)
     }
 }
 
@@ -104,7 +109,7 @@ impl FromStr for WindowId {
     /// Parses `window-<integer>` in the one form [`Display`](fmt::Display) writes: no `+`, no
     /// leading zeros, no `-0`, so that every window has exactly one spelling.
     fn from_str(s: &str) -> Result<WindowId, ()> {
-        let digits = s.strip_prefix("window-").ok_or(())?;
+        let digits = s.strip_prefix(WindowId::PREFIX).ok_or(())?;
         let magnitude = digits.strip_prefix('-').unwrap_or(digits);
         // `i64::from_str` accepts a leading `+` and leading zeros; the wire form has neither.
         let canonical = match magnitude.as_bytes() {

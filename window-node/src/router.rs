@@ -366,7 +366,7 @@ async fn route_close(
 ) -> Routed {
     let partition = links.table.of(key.as_deref());
     let line = line_for("close", partition, &id, |w| {
-        w.key("window_id").str(&window_id.to_string());
+        w.key("window_id").window_id(window_id);
         if let Some(size) = size {
             w.key("window_size_ms").raw(&size.to_string());
         }

@@ -156,7 +156,8 @@ impl<'o> JsonWriter<'o> {
     /// Writes a window id as a string, as its `Display` writes it (`window-<n>`).
     pub fn window_id(&mut self, id: WindowId) -> &mut Self {
         self.element();
-        self.out.extend_from_slice(b"\"window-");
+        self.out.push(b'"');
+        self.out.extend_from_slice(WindowId::PREFIX.as_bytes());
         self.out
             .extend_from_slice(itoa::Buffer::new().format(id.0).as_bytes());
         self.out.push(b'"');
@@ -226,20 +227,26 @@ impl<'o> JsonWriter<'o> {
     }
 }
 
-/// Whether each open object or array holds an element yet: a stack of bits, without an
-/// allocation for the first 64 levels (every message the node writes nests a few deep).
+/// Whether each open object or array holds an element yet: a stack of flags, without an
+/// allocation for the first [`IN_BITS`] levels (every message the node writes nests a few deep).
 #[derive(Debug, Default)]
 struct Nesting {
-    /// Bit `i`: level `i` (from the outermost) holds an element.
+    /// Bit `i`: level `i + 1` (from the outermost) holds an element; bits at or above `depth`
+    /// mean nothing (a push clears its own).
     bits: u64,
+    /// Levels open.
     depth: usize,
-    /// Levels past the 64th.
+    /// The flags of the levels past [`IN_BITS`]: `depth.saturating_sub(IN_BITS)` of them.
     deeper: Vec<bool>,
 }
 
+/// Levels whose flags are bits of [`Nesting::bits`].
+const IN_BITS: usize = u64::BITS as usize;
+
 impl Nesting {
+    /// A level opens, without an element.
     fn push(&mut self) {
-        if self.depth < 64 {
+        if self.depth < IN_BITS {
             self.bits &= !(1 << self.depth);
         } else {
             self.deeper.push(false);
@@ -247,8 +254,9 @@ impl Nesting {
         self.depth += 1;
     }
 
+    /// The innermost level closes (none open: nothing happens).
     fn pop(&mut self) {
-        if self.depth > 64 {
+        if self.depth > IN_BITS {
             self.deeper.pop();
         }
         self.depth = self.depth.saturating_sub(1);
@@ -259,7 +267,7 @@ impl Nesting {
     fn mark(&mut self) -> Option<bool> {
         match self.depth {
             0 => None,
-            d if d <= 64 => {
+            d if d <= IN_BITS => {
                 let bit = 1 << (d - 1);
                 let had = self.bits & bit != 0;
                 self.bits |= bit;
@@ -312,8 +320,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nesting_is_a_stack_of_flags_at_any_depth() {
+        // The bits and the overflow list against a plain stack, through a fixed walk that goes
+        // past the bits' 64 levels and back several times, opens siblings at every depth (a
+        // reused level must start without an element), marks levels and pops below zero.
+        let mut nesting = Nesting::default();
+        let mut model: Vec<bool> = Vec::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut deepest = 0;
+        for step in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            // Phases of 2500 steps that drift down, then up.
+            let pushes = if (step / 2_500) % 2 == 0 { 3 } else { 1 };
+            match rng % 6 {
+                r if r < pushes => {
+                    nesting.push();
+                    model.push(false);
+                }
+                3 | 4 => {
+                    nesting.pop();
+                    model.pop();
+                }
+                _ => {
+                    let want = model.last_mut().map(|has| std::mem::replace(has, true));
+                    assert_eq!(nesting.mark(), want, "step {step}, depth {}", model.len());
+                }
+            }
+            assert_eq!(nesting.depth, model.len());
+            deepest = deepest.max(model.len());
+        }
+        assert!(deepest > IN_BITS + 10, "the walk went {deepest} deep");
+    }
+
+    #[test]
     fn commas_are_right_at_any_depth() {
-        // Past the 64 levels the bits hold, the rest of the stack takes over.
+        // Nested arrays, each with an element before and after its child: the separators
+        // past the 64 levels the bits hold as well as within them.
         for depth in [1usize, 3, 63, 64, 65, 70] {
             let mut out = Vec::new();
             let mut w = JsonWriter::new(&mut out, Style::Compact);
@@ -321,18 +365,12 @@ mod tests {
                 w.begin_array().int(1);
             }
             for _ in 0..depth {
-                w.int(2).end_array();
+                w.end_array().int(2);
             }
             let text = String::from_utf8(out).unwrap();
-            let want = format!("{}{}", "[1,".repeat(depth), "2]".repeat(depth));
-            // Each level after the innermost ends with its own element `2` too.
-            let want = want.replace("][", "],[").replace("]2", "],2");
-            let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(
-                parsed,
-                serde_json::from_str::<serde_json::Value>(&want).unwrap(),
-                "{depth}"
-            );
+            // `[1,[1,[1]` ... `,2],2` then the last `,2` after the outermost array (outside
+            // any container, a value gets no separator).
+            let want = format!("{}[1]{}2", "[1,".repeat(depth - 1), ",2]".repeat(depth - 1));
             assert_eq!(text, want, "{depth}");
         }
     }

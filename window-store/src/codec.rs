@@ -94,10 +94,14 @@ pub struct Header {
 
 /// The prefix shared by all records of `window`.
 pub fn window_prefix(window: &WindowKey) -> Vec<u8> {
-    // Room for the whole prefix and a chunk key's suffix: one allocation, never a regrowth
-    // (the driver builds one or two of these per window a batch touches).
+    window_prefix_with_room(window, 0)
+}
+
+/// [`window_prefix`] in a Vec with room for `more` bytes after it: one allocation where the
+/// caller appends (a chunk key), and no slack in the prefixes that are kept.
+fn window_prefix_with_room(window: &WindowKey, more: usize) -> Vec<u8> {
     let key_bytes = window.key.as_ref().map_or(0, |k| 4 + k.len());
-    let mut key = Vec::with_capacity(1 + 3 * 8 + 1 + key_bytes + CHUNK_SUFFIX);
+    let mut key = Vec::with_capacity(1 + 3 * 8 + 1 + key_bytes + more);
     key.push(WINDOW_PREFIX);
     put_ordered_i64(&mut key, window.end().as_millis());
     put_ordered_i64(&mut key, window.start.as_millis());
@@ -113,11 +117,9 @@ pub fn window_prefix(window: &WindowKey) -> Vec<u8> {
     key
 }
 
-/// The bytes a chunk key adds to its window's prefix: the tag and the first index.
-const CHUNK_SUFFIX: usize = 1 + 8;
-
 pub fn chunk_key(window: &WindowKey, first_index: u64) -> Vec<u8> {
-    let mut key = window_prefix(window);
+    // The tag and the first index.
+    let mut key = window_prefix_with_room(window, 1 + 8);
     key.push(CHUNK);
     key.extend_from_slice(&first_index.to_be_bytes());
     key

@@ -554,12 +554,7 @@ fn compaction_below(
     stored: &mut Option<HashSet<Vec<u8>>>,
     in_backend_below: u64,
 ) -> Result<Vec<KvOp>, StoreError> {
-    // The merged ops are at most the ops given (each takes one slot, or none when joined to a
-    // tail or a block): room for them all up front, not a list regrown round after round.
-    let mut merger = Merger {
-        ops: Vec::with_capacity(records.iter().map(|(_, ops)| ops.len()).sum()),
-        ..Merger::default()
-    };
+    let mut merger = Merger::default();
     let mut numbers = Vec::with_capacity(records.len());
     for (n, ops) in records {
         numbers.push(n);
