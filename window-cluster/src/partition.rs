@@ -49,6 +49,13 @@ pub fn slot_of(namespace: &str) -> u16 {
 const SPREAD_TRIES: u32 = 1 << 14;
 
 impl PartitionLayout {
+    /// The namespaces of all `count` partitions of `namespace`, partition 0 first.
+    pub fn namespaces(self, namespace: &str, count: u32) -> Vec<String> {
+        (0..count)
+            .map(|partition| self.namespace_of(namespace, partition, count))
+            .collect()
+    }
+
     /// The namespace partition `partition` of `count` in `namespace` keeps its keys in.
     pub fn namespace_of(self, namespace: &str, partition: u32, count: u32) -> String {
         match self {

@@ -60,9 +60,7 @@ pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Resul
             // last writes) while partitions in the plain layout hold data keeps that layout:
             // recording the spread one would leave their windows behind, unseen. Looked for
             // only while nothing is recorded, so a start needs no master but the namespace's.
-            let plain: Vec<String> = (0..count)
-                .map(|partition| PartitionLayout::Plain.namespace_of(namespace, partition, count))
-                .collect();
+            let plain = PartitionLayout::Plain.namespaces(namespace, count);
             let spread = count > 1 && !members.any_in_use(&plain)?;
             members.claim_partitions(count, spread)?
         }
@@ -78,9 +76,7 @@ pub fn claim_partitions(url: &str, namespace: &str, count: u32) -> anyhow::Resul
     } else {
         PartitionLayout::Plain
     };
-    Ok((0..count)
-        .map(|partition| layout.namespace_of(namespace, partition, count))
-        .collect())
+    Ok(layout.namespaces(namespace, count))
 }
 
 /// How long a clean stop of the partitions may take: one announcement period (the others learn

@@ -1076,11 +1076,7 @@ fn parse_events<'a>(
         };
         if let Some(raw) = payload.filter(|&raw| raw != "null") {
             batch.payloads.resize(index, None);
-            // The flat scanner's texts are scalars, which hold no line break.
-            batch.payloads.push(Some(match strings {
-                Strings::Plain => Cow::Borrowed(raw),
-                Strings::Any => one_line(raw),
-            }));
+            batch.payloads.push(Some(one_line(raw)));
         } else if !batch.payloads.is_empty() {
             batch.payloads.push(None);
         }

@@ -63,17 +63,16 @@ impl RedisMembership {
         if let Some(recorded) = self.recorded()? {
             return Ok(recorded);
         }
-        let asked = if count > 1 && spread {
-            format!("{count} {SPREAD}")
-        } else {
-            count.to_string()
+        let asked = Recorded {
+            count,
+            spread: count > 1 && spread,
         };
         let con = self.link.ready()?;
         let reply = self
             .claim
             .key(&self.partitions_key)
             .key(&self.epoch_key)
-            .arg(asked)
+            .arg(asked.to_string())
             .invoke(con);
         let recorded: String =
             reply.map_err(|e| self.link.failed("recording the number of partitions", e))?;
@@ -150,7 +149,18 @@ pub struct Recorded {
     pub spread: bool,
 }
 
+impl std::fmt::Display for Recorded {
+    /// The record's text: the number, then ` spread` with the spread layout.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.spread {
+            true => write!(f, "{} {SPREAD}", self.count),
+            false => write!(f, "{}", self.count),
+        }
+    }
+}
+
 impl Recorded {
+    /// Reads what [`Display`](std::fmt::Display) writes (and nothing else).
     fn parse(text: &str) -> Option<Recorded> {
         let mut words = text.split(' ');
         let count = words

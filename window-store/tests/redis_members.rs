@@ -12,6 +12,11 @@ fn members(server: &RedisServer, namespace: &str) -> RedisMembership {
     RedisMembership::connect(&server.url(), namespace).expect("connect to redis")
 }
 
+/// The key recording the partitions of namespace `ns`.
+fn record_key(ns: &str) -> String {
+    format!("{{wn:{ns}}}:partitions")
+}
+
 /// A record of `count` partitions in the plain layout.
 fn plain(count: u32) -> RecordedPartitions {
     RecordedPartitions {
@@ -43,9 +48,7 @@ fn the_first_number_of_partitions_is_the_one_kept() {
     );
     assert_eq!(b.claim_partitions(4, true).unwrap(), spread(4));
     assert_eq!(
-        server
-            .command(&["GET", &format!("{{wn:{ns}}}:partitions")])
-            .unwrap(),
+        server.command(&["GET", &record_key(&ns)]).unwrap(),
         ["4 spread"]
     );
 }
@@ -80,9 +83,7 @@ fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
     };
     let ns = server.fresh_namespace();
     // What builds before the spread layout recorded: the bare number.
-    server
-        .command(&["SET", &format!("{{wn:{ns}}}:partitions"), "4"])
-        .unwrap();
+    server.command(&["SET", &record_key(&ns), "4"]).unwrap();
     assert_eq!(
         members(&server, &ns).claim_partitions(4, true).unwrap(),
         plain(4)
@@ -95,7 +96,7 @@ fn a_namespace_recorded_by_an_earlier_build_keeps_its_plain_layout() {
     );
     // A record that is neither is an error naming the key, not a guess.
     server
-        .command(&["SET", &format!("{{wn:{other}}}:partitions"), "4 sideways"])
+        .command(&["SET", &record_key(&other), "4 sideways"])
         .unwrap();
     let error = members(&server, &other)
         .claim_partitions(4, true)
