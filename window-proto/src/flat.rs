@@ -68,8 +68,11 @@ fn array_at<'a, const N: usize>(
     if b.get(i) == Some(&b']') {
         return Some((elements, i + 1));
     }
+    // The elements of one array are usually written alike: after the first, each is read by
+    // its layout.
+    let mut shapes = Shapes::default();
     loop {
-        let (found, end) = object(text, i, names, |_, _| None)?;
+        let (found, end) = shapes.object(text, i, names)?;
         elements.push(found);
         i = skip_space(b, end);
         match b.get(i) {
@@ -85,9 +88,21 @@ fn array_at<'a, const N: usize>(
 /// value starts), which gives where the value ends, or `None`.
 fn object<'a, const N: usize>(
     text: &'a str,
+    i: usize,
+    names: [&str; N],
+    nested: impl FnMut(usize, usize) -> Option<usize>,
+) -> Option<([Option<&'a str>; N], usize)> {
+    object_seen(text, i, names, nested, |_, _, _| {})
+}
+
+/// [`object`], telling `seen` where each member's value starts and ends and which wanted name
+/// it is (what [`Shape::learn`] records).
+fn object_seen<'a, const N: usize>(
+    text: &'a str,
     mut i: usize,
     names: [&str; N],
     mut nested: impl FnMut(usize, usize) -> Option<usize>,
+    mut seen: impl FnMut(usize, usize, Option<usize>),
 ) -> Option<([Option<&'a str>; N], usize)> {
     let b = text.as_bytes();
     let mut found = [None; N];
@@ -110,7 +125,8 @@ fn object<'a, const N: usize>(
             Some(end) => end,
             None => nested(names.iter().position(|n| same(n.as_bytes(), key))?, i)?,
         };
-        for (slot, name) in found.iter_mut().zip(names) {
+        let mut wanted = None;
+        for (n, (slot, name)) in found.iter_mut().zip(names).enumerate() {
             if same(name.as_bytes(), key) {
                 // serde's derived readers refuse a repeated field; the pipe's picker keeps the
                 // last. Either way it is theirs to decide.
@@ -118,8 +134,10 @@ fn object<'a, const N: usize>(
                     return None;
                 }
                 *slot = Some(&text[i..value_end]);
+                wanted = Some(n);
             }
         }
+        seen(i, value_end, wanted);
         i = skip_space(b, value_end);
         match b.get(i) {
             Some(b',') => i = skip_space(b, i + 1),
@@ -129,9 +147,179 @@ fn object<'a, const N: usize>(
     }
 }
 
-/// Whether two short texts (keys) are equal, compared here rather than by a call to `memcmp`.
+/// The layout of one flat object, learned from an object [`pick`] read: the bytes between its
+/// members' values (the braces, the names, the colons, the commas, the spaces) and which wanted
+/// name each value is. Lines written by one program share a layout, so the next object is read
+/// by comparing those bytes and scanning only the values.
+///
+/// Why it reads what [`object`] reads: an object that matches is the learned one with each
+/// scalar value replaced by another scalar. Every byte between the values is the learned
+/// object's, and each learned value was followed by a space, `,` or `}`, where a scalar's scan
+/// stops; so the object is valid JSON with the same names in the same places (none given
+/// twice), and each wanted value is the one [`object`] gives. Anything else (another layout, an
+/// escape, a nested value) is `None`, and the caller reads the object the general way.
+#[derive(Clone, Debug, Default)]
+pub struct Shape<const N: usize> {
+    /// The bytes around the values: `literal(0)` before the first, `literal(k)` after value
+    /// `k - 1`; the last ends with the object's `}`.
+    bytes: Vec<u8>,
+    /// Where each literal ends in `bytes` (one more than `slots`).
+    ends: Vec<usize>,
+    /// For each member's value in order, the wanted name it is, if any.
+    slots: Vec<Option<usize>>,
+}
+
+impl<const N: usize> Shape<N> {
+    /// Learns the layout of the flat object at `text[i]` (the object alone), or `None` when
+    /// [`object`] does not read it (or `names` gives one name twice, which one slot could not
+    /// fill).
+    pub fn object(text: &str, i: usize, names: [&str; N]) -> Option<Shape<N>> {
+        Shape::learn(text, i, names, false)
+    }
+
+    /// Learns the layout of `line`, one flat object with the spaces around it, or `None` when
+    /// [`pick`] does not read it.
+    pub fn line(line: &str, names: [&str; N]) -> Option<Shape<N>> {
+        Shape::learn(line, 0, names, true)
+    }
+
+    /// From `text[start]` (spaces, then the object), to the end of `text` when `line`.
+    fn learn(text: &str, start: usize, names: [&str; N], line: bool) -> Option<Shape<N>> {
+        if (1..N).any(|n| names[..n].contains(&names[n])) {
+            return None;
+        }
+        let b = text.as_bytes();
+        let mut shape = Shape::default();
+        let mut from = start;
+        let i = if line { skip_space(b, start) } else { start };
+        let (_, mut end) = object_seen(
+            text,
+            i,
+            names,
+            |_, _| None,
+            |value_start, value_end, wanted| {
+                shape.bytes.extend_from_slice(&b[from..value_start]);
+                shape.ends.push(shape.bytes.len());
+                shape.slots.push(wanted);
+                from = value_end;
+            },
+        )?;
+        if line {
+            end = skip_space(b, end);
+            if end != b.len() {
+                return None;
+            }
+        }
+        shape.bytes.extend_from_slice(&b[from..end]);
+        shape.ends.push(shape.bytes.len());
+        Some(shape)
+    }
+
+    fn literal(&self, k: usize) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        &self.bytes[start..self.ends[k]]
+    }
+
+    /// The wanted values of the object at `text[i]` and the index after its `}`, when it has
+    /// this layout (learned by [`Shape::object`]).
+    pub fn read<'a>(&self, text: &'a str, mut i: usize) -> Option<([Option<&'a str>; N], usize)> {
+        let b = text.as_bytes();
+        let mut found = [None; N];
+        for (k, slot) in self.slots.iter().enumerate() {
+            i = literal_end(b, i, self.literal(k))?;
+            let end = scalar_end(b, i)?;
+            if let Some(n) = *slot {
+                found[n] = Some(&text[i..end]);
+            }
+            i = end;
+        }
+        Some((found, literal_end(b, i, self.literal(self.slots.len()))?))
+    }
+
+    /// The wanted values of `line` when it has this layout (learned by [`Shape::line`]).
+    pub fn pick<'a>(&self, line: &'a str) -> Option<[Option<&'a str>; N]> {
+        self.read(line, 0)
+            .and_then(|(found, end)| (end == line.len()).then_some(found))
+    }
+}
+
+/// Reads objects most of which share a layout: each by the last [`Shape`] learned while it
+/// matches; one that does not by the general scan, learning its layout, but after a miss of a
+/// shape just learned only every 2nd, 4th, ... 1024th miss (input where no layout lasts costs
+/// few lessons).
+#[derive(Clone, Debug, Default)]
+pub struct Shapes<const N: usize> {
+    shape: Option<Shape<N>>,
+    /// Misses since the last lesson, and how many to wait for before the next.
+    misses: u32,
+    wait: u32,
+}
+
+impl<const N: usize> Shapes<N> {
+    /// [`pick`] of `line`.
+    pub fn pick<'a>(&mut self, line: &'a str, names: [&str; N]) -> Option<[Option<&'a str>; N]> {
+        if let Some(found) = self.shape.as_ref().and_then(|s| s.pick(line)) {
+            self.hit();
+            return Some(found);
+        }
+        let found = pick(line, names)?;
+        if self.due() {
+            self.shape = Shape::line(line, names);
+        }
+        Some(found)
+    }
+
+    /// [`object`] at `text[i]` (no member nested).
+    pub fn object<'a>(
+        &mut self,
+        text: &'a str,
+        i: usize,
+        names: [&str; N],
+    ) -> Option<([Option<&'a str>; N], usize)> {
+        if let Some(read) = self.shape.as_ref().and_then(|s| s.read(text, i)) {
+            self.hit();
+            return Some(read);
+        }
+        let read = object(text, i, names, |_, _| None)?;
+        if self.due() {
+            self.shape = Shape::object(text, i, names);
+        }
+        Some(read)
+    }
+
+    fn hit(&mut self) {
+        self.misses = 0;
+        self.wait = 0;
+    }
+
+    /// Counts a miss; whether to learn from it.
+    fn due(&mut self) -> bool {
+        self.misses += 1;
+        if self.misses <= self.wait {
+            return false;
+        }
+        self.misses = 0;
+        self.wait = (self.wait * 2).clamp(1, 1024);
+        true
+    }
+}
+
+/// Whether two short texts (keys, a [`Shape`]'s literals) are equal, compared here eight bytes
+/// at a time rather than by a call to `memcmp`.
 fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut a, mut b) = (a, b);
+    while let (Some((x, rest_a)), Some((y, rest_b))) =
+        (a.split_first_chunk::<8>(), b.split_first_chunk::<8>())
+    {
+        if x != y {
+            return false;
+        }
+        (a, b) = (rest_a, rest_b);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 fn skip_space(b: &[u8], mut i: usize) -> usize {
@@ -202,9 +390,10 @@ fn scalar_end(b: &[u8], i: usize) -> Option<usize> {
 }
 
 fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
-    b.get(i..i + literal.len())
-        .filter(|&text| text == literal)
-        .map(|_| i + literal.len())
+    let end = i.checked_add(literal.len())?;
+    b.get(i..end)
+        .filter(|&text| same(text, literal))
+        .map(|_| end)
 }
 
 /// A JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
@@ -341,6 +530,140 @@ mod tests {
         ] {
             assert_eq!(pick_with_array(line, names, 1, ["id"]), None, "{line}");
         }
+    }
+
+    /// Member texts for the layout tests: wanted and other names, scalar values of every kind
+    /// and a few a line may not hold here (escapes, nesting, bad numbers).
+    const KEYS: [&str; 6] = [
+        "\"id\"",
+        "\"timestamp\"",
+        "\"key\"",
+        "\"value\"",
+        "\"x\"",
+        "\"é\"",
+    ];
+    const VALUES: [&str; 16] = [
+        "7",
+        "-0.5e+3",
+        "\"a\"",
+        "\"2024-01-15T10:00:10Z\"",
+        "true",
+        "false",
+        "null",
+        "\"\"",
+        "12345678901234567890",
+        "\"ü ß\"",
+        "\"a\\\"b\"",
+        "{\"y\": 1}",
+        "[1]",
+        "01",
+        "1.",
+        "tru",
+    ];
+    const SPACES: [&str; 3] = ["", " ", "\t "];
+
+    /// A line of members `(key, value, space)` from the tables above.
+    fn line_of(members: &[(usize, usize, usize)], around: usize) -> String {
+        let body: Vec<String> = members
+            .iter()
+            .map(|&(k, v, w)| {
+                format!(
+                    "{}{}{}:{}{}",
+                    SPACES[w], KEYS[k], SPACES[w], SPACES[w], VALUES[v]
+                )
+            })
+            .collect();
+        format!("{0}{{{1}}}{0}", SPACES[around], body.join(","))
+    }
+
+    proptest::proptest! {
+        /// A layout learned from one line reads another line only when the general scan reads
+        /// it the same way, and always reads a line of the same layout with other scalars.
+        #[test]
+        fn a_layout_reads_what_the_scan_reads(
+            members in proptest::collection::vec((0..KEYS.len(), 0..10usize, 0..SPACES.len()), 0..6),
+            others in proptest::collection::vec(0..VALUES.len(), 6),
+            around in 0..SPACES.len(),
+            edit in proptest::option::of((0..80usize, 0..6usize, proptest::bool::ANY)),
+        ) {
+            let learned = line_of(&members, around);
+            let Some(shape) = Shape::line(&learned, NAMES) else {
+                // Only what the scan reads is learned.
+                proptest::prop_assert_eq!(pick(&learned, NAMES), None, "{}", learned);
+                return Ok(());
+            };
+            proptest::prop_assert_eq!(shape.pick(&learned), pick(&learned, NAMES));
+            let swapped: Vec<_> = members
+                .iter()
+                .zip(&others)
+                .map(|(&(k, _, w), &v)| (k, v, w))
+                .collect();
+            let mut line = line_of(&swapped, around);
+            // An inserted or replaced character anywhere: in a value, a name, the spaces.
+            if let Some((at, token, replace)) = edit {
+                let at = (0..=at.min(line.len())).rev().find(|&i| line.is_char_boundary(i)).unwrap_or(0);
+                if replace && let Some(c) = line[at..].chars().next() {
+                    line.replace_range(at..at + c.len_utf8(), "");
+                }
+                line.insert_str(at, ["\"", ",", " ", "}", "1", "x"][token]);
+            }
+            let read = shape.pick(&line);
+            if read.is_some() {
+                proptest::prop_assert_eq!(read, pick(&line, NAMES), "{} learned from {}", line, learned);
+            }
+            // Same layout, scalars only: read by the layout.
+            if edit.is_none() && swapped.iter().all(|m| m.1 < 10) {
+                proptest::prop_assert!(read.is_some(), "{} learned from {}", line, learned);
+            }
+            // Shapes, over any sequence of lines, gives what the scan gives.
+            let mut shapes = Shapes::default();
+            for text in [&learned, &line, &learned, &line] {
+                proptest::prop_assert_eq!(shapes.pick(text, NAMES), pick(text, NAMES), "{}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn a_layout_is_learned_again_less_often_while_none_lasts() {
+        let names = ["id"];
+        let lines: Vec<String> = (0..64)
+            .map(|n| format!("{{\"id\": 1{}}}", " ".repeat(n)))
+            .collect();
+        let mut shapes = Shapes::default();
+        let mut lessons = 0;
+        for line in &lines {
+            let before = shapes.shape.as_ref().map(|s| s.bytes.clone());
+            assert_eq!(shapes.pick(line, names), Some([Some("1")]));
+            if shapes.shape.as_ref().map(|s| s.bytes.clone()) != before {
+                lessons += 1;
+            }
+        }
+        // Learned at misses 1, 2, 4, 8, 16 and 32 of 64 lines that all differ.
+        assert_eq!(lessons, 6);
+        // A line of the last layout is read by it, and the next miss is learned at once.
+        let last = shapes.shape.clone().expect("a layout");
+        let same = lines
+            .iter()
+            .find(|l| last.pick(l).is_some())
+            .expect("a line of it");
+        assert_eq!(shapes.pick(same, names), Some([Some("1")]));
+        assert_eq!(shapes.pick("{\"id\":2}", names), Some([Some("2")]));
+        assert_eq!(
+            shapes.shape.expect("learned").pick("{\"id\":3}"),
+            Some([Some("3")])
+        );
+    }
+
+    #[test]
+    fn a_layout_needs_distinct_names_and_scalar_values() {
+        assert!(Shape::line(r#"{"id": 1}"#, ["id", "id"]).is_none());
+        assert!(Shape::line(r#"{"id": {"a": 1}}"#, ["id"]).is_none());
+        let shape = Shape::object(r#"[{"id": 1}, {"id": 2}]"#, 1, ["id"]).expect("learned");
+        assert_eq!(
+            shape.read(r#"[{"id": 1}, {"id": 22}]"#, 12),
+            Some(([Some("22")], 22))
+        );
+        assert_eq!(shape.read(r#"[{"id": 1}, {"id": "a\"b"}]"#, 12), None);
     }
 
     #[test]

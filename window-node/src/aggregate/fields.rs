@@ -88,10 +88,15 @@ pub enum Raw<'a> {
 /// The fields of one record by [`Role`] index; `None` where the record has no such field.
 pub type Picked<'a> = [Option<Raw<'a>>; 4];
 
-/// Picks the four fields out of one JSON object line, borrowing their text from it.
-pub fn pick_json<'a>(line: &'a str, fields: &Fields) -> Result<Picked<'a>, LineError> {
+/// Picks the four fields out of one JSON object line, borrowing their text from it. `shapes`
+/// holds the layout of the lines before (see [`flat::Shapes`]).
+pub fn pick_json<'a>(
+    line: &'a str,
+    fields: &Fields,
+    shapes: &mut flat::Shapes<4>,
+) -> Result<Picked<'a>, LineError> {
     if let [[id], [time], [key], [value]] = fields.paths.each_ref().map(FieldPath::segments)
-        && let Some(found) = flat::pick(line, [id, time, key, value].map(|s| &**s))
+        && let Some(found) = shapes.pick(line, [id, time, key, value].map(|s| &**s))
     {
         return Ok(found.map(|raw| raw.map(Raw::Plain)));
     }
@@ -343,7 +348,7 @@ mod tests {
     fn picks_top_level_and_nested_fields_borrowed() {
         let f = fields("id", "meta.at", "user.name", "v");
         let line = r#"{"v": 2.5, "id": "a", "meta": {"at": 17, "x": [1, {"y": 2}]}, "user": {"name": "bo"}, "junk": {"id": 9}}"#;
-        let got = pick_json(line, &f).expect("picks");
+        let got = pick_json(line, &f, &mut flat::Shapes::default()).expect("picks");
         assert_eq!(
             got,
             [
@@ -353,7 +358,7 @@ mod tests {
                 Some(Raw::Json("2.5"))
             ]
         );
-        let missing = pick_json(r#"{"meta": 5}"#, &f).expect("picks");
+        let missing = pick_json(r#"{"meta": 5}"#, &f, &mut flat::Shapes::default()).expect("picks");
         assert_eq!(missing, [None; 4]);
     }
 
@@ -361,7 +366,10 @@ mod tests {
     fn not_an_object_or_trailing_text_is_an_error() {
         let f = fields("id", "timestamp", "key", "value");
         for line in ["[1]", "7", r#"{"id": 1} x"#, r#"{"id": 1"#, "nope"] {
-            assert!(pick_json(line, &f).is_err(), "{line}");
+            assert!(
+                pick_json(line, &f, &mut flat::Shapes::default()).is_err(),
+                "{line}"
+            );
         }
     }
 
@@ -492,7 +500,9 @@ mod tests {
             })
         });
         assert_eq!(
-            pick_json(line, &f).ok().map(|found| found.map(text)),
+            pick_json(line, &f, &mut flat::Shapes::default())
+                .ok()
+                .map(|found| found.map(text)),
             by_serde
         );
     }

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
 use window_core::{DateMemo, EventId, Timestamp, WindowBounds, WindowSpec};
+use window_proto::flat;
 
 use crate::aggregate::error::{Error, LineError};
 use crate::aggregate::fields::{self, Fields, Picked, Raw};
@@ -328,7 +329,7 @@ fn parse_block(block: Vec<u8>, parse: &Parse) -> Chunk {
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = fields::pick_json(line, &parse.fields)
+        let parsed = fields::pick_json(line, &parse.fields, &mut memo.shapes)
             .and_then(|picked| item(picked, parse, &mut memo));
         match parsed {
             Ok((id, ts, key, value)) => {
@@ -388,6 +389,8 @@ type Parsed<'a> = (EventId, Timestamp, Option<Cow<'a, str>>, Option<f64>);
 #[derive(Debug, Default)]
 struct Memo {
     date: DateMemo,
+    /// The layout of the lines before.
+    shapes: flat::Shapes<4>,
     /// The last window found writable.
     window: Option<WindowBounds>,
 }
