@@ -53,7 +53,7 @@ pub use crate::binary::window_node_binary;
 pub use crate::conn::{Conn, Next};
 pub use crate::error::Error;
 pub use crate::node::Node;
-pub use crate::process::{Finished, Lines, Process, Signal, Stderr, run};
+pub use crate::process::{EXIT_POLL, Finished, Lines, Process, Signal, Stderr, run};
 pub use crate::redis_cluster::RedisCluster;
 pub use crate::redis_server::{Persistence, RedisServer, StartError};
 pub use crate::wait::{wait_for, wait_until};
