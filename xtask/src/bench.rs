@@ -1549,6 +1549,22 @@ fn daemon_ratio_lines(results: &Results) -> Vec<(String, Option<f64>, &'static s
         };
         lines.push((what.to_owned(), value, from));
     }
+    // Issue 18's durable goal, both sides medians of their rounds (the in-memory workload runs
+    // in the clients' rounds, the durable one in the daemon's).
+    if let (Some(durable), Some(memory)) = (
+        rounds("daemon ingest, --data-dir, 16 in flight"),
+        rounds_median(&results.client_rounds, clients::LOADGEN),
+    ) {
+        lines.push((
+            format!(
+                "daemon ingest, 16 in flight: --data-dir ({}/s; issue 18's goal >= 2M) / --memory ({}/s) (events/s; goal >= 0.6)",
+                human(durable),
+                human(memory)
+            ),
+            ratio(Some(durable), Some(memory)),
+            "loadgen, medians of 3 rounds each",
+        ));
+    }
     lines
 }
 

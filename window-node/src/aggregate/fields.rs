@@ -88,19 +88,45 @@ pub enum Raw<'a> {
 /// The fields of one record by [`Role`] index; `None` where the record has no such field.
 pub type Picked<'a> = [Option<Raw<'a>>; 4];
 
-/// Picks the four fields out of one JSON object line, borrowing their text from it. `shapes`
-/// holds the layout of the lines before (see [`flat::Shapes`]).
-pub fn pick_json<'a>(
-    line: &'a str,
-    fields: &Fields,
-    shapes: &mut flat::Shapes<4>,
-) -> Result<Picked<'a>, LineError> {
-    if let [[id], [time], [key], [value]] = fields.paths.each_ref().map(FieldPath::segments)
-        && let Some(found) = shapes.pick(line, [id, time, key, value].map(|s| &**s))
-    {
-        return Ok(found.map(|raw| raw.map(Raw::Plain)));
+/// Picks the four fields out of JSON object lines, one after another, borrowing their text
+/// from each line.
+#[derive(Debug)]
+pub struct JsonPicker<'f> {
+    fields: &'f Fields,
+    /// The fields' names when all four are top-level names: the flat scanner's case.
+    names: Option<[&'f str; 4]>,
+    /// The layout of the lines before (see [`flat::Shapes`]).
+    shapes: flat::Shapes<4>,
+}
+
+impl<'f> JsonPicker<'f> {
+    pub fn new(fields: &'f Fields) -> JsonPicker<'f> {
+        let names = match fields.paths.each_ref().map(FieldPath::segments) {
+            [[id], [time], [key], [value]] => Some([id, time, key, value].map(|s| &**s)),
+            _ => None,
+        };
+        JsonPicker {
+            fields,
+            names,
+            shapes: flat::Shapes::default(),
+        }
     }
-    serde_pick(line, fields)
+
+    /// The four fields of `line`.
+    pub fn pick<'a>(&mut self, line: &'a str) -> Result<Picked<'a>, LineError> {
+        if let Some(names) = self.names
+            && let Some(found) = self.shapes.pick(line, names)
+        {
+            return Ok(found.map(|raw| raw.map(Raw::Plain)));
+        }
+        serde_pick(line, self.fields)
+    }
+}
+
+/// Picks the four fields out of one JSON object line (see [`JsonPicker`]).
+#[cfg(test)]
+fn pick_json<'a>(line: &'a str, fields: &Fields) -> Result<Picked<'a>, LineError> {
+    JsonPicker::new(fields).pick(line)
 }
 
 /// [`pick_json`] by serde_json: any object, nested paths, escapes, and the errors' texts.
@@ -348,7 +374,7 @@ mod tests {
     fn picks_top_level_and_nested_fields_borrowed() {
         let f = fields("id", "meta.at", "user.name", "v");
         let line = r#"{"v": 2.5, "id": "a", "meta": {"at": 17, "x": [1, {"y": 2}]}, "user": {"name": "bo"}, "junk": {"id": 9}}"#;
-        let got = pick_json(line, &f, &mut flat::Shapes::default()).expect("picks");
+        let got = pick_json(line, &f).expect("picks");
         assert_eq!(
             got,
             [
@@ -358,7 +384,7 @@ mod tests {
                 Some(Raw::Json("2.5"))
             ]
         );
-        let missing = pick_json(r#"{"meta": 5}"#, &f, &mut flat::Shapes::default()).expect("picks");
+        let missing = pick_json(r#"{"meta": 5}"#, &f).expect("picks");
         assert_eq!(missing, [None; 4]);
     }
 
@@ -366,10 +392,7 @@ mod tests {
     fn not_an_object_or_trailing_text_is_an_error() {
         let f = fields("id", "timestamp", "key", "value");
         for line in ["[1]", "7", r#"{"id": 1} x"#, r#"{"id": 1"#, "nope"] {
-            assert!(
-                pick_json(line, &f, &mut flat::Shapes::default()).is_err(),
-                "{line}"
-            );
+            assert!(pick_json(line, &f).is_err(), "{line}");
         }
     }
 
@@ -500,9 +523,7 @@ mod tests {
             })
         });
         assert_eq!(
-            pick_json(line, &f, &mut flat::Shapes::default())
-                .ok()
-                .map(|found| found.map(text)),
+            pick_json(line, &f).ok().map(|found| found.map(text)),
             by_serde
         );
     }

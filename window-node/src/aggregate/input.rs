@@ -15,10 +15,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread;
 
 use window_core::{DateMemo, EventId, Timestamp, WindowBounds, WindowSpec};
-use window_proto::flat;
 
 use crate::aggregate::error::{Error, LineError};
-use crate::aggregate::fields::{self, Fields, Picked, Raw};
+use crate::aggregate::fields::{self, Fields, JsonPicker, Picked, Raw};
 use crate::aggregate::role::Role;
 
 /// Chunks a parsing thread may hold ready before the consumer takes them.
@@ -309,6 +308,7 @@ fn parse_block(block: Vec<u8>, parse: &Parse) -> Chunk {
     };
     let mut not_utf8 = not_utf8.into_iter().peekable();
     let mut memo = Memo::default();
+    let mut picker = JsonPicker::new(&parse.fields);
     let mut start = 0;
     let ends = memchr::memchr_iter(b'\n', text.as_bytes());
     let last = (!text.ends_with('\n') && !text.is_empty()).then_some(text.len());
@@ -329,7 +329,8 @@ fn parse_block(block: Vec<u8>, parse: &Parse) -> Chunk {
         if line.trim_ascii().is_empty() {
             continue;
         }
-        let parsed = fields::pick_json(line, &parse.fields, &mut memo.shapes)
+        let parsed = picker
+            .pick(line)
             .and_then(|picked| item(picked, parse, &mut memo));
         match parsed {
             Ok((id, ts, key, value)) => {
@@ -389,8 +390,6 @@ type Parsed<'a> = (EventId, Timestamp, Option<Cow<'a, str>>, Option<f64>);
 #[derive(Debug, Default)]
 struct Memo {
     date: DateMemo,
-    /// The layout of the lines before.
-    shapes: flat::Shapes<4>,
     /// The last window found writable.
     window: Option<WindowBounds>,
 }
