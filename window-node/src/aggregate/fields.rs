@@ -93,29 +93,27 @@ pub type Picked<'a> = [Option<Raw<'a>>; 4];
 #[derive(Debug)]
 pub struct JsonPicker<'f> {
     fields: &'f Fields,
-    /// The fields' names when all four are top-level names: the flat scanner's case.
-    names: Option<[&'f str; 4]>,
-    /// The layout of the lines before (see [`flat::Shapes`]).
-    shapes: flat::Shapes<4>,
+    /// When all four fields are top-level names (the flat scanner's case): the layout of the
+    /// lines before (see [`flat::Shapes`]).
+    shapes: Option<flat::Shapes<'f, 4>>,
 }
 
 impl<'f> JsonPicker<'f> {
+    /// A picker of `fields`, no line read yet.
     pub fn new(fields: &'f Fields) -> JsonPicker<'f> {
-        let names = match fields.paths.each_ref().map(FieldPath::segments) {
-            [[id], [time], [key], [value]] => Some([id, time, key, value].map(|s| &**s)),
+        let shapes = match fields.paths.each_ref().map(FieldPath::segments) {
+            [[id], [time], [key], [value]] => {
+                Some(flat::Shapes::new([id, time, key, value].map(|s| &**s)))
+            }
             _ => None,
         };
-        JsonPicker {
-            fields,
-            names,
-            shapes: flat::Shapes::default(),
-        }
+        JsonPicker { fields, shapes }
     }
 
     /// The four fields of `line`.
     pub fn pick<'a>(&mut self, line: &'a str) -> Result<Picked<'a>, LineError> {
-        if let Some(names) = self.names
-            && let Some(found) = self.shapes.pick(line, names)
+        if let Some(shapes) = &mut self.shapes
+            && let Some(found) = shapes.pick(line)
         {
             return Ok(found.map(|raw| raw.map(Raw::Plain)));
         }
@@ -526,6 +524,37 @@ mod tests {
             pick_json(line, &f).ok().map(|found| found.map(text)),
             by_serde
         );
+    }
+
+    #[test]
+    fn one_picker_reads_lines_of_changing_layouts_as_serde_does() {
+        let f = fields("id", "timestamp", "key", "value");
+        let lines = [
+            r#"{"id": 1, "timestamp": "2024-01-15T10:00:10Z", "key": "a"}"#,
+            r#"{"id": 2, "timestamp": "2024-01-15T10:00:11Z", "key": "b"}"#,
+            r#"{"id": 3, "timestamp": "2024-01-15T10:00:12Z", "key": "c"}"#,
+            // Another layout, then one with an escape, then one nested, then the first again.
+            r#"{"timestamp": 5, "id": "x", "value": 2.5}"#,
+            r#"{"timestamp": 6, "id": "y"z", "value": 2.5}"#,
+            r#"{"timestamp": 7, "id": "w", "value": {"v": 1}}"#,
+            r#"{"id": 4, "timestamp": "2024-01-15T10:00:13Z", "key": "d"}"#,
+            r#"{"id": 5, "timestamp": "2024-01-15T10:00:14Z", "key": "e"} x"#,
+        ];
+        let text = |raw: Option<Raw<'_>>| match raw {
+            Some(Raw::Plain(t) | Raw::Json(t) | Raw::Cell(t)) => Some(t.to_owned()),
+            None => None,
+        };
+        let mut picker = JsonPicker::new(&f);
+        for line in lines {
+            let picked = picker
+                .pick(line)
+                .map(|p| p.map(text))
+                .map_err(|e| e.to_string());
+            let by_serde = serde_pick(line, &f)
+                .map(|p| p.map(text))
+                .map_err(|e| e.to_string());
+            assert_eq!(picked, by_serde, "{line}");
+        }
     }
 
     #[test]

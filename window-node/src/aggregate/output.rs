@@ -75,7 +75,12 @@ enum Encoder {
 #[derive(Debug)]
 enum Sink {
     Stdout(StdoutLock<'static>),
-    File { temp: NamedTempFile, path: PathBuf },
+    /// `fsync`: flush the file to the disk before it is renamed into place.
+    File {
+        temp: NamedTempFile,
+        path: PathBuf,
+        fsync: bool,
+    },
 }
 
 impl Write for Sink {
@@ -102,8 +107,9 @@ impl Write for Sink {
 }
 
 impl Output {
-    /// Output to `path` (through a temporary file in its directory), or to stdout.
-    pub fn create(path: Option<&Path>, shape: Shape) -> Result<Output, Error> {
+    /// Output to `path` (through a temporary file in its directory, flushed to the disk before
+    /// it is renamed into place when `fsync`), or to stdout.
+    pub fn create(path: Option<&Path>, shape: Shape, fsync: bool) -> Result<Output, Error> {
         let sink = match path {
             None => Sink::Stdout(io::stdout().lock()),
             Some(path) => {
@@ -122,6 +128,7 @@ impl Output {
                 Sink::File {
                     temp,
                     path: path.to_owned(),
+                    fsync,
                 }
             }
         };
@@ -238,8 +245,10 @@ impl Output {
         .map_err(failed)?;
         match sink {
             Sink::Stdout(mut out) => out.flush().map_err(failed),
-            Sink::File { temp, path } => {
-                temp.as_file().sync_all().map_err(failed)?;
+            Sink::File { temp, path, fsync } => {
+                if fsync {
+                    temp.as_file().sync_all().map_err(failed)?;
+                }
                 temp.persist(&path)
                     .map(|_: File| ())
                     .map_err(|e| failed(e.error))

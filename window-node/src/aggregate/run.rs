@@ -90,7 +90,7 @@ pub fn run(args: &AggregateArgs) -> Result<Summary, Error> {
         size,
         spec,
         next_boundary: None,
-        output: Output::create(args.output.as_deref(), shape)?,
+        output: Output::create(args.output.as_deref(), shape, args.fsync)?,
         strict: args.strict,
         summary: Summary::default(),
         progress: Progress::new(total),

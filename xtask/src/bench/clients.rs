@@ -33,7 +33,7 @@ pub(super) struct Clients {
 }
 
 /// loadgen's row in the clients' rounds (the daemon rows' `--memory`, 16 in flight workload).
-pub(super) const LOADGEN: &str = "clients' rounds: loadgen, --memory, 16 in flight";
+const LOADGEN: &str = "clients' rounds: loadgen, --memory, 16 in flight";
 
 /// Three rounds (one with `quick`), each running loadgen's `--memory`, 16 in flight workload
 /// and then every client, one after the other: the ratios compare medians of the same rounds,

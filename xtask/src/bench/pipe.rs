@@ -319,17 +319,6 @@ fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeR
         measure(&mut node)
     };
     let (first, node_log) = node_run(&node_out)?;
-    // The other runs must write the first one's bytes.
-    let again = work.join(format!("pipe-{events}-node-again.jsonl"));
-    let node_measured = median_of(first, RUNS - 1, || {
-        let (m, _) = node_run(&again)?;
-        ensure!(
-            fs::read(&again)? == fs::read(&node_out)?,
-            "a second run of the node wrote other windows"
-        );
-        Ok(m)
-    })?;
-    let _ = fs::remove_file(&again);
     let node_summary = node_log
         .lines()
         .rev()
@@ -343,6 +332,17 @@ fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeR
         counted > events * 9 / 10,
         "only {counted} of {events} events in windows"
     );
+    // A later run of the node must write the first one's bytes.
+    let again = work.join(format!("pipe-{events}-node-again.jsonl"));
+    let node_again = || {
+        // Each run writes a new file, as the first did (an old one's removal is not timed).
+        let _ = fs::remove_file(&again);
+        let (m, _) = node_run(&again)?;
+        let same = fs::read(&again)? == fs::read(&node_out)?;
+        let _ = fs::remove_file(&again);
+        ensure!(same, "a later run of the node wrote other windows");
+        Ok(m)
+    };
 
     let naive_out = work.join(format!("pipe-{events}-naive.jsonl"));
     let (naive_measured, _) = run_script(Path::new("python3"), NAIVE, &input, &naive_out)
@@ -350,28 +350,61 @@ fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeR
     agree(&node_windows, &windows(&naive_out)?, "the naive script")?;
     let _ = fs::remove_file(&naive_out);
 
-    let mut peers = Vec::new();
-    if let PeerSetup::Ready { python, .. } = setup {
-        for (i, peer) in PEERS.iter().enumerate() {
+    // Round 1 runs every peer after the node and the naive script; rounds 2 to RUNS run the
+    // node and the peers with a goal again, in the same order, so that the runs whose medians
+    // are compared alternate. A peer that fails or disagrees runs no more.
+    let python = match setup {
+        PeerSetup::Ready { python, .. } => Some(python),
+        _ => None,
+    };
+    let mut node_runs = vec![first];
+    let mut peer_runs: Vec<Result<Vec<Measured>, String>> =
+        PEERS.iter().map(|_| Ok(Vec::new())).collect();
+    for round in 0..RUNS {
+        if round > 0 {
+            node_runs.push(node_again()?);
+        }
+        let Some(python) = python else { continue };
+        for (peer, runs) in PEERS.iter().zip(&mut peer_runs) {
+            let Ok(done) = runs else { continue };
+            if round > 0 && peer.goal.is_none() {
+                continue;
+            }
+            eprintln!(
+                "xtask: pipe: {} on {events} events (run {} of {})",
+                peer.name,
+                round + 1,
+                if peer.goal.is_some() { RUNS } else { 1 }
+            );
             let out = work.join(format!("pipe-{events}-{}.jsonl", peer.module));
-            eprintln!("xtask: pipe: {} on {events} events", peer.name);
-            let checked = || {
-                let (m, _) = run_script(python, peer.script, &input, &out)?;
+            let _ = fs::remove_file(&out);
+            let checked = run_script(python, peer.script, &input, &out).and_then(|(m, _)| {
                 agree(&node_windows, &windows(&out)?, peer.name)?;
                 Ok(m)
-            };
-            // The peers the issue sets a goal against run as often as the node.
-            let more = if peer.goal.is_some() { RUNS - 1 } else { 0 };
-            let outcome = checked()
-                .and_then(|first| median_of(first, more, checked))
-                .map_err(|e| format!("{e:#}"));
-            if let Err(why) = &outcome {
-                eprintln!("xtask: pipe: {} did not count: {why}", peer.name);
-            }
+            });
             let _ = fs::remove_file(&out);
-            peers.push(PeerRun { peer: i, outcome });
+            match checked {
+                Ok(m) => done.push(m),
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    eprintln!("xtask: pipe: {} did not count: {why}", peer.name);
+                    *runs = Err(why);
+                }
+            }
         }
     }
+    let node_measured = median_run(node_runs);
+    let peers = match python {
+        Some(_) => peer_runs
+            .into_iter()
+            .enumerate()
+            .map(|(peer, runs)| PeerRun {
+                peer,
+                outcome: runs.map(median_run),
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     // The ten-million-event files are large; the next size or run writes its own.
     let _ = fs::remove_file(&node_out);
     let _ = fs::remove_file(&input);
@@ -386,18 +419,10 @@ fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeR
     })
 }
 
-/// The run of median time among `first` and `more` further runs of `run`.
-fn median_of(
-    first: Measured,
-    more: usize,
-    mut run: impl FnMut() -> anyhow::Result<Measured>,
-) -> anyhow::Result<Measured> {
-    let mut runs = vec![first];
-    for _ in 0..more {
-        runs.push(run()?);
-    }
+/// The run of median time (of an even count, the upper one) of some runs (at least one).
+fn median_run(mut runs: Vec<Measured>) -> Measured {
     runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    Ok(runs.swap_remove(runs.len() / 2))
+    runs.swap_remove(runs.len() / 2)
 }
 
 /// `python SCRIPT INPUT SIZE_MS LATENESS_MS > out`, measured.
@@ -607,9 +632,10 @@ pub fn section(out: &mut String, r: &PipeResult) {
          windows as the node, compared window by window (start, count, ids in order, and whether \
          the watermark or the end of input fired it) before its time counted. Seconds are wall \
          time from process start to exit (seen within 1 ms), Python's start and imports \
-         included: for the node, DuckDB and Polars the median of {RUNS} runs (each checked; \
-         runs this short vary by tens of percent on a shared machine), for the naive script \
-         and Bytewax one run of tens of seconds. Peak RSS is the process's high-water mark \
+         included: for the node, DuckDB and Polars the median of {RUNS} runs in alternating \
+         rounds (each checked; runs this short vary by tens of percent on a shared machine), \
+         for the naive script and Bytewax one run of tens of seconds. Nobody's output is \
+         flushed to the disk (the node's `--fsync` would). Peak RSS is the process's high-water mark \
          (`VmHWM`), read every 10 ms, of the run counted. The speed-up is the tool's \
          seconds over the node's at the same size, both from this run. The tools ran one \
          after another on {} cores; the one-minute load average was {} before the first and {} \
