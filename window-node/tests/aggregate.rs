@@ -1,7 +1,7 @@
 //! `window-node aggregate` against the real binary: its windows equal a simple model's over
 //! random event orders and lateness (cut into many small chunks on several threads), and the
-//! input cases: bad lines, `--strict`, empty input, no trailing newline, CRLF, CSV in and out,
-//! nested fields, missing files and bad option values.
+//! input cases: bad lines, `--strict` (and `--fsync`), empty input, no trailing newline, CRLF,
+//! CSV in and out, nested fields, missing files and bad option values.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -294,6 +294,22 @@ fn strict_stops_at_the_first_bad_line_and_leaves_no_file() {
         1,
         "only the output is left"
     );
+
+    // --fsync writes the same file (flushed to the disk, then its directory), and asks for
+    // --output.
+    let synced = dir.path().join("synced.jsonl");
+    let done = aggregate(
+        &["--strict", "--fsync", "-o", synced.to_str().expect("path")],
+        &good,
+    );
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(
+        fs::read(&synced).expect("synced"),
+        fs::read(&out).expect("output")
+    );
+    let done = aggregate(&["--fsync"], &good);
+    assert_eq!(done.status.code(), Some(2));
+    assert!(done.stderr.contains("--output <FILE>"), "{}", done.stderr);
 }
 
 #[test]

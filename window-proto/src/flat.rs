@@ -264,7 +264,7 @@ impl<const N: usize> Shape<N> {
 /// Reads objects most of which share a layout, each for the same `names`: by the last
 /// [`Shape`] learned while it matches; one that does not by the general scan, which learns its
 /// layout on the way, but after a miss of a layout just learned only at the 2nd, 4th, 8th, ...
-/// 1024th miss (so input where no layout lasts costs few lessons).
+/// 1024th miss, and then at every 1024th (so input where no layout lasts costs few lessons).
 #[derive(Clone, Debug)]
 pub struct Shapes<'n, const N: usize> {
     names: [&'n str; N],

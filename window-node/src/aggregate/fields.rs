@@ -535,7 +535,7 @@ mod tests {
             r#"{"id": 3, "timestamp": "2024-01-15T10:00:12Z", "key": "c"}"#,
             // Another layout, then one with an escape, then one nested, then the first again.
             r#"{"timestamp": 5, "id": "x", "value": 2.5}"#,
-            r#"{"timestamp": 6, "id": "y"z", "value": 2.5}"#,
+            r#"{"timestamp": 6, "id": "y\"z", "value": 2.5}"#,
             r#"{"timestamp": 7, "id": "w", "value": {"v": 1}}"#,
             r#"{"id": 4, "timestamp": "2024-01-15T10:00:13Z", "key": "d"}"#,
             r#"{"id": 5, "timestamp": "2024-01-15T10:00:14Z", "key": "e"} x"#,

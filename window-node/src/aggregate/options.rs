@@ -59,10 +59,10 @@ pub struct AggregateArgs {
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
-    /// With --output: flush the file to the disk (fsync) before it is renamed into place, so
-    /// that it survives a power loss right after the command ends. Off by default, as for
-    /// other tools that write files (cp, sort -o, DuckDB's COPY): either way the file appears
-    /// only complete, whatever happens to this process.
+    /// With --output: flush the file to the disk (fsync) before it is renamed into place, and
+    /// its directory after, so that it survives a power loss right after the command ends. Off
+    /// by default, as for other tools that write files (cp, sort -o, DuckDB's COPY): either way
+    /// the file appears only complete, whatever happens to this process.
     #[arg(long, requires = "output")]
     pub fsync: bool,
 

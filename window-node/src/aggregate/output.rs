@@ -106,17 +106,22 @@ impl Write for Sink {
     }
 }
 
+/// The directory a file named `path` is in (`.` for a bare name).
+fn output_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 impl Output {
-    /// Output to `path` (through a temporary file in its directory, flushed to the disk before
-    /// it is renamed into place when `fsync`), or to stdout.
+    /// Output to `path` (through a temporary file in its directory, renamed into place; when
+    /// `fsync`, the file is flushed to the disk before and its directory after), or to stdout.
     pub fn create(path: Option<&Path>, shape: Shape, fsync: bool) -> Result<Output, Error> {
         let sink = match path {
             None => Sink::Stdout(io::stdout().lock()),
             Some(path) => {
-                let dir = match path.parent() {
-                    Some(dir) if !dir.as_os_str().is_empty() => dir,
-                    _ => Path::new("."),
-                };
+                let dir = output_dir(path);
                 let temp = tempfile::Builder::new()
                     .prefix(".window-node-aggregate-")
                     .permissions(permissions(path))
@@ -249,9 +254,14 @@ impl Output {
                 if fsync {
                     temp.as_file().sync_all().map_err(failed)?;
                 }
-                temp.persist(&path)
-                    .map(|_: File| ())
-                    .map_err(|e| failed(e.error))
+                temp.persist(&path).map_err(|e| failed(e.error))?;
+                if fsync {
+                    // The rename is durable once the directory is.
+                    File::open(output_dir(&path))
+                        .and_then(|dir| dir.sync_all())
+                        .map_err(failed)?;
+                }
+                Ok(())
             }
         }
     }

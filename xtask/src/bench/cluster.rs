@@ -453,7 +453,7 @@ const MASTERS: usize = 3;
 const CLUSTER_ROUNDS: usize = 3;
 
 /// One round of a partitioned scenario: events/s, and the CPU seconds of each Redis server
-/// (none when they could not be read).
+/// whose CPU time could be read (fewer entries than servers when some could not).
 struct Round {
     per_s: f64,
     cpu: Vec<f64>,
@@ -519,11 +519,12 @@ fn clustered(
         let listed: Vec<String> = all.iter().map(|&r| human(r)).collect();
         (super::median(&all), listed.join(", "))
     };
-    // A median of the rounds whose CPU seconds were read, `None` without any.
-    let cpu = |rounds: &[Round], of: fn(&[f64]) -> f64| {
+    // A median over the rounds in which every server's CPU seconds were read (`servers` of
+    // them), `None` without any.
+    let cpu = |rounds: &[Round], servers: usize, of: fn(&[f64]) -> f64| {
         let read: Vec<f64> = rounds
             .iter()
-            .filter(|r| !r.cpu.is_empty())
+            .filter(|r| r.cpu.len() == servers)
             .map(|r| of(&r.cpu))
             .collect();
         (!read.is_empty()).then(|| super::median(&read))
@@ -531,8 +532,10 @@ fn clustered(
     let (single_rate, single_rates) = rates(&singles);
     let (cluster_rate, cluster_rates) = rates(&cluster_rounds);
     let cpu_note = match (
-        cpu(&cluster_rounds, |c| c.iter().copied().fold(0.0, f64::max)),
-        cpu(&singles, |c| c.iter().sum()),
+        cpu(&cluster_rounds, MASTERS, |c| {
+            c.iter().copied().fold(0.0, f64::max)
+        }),
+        cpu(&singles, 1, |c| c.iter().sum()),
     ) {
         (Some(busiest), Some(one)) => format!(
             "the busiest master spent {busiest:.2} CPU s (medians), {:.2} of the single redis-server's {one:.2} (aim: at most 0.5)",

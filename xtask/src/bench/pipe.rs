@@ -295,6 +295,8 @@ fn last_line(bytes: &[u8]) -> String {
 fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeRun> {
     let input = work.join(format!("pipe-{events}-events.jsonl"));
     let bytes = generate(&input, events)?;
+    // The input's writeback is not the first tool's to wait for.
+    super::settle_disk();
     eprintln!(
         "xtask: pipe: {events} events ({bytes} bytes) in {}",
         input.display()
