@@ -560,16 +560,10 @@ mod tests {
         }
     }
 
-    /// Member texts for the layout tests: wanted and other names, scalar values of every kind
-    /// and a few a line may not hold here (escapes, nesting, bad numbers).
-    const KEYS: [&str; 6] = [
-        "\"id\"",
-        "\"timestamp\"",
-        "\"key\"",
-        "\"value\"",
-        "\"x\"",
-        "\"é\"",
-    ];
+    /// Member texts for the layout tests: names (the wanted ones, as [`NAMES`], then two
+    /// others), scalar values of every kind and a few a line may not hold here (escapes,
+    /// nesting, bad numbers).
+    const KEYS: [&str; 6] = ["id", "timestamp", "key", "value", "x", "é"];
     const VALUES: [&str; 16] = [
         "7",
         "-0.5e+3",
@@ -598,7 +592,7 @@ mod tests {
             .iter()
             .map(|&(k, v, w)| {
                 format!(
-                    "{}{}{}:{}{}",
+                    "{}\"{}\"{}:{}{}",
                     SPACES[w], KEYS[k], SPACES[w], SPACES[w], VALUES[v]
                 )
             })

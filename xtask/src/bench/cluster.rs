@@ -545,7 +545,7 @@ fn clustered(
         _ => "the servers' CPU seconds could not be read".to_owned(),
     };
     results.notes.push(format!(
-        "Redis Cluster ({MASTERS} masters) / one Redis, --partitions {PARTITIONS} on 3 nodes, medians of {CLUSTER_ROUNDS} alternating rounds: {:.2} of its events/s ({} vs {}; aim: at least 1.0; rounds: cluster {cluster_rates}, one Redis {single_rates}); {cpu_note}. One machine's 2 cores run every master, node and loadgen, so the spread, not the total, is what this shows. The table shows the cluster's first round and the one-Redis row measured before the cluster started.",
+        "Redis Cluster ({MASTERS} masters) / one Redis, --partitions {PARTITIONS} on 3 nodes, medians of {CLUSTER_ROUNDS} alternating rounds: {:.3} of its events/s ({} vs {}; aim: at least 1.0; rounds: cluster {cluster_rates}, one Redis {single_rates}); {cpu_note}. One machine's 2 cores run every master, node and loadgen, so the spread, not the total, is what this shows. The table shows the cluster's first round and the one-Redis row measured before the cluster started.",
         cluster_rate / single_rate.max(1e-9),
         human(cluster_rate),
         human(single_rate),
