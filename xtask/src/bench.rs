@@ -575,9 +575,9 @@ fn daemon_workload(events: &str) -> [&str; 14] {
 }
 
 /// Writes the page cache's dirty data out (`sync`) before a durable run (or a generated input
-/// is read), so that a run does not pay for the writeback of the one before (the payload run leaves about 150 MB behind, and
-/// its removal): each starts with a quiet disk. Best effort: without `sync`, runs go on as
-/// before.
+/// is read), so that a run does not pay for the writeback of the one before (the payload run
+/// leaves about 150 MB behind, and its removal): each starts with a quiet disk. Best effort:
+/// without `sync`, runs go on as before.
 fn settle_disk() {
     let _ = Command::new("sync").status();
 }

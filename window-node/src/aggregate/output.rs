@@ -75,7 +75,8 @@ enum Encoder {
 #[derive(Debug)]
 enum Sink {
     Stdout(StdoutLock<'static>),
-    /// `fsync`: flush the file to the disk before it is renamed into place.
+    /// `fsync`: flush the file to the disk before it is renamed into place, and its directory
+    /// after.
     File {
         temp: NamedTempFile,
         path: PathBuf,

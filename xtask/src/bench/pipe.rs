@@ -360,23 +360,28 @@ fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeR
         _ => None,
     };
     let mut node_runs = vec![first];
-    let mut peer_runs: Vec<Result<Vec<Measured>, String>> =
-        PEERS.iter().map(|_| Ok(Vec::new())).collect();
+    // One entry per peer in `PEERS` order, when they are installed.
+    let mut peer_runs: Vec<Result<Vec<Measured>, String>> = match python {
+        Some(_) => PEERS.iter().map(|_| Ok(Vec::new())).collect(),
+        None => Vec::new(),
+    };
     for round in 0..RUNS {
         if round > 0 {
             node_runs.push(node_again()?);
         }
-        let Some(python) = python else { continue };
         for (peer, runs) in PEERS.iter().zip(&mut peer_runs) {
-            let Ok(done) = runs else { continue };
-            if round > 0 && peer.goal.is_none() {
+            // The peers the issue sets a goal against run as often as the node.
+            let wanted = if peer.goal.is_some() { RUNS } else { 1 };
+            let (Some(python), Ok(done)) = (python, &mut *runs) else {
+                continue;
+            };
+            if round >= wanted {
                 continue;
             }
             eprintln!(
-                "xtask: pipe: {} on {events} events (run {} of {})",
+                "xtask: pipe: {} on {events} events (run {} of {wanted})",
                 peer.name,
-                round + 1,
-                if peer.goal.is_some() { RUNS } else { 1 }
+                round + 1
             );
             let out = work.join(format!("pipe-{events}-{}.jsonl", peer.module));
             let _ = fs::remove_file(&out);
@@ -396,17 +401,14 @@ fn run_size(events: u64, setup: &PeerSetup, work: &Path) -> anyhow::Result<SizeR
         }
     }
     let node_measured = median_run(node_runs);
-    let peers = match python {
-        Some(_) => peer_runs
-            .into_iter()
-            .enumerate()
-            .map(|(peer, runs)| PeerRun {
-                peer,
-                outcome: runs.map(median_run),
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let peers = peer_runs
+        .into_iter()
+        .enumerate()
+        .map(|(peer, runs)| PeerRun {
+            peer,
+            outcome: runs.map(median_run),
+        })
+        .collect();
     // The ten-million-event files are large; the next size or run writes its own.
     let _ = fs::remove_file(&node_out);
     let _ = fs::remove_file(&input);
@@ -637,8 +639,8 @@ pub fn section(out: &mut String, r: &PipeResult) {
          included: for the node, DuckDB and Polars the median of {RUNS} runs in alternating \
          rounds (each checked; runs this short vary by tens of percent on a shared machine), \
          for the naive script and Bytewax one run of tens of seconds. Nobody's output is \
-         flushed to the disk (the node's `--fsync` would). Peak RSS is the process's high-water mark \
-         (`VmHWM`), read every 10 ms, of the run counted. The speed-up is the tool's \
+         flushed to the disk (the node's `--fsync` would). Peak RSS is the process's high-water \
+         mark (`VmHWM`), read every 10 ms, of the run counted. The speed-up is the tool's \
          seconds over the node's at the same size, both from this run. The tools ran one \
          after another on {} cores; the one-minute load average was {} before the first and {} \
          after the last (other work on a shared machine slows every tool, not in equal \
