@@ -20,13 +20,19 @@
 //! After a crash the last segment may end in a torn record (written, never synced, so never
 //! acknowledged): reading stops there, and the next writer cuts it off before it appends, always
 //! to a segment of its own. A bad record anywhere else is corruption.
+//!
+//! A segment is written with zeros ahead of its records (see the `prefilled` module), which end
+//! them: reading stops at a header of zeros, which no record has (a record's CRC covers its
+//! number), in the newest segment as the torn end it cuts, in another when zeros run to the end
+//! of the file. A segment is cut to its last record when it is closed, so closed segments hold
+//! records only, as before the zeros.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
 use crate::payload_log::{io_error, sync_dir};
+use crate::prefilled::Prefilled;
 
 /// The sled key holding the number of the last journal record compacted (8 bytes, big-endian).
 pub const COMPACTED_KEY: &[u8] = b"C";
@@ -49,8 +55,7 @@ struct Segment {
 #[derive(Debug)]
 struct Current {
     segment: Segment,
-    file: File,
-    len: u64,
+    file: Prefilled,
 }
 
 /// Appends journal records to segment files, and reads them back.
@@ -133,6 +138,11 @@ impl JournalFiles {
                         torn = Some((path.clone(), at as u64));
                         break;
                     }
+                    if bytes[at..].iter().all(|&b| b == 0) {
+                        // The zeros a writer reserved after its records (this writer's, or one's
+                        // that stopped before it cut them).
+                        break;
+                    }
                     return Err(corrupt(&path, at, "a record whose length or CRC is wrong"));
                 };
                 if previous.is_some_and(|p| n <= p) || (last.is_none() && n < first) {
@@ -168,7 +178,7 @@ impl JournalFiles {
         let full = self
             .current
             .as_ref()
-            .is_none_or(|c| c.len >= self.segment_bytes);
+            .is_none_or(|c| c.file.len() >= self.segment_bytes);
         if full {
             let started = self.next_segment(n, compacted);
             if started.is_err() {
@@ -183,15 +193,11 @@ impl JournalFiles {
         header[..4].copy_from_slice(&len.to_le_bytes());
         header[4..8].copy_from_slice(&crc(n, body).to_le_bytes());
         header[8..].copy_from_slice(&n.to_le_bytes());
-        let written = current
-            .file
-            .write_all(&header)
-            .and_then(|()| current.file.write_all(body));
+        let written = current.file.write(&[&header, body]);
         if let Err(e) = written {
             self.failed = true;
             return Err(io_error("writing", &current.segment.path, &e));
         }
-        current.len += (HEADER + body.len()) as u64;
         current.segment.last = Some(n);
         Ok(())
     }
@@ -219,10 +225,12 @@ impl JournalFiles {
     /// removes the compacted segments and starts the next at record `n`.
     fn next_segment(&mut self, n: u64, compacted: Option<u64>) -> Result<(), StoreError> {
         if let Some(current) = self.current.take() {
+            // Cut to its records (its zeros go) and synced, size included, before the next
+            // segment exists: a segment before the newest holds records only.
             current
                 .file
-                .sync_data()
-                .map_err(|e| io_error("syncing", &current.segment.path, &e))?;
+                .close()
+                .map_err(|e| io_error("closing", &current.segment.path, &e))?;
             self.closed.push(current.segment);
         }
         if let Some((path, end)) = self.torn.take() {
@@ -257,7 +265,7 @@ impl JournalFiles {
         let path = self.dir.join(format!("{n:016x}.log"));
         let file = OpenOptions::new()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .map_err(|e| io_error("creating", &path, &e))?;
         if removed {
@@ -270,8 +278,7 @@ impl JournalFiles {
                 first: n,
                 last: None,
             },
-            file,
-            len: 0,
+            file: Prefilled::new(file, 0, 0),
         });
         Ok(())
     }
@@ -322,7 +329,11 @@ fn segment_number(name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
     use super::*;
+    use crate::prefilled::MIN_RESERVE;
 
     fn bodies(records: &[(u64, Vec<u8>)]) -> Vec<(u64, String)> {
         records
@@ -434,5 +445,67 @@ mod tests {
             .read(None)
             .unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+    }
+
+    #[test]
+    fn zeros_are_written_ahead_of_the_records_and_cut_when_a_segment_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        // Segments close once they hold 100 bytes: the third record starts the second.
+        let mut journal = JournalFiles::open_with(dir.path(), 100).unwrap();
+        let body = [7u8; 40];
+        journal.append(0, &body, None).unwrap();
+        journal.sync().unwrap();
+        let first = dir.path().join(format!("{:016x}.log", 0));
+        let record = (HEADER + body.len()) as u64;
+        // Zeros a reserve's length past the record.
+        assert_eq!(fs::metadata(&first).unwrap().len(), record + MIN_RESERVE);
+        // The writer reads its own segment up to its zeros, which are no torn end for it.
+        assert_eq!(journal.read(None).unwrap().len(), 1);
+        journal.append(1, &body, None).unwrap();
+        journal.append(2, &body, None).unwrap();
+        journal.sync().unwrap();
+        // The first segment closed: cut to its two records.
+        assert_eq!(fs::metadata(&first).unwrap().len(), 2 * record);
+        let second = dir.path().join(format!("{:016x}.log", 2));
+        assert_eq!(fs::metadata(&second).unwrap().len(), record + MIN_RESERVE);
+        drop(journal);
+
+        // A crash: the next reader stops at the zeros, and its writer cuts them off.
+        let mut next = JournalFiles::open_with(dir.path(), 100).unwrap();
+        let numbers: Vec<u64> = next.read(None).unwrap().iter().map(|r| r.0).collect();
+        assert_eq!(numbers, vec![0, 1, 2]);
+        next.append(3, &body, None).unwrap();
+        next.sync().unwrap();
+        assert_eq!(fs::metadata(&second).unwrap().len(), record);
+        let mut reader = JournalFiles::open_with(dir.path(), 100).unwrap();
+        let numbers: Vec<u64> = reader.read(None).unwrap().iter().map(|r| r.0).collect();
+        assert_eq!(numbers, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_record_torn_inside_the_zeros_is_cut_and_a_large_one_extends_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = JournalFiles::open_with(dir.path(), 64 << 20).unwrap();
+        journal.append(0, b"zero", None).unwrap();
+        // A record larger than the reserve extends it past itself.
+        let large = vec![1u8; MIN_RESERVE as usize + 10];
+        journal.append(1, &large, None).unwrap();
+        journal.sync().unwrap();
+        let path = dir.path().join(format!("{:016x}.log", 0));
+        let end = (2 * HEADER + 4 + large.len()) as u64;
+        assert!(fs::metadata(&path).unwrap().len() >= end + MIN_RESERVE);
+        drop(journal);
+        // A crash in the middle of record 2's write: half a header over the zeros.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&[9, 0, 0, 0, 1, 2], end).unwrap();
+        drop(file);
+
+        let mut next = JournalFiles::open_with(dir.path(), 64 << 20).unwrap();
+        let read = next.read(None).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1].1, large);
+        next.append(2, b"two", None).unwrap();
+        next.sync().unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), end);
     }
 }

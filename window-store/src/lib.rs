@@ -54,6 +54,7 @@ mod journal_file;
 mod kv;
 mod memory;
 mod payload_log;
+mod prefilled;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]

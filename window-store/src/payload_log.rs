@@ -9,7 +9,10 @@
 //! Durability: [`PayloadLog::write_durable`] writes and `fdatasync`s what was appended before
 //! the store applies the batch that refers to it, so no durable record can point at bytes that
 //! are not. Bytes appended by a batch that then failed or was lost in a crash are never referred
-//! to and stay as dead space; a reopened log appends after them.
+//! to and stay as dead space; a reopened log appends after them. The segment being appended to
+//! is written with zeros ahead of its texts (see the `prefilled` module); a reopened log finds
+//! where they end by its last byte that is not zero (a JSON text holds none), and a segment is
+//! cut to its texts when it is closed.
 //!
 //! Removal: a closed segment goes once no record that can still be read refers to it (the store
 //! decides which, see `kv::LoggedPayloads`): the output log's retention dropped every output
@@ -19,7 +22,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use window_core::Payload;
 
 use crate::error::StoreError;
+use crate::prefilled::{Prefilled, end_of_nonzero_data};
 
 /// Where a payload's text is: which segment, at which offset, how long, and its CRC-32.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +51,7 @@ pub struct PayloadLog {
     segment: u32,
     /// The closed segments on disk (every one below `segment` not removed).
     closed: BTreeSet<u32>,
-    file: File,
+    file: Prefilled,
     /// Bytes in `file`, written or not: where the next payload goes.
     len: u64,
     /// A segment is closed once it holds this many bytes.
@@ -126,7 +129,7 @@ impl PayloadLog {
         let path = segment_path(&self.dir, self.segment);
         if let Err(e) = self
             .file
-            .write_all(&self.pending)
+            .write(&[&self.pending])
             .and_then(|()| self.file.sync_data())
         {
             self.failed = true;
@@ -146,9 +149,17 @@ impl PayloadLog {
         }
     }
 
-    /// Closes the current segment (durably) and starts the next.
+    /// Closes the current segment (durably, cut to its texts) and starts the next.
     fn next_segment(&mut self) -> Result<(), StoreError> {
         self.write_durable()?;
+        if let Err(e) = self.file.close() {
+            self.failed = true;
+            return Err(io_error(
+                "closing",
+                &segment_path(&self.dir, self.segment),
+                &e,
+            ));
+        }
         let (file, len) = open_segment(&self.dir, self.segment + 1)?;
         // The new file's name must be durable before anything refers to it.
         sync_dir(&self.dir)?;
@@ -224,18 +235,22 @@ impl PayloadLog {
     }
 }
 
-fn open_segment(dir: &Path, n: u32) -> Result<(File, u64), StoreError> {
+/// Segment `n`, created when missing, and where its texts end.
+fn open_segment(dir: &Path, n: u32) -> Result<(Prefilled, u64), StoreError> {
     let path = segment_path(dir, n);
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
         .open(&path)
         .map_err(|e| io_error("opening", &path, &e))?;
-    let len = file
+    let size = file
         .metadata()
         .map_err(|e| io_error("reading the size of", &path, &e))?
         .len();
-    Ok((file, len))
+    let len = end_of_nonzero_data(&file).map_err(|e| io_error("reading", &path, &e))?;
+    Ok((Prefilled::new(file, len, size), len))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -275,10 +290,12 @@ mod tests {
         // Appended but never written (a batch that failed): nothing refers to it.
         log.append("lost").unwrap();
         drop(log);
-        // A torn tail from a crash: the reopened log appends after it.
+        // A torn tail from a crash, over the zeros ahead: the reopened log appends after it.
         let seg = segment_path(dir.path(), 0);
-        let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
-        f.write_all(b"torn").unwrap();
+        let end = u64::from(a.len + b.len);
+        assert!(fs::metadata(&seg).unwrap().len() > end, "zeros ahead");
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(b"torn", end).unwrap();
         let mut log = PayloadLog::open(dir.path()).unwrap();
         let c = log.append("[1,2]").unwrap();
         log.write_durable().unwrap();
