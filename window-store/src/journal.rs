@@ -381,10 +381,16 @@ impl Merger {
             KvOp::Put(key, value) => self.put(key, value),
             KvOp::DeletePrefix(prefix) => {
                 if let Some(writes) = self.windows.remove(&prefix) {
-                    // A window's prefix (what removals name): its chunks alone.
+                    // A window's prefix (what removals name): its chunks alone, none of which
+                    // is among `puts`.
                     self.cancel(writes);
+                    self.ops.push(Some(KvOp::DeletePrefix(prefix)));
+                    return Ok(());
                 } else if prefix.first() == Some(&WINDOW_PREFIX) && is_window_prefix(&prefix) {
-                    // A window with no chunk in the round.
+                    // A window with no chunk in the round (nor in `puts`: every key under a
+                    // window's prefix is a chunk's).
+                    self.ops.push(Some(KvOp::DeletePrefix(prefix)));
+                    return Ok(());
                 } else {
                     let doomed: Vec<Vec<u8>> = self
                         .windows
@@ -554,7 +560,10 @@ fn compaction_below(
     stored: &mut Option<HashSet<Vec<u8>>>,
     in_backend_below: u64,
 ) -> Result<Vec<KvOp>, StoreError> {
-    let mut merger = Merger::default();
+    let mut merger = Merger {
+        ops: Vec::with_capacity(records.iter().map(|(_, ops)| ops.len()).sum()),
+        ..Merger::default()
+    };
     let mut numbers = Vec::with_capacity(records.len());
     for (n, ops) in records {
         numbers.push(n);
