@@ -807,7 +807,10 @@ fn payload_log_bytes(dir: &Path) -> u64 {
         .unwrap()
         .map(|e| {
             let bytes = std::fs::read(e.unwrap().path()).unwrap();
-            bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1) as u64
+            bytes
+                .iter()
+                .rposition(|&b| b != 0)
+                .map_or(0, |last| last + 1) as u64
         })
         .sum()
 }
