@@ -34,12 +34,14 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use window_testkit::calendar::utc;
-use window_testkit::{Process, Stderr, procfs};
+use window_testkit::{EXIT_POLL, Process, Stderr, procfs};
 
 mod apparatus;
 mod clients;
@@ -975,8 +977,11 @@ struct Run {
     cpu_seconds: Option<f64>,
 }
 
-/// Runs the node on `input`, measuring wall time, CPU time and peak memory (read from /proc
-/// just before the node exits: it waits for end of input, which we send last).
+/// Runs the node on `input`, measuring wall time (process start to exit), CPU time and peak
+/// memory. The input ends as soon as it is written (the node answers what is left and exits);
+/// a sampler thread reads the node's CPU seconds and peak RSS from /proc every
+/// [`EXIT_POLL`] until then. Both only grow, so the last reading is theirs, less the node's
+/// last millisecond or so of CPU.
 fn run_node(args: &[&str], input: Vec<u8>) -> anyhow::Result<Run> {
     let start = Instant::now();
     let mut child = Process::spawn(
@@ -993,15 +998,40 @@ fn run_node(args: &[&str], input: Vec<u8>) -> anyhow::Result<Run> {
         let mut out = String::new();
         stdout.read_to_string(&mut out).map(|_| out)
     });
-    stdin.write_all(&input).context("writing requests")?;
-    stdin.flush()?;
-    // Give the node a moment to answer the last line before sampling it.
-    thread::sleep(Duration::from_millis(50));
-    let peak_rss_kib = procfs::peak_rss_kib(pid);
-    let cpu_seconds = procfs::cpu_seconds(pid);
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            let (mut peak, mut cpu) = (None, None);
+            while !done.load(Ordering::Relaxed) {
+                // A node gone (exited, not yet reaped) reads as None: the last readings stand.
+                peak = procfs::peak_rss_kib(pid).or(peak);
+                cpu = procfs::cpu_seconds(pid).or(cpu);
+                thread::sleep(EXIT_POLL);
+            }
+            (peak, cpu)
+        })
+    };
+    let written = stdin
+        .write_all(&input)
+        .and_then(|()| stdin.flush())
+        .context("writing requests");
     drop(stdin);
-    let status = child.wait_exit(RUN_LIMIT)?;
+    let status = loop {
+        if let Some(status) = child.exited()? {
+            break status;
+        }
+        ensure!(start.elapsed() < RUN_LIMIT, "the node took too long");
+        thread::sleep(EXIT_POLL);
+    };
     let elapsed = start.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let (peak_rss_kib, cpu_seconds) = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+    // Reaped already: this waits for the end of its stderr alone.
+    child.wait_exit(RUN_LIMIT)?;
+    written?;
     let stdout = reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
