@@ -333,7 +333,7 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::*;
-    use crate::prefilled::MIN_RESERVE;
+    use crate::prefilled::RESERVE;
 
     fn bodies(records: &[(u64, Vec<u8>)]) -> Vec<(u64, String)> {
         records
@@ -457,8 +457,8 @@ mod tests {
         journal.sync().unwrap();
         let first = dir.path().join(format!("{:016x}.log", 0));
         let record = (HEADER + body.len()) as u64;
-        // Zeros a reserve's length past the record.
-        assert_eq!(fs::metadata(&first).unwrap().len(), record + MIN_RESERVE);
+        // Zeros a reserve past the record.
+        assert_eq!(fs::metadata(&first).unwrap().len(), record + RESERVE);
         // The writer reads its own segment up to its zeros, which are no torn end for it.
         assert_eq!(journal.read(None).unwrap().len(), 1);
         journal.append(1, &body, None).unwrap();
@@ -467,7 +467,7 @@ mod tests {
         // The first segment closed: cut to its two records.
         assert_eq!(fs::metadata(&first).unwrap().len(), 2 * record);
         let second = dir.path().join(format!("{:016x}.log", 2));
-        assert_eq!(fs::metadata(&second).unwrap().len(), record + MIN_RESERVE);
+        assert_eq!(fs::metadata(&second).unwrap().len(), record + RESERVE);
         drop(journal);
 
         // A crash: the next reader stops at the zeros, and its writer cuts them off.
@@ -488,12 +488,12 @@ mod tests {
         let mut journal = JournalFiles::open_with(dir.path(), 64 << 20).unwrap();
         journal.append(0, b"zero", None).unwrap();
         // A record larger than the reserve extends it past itself.
-        let large = vec![1u8; MIN_RESERVE as usize + 10];
+        let large = vec![1u8; RESERVE as usize + 10];
         journal.append(1, &large, None).unwrap();
         journal.sync().unwrap();
         let path = dir.path().join(format!("{:016x}.log", 0));
         let end = (2 * HEADER + 4 + large.len()) as u64;
-        assert!(fs::metadata(&path).unwrap().len() >= end + MIN_RESERVE);
+        assert!(fs::metadata(&path).unwrap().len() >= end + RESERVE);
         drop(journal);
         // A crash in the middle of record 2's write: half a header over the zeros.
         let file = OpenOptions::new().write(true).open(&path).unwrap();

@@ -6,9 +6,10 @@
 //! machine, 80 µs a sync when appending, 48 µs over zeros already written. Databases' logs do the
 //! same for the same reason (PostgreSQL's zero-filled WAL segments, RocksDB's recycled logs).
 //! Space merely allocated (`fallocate`) does not do: the first write to it converts the extent,
-//! a change of metadata too. The zeros are written a megabyte or more at a time (see
-//! [`Prefilled::write`]), so small stores stay small and busy ones extend their files rarely;
-//! [`Prefilled::close`] cuts them off.
+//! a change of metadata too. The zeros are written a megabyte at a time (see
+//! [`Prefilled::write`]), so small stores stay small; [`Prefilled::close`] cuts them off. (Eight
+//! megabytes at a time, once a file had grown, stalled the sync after each extension long enough
+//! to show in the tail: ack p99 at 16 in flight 5.4-7.9 ms, against 3.6-4.2 ms with one.)
 //!
 //! Who reads such a file finds where its data ends from the data: the journal's records end at a
 //! header of zeros, which no record has; payload texts are JSON, which holds no zero byte.
@@ -17,11 +18,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-/// The least written with zeros ahead of the data at a time; then as much as the file holds, up
-/// to [`MAX_RESERVE`].
-pub(crate) const MIN_RESERVE: u64 = 1 << 20;
-/// The most written with zeros at a time.
-const MAX_RESERVE: u64 = 8 << 20;
+/// Written with zeros ahead of the data at a time.
+pub(crate) const RESERVE: u64 = 1 << 20;
 
 /// Zeros to write ahead of the data from.
 static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
@@ -52,13 +50,12 @@ impl Prefilled {
     }
 
     /// Writes `parts`, one after the other, where the data ends. When they would pass the end of
-    /// the file, it is first extended with zeros to past them by its own length (within
-    /// [`MIN_RESERVE`] and [`MAX_RESERVE`]), so that the syncs after this one change no
-    /// metadata.
+    /// the file, it is first extended with zeros to [`RESERVE`] past them, so that the syncs
+    /// after this one change no metadata.
     pub(crate) fn write(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let needed = self.len + parts.iter().map(|p| p.len() as u64).sum::<u64>();
         if needed > self.reserved {
-            let end = needed + self.reserved.clamp(MIN_RESERVE, MAX_RESERVE);
+            let end = needed + RESERVE;
             let mut at = self.reserved;
             while at < end {
                 let n = (end - at).min(ZEROS.len() as u64);
@@ -120,18 +117,18 @@ mod tests {
         f.write(&[b"abc"]).unwrap();
         assert_eq!(f.len(), 3);
         let size = || std::fs::metadata(&path).unwrap().len();
-        assert_eq!(size(), 3 + MIN_RESERVE);
+        assert_eq!(size(), 3 + RESERVE);
         // Within the reserve the file keeps its size.
         f.write(&[b"d", b"e"]).unwrap();
-        assert_eq!(size(), 3 + MIN_RESERVE);
-        // Past it, the file grows by its own length: past the data by the old size.
-        let large = vec![b'x'; MIN_RESERVE as usize];
+        assert_eq!(size(), 3 + RESERVE);
+        // Past it, zeros again a reserve past the data.
+        let large = vec![b'x'; RESERVE as usize];
         f.write(&[&large]).unwrap();
-        assert_eq!(size(), 5 + MIN_RESERVE + (3 + MIN_RESERVE));
+        assert_eq!(size(), 5 + RESERVE + RESERVE);
         let reopened = File::open(&path).unwrap();
-        assert_eq!(end_of_nonzero_data(&reopened).unwrap(), 5 + MIN_RESERVE);
+        assert_eq!(end_of_nonzero_data(&reopened).unwrap(), 5 + RESERVE);
         f.close().unwrap();
-        assert_eq!(size(), 5 + MIN_RESERVE);
+        assert_eq!(size(), 5 + RESERVE);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes.truncate(5);
         assert_eq!(bytes, b"abcde");
