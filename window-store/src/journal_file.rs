@@ -278,7 +278,7 @@ impl JournalFiles {
                 first: n,
                 last: None,
             },
-            file: Prefilled::new(file, 0, 0),
+            file: Prefilled::new(file, 0, 0, self.segment_bytes),
         });
         Ok(())
     }
@@ -457,8 +457,8 @@ mod tests {
         journal.sync().unwrap();
         let first = dir.path().join(format!("{:016x}.log", 0));
         let record = (HEADER + body.len()) as u64;
-        // Zeros a reserve past the record.
-        assert_eq!(fs::metadata(&first).unwrap().len(), record + RESERVE);
+        // Zeros after the record, up to where the segment closes.
+        assert_eq!(fs::metadata(&first).unwrap().len(), 100);
         // The writer reads its own segment up to its zeros, which are no torn end for it.
         assert_eq!(journal.read(None).unwrap().len(), 1);
         journal.append(1, &body, None).unwrap();
@@ -467,7 +467,7 @@ mod tests {
         // The first segment closed: cut to its two records.
         assert_eq!(fs::metadata(&first).unwrap().len(), 2 * record);
         let second = dir.path().join(format!("{:016x}.log", 2));
-        assert_eq!(fs::metadata(&second).unwrap().len(), record + RESERVE);
+        assert_eq!(fs::metadata(&second).unwrap().len(), 100);
         drop(journal);
 
         // A crash: the next reader stops at the zeros, and its writer cuts them off.

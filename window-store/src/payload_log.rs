@@ -82,7 +82,7 @@ impl PayloadLog {
             }
         }
         let newest = closed.pop_last().unwrap_or(0);
-        let (file, len) = open_segment(dir, newest)?;
+        let (file, len) = open_segment(dir, newest, segment_bytes)?;
         // The directory and the segment's name must be durable before anything refers to them.
         sync_dir(dir)?;
         if let Some(parent) = dir.parent() {
@@ -160,7 +160,7 @@ impl PayloadLog {
                 &e,
             ));
         }
-        let (file, len) = open_segment(&self.dir, self.segment + 1)?;
+        let (file, len) = open_segment(&self.dir, self.segment + 1, self.segment_bytes)?;
         // The new file's name must be durable before anything refers to it.
         sync_dir(&self.dir)?;
         self.closed.insert(self.segment);
@@ -235,8 +235,9 @@ impl PayloadLog {
     }
 }
 
-/// Segment `n`, created when missing, and where its texts end.
-fn open_segment(dir: &Path, n: u32) -> Result<(Prefilled, u64), StoreError> {
+/// Segment `n`, created when missing, and where its texts end; it closes at about
+/// `segment_bytes`.
+fn open_segment(dir: &Path, n: u32, segment_bytes: u64) -> Result<(Prefilled, u64), StoreError> {
     let path = segment_path(dir, n);
     let file = OpenOptions::new()
         .create(true)
@@ -250,7 +251,7 @@ fn open_segment(dir: &Path, n: u32) -> Result<(Prefilled, u64), StoreError> {
         .map_err(|e| io_error("reading the size of", &path, &e))?
         .len();
     let len = end_of_nonzero_data(&file).map_err(|e| io_error("reading", &path, &e))?;
-    Ok((Prefilled::new(file, len, size), len))
+    Ok((Prefilled::new(file, len, size, segment_bytes), len))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
