@@ -1,7 +1,7 @@
 //! The driver shell: the one task that owns the service and the store.
 //!
 //! Connections send it commands over a bounded channel. It takes whatever commands are waiting
-//! (up to a bound), runs each through the service (`window-service`: the engine, the numbering
+//! (up to a bound, and those that arrive while it steps them), runs each through the service (`window-service`: the engine, the numbering
 //! of fired windows, remembered requests), commits the group's batch, makes it durable with one
 //! `sync` (group commit), and only then answers the commands and publishes the fired windows to
 //! subscribers. Timers (the time purge and the idle watermark) are the service's; the driver
@@ -347,7 +347,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            if let Err(error) = self.run_group(group) {
+            if let Err(error) = self.run_group(group, &mut commands) {
                 refuse_queued(&mut commands, &error);
                 return Err(error);
             }
@@ -360,9 +360,14 @@ impl Driver {
         Ok(())
     }
 
-    /// One group: the timers, every command as a service step, one batch, one sync, then the
-    /// answers and the publication.
-    fn run_group(&mut self, group: Vec<Command>) -> Result<(), DriverError> {
+    /// One group: the timers, every command as a service step (those queued when it starts, then
+    /// those `late` holds by the time they are stepped, up to [`MAX_GROUP`] in all), one batch,
+    /// one sync, then the answers and the publication.
+    fn run_group(
+        &mut self,
+        group: Vec<Command>,
+        late: &mut mpsc::Receiver<Command>,
+    ) -> Result<(), DriverError> {
         let trigger = Instant::now();
         let now = self.clock.now();
         let fired = self.service.handle_timeout(now);
@@ -372,7 +377,22 @@ impl Driver {
         let mut pending = Vec::new();
         let mut subscribes = Vec::new();
         let mut stats = Vec::new();
-        for command in group {
+        let mut taken = group.len();
+        let mut queued = group.into_iter();
+        loop {
+            let command = match queued.next() {
+                Some(command) => command,
+                // Commands that arrived while the group's first ones were stepped join it: they
+                // share its sync instead of waiting for it and then paying one of their own.
+                None if taken < MAX_GROUP => match late.try_recv() {
+                    Ok(command) => {
+                        taken += 1;
+                        command
+                    }
+                    Err(_) => break,
+                },
+                None => break,
+            };
             match command {
                 Command::Subscribe { from_seq, reply } => subscribes.push((from_seq, reply)),
                 Command::Stats { reply } => stats.push(reply),
