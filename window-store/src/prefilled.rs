@@ -106,19 +106,25 @@ pub(crate) fn end_of_nonzero_data(file: &File) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+
+    /// A new, empty file in `dir`, as a `Prefilled` closing at `limit`, and its path.
+    fn new_file(dir: &tempfile::TempDir, limit: u64) -> (Prefilled, PathBuf) {
+        let path = dir.path().join("f");
+        let file = File::options()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        (Prefilled::new(file, 0, 0, limit), path)
+    }
 
     #[test]
     fn zeros_go_ahead_of_the_data_and_a_close_cuts_them() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::options()
-            .create_new(true)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let mut f = Prefilled::new(file, 0, 0, 64 << 20);
+        let (mut f, path) = new_file(&dir, 64 << 20);
         f.write(&[b"abc"]).unwrap();
         assert_eq!(f.len(), 3);
         let size = || std::fs::metadata(&path).unwrap().len();
@@ -142,13 +148,7 @@ mod tests {
     #[test]
     fn zeros_go_no_further_than_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let file = File::options()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        let mut f = Prefilled::new(file, 0, 0, 100);
+        let (mut f, path) = new_file(&dir, 100);
         f.write(&[b"abc"]).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 100);
         // Data past the limit (the record that closes a segment) gets no zeros after it.
