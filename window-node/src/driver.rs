@@ -1,10 +1,10 @@
 //! The driver shell: the one task that owns the service and the store.
 //!
 //! Connections send it commands over a bounded channel. It takes whatever commands are waiting
-//! (up to a bound, and those that arrive while it steps them), runs each through the service (`window-service`: the engine, the numbering
-//! of fired windows, remembered requests), commits the group's batch, makes it durable with one
-//! `sync` (group commit), and only then answers the commands and publishes the fired windows to
-//! subscribers. Timers (the time purge and the idle watermark) are the service's; the driver
+//! (up to a bound, and those that arrive while it steps them), runs each through the service
+//! (`window-service`: the engine, the numbering of fired windows, remembered requests), commits
+//! the group's batch, makes it durable with one `sync` (group commit), and only then answers the
+//! commands and publishes the fired windows to subscribers. Timers (the time purge and the idle watermark) are the service's; the driver
 //! only sleeps until the service says and reads the clock. Nothing else touches the service or
 //! the store, so there are no locks.
 

@@ -52,8 +52,6 @@ pub struct PayloadLog {
     /// The closed segments on disk (every one below `segment` not removed).
     closed: BTreeSet<u32>,
     file: Prefilled,
-    /// Bytes in `file`, written or not: where the next payload goes.
-    len: u64,
     /// A segment is closed once it holds this many bytes.
     segment_bytes: u64,
     /// Appended since the last write, starting at `len - pending.len()`.
@@ -82,7 +80,7 @@ impl PayloadLog {
             }
         }
         let newest = closed.pop_last().unwrap_or(0);
-        let (file, len) = open_segment(dir, newest, segment_bytes)?;
+        let file = open_segment(dir, newest, segment_bytes)?;
         // The directory and the segment's name must be durable before anything refers to them.
         sync_dir(dir)?;
         if let Some(parent) = dir.parent() {
@@ -93,7 +91,6 @@ impl PayloadLog {
             segment: newest,
             closed,
             file,
-            len,
             segment_bytes,
             pending: Vec::new(),
             readers: Mutex::new(HashMap::new()),
@@ -106,17 +103,16 @@ impl PayloadLog {
         self.refuse_after_failure()?;
         let len = u32::try_from(text.len())
             .map_err(|_| StoreError::InvalidBatch("a payload over 4 GiB".to_owned()))?;
-        if self.len > 0 && self.len + u64::from(len) > self.segment_bytes {
+        if self.end() > 0 && self.end() + u64::from(len) > self.segment_bytes {
             self.next_segment()?;
         }
         let at = PayloadRef {
             segment: self.segment,
-            offset: self.len,
+            offset: self.end(),
             len,
             crc: crc32fast::hash(text.as_bytes()),
         };
         self.pending.extend_from_slice(text.as_bytes());
-        self.len += u64::from(len);
         Ok(at)
     }
 
@@ -137,6 +133,11 @@ impl PayloadLog {
         }
         self.pending.clear();
         Ok(())
+    }
+
+    /// Bytes in the segment, written or not: where the next payload goes.
+    fn end(&self) -> u64 {
+        self.file.len() + self.pending.len() as u64
     }
 
     fn refuse_after_failure(&self) -> Result<(), StoreError> {
@@ -160,13 +161,12 @@ impl PayloadLog {
                 &e,
             ));
         }
-        let (file, len) = open_segment(&self.dir, self.segment + 1, self.segment_bytes)?;
+        let file = open_segment(&self.dir, self.segment + 1, self.segment_bytes)?;
         // The new file's name must be durable before anything refers to it.
         sync_dir(&self.dir)?;
         self.closed.insert(self.segment);
         self.segment += 1;
         self.file = file;
-        self.len = len;
         Ok(())
     }
 
@@ -235,9 +235,8 @@ impl PayloadLog {
     }
 }
 
-/// Segment `n`, created when missing, and where its texts end; it closes at about
-/// `segment_bytes`.
-fn open_segment(dir: &Path, n: u32, segment_bytes: u64) -> Result<(Prefilled, u64), StoreError> {
+/// Segment `n`, created when missing, its texts' end found; it closes at about `segment_bytes`.
+fn open_segment(dir: &Path, n: u32, segment_bytes: u64) -> Result<Prefilled, StoreError> {
     let path = segment_path(dir, n);
     let file = OpenOptions::new()
         .create(true)
@@ -251,7 +250,7 @@ fn open_segment(dir: &Path, n: u32, segment_bytes: u64) -> Result<(Prefilled, u6
         .map_err(|e| io_error("reading the size of", &path, &e))?
         .len();
     let len = end_of_nonzero_data(&file).map_err(|e| io_error("reading", &path, &e))?;
-    Ok((Prefilled::new(file, len, size, segment_bytes), len))
+    Ok(Prefilled::new(file, len, size, segment_bytes))
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
@@ -343,7 +342,7 @@ mod tests {
         for (i, r) in refs.iter().enumerate() {
             assert_eq!(&*log.read(r).unwrap(), format!("\"{i}{i}{i}\""));
         }
-        assert_eq!((log.segment, log.len), (2, 5));
+        assert_eq!((log.segment, log.end()), (2, 5));
     }
 
     #[test]
