@@ -17,6 +17,10 @@ pub enum KvOp {
     PutNew(Vec<u8>, Vec<u8>),
     /// Remove every key that starts with the prefix.
     DeletePrefix(Vec<u8>),
+    /// Remove the key (nothing when it is absent). Only compaction rounds carry it: the
+    /// compactor removes a window it wrote by the keys it wrote, where a removal by prefix would
+    /// have the backend look for them (a sorted-set range per window in Redis).
+    Delete(Vec<u8>),
     /// Refuse the whole batch, applying nothing, unless the key holds this value (`None`: unless
     /// it is absent): a writer's check that nobody else wrote since it last did.
     Expect(Vec<u8>, Option<Vec<u8>>),
@@ -41,6 +45,7 @@ pub(crate) enum Plain {
         fresh: bool,
     },
     DeletePrefix(Vec<u8>),
+    Delete(Vec<u8>),
     /// Remove the keys from `from` (inclusive) to `to` (exclusive).
     DeleteRange {
         from: Vec<u8>,
@@ -72,6 +77,7 @@ impl KvOp {
                 fresh: true,
             },
             KvOp::DeletePrefix(prefix) => Plain::DeletePrefix(prefix),
+            KvOp::Delete(key) => Plain::Delete(key),
             KvOp::TrimLog(below) => Plain::DeleteRange {
                 from: codec::output_key(0),
                 to: codec::output_key(below),

@@ -120,9 +120,21 @@ fn window_prefix_with_room(window: &WindowKey, more: usize) -> Vec<u8> {
 pub fn chunk_key(window: &WindowKey, first_index: u64) -> Vec<u8> {
     // The tag and the first index.
     let mut key = window_prefix_with_room(window, 1 + 8);
+    push_chunk_tag(&mut key, first_index);
+    key
+}
+
+/// [`chunk_key`] of the window whose key prefix ([`window_prefix`]) is `prefix`.
+pub fn chunk_key_under(prefix: &[u8], first_index: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 1 + 8);
+    key.extend_from_slice(prefix);
+    push_chunk_tag(&mut key, first_index);
+    key
+}
+
+fn push_chunk_tag(key: &mut Vec<u8>, first_index: u64) {
     key.push(CHUNK);
     key.extend_from_slice(&first_index.to_be_bytes());
-    key
 }
 
 pub fn output_key(seq: u64) -> Vec<u8> {

@@ -121,6 +121,7 @@ const DELETE_PREFIX: u8 = 2;
 const APPEND: u8 = 3;
 const EXPECT: u8 = 4;
 const TRIM_LOG: u8 = 5;
+const DELETE: u8 = 6;
 
 /// A journal record: the version, the number of ops, then each op (a tag, then its key, sequence
 /// number and value as [`VERSION`] says).
@@ -130,7 +131,7 @@ pub fn encode(ops: &[KvOp]) -> Vec<u8> {
         .map(|op| {
             4 + match op {
                 KvOp::Put(k, v) | KvOp::PutNew(k, v) => k.len() + v.len() + 8,
-                KvOp::DeletePrefix(p) => p.len() + 4,
+                KvOp::DeletePrefix(p) | KvOp::Delete(p) => p.len() + 4,
                 KvOp::Append(_, v) => v.len() + 8,
                 KvOp::TrimLog(_) => 10,
                 KvOp::Expect(k, v) => k.len() + v.as_ref().map_or(0, Vec::len) + 9,
@@ -159,6 +160,10 @@ pub fn encode(ops: &[KvOp]) -> Vec<u8> {
             KvOp::DeletePrefix(p) => {
                 w.out.push(DELETE_PREFIX);
                 w.key(p);
+            }
+            KvOp::Delete(k) => {
+                w.out.push(DELETE);
+                w.key(k);
             }
             KvOp::TrimLog(below) => {
                 w.out.push(TRIM_LOG);
@@ -273,6 +278,7 @@ impl<'a> Cursor<'a> {
             PUT => KvOp::Put(self.key()?, self.bytes()?),
             PUT_NEW => KvOp::PutNew(self.key()?, self.bytes()?),
             DELETE_PREFIX => KvOp::DeletePrefix(self.key()?),
+            DELETE => KvOp::Delete(self.key()?),
             APPEND => {
                 self.seq = self.seq.wrapping_add(self.varint()?);
                 KvOp::Append(self.seq, self.bytes()?)
@@ -523,6 +529,10 @@ impl Merger {
                 self.ops.push(Some(KvOp::DeletePrefix(prefix)));
                 Ok(())
             }
+            KvOp::Delete(key) => Err(StoreError::corrupt(
+                &key,
+                "a journaled batch removes a single key: only compaction rounds do",
+            )),
             KvOp::Append(seq, value) => {
                 if let Some(block) = &mut self.block
                     && block.last.checked_add(1) == Some(seq)
@@ -644,16 +654,27 @@ impl Merger {
     }
 }
 
+/// Every window the backend holds records of, by key prefix, with the first indexes of its chunks
+/// when the compactor wrote every one of them (empty when recovery listed the window: its chunks
+/// are not known here).
+pub type StoredWindows = foldhash::HashMap<Vec<u8>, Vec<u64>>;
+
+/// The windows recovery found in the backend (by key prefix), their chunks unknown.
+pub fn listed_windows(prefixes: HashSet<Vec<u8>>) -> StoredWindows {
+    prefixes.into_iter().map(|p| (p, Vec::new())).collect()
+}
+
 /// Merges the ops of journal records (their numbers and ops, in order) and adds the removal of
 /// those records: the one backend batch that compacts them.
 ///
-/// `stored`, when known, is every window the backend holds records of (by key prefix): a
-/// window's removal is then left out when the backend holds nothing of it (a window opened and
-/// removed within the round, the common case with many short windows), and the set is kept up to
-/// date with the ops returned.
+/// `stored`, when known, is what the backend holds ([`StoredWindows`]): a window's removal is
+/// then left out when the backend holds nothing of it (a window opened and removed within the
+/// round, the common case with many short windows), is the removal of its chunks' keys when the
+/// compactor wrote them all, and stays a removal by prefix otherwise; `stored` is kept up to date
+/// with the ops returned.
 pub fn compaction(
     records: Vec<(u64, Vec<KvOp>)>,
-    stored: &mut Option<HashSet<Vec<u8>>>,
+    stored: &mut Option<StoredWindows>,
 ) -> Result<Vec<KvOp>, StoreError> {
     compaction_below(records, stored, u64::MAX)
 }
@@ -662,7 +683,7 @@ pub fn compaction(
 /// in journal files, which the compactor marks compacted instead).
 fn compaction_below(
     records: Vec<(u64, Vec<KvOp>)>,
-    stored: &mut Option<HashSet<Vec<u8>>>,
+    stored: &mut Option<StoredWindows>,
     in_backend_below: u64,
 ) -> Result<Vec<KvOp>, StoreError> {
     let mut merger = Merger {
@@ -678,20 +699,7 @@ fn compaction_below(
     }
     let mut ops = merger.finish()?;
     if let Some(stored) = stored {
-        ops.retain(|op| match op {
-            KvOp::Put(key, _) => {
-                if let Some((window, _)) = split_chunk_key(key)
-                    && !stored.contains(window)
-                {
-                    stored.insert(window.to_vec());
-                }
-                true
-            }
-            KvOp::DeletePrefix(prefix) if prefix.first() == Some(&WINDOW_PREFIX) => {
-                stored.remove(prefix.as_slice())
-            }
-            _ => true,
-        });
+        ops = known_removals(ops, stored);
     }
     // A journal key is a fixed length, so as a prefix it covers that key alone.
     ops.extend(
@@ -701,6 +709,49 @@ fn compaction_below(
             .map(|n| KvOp::DeletePrefix(journal_key(n))),
     );
     Ok(ops)
+}
+
+/// `ops` (merged) with each window's removal as `stored` has it, and `stored` updated with them.
+fn known_removals(ops: Vec<KvOp>, stored: &mut StoredWindows) -> Vec<KvOp> {
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        match op {
+            KvOp::Put(ref key, _) => {
+                if let Some((window, first)) = split_chunk_key(key) {
+                    match stored.get_mut(window) {
+                        // Chunks unknown stay unknown: the removal stays by prefix.
+                        Some(firsts) if firsts.is_empty() || firsts.contains(&first) => {}
+                        Some(firsts) => firsts.push(first),
+                        None => {
+                            stored.insert(window.to_vec(), vec![first]);
+                        }
+                    }
+                }
+                out.push(op);
+            }
+            KvOp::DeletePrefix(prefix)
+                if prefix.first() == Some(&WINDOW_PREFIX) && is_window_prefix(&prefix) =>
+            {
+                match stored.remove(prefix.as_slice()) {
+                    None => {}
+                    Some(firsts) if firsts.is_empty() => out.push(KvOp::DeletePrefix(prefix)),
+                    Some(firsts) => out.extend(
+                        firsts
+                            .into_iter()
+                            .map(|first| KvOp::Delete(codec::chunk_key_under(&prefix, first))),
+                    ),
+                }
+            }
+            KvOp::DeletePrefix(prefix) if prefix.first() == Some(&WINDOW_PREFIX) => {
+                // Several windows' prefix (no batch writes one today): what it covers is gone,
+                // whatever `stored` says of it.
+                stored.retain(|window, _| !window.starts_with(&prefix));
+                out.push(KvOp::DeletePrefix(prefix));
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Records read per page: they can be large.
@@ -765,7 +816,7 @@ pub struct Journal {
     compactor: Option<Compactor>,
     /// The windows the backend holds records of (their key prefixes), when recovery listed
     /// them: handed to the compactor, which keeps it up to date.
-    stored: Option<HashSet<Vec<u8>>>,
+    stored: Option<StoredWindows>,
     /// Journal records found at recovery: the compactor's first round.
     initial: Vec<(u64, Vec<KvOp>)>,
     /// The records are in these files instead of the backend (sled; see `journal_file`).
@@ -899,7 +950,7 @@ impl Journal {
     /// before the first commit.
     pub fn stored_windows(&mut self, windows: HashSet<Vec<u8>>) {
         if self.compactor.is_none() {
-            self.stored = Some(windows);
+            self.stored = Some(listed_windows(windows));
         }
     }
 
@@ -1071,7 +1122,7 @@ impl Compactor {
         backend: Box<dyn KvBackend>,
         rounds: Rounds,
         shared: &Arc<Shared>,
-        stored: Option<HashSet<Vec<u8>>>,
+        stored: Option<StoredWindows>,
         initial: Vec<(u64, Vec<KvOp>)>,
     ) -> Result<Compactor, StoreError> {
         let (queue, rx) = handoff::channel(rounds.policy.backlog, rounds.policy.round_bytes);
@@ -1121,7 +1172,7 @@ fn compact(
     rx: &handoff::Reader<Job>,
     rounds: Rounds,
     shared: &Shared,
-    mut stored: Option<HashSet<Vec<u8>>>,
+    mut stored: Option<StoredWindows>,
     initial: Vec<(u64, Vec<KvOp>)>,
 ) {
     let policy = rounds.policy;
@@ -1175,7 +1226,7 @@ fn compact(
 fn op_bytes(op: &KvOp) -> usize {
     match op {
         KvOp::Put(k, v) | KvOp::PutNew(k, v) => k.len() + v.len(),
-        KvOp::DeletePrefix(p) => p.len(),
+        KvOp::DeletePrefix(p) | KvOp::Delete(p) => p.len(),
         KvOp::Append(_, v) => v.len(),
         KvOp::Expect(k, v) => k.len() + v.as_ref().map_or(0, Vec::len),
         KvOp::TrimLog(_) => 8,
@@ -1186,7 +1237,7 @@ fn op_bytes(op: &KvOp) -> usize {
 fn apply_round(
     backend: &mut dyn KvBackend,
     records: Vec<(u64, Vec<KvOp>)>,
-    stored: &mut Option<HashSet<Vec<u8>>>,
+    stored: &mut Option<StoredWindows>,
     shared: &Shared,
     rounds: Rounds,
 ) -> bool {
@@ -1353,6 +1404,9 @@ mod tests {
                         batch.insert(key.clone(), None);
                     }
                 }
+                KvOp::Delete(key) => {
+                    batch.insert(key, None);
+                }
                 KvOp::TrimLog(below) => {
                     let (from, to) = (codec::output_key(0), codec::output_key(below));
                     for (key, _) in before.iter().filter(|(k, _)| *k >= from && *k < to) {
@@ -1384,13 +1438,15 @@ mod tests {
     }
 
     proptest! {
-        /// Compacting a run of batches in one round leaves what applying them one by one leaves,
-        /// with or without the windows the backend held before, known or not.
+        /// Compacting a run of batches in rounds leaves what applying them one by one leaves,
+        /// with or without the windows the backend held before, known or not (a later round
+        /// removes by their keys the windows an earlier one wrote).
         #[test]
-        fn a_round_has_the_effect_of_its_batches(
+        fn rounds_have_the_effect_of_their_batches(
             before in prop::collection::vec(prop::collection::vec(step(), 0..4), 0..4),
             plan in prop::collection::vec(prop::collection::vec(step(), 0..6), 1..12),
             known in any::<bool>(),
+            ends in prop::collection::vec(any::<bool>(), 12),
         ) {
             let mut counts = [0u64; 4];
             let mut seq = 0;
@@ -1400,13 +1456,15 @@ mod tests {
             }
             let mut compacted = one_by_one.clone();
             // What recovery lists: every window with a record in the backend.
-            let mut stored: Option<HashSet<Vec<u8>>> = known.then(|| {
-                one_by_one
-                    .scan(&[], &[], usize::MAX)
-                    .expect("scan")
-                    .iter()
-                    .filter_map(|(key, _)| Some(split_chunk_key(key)?.0.to_vec()))
-                    .collect()
+            let mut stored = known.then(|| {
+                listed_windows(
+                    one_by_one
+                        .scan(&[], &[], usize::MAX)
+                        .expect("scan")
+                        .iter()
+                        .filter_map(|(key, _)| Some(split_chunk_key(key)?.0.to_vec()))
+                        .collect(),
+                )
             });
             let records = batches(&plan, &mut counts, &mut seq);
             for (n, ops) in &records {
@@ -1416,7 +1474,14 @@ mod tests {
             for (n, _) in &records {
                 compacted.apply(vec![KvOp::PutNew(journal_key(*n), Vec::new())]).expect("journal");
             }
-            apply_like_sled(&mut compacted, compaction(records.clone(), &mut stored)?);
+            let mut round = Vec::new();
+            for (i, record) in records.iter().enumerate() {
+                round.push(record.clone());
+                if ends[i] || i + 1 == records.len() {
+                    let ops = compaction(std::mem::take(&mut round), &mut stored)?;
+                    apply_like_sled(&mut compacted, ops);
+                }
+            }
             // The round removed its journal records; the batches applied one by one left theirs.
             for (n, _) in &records {
                 one_by_one.apply(vec![KvOp::DeletePrefix(journal_key(*n))]).expect("forget");
@@ -1468,6 +1533,7 @@ mod tests {
                     out.extend_from_slice(&seq.to_le_bytes());
                     bytes(&mut out, v);
                 }
+                KvOp::Delete(_) => panic!("version 1 had no removal of a single key"),
                 KvOp::Expect(k, v) => {
                     out.push(EXPECT);
                     bytes(&mut out, k);
@@ -1529,7 +1595,7 @@ mod tests {
         let mut counts = [0u64; 4];
         let mut seq = 0;
         let records = batches(&plan, &mut counts, &mut seq);
-        let ops = compaction(records, &mut Some(HashSet::new())).expect("merge");
+        let ops = compaction(records, &mut Some(StoredWindows::default())).expect("merge");
         let chunks: Vec<_> = ops
             .iter()
             .filter_map(|op| match op {

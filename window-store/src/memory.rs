@@ -48,6 +48,9 @@ impl KvBackend for MemoryBackend {
                     self.map.insert(key, value);
                 }
                 Plain::Expect { .. } => {}
+                Plain::Delete(key) => {
+                    self.map.remove(&key);
+                }
                 Plain::DeleteRange { from, to } => {
                     let doomed: Vec<Vec<u8>> =
                         self.map.range(from..to).map(|(k, _)| k.clone()).collect();

@@ -517,6 +517,11 @@ impl KvBackend for RedisBackend {
                     Cow::Owned(inclusive(prefix)),
                     Cow::Owned(exclusive_upper(prefix)),
                 ]),
+                KvOp::Delete(key) => args.extend([
+                    Cow::Borrowed(b"X".as_slice()),
+                    Cow::Borrowed(key.as_slice()),
+                    Cow::Borrowed(b"".as_slice()),
+                ]),
                 KvOp::Expect(key, value) => {
                     args.push(Cow::Borrowed(b"E".as_slice()));
                     args.push(Cow::Borrowed(key.as_slice()));
@@ -934,7 +939,8 @@ fn unreachable(error: &redis::RedisError) -> bool {
 /// ARGV[1]: the batch's epoch; ARGV[2]: the identity; ARGV[3]: `known` (refuse unless the
 /// namespace holds that identity and an epoch) or `new` (create the identity if absent); then
 /// per op `P key value`, `N key value` (a key that must not
-/// exist), `D min max` (a `ZRANGEBYLEX` range) or `A id n field value ...` (append an entry with
+/// exist), `D min max` (remove a `ZRANGEBYLEX` range), `X key ''` (remove the key) or
+/// `A id n field value ...` (append an entry with
 /// `n` field and value items to the log, whose ids must rise). Returns `{1, highest, ''}` when
 /// applied, `{0, highest, ''}` when fenced, `{2, key, ''}` when an `N` key exists, `{3, id, ''}`
 /// when the log already holds `id` or a later entry, `{4, key, ''}` when an expectation fails,
@@ -1022,7 +1028,7 @@ while i <= #ARGV do
     if not log_seq(ARGV[i + 1] or '') then
       return redis.error_reply('ERR window-store: malformed trim at argument ' .. i)
     end
-  elseif (op ~= 'P' and op ~= 'N' and op ~= 'D') or i + 2 > #ARGV then
+  elseif (op ~= 'P' and op ~= 'N' and op ~= 'D' and op ~= 'X') or i + 2 > #ARGV then
     return redis.error_reply('ERR window-store: malformed batch at argument ' .. i)
   elseif op == 'N' and redis.call('HEXISTS', KEYS[2], ARGV[i + 1]) == 1 then
     return {2, ARGV[i + 1], ''}
@@ -1059,11 +1065,16 @@ while i <= #ARGV do
     local removed = redis.call('XTRIM', KEYS[4], 'MINID', ARGV[i + 1])
     if removed > 0 then redis.call('INCRBY', KEYS[6], removed) end
     i = i + 3
-  elseif op == 'D' then
+  elseif op == 'D' or op == 'X' then
+    -- A removal by range looks its keys up; a removal of one key names it.
     local doomed = {}
-    while ARGV[i] == 'D' do
-      for _, key in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], ARGV[i + 1], ARGV[i + 2])) do
-        doomed[#doomed + 1] = key
+    while ARGV[i] == 'D' or ARGV[i] == 'X' do
+      if ARGV[i] == 'X' then
+        doomed[#doomed + 1] = ARGV[i + 1]
+      else
+        for _, key in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], ARGV[i + 1], ARGV[i + 2])) do
+          doomed[#doomed + 1] = key
+        end
       end
       i = i + 3
     end

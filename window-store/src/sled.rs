@@ -365,6 +365,7 @@ impl KvBackend for SledBackend {
             match op {
                 Plain::Put { key, value, .. } => batch.insert(key, value),
                 Plain::Expect { .. } => {}
+                Plain::Delete(key) => batch.remove(key),
                 Plain::DeleteRange { from, to } => {
                     for item in self.db.range(from..to) {
                         let (key, _) = item.map_err(backend)?;

@@ -65,6 +65,7 @@ fn kv_op() -> impl Strategy<Value = KvOp> {
         4 => (key(), prop::collection::vec(any::<u8>(), 0..4)).prop_map(|(k, v)| KvOp::Put(k, v)),
         1 => key().prop_map(KvOp::DeletePrefix),
         1 => short.prop_map(KvOp::DeletePrefix),
+        1 => key().prop_map(KvOp::Delete),
     ]
 }
 
