@@ -104,11 +104,26 @@ pub struct Policy {
 }
 
 impl Default for Policy {
+    /// Rounds of about 200 ms (sled's): a crash leaves little journal for the restart to read.
     fn default() -> Policy {
         Policy {
             delay: Duration::from_millis(200),
             round_bytes: 32 << 20,
             backlog: 512,
+        }
+    }
+}
+
+impl Policy {
+    /// Rounds of about a second, for Redis: one server carries the rounds of every node, and a
+    /// window opened and removed within a round costs it nothing, so the longer rounds leave it
+    /// less to do where windows are short (1000 keys, nearly every event its own window:
+    /// redis-server 0.33-0.37 CPU-seconds per million events against 0.54-0.67 with 200 ms).
+    /// A failover reads up to that second of journal (or `round_bytes` of it).
+    pub fn redis() -> Policy {
+        Policy {
+            delay: Duration::from_secs(1),
+            ..Policy::default()
         }
     }
 }

@@ -128,7 +128,7 @@ impl RedisStore {
     /// Connects to the Redis server at `url` (`redis://HOST:PORT/DB`) and opens the store in
     /// `namespace` (created on its first write). See [`RedisBackend::connect`].
     pub fn connect(url: &str, namespace: &str) -> Result<RedisStore, StoreError> {
-        RedisStore::connect_with(url, namespace, crate::journal::Policy::default())
+        RedisStore::connect_with(url, namespace, crate::journal::Policy::redis())
     }
 
     /// [`RedisStore::connect`] with the journal's compaction `policy`.
