@@ -220,11 +220,30 @@ impl<'a> Writer<'a> {
     }
 
     fn key(&mut self, key: &'a [u8]) {
-        let shared = self.key.iter().zip(key).take_while(|(a, b)| a == b).count();
+        let shared = shared_prefix(self.key, key);
         codec::put_varint(&mut self.out, shared as u64);
         self.bytes(&key[shared..]);
         self.key = key;
     }
+}
+
+/// How many bytes `a` and `b` start with alike: eight at a time (keys share 26 or more).
+fn shared_prefix(a: &[u8], b: &[u8]) -> usize {
+    let len = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= len {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        let y = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if x != y {
+            return i + ((x ^ y).trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + a[i..len]
+        .iter()
+        .zip(&b[i..len])
+        .take_while(|(x, y)| x == y)
+        .count()
 }
 
 /// The ops of journal record `key`.
@@ -386,20 +405,37 @@ struct Tail {
     /// Where its op goes in `Merger::ops`.
     at: usize,
     key: Vec<u8>,
-    header: Header,
-    /// The chunk as it was written, until another one joins it (most windows get one chunk
-    /// a round: they are never decoded).
+    /// Its header, once known: read from `raw` when a chunk of its window comes after it, set
+    /// by a join (most windows get one chunk a round: nothing of it is ever decoded).
+    header: Option<Header>,
+    /// The chunk as it was written, until another one joins it.
     raw: Option<Vec<u8>>,
     ids: Vec<EventId>,
     payloads: Vec<Option<StoredPayload>>,
 }
 
 impl Tail {
+    /// The number of ids the window has with the tail's chunks.
+    fn id_count(&mut self) -> Result<u64, StoreError> {
+        if self.header.is_none()
+            && let Some(raw) = &self.raw
+        {
+            self.header = Some(codec::decode_chunk_header(&self.key, raw)?);
+        }
+        Ok(self.header()?.id_count)
+    }
+
+    fn header(&self) -> Result<&Header, StoreError> {
+        self.header
+            .as_ref()
+            .ok_or_else(|| StoreError::corrupt(&self.key, "a joined chunk without its header"))
+    }
+
     /// The tail's value, as written or joined.
     fn value(self) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
         let value = match self.raw {
             Some(raw) => raw,
-            None => codec::encode_chunk_stored(&self.header, &self.ids, &self.payloads)
+            None => codec::encode_chunk_stored(self.header()?, &self.ids, &self.payloads)
                 .ok_or_else(|| {
                     StoreError::corrupt(
                         &self.key,
@@ -431,7 +467,7 @@ impl Tail {
             }
         }
         self.ids.extend(ids);
-        self.header = header;
+        self.header = Some(header);
         Ok(())
     }
 }
@@ -616,16 +652,14 @@ impl Merger {
             self.ops.push(Some(KvOp::Put(key, value)));
             return Ok(());
         };
-        let header = codec::decode_chunk_header(&key, &value)?;
         let writes = match self.windows.get_mut(window) {
             Some(writes) => writes,
             None => self.windows.entry(window.to_vec()).or_default(),
         };
         if let Some(tail) = &mut writes.tail
-            && tail.header.id_count == first
-            && header.id_count >= first
+            && tail.id_count()? == first
         {
-            let (_, (ids, payloads)) = codec::decode_chunk(&key, &value)?;
+            let (header, (ids, payloads)) = codec::decode_chunk(&key, &value)?;
             if first + ids.len() as u64 == header.id_count {
                 // The next chunk of the same window: joined to the tail.
                 return tail.join(header, ids, payloads);
@@ -646,7 +680,7 @@ impl Merger {
         writes.tail = Some(Tail {
             at: self.ops.len(),
             key,
-            header,
+            header: None,
             raw: Some(value),
             ids: Vec::new(),
             payloads: Vec::new(),
@@ -1563,6 +1597,19 @@ mod tests {
             }
         }
         out
+    }
+
+    proptest! {
+        #[test]
+        fn shared_prefix_counts_the_bytes_alike(
+            a in prop::collection::vec(0u8..3, 0..40),
+            b in prop::collection::vec(0u8..3, 0..40),
+        ) {
+            let slow = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            prop_assert_eq!(shared_prefix(&a, &b), slow);
+            let longer = [a.as_slice(), &b].concat();
+            prop_assert_eq!(shared_prefix(&a, &longer), a.len());
+        }
     }
 
     #[test]
