@@ -251,6 +251,7 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<KvOp>, StoreError> {
     let mut r = Cursor {
         key,
         at: value,
+        v1: false,
         last_key: Vec::new(),
         seq: 0,
     };
@@ -263,18 +264,15 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<KvOp>, StoreError> {
             ),
         ));
     }
-    let v1 = version == VERSION_1;
-    let count = match v1 {
+    r.v1 = version == VERSION_1;
+    let count = match r.v1 {
         true => r.u32()? as usize,
-        false => r.varint()? as usize,
+        false => r.len()?,
     };
     let mut ops = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
         let tag = r.take(1)?[0];
-        ops.push(match v1 {
-            true => r.op_v1(tag)?,
-            false => r.op(tag)?,
-        });
+        ops.push(r.op(tag)?);
     }
     if !r.at.is_empty() {
         return Err(r.corrupt("bytes after the last op"));
@@ -286,6 +284,8 @@ pub fn decode(key: &[u8], value: &[u8]) -> Result<Vec<KvOp>, StoreError> {
 struct Cursor<'a> {
     key: &'a [u8],
     at: &'a [u8],
+    /// A [`VERSION_1`] record.
+    v1: bool,
     /// The last key read ([`VERSION`]).
     last_key: Vec<u8>,
     /// The last output record's seq read ([`VERSION`]).
@@ -306,7 +306,7 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    /// An op of a [`VERSION`] record, after its tag.
+    /// An op, after its tag.
     fn op(&mut self, tag: u8) -> Result<KvOp, StoreError> {
         Ok(match tag {
             PUT => KvOp::Put(self.key()?, self.bytes()?),
@@ -314,10 +314,16 @@ impl<'a> Cursor<'a> {
             DELETE_PREFIX => KvOp::DeletePrefix(self.key()?),
             DELETE => KvOp::Delete(self.key()?),
             APPEND => {
-                self.seq = self.seq.wrapping_add(self.varint()?);
+                self.seq = match self.v1 {
+                    true => self.u64()?,
+                    false => self.seq.wrapping_add(self.varint()?),
+                };
                 KvOp::Append(self.seq, self.bytes()?)
             }
-            TRIM_LOG => KvOp::TrimLog(self.varint()?),
+            TRIM_LOG => KvOp::TrimLog(match self.v1 {
+                true => self.u64()?,
+                false => self.varint()?,
+            }),
             EXPECT => {
                 let key = self.key()?;
                 let value = match self.take(1)?[0] {
@@ -339,12 +345,18 @@ impl<'a> Cursor<'a> {
     }
 
     fn bytes(&mut self) -> Result<Vec<u8>, StoreError> {
-        let len = self.len()?;
+        let len = match self.v1 {
+            true => self.u32()? as usize,
+            false => self.len()?,
+        };
         Ok(self.take(len)?.to_vec())
     }
 
-    /// A key: the part it shares with the last one, then the rest.
+    /// A key: the part it shares with the last one, then the rest (in version 1: whole).
     fn key(&mut self) -> Result<Vec<u8>, StoreError> {
+        if self.v1 {
+            return self.bytes();
+        }
         let shared = self.len()?;
         if shared > self.last_key.len() {
             return Err(self.corrupt("a key sharing more than the key before it holds"));
@@ -357,29 +369,6 @@ impl<'a> Cursor<'a> {
         Ok(key)
     }
 
-    /// An op of a [`VERSION_1`] record, after its tag.
-    fn op_v1(&mut self, tag: u8) -> Result<KvOp, StoreError> {
-        Ok(match tag {
-            PUT => KvOp::Put(self.bytes_v1()?, self.bytes_v1()?),
-            PUT_NEW => KvOp::PutNew(self.bytes_v1()?, self.bytes_v1()?),
-            DELETE_PREFIX => KvOp::DeletePrefix(self.bytes_v1()?),
-            APPEND => {
-                let seq = self.u64()?;
-                KvOp::Append(seq, self.bytes_v1()?)
-            }
-            TRIM_LOG => KvOp::TrimLog(self.u64()?),
-            EXPECT => {
-                let key = self.bytes_v1()?;
-                let value = match self.take(1)?[0] {
-                    0 => None,
-                    _ => Some(self.bytes_v1()?),
-                };
-                KvOp::Expect(key, value)
-            }
-            other => return Err(self.corrupt(&format!("unknown op {other}"))),
-        })
-    }
-
     fn u32(&mut self) -> Result<u32, StoreError> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
@@ -390,11 +379,6 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
-    }
-
-    fn bytes_v1(&mut self) -> Result<Vec<u8>, StoreError> {
-        let len = self.u32()? as usize;
-        Ok(self.take(len)?.to_vec())
     }
 }
 
