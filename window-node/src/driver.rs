@@ -4,9 +4,9 @@
 //! (up to a bound, and those that arrive while it steps them), runs each through the service
 //! (`window-service`: the engine, the numbering of fired windows, remembered requests), commits
 //! the group's batch, makes it durable with one `sync` (group commit), and only then answers the
-//! commands and publishes the fired windows to subscribers. Timers (the time purge and the idle watermark) are the service's; the driver
-//! only sleeps until the service says and reads the clock. Nothing else touches the service or
-//! the store, so there are no locks.
+//! commands and publishes the fired windows to subscribers. Timers (the time purge and the idle
+//! watermark) are the service's; the driver only sleeps until the service says and reads the
+//! clock. Nothing else touches the service or the store, so there are no locks.
 
 use std::collections::HashMap;
 use std::sync::Arc;

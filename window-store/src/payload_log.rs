@@ -54,7 +54,7 @@ pub struct PayloadLog {
     file: Prefilled,
     /// A segment is closed once it holds this many bytes.
     segment_bytes: u64,
-    /// Appended since the last write, starting at `len - pending.len()`.
+    /// Appended since the last write, starting where `file`'s data ends.
     pending: Vec<u8>,
     /// Read handles, by segment.
     readers: Mutex<HashMap<u32, Arc<File>>>,
